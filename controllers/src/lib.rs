@@ -1,0 +1,1 @@
+//! Controller-manager: not built yet; see the controllers issue.

@@ -1,0 +1,1 @@
+//! Scheduling framework and default plugins: not built yet; see the scheduler-lite issue.
