@@ -7,3 +7,4 @@
 pub mod resources;
 pub mod status;
 pub mod storage;
+pub mod cacher;
