@@ -272,8 +272,8 @@ impl Store for SqliteStore {
         }
         let at = if revision > 0 { revision } else { current };
         let start = match start_after {
-            // Strictly after: append the lowest byte.
-            Some(s) => format!("{s}\u{0}"),
+            // Strictly after: append the lowest byte; never below the prefix.
+            Some(s) => format!("{s}\u{0}").max(prefix.to_string()),
             None => prefix.to_string(),
         };
         let end = prefix_end(prefix);
