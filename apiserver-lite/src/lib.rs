@@ -5,4 +5,5 @@
 //! (decode, admission, validation, storage) and the HTTP front end with discovery and OpenAPI.
 
 pub mod resources;
+pub mod selectors;
 pub mod status;
