@@ -7,3 +7,4 @@
 pub mod resources;
 pub mod selectors;
 pub mod status;
+pub mod table;
