@@ -1674,3 +1674,636 @@ fn print_pod(o: &Value, now: DateTime<Utc>) -> (Vec<Value>, Option<Value>) {
     ];
     (cells, conditions)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2024-06-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// `now` minus `secs`, as an RFC 3339 timestamp.
+    fn ago(secs: i64) -> String {
+        (now() - chrono::Duration::seconds(secs))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    }
+
+    fn table(group: &str, plural: &str, obj: Value) -> Value {
+        let info = find(group, "v1", plural).unwrap();
+        to_table_at(info, &[&obj], json!({}), IncludeObject::None, now())
+    }
+
+    fn cells(group: &str, plural: &str, obj: Value) -> Vec<Value> {
+        table(group, plural, obj)["rows"][0]["cells"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn column_names(group: &str, plural: &str) -> Vec<(String, i64)> {
+        table(group, plural, json!({"metadata": {"name": "x"}}))["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["priority"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn human_durations() {
+        let cases: &[(i64, &str)] = &[
+            (-5, "<invalid>"),
+            (-1, "0s"),
+            (0, "0s"),
+            (5, "5s"),
+            (119, "119s"),
+            (120, "2m"),
+            (190, "3m10s"),
+            (600, "10m"),
+            (3 * 3600 - 1, "179m"),
+            (3 * 3600, "3h"),
+            (3 * 3600 + 60 * 25, "3h25m"),
+            (8 * 3600, "8h"),
+            (47 * 3600, "47h"),
+            (2 * 86400 + 3 * 3600, "2d3h"),
+            (3 * 86400, "3d"),
+            (30 * 86400, "30d"),
+            (2 * 365 * 86400 + 10 * 86400, "2y10d"),
+            (9 * 365 * 86400, "9y"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(
+                human_duration(chrono::Duration::seconds(*secs)),
+                *want,
+                "{secs}s"
+            );
+        }
+    }
+
+    fn running(name: &str, ready: bool, restarts: i64) -> Value {
+        json!({"name": name, "ready": ready, "restartCount": restarts,
+               "state": {"running": {"startedAt": ago(100)}}})
+    }
+
+    #[test]
+    fn pod_status_logic() {
+        let two = json!([{"name": "a"}, {"name": "b"}]);
+        let cases: Vec<(&str, Value, (&str, &str, &str))> = vec![
+            (
+                "pending, nothing yet",
+                json!({"spec": {"containers": two}, "status": {"phase": "Pending"}}),
+                ("0/2", "Pending", "0"),
+            ),
+            (
+                "container creating",
+                json!({"spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Pending",
+                    "containerStatuses": [{"name": "a", "ready": false, "restartCount": 0,
+                        "state": {"waiting": {"reason": "ContainerCreating"}}}]}}),
+                ("0/1", "ContainerCreating", "0"),
+            ),
+            (
+                "running and ready",
+                json!({"spec": {"containers": two}, "status": {"phase": "Running",
+                    "containerStatuses": [running("a", true, 0), running("b", true, 0)]}}),
+                ("2/2", "Running", "0"),
+            ),
+            (
+                "crash loop with last restart age",
+                json!({"spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Running",
+                    "containerStatuses": [{"name": "a", "ready": false, "restartCount": 5,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {"terminated": {"exitCode": 1, "finishedAt": ago(300)}}}]}}),
+                ("0/1", "CrashLoopBackOff", "5 (5m ago)"),
+            ),
+            (
+                "completed",
+                json!({"spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Succeeded",
+                    "containerStatuses": [{"name": "a", "ready": false, "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}}),
+                ("0/1", "Completed", "0"),
+            ),
+            (
+                "terminated without reason, by signal",
+                json!({"spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Failed",
+                    "containerStatuses": [{"name": "a", "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 137, "signal": 9}}}]}}),
+                ("0/1", "Signal:9", "0"),
+            ),
+            (
+                "terminated without reason, exit code",
+                json!({"spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Failed",
+                    "containerStatuses": [{"name": "a", "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 2}}}]}}),
+                ("0/1", "ExitCode:2", "0"),
+            ),
+            (
+                "one completed, one still running and ready",
+                json!({"spec": {"containers": two}, "status": {"phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                    "containerStatuses": [
+                        {"name": "a", "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+                        running("b", true, 0)]}}),
+                ("1/2", "Running", "0"),
+            ),
+            (
+                "one completed, one running, pod not ready",
+                json!({"spec": {"containers": two}, "status": {"phase": "Running",
+                    "containerStatuses": [
+                        {"name": "a", "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+                        running("b", true, 0)]}}),
+                ("1/2", "NotReady", "0"),
+            ),
+            (
+                "init container running",
+                json!({"spec": {"initContainers": [{"name": "i"}], "containers": [{"name": "a"}]},
+                    "status": {"phase": "Pending",
+                    "initContainerStatuses": [{"name": "i", "restartCount": 0, "state": {"running": {}}}],
+                    "containerStatuses": [{"name": "a", "restartCount": 0,
+                        "state": {"waiting": {"reason": "PodInitializing"}}}]}}),
+                ("0/1", "Init:0/1", "0"),
+            ),
+            (
+                "second of two init containers",
+                json!({"spec": {"initContainers": [{"name": "i"}, {"name": "j"}], "containers": [{"name": "a"}]},
+                    "status": {"phase": "Pending",
+                    "initContainerStatuses": [
+                        {"name": "i", "restartCount": 0, "state": {"terminated": {"exitCode": 0}}},
+                        {"name": "j", "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}}),
+                ("0/1", "Init:1/2", "0"),
+            ),
+            (
+                "init container crash loop",
+                json!({"spec": {"initContainers": [{"name": "i"}], "containers": [{"name": "a"}]},
+                    "status": {"phase": "Pending",
+                    "initContainerStatuses": [{"name": "i", "restartCount": 3,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}),
+                ("0/1", "Init:CrashLoopBackOff", "3"),
+            ),
+            (
+                "init container failed",
+                json!({"spec": {"initContainers": [{"name": "i"}], "containers": [{"name": "a"}]},
+                    "status": {"phase": "Pending",
+                    "initContainerStatuses": [{"name": "i", "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}}),
+                ("0/1", "Init:Error", "0"),
+            ),
+            (
+                "init container exit code",
+                json!({"spec": {"initContainers": [{"name": "i"}], "containers": [{"name": "a"}]},
+                    "status": {"phase": "Pending",
+                    "initContainerStatuses": [{"name": "i", "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 3}}}]}}),
+                ("0/1", "Init:ExitCode:3", "0"),
+            ),
+            (
+                "sidecar counted and ready",
+                json!({"spec": {"initContainers": [{"name": "s", "restartPolicy": "Always"}], "containers": [{"name": "a"}]},
+                    "status": {"phase": "Running", "conditions": [{"type": "Initialized", "status": "True"}],
+                    "initContainerStatuses": [{"name": "s", "restartCount": 1, "started": true, "ready": true,
+                        "state": {"running": {}}, "lastState": {"terminated": {"exitCode": 1, "finishedAt": ago(7200)}}}],
+                    "containerStatuses": [running("a", true, 0)]}}),
+                ("2/2", "Running", "1 (120m ago)"),
+            ),
+            (
+                "terminating",
+                json!({"metadata": {"deletionTimestamp": ago(1)}, "spec": {"containers": [{"name": "a"}]},
+                    "status": {"phase": "Running", "containerStatuses": [running("a", true, 0)]}}),
+                ("1/1", "Terminating", "0"),
+            ),
+            (
+                "terminal pods being deleted keep their status",
+                json!({"metadata": {"deletionTimestamp": ago(1)}, "spec": {"containers": [{"name": "a"}]},
+                    "status": {"phase": "Succeeded", "containerStatuses": [{"name": "a", "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}}),
+                ("0/1", "Completed", "0"),
+            ),
+            (
+                "node lost",
+                json!({"metadata": {"deletionTimestamp": ago(1)}, "spec": {"containers": [{"name": "a"}]},
+                    "status": {"phase": "Running", "reason": "NodeLost"}}),
+                ("0/1", "Unknown", "0"),
+            ),
+            (
+                "status reason wins over phase",
+                json!({"spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Failed", "reason": "Evicted"}}),
+                ("0/1", "Evicted", "0"),
+            ),
+            (
+                "scheduling gated",
+                json!({"spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Pending",
+                    "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]}}),
+                ("0/1", "SchedulingGated", "0"),
+            ),
+        ];
+        for (what, mut pod, (ready, status, restarts)) in cases {
+            pod["metadata"]["name"] = json!("p");
+            pod["metadata"]["creationTimestamp"] = json!(ago(65));
+            let c = cells("", "pods", pod);
+            assert_eq!(c[1], json!(ready), "{what}: ready");
+            assert_eq!(c[2], json!(status), "{what}: status");
+            assert_eq!(c[3], json!(restarts), "{what}: restarts");
+            assert_eq!(c[4], json!("65s"), "{what}: age");
+        }
+    }
+
+    #[test]
+    fn pod_row_wide_cells_conditions_and_columns() {
+        let pod = json!({
+            "metadata": {"name": "web-0", "namespace": "default", "creationTimestamp": ago(190)},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "a"}],
+                     "readinessGates": [{"conditionType": "example.com/gate"}]},
+            "status": {"phase": "Succeeded", "podIPs": [{"ip": "10.244.0.5"}],
+                       "conditions": [{"type": "example.com/gate", "status": "True"}]}
+        });
+        let t = table("", "pods", pod);
+        let row = &t["rows"][0];
+        assert_eq!(
+            row["cells"],
+            json!([
+                "web-0",
+                "0/1",
+                "Succeeded",
+                "0",
+                "3m10s",
+                "10.244.0.5",
+                "node-1",
+                "<none>",
+                "1/1"
+            ])
+        );
+        assert_eq!(row["conditions"][0]["type"], "Completed");
+        assert_eq!(row["conditions"][0]["reason"], "Succeeded");
+        let want = [
+            ("Name", 0),
+            ("Ready", 0),
+            ("Status", 0),
+            ("Restarts", 0),
+            ("Age", 0),
+            ("IP", 1),
+            ("Node", 1),
+            ("Nominated Node", 1),
+            ("Readiness Gates", 1),
+        ];
+        let got = column_names("", "pods");
+        assert_eq!(got, want.map(|(n, p)| (n.to_string(), p)).to_vec());
+        let cols = t["columnDefinitions"].as_array().unwrap();
+        assert_eq!(cols[0]["format"], "name");
+        assert_eq!(cols[0]["type"], "string");
+        assert!(cols[0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Name must be unique within a namespace."));
+        assert!(cols[4]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("CreationTimestamp is a timestamp"));
+        assert!(cols[5]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("podIP address allocated to the pod."));
+    }
+
+    #[test]
+    fn include_object_and_list_meta() {
+        let info = find("", "v1", "configmaps").unwrap();
+        let cm = json!({"kind": "ConfigMap", "apiVersion": "v1",
+            "metadata": {"name": "c", "namespace": "ns", "labels": {"a": "b"}}, "data": {"k": "v"}});
+        let meta = json!({"resourceVersion": "42", "continue": "tok", "remainingItemCount": null});
+        let t = to_table_at(info, &[&cm], meta.clone(), IncludeObject::Metadata, now());
+        assert_eq!(t["kind"], "Table");
+        assert_eq!(t["apiVersion"], "meta.k8s.io/v1");
+        assert_eq!(
+            t["metadata"],
+            json!({"resourceVersion": "42", "continue": "tok"})
+        );
+        assert_eq!(
+            t["rows"][0]["object"],
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"name": "c", "namespace": "ns", "labels": {"a": "b"}}})
+        );
+        let t = to_table_at(info, &[&cm], meta.clone(), IncludeObject::Object, now());
+        assert_eq!(t["rows"][0]["object"], cm);
+        let t = to_table_at(info, &[&cm], meta, IncludeObject::None, now());
+        assert_eq!(t["rows"][0]["object"], Value::Null);
+        assert!(t["rows"][0].get("conditions").is_none());
+        let t = to_table_at(info, &[], json!({}), IncludeObject::None, now());
+        assert_eq!(t["rows"], json!([]));
+        assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 3);
+
+        assert_eq!(IncludeObject::parse(None), Ok(IncludeObject::Metadata));
+        assert_eq!(IncludeObject::parse(Some("")), Ok(IncludeObject::Metadata));
+        assert_eq!(IncludeObject::parse(Some("None")), Ok(IncludeObject::None));
+        assert_eq!(
+            IncludeObject::parse(Some("Object")),
+            Ok(IncludeObject::Object)
+        );
+        assert_eq!(
+            IncludeObject::parse(Some("all")),
+            Err("unrecognized includeObject value: \"all\"".to_string())
+        );
+    }
+
+    #[test]
+    fn column_sets() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "",
+                "nodes",
+                &[
+                    "Name",
+                    "Status",
+                    "Roles",
+                    "Age",
+                    "Version",
+                    "Internal-IP",
+                    "External-IP",
+                    "OS-Image",
+                    "Kernel-Version",
+                    "Container-Runtime",
+                ],
+            ),
+            ("", "namespaces", &["Name", "Status", "Age"]),
+            (
+                "",
+                "services",
+                &[
+                    "Name",
+                    "Type",
+                    "Cluster-IP",
+                    "External-IP",
+                    "Port(s)",
+                    "Age",
+                    "Selector",
+                ],
+            ),
+            ("", "endpoints", &["Name", "Endpoints", "Age"]),
+            ("", "configmaps", &["Name", "Data", "Age"]),
+            ("", "secrets", &["Name", "Type", "Data", "Age"]),
+            ("", "serviceaccounts", &["Name", "Secrets", "Age"]),
+            (
+                "apps",
+                "deployments",
+                &[
+                    "Name",
+                    "Ready",
+                    "Up-to-date",
+                    "Available",
+                    "Age",
+                    "Containers",
+                    "Images",
+                    "Selector",
+                ],
+            ),
+            (
+                "apps",
+                "replicasets",
+                &[
+                    "Name",
+                    "Desired",
+                    "Current",
+                    "Ready",
+                    "Age",
+                    "Containers",
+                    "Images",
+                    "Selector",
+                ],
+            ),
+            (
+                "",
+                "replicationcontrollers",
+                &[
+                    "Name",
+                    "Desired",
+                    "Current",
+                    "Ready",
+                    "Age",
+                    "Containers",
+                    "Images",
+                    "Selector",
+                ],
+            ),
+            (
+                "apps",
+                "statefulsets",
+                &["Name", "Ready", "Age", "Containers", "Images"],
+            ),
+            (
+                "apps",
+                "daemonsets",
+                &[
+                    "Name",
+                    "Desired",
+                    "Current",
+                    "Ready",
+                    "Up-to-date",
+                    "Available",
+                    "Node Selector",
+                    "Age",
+                    "Containers",
+                    "Images",
+                    "Selector",
+                ],
+            ),
+            (
+                "batch",
+                "jobs",
+                &[
+                    "Name",
+                    "Status",
+                    "Completions",
+                    "Duration",
+                    "Age",
+                    "Containers",
+                    "Images",
+                    "Selector",
+                ],
+            ),
+            (
+                "batch",
+                "cronjobs",
+                &[
+                    "Name",
+                    "Schedule",
+                    "Timezone",
+                    "Suspend",
+                    "Active",
+                    "Last Schedule",
+                    "Age",
+                    "Containers",
+                    "Images",
+                    "Selector",
+                ],
+            ),
+            (
+                "",
+                "events",
+                &[
+                    "Last Seen",
+                    "Type",
+                    "Reason",
+                    "Object",
+                    "Subobject",
+                    "Source",
+                    "Message",
+                    "First Seen",
+                    "Count",
+                    "Name",
+                ],
+            ),
+            (
+                "events.k8s.io",
+                "events",
+                &[
+                    "Last Seen",
+                    "Type",
+                    "Reason",
+                    "Object",
+                    "Subobject",
+                    "Source",
+                    "Message",
+                    "First Seen",
+                    "Count",
+                    "Name",
+                ],
+            ),
+            ("coordination.k8s.io", "leases", &["Name", "Holder", "Age"]),
+            (
+                "discovery.k8s.io",
+                "endpointslices",
+                &["Name", "AddressType", "Ports", "Endpoints", "Age"],
+            ),
+            (
+                "networking.k8s.io",
+                "ingresses",
+                &["Name", "Class", "Hosts", "Address", "Ports", "Age"],
+            ),
+            (
+                "networking.k8s.io",
+                "networkpolicies",
+                &["Name", "Pod-Selector", "Age"],
+            ),
+            (
+                "policy",
+                "poddisruptionbudgets",
+                &[
+                    "Name",
+                    "Min Available",
+                    "Max Unavailable",
+                    "Allowed Disruptions",
+                    "Age",
+                ],
+            ),
+            (
+                "scheduling.k8s.io",
+                "priorityclasses",
+                &["Name", "Value", "Global-Default", "Age", "PreemptionPolicy"],
+            ),
+            (
+                "storage.k8s.io",
+                "storageclasses",
+                &[
+                    "Name",
+                    "Provisioner",
+                    "ReclaimPolicy",
+                    "VolumeBindingMode",
+                    "AllowVolumeExpansion",
+                    "Age",
+                ],
+            ),
+            (
+                "",
+                "persistentvolumes",
+                &[
+                    "Name",
+                    "Capacity",
+                    "Access Modes",
+                    "Reclaim Policy",
+                    "Status",
+                    "Claim",
+                    "StorageClass",
+                    "VolumeAttributesClass",
+                    "Reason",
+                    "Age",
+                    "VolumeMode",
+                ],
+            ),
+            (
+                "",
+                "persistentvolumeclaims",
+                &[
+                    "Name",
+                    "Status",
+                    "Volume",
+                    "Capacity",
+                    "Access Modes",
+                    "StorageClass",
+                    "VolumeAttributesClass",
+                    "Age",
+                    "VolumeMode",
+                ],
+            ),
+            ("", "limitranges", &["Name", "Created At"]),
+            ("", "resourcequotas", &["Name", "Request", "Limit", "Age"]),
+            (
+                "apps",
+                "controllerrevisions",
+                &["Name", "Controller", "Revision", "Age"],
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "roles",
+                &["Name", "Created At"],
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                &["Name", "Created At"],
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "rolebindings",
+                &["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"],
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "clusterrolebindings",
+                &["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"],
+            ),
+        ];
+        for (group, plural, want) in cases {
+            let got: Vec<String> = column_names(group, plural)
+                .into_iter()
+                .map(|c| c.0)
+                .collect();
+            assert_eq!(got, *want, "{group}/{plural}");
+            // Every row has one cell per column.
+            let t = table(
+                group,
+                plural,
+                json!({"metadata": {"name": "x", "creationTimestamp": ago(5)}}),
+            );
+            assert_eq!(
+                t["rows"][0]["cells"].as_array().unwrap().len(),
+                want.len(),
+                "{group}/{plural} cells"
+            );
+            for c in t["columnDefinitions"].as_array().unwrap() {
+                assert!(
+                    !c["description"].as_str().unwrap().is_empty(),
+                    "{group}/{plural} {}",
+                    c["name"]
+                );
+            }
+        }
+    }
+}
