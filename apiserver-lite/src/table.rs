@@ -2306,4 +2306,576 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn printer_cells() {
+        let t = ago(3 * 86400 + 2 * 3600);
+        let template = json!({"spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"},
+            {"name": "side", "image": "busybox"}]}});
+        let cases: Vec<(&str, &str, Value, Value)> = vec![
+            (
+                "",
+                "nodes",
+                json!({
+                "metadata": {"name": "n1", "creationTimestamp": t, "labels": {
+                    "node-role.kubernetes.io/control-plane": "", "kubernetes.io/role": "edge", "x": "y"}},
+                "spec": {"unschedulable": true},
+                "status": {"conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "True"}],
+                    "addresses": [{"type": "InternalIP", "address": "192.168.1.10"}, {"type": "Hostname", "address": "n1"}],
+                    "nodeInfo": {"kubeletVersion": "v1.33.0", "osImage": "Debian GNU/Linux 12", "kernelVersion": "6.1.0",
+                        "containerRuntimeVersion": "capstan://0.1.0"}}}),
+                json!([
+                    "n1",
+                    "Ready,SchedulingDisabled",
+                    "control-plane,edge",
+                    "3d2h",
+                    "v1.33.0",
+                    "192.168.1.10",
+                    "<none>",
+                    "Debian GNU/Linux 12",
+                    "6.1.0",
+                    "capstan://0.1.0"
+                ]),
+            ),
+            (
+                "",
+                "nodes",
+                json!({"metadata": {"name": "n2"}, "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}),
+                json!([
+                    "n2",
+                    "NotReady",
+                    "<none>",
+                    "<unknown>",
+                    "",
+                    "<none>",
+                    "<none>",
+                    "<unknown>",
+                    "<unknown>",
+                    "<unknown>"
+                ]),
+            ),
+            (
+                "",
+                "namespaces",
+                json!({"metadata": {"name": "kube-system", "creationTimestamp": t}, "status": {"phase": "Active"}}),
+                json!(["kube-system", "Active", "3d2h"]),
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata": {"name": "web", "creationTimestamp": t},
+                "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                    "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}],
+                    "selector": {"app": "web", "tier": "a"}}}),
+                json!([
+                    "web",
+                    "NodePort",
+                    "10.96.0.10",
+                    "<none>",
+                    "80:30080/TCP,53/UDP",
+                    "3d2h",
+                    "app=web,tier=a"
+                ]),
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "clusterIPs": ["10.96.0.11"],
+                    "ports": [{"port": 443}]}, "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}}),
+                json!([
+                    "lb",
+                    "LoadBalancer",
+                    "10.96.0.11",
+                    "203.0.113.9",
+                    "443/TCP",
+                    "<unknown>",
+                    "<none>"
+                ]),
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata": {"name": "lb2"}, "spec": {"type": "LoadBalancer", "clusterIP": "None"}}),
+                json!([
+                    "lb2",
+                    "LoadBalancer",
+                    "None",
+                    "<pending>",
+                    "<none>",
+                    "<unknown>",
+                    "<none>"
+                ]),
+            ),
+            (
+                "",
+                "services",
+                json!({"metadata": {"name": "ext"}, "spec": {"type": "ExternalName", "externalName": "example.com"}}),
+                json!([
+                    "ext",
+                    "ExternalName",
+                    "<none>",
+                    "example.com",
+                    "<none>",
+                    "<unknown>",
+                    "<none>"
+                ]),
+            ),
+            (
+                "",
+                "endpoints",
+                json!({"metadata": {"name": "web", "creationTimestamp": t}, "subsets": [
+                {"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "fd00::3"}, {"ip": "10.0.0.4"}], "ports": [{"port": 8080}]}]}),
+                json!([
+                    "web",
+                    "10.0.0.1:8080,10.0.0.2:8080,[fd00::3]:8080 + 1 more...",
+                    "3d2h"
+                ]),
+            ),
+            (
+                "",
+                "endpoints",
+                json!({"metadata": {"name": "none"}}),
+                json!(["none", "<none>", "<unknown>"]),
+            ),
+            (
+                "",
+                "configmaps",
+                json!({"metadata": {"name": "cfg", "creationTimestamp": t}, "data": {"a": "1", "b": "2"},
+                "binaryData": {"c": "AA=="}}),
+                json!(["cfg", 3, "3d2h"]),
+            ),
+            (
+                "",
+                "secrets",
+                json!({"metadata": {"name": "s", "creationTimestamp": t}, "type": "kubernetes.io/tls",
+                "data": {"tls.crt": "", "tls.key": ""}}),
+                json!(["s", "kubernetes.io/tls", 2, "3d2h"]),
+            ),
+            (
+                "",
+                "serviceaccounts",
+                json!({"metadata": {"name": "default", "creationTimestamp": t}}),
+                json!(["default", 0, "3d2h"]),
+            ),
+            (
+                "apps",
+                "deployments",
+                json!({"metadata": {"name": "web", "creationTimestamp": t},
+                "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template},
+                "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}}),
+                json!([
+                    "web",
+                    "2/3",
+                    3,
+                    2,
+                    "3d2h",
+                    "nginx,side",
+                    "nginx:1.27,busybox",
+                    "app=web"
+                ]),
+            ),
+            (
+                "apps",
+                "replicasets",
+                json!({"metadata": {"name": "web-5d", "creationTimestamp": t},
+                "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"},
+                    "matchExpressions": [{"key": "pod-template-hash", "operator": "In", "values": ["5d"]}]}, "template": template},
+                "status": {"replicas": 3, "readyReplicas": 1}}),
+                json!([
+                    "web-5d",
+                    3,
+                    3,
+                    1,
+                    "3d2h",
+                    "nginx,side",
+                    "nginx:1.27,busybox",
+                    "app=web,pod-template-hash in (5d)"
+                ]),
+            ),
+            (
+                "",
+                "replicationcontrollers",
+                json!({"metadata": {"name": "rc", "creationTimestamp": t},
+                "spec": {"replicas": 2, "selector": {"app": "rc"}, "template": template}, "status": {"replicas": 2, "readyReplicas": 2}}),
+                json!([
+                    "rc",
+                    2,
+                    2,
+                    2,
+                    "3d2h",
+                    "nginx,side",
+                    "nginx:1.27,busybox",
+                    "app=rc"
+                ]),
+            ),
+            (
+                "apps",
+                "statefulsets",
+                json!({"metadata": {"name": "db", "creationTimestamp": t},
+                "spec": {"replicas": 3, "template": template}, "status": {"readyReplicas": 1}}),
+                json!(["db", "1/3", "3d2h", "nginx,side", "nginx:1.27,busybox"]),
+            ),
+            (
+                "apps",
+                "daemonsets",
+                json!({"metadata": {"name": "proxy", "creationTimestamp": t},
+                "spec": {"selector": {"matchLabels": {"k8s-app": "proxy"}},
+                    "template": {"spec": {"nodeSelector": {"kubernetes.io/os": "linux"}, "containers": [{"name": "p", "image": "proxy:1"}]}}},
+                "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 2,
+                    "updatedNumberScheduled": 3, "numberAvailable": 2}}),
+                json!([
+                    "proxy",
+                    3,
+                    3,
+                    2,
+                    3,
+                    2,
+                    "kubernetes.io/os=linux",
+                    "3d2h",
+                    "p",
+                    "proxy:1",
+                    "k8s-app=proxy"
+                ]),
+            ),
+            (
+                "batch",
+                "jobs",
+                json!({"metadata": {"name": "pi", "creationTimestamp": t},
+                "spec": {"completions": 1, "selector": {"matchLabels": {"job-name": "pi"}}, "template": template},
+                "status": {"succeeded": 1, "startTime": ago(600), "completionTime": ago(570),
+                    "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}}),
+                json!([
+                    "pi",
+                    "Complete",
+                    "1/1",
+                    "30s",
+                    "3d2h",
+                    "nginx,side",
+                    "nginx:1.27,busybox",
+                    "job-name=pi"
+                ]),
+            ),
+            (
+                "batch",
+                "jobs",
+                json!({"metadata": {"name": "par", "creationTimestamp": t},
+                "spec": {"parallelism": 3, "template": template}, "status": {"succeeded": 0, "startTime": ago(200)}}),
+                json!([
+                    "par",
+                    "Running",
+                    "0/1 of 3",
+                    "3m20s",
+                    "3d2h",
+                    "nginx,side",
+                    "nginx:1.27,busybox",
+                    "<none>"
+                ]),
+            ),
+            (
+                "batch",
+                "jobs",
+                json!({"metadata": {"name": "bad"}, "spec": {"completions": 2, "template": template},
+                "status": {"conditions": [{"type": "Failed", "status": "True"}]}}),
+                json!([
+                    "bad",
+                    "Failed",
+                    "0/2",
+                    "",
+                    "<unknown>",
+                    "nginx,side",
+                    "nginx:1.27,busybox",
+                    "<none>"
+                ]),
+            ),
+            (
+                "batch",
+                "cronjobs",
+                json!({"metadata": {"name": "nightly", "creationTimestamp": t},
+                "spec": {"schedule": "0 3 * * *", "suspend": false, "jobTemplate": {"spec": {"template": template}}},
+                "status": {"active": [{"name": "nightly-1"}], "lastScheduleTime": ago(3600)}}),
+                json!([
+                    "nightly",
+                    "0 3 * * *",
+                    "<none>",
+                    "False",
+                    1,
+                    "60m",
+                    "3d2h",
+                    "nginx,side",
+                    "nginx:1.27,busybox",
+                    "<none>"
+                ]),
+            ),
+            (
+                "",
+                "events",
+                json!({"metadata": {"name": "web-0.17a", "namespace": "default"},
+                "involvedObject": {"kind": "Pod", "name": "web-0", "fieldPath": "spec.containers{nginx}"},
+                "reason": "Pulled", "type": "Normal", "message": "Container image pulled\n",
+                "source": {"component": "kubelet", "host": "n1"},
+                "firstTimestamp": ago(600), "lastTimestamp": ago(30), "count": 4}),
+                json!([
+                    "30s",
+                    "Normal",
+                    "Pulled",
+                    "pod/web-0",
+                    "spec.containers{nginx}",
+                    "kubelet, n1",
+                    "Container image pulled",
+                    "10m",
+                    4,
+                    "web-0.17a"
+                ]),
+            ),
+            (
+                "",
+                "events",
+                json!({"metadata": {"name": "e2"}, "involvedObject": {"kind": "Node"},
+                "reason": "Starting", "type": "Normal", "eventTime": "2024-06-01T11:59:00.000000Z",
+                "reportingComponent": "kube-proxy", "reportingInstance": "n1", "series": {"count": 7, "lastObservedTime": ago(5)}}),
+                json!([
+                    "5s",
+                    "Normal",
+                    "Starting",
+                    "node",
+                    "",
+                    "kube-proxy, n1",
+                    "",
+                    "60s",
+                    7,
+                    "e2"
+                ]),
+            ),
+            (
+                "events.k8s.io",
+                "events",
+                json!({"metadata": {"name": "e3"}, "regarding": {"kind": "Pod", "name": "p"},
+                "reason": "Scheduled", "type": "Normal", "note": "assigned", "eventTime": ago(90),
+                "reportingController": "default-scheduler"}),
+                json!([
+                    "90s",
+                    "Normal",
+                    "Scheduled",
+                    "pod/p",
+                    "",
+                    "default-scheduler",
+                    "assigned",
+                    "90s",
+                    1,
+                    "e3"
+                ]),
+            ),
+            (
+                "coordination.k8s.io",
+                "leases",
+                json!({"metadata": {"name": "n1", "creationTimestamp": t},
+                "spec": {"holderIdentity": "n1"}}),
+                json!(["n1", "n1", "3d2h"]),
+            ),
+            (
+                "discovery.k8s.io",
+                "endpointslices",
+                json!({"metadata": {"name": "web-abc", "creationTimestamp": t},
+                "addressType": "IPv4", "ports": [{"port": 80}, {"name": "metrics"}, {}, {"port": 9}],
+                "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}]}),
+                json!([
+                    "web-abc",
+                    "IPv4",
+                    "80,metrics,* + 1 more...",
+                    "10.0.0.1,10.0.0.2",
+                    "3d2h"
+                ]),
+            ),
+            (
+                "discovery.k8s.io",
+                "endpointslices",
+                json!({"metadata": {"name": "empty"}, "addressType": "IPv6"}),
+                json!(["empty", "IPv6", "<unset>", "<unset>", "<unknown>"]),
+            ),
+            (
+                "networking.k8s.io",
+                "ingresses",
+                json!({"metadata": {"name": "ing", "creationTimestamp": t},
+                "spec": {"ingressClassName": "nginx", "rules": [{"host": "a.example.com"}, {"host": "b.example.com"}],
+                    "tls": [{"hosts": ["a.example.com"]}]},
+                "status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}, {"ip": "203.0.113.1"}]}}}),
+                json!([
+                    "ing",
+                    "nginx",
+                    "a.example.com,b.example.com",
+                    "203.0.113.1,lb.example.com",
+                    "80, 443",
+                    "3d2h"
+                ]),
+            ),
+            (
+                "networking.k8s.io",
+                "ingresses",
+                json!({"metadata": {"name": "any"}, "spec": {"rules": [{}]}}),
+                json!(["any", "<none>", "*", "", "80", "<unknown>"]),
+            ),
+            (
+                "networking.k8s.io",
+                "networkpolicies",
+                json!({"metadata": {"name": "deny", "creationTimestamp": t},
+                "spec": {"podSelector": {}}}),
+                json!(["deny", "<none>", "3d2h"]),
+            ),
+            (
+                "networking.k8s.io",
+                "networkpolicies",
+                json!({"metadata": {"name": "db"},
+                "spec": {"podSelector": {"matchLabels": {"role": "db"}}}}),
+                json!(["db", "role=db", "<unknown>"]),
+            ),
+            (
+                "policy",
+                "poddisruptionbudgets",
+                json!({"metadata": {"name": "pdb", "creationTimestamp": t},
+                "spec": {"minAvailable": "50%"}, "status": {"disruptionsAllowed": 1}}),
+                json!(["pdb", "50%", "N/A", 1, "3d2h"]),
+            ),
+            (
+                "scheduling.k8s.io",
+                "priorityclasses",
+                json!({"metadata": {"name": "system-node-critical", "creationTimestamp": t},
+                "value": 2000001000, "preemptionPolicy": "PreemptLowerPriority"}),
+                json!([
+                    "system-node-critical",
+                    2000001000,
+                    false,
+                    "3d2h",
+                    "PreemptLowerPriority"
+                ]),
+            ),
+            (
+                "storage.k8s.io",
+                "storageclasses",
+                json!({"metadata": {"name": "local", "creationTimestamp": t,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                "provisioner": "rancher.io/local-path", "volumeBindingMode": "WaitForFirstConsumer"}),
+                json!([
+                    "local (default)",
+                    "rancher.io/local-path",
+                    "Delete",
+                    "WaitForFirstConsumer",
+                    false,
+                    "3d2h"
+                ]),
+            ),
+            (
+                "",
+                "persistentvolumes",
+                json!({"metadata": {"name": "pv1", "creationTimestamp": t},
+                "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "local",
+                    "claimRef": {"namespace": "default", "name": "data"}, "volumeMode": "Filesystem"},
+                "status": {"phase": "Bound"}}),
+                json!([
+                    "pv1",
+                    "10Gi",
+                    "RWO,RWX",
+                    "Retain",
+                    "Bound",
+                    "default/data",
+                    "local",
+                    "<unset>",
+                    "",
+                    "3d2h",
+                    "Filesystem"
+                ]),
+            ),
+            (
+                "",
+                "persistentvolumeclaims",
+                json!({"metadata": {"name": "data", "creationTimestamp": t},
+                "spec": {"volumeName": "pv1", "storageClassName": "local", "resources": {"requests": {"storage": "5Gi"}}},
+                "status": {"phase": "Bound", "capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"]}}),
+                json!([
+                    "data", "Bound", "pv1", "10Gi", "RWO", "local", "<unset>", "3d2h", "<unset>"
+                ]),
+            ),
+            (
+                "",
+                "persistentvolumeclaims",
+                json!({"metadata": {"name": "pending", "deletionTimestamp": ago(1)},
+                "spec": {"resources": {"requests": {"storage": "5Gi"}}}, "status": {"phase": "Pending"}}),
+                json!([
+                    "pending",
+                    "Terminating",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "<unset>",
+                    "<unknown>",
+                    "<unset>"
+                ]),
+            ),
+            (
+                "",
+                "resourcequotas",
+                json!({"metadata": {"name": "q", "creationTimestamp": t},
+                "status": {"hard": {"pods": "10", "limits.cpu": "4", "requests.cpu": "2"},
+                    "used": {"pods": "3", "requests.cpu": "500m"}}}),
+                json!([
+                    "q",
+                    "pods: 3/10, requests.cpu: 500m/2",
+                    "limits.cpu: 0/4",
+                    "3d2h"
+                ]),
+            ),
+            (
+                "apps",
+                "controllerrevisions",
+                json!({"metadata": {"name": "web-7c", "creationTimestamp": t,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web", "controller": true}]},
+                "revision": 2}),
+                json!(["web-7c", "statefulset.apps/web", 2, "3d2h"]),
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "rolebindings",
+                json!({"metadata": {"name": "rb", "creationTimestamp": t},
+                "roleRef": {"kind": "Role", "name": "reader"},
+                "subjects": [{"kind": "User", "name": "alice"}, {"kind": "Group", "name": "devs"},
+                    {"kind": "ServiceAccount", "namespace": "ci", "name": "bot"}, {"kind": "User", "name": "bob"}]}),
+                json!(["rb", "Role/reader", "3d2h", "alice, bob", "devs", "ci/bot"]),
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "clusterrolebindings",
+                json!({"metadata": {"name": "crb", "creationTimestamp": t},
+                "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}, "subjects": [{"kind": "Group", "name": "system:masters"}]}),
+                json!([
+                    "crb",
+                    "ClusterRole/cluster-admin",
+                    "3d2h",
+                    "",
+                    "system:masters",
+                    ""
+                ]),
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                json!({"metadata": {"name": "view",
+                "creationTimestamp": "2024-05-01T08:09:10Z"}}),
+                json!(["view", "2024-05-01T08:09:10Z"]),
+            ),
+            (
+                "",
+                "limitranges",
+                json!({"metadata": {"name": "limits"}}),
+                json!(["limits", "0001-01-01T00:00:00Z"]),
+            ),
+        ];
+        for (group, plural, obj, want) in cases {
+            assert_eq!(
+                Value::Array(cells(group, plural, obj)),
+                want,
+                "{group}/{plural}"
+            );
+        }
+    }
 }
