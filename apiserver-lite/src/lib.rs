@@ -5,6 +5,7 @@
 //! (decode, admission, validation, storage) and the HTTP front end with discovery and OpenAPI.
 
 pub mod resources;
+pub mod selectors;
 pub mod status;
 pub mod storage;
 pub mod cacher;
@@ -15,3 +16,4 @@ pub mod registry;
 pub mod events_view;
 pub mod discovery;
 pub mod rest;
+pub mod table;
