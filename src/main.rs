@@ -1,1 +1,118 @@
-fn main() {}
+//! `capstan`: one binary, one subcommand per component. Each subcommand parses its flags and
+//! hands over to the library that implements it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "capstan", version, about = "Kubernetes node agent, runtime, proxy and lean control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run apiserver-lite on the embedded store.
+    Apiserver(ApiserverArgs),
+}
+
+#[derive(clap::Args)]
+struct ApiserverArgs {
+    /// Directory for the store (`DIR/server/`) and the admin kubeconfig (`DIR/admin.kubeconfig`).
+    #[arg(long, default_value = "/var/lib/capstan")]
+    data_dir: PathBuf,
+    /// Address and port to serve on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Address advertised to the cluster (the `kubernetes` Service's endpoint); defaults to the
+    /// host's primary address.
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
+    /// CIDR that Service ClusterIPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: String,
+    /// Port range for NodePort Services.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// How long events are kept (upstream's --event-ttl; e.g. 1h, 30m, 90s).
+    #[arg(long, default_value = "1h")]
+    event_ttl: String,
+}
+
+/// Parses a Go-style duration (`1h`, `30m`, `90s`, `1h30m`) into seconds.
+fn parse_duration(s: &str) -> anyhow::Result<i64> {
+    let mut total = 0i64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: i64 = num.parse().with_context(|| format!("invalid duration {s:?}"))?;
+        num.clear();
+        total += n * match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => anyhow::bail!("invalid duration {s:?}: unknown unit {c:?}"),
+        };
+    }
+    anyhow::ensure!(num.is_empty(), "invalid duration {s:?}: missing unit");
+    Ok(total)
+}
+
+async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
+    let config = apiserver_lite::server::Config {
+        advertise_address: args.advertise_address.unwrap_or_else(apiserver_lite::server::primary_address),
+        data_dir: args.data_dir,
+        listen: args.listen,
+        service_cidr: args.service_cluster_ip_range,
+        node_port_range: args.service_node_port_range,
+        event_ttl: parse_duration(&args.event_ttl).context("--event-ttl")?,
+    };
+    let server = apiserver_lite::server::Server::start(config.clone()).await.map_err(anyhow::Error::msg)?;
+    println!("capstan apiserver serving on {}", server.local_addr);
+    println!("Point kubectl at it with:");
+    println!("  export KUBECONFIG={}", config.kubeconfig_path().display());
+    println!("  kubectl get namespaces");
+    tokio::select! {
+        _ = server.wait() => {}
+        _ = shutdown_signal() => { println!("capstan apiserver: shutting down"); }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Apiserver(a) => rt.block_on(apiserver(a)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("1h").unwrap(), 3600);
+        assert_eq!(super::parse_duration("1h30m").unwrap(), 5400);
+        assert!(super::parse_duration("5").is_err());
+    }
+}

@@ -21,18 +21,38 @@ pub fn prepare_update(_info: &ResourceInfo, _sub: Option<&str>, _obj: &mut Value
 }
 
 /// Label and field selectors of a list or watch, compiled into a predicate.
+pub type ObjectPredicate = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+
 pub fn selector_filter(
-    _info: &'static ResourceInfo,
-    _label: Option<&str>,
-    _field: Option<&str>,
-) -> Result<Option<Box<dyn Fn(&Value) -> bool + Send + Sync>>, String> {
-    Ok(None)
+    info: &'static ResourceInfo,
+    label: Option<&str>,
+    field: Option<&str>,
+) -> Result<Option<ObjectPredicate>, String> {
+    use crate::selectors::{field_set, FieldSelector, LabelSelector};
+    let label = match label {
+        Some(l) if !l.trim().is_empty() => Some(LabelSelector::parse(l)?),
+        _ => None,
+    };
+    let field = match field {
+        Some(f) if !f.trim().is_empty() => {
+            let f = FieldSelector::parse(f)?;
+            f.validate_for(info)?;
+            Some(f)
+        }
+        _ => None,
+    };
+    if label.is_none() && field.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(move |obj: &Value| {
+        label
+            .as_ref()
+            .is_none_or(|l| l.matches(obj["metadata"]["labels"].as_object()))
+            && field.as_ref().is_none_or(|f| f.matches(&field_set(info, obj)))
+    })))
 }
 
-pub fn to_table(_info: &ResourceInfo, items: &[&Value], list_meta: Value, _include_object: &str) -> Value {
-    serde_json::json!({
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta,
-        "columnDefinitions": [{"name": "Name", "type": "string", "format": "name", "description": "", "priority": 0}],
-        "rows": items.iter().map(|o| serde_json::json!({"cells": [o["metadata"]["name"]], "object": {"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata": o["metadata"]}})).collect::<Vec<_>>(),
-    })
+pub fn to_table(info: &ResourceInfo, items: &[&Value], list_meta: Value, include_object: &str) -> Value {
+    let include = crate::table::IncludeObject::parse(Some(include_object)).unwrap_or(crate::table::IncludeObject::Metadata);
+    crate::table::to_table(info, items, list_meta, include)
 }

@@ -17,3 +17,4 @@ pub mod events_view;
 pub mod discovery;
 pub mod rest;
 pub mod table;
+pub mod server;

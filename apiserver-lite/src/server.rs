@@ -1,0 +1,315 @@
+//! The API server process: opens the store, starts the watch caches, keeps the bootstrap
+//! objects (system namespaces and priority classes, the `kubernetes` Service and its endpoints),
+//! serves HTTP through a chain of filters, and writes the admin kubeconfig once it serves.
+//!
+//! The handler chain mirrors upstream's `DefaultBuildHandlerChain`: each filter is one layer
+//! around the next (request info → [authentication → authorization → admission, added by the
+//! security issue] → dispatch), so TLS and the auth filters slot in without touching handlers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, Response, StatusCode};
+use axum::middleware::{self, Next};
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::discovery;
+use crate::registry::{Registry, WriteOptions, SYSTEM_NAMESPACES};
+use crate::request::{parse_query, RequestInfo};
+use crate::resources;
+use crate::rest::{self, bytes_response, error_response, json_response, ApiRequest};
+use crate::status::ApiError;
+use crate::storage::{sqlite::SqliteStore, Store};
+
+/// Settings of `capstan apiserver`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise_address: IpAddr,
+    pub service_cidr: String,
+    pub node_port_range: String,
+    /// Seconds events live (`--event-ttl`).
+    pub event_ttl: i64,
+}
+
+impl Config {
+    pub fn server_dir(&self) -> PathBuf {
+        self.data_dir.join("server")
+    }
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.data_dir.join("admin.kubeconfig")
+    }
+    /// The URL clients on this host use: the listen address, or loopback for a wildcard.
+    pub fn local_url(&self) -> String {
+        let ip = match self.listen.ip() {
+            IpAddr::V4(v) if v.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+            IpAddr::V6(v) if v.is_unspecified() => IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.listen.port()))
+    }
+}
+
+/// The host's primary address: the source address of the default route. Connecting a UDP
+/// socket only asks the kernel for a route; no packet is sent.
+pub fn primary_address() -> IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Registry>,
+    advertise: String,
+}
+
+/// A running server.
+pub struct Server {
+    pub registry: Arc<Registry>,
+    pub local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts serving; returns once the socket is bound, the bootstrap objects exist and the
+    /// admin kubeconfig is written.
+    pub async fn start(config: Config) -> anyhow_like::Result<Server> {
+        let server_dir = config.server_dir();
+        std::fs::create_dir_all(&server_dir).map_err(|e| format!("creating {}: {e}", server_dir.display()))?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&server_dir.join("state.db")).map_err(|e| format!("opening {}: {e}", server_dir.join("state.db").display()))?,
+        );
+        let registry = Registry::new(store.clone(), &config.service_cidr, &config.node_port_range, config.event_ttl).await?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("listening on {}: {e}", config.listen))?;
+        let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        bootstrap(&registry, config.advertise_address, local_addr.port()).await?;
+        tokio::spawn(compaction_loop(store));
+        let state = AppState {
+            registry: registry.clone(),
+            advertise: SocketAddr::new(config.advertise_address, local_addr.port()).to_string(),
+        };
+        let app = handler_chain(state);
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "server stopped");
+            }
+        });
+        let mut cfg = config.clone();
+        cfg.listen = local_addr;
+        write_kubeconfig(&cfg.kubeconfig_path(), &cfg.local_url())?;
+        Ok(Server { registry, local_addr, task })
+    }
+
+    /// Waits until the server task ends.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Minimal string error for start-up failures (the binary wraps it in anyhow).
+pub mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, String>;
+}
+
+/// The filter chain, outermost last.
+fn handler_chain(state: AppState) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .layer(middleware::from_fn(with_request_info))
+        .with_state(state)
+}
+
+/// Filter: parses the request info once for every later filter and handler.
+async fn with_request_info(mut req: Request, next: Next) -> Response<Body> {
+    let query = parse_query(req.uri().query());
+    let info = RequestInfo::parse(req.method().as_str(), req.uri().path(), &query);
+    req.extensions_mut().insert(info);
+    req.extensions_mut().insert(query);
+    next.run(req).await
+}
+
+async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let info = parts.extensions.get::<RequestInfo>().cloned().unwrap_or_default();
+    let query = parts.extensions.get::<rest::Query>().cloned().unwrap_or_default();
+    let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if !info.is_resource_request {
+        return non_resource(&state, parts.uri.path(), accept.as_deref());
+    }
+    let body = match axum::body::to_bytes(body, rest::MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return error_response(&ApiError::too_large("the request body is too large: the limit is 3145728 bytes")),
+    };
+    rest::handle(
+        state.registry.clone(),
+        ApiRequest { info, method: parts.method, query, headers: parts.headers, body },
+    )
+    .await
+}
+
+fn non_resource(state: &AppState, path: &str, accept: Option<&str>) -> Response<Body> {
+    let path = path.trim_end_matches('/');
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["version"] => json_response(StatusCode::OK, &version()),
+        ["healthz" | "livez" | "readyz", ..] => bytes_response(StatusCode::OK, "ok".into(), "text/plain; charset=utf-8"),
+        ["api"] if discovery::wants_aggregated(accept) => aggregated(true),
+        ["api"] => json_response(StatusCode::OK, &discovery::api_versions(&state.advertise)),
+        ["apis"] if discovery::wants_aggregated(accept) => aggregated(false),
+        ["apis"] => json_response(StatusCode::OK, &discovery::api_group_list()),
+        ["api", v] => match discovery::api_resource_list("", v) {
+            Some(l) => json_response(StatusCode::OK, &l),
+            None => error_response(&ApiError::not_found_generic()),
+        },
+        ["apis", g] if resources::group_versions().iter().any(|(gg, _)| gg == g) => {
+            json_response(StatusCode::OK, &discovery::api_group(g))
+        }
+        ["apis", g, v] => match discovery::api_resource_list(g, v) {
+            Some(l) => json_response(StatusCode::OK, &l),
+            None => error_response(&ApiError::not_found_generic()),
+        },
+        _ => error_response(&ApiError::not_found_generic()),
+    }
+}
+
+fn aggregated(core: bool) -> Response<Body> {
+    let body = serde_json::to_vec(&discovery::aggregated(core)).unwrap_or_default();
+    bytes_response(StatusCode::OK, body.into(), discovery::AGGREGATED_V2)
+}
+
+/// `/version`: the Kubernetes minor whose API types are served (k8s-openapi `v1_33`).
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": concat!("v1.33.0-capstan.", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("linux/{}", std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")),
+    })
+}
+
+/// The admin kubeconfig (plain HTTP until the security issue adds TLS and credentials).
+fn write_kubeconfig(path: &Path, server: &str) -> anyhow_like::Result<()> {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: {server}\ncontexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: admin\n    namespace: default\ncurrent-context: capstan\nusers:\n- name: admin\n  user: {{}}\n"
+    );
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+async fn ensure(registry: &Registry, group: &str, plural: &str, ns: &str, obj: Value) -> anyhow_like::Result<()> {
+    let info = resources::find(group, "v1", plural).ok_or("unknown bootstrap resource")?;
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    match registry.get(info, ns, &name).await {
+        Ok(cur) => {
+            // Reconcile the fields the server owns.
+            let mut want = cur.value.clone();
+            for k in ["spec", "subsets", "endpoints", "ports", "addressType", "value"] {
+                if let Some(v) = obj.get(k) {
+                    want[k] = v.clone();
+                }
+            }
+            if want != cur.value {
+                registry
+                    .update(info, ns, &name, None, &WriteOptions::default(), |_| Ok(want.clone()))
+                    .await
+                    .map_err(|e| format!("updating {plural}/{name}: {e}"))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.code == 404 => match registry.create(info, ns, obj, &WriteOptions::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 409 => Ok(()),
+            Err(e) => Err(format!("creating {plural}/{name}: {e}")),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The objects every cluster has from the start.
+async fn bootstrap(registry: &Registry, advertise: IpAddr, port: u16) -> anyhow_like::Result<()> {
+    for ns in SYSTEM_NAMESPACES {
+        ensure(registry, "", "namespaces", "", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+    }
+    for (name, value, desc) in [
+        ("system-node-critical", 2_000_001_000i64, "Used for system critical pods that must not be moved from their current node."),
+        ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+    ] {
+        ensure(
+            registry,
+            "scheduling.k8s.io",
+            "priorityclasses",
+            "",
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name}, "value": value, "description": desc, "preemptionPolicy": "PreemptLowerPriority"}),
+        )
+        .await?;
+    }
+    let ip = registry.service_ips.first().to_string();
+    ensure(
+        registry,
+        "",
+        "services",
+        "default",
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": ip, "sessionAffinity": "None",
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}}),
+    )
+    .await?;
+    let family = if advertise.is_ipv4() { "IPv4" } else { "IPv6" };
+    ensure(
+        registry,
+        "",
+        "endpoints",
+        "default",
+        json!({"apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": advertise.to_string()}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}),
+    )
+    .await?;
+    ensure(
+        registry,
+        "discovery.k8s.io",
+        "endpointslices",
+        "default",
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io"}},
+            "addressType": family,
+            "endpoints": [{"addresses": [advertise.to_string()], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Compacts history every five minutes to the revision seen five minutes earlier, as upstream
+/// asks etcd to.
+async fn compaction_loop(store: Arc<dyn Store>) {
+    let mut last = store.current_revision();
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if last > store.compacted_revision() {
+            if let Err(e) = store.compact(last).await {
+                tracing::warn!(error = %e, "compaction failed");
+            }
+        }
+        last = store.current_revision();
+    }
+}
