@@ -135,6 +135,11 @@ impl Registry {
         Ok(Arc::new(reg))
     }
 
+    /// Every watch cache with its storage prefix.
+    pub fn cachers(&self) -> impl Iterator<Item = (&'static str, &Arc<Cacher>)> {
+        self.cachers.iter().map(|(k, v)| (*k, v))
+    }
+
     pub fn cacher(&self, info: &ResourceInfo) -> &Arc<Cacher> {
         &self.cachers[info.storage_prefix]
     }

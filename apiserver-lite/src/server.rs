@@ -163,6 +163,7 @@ fn non_resource(state: &AppState, path: &str, accept: Option<&str>) -> Response<
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["version"] => json_response(StatusCode::OK, &version()),
+        ["metrics"] => bytes_response(StatusCode::OK, metrics(&state.registry).into(), "text/plain; version=0.0.4"),
         ["healthz" | "livez" | "readyz", ..] => bytes_response(StatusCode::OK, "ok".into(), "text/plain; charset=utf-8"),
         ["api"] if discovery::wants_aggregated(accept) => aggregated(true),
         ["api"] => json_response(StatusCode::OK, &discovery::api_versions(&state.advertise)),
@@ -181,6 +182,31 @@ fn non_resource(state: &AppState, path: &str, accept: Option<&str>) -> Response<
         },
         _ => error_response(&ApiError::not_found_generic()),
     }
+}
+
+/// Prometheus text metrics, with upstream's names where they exist.
+fn metrics(registry: &Registry) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP apiserver_terminated_watchers_total Counter of watchers closed due to unresponsiveness broken by resource type.\n");
+    out.push_str("# TYPE apiserver_terminated_watchers_total counter\n");
+    let mut rows: Vec<(String, u64, usize)> = registry
+        .cachers()
+        .map(|(prefix, c)| {
+            let resource = prefix.trim_start_matches("/registry/").to_string();
+            (resource, c.closed_slow.load(std::sync::atomic::Ordering::Relaxed), c.watcher_count())
+        })
+        .collect();
+    rows.sort();
+    for (r, closed, _) in &rows {
+        out.push_str(&format!("apiserver_terminated_watchers_total{{resource=\"{r}\"}} {closed}\n"));
+    }
+    out.push_str("# HELP apiserver_registered_watchers Number of currently registered watchers for a given resources\n");
+    out.push_str("# TYPE apiserver_registered_watchers gauge\n");
+    for (r, _, n) in &rows {
+        out.push_str(&format!("apiserver_registered_watchers{{resource=\"{r}\"}} {n}\n"));
+    }
+    out.push_str(&format!("# TYPE capstan_store_revision gauge\ncapstan_store_revision {}\n", registry.store.current_revision()));
+    out
 }
 
 fn aggregated(core: bool) -> Response<Body> {

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the build and the test suites need on a Debian 12 host, idempotently.
+# Run as root. Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# C toolchain for the bundled SQLite (rusqlite) and other -sys crates.
+have cc || need_apt+=(gcc libc6-dev)
+have pkg-config || need_apt+=(pkg-config)
+# The benchmarks run Debian's etcd as the reference store.
+if [ "${CAPSTAN_BENCH:-0}" = 1 ]; then
+  have etcd || need_apt+=(etcd-server)
+  have etcdctl || need_apt+=(etcd-client)
+fi
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# kubectl drives every end-to-end suite. It is part of the machine image (1.32); Debian 12 has no
+# package for it, so say so plainly instead of failing later.
+if ! have kubectl; then
+  echo "install-deps: kubectl is required (the end-to-end suites drive the server with it) and is not on PATH" >&2
+  exit 1
+fi
+if ! have cargo; then
+  echo "install-deps: cargo (the Rust toolchain) is required and is not on PATH" >&2
+  exit 1
+fi
+if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
+  rustup component add clippy rustfmt 2>/dev/null || { echo "install-deps: clippy and rustfmt are required" >&2; exit 1; }
+fi

@@ -1,0 +1,269 @@
+//! Shared harness for the end-to-end suites: starts the real `capstan` binary on a temporary
+//! data dir and drives it with the installed `kubectl` (default flags, fresh cache dir) and plain
+//! HTTP. Every process a test starts is killed by a guard's `Drop`, also when the test fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A `capstan apiserver` process on a temporary data dir.
+pub struct ApiServer {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+    cache: PathBuf,
+}
+
+impl ApiServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("creating a temporary data dir");
+        Self::start_in(dir)
+    }
+
+    /// Starts on an existing data dir (for restart tests), on a fresh port.
+    pub fn start_in(dir: tempfile::TempDir) -> Self {
+        let cache = dir.path().join("kubectl-cache");
+        let (child, addr) = spawn(dir.path(), "127.0.0.1:0");
+        ApiServer { child: Some(child), dir, addr, cache }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// `kill -9` and reap; the data dir stays.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts on the same data dir (after `kill9`).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, addr) = spawn(self.dir.path(), "127.0.0.1:0");
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("KUBECACHEDIR", &self.cache)
+            .env_remove("KUBERNETES_SERVICE_HOST");
+        cmd
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_cmd(args).output().expect("running kubectl")
+    }
+
+    /// Runs kubectl and returns stdout; panics with stderr when it fails.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed:\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl, expects failure, returns stderr.
+    pub fn kubectl_err(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {} should have failed, printed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn kubectl_json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl_ok(&a)).expect("kubectl printed JSON")
+    }
+
+    /// An HTTP request; returns (status, body as JSON or Null).
+    pub fn http(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+        let (code, bytes) = http_raw(&self.addr, method, path, content_type, body);
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(data_dir: &Path, listen: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["apiserver", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen", listen, "--advertise-address", "127.0.0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting capstan apiserver");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let addr = first
+        .strip_prefix("capstan apiserver serving on ")
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("capstan apiserver did not start; it printed {first:?}")
+        })
+        .to_string();
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+/// A minimal HTTP/1.1 client (no keep-alive) for requests kubectl cannot make.
+pub fn http_raw(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connecting to the server");
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("sending the request");
+    s.write_all(body).expect("sending the body");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("reading the response");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> (u16, Vec<u8>) {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status code");
+    let mut body = raw[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (code, body)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(nl) = data.windows(2).position(|w| w == b"\r\n") else { break };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..nl]).trim(), 16).unwrap_or(0);
+        if size == 0 || data.len() < nl + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&data[nl + 2..nl + 2 + size]);
+        data = &data[nl + 2 + size + 2..];
+    }
+    out
+}
+
+/// A streaming watch over a raw connection: yields the JSON events one by one.
+pub struct WatchStream {
+    reader: BufReader<TcpStream>,
+    pending: Vec<u8>,
+}
+
+impl WatchStream {
+    pub fn open(addr: &str, path: &str) -> Self {
+        let mut s = TcpStream::connect(addr).expect("connecting to the server");
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n");
+        s.write_all(head.as_bytes()).expect("sending the watch request");
+        let mut reader = BufReader::new(s);
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("reading the response head");
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        WatchStream { reader, pending: Vec::new() }
+    }
+
+    /// Opens the connection and sends the request without ever reading: a stalled client.
+    pub fn stalled(addr: &str, path: &str) -> TcpStream {
+        let mut s = TcpStream::connect(addr).expect("connecting to the server");
+        // A tiny receive buffer so the server's writes back up quickly.
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n");
+        s.write_all(head.as_bytes()).expect("sending the watch request");
+        s
+    }
+
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.reader.get_ref().set_read_timeout(Some(t)).ok();
+    }
+
+    /// The next event, or None when the stream ends or times out.
+    pub fn next_event(&mut self) -> Option<Value> {
+        loop {
+            if let Some(nl) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=nl).collect();
+                if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                    return Some(v);
+                }
+                continue;
+            }
+            // Read one chunk: size line, data, CRLF.
+            let mut size_line = String::new();
+            if self.reader.read_line(&mut size_line).ok()? == 0 {
+                return None;
+            }
+            let size = usize::from_str_radix(size_line.trim(), 16).ok()?;
+            if size == 0 {
+                return None;
+            }
+            let mut buf = vec![0; size + 2];
+            self.reader.read_exact(&mut buf).ok()?;
+            buf.truncate(size);
+            self.pending.extend_from_slice(&buf);
+        }
+    }
+}
+
+/// Waits until `f` is true or panics with `what` after `timeout`.
+pub fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
