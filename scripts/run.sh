@@ -5,5 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-cargo build --release --locked
-exec ./target/release/capstan apiserver "$@"
+exec cargo run --release --locked --quiet -- apiserver "$@"
