@@ -20,6 +20,13 @@ use serde_json::Value;
 
 use crate::resources::{self, RESOURCES};
 
+/// The media type kubectl asks `/openapi/v2` for (`Accept`); Go's mime parser rejects the `@`,
+/// so upstream answers with [`V2_PROTOBUF_CONTENT_TYPE`] instead, and so must we.
+pub const V2_PROTOBUF_ACCEPT: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The `Content-Type` of the protobuf v2 document (kube-openapi's `subTypeProtobuf`).
+pub const V2_PROTOBUF_CONTENT_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
 /// `info.version` of the documents: the Kubernetes version whose API is served.
 pub const VERSION: &str = "v1.33.0";
 
@@ -111,7 +118,8 @@ pub fn v2_json() -> &'static [u8] {
 }
 
 /// The Swagger 2.0 document as gnostic protobuf
-/// (`Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf`).
+/// (`Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf` or `...v2.v1.0+protobuf`);
+/// serve it with `Content-Type: V2_PROTOBUF_CONTENT_TYPE`.
 pub fn v2_protobuf() -> &'static [u8] {
     &built().v2_protobuf
 }

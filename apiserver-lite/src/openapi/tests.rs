@@ -203,3 +203,40 @@ fn patch_schema_walks_to_merge_keys() {
     assert!(patch_schema("apps", "v1", "Deployment").is_some());
     assert!(patch_schema("apps", "v1", "Nope").is_none());
 }
+
+/// Writes the documents and a resource list to `$OPENAPI_DUMP_DIR`, for poking at them with a
+/// stub server and the real kubectl (`cargo test -p apiserver-lite dump_documents -- --ignored`).
+#[test]
+#[ignore]
+fn dump_documents() {
+    let Ok(dir) = std::env::var("OPENAPI_DUMP_DIR") else {
+        return;
+    };
+    let dir = std::path::Path::new(&dir);
+    std::fs::create_dir_all(dir.join("v3")).unwrap();
+    std::fs::write(dir.join("v2.json"), v2_json()).unwrap();
+    std::fs::write(dir.join("v2.pb"), v2_protobuf()).unwrap();
+    std::fs::write(dir.join("v3.json"), v3_index()).unwrap();
+    for (g, v) in resources::group_versions() {
+        let p = paths::gv_path(g, v);
+        std::fs::write(
+            dir.join("v3").join(p.replace('/', "_")),
+            v3_document(&p).unwrap(),
+        )
+        .unwrap();
+    }
+    let list: Vec<Value> = RESOURCES
+        .iter()
+        .map(|r| {
+            serde_json::json!({"group": r.group, "version": r.version, "kind": r.kind,
+                "plural": r.plural, "singular": r.singular, "namespaced": r.namespaced,
+                "shortNames": r.short_names, "categories": r.categories,
+                "subresources": r.subresources, "verbs": r.verbs()})
+        })
+        .collect();
+    std::fs::write(
+        dir.join("resources.json"),
+        serde_json::to_vec(&list).unwrap(),
+    )
+    .unwrap();
+}

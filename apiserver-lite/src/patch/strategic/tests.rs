@@ -228,3 +228,34 @@ fn errors() {
         );
     }
 }
+
+/// The patch the real `kubectl apply` (1.32) computed against a stub server for this change.
+#[test]
+fn kubectl_apply_patch_from_real_kubectl() {
+    let schema = patch_schema("", "v1", "Pod");
+    let live = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default", "resourceVersion": "1",
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "old"}},
+        "spec": {"containers": [{"name": "a", "image": "busybox",
+            "env": [{"name": "X", "value": "1"}], "ports": [{"containerPort": 80}]}]}});
+    let patch = json!({"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "new"}},
+        "spec": {"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+            "containers": [
+                {"$setElementOrder/env": [{"name": "Y"}],
+                 "env": [{"name": "Y", "value": "2"}, {"$patch": "delete", "name": "X"}],
+                 "image": "busybox:2", "name": "a"},
+                {"image": "nginx", "name": "b"}]}});
+    let got = strategic_merge_patch(&live, &patch, schema.as_ref()).unwrap();
+    assert_eq!(
+        got["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+        "new"
+    );
+    assert_eq!(
+        got["spec"]["containers"],
+        json!([
+            {"name": "a", "image": "busybox:2", "env": [{"name": "Y", "value": "2"}],
+             "ports": [{"containerPort": 80}]},
+            {"image": "nginx", "name": "b"}
+        ])
+    );
+}
