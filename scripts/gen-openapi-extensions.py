@@ -8,8 +8,11 @@ schemars impls, so they are taken, machine-derived, from the JSON schemas that t
 `kubernetes-validate` ships (converted from upstream's swagger.json).
 
 Output shape, sorted and compact:
-    {"<definition>": {"x-…": …, "properties": {"<prop>": {"x-…": …}}}}
-Definitions and properties without any x-kubernetes-* key are left out.
+    {"<definition>": {"x-…": …, "required": [...], "properties": {"<prop>": {"x-…": …}}}}
+Definitions and properties without any x-kubernetes-* key (or upstream `required` list) are left
+out. `required` is carried too because k8s-openapi's schemas differ from upstream there (it
+requires every non-Option field, e.g. `name` of LocalObjectReference); the server takes upstream's
+list, and none where upstream has none.
 
 Usage: scripts/gen-openapi-extensions.py [--wheel PATH]
 """
@@ -36,6 +39,8 @@ def extract(defs):
     for name in sorted(defs):
         schema = defs[name]
         entry = x_keys(schema)
+        if schema.get("required"):
+            entry["required"] = schema["required"]
         props = {}
         for pname, pschema in sorted((schema.get("properties") or {}).items()):
             px = x_keys(pschema)

@@ -144,13 +144,6 @@ fn normalize(node: &mut Value) {
     for key in ["$schema", "$id", "$defs", "title", "nullable"] {
         map.remove(key);
     }
-    // k8s-openapi makes `metadata` required because its field is not an Option; upstream does not.
-    if let Some(Value::Array(req)) = map.get_mut("required") {
-        req.retain(|r| r.as_str() != Some("metadata"));
-        if req.is_empty() {
-            map.remove("required");
-        }
-    }
     if let Some(Value::Object(props)) = map.get_mut("properties") {
         for p in props.values_mut() {
             normalize(p);
@@ -188,6 +181,17 @@ fn merge_extensions(defs: &mut Definitions) {
     let Ok(Value::Object(ext)) = serde_json::from_str::<Value>(EXTENSIONS) else {
         return;
     };
+    // k8s-openapi's `required` lists differ from upstream's (it requires every non-Option field,
+    // `metadata` included): upstream's list wins, and where upstream has none there is none.
+    // Every served definition exists upstream (a unit test checks the ones that matter).
+    for (name, schema) in defs.iter_mut() {
+        let upstream = ext.get(name).and_then(|e| e.get("required"));
+        if upstream.is_none() {
+            if let Value::Object(m) = schema {
+                m.remove("required");
+            }
+        }
+    }
     for (name, entry) in ext {
         let Some(Value::Object(schema)) = defs.get_mut(&name) else {
             continue;

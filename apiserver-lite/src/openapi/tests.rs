@@ -240,3 +240,29 @@ fn dump_documents() {
     )
     .unwrap();
 }
+
+#[test]
+fn required_lists_are_upstream_ones() {
+    let doc = v2();
+    let d = &doc["definitions"];
+    assert!(d["io.k8s.api.core.v1.Pod"].get("required").is_none());
+    assert!(d["io.k8s.api.core.v1.LocalObjectReference"]
+        .get("required")
+        .is_none());
+    assert_eq!(
+        d["io.k8s.api.core.v1.SecretKeySelector"]["required"],
+        serde_json::json!(["key"])
+    );
+    assert_eq!(
+        d["io.k8s.api.core.v1.Event"]["required"],
+        serde_json::json!(["metadata", "involvedObject"])
+    );
+    assert_eq!(
+        d["io.k8s.api.core.v1.PodList"]["required"],
+        serde_json::json!(["items"])
+    );
+    assert_eq!(
+        d["io.k8s.api.core.v1.Container"]["required"],
+        serde_json::json!(["name"])
+    );
+}
