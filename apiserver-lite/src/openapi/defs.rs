@@ -5,7 +5,7 @@
 //! Upstream generates these with kube-openapi from the Go types; here they come from k8s-openapi's
 //! schemars impls, normalised to what upstream serves, plus `extensions.json` (machine-derived
 //! from upstream's schemas by `scripts/gen-openapi-extensions.py`) for the extensions schemars
-//! does not carry. The `*List` kinds are built here because k8s-openapi has one generic `List<T>`.
+//! does not carry and for upstream's `required` lists. The `*List` kinds are built here because k8s-openapi has one generic `List<T>`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
