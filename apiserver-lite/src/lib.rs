@@ -4,6 +4,8 @@
 //! cache per resource), `resources` (the served resource table), the request pipeline
 //! (decode, admission, validation, storage) and the HTTP front end with discovery and OpenAPI.
 
+pub mod openapi;
+pub mod patch;
 pub mod resources;
 pub mod selectors;
 pub mod status;
