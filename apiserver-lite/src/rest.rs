@@ -696,20 +696,21 @@ async fn patch(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> 
 }
 
 fn apply_patch(res: &ResourceInfo, ptype: &str, current: &Value, patch: &Value, is_scale: bool) -> ApiResult<Value> {
-    let mut doc = current.clone();
+    let invalid = |e: crate::patch::PatchError| {
+        ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+    };
     match ptype {
-        "application/json-patch+json" => {
-            let p: json_patch::Patch = serde_json::from_value(patch.clone())
-                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-            json_patch::patch(&mut doc, &p).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?;
-        }
-        "application/merge-patch+json" => json_patch::merge(&mut doc, patch),
+        "application/json-patch+json" => crate::patch::json_patch(current, patch).map_err(invalid),
+        "application/merge-patch+json" => Ok(crate::patch::merge_patch(current, patch)),
         _ => {
-            let _ = (res, is_scale);
-            json_patch::merge(&mut doc, patch)
+            let schema = if is_scale {
+                crate::openapi::patch_schema("autoscaling", "v1", "Scale")
+            } else {
+                crate::openapi::patch_schema(res.group, res.version, res.kind)
+            };
+            crate::patch::strategic_merge_patch(current, patch, schema.as_ref()).map_err(invalid)
         }
     }
-    Ok(doc)
 }
 
 fn delete_options(req: &ApiRequest) -> ApiResult<DeleteOptions> {

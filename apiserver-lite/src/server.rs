@@ -18,7 +18,10 @@ use axum::middleware::{self, Next};
 use axum::Router;
 use serde_json::{json, Value};
 
+use bytes::Bytes;
+
 use crate::discovery;
+use crate::openapi;
 use crate::registry::{Registry, WriteOptions, SYSTEM_NAMESPACES};
 use crate::request::{parse_query, RequestInfo};
 use crate::resources;
@@ -163,6 +166,29 @@ fn non_resource(state: &AppState, path: &str, accept: Option<&str>) -> Response<
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["version"] => json_response(StatusCode::OK, &version()),
+        ["openapi", "v2"] => {
+            let proto = accept.is_some_and(|a| a.contains("application/com.github.proto-openapi.spec.v2"));
+            let (body, ctype) = if proto {
+                (openapi::v2_protobuf(), openapi::V2_PROTOBUF_CONTENT_TYPE)
+            } else {
+                (openapi::v2_json(), "application/json")
+            };
+            let mut r = bytes_response(StatusCode::OK, Bytes::from_static(body), ctype);
+            set_etag(&mut r, openapi::v2_etag());
+            r
+        }
+        ["openapi", "v3"] => bytes_response(StatusCode::OK, Bytes::from_static(openapi::v3_index()), "application/json"),
+        ["openapi", "v3", rest @ ..] => {
+            let gv = rest.join("/");
+            match (openapi::v3_document(&gv), openapi::v3_hash(&gv)) {
+                (Some(doc), Some(hash)) => {
+                    let mut r = bytes_response(StatusCode::OK, Bytes::from_static(doc), "application/json");
+                    set_etag(&mut r, hash);
+                    r
+                }
+                _ => error_response(&ApiError::not_found_generic()),
+            }
+        }
         ["metrics"] => bytes_response(StatusCode::OK, metrics(&state.registry).into(), "text/plain; version=0.0.4"),
         ["healthz" | "livez" | "readyz", ..] => bytes_response(StatusCode::OK, "ok".into(), "text/plain; charset=utf-8"),
         ["api"] if discovery::wants_aggregated(accept) => aggregated(true),
@@ -207,6 +233,12 @@ fn metrics(registry: &Registry) -> String {
     }
     out.push_str(&format!("# TYPE capstan_store_revision gauge\ncapstan_store_revision {}\n", registry.store.current_revision()));
     out
+}
+
+fn set_etag(r: &mut Response<Body>, tag: &str) {
+    if let Ok(v) = header::HeaderValue::from_str(&format!("\"{tag}\"")) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
 }
 
 fn aggregated(core: bool) -> Response<Body> {
