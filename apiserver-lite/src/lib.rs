@@ -6,3 +6,4 @@
 
 pub mod resources;
 pub mod status;
+pub mod strategy;
