@@ -61,7 +61,11 @@ fn find_class(lookup: &dyn AdmissionLookup, name: &str) -> Option<Value> {
 }
 
 /// The priority plugin's `admitPod` for create.
-fn priority(info: &ResourceInfo, o: &mut Value, lookup: &dyn AdmissionLookup) -> Result<(), ApiError> {
+fn priority(
+    info: &ResourceInfo,
+    o: &mut Value,
+    lookup: &dyn AdmissionLookup,
+) -> Result<(), ApiError> {
     let class_name = super::util::str_at(o, "/spec/priorityClassName").to_string();
     let (name, value, policy) = if class_name.is_empty() {
         match lookup.global_default_priority_class() {
@@ -119,7 +123,11 @@ fn priority(info: &ResourceInfo, o: &mut Value, lookup: &dyn AdmissionLookup) ->
 }
 
 /// The priority plugin's check on PriorityClass create: only one global default.
-fn priority_class(info: &ResourceInfo, o: &Value, lookup: &dyn AdmissionLookup) -> Result<(), ApiError> {
+fn priority_class(
+    info: &ResourceInfo,
+    o: &Value,
+    lookup: &dyn AdmissionLookup,
+) -> Result<(), ApiError> {
     if o.get("globalDefault") != Some(&json!(true)) {
         return Ok(());
     }
@@ -129,7 +137,9 @@ fn priority_class(info: &ResourceInfo, o: &Value, lookup: &dyn AdmissionLookup) 
             return Err(forbidden(
                 info,
                 o,
-                &format!("PriorityClass {name} is already marked as default. Only one default can exist"),
+                &format!(
+                    "PriorityClass {name} is already marked as default. Only one default can exist"
+                ),
             ));
         }
     }
@@ -149,7 +159,10 @@ pub fn default_toleration_seconds(o: &mut Value) {
         })
     };
     let mut add = Vec::new();
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
         if !tolerates(key) {
             add.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
         }
@@ -192,9 +205,16 @@ pub fn limit_ranger(o: &mut Value, ranges: &[Value]) {
             continue;
         }
         let spec = obj(o, "spec");
-        for (key, prefix) in [("containers", "container"), ("initContainers", "init container")] {
+        for (key, prefix) in [
+            ("containers", "container"),
+            ("initContainers", "init container"),
+        ] {
             for c in super::util::each_obj_mut(spec, key) {
-                let cname = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                let cname = c
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let res = obj_in(c, "resources");
                 let mut set_limits: Vec<String> = Vec::new();
                 let mut set_requests: Vec<String> = Vec::new();
@@ -224,10 +244,16 @@ pub fn limit_ranger(o: &mut Value, ranges: &[Value]) {
                 set_requests.sort();
                 set_limits.sort();
                 if !set_requests.is_empty() {
-                    notes.push(format!("{} request for {prefix} {cname}", set_requests.join(", ")));
+                    notes.push(format!(
+                        "{} request for {prefix} {cname}",
+                        set_requests.join(", ")
+                    ));
                 }
                 if !set_limits.is_empty() {
-                    notes.push(format!("{} limit for {prefix} {cname}", set_limits.join(", ")));
+                    notes.push(format!(
+                        "{} limit for {prefix} {cname}",
+                        set_limits.join(", ")
+                    ));
                 }
             }
         }
@@ -327,30 +353,74 @@ mod tests {
 
     #[test]
     fn priority_table() {
-        let high = json!({"metadata": {"name": "high"}, "value": 1000, "preemptionPolicy": "Never"});
+        let high =
+            json!({"metadata": {"name": "high"}, "value": 1000, "preemptionPolicy": "Never"});
         let dflt = json!({"metadata": {"name": "dflt"}, "value": 7, "globalDefault": true, "preemptionPolicy": "PreemptLowerPriority"});
         // (classes, pod spec, Ok((class, priority, policy)) or Err(code))
         type Want = Result<(&'static str, i64, &'static str), u16>;
         let cases: Vec<(Vec<Value>, Value, Want)> = vec![
             (vec![], json!({}), Ok(("", 0, "PreemptLowerPriority"))),
-            (vec![dflt.clone()], json!({}), Ok(("dflt", 7, "PreemptLowerPriority"))),
-            (vec![high.clone()], json!({"priorityClassName": "high"}), Ok(("high", 1000, "Never"))),
-            (vec![], json!({"priorityClassName": "system-node-critical"}), Ok(("system-node-critical", 2_000_001_000, "PreemptLowerPriority"))),
-            (vec![], json!({"priorityClassName": "system-cluster-critical"}), Ok(("system-cluster-critical", 2_000_000_000, "PreemptLowerPriority"))),
+            (
+                vec![dflt.clone()],
+                json!({}),
+                Ok(("dflt", 7, "PreemptLowerPriority")),
+            ),
+            (
+                vec![high.clone()],
+                json!({"priorityClassName": "high"}),
+                Ok(("high", 1000, "Never")),
+            ),
+            (
+                vec![],
+                json!({"priorityClassName": "system-node-critical"}),
+                Ok((
+                    "system-node-critical",
+                    2_000_001_000,
+                    "PreemptLowerPriority",
+                )),
+            ),
+            (
+                vec![],
+                json!({"priorityClassName": "system-cluster-critical"}),
+                Ok((
+                    "system-cluster-critical",
+                    2_000_000_000,
+                    "PreemptLowerPriority",
+                )),
+            ),
             (vec![], json!({"priorityClassName": "nope"}), Err(403)),
-            (vec![high.clone()], json!({"priorityClassName": "high", "priority": 5}), Err(403)),
-            (vec![high.clone()], json!({"priorityClassName": "high", "priority": 1000}), Ok(("high", 1000, "Never"))),
-            (vec![high.clone()], json!({"priorityClassName": "high", "preemptionPolicy": "PreemptLowerPriority"}), Err(403)),
+            (
+                vec![high.clone()],
+                json!({"priorityClassName": "high", "priority": 5}),
+                Err(403),
+            ),
+            (
+                vec![high.clone()],
+                json!({"priorityClassName": "high", "priority": 1000}),
+                Ok(("high", 1000, "Never")),
+            ),
+            (
+                vec![high.clone()],
+                json!({"priorityClassName": "high", "preemptionPolicy": "PreemptLowerPriority"}),
+                Err(403),
+            ),
         ];
         let info = find_kind("", "Pod").unwrap();
         for (i, (classes, spec, want)) in cases.into_iter().enumerate() {
-            let lookup = Fake { classes, ..Default::default() };
+            let lookup = Fake {
+                classes,
+                ..Default::default()
+            };
             let mut o = pod(spec);
             let got = priority(info, &mut o, &lookup);
             match want {
                 Ok((class, prio, policy)) => {
                     assert!(got.is_ok(), "case {i}: {got:?}");
-                    assert_eq!(super::super::util::str_at(&o, "/spec/priorityClassName"), class, "case {i}");
+                    assert_eq!(
+                        super::super::util::str_at(&o, "/spec/priorityClassName"),
+                        class,
+                        "case {i}"
+                    );
                     assert_eq!(o["spec"]["priority"], prio, "case {i}");
                     assert_eq!(o["spec"]["preemptionPolicy"], policy, "case {i}");
                 }
@@ -358,8 +428,16 @@ mod tests {
             }
         }
         let lookup = Fake::default();
-        let err = priority(info, &mut pod(json!({"priorityClassName": "nope"})), &lookup).unwrap_err();
-        assert_eq!(err.message, "pods \"p\" is forbidden: no PriorityClass with name nope was found");
+        let err = priority(
+            info,
+            &mut pod(json!({"priorityClassName": "nope"})),
+            &lookup,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.message,
+            "pods \"p\" is forbidden: no PriorityClass with name nope was found"
+        );
     }
 
     #[test]
@@ -381,7 +459,10 @@ mod tests {
         let ur = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300});
         let cases = vec![
             (json!({}), json!([nr.clone(), ur.clone()])),
-            (json!({"tolerations": [{"operator": "Exists"}]}), json!([{"operator": "Exists"}])),
+            (
+                json!({"tolerations": [{"operator": "Exists"}]}),
+                json!([{"operator": "Exists"}]),
+            ),
             (
                 json!({"tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}]}),
                 json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}, ur.clone()]),
@@ -423,14 +504,18 @@ mod tests {
             limit_ranger(&mut o, std::slice::from_ref(&lr));
             assert_eq!(o["spec"]["containers"][0]["resources"], want, "case {i}");
             assert_eq!(
-                o.pointer("/metadata/annotations/kubernetes.io~1limit-ranger").and_then(Value::as_str),
+                o.pointer("/metadata/annotations/kubernetes.io~1limit-ranger")
+                    .and_then(Value::as_str),
                 note,
                 "case {i}"
             );
         }
         // a Pod-type range sets nothing
         let mut o = pod(json!({"containers": [{"name": "c"}]}));
-        limit_ranger(&mut o, &[json!({"spec": {"limits": [{"type": "Pod", "max": {"cpu": "1"}}]}})]);
+        limit_ranger(
+            &mut o,
+            &[json!({"spec": {"limits": [{"type": "Pod", "max": {"cpu": "1"}}]}})],
+        );
         assert!(o.pointer("/spec/containers/0/resources").is_none());
     }
 
@@ -438,7 +523,10 @@ mod tests {
     fn limit_ranger_min_max() {
         let info = find_kind("", "Pod").unwrap();
         let lr = json!({"spec": {"limits": [{"type": "Container", "max": {"cpu": "2"}, "min": {"cpu": "100m"}}]}});
-        let lookup = Fake { ranges: vec![lr], ..Default::default() };
+        let lookup = Fake {
+            ranges: vec![lr],
+            ..Default::default()
+        };
         let cases = vec![
             (json!({"containers": [{"name": "c", "image": "x"}]}), None),
             (json!({"containers": [{"name": "c", "image": "x", "resources": {"limits": {"cpu": "3"}}}]}), Some("pods \"p\" is forbidden: maximum cpu usage per Container is 2, but limit is 3")),
@@ -447,7 +535,11 @@ mod tests {
         for (i, (spec, want)) in cases.into_iter().enumerate() {
             let mut o = pod(spec);
             let got = admit_create(info, &mut o, &lookup);
-            assert_eq!(got.err().map(|e| e.message), want.map(String::from), "case {i}");
+            assert_eq!(
+                got.err().map(|e| e.message),
+                want.map(String::from),
+                "case {i}"
+            );
         }
     }
 }

@@ -13,7 +13,8 @@ const STATUS_MUTABLE_META: &[&str] = &["labels", "annotations", "finalizers", "o
 
 /// Labels upstream puts on Job pod templates when it generates the selector.
 pub const JOB_NAME_LABELS: [&str; 2] = ["job-name", "batch.kubernetes.io/job-name"];
-pub const CONTROLLER_UID_LABELS: [&str; 2] = ["controller-uid", "batch.kubernetes.io/controller-uid"];
+pub const CONTROLLER_UID_LABELS: [&str; 2] =
+    ["controller-uid", "batch.kubernetes.io/controller-uid"];
 
 pub fn for_create(info: &ResourceInfo, o: &mut Value) {
     match (info.group, info.kind) {
@@ -205,8 +206,16 @@ pub fn for_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
 /// The Service REST layer's `patchAllocatedValues`: an update that leaves clusterIP(s),
 /// IP families or node ports empty keeps the allocated ones.
 fn keep_allocations(o: &mut Value, old: &Value) {
-    let old_type = old.pointer("/spec/type").and_then(Value::as_str).unwrap_or("");
-    let new_type = o.pointer("/spec/type").and_then(Value::as_str).unwrap_or("");
+    let old_type = old
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let new_type = o
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let new_type = new_type.as_str();
     let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
     let spec = obj(o, "spec");
     if old_type != "ExternalName" && new_type != "ExternalName" {
@@ -334,17 +343,26 @@ mod tests {
     fn qos_classes() {
         let cases = [
             (pod(json!([{"name": "a"}])), "BestEffort"),
-            (pod(json!([{"name": "a", "resources": {"requests": {"cpu": "1"}}}])), "Burstable"),
             (
-                pod(json!([{"name": "a", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}])),
+                pod(json!([{"name": "a", "resources": {"requests": {"cpu": "1"}}}])),
+                "Burstable",
+            ),
+            (
+                pod(
+                    json!([{"name": "a", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}]),
+                ),
                 "Guaranteed",
             ),
             (
-                pod(json!([{"name": "a", "resources": {"requests": {"cpu": "1000m", "memory": "1024Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}])),
+                pod(
+                    json!([{"name": "a", "resources": {"requests": {"cpu": "1000m", "memory": "1024Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}]),
+                ),
                 "Guaranteed",
             ),
             (
-                pod(json!([{"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}])),
+                pod(
+                    json!([{"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}]),
+                ),
                 "Burstable",
             ),
             (
@@ -352,7 +370,9 @@ mod tests {
                 "Burstable",
             ),
             (
-                pod(json!([{"name": "a", "resources": {"requests": {"ephemeral-storage": "1Gi"}}}])),
+                pod(
+                    json!([{"name": "a", "resources": {"requests": {"ephemeral-storage": "1Gi"}}}]),
+                ),
                 "BestEffort",
             ),
         ];
@@ -365,20 +385,74 @@ mod tests {
     fn create_status() {
         let info = |k| find_kind("", k).unwrap();
         let cases: Vec<(&ResourceInfo, Value, &str, Value)> = vec![
-            (info("Pod"), json!({"spec": {"containers": []}, "status": {"phase": "Running"}}), "/status", json!({"phase": "Pending", "qosClass": "BestEffort"})),
-            (info("Pod"), json!({"spec": {"containers": [], "schedulingGates": [{"name": "g"}]}}), "/status/conditions/0/reason", json!("SchedulingGated")),
-            (info("Node"), json!({"status": {"capacity": {"cpu": "4"}}}), "/status", json!({"capacity": {"cpu": "4"}})),
-            (info("Namespace"), json!({"status": {"phase": "Terminating"}}), "/status", json!({"phase": "Active"})),
-            (info("Namespace"), json!({}), "/spec/finalizers", json!(["kubernetes"])),
-            (info("Namespace"), json!({"spec": {"finalizers": ["x"]}}), "/spec/finalizers", json!(["x", "kubernetes"])),
-            (info("Service"), json!({"status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}}), "/status", json!({"loadBalancer": {}})),
-            (info("PersistentVolumeClaim"), json!({"status": {"phase": "Bound"}}), "/status", json!({"phase": "Pending"})),
-            (find_kind("apps", "Deployment").unwrap(), json!({"status": {"replicas": 3}}), "/status", json!({})),
-            (info("ConfigMap"), json!({"data": {}}), "/status", Value::Null),
+            (
+                info("Pod"),
+                json!({"spec": {"containers": []}, "status": {"phase": "Running"}}),
+                "/status",
+                json!({"phase": "Pending", "qosClass": "BestEffort"}),
+            ),
+            (
+                info("Pod"),
+                json!({"spec": {"containers": [], "schedulingGates": [{"name": "g"}]}}),
+                "/status/conditions/0/reason",
+                json!("SchedulingGated"),
+            ),
+            (
+                info("Node"),
+                json!({"status": {"capacity": {"cpu": "4"}}}),
+                "/status",
+                json!({"capacity": {"cpu": "4"}}),
+            ),
+            (
+                info("Namespace"),
+                json!({"status": {"phase": "Terminating"}}),
+                "/status",
+                json!({"phase": "Active"}),
+            ),
+            (
+                info("Namespace"),
+                json!({}),
+                "/spec/finalizers",
+                json!(["kubernetes"]),
+            ),
+            (
+                info("Namespace"),
+                json!({"spec": {"finalizers": ["x"]}}),
+                "/spec/finalizers",
+                json!(["x", "kubernetes"]),
+            ),
+            (
+                info("Service"),
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}}),
+                "/status",
+                json!({"loadBalancer": {}}),
+            ),
+            (
+                info("PersistentVolumeClaim"),
+                json!({"status": {"phase": "Bound"}}),
+                "/status",
+                json!({"phase": "Pending"}),
+            ),
+            (
+                find_kind("apps", "Deployment").unwrap(),
+                json!({"status": {"replicas": 3}}),
+                "/status",
+                json!({}),
+            ),
+            (
+                info("ConfigMap"),
+                json!({"data": {}}),
+                "/status",
+                Value::Null,
+            ),
         ];
         for (i, (info, mut o, ptr, want)) in cases.into_iter().enumerate() {
             for_create(info, &mut o);
-            assert_eq!(o.pointer(ptr).cloned().unwrap_or(Value::Null), want, "case {i}");
+            assert_eq!(
+                o.pointer(ptr).cloned().unwrap_or(Value::Null),
+                want,
+                "case {i}"
+            );
         }
     }
 
@@ -404,7 +478,10 @@ mod tests {
         // manualSelector: nothing generated
         let mut o = json!({"metadata": {"name": "pi", "uid": "u1"}, "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}}});
         for_create(job, &mut o);
-        assert_eq!(o.pointer("/spec/selector/matchLabels").unwrap(), &json!({"a": "b"}));
+        assert_eq!(
+            o.pointer("/spec/selector/matchLabels").unwrap(),
+            &json!({"a": "b"})
+        );
         assert!(o.pointer("/spec/template/metadata/labels").is_none());
     }
 
@@ -448,12 +525,16 @@ mod tests {
 
         let pod = find_kind("", "Pod").unwrap();
         let old = json!({"metadata": {"name": "p", "ownerReferences": [{"uid": "o"}]}, "spec": {}});
-        let mut new = json!({"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Running"}});
+        let mut new =
+            json!({"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Running"}});
         for_status_update(pod, &mut new, &old);
         assert_eq!(new["metadata"]["ownerReferences"][0]["uid"], "o");
 
         let mut new = json!({"metadata": {"name": "n"}, "spec": {"finalizers": []}, "status": {"phase": "Gone"}});
-        for_finalize_update(&mut new, &json!({"metadata": {"name": "n"}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Terminating"}}));
+        for_finalize_update(
+            &mut new,
+            &json!({"metadata": {"name": "n"}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Terminating"}}),
+        );
         assert_eq!(new["spec"]["finalizers"], json!([]));
         assert_eq!(new["status"]["phase"], "Terminating");
     }

@@ -100,7 +100,9 @@ pub fn parse_quantity(s: &str) -> Option<i128> {
     let digits = format!("{int_part}{frac_part}");
     let mut mantissa: i128 = 0;
     for d in digits.bytes() {
-        mantissa = mantissa.saturating_mul(10).saturating_add((d - b'0') as i128);
+        mantissa = mantissa
+            .saturating_mul(10)
+            .saturating_add((d - b'0') as i128);
     }
     let mut exp10: i32 = -(frac_part.len() as i32);
     let mut mult: i128 = 1;
@@ -199,6 +201,9 @@ mod tests {
         default(spec, "b", "B".into());
         default(spec, "c", 1.into());
         default(spec, "d", 2.into());
-        assert_eq!(v, serde_json::json!({"spec": {"a": "A", "b": "x", "c": 1, "d": 2}}));
+        assert_eq!(
+            v,
+            serde_json::json!({"spec": {"a": "A", "b": "x", "c": 1, "d": 2}})
+        );
     }
 }
