@@ -89,6 +89,11 @@ pub fn prepare_update(
     let mut causes = Vec::new();
     match subresource {
         None => {
+            // DefaultTolerationSeconds also handles pod updates, so a replayed manifest
+            // regains the tolerations it added at create.
+            if info.group.is_empty() && info.kind == "Pod" {
+                admission::default_toleration_seconds(obj);
+            }
             prepare::for_update(info, obj, old);
             causes.extend(validation::validate(info, obj));
         }

@@ -268,7 +268,8 @@ mod tests {
 
     #[test]
     fn name_rules() {
-        let cases: &[(fn(&str) -> Vec<String>, &str, bool)] = &[
+        type Check = fn(&str) -> Vec<String>;
+        let cases: &[(Check, &str, bool)] = &[
             (is_dns1123_label, "my-name", true),
             (is_dns1123_label, "123-abc", true),
             (is_dns1123_label, "My-name", false),

@@ -1124,6 +1124,16 @@ type UpdateCase = (
 #[test]
 fn update_immutability_table() {
     let p = create("", "Pod", set(pod(), "/metadata/uid", Some(json!("u1")))).unwrap();
+    let pt = create(
+        "",
+        "Pod",
+        set(
+            pod(),
+            "/spec/tolerations",
+            Some(json!([{"key": "k", "operator": "Exists"}])),
+        ),
+    )
+    .unwrap();
     let d = create("apps", "Deployment", deployment()).unwrap();
     let j = create("batch", "Job", job()).unwrap();
     let mut svc = create("", "Service", service()).unwrap();
@@ -1233,8 +1243,8 @@ fn update_immutability_table() {
         (
             "",
             "Pod",
-            p.clone(),
-            set(p.clone(), "/spec/tolerations", Some(json!([]))),
+            pt.clone(),
+            set(pt.clone(), "/spec/tolerations", Some(json!([]))),
             Some(("spec.tolerations", "FieldValueForbidden")),
         ),
         (
@@ -1542,6 +1552,9 @@ fn update_main_and_status() {
     )
     .unwrap();
     assert_eq!(out["metadata"]["labels"]["x"], "y");
+    // replaying the original manifest regains the default tolerations and priority
+    let out = update("", "Pod", None, set(pod(), "/metadata/uid", None), &p);
+    assert!(out.is_ok(), "{out:?}");
     // unsupported subresource
     assert_eq!(
         update("", "Pod", Some("binding"), p.clone(), &p)

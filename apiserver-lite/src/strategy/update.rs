@@ -253,14 +253,14 @@ pub fn validate_update(info: &ResourceInfo, o: &Value, old: &Value) -> Vec<Cause
             );
         }
         ("rbac.authorization.k8s.io", "RoleBinding")
-        | ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
-            if !same(o.get("roleRef"), old.get("roleRef")) {
-                errs.push(Cause::invalid(
-                    "roleRef",
-                    o.get("roleRef").unwrap_or(&Value::Null),
-                    "cannot change roleRef",
-                ));
-            }
+        | ("rbac.authorization.k8s.io", "ClusterRoleBinding")
+            if !same(o.get("roleRef"), old.get("roleRef")) =>
+        {
+            errs.push(Cause::invalid(
+                "roleRef",
+                o.get("roleRef").unwrap_or(&Value::Null),
+                "cannot change roleRef",
+            ));
         }
         _ => {}
     }

@@ -1191,6 +1191,8 @@ fn config_map(o: &Value, errs: &mut Vec<Cause>) {
     }
 }
 
+const SA_NAME_ANNOTATION_PTR: &str = "/metadata/annotations/kubernetes.io~1service-account.name";
+
 fn secret(o: &Value, errs: &mut Vec<Cause>) {
     let total = data_keys(o, &["data"], errs, |_, v| base64_len(v));
     if total > MAX_DATA_SIZE {
@@ -1198,18 +1200,11 @@ fn secret(o: &Value, errs: &mut Vec<Cause>) {
     }
     let has = |k: &str| o.get("data").and_then(|d| d.get(k)).is_some();
     match str_at(o, "/type") {
-        "kubernetes.io/service-account-token" => {
-            if str_at(
-                o,
-                "/metadata/annotations/kubernetes.io~1service-account.name",
-            )
-            .is_empty()
-            {
-                errs.push(Cause::required(
-                    "metadata.annotations[kubernetes.io/service-account.name]",
-                    "",
-                ));
-            }
+        "kubernetes.io/service-account-token" if str_at(o, SA_NAME_ANNOTATION_PTR).is_empty() => {
+            errs.push(Cause::required(
+                "metadata.annotations[kubernetes.io/service-account.name]",
+                "",
+            ));
         }
         "kubernetes.io/dockercfg" if !has(".dockercfg") => {
             errs.push(Cause::required("data[.dockercfg]", ""))
