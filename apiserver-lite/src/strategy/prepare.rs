@@ -198,8 +198,44 @@ pub fn for_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
                 }
             }
         }
-        ("", "Service") => keep_allocations(o, old),
+        ("", "Service") => {
+            drop_type_dependent_fields(o, old);
+            keep_allocations(o, old);
+        }
         _ => {}
+    }
+}
+
+/// The Service strategy's `dropTypeDependentFields`: leaving NodePort/LoadBalancer drops the
+/// node ports and traffic policy the update merely carried over from the old object.
+fn drop_type_dependent_fields(o: &mut Value, old: &Value) {
+    let external = |t: &str| t == "NodePort" || t == "LoadBalancer";
+    let old_type = old
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let new_type = o
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !external(old_type) || external(new_type) {
+        return;
+    }
+    let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = obj(o, "spec");
+    for k in ["externalTrafficPolicy", "healthCheckNodePort"] {
+        if spec.get(k).is_some() && spec.get(k) == old_spec.get(k) {
+            spec.remove(k);
+        }
+    }
+    let old_ports = super::util::arr(&old_spec, "ports").to_vec();
+    for p in each_obj_mut(spec, "ports") {
+        let carried = old_ports
+            .iter()
+            .any(|op| op.get("nodePort").is_some() && op.get("nodePort") == p.get("nodePort"));
+        if carried {
+            p.remove("nodePort");
+        }
     }
 }
 
@@ -509,6 +545,13 @@ mod tests {
         for_update(svc, &mut new, &old);
         assert_eq!(new["spec"]["clusterIP"], "10.0.0.5");
         assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
+
+        // NodePort -> ClusterIP drops the carried-over node port and traffic policy
+        let old = json!({"spec": {"type": "NodePort", "externalTrafficPolicy": "Cluster", "ports": [{"port": 80, "nodePort": 30080}]}});
+        let mut new = json!({"spec": {"type": "ClusterIP", "externalTrafficPolicy": "Cluster", "ports": [{"port": 80, "nodePort": 30080}]}});
+        for_update(svc, &mut new, &old);
+        assert!(new["spec"].get("externalTrafficPolicy").is_none());
+        assert!(new["spec"]["ports"][0].get("nodePort").is_none());
     }
 
     #[test]
