@@ -290,9 +290,7 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
 
 /// Looks a resource up by group and kind (any served version).
 pub fn find_kind(group: &str, kind: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.kind == kind)
+    RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
 }
 
 /// The group/versions served, in discovery order: `("", "v1")` first, then each group once.
@@ -321,10 +319,7 @@ mod tests {
 
     #[test]
     fn lookups() {
-        assert_eq!(
-            find("apps", "v1", "deployments").unwrap().kind,
-            "Deployment"
-        );
+        assert_eq!(find("apps", "v1", "deployments").unwrap().kind, "Deployment");
         assert_eq!(find_kind("", "Pod").unwrap().plural, "pods");
         assert_eq!(group_versions()[0], ("", "v1"));
         assert_eq!(find("", "v1", "pods").unwrap().singular, "pod");

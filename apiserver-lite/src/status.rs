@@ -272,14 +272,16 @@ mod tests {
             ApiError::not_found("apps", "deployments", "web").message,
             "deployments.apps \"web\" not found"
         );
-        let e = ApiError::invalid("", "Pod", "p", vec![Cause::required("spec.containers", "")]);
+        let e = ApiError::invalid(
+            "",
+            "Pod",
+            "p",
+            vec![Cause::required("spec.containers", "")],
+        );
         assert_eq!(
             e.message,
             "Pod \"p\" is invalid: spec.containers: Required value"
         );
-        assert_eq!(
-            e.to_status()["details"]["causes"][0]["field"],
-            "spec.containers"
-        );
+        assert_eq!(e.to_status()["details"]["causes"][0]["field"], "spec.containers");
     }
 }
