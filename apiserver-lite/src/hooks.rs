@@ -1,24 +1,11 @@
 //! Seams to the pure per-resource logic (defaulting/validation/admission, selectors, tables).
-//! Temporary pass-throughs until those modules land.
+//! One place where the request pipeline meets those modules.
 
 use serde_json::Value;
 
 use crate::resources::ResourceInfo;
-use crate::status::ApiResult;
 
-pub trait AdmissionLookup {
-    fn priority_class(&self, name: &str) -> Option<Value>;
-    fn global_default_priority_class(&self) -> Option<Value>;
-    fn limit_ranges(&self, namespace: &str) -> Vec<Value>;
-}
-
-pub fn prepare_create(_info: &ResourceInfo, _obj: &mut Value, _l: &dyn AdmissionLookup) -> ApiResult<()> {
-    Ok(())
-}
-
-pub fn prepare_update(_info: &ResourceInfo, _sub: Option<&str>, _obj: &mut Value, _old: &Value) -> ApiResult<()> {
-    Ok(())
-}
+pub use crate::strategy::{prepare_create, prepare_update, AdmissionLookup};
 
 /// Label and field selectors of a list or watch, compiled into a predicate.
 pub type ObjectPredicate = Box<dyn Fn(&Value) -> bool + Send + Sync>;

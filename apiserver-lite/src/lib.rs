@@ -20,3 +20,4 @@ pub mod discovery;
 pub mod rest;
 pub mod table;
 pub mod server;
+pub mod strategy;

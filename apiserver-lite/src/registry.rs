@@ -311,7 +311,11 @@ impl Registry {
                 ));
             }
             self.prepare_update_metadata(info, subresource, &mut new, &old, name)?;
-            hooks::prepare_update(info, subresource, &mut new, &old)?;
+            // A binding only sets spec.nodeName and the PodScheduled condition, as upstream's
+            // BindingREST does, bypassing the pod update strategy.
+            if subresource != Some("binding") {
+                hooks::prepare_update(info, subresource, &mut new, &old)?;
+            }
             if info.plural == "services" && subresource.is_none() {
                 self.release(&to_release);
                 to_release = self.allocate_service(&mut new, Some(&old))?;

@@ -1,0 +1,124 @@
+//! Per-resource create and update strategy, mirroring what upstream's generic registry does
+//! between decoding a request and writing it to storage: the v1 defaulters
+//! (pkg/apis/*/v1/defaults.go), the built-in mutating admission plugins (Priority,
+//! DefaultTolerationSeconds, LimitRanger in plugin/pkg/admission), the registry strategies'
+//! `PrepareForCreate`/`PrepareForUpdate` (pkg/registry/*/strategy.go) and validation
+//! (pkg/apis/*/validation), with errors as upstream's 422 Invalid and 403 Forbidden statuses.
+//!
+//! Order on create follows upstream's handler: defaulting at decode, mutating admission, then
+//! `rest.BeforeCreate` (PrepareForCreate, validation). Defaulting runs once more after
+//! PrepareForCreate, because upstream re-defaults when it decodes the stored object for the
+//! response (that is how a new PVC reads back with `status.phase: Pending`).
+
+mod admission;
+mod defaults;
+mod names;
+mod prepare;
+mod update;
+mod util;
+mod validation;
+
+use crate::resources::ResourceInfo;
+use crate::status::ApiError;
+use serde_json::Value;
+
+pub use admission::SYSTEM_PRIORITY_CLASSES;
+pub use defaults::pull_policy_for;
+pub use prepare::pod_qos;
+
+/// Looks up cluster objects admission needs (the lead implements it over the watch cache).
+pub trait AdmissionLookup {
+    fn priority_class(&self, name: &str) -> Option<Value>;
+    fn global_default_priority_class(&self) -> Option<Value>;
+    fn limit_ranges(&self, namespace: &str) -> Vec<Value>;
+}
+
+fn invalid(info: &ResourceInfo, obj: &Value, causes: Vec<crate::status::Cause>) -> ApiError {
+    ApiError::invalid(
+        info.group,
+        info.kind,
+        util::str_at(obj, "/metadata/name"),
+        causes,
+    )
+}
+
+fn ensure_object(obj: &Value) -> Result<(), ApiError> {
+    if obj.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ))
+    }
+}
+
+/// Create: defaulting (as the v1 defaulters), mutating admission in upstream order (Priority,
+/// DefaultTolerationSeconds, LimitRanger), PrepareForCreate (status reset or kept per resource,
+/// Job selector generation; generation is the lead's), then validation.
+pub fn prepare_create(
+    info: &ResourceInfo,
+    obj: &mut Value,
+    lookup: &dyn AdmissionLookup,
+) -> Result<(), ApiError> {
+    ensure_object(obj)?;
+    defaults::apply(info, obj);
+    admission::admit_create(info, obj, lookup)?;
+    prepare::for_create(info, obj);
+    defaults::apply(info, obj);
+    let causes = validation::validate(info, obj);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(info, obj, causes))
+    }
+}
+
+/// Update of the main resource (`subresource` None), of `status`, or of a namespace's
+/// `finalize`: defaulting, PrepareForUpdate (the main resource keeps the old status; `status`
+/// keeps the old spec and metadata except labels, annotations, finalizers and (but for pods)
+/// ownerReferences; `finalize` changes only `spec.finalizers`), then validation including the
+/// immutable fields. Other subresources are not handled here (400).
+pub fn prepare_update(
+    info: &ResourceInfo,
+    subresource: Option<&str>,
+    obj: &mut Value,
+    old: &Value,
+) -> Result<(), ApiError> {
+    ensure_object(obj)?;
+    defaults::apply(info, obj);
+    let mut causes = Vec::new();
+    match subresource {
+        None => {
+            // DefaultTolerationSeconds also handles pod updates, so a replayed manifest
+            // regains the tolerations it added at create.
+            if info.group.is_empty() && info.kind == "Pod" {
+                admission::default_toleration_seconds(obj);
+            }
+            prepare::for_update(info, obj, old);
+            causes.extend(validation::validate(info, obj));
+        }
+        Some("status") if info.has_subresource("status") => {
+            prepare::for_status_update(info, obj, old);
+            validation::object_meta(info, obj, &mut causes);
+        }
+        Some("finalize") if info.has_subresource("finalize") => {
+            prepare::for_finalize_update(obj, old);
+            validation::object_meta(info, obj, &mut causes);
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "the update strategy does not handle the {other:?} subresource of {}",
+                info.group_resource()
+            )))
+        }
+    }
+    causes.extend(update::validate_update(info, obj, old));
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(info, obj, causes))
+    }
+}
+
+#[cfg(test)]
+mod tests;

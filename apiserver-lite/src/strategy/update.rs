@@ -1,0 +1,429 @@
+//! Update validation: `ValidateObjectMetaUpdate` (name, namespace, uid, creation timestamp are
+//! immutable) and the per-kind `Validate*Update` rules upstream enforces on top of the create
+//! validation: pod spec mostly immutable (`ValidatePodUpdate`), Service clusterIP, Job selector and
+//! template, apps/v1 selectors, StatefulSet spec fields, `immutable: true` ConfigMaps and Secrets,
+//! Secret type, PVC and PV specs, Node podCIDR/providerID, EndpointSlice addressType,
+//! PriorityClass value, StorageClass parameters/provisioner and RBAC roleRef.
+
+use super::util::{arr, is_empty, str_at};
+use super::validation::PV_NON_SOURCE_FIELDS;
+use crate::resources::ResourceInfo;
+use crate::status::Cause;
+use serde_json::{json, Map, Value};
+
+fn immutable(errs: &mut Vec<Cause>, path: &str, new: Option<&Value>, old: Option<&Value>) {
+    if !same(new, old) {
+        errs.push(Cause::invalid(
+            path,
+            new.unwrap_or(&Value::Null),
+            "field is immutable",
+        ));
+    }
+}
+
+/// Equality that treats a missing field like null or an empty string/list/map (Go zero values).
+fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (a, b) if is_empty(a) && is_empty(b) => true,
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            x.keys().chain(y.keys()).all(|k| same(x.get(k), y.get(k)))
+        }
+        (Some(Value::Array(x)), Some(Value::Array(y))) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(Some(a), Some(b)))
+        }
+        (a, b) => a == b,
+    }
+}
+
+/// Update checks beyond the create validation of the new object.
+pub fn validate_update(info: &ResourceInfo, o: &Value, old: &Value) -> Vec<Cause> {
+    let mut errs = Vec::new();
+    for k in ["name", "namespace", "uid", "creationTimestamp"] {
+        let p = format!("/metadata/{k}");
+        let (n, ol) = (o.pointer(&p), old.pointer(&p));
+        if !is_empty(ol) && !same(n, ol) {
+            errs.push(Cause::invalid(
+                format!("metadata.{k}"),
+                n.unwrap_or(&Value::Null),
+                "field is immutable",
+            ));
+        }
+    }
+    let spec = o.get("spec");
+    let old_spec = old.get("spec");
+    let sp = |ptr: &str| o.pointer(ptr);
+    let op = |ptr: &str| old.pointer(ptr);
+    match (info.group, info.kind) {
+        ("", "Pod") => pod_update(o, old, &mut errs),
+        ("", "Service") => {
+            let (t, ot) = (str_at(o, "/spec/type"), str_at(old, "/spec/type"));
+            if t != "ExternalName" && ot != "ExternalName" {
+                let (ip, oip) = (str_at(o, "/spec/clusterIP"), str_at(old, "/spec/clusterIP"));
+                if !oip.is_empty() && ip != oip {
+                    errs.push(Cause::invalid(
+                        "spec.clusterIPs[0]",
+                        &json!(ip),
+                        "may not change once set",
+                    ));
+                }
+            }
+        }
+        ("", "ConfigMap") | ("", "Secret") => {
+            if old.get("immutable") == Some(&json!(true)) {
+                if o.get("immutable") != Some(&json!(true)) {
+                    errs.push(Cause::forbidden(
+                        "immutable",
+                        "field is immutable when `immutable` is set",
+                    ));
+                }
+                for k in ["data", "binaryData"] {
+                    if !same(o.get(k), old.get(k)) {
+                        errs.push(Cause::forbidden(
+                            k,
+                            "field is immutable when `immutable` is set",
+                        ));
+                    }
+                }
+            }
+            if info.kind == "Secret" {
+                immutable(&mut errs, "type", o.get("type"), old.get("type"));
+            }
+        }
+        ("", "PersistentVolumeClaim") => pvc_update(o, old, &mut errs),
+        ("", "PersistentVolume") => {
+            let sources = |v: Option<&Value>| -> Value {
+                let mut m = v.and_then(Value::as_object).cloned().unwrap_or_default();
+                m.retain(|k, _| !PV_NON_SOURCE_FIELDS.contains(&k.as_str()));
+                Value::Object(m)
+            };
+            if !same(Some(&sources(spec)), Some(&sources(old_spec))) {
+                errs.push(Cause::forbidden(
+                    "spec.persistentvolumesource",
+                    "spec.persistentvolumesource is immutable after creation",
+                ));
+            }
+            immutable(
+                &mut errs,
+                "spec.volumeMode",
+                sp("/spec/volumeMode"),
+                op("/spec/volumeMode"),
+            );
+            if !is_empty(op("/spec/nodeAffinity")) {
+                immutable(
+                    &mut errs,
+                    "spec.nodeAffinity",
+                    sp("/spec/nodeAffinity"),
+                    op("/spec/nodeAffinity"),
+                );
+            }
+        }
+        ("", "Node") => {
+            if !is_empty(op("/spec/podCIDR")) && !same(sp("/spec/podCIDR"), op("/spec/podCIDR")) {
+                errs.push(Cause::forbidden(
+                    "spec.podCIDRs",
+                    "node updates may not change podCIDR except from \"\" to valid",
+                ));
+            }
+            if !is_empty(op("/spec/providerID"))
+                && !same(sp("/spec/providerID"), op("/spec/providerID"))
+            {
+                errs.push(Cause::forbidden(
+                    "spec.providerID",
+                    "node updates may not change providerID except from \"\" to valid",
+                ));
+            }
+        }
+        ("apps", "Deployment") | ("apps", "ReplicaSet") | ("apps", "DaemonSet") => {
+            immutable(
+                &mut errs,
+                "spec.selector",
+                sp("/spec/selector"),
+                op("/spec/selector"),
+            );
+        }
+        ("apps", "StatefulSet") => {
+            immutable(
+                &mut errs,
+                "spec.selector",
+                sp("/spec/selector"),
+                op("/spec/selector"),
+            );
+            let rest = |v: Option<&Value>| -> Value {
+                let mut m = v.and_then(Value::as_object).cloned().unwrap_or_default();
+                for k in [
+                    "replicas",
+                    "ordinals",
+                    "template",
+                    "updateStrategy",
+                    "revisionHistoryLimit",
+                    "persistentVolumeClaimRetentionPolicy",
+                    "minReadySeconds",
+                    "selector",
+                ] {
+                    m.remove(k);
+                }
+                Value::Object(m)
+            };
+            if !same(Some(&rest(spec)), Some(&rest(old_spec))) {
+                errs.push(Cause::forbidden("spec", "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"));
+            }
+        }
+        ("batch", "Job") => {
+            immutable(
+                &mut errs,
+                "spec.selector",
+                sp("/spec/selector"),
+                op("/spec/selector"),
+            );
+            immutable(
+                &mut errs,
+                "spec.template",
+                sp("/spec/template"),
+                op("/spec/template"),
+            );
+            immutable(
+                &mut errs,
+                "spec.completionMode",
+                sp("/spec/completionMode"),
+                op("/spec/completionMode"),
+            );
+            immutable(
+                &mut errs,
+                "spec.podFailurePolicy",
+                sp("/spec/podFailurePolicy"),
+                op("/spec/podFailurePolicy"),
+            );
+            let elastic = str_at(o, "/spec/completionMode") == "Indexed"
+                && sp("/spec/completions") == sp("/spec/parallelism");
+            if !elastic {
+                immutable(
+                    &mut errs,
+                    "spec.completions",
+                    sp("/spec/completions"),
+                    op("/spec/completions"),
+                );
+            }
+        }
+        ("discovery.k8s.io", "EndpointSlice") => {
+            immutable(
+                &mut errs,
+                "addressType",
+                o.get("addressType"),
+                old.get("addressType"),
+            );
+        }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            if !same(o.get("value"), old.get("value")) {
+                errs.push(Cause::forbidden(
+                    "value",
+                    "may not be changed in an update.",
+                ));
+            }
+            immutable(
+                &mut errs,
+                "preemptionPolicy",
+                o.get("preemptionPolicy"),
+                old.get("preemptionPolicy"),
+            );
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            if !same(o.get("parameters"), old.get("parameters")) {
+                errs.push(Cause::forbidden(
+                    "parameters",
+                    "updates to parameters are forbidden.",
+                ));
+            }
+            if !same(o.get("provisioner"), old.get("provisioner")) {
+                errs.push(Cause::forbidden(
+                    "provisioner",
+                    "updates to provisioner are forbidden.",
+                ));
+            }
+            immutable(
+                &mut errs,
+                "reclaimPolicy",
+                o.get("reclaimPolicy"),
+                old.get("reclaimPolicy"),
+            );
+            immutable(
+                &mut errs,
+                "volumeBindingMode",
+                o.get("volumeBindingMode"),
+                old.get("volumeBindingMode"),
+            );
+        }
+        ("rbac.authorization.k8s.io", "RoleBinding")
+        | ("rbac.authorization.k8s.io", "ClusterRoleBinding")
+            if !same(o.get("roleRef"), old.get("roleRef")) =>
+        {
+            errs.push(Cause::invalid(
+                "roleRef",
+                o.get("roleRef").unwrap_or(&Value::Null),
+                "cannot change roleRef",
+            ));
+        }
+        _ => {}
+    }
+    errs
+}
+
+const POD_UPDATABLE: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// `ValidatePodUpdate`: only images, activeDeadlineSeconds, added tolerations, removed
+/// scheduling gates and a negative grace period raised to 1 may change.
+fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
+    let spec = o.get("spec").cloned().unwrap_or(json!({}));
+    let old_spec = old.get("spec").cloned().unwrap_or(json!({}));
+    for key in ["containers", "initContainers"] {
+        if arr(&spec, key).len() != arr(&old_spec, key).len() {
+            errs.push(Cause::forbidden(
+                format!("spec.{key}"),
+                "pod updates may not add or remove containers",
+            ));
+            return;
+        }
+    }
+    // activeDeadlineSeconds: may be set or lowered, never unset or raised.
+    let ads = spec.get("activeDeadlineSeconds").and_then(Value::as_i64);
+    let old_ads = old_spec
+        .get("activeDeadlineSeconds")
+        .and_then(Value::as_i64);
+    if let Some(o_ads) = old_ads {
+        match ads {
+            None => errs.push(Cause::invalid(
+                "spec.activeDeadlineSeconds",
+                &Value::Null,
+                "must not update from a positive integer to nil value",
+            )),
+            Some(n) if n > o_ads => errs.push(Cause::invalid(
+                "spec.activeDeadlineSeconds",
+                &json!(n),
+                "must be less than or equal to previous value",
+            )),
+            _ => {}
+        }
+    }
+    // tolerations: every old one must still be there (tolerationSeconds may change).
+    let strip = |t: &Value| {
+        let mut t = t.clone();
+        if let Some(m) = t.as_object_mut() {
+            m.remove("tolerationSeconds");
+        }
+        t
+    };
+    let new_tols: Vec<Value> = arr(&spec, "tolerations").iter().map(strip).collect();
+    for t in arr(&old_spec, "tolerations") {
+        if !new_tols.iter().any(|n| same(Some(n), Some(&strip(t)))) {
+            errs.push(Cause::forbidden(
+                "spec.tolerations",
+                "existing toleration can not be modified except its tolerationSeconds",
+            ));
+            break;
+        }
+    }
+    // scheduling gates may only be removed.
+    let gates = arr(&spec, "schedulingGates");
+    if gates
+        .iter()
+        .any(|g| !arr(&old_spec, "schedulingGates").contains(g))
+    {
+        errs.push(Cause::forbidden(
+            "spec.schedulingGates",
+            "only deletion is allowed, but found new scheduling gate",
+        ));
+    }
+    // Normalise the mutable fields and compare the rest.
+    let mut a = spec.clone();
+    let b = old_spec.clone();
+    let am = a.as_object_mut().expect("object");
+    for key in ["containers", "initContainers"] {
+        let olds = arr(&b, key).to_vec();
+        if let Some(list) = am.get_mut(key).and_then(Value::as_array_mut) {
+            for (c, oc) in list.iter_mut().zip(olds) {
+                if let (Some(c), Some(img)) = (c.as_object_mut(), oc.get("image")) {
+                    c.insert("image".into(), img.clone());
+                }
+            }
+        }
+    }
+    copy_field(am, &b, "activeDeadlineSeconds");
+    copy_field(am, &b, "tolerations");
+    copy_field(am, &b, "schedulingGates");
+    let grace_ok = b
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .is_some_and(|g| g < 0)
+        && am.get("terminationGracePeriodSeconds") == Some(&json!(1));
+    if grace_ok {
+        copy_field(am, &b, "terminationGracePeriodSeconds");
+    }
+    if !same(Some(&a), Some(&b)) {
+        let changed: Vec<String> = a
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .chain(b.as_object().into_iter().flat_map(|m| m.keys()))
+            .filter(|k| !same(a.get(*k), b.get(*k)))
+            .map(|k| format!("spec.{k}"))
+            .fold(Vec::new(), |mut acc, k| {
+                if !acc.contains(&k) {
+                    acc.push(k);
+                }
+                acc
+            });
+        errs.push(Cause::forbidden(
+            "spec",
+            &format!("{POD_UPDATABLE}\nchanged: {}", changed.join(", ")),
+        ));
+    }
+}
+
+fn copy_field(m: &mut Map<String, Value>, from: &Value, key: &str) {
+    match from.get(key) {
+        Some(v) => {
+            m.insert(key.into(), v.clone());
+        }
+        None => {
+            m.remove(key);
+        }
+    }
+}
+
+/// `ValidatePersistentVolumeClaimUpdate`: spec immutable except storage requests of bound
+/// claims (growth only), a volumeName binding and volumeAttributesClassName.
+fn pvc_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
+    let mut a = o.get("spec").cloned().unwrap_or(json!({}));
+    let b = old.get("spec").cloned().unwrap_or(json!({}));
+    let am = a.as_object_mut().expect("object");
+    if is_empty(b.get("volumeName")) {
+        copy_field(am, &b, "volumeName");
+    }
+    copy_field(am, &b, "volumeAttributesClassName");
+    let bound = str_at(old, "/status/phase") == "Bound";
+    if bound {
+        let new_req = o
+            .pointer("/spec/resources/requests/storage")
+            .and_then(super::util::quantity);
+        let old_req = old
+            .pointer("/spec/resources/requests/storage")
+            .and_then(super::util::quantity);
+        if let (Some(n), Some(ol)) = (new_req, old_req) {
+            if n < ol {
+                errs.push(Cause::forbidden(
+                    "spec.resources.requests.storage",
+                    "field can not be less than status.capacity",
+                ));
+            }
+        }
+        if let Some(req) = b.pointer("/resources/requests").cloned() {
+            obj_at(am, "resources").insert("requests".into(), req);
+        }
+    }
+    if !same(Some(&a), Some(&b)) {
+        errs.push(Cause::forbidden("spec", "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"));
+    }
+}
+
+fn obj_at<'a>(m: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    super::defaults::obj_in(m, key)
+}
