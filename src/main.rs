@@ -8,7 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "capstan", version, about = "Kubernetes node agent, runtime, proxy and lean control plane")]
+#[command(
+    name = "capstan",
+    version,
+    about = "Kubernetes node agent, runtime, proxy and lean control plane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,9 @@ fn parse_duration(s: &str) -> anyhow::Result<i64> {
             num.push(c);
             continue;
         }
-        let n: i64 = num.parse().with_context(|| format!("invalid duration {s:?}"))?;
+        let n: i64 = num
+            .parse()
+            .with_context(|| format!("invalid duration {s:?}"))?;
         num.clear();
         total += n * match c {
             'h' => 3600,
@@ -67,14 +73,18 @@ fn parse_duration(s: &str) -> anyhow::Result<i64> {
 
 async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
     let config = apiserver_lite::server::Config {
-        advertise_address: args.advertise_address.unwrap_or_else(apiserver_lite::server::primary_address),
+        advertise_address: args
+            .advertise_address
+            .unwrap_or_else(apiserver_lite::server::primary_address),
         data_dir: args.data_dir,
         listen: args.listen,
         service_cidr: args.service_cluster_ip_range,
         node_port_range: args.service_node_port_range,
         event_ttl: parse_duration(&args.event_ttl).context("--event-ttl")?,
     };
-    let server = apiserver_lite::server::Server::start(config.clone()).await.map_err(anyhow::Error::msg)?;
+    let server = apiserver_lite::server::Server::start(config.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
     println!("capstan apiserver serving on {}", server.local_addr);
     println!("Point kubectl at it with:");
     println!("  export KUBECONFIG={}", config.kubeconfig_path().display());
@@ -97,7 +107,9 @@ async fn shutdown_signal() {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -11,8 +11,16 @@ use std::time::Duration;
 use common::{http_raw, rss_kib, ApiServer, WatchStream};
 
 fn current_rv(server: &ApiServer) -> String {
-    let (_, list) = server.http("GET", "/api/v1/namespaces/default/configmaps", "application/json", b"");
-    list["metadata"]["resourceVersion"].as_str().unwrap().to_string()
+    let (_, list) = server.http(
+        "GET",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        b"",
+    );
+    list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn create_burst(addr: &str, prefix: &str, n: usize, payload: usize) {
@@ -40,15 +48,26 @@ fn collect(w: &mut WatchStream, n: usize) -> Vec<String> {
     let mut names = Vec::new();
     let mut last = 0i64;
     while names.len() < n {
-        let ev = w.next_event().unwrap_or_else(|| panic!("watch ended after {} of {n} events", names.len()));
+        let ev = w
+            .next_event()
+            .unwrap_or_else(|| panic!("watch ended after {} of {n} events", names.len()));
         if ev["type"] == "BOOKMARK" {
             continue;
         }
         assert_eq!(ev["type"], "ADDED", "unexpected event {ev}");
-        let rv: i64 = ev["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        let rv: i64 = ev["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(rv > last, "events out of order: {rv} after {last}");
         last = rv;
-        names.push(ev["object"]["metadata"]["name"].as_str().unwrap().to_string());
+        names.push(
+            ev["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     names
 }
@@ -58,7 +77,9 @@ fn two_hundred_watchers_each_receive_every_event_in_order() {
     let server = ApiServer::start();
     let rv = current_rv(&server);
     let path = format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}");
-    let watchers: Vec<WatchStream> = (0..200).map(|_| WatchStream::open(&server.addr, &path)).collect();
+    let watchers: Vec<WatchStream> = (0..200)
+        .map(|_| WatchStream::open(&server.addr, &path))
+        .collect();
     const N: usize = 400;
     create_burst(&server.addr, "burst", N, 16);
     let readers: Vec<_> = watchers
@@ -93,7 +114,9 @@ fn a_stalled_watcher_is_closed_and_delays_nobody() {
     let rv = current_rv(&server);
     let path = format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}");
     let _stalled = WatchStream::stalled(&server.addr, &path);
-    let live: Vec<WatchStream> = (0..10).map(|_| WatchStream::open(&server.addr, &path)).collect();
+    let live: Vec<WatchStream> = (0..10)
+        .map(|_| WatchStream::open(&server.addr, &path))
+        .collect();
     // Enough data to fill the stalled client's socket buffers and then its event buffer.
     const N: usize = 4000;
     let readers: Vec<_> = live
@@ -108,13 +131,27 @@ fn a_stalled_watcher_is_closed_and_delays_nobody() {
     let rss_before = rss_kib(server.pid());
     create_burst(&server.addr, "big", N, 8 * 1024);
     for r in readers {
-        assert_eq!(r.join().expect("a live watcher failed"), N, "a live watcher missed events");
+        assert_eq!(
+            r.join().expect("a live watcher failed"),
+            N,
+            "a live watcher missed events"
+        );
     }
-    common::eventually(Duration::from_secs(10), "the stalled watcher to be closed", || {
-        metric(&server, "apiserver_terminated_watchers_total{resource=\"configmaps\"}") >= 1
-    });
+    common::eventually(
+        Duration::from_secs(10),
+        "the stalled watcher to be closed",
+        || {
+            metric(
+                &server,
+                "apiserver_terminated_watchers_total{resource=\"configmaps\"}",
+            ) >= 1
+        },
+    );
     let grown_mib = rss_kib(server.pid()).saturating_sub(rss_before) / 1024;
     // The data itself is ~32 MiB (held by the cache and its event window); a watcher that kept
     // buffering would add at least as much again per copy.
-    assert!(grown_mib < 256, "server memory grew by {grown_mib} MiB while a watcher stalled");
+    assert!(
+        grown_mib < 256,
+        "server memory grew by {grown_mib} MiB while a watcher stalled"
+    );
 }

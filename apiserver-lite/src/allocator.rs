@@ -114,7 +114,8 @@ impl PortAllocator {
     pub fn new(range: &str) -> Result<Self, AllocError> {
         let bad = || AllocError::BadRange(range.to_string());
         let (l, h) = range.split_once('-').ok_or_else(bad)?;
-        let (low, high): (u16, u16) = (l.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+        let (low, high): (u16, u16) =
+            (l.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
         if low > high {
             return Err(bad());
         }
@@ -169,7 +170,10 @@ mod tests {
         a.release("10.96.0.3");
         assert_eq!(a.allocate("10.96.0.3"), Ok(()));
         assert_eq!(a.allocate("10.96.0.3"), Err(AllocError::IpAllocated));
-        assert!(matches!(a.allocate("10.97.0.3"), Err(AllocError::IpOutOfRange(_))));
+        assert!(matches!(
+            a.allocate("10.97.0.3"),
+            Err(AllocError::IpOutOfRange(_))
+        ));
     }
 
     #[test]
@@ -179,6 +183,9 @@ mod tests {
         got.sort();
         assert_eq!(got, [30000, 30001, 30002]);
         assert_eq!(p.allocate_next(), Err(AllocError::Full));
-        assert_eq!(p.allocate(29999), Err(AllocError::PortOutOfRange(30000, 30002)));
+        assert_eq!(
+            p.allocate(29999),
+            Err(AllocError::PortOutOfRange(30000, 30002))
+        );
     }
 }

@@ -517,8 +517,7 @@ mod tests {
 
     async fn setup() -> (tempfile::TempDir, Arc<dyn Store>, Arc<Cacher>) {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
         let c = Cacher::start(store.clone(), "/registry/configmaps/")
             .await
             .unwrap();
@@ -538,7 +537,11 @@ mod tests {
         let (_d, store, c) = setup().await;
         for i in 0..5 {
             store
-                .create(&format!("/registry/configmaps/default/c{i}"), cm("x", "1"), 0)
+                .create(
+                    &format!("/registry/configmaps/default/c{i}"),
+                    cm("x", "1"),
+                    0,
+                )
                 .await
                 .unwrap();
         }
@@ -567,9 +570,18 @@ mod tests {
         let kv = store.create(key, cm("a", "1"), 0).await.unwrap();
         c.wait_fresh().await.unwrap();
         let only2: Filter = Arc::new(|o: &CachedObject| o.value["metadata"]["labels"]["v"] == "2");
-        let mut w = c.watch("/registry/configmaps/", kv.mod_revision, only2).await.unwrap();
-        let kv = store.update(key, cm("a", "2"), kv.mod_revision, 0).await.unwrap();
-        store.update(key, cm("a", "3"), kv.mod_revision, 0).await.unwrap();
+        let mut w = c
+            .watch("/registry/configmaps/", kv.mod_revision, only2)
+            .await
+            .unwrap();
+        let kv = store
+            .update(key, cm("a", "2"), kv.mod_revision, 0)
+            .await
+            .unwrap();
+        store
+            .update(key, cm("a", "3"), kv.mod_revision, 0)
+            .await
+            .unwrap();
         let (t1, o1) = w.rx.recv().await.unwrap();
         let (t2, o2) = w.rx.recv().await.unwrap();
         assert_eq!(t1, WatchEventType::Added);
@@ -582,7 +594,11 @@ mod tests {
     async fn watch_from_a_revision_before_the_window_is_expired() {
         let (_d, store, c) = setup().await;
         let key = "/registry/configmaps/default/a";
-        let mut rev = store.create(key, cm("a", "0"), 0).await.unwrap().mod_revision;
+        let mut rev = store
+            .create(key, cm("a", "0"), 0)
+            .await
+            .unwrap()
+            .mod_revision;
         for i in 0..(WINDOW + 5) {
             rev = store
                 .update(key, cm("a", &i.to_string()), rev, 0)
@@ -596,7 +612,10 @@ mod tests {
             Err(e) => panic!("expected too old, got {e}"),
             Ok(_) => panic!("expected too old, got a watch"),
         }
-        assert!(c.watch("/registry/configmaps/", rev - 3, all()).await.is_ok());
+        assert!(c
+            .watch("/registry/configmaps/", rev - 3, all())
+            .await
+            .is_ok());
     }
 
     #[tokio::test]
@@ -616,7 +635,11 @@ mod tests {
         });
         for i in 0..(WATCHER_BUFFER + 100) {
             store
-                .create(&format!("/registry/configmaps/default/c{i}"), cm("x", "1"), 0)
+                .create(
+                    &format!("/registry/configmaps/default/c{i}"),
+                    cm("x", "1"),
+                    0,
+                )
                 .await
                 .unwrap();
         }
@@ -627,6 +650,9 @@ mod tests {
         while stalled.rx.recv().await.is_some() {
             got += 1;
         }
-        assert_eq!(got, WATCHER_BUFFER, "the stalled watcher's buffer is bounded, then closed");
+        assert_eq!(
+            got, WATCHER_BUFFER,
+            "the stalled watcher's buffer is bounded, then closed"
+        );
     }
 }

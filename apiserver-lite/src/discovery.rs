@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use crate::resources::{group_versions, ResourceInfo, RESOURCES};
 
 /// Media type of the aggregated discovery document.
-pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Whether `Accept` asks for aggregated discovery (v2; v2beta1 is served the same shape).
 pub fn wants_aggregated(accept: Option<&str>) -> bool {
@@ -20,14 +21,35 @@ pub fn wants_aggregated(accept: Option<&str>) -> bool {
 }
 
 /// (name, kind, group, version, verbs) of a subresource, as upstream lists it.
-fn subresource(r: &ResourceInfo, sub: &str) -> (String, &'static str, &'static str, &'static str, Vec<&'static str>) {
+fn subresource(
+    r: &ResourceInfo,
+    sub: &str,
+) -> (
+    String,
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<&'static str>,
+) {
     let name = format!("{}/{sub}", r.plural);
     match sub {
-        "scale" => (name, "Scale", "autoscaling", "v1", vec!["get", "patch", "update"]),
+        "scale" => (
+            name,
+            "Scale",
+            "autoscaling",
+            "v1",
+            vec!["get", "patch", "update"],
+        ),
         "binding" => (name, "Binding", "", "v1", vec!["create"]),
         "eviction" => (name, "Eviction", "policy", "v1", vec!["create"]),
         "finalize" => (name, r.kind, r.group, r.version, vec!["update"]),
-        _ => (name, r.kind, r.group, r.version, vec!["get", "patch", "update"]),
+        _ => (
+            name,
+            r.kind,
+            r.group,
+            r.version,
+            vec!["get", "patch", "update"],
+        ),
     }
 }
 
@@ -64,7 +86,10 @@ pub fn api_group(group: &str) -> Value {
 /// `/api/v1` or `/apis/<group>/<version>` (APIResourceList); None if not served.
 pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         let mut entry = json!({
             "name": r.plural,
             "singularName": r.singular,
@@ -92,8 +117,14 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 /// The aggregated discovery document for `/api` (core) or `/apis` (every other group).
@@ -144,7 +175,9 @@ pub fn aggregated(core: bool) -> Value {
                 json!({"version": v, "resources": resources, "freshness": "Current"})
             })
             .collect();
-        items.push(json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}));
+        items.push(
+            json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}),
+        );
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
@@ -156,14 +189,26 @@ mod tests {
     #[test]
     fn documents_list_every_resource() {
         let core = api_resource_list("", "v1").unwrap();
-        let names: Vec<&str> = core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
         assert!(names.contains(&"pods/status") && names.contains(&"pods/eviction"));
         let agg = aggregated(false);
-        let apps = agg["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == "apps").unwrap();
+        let apps = agg["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == "apps")
+            .unwrap();
         let dep = &apps["versions"][0]["resources"][0];
         assert_eq!(dep["resource"], "deployments");
         assert_eq!(dep["subresources"][1]["responseKind"]["kind"], "Scale");
-        assert!(wants_aggregated(Some("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")));
+        assert!(wants_aggregated(Some(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        )));
         assert!(!wants_aggregated(Some("application/json")));
     }
 }

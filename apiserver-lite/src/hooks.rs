@@ -35,11 +35,19 @@ pub fn selector_filter(
         label
             .as_ref()
             .is_none_or(|l| l.matches(obj["metadata"]["labels"].as_object()))
-            && field.as_ref().is_none_or(|f| f.matches(&field_set(info, obj)))
+            && field
+                .as_ref()
+                .is_none_or(|f| f.matches(&field_set(info, obj)))
     })))
 }
 
-pub fn to_table(info: &ResourceInfo, items: &[&Value], list_meta: Value, include_object: &str) -> Value {
-    let include = crate::table::IncludeObject::parse(Some(include_object)).unwrap_or(crate::table::IncludeObject::Metadata);
+pub fn to_table(
+    info: &ResourceInfo,
+    items: &[&Value],
+    list_meta: Value,
+    include_object: &str,
+) -> Value {
+    let include = crate::table::IncludeObject::parse(Some(include_object))
+        .unwrap_or(crate::table::IncludeObject::Metadata);
     crate::table::to_table(info, items, list_meta, include)
 }

@@ -4,20 +4,20 @@
 //! cache per resource), `resources` (the served resource table), the request pipeline
 //! (decode, admission, validation, storage) and the HTTP front end with discovery and OpenAPI.
 
+pub mod allocator;
+pub mod cacher;
+pub mod discovery;
+pub mod events_view;
+pub mod hooks;
 pub mod openapi;
 pub mod patch;
+pub mod registry;
+pub mod request;
 pub mod resources;
+pub mod rest;
 pub mod selectors;
+pub mod server;
 pub mod status;
 pub mod storage;
-pub mod cacher;
-pub mod request;
-pub mod allocator;
-pub mod hooks;
-pub mod registry;
-pub mod events_view;
-pub mod discovery;
-pub mod rest;
-pub mod table;
-pub mod server;
 pub mod strategy;
+pub mod table;

@@ -13,19 +13,22 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 
 use crate::allocator::{IpAllocator, PortAllocator};
-use crate::cacher::{Cacher, CachedObject, Filter};
+use crate::cacher::{CachedObject, Cacher, Filter};
 use crate::hooks::{self, AdmissionLookup};
 use crate::resources::{self, ResourceInfo, RESOURCES};
 use crate::status::{ApiError, ApiResult, Cause};
 use crate::storage::{guaranteed_update, KeyValue, Store, StoreError, UpdateDecision};
 
 /// Namespaces that always exist.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Compacted { .. } => ApiError::expired(format!("too old resource version: {e}")),
+            StoreError::Compacted { .. } => {
+                ApiError::expired(format!("too old resource version: {e}"))
+            }
             StoreError::FutureRevision { requested, current } => ApiError::timeout(format!(
                 "Too large resource version: {requested}, current: {current}"
             )),
@@ -121,7 +124,11 @@ impl Registry {
         // Rebuild the allocators from what is stored.
         let services = resources::find("", "v1", "services").expect("services are served");
         let all: Filter = Arc::new(|_| true);
-        for svc in reg.cacher(services).list(&format!("{}/", services.storage_prefix), &all, None, 0).items {
+        for svc in reg
+            .cacher(services)
+            .list(&format!("{}/", services.storage_prefix), &all, None, 0)
+            .items
+        {
             let spec = &svc.value["spec"];
             if let Some(ip) = spec["clusterIP"].as_str() {
                 let _ = reg.service_ips.allocate(ip);
@@ -155,9 +162,17 @@ impl Registry {
     }
 
     /// Reads one object through the cache (after it caught up with every acknowledged write).
-    pub async fn get(&self, info: &ResourceInfo, ns: &str, name: &str) -> ApiResult<Arc<CachedObject>> {
+    pub async fn get(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        name: &str,
+    ) -> ApiResult<Arc<CachedObject>> {
         let cacher = self.cacher(info);
-        cacher.wait_fresh().await.map_err(|e| ApiError::timeout(e.to_string()))?;
+        cacher
+            .wait_fresh()
+            .await
+            .map_err(|e| ApiError::timeout(e.to_string()))?;
         cacher
             .get(&Self::key(info, ns, name))
             .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))
@@ -208,10 +223,20 @@ impl Registry {
         let meta = meta
             .as_object_mut()
             .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
-        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-            return Err(ApiError::internal("resourceVersion should not be set on objects to be created"));
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
+            return Err(ApiError::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
-        let name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let name = if name.is_empty() {
             match meta.get("generateName").and_then(Value::as_str) {
                 Some(g) if !g.is_empty() => {
@@ -224,7 +249,10 @@ impl Registry {
                         info.group,
                         info.kind,
                         "",
-                        vec![Cause::required("metadata.name", "name or generateName is required")],
+                        vec![Cause::required(
+                            "metadata.name",
+                            "name or generateName is required",
+                        )],
                     ))
                 }
             }
@@ -236,7 +264,13 @@ impl Registry {
         } else {
             meta.remove("namespace");
         }
-        for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ] {
             meta.remove(k);
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -376,8 +410,18 @@ impl Registry {
             .ok_or_else(|| ApiError::bad_request("the body is not an object"))?
             .entry("metadata")
             .or_insert_with(|| json!({}));
-        let nm = nm.as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
-        for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        let nm = nm
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+        for k in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
             match om.get(k) {
                 Some(v) => nm.insert(k.to_string(), v.clone()),
                 None => nm.remove(k),
@@ -387,7 +431,11 @@ impl Registry {
         nm.remove("managedFields");
         nm.remove("selfLink");
         if om.contains_key("deletionTimestamp") {
-            let old_f: Vec<&Value> = om.get("finalizers").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+            let old_f: Vec<&Value> = om
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().collect())
+                .unwrap_or_default();
             if let Some(added) = nm
                 .get("finalizers")
                 .and_then(Value::as_array)
@@ -510,20 +558,35 @@ impl Registry {
         let mut got = Allocated::default();
         let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
         let invalid = |field: &str, value: &Value, why: String| {
-            ApiError::invalid("", "Service", &name, vec![Cause::invalid(field, value, &why)])
+            ApiError::invalid(
+                "",
+                "Service",
+                &name,
+                vec![Cause::invalid(field, value, &why)],
+            )
         };
         let spec = svc["spec"].as_object_mut();
         let Some(spec) = spec else { return Ok(got) };
-        let typ = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
-        let old_ip = old.and_then(|o| o["spec"]["clusterIP"].as_str()).map(str::to_string);
+        let typ = spec
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
+        let old_ip = old
+            .and_then(|o| o["spec"]["clusterIP"].as_str())
+            .map(str::to_string);
         if typ != "ExternalName" {
             match spec.get("clusterIP").and_then(Value::as_str) {
                 Some("None") => {}
                 Some(ip) if !ip.is_empty() => {
                     if old_ip.as_deref() != Some(ip) {
-                        self.service_ips
-                            .allocate(ip)
-                            .map_err(|e| invalid("spec.clusterIPs", &json!([ip]), format!("failed to allocate IP {ip}: {e}")))?;
+                        self.service_ips.allocate(ip).map_err(|e| {
+                            invalid(
+                                "spec.clusterIPs",
+                                &json!([ip]),
+                                format!("failed to allocate IP {ip}: {e}"),
+                            )
+                        })?;
                         got.ips.push(ip.to_string());
                     }
                 }
@@ -532,7 +595,9 @@ impl Registry {
                         spec.insert("clusterIP".into(), json!(ip));
                     }
                     None => {
-                        let ip = self.service_ips.allocate_next().map_err(|e| ApiError::internal(format!("failed to allocate a serviceIP: {e}")))?;
+                        let ip = self.service_ips.allocate_next().map_err(|e| {
+                            ApiError::internal(format!("failed to allocate a serviceIP: {e}"))
+                        })?;
                         got.ips.push(ip.clone());
                         spec.insert("clusterIP".into(), json!(ip));
                     }
@@ -558,12 +623,18 @@ impl Registry {
                             let np16 = u16::try_from(np).unwrap_or(0);
                             if let Err(e) = self.node_ports.allocate(np16) {
                                 self.release(&got);
-                                return Err(invalid(&format!("spec.ports[{i}].nodePort"), &json!(np), e.to_string()));
+                                return Err(invalid(
+                                    &format!("spec.ports[{i}].nodePort"),
+                                    &json!(np),
+                                    e.to_string(),
+                                ));
                             }
                             got.ports.push(np16);
                         }
                         None => {
-                            let np = self.node_ports.allocate_next().map_err(|e| ApiError::internal(format!("failed to allocate a nodePort: {e}")))?;
+                            let np = self.node_ports.allocate_next().map_err(|e| {
+                                ApiError::internal(format!("failed to allocate a nodePort: {e}"))
+                            })?;
                             got.ports.push(np);
                             p["nodePort"] = json!(np);
                         }
@@ -593,10 +664,19 @@ struct Allocated {
 
 fn service_allocations(svc: &Value) -> Allocated {
     Allocated {
-        ips: svc["spec"]["clusterIP"].as_str().filter(|ip| *ip != "None").map(|s| vec![s.to_string()]).unwrap_or_default(),
+        ips: svc["spec"]["clusterIP"]
+            .as_str()
+            .filter(|ip| *ip != "None")
+            .map(|s| vec![s.to_string()])
+            .unwrap_or_default(),
         ports: svc["spec"]["ports"]
             .as_array()
-            .map(|a| a.iter().filter_map(|p| p["nodePort"].as_u64()).map(|p| p as u16).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["nodePort"].as_u64())
+                    .map(|p| p as u16)
+                    .collect()
+            })
             .unwrap_or_default(),
     }
 }
@@ -629,7 +709,9 @@ fn stamp(mut obj: Value, kv: &KeyValue) -> Value {
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Admission's view of the cluster, read from the watch caches.
@@ -638,19 +720,35 @@ struct Lookup<'a>(&'a Registry);
 impl AdmissionLookup for Lookup<'_> {
     fn priority_class(&self, name: &str) -> Option<Value> {
         let info = resources::find("scheduling.k8s.io", "v1", "priorityclasses")?;
-        self.0.cacher(info).get(&Registry::key(info, "", name)).map(|o| o.value.clone())
+        self.0
+            .cacher(info)
+            .get(&Registry::key(info, "", name))
+            .map(|o| o.value.clone())
     }
 
     fn global_default_priority_class(&self) -> Option<Value> {
         let info = resources::find("scheduling.k8s.io", "v1", "priorityclasses")?;
         let all: Filter = Arc::new(|o: &CachedObject| o.value["globalDefault"] == true);
-        self.0.cacher(info).list(&Registry::key(info, "", ""), &all, None, 1).items.first().map(|o| o.value.clone())
+        self.0
+            .cacher(info)
+            .list(&Registry::key(info, "", ""), &all, None, 1)
+            .items
+            .first()
+            .map(|o| o.value.clone())
     }
 
     fn limit_ranges(&self, namespace: &str) -> Vec<Value> {
-        let Some(info) = resources::find("", "v1", "limitranges") else { return Vec::new() };
+        let Some(info) = resources::find("", "v1", "limitranges") else {
+            return Vec::new();
+        };
         let all: Filter = Arc::new(|_| true);
-        self.0.cacher(info).list(&Registry::key(info, namespace, ""), &all, None, 0).items.iter().map(|o| o.value.clone()).collect()
+        self.0
+            .cacher(info)
+            .list(&Registry::key(info, namespace, ""), &all, None, 0)
+            .items
+            .iter()
+            .map(|o| o.value.clone())
+            .collect()
     }
 }
 

@@ -89,7 +89,12 @@ impl RequestInfo {
             ("PATCH", _) => "patch",
             ("DELETE", true) => "deletecollection",
             ("DELETE", false) => "delete",
-            (m, _) => return RequestInfo { verb: m.to_ascii_lowercase(), ..info },
+            (m, _) => {
+                return RequestInfo {
+                    verb: m.to_ascii_lowercase(),
+                    ..info
+                }
+            }
         }
         .to_string();
         info
@@ -144,9 +149,11 @@ pub fn negotiate(accept: Option<&str>) -> Option<Representation> {
             (Some(&"Table"), Some(&"meta.k8s.io"), Some(&"v1")) => {
                 return Some(Representation::Table)
             }
-            (Some(&"PartialObjectMetadata" | &"PartialObjectMetadataList"), Some(&"meta.k8s.io"), Some(&"v1")) => {
-                return Some(Representation::Metadata)
-            }
+            (
+                Some(&"PartialObjectMetadata" | &"PartialObjectMetadataList"),
+                Some(&"meta.k8s.io"),
+                Some(&"v1"),
+            ) => return Some(Representation::Metadata),
             _ => continue,
         }
     }
@@ -165,21 +172,109 @@ mod tests {
     fn parses_resource_paths() {
         let cases = [
             ("GET", "/api/v1/pods", "list", "", "", "pods", "", ""),
-            ("GET", "/api/v1/namespaces/ns/pods/p", "get", "", "ns", "pods", "", "p"),
-            ("PUT", "/api/v1/namespaces/ns/pods/p/status", "update", "", "ns", "pods", "status", "p"),
-            ("GET", "/apis/apps/v1/namespaces/a/deployments", "list", "apps", "a", "deployments", "", ""),
-            ("GET", "/api/v1/namespaces/ns", "get", "", "", "namespaces", "", "ns"),
-            ("PUT", "/api/v1/namespaces/ns/finalize", "update", "", "", "namespaces", "finalize", "ns"),
-            ("GET", "/api/v1/watch/namespaces/ns/pods", "watch", "", "ns", "pods", "", ""),
-            ("DELETE", "/api/v1/namespaces/ns/pods", "deletecollection", "", "ns", "pods", "", ""),
-            ("POST", "/api/v1/namespaces/ns/pods/p/binding", "create", "", "ns", "pods", "binding", "p"),
-            ("GET", "/api/v1/nodes/n/proxy/metrics", "get", "", "", "nodes", "proxy/metrics", "n"),
+            (
+                "GET",
+                "/api/v1/namespaces/ns/pods/p",
+                "get",
+                "",
+                "ns",
+                "pods",
+                "",
+                "p",
+            ),
+            (
+                "PUT",
+                "/api/v1/namespaces/ns/pods/p/status",
+                "update",
+                "",
+                "ns",
+                "pods",
+                "status",
+                "p",
+            ),
+            (
+                "GET",
+                "/apis/apps/v1/namespaces/a/deployments",
+                "list",
+                "apps",
+                "a",
+                "deployments",
+                "",
+                "",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/ns",
+                "get",
+                "",
+                "",
+                "namespaces",
+                "",
+                "ns",
+            ),
+            (
+                "PUT",
+                "/api/v1/namespaces/ns/finalize",
+                "update",
+                "",
+                "",
+                "namespaces",
+                "finalize",
+                "ns",
+            ),
+            (
+                "GET",
+                "/api/v1/watch/namespaces/ns/pods",
+                "watch",
+                "",
+                "ns",
+                "pods",
+                "",
+                "",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/ns/pods",
+                "deletecollection",
+                "",
+                "ns",
+                "pods",
+                "",
+                "",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/ns/pods/p/binding",
+                "create",
+                "",
+                "ns",
+                "pods",
+                "binding",
+                "p",
+            ),
+            (
+                "GET",
+                "/api/v1/nodes/n/proxy/metrics",
+                "get",
+                "",
+                "",
+                "nodes",
+                "proxy/metrics",
+                "n",
+            ),
         ];
         for (m, p, verb, g, ns, res, sub, name) in cases {
             let i = info(m, p);
             assert!(i.is_resource_request, "{p}");
             assert_eq!(
-                (i.verb.as_str(), i.group.as_str(), i.namespace.as_str(), i.resource.as_str(), i.subresource.as_str(), i.name.as_str()),
+                (
+                    i.verb.as_str(),
+                    i.group.as_str(),
+                    i.namespace.as_str(),
+                    i.resource.as_str(),
+                    i.subresource.as_str(),
+                    i.name.as_str()
+                ),
                 (verb, g, ns, res, sub, name),
                 "{m} {p}"
             );
@@ -192,7 +287,12 @@ mod tests {
     fn negotiates_table_and_json() {
         let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
         assert_eq!(negotiate(Some(kubectl)), Some(Representation::Table));
-        assert_eq!(negotiate(Some("application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json")), Some(Representation::Object));
+        assert_eq!(
+            negotiate(Some(
+                "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+            )),
+            Some(Representation::Object)
+        );
         assert_eq!(negotiate(Some("application/vnd.kubernetes.protobuf")), None);
         assert_eq!(negotiate(None), Some(Representation::Object));
     }

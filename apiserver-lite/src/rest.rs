@@ -17,7 +17,7 @@ use crate::cacher::{CacheError, CachedObject, Filter, WatchEventType};
 use crate::events_view;
 use crate::hooks;
 use crate::registry::{DeleteOptions, Registry, WriteOptions};
-use crate::request::{negotiate, RequestInfo, Representation};
+use crate::request::{negotiate, Representation, RequestInfo};
 use crate::resources::{self, ResourceInfo};
 use crate::status::{ApiError, ApiResult};
 
@@ -40,7 +40,11 @@ pub struct ApiRequest {
 }
 
 pub fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
-    bytes_response(code, Bytes::from(serde_json::to_vec(body).unwrap_or_default()), "application/json")
+    bytes_response(
+        code,
+        Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+        "application/json",
+    )
 }
 
 pub fn bytes_response(code: StatusCode, body: Bytes, content_type: &str) -> Response<Body> {
@@ -106,16 +110,22 @@ pub async fn handle(reg: Arc<Registry>, req: ApiRequest) -> Response<Body> {
     let result = match info.verb.as_str() {
         "get" => get(&reg, res, &req).await,
         "list" => list(&reg, res, &req).await,
-        "watch" => return watch(reg.clone(), res, &req).await.unwrap_or_else(|e| error_response(&e)),
+        "watch" => {
+            return watch(reg.clone(), res, &req)
+                .await
+                .unwrap_or_else(|e| error_response(&e))
+        }
         "create" if info.subresource.is_empty() => create(&reg, res, &req).await,
         "create" => create_subresource(&reg, res, &req).await,
         "update" => update(&reg, res, &req).await,
         "patch" => patch(&reg, res, &req).await,
         "delete" if info.subresource.is_empty() => delete(&reg, res, &req).await,
-        "deletecollection" if info.subresource.is_empty() => delete_collection(&reg, res, &req).await,
-        _ => Err(ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource"
-        ))),
+        "deletecollection" if info.subresource.is_empty() => {
+            delete_collection(&reg, res, &req).await
+        }
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
     };
     match result {
         Ok(r) => r,
@@ -125,7 +135,11 @@ pub async fn handle(reg: Arc<Registry>, req: ApiRequest) -> Response<Body> {
 
 impl ApiError {
     pub fn not_found_generic() -> Self {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 }
 
@@ -142,8 +156,16 @@ fn dry_run(q: &Query) -> ApiResult<bool> {
 /// Decodes a JSON or YAML body into an object of `res`, checking kind and apiVersion against the
 /// path, and reports unknown fields as `fieldValidation` asks. Returns the object as the type
 /// holds it and the warnings to send.
-fn decode_body(res: &'static ResourceInfo, req: &ApiRequest, expect_kind: Option<(&str, &str)>) -> ApiResult<(Value, Vec<String>)> {
-    let ctype = req.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+fn decode_body(
+    res: &'static ResourceInfo,
+    req: &ApiRequest,
+    expect_kind: Option<(&str, &str)>,
+) -> ApiResult<(Value, Vec<String>)> {
+    let ctype = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     let mime = ctype.split(';').next().unwrap_or("").trim();
     let mut value: Value = match mime {
         "application/yaml" | "application/apply-patch+yaml" => serde_yaml::from_slice(&req.body)
@@ -152,9 +174,7 @@ fn decode_body(res: &'static ResourceInfo, req: &ApiRequest, expect_kind: Option
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
         "application/vnd.kubernetes.protobuf" => {
-            return Err(ApiError::unsupported_media_type(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml"
-            )))
+            return Err(ApiError::unsupported_media_type("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml"))
         }
         other => {
             return Err(ApiError::unsupported_media_type(format!(
@@ -165,9 +185,9 @@ fn decode_body(res: &'static ResourceInfo, req: &ApiRequest, expect_kind: Option
     let (api_version, kind) = expect_kind
         .map(|(a, k)| (a.to_string(), k.to_string()))
         .unwrap_or_else(|| (res.api_version(), res.kind.to_string()));
-    let obj = value
-        .as_object_mut()
-        .ok_or_else(|| ApiError::bad_request("Object 'Kind' is missing in the request body: not a JSON object"))?;
+    let obj = value.as_object_mut().ok_or_else(|| {
+        ApiError::bad_request("Object 'Kind' is missing in the request body: not a JSON object")
+    })?;
     match obj.get("apiVersion").and_then(Value::as_str) {
         Some(v) if v != api_version => {
             return Err(ApiError::bad_request(format!(
@@ -190,7 +210,10 @@ fn decode_body(res: &'static ResourceInfo, req: &ApiRequest, expect_kind: Option
         value.clone()
     } else {
         (res.roundtrip)(&value).map_err(|e| {
-            ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind))
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {e}",
+                res.kind, res.version, res.kind
+            ))
         })?
     };
     let mut unknown = Vec::new();
@@ -203,7 +226,10 @@ fn decode_body(res: &'static ResourceInfo, req: &ApiRequest, expect_kind: Option
 
 /// Applies `fieldValidation` (Strict, Warn — the default — or Ignore) to the unknown fields.
 fn field_validation(q: &Query, unknown: &[String]) -> ApiResult<Vec<String>> {
-    let mode = q.get("fieldValidation").map(String::as_str).unwrap_or("Warn");
+    let mode = q
+        .get("fieldValidation")
+        .map(String::as_str)
+        .unwrap_or("Warn");
     match mode {
         "Strict" | "strict" if !unknown.is_empty() => {
             let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
@@ -223,7 +249,11 @@ fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String
     match (input, typed) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match b.get(k) {
                     None if !v.is_null() => out.push(p),
                     Some(bv) => unknown_fields(v, bv, &p, out),
@@ -252,9 +282,16 @@ fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
 fn parse_rv(q: &Query) -> ApiResult<Option<i64>> {
     match q.get("resourceVersion").map(String::as_str) {
         None | Some("") => Ok(None),
-        Some(s) => s.parse::<i64>().ok().filter(|v| *v >= 0).map(Some).ok_or_else(|| {
-            ApiError::bad_request(format!("resourceVersion: Invalid value: {s:?}: invalid resource version"))
-        }),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "resourceVersion: Invalid value: {s:?}: invalid resource version"
+                ))
+            }),
     }
 }
 
@@ -266,7 +303,11 @@ fn cache_error(e: CacheError) -> ApiError {
     }
 }
 
-async fn get(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> ApiResult<Response<Body>> {
+async fn get(
+    reg: &Registry,
+    res: &'static ResourceInfo,
+    req: &ApiRequest,
+) -> ApiResult<Response<Body>> {
     let sres = storage_info(res);
     let repr = representation(req)?;
     match parse_rv(&req.query)? {
@@ -281,27 +322,49 @@ async fn get(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> Ap
     match req.info.subresource.as_str() {
         "scale" => return Ok(json_response(StatusCode::OK, &scale_of(res, &obj.value))),
         "" | "status" => {}
-        _ => return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+        _ => {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ))
+        }
     }
     Ok(match repr {
-        Representation::Object => bytes_response(StatusCode::OK, view_bytes(res, &obj), "application/json"),
+        Representation::Object => {
+            bytes_response(StatusCode::OK, view_bytes(res, &obj), "application/json")
+        }
         Representation::Table => {
             let v = view_out(res, &obj.value);
-            json_response(StatusCode::OK, &hooks::to_table(res, &[&v], json!({"resourceVersion": obj.revision.to_string()}), include_object(req)))
+            json_response(
+                StatusCode::OK,
+                &hooks::to_table(
+                    res,
+                    &[&v],
+                    json!({"resourceVersion": obj.revision.to_string()}),
+                    include_object(req),
+                ),
+            )
         }
         Representation::Metadata => json_response(StatusCode::OK, &partial_metadata(&obj.value)),
     })
 }
 
 fn representation(req: &ApiRequest) -> ApiResult<Representation> {
-    let accept = req.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let accept = req
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
     negotiate(accept).ok_or_else(|| {
-        ApiError::not_acceptable("only the following media types are accepted: application/json, application/yaml")
+        ApiError::not_acceptable(
+            "only the following media types are accepted: application/json, application/yaml",
+        )
     })
 }
 
 fn include_object(req: &ApiRequest) -> &str {
-    req.query.get("includeObject").map(String::as_str).unwrap_or("Metadata")
+    req.query
+        .get("includeObject")
+        .map(String::as_str)
+        .unwrap_or("Metadata")
 }
 
 fn partial_metadata(obj: &Value) -> Value {
@@ -310,8 +373,12 @@ fn partial_metadata(obj: &Value) -> Value {
 
 /// The list/watch filter from the selectors in the query.
 fn selector(res: &'static ResourceInfo, q: &Query) -> ApiResult<Filter> {
-    let pred = hooks::selector_filter(res, q.get("labelSelector").map(String::as_str), q.get("fieldSelector").map(String::as_str))
-        .map_err(ApiError::bad_request)?;
+    let pred = hooks::selector_filter(
+        res,
+        q.get("labelSelector").map(String::as_str),
+        q.get("fieldSelector").map(String::as_str),
+    )
+    .map_err(ApiError::bad_request)?;
     Ok(match pred {
         Some(p) => Arc::new(move |o: &CachedObject| p(&o.value)),
         None => Arc::new(|_| true),
@@ -320,12 +387,17 @@ fn selector(res: &'static ResourceInfo, q: &Query) -> ApiResult<Filter> {
 
 /// The continue token, in upstream's format: base64 of {"v","rv","start"}.
 fn encode_continue(rv: i64, start: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start}).to_string())
+    base64::engine::general_purpose::STANDARD
+        .encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start}).to_string())
 }
 
 fn decode_continue(token: &str) -> ApiResult<(i64, String)> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
-    let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     if v["v"] != "meta.k8s.io/v1" {
         return Err(bad());
@@ -338,23 +410,34 @@ fn decode_continue(token: &str) -> ApiResult<(i64, String)> {
     Ok((rv, start))
 }
 
-async fn list(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> ApiResult<Response<Body>> {
+async fn list(
+    reg: &Registry,
+    res: &'static ResourceInfo,
+    req: &ApiRequest,
+) -> ApiResult<Response<Body>> {
     let sres = storage_info(res);
     let repr = representation(req)?;
     let q = &req.query;
     let filter = selector(res, q)?;
     let limit: usize = match q.get("limit") {
-        Some(l) if !l.is_empty() => l.parse().map_err(|_| ApiError::bad_request(format!("limit: invalid value {l:?}")))?,
+        Some(l) if !l.is_empty() => l
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("limit: invalid value {l:?}")))?,
         _ => 0,
     };
     let prefix = Registry::key(sres, &req.info.namespace, "");
     let cacher = reg.cacher(sres);
     let rv = parse_rv(q)?;
-    let rv_match = q.get("resourceVersionMatch").map(String::as_str).unwrap_or("");
+    let rv_match = q
+        .get("resourceVersionMatch")
+        .map(String::as_str)
+        .unwrap_or("");
     let page = match q.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
             if rv.is_some() {
-                return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
             }
             let (rev, start) = decode_continue(token)?;
             cacher
@@ -393,20 +476,34 @@ async fn list(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> A
     Ok(render_list(res, req, repr, page))
 }
 
-fn render_list(res: &'static ResourceInfo, req: &ApiRequest, repr: Representation, page: crate::cacher::ListPage) -> Response<Body> {
+fn render_list(
+    res: &'static ResourceInfo,
+    req: &ApiRequest,
+    repr: Representation,
+    page: crate::cacher::ListPage,
+) -> Response<Body> {
     let mut meta = json!({"resourceVersion": page.revision.to_string()});
     if let Some(after) = &page.continue_after {
         let sres = storage_info(res);
-        let start = after.strip_prefix(&format!("{}/", sres.storage_prefix)).unwrap_or(after);
+        let start = after
+            .strip_prefix(&format!("{}/", sres.storage_prefix))
+            .unwrap_or(after);
         meta["continue"] = json!(encode_continue(page.revision, start));
         meta["remainingItemCount"] = json!(page.remaining);
     }
     match repr {
         Representation::Object => {
             // Items are already serialized: splice them in.
-            let mut out = Vec::with_capacity(64 + page.items.iter().map(|o| o.json.len() + 1).sum::<usize>());
+            let mut out =
+                Vec::with_capacity(64 + page.items.iter().map(|o| o.json.len() + 1).sum::<usize>());
             out.extend_from_slice(
-                format!(r#"{{"kind":"{}","apiVersion":"{}","metadata":{},"items":["#, res.list_kind(), res.api_version(), meta).as_bytes(),
+                format!(
+                    r#"{{"kind":"{}","apiVersion":"{}","metadata":{},"items":["#,
+                    res.list_kind(),
+                    res.api_version(),
+                    meta
+                )
+                .as_bytes(),
             );
             for (i, o) in page.items.iter().enumerate() {
                 if i > 0 {
@@ -420,11 +517,21 @@ fn render_list(res: &'static ResourceInfo, req: &ApiRequest, repr: Representatio
         Representation::Table => {
             let views: Vec<Value> = page.items.iter().map(|o| view_out(res, &o.value)).collect();
             let refs: Vec<&Value> = views.iter().collect();
-            json_response(StatusCode::OK, &hooks::to_table(res, &refs, meta, include_object(req)))
+            json_response(
+                StatusCode::OK,
+                &hooks::to_table(res, &refs, meta, include_object(req)),
+            )
         }
         Representation::Metadata => {
-            let items: Vec<Value> = page.items.iter().map(|o| partial_metadata(&o.value)).collect();
-            json_response(StatusCode::OK, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}))
+            let items: Vec<Value> = page
+                .items
+                .iter()
+                .map(|o| partial_metadata(&o.value))
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+            )
         }
     }
 }
@@ -439,7 +546,11 @@ fn watch_line(kind: &str, object: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-async fn watch(reg: Arc<Registry>, res: &'static ResourceInfo, req: &ApiRequest) -> ApiResult<Response<Body>> {
+async fn watch(
+    reg: Arc<Registry>,
+    res: &'static ResourceInfo,
+    req: &ApiRequest,
+) -> ApiResult<Response<Body>> {
     let sres = storage_info(res);
     let repr = representation(req)?;
     let q = &req.query;
@@ -459,7 +570,10 @@ async fn watch(reg: Arc<Registry>, res: &'static ResourceInfo, req: &ApiRequest)
     };
     let rv = parse_rv(q)?;
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
-    let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(DEFAULT_WATCH_TIMEOUT);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_WATCH_TIMEOUT);
     let cacher = reg.cacher(sres).clone();
     let from = match rv {
         None => {
@@ -472,12 +586,16 @@ async fn watch(reg: Arc<Registry>, res: &'static ResourceInfo, req: &ApiRequest)
     let started = cacher.watch(&prefix, from, filter).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     match started {
-        Err(CacheError::TooOld { .. }) | Err(CacheError::Store(crate::storage::StoreError::Compacted { .. })) => {
+        Err(CacheError::TooOld { .. })
+        | Err(CacheError::Store(crate::storage::StoreError::Compacted { .. })) => {
             let err = match started {
                 Err(e) => cache_error(e),
                 Ok(_) => unreachable_error(),
             };
-            let line = watch_line("ERROR", &serde_json::to_vec(&err.to_status()).unwrap_or_default());
+            let line = watch_line(
+                "ERROR",
+                &serde_json::to_vec(&err.to_status()).unwrap_or_default(),
+            );
             let _ = tx.send(Ok(line)).await;
         }
         Err(e) => return Err(cache_error(e)),
@@ -518,8 +636,14 @@ async fn watch(reg: Arc<Registry>, res: &'static ResourceInfo, req: &ApiRequest)
     }
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     let mut r = Response::new(body);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     Ok(r)
 }
 
@@ -527,12 +651,24 @@ fn unreachable_error() -> ApiError {
     ApiError::internal("watch failed")
 }
 
-fn encode_event(res: &'static ResourceInfo, repr: Representation, include: &str, kind: WatchEventType, obj: &CachedObject, first: &mut bool) -> Bytes {
+fn encode_event(
+    res: &'static ResourceInfo,
+    repr: Representation,
+    include: &str,
+    kind: WatchEventType,
+    obj: &CachedObject,
+    first: &mut bool,
+) -> Bytes {
     match repr {
         Representation::Object => watch_line(kind.as_str(), &view_bytes(res, obj)),
         Representation::Table => {
             let v = view_out(res, &obj.value);
-            let mut t = hooks::to_table(res, &[&v], json!({"resourceVersion": obj.revision.to_string()}), include);
+            let mut t = hooks::to_table(
+                res,
+                &[&v],
+                json!({"resourceVersion": obj.revision.to_string()}),
+                include,
+            );
             if !*first {
                 // As upstream: column definitions only in the first event.
                 t["columnDefinitions"] = json!([]);
@@ -540,11 +676,18 @@ fn encode_event(res: &'static ResourceInfo, repr: Representation, include: &str,
             *first = false;
             watch_line(kind.as_str(), t.to_string().as_bytes())
         }
-        Representation::Metadata => watch_line(kind.as_str(), partial_metadata(&obj.value).to_string().as_bytes()),
+        Representation::Metadata => watch_line(
+            kind.as_str(),
+            partial_metadata(&obj.value).to_string().as_bytes(),
+        ),
     }
 }
 
-async fn create(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> ApiResult<Response<Body>> {
+async fn create(
+    reg: &Registry,
+    res: &'static ResourceInfo,
+    req: &ApiRequest,
+) -> ApiResult<Response<Body>> {
     let (mut obj, warnings) = decode_body(res, req, None)?;
     if res.namespaced {
         match obj["metadata"]["namespace"].as_str() {
@@ -560,35 +703,63 @@ async fn create(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) ->
         }
     }
     if !req.info.name.is_empty() {
-        return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
     }
-    let opts = WriteOptions { dry_run: dry_run(&req.query)? };
+    let opts = WriteOptions {
+        dry_run: dry_run(&req.query)?,
+    };
     if res.group == "events.k8s.io" {
         obj = view_in(res, obj);
     }
-    let out = reg.create(storage_info(res), &req.info.namespace, obj, &opts).await?;
-    Ok(with_warnings(json_response(StatusCode::CREATED, &view_out(res, &out)), &warnings))
+    let out = reg
+        .create(storage_info(res), &req.info.namespace, obj, &opts)
+        .await?;
+    Ok(with_warnings(
+        json_response(StatusCode::CREATED, &view_out(res, &out)),
+        &warnings,
+    ))
 }
 
-async fn update(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> ApiResult<Response<Body>> {
-    let opts = WriteOptions { dry_run: dry_run(&req.query)? };
+async fn update(
+    reg: &Registry,
+    res: &'static ResourceInfo,
+    req: &ApiRequest,
+) -> ApiResult<Response<Body>> {
+    let opts = WriteOptions {
+        dry_run: dry_run(&req.query)?,
+    };
     let sub = req.info.subresource.as_str();
     if sub == "scale" {
         let (scale, _) = decode_body(res, req, Some(("autoscaling/v1", "Scale")))?;
         let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
-        let rv = scale["metadata"]["resourceVersion"].as_str().map(str::to_string);
+        let rv = scale["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
         let out = reg
-            .update(res, &req.info.namespace, &req.info.name, None, &opts, |cur| {
-                let mut new = cur.clone();
-                new["spec"]["replicas"] = json!(replicas);
-                match &rv {
-                    Some(rv) if !rv.is_empty() => new["metadata"]["resourceVersion"] = json!(rv),
-                    _ => {
-                        new["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
+            .update(
+                res,
+                &req.info.namespace,
+                &req.info.name,
+                None,
+                &opts,
+                |cur| {
+                    let mut new = cur.clone();
+                    new["spec"]["replicas"] = json!(replicas);
+                    match &rv {
+                        Some(rv) if !rv.is_empty() => {
+                            new["metadata"]["resourceVersion"] = json!(rv)
+                        }
+                        _ => {
+                            new["metadata"]
+                                .as_object_mut()
+                                .map(|m| m.remove("resourceVersion"));
+                        }
                     }
-                }
-                Ok(new)
-            })
+                    Ok(new)
+                },
+            )
             .await?;
         return Ok(json_response(StatusCode::OK, &scale_of(res, &out)));
     }
@@ -596,9 +767,19 @@ async fn update(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) ->
     let obj = view_in(res, obj);
     let subresource = (!sub.is_empty()).then_some(sub);
     let out = reg
-        .update(storage_info(res), &req.info.namespace, &req.info.name, subresource, &opts, |_cur| Ok(obj.clone()))
+        .update(
+            storage_info(res),
+            &req.info.namespace,
+            &req.info.name,
+            subresource,
+            &opts,
+            |_cur| Ok(obj.clone()),
+        )
         .await?;
-    Ok(with_warnings(json_response(StatusCode::OK, &view_out(res, &out)), &warnings))
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &view_out(res, &out)),
+        &warnings,
+    ))
 }
 
 /// The autoscaling/v1 Scale of a scalable resource.
@@ -606,7 +787,12 @@ fn scale_of(res: &ResourceInfo, obj: &Value) -> Value {
     let selector = match res.plural {
         "replicationcontrollers" => obj["spec"]["selector"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default(),
         _ => label_selector_string(&obj["spec"]["selector"]),
     };
@@ -635,7 +821,12 @@ fn label_selector_string(sel: &Value) -> String {
     }
     for e in sel["matchExpressions"].as_array().into_iter().flatten() {
         let key = e["key"].as_str().unwrap_or("");
-        let vals: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let vals: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         parts.push(match e["operator"].as_str().unwrap_or("") {
             "In" => format!("{key} in ({})", vals.join(",")),
             "NotIn" => format!("{key} notin ({})", vals.join(",")),
@@ -647,9 +838,19 @@ fn label_selector_string(sel: &Value) -> String {
     parts.join(",")
 }
 
-async fn patch(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> ApiResult<Response<Body>> {
-    let opts = WriteOptions { dry_run: dry_run(&req.query)? };
-    let ctype = req.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+async fn patch(
+    reg: &Registry,
+    res: &'static ResourceInfo,
+    req: &ApiRequest,
+) -> ApiResult<Response<Body>> {
+    let opts = WriteOptions {
+        dry_run: dry_run(&req.query)?,
+    };
+    let ctype = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let ptype = ctype.split(';').next().unwrap_or("").trim().to_string();
     let patch_doc: Value = match ptype.as_str() {
         "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
@@ -672,32 +873,64 @@ async fn patch(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> 
     let mut warnings = Vec::new();
     let q = req.query.clone();
     let out = reg
-        .update(storage_info(res), &req.info.namespace, &req.info.name, subresource, &opts, |cur| {
-            let current = if is_scale { scale_of(res, cur) } else { view_out(res, cur) };
-            let patched = apply_patch(res, &ptype, &current, &patch_doc, is_scale)?;
-            if is_scale {
-                let mut new = cur.clone();
-                new["spec"]["replicas"] = patched["spec"]["replicas"].clone();
-                new["metadata"]["resourceVersion"] = patched["metadata"]["resourceVersion"].clone();
-                return Ok(new);
-            }
-            // The patched object must still be a valid object of the type.
-            let typed = (res.roundtrip)(&patched).map_err(|e| {
-                ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind))
-            })?;
-            let mut unknown = Vec::new();
-            unknown_fields(&patched, &typed, "", &mut unknown);
-            warnings = field_validation(&q, &unknown)?;
-            Ok(view_in(res, typed))
-        })
+        .update(
+            storage_info(res),
+            &req.info.namespace,
+            &req.info.name,
+            subresource,
+            &opts,
+            |cur| {
+                let current = if is_scale {
+                    scale_of(res, cur)
+                } else {
+                    view_out(res, cur)
+                };
+                let patched = apply_patch(res, &ptype, &current, &patch_doc, is_scale)?;
+                if is_scale {
+                    let mut new = cur.clone();
+                    new["spec"]["replicas"] = patched["spec"]["replicas"].clone();
+                    new["metadata"]["resourceVersion"] =
+                        patched["metadata"]["resourceVersion"].clone();
+                    return Ok(new);
+                }
+                // The patched object must still be a valid object of the type.
+                let typed = (res.roundtrip)(&patched).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "{} in version \"{}\" cannot be handled as a {}: {e}",
+                        res.kind, res.version, res.kind
+                    ))
+                })?;
+                let mut unknown = Vec::new();
+                unknown_fields(&patched, &typed, "", &mut unknown);
+                warnings = field_validation(&q, &unknown)?;
+                Ok(view_in(res, typed))
+            },
+        )
         .await?;
-    let body = if is_scale { scale_of(res, &out) } else { view_out(res, &out) };
-    Ok(with_warnings(json_response(StatusCode::OK, &body), &warnings))
+    let body = if is_scale {
+        scale_of(res, &out)
+    } else {
+        view_out(res, &out)
+    };
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &body),
+        &warnings,
+    ))
 }
 
-fn apply_patch(res: &ResourceInfo, ptype: &str, current: &Value, patch: &Value, is_scale: bool) -> ApiResult<Value> {
+fn apply_patch(
+    res: &ResourceInfo,
+    ptype: &str,
+    current: &Value,
+    patch: &Value,
+    is_scale: bool,
+) -> ApiResult<Value> {
     let invalid = |e: crate::patch::PatchError| {
-        ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("the server rejected our request due to an error in our request: {e}"),
+        )
     };
     match ptype {
         "application/json-patch+json" => crate::patch::json_patch(current, patch).map_err(invalid),
@@ -714,7 +947,10 @@ fn apply_patch(res: &ResourceInfo, ptype: &str, current: &Value, patch: &Value, 
 }
 
 fn delete_options(req: &ApiRequest) -> ApiResult<DeleteOptions> {
-    let mut opts = DeleteOptions { dry_run: dry_run(&req.query)?, ..Default::default() };
+    let mut opts = DeleteOptions {
+        dry_run: dry_run(&req.query)?,
+        ..Default::default()
+    };
     if !req.body.is_empty() {
         let body: Value = serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
@@ -724,42 +960,84 @@ fn delete_options(req: &ApiRequest) -> ApiResult<DeleteOptions> {
             opts.propagation_policy = Some("Orphan".into());
         }
         opts.precondition_uid = body["preconditions"]["uid"].as_str().map(str::to_string);
-        opts.precondition_resource_version = body["preconditions"]["resourceVersion"].as_str().map(str::to_string);
-        if body["dryRun"].as_array().is_some_and(|a| a.iter().any(|d| d == "All")) {
+        opts.precondition_resource_version = body["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
+        if body["dryRun"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|d| d == "All"))
+        {
             opts.dry_run = true;
         }
     }
     if let Some(g) = req.query.get("gracePeriodSeconds") {
-        opts.grace_period_seconds = Some(g.parse().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds: invalid value {g:?}")))?);
+        opts.grace_period_seconds = Some(g.parse().map_err(|_| {
+            ApiError::bad_request(format!("gracePeriodSeconds: invalid value {g:?}"))
+        })?);
     }
     if let Some(p) = req.query.get("propagationPolicy") {
         opts.propagation_policy = Some(p.clone());
     }
     if let Some(p) = &opts.propagation_policy {
         if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::invalid("", "DeleteOptions", "", vec![crate::status::Cause::not_supported("propagationPolicy", &json!(p), &["Foreground", "Background", "Orphan"])]));
+            return Err(ApiError::invalid(
+                "",
+                "DeleteOptions",
+                "",
+                vec![crate::status::Cause::not_supported(
+                    "propagationPolicy",
+                    &json!(p),
+                    &["Foreground", "Background", "Orphan"],
+                )],
+            ));
         }
     }
     Ok(opts)
 }
 
-async fn delete(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> ApiResult<Response<Body>> {
+async fn delete(
+    reg: &Registry,
+    res: &'static ResourceInfo,
+    req: &ApiRequest,
+) -> ApiResult<Response<Body>> {
     let opts = delete_options(req)?;
-    let out = reg.delete(storage_info(res), &req.info.namespace, &req.info.name, &opts).await?;
+    let out = reg
+        .delete(
+            storage_info(res),
+            &req.info.namespace,
+            &req.info.name,
+            &opts,
+        )
+        .await?;
     Ok(json_response(StatusCode::OK, &view_out(res, &out)))
 }
 
-async fn delete_collection(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> ApiResult<Response<Body>> {
+async fn delete_collection(
+    reg: &Registry,
+    res: &'static ResourceInfo,
+    req: &ApiRequest,
+) -> ApiResult<Response<Body>> {
     let opts = delete_options(req)?;
     let sres = storage_info(res);
     let filter = selector(res, &req.query)?;
     let cacher = reg.cacher(sres);
     cacher.wait_fresh().await.map_err(cache_error)?;
-    let page = cacher.list(&Registry::key(sres, &req.info.namespace, ""), &filter, None, 0);
+    let page = cacher.list(
+        &Registry::key(sres, &req.info.namespace, ""),
+        &filter,
+        None,
+        0,
+    );
     let mut items = Vec::new();
     for o in page.items {
-        let ns = o.value["metadata"]["namespace"].as_str().unwrap_or("").to_string();
-        let name = o.value["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let ns = o.value["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let name = o.value["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         match reg.delete(sres, &ns, &name, &opts).await {
             Ok(v) => items.push(view_out(res, &v)),
             Err(e) if e.code == 404 => {}
@@ -773,16 +1051,27 @@ async fn delete_collection(reg: &Registry, res: &'static ResourceInfo, req: &Api
 }
 
 /// POST to pods/binding and pods/eviction.
-async fn create_subresource(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> ApiResult<Response<Body>> {
+async fn create_subresource(
+    reg: &Registry,
+    res: &'static ResourceInfo,
+    req: &ApiRequest,
+) -> ApiResult<Response<Body>> {
     let ns = req.info.namespace.clone();
     let name = req.info.name.clone();
-    let opts = WriteOptions { dry_run: dry_run(&req.query)? };
+    let opts = WriteOptions {
+        dry_run: dry_run(&req.query)?,
+    };
     match (res.plural, req.info.subresource.as_str()) {
         ("pods", "binding") => {
             let (binding, _) = decode_body(res, req, Some(("v1", "Binding")))?;
             let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
             if node.is_empty() {
-                return Err(ApiError::invalid("", "Binding", &name, vec![crate::status::Cause::required("target.name", "")]));
+                return Err(ApiError::invalid(
+                    "",
+                    "Binding",
+                    &name,
+                    vec![crate::status::Cause::required("target.name", "")],
+                ));
             }
             reg.update(res, &ns, &name, Some("binding"), &opts, |cur| {
                 if cur["metadata"]["deletionTimestamp"].is_string() {
@@ -810,34 +1099,59 @@ async fn create_subresource(reg: &Registry, res: &'static ResourceInfo, req: &Ap
                 Ok(new)
             })
             .await?;
-            Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
         ("pods", "eviction") => {
             let (eviction, _) = decode_body(res, req, Some(("policy/v1", "Eviction")))?;
             let pod = reg.get(res, &ns, &name).await?;
             check_disruption_budgets(reg, &pod.value)?;
-            let mut dopts = DeleteOptions { dry_run: opts.dry_run, ..Default::default() };
+            let mut dopts = DeleteOptions {
+                dry_run: opts.dry_run,
+                ..Default::default()
+            };
             dopts.grace_period_seconds = eviction["deleteOptions"]["gracePeriodSeconds"].as_i64();
             reg.delete(res, &ns, &name, &dopts).await?;
-            Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
-        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
     }
 }
 
 /// The eviction check: a PodDisruptionBudget covering the pod must allow a disruption.
 fn check_disruption_budgets(reg: &Registry, pod: &Value) -> ApiResult<()> {
-    let Some(info) = resources::find("policy", "v1", "poddisruptionbudgets") else { return Ok(()) };
+    let Some(info) = resources::find("policy", "v1", "poddisruptionbudgets") else {
+        return Ok(());
+    };
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
     let all: Filter = Arc::new(|_| true);
     let labels = pod["metadata"]["labels"].as_object();
-    for pdb in reg.cacher(info).list(&Registry::key(info, ns, ""), &all, None, 0).items {
+    for pdb in reg
+        .cacher(info)
+        .list(&Registry::key(info, ns, ""), &all, None, 0)
+        .items
+    {
         let sel = &pdb.value["spec"]["selector"];
         let matches = sel["matchLabels"]
             .as_object()
-            .map(|m| m.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)))
+            .map(|m| {
+                m.iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            })
             .unwrap_or(false);
-        if matches && pdb.value["status"]["disruptionsAllowed"].as_i64().unwrap_or(0) <= 0 {
+        if matches
+            && pdb.value["status"]["disruptionsAllowed"]
+                .as_i64()
+                .unwrap_or(0)
+                <= 0
+        {
             let name = pdb.value["metadata"]["name"].as_str().unwrap_or("");
             return Err(ApiError::too_many_requests(
                 format!("Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {name} needs more healthy pods"),
@@ -865,7 +1179,10 @@ mod tests {
     #[test]
     fn continue_tokens_round_trip_and_reject_garbage() {
         let t = encode_continue(42, "default/web");
-        assert_eq!(decode_continue(&t).unwrap(), (42, "default/web".to_string()));
+        assert_eq!(
+            decode_continue(&t).unwrap(),
+            (42, "default/web".to_string())
+        );
         assert_eq!(decode_continue("nonsense").unwrap_err().code, 400);
     }
 }

@@ -87,11 +87,19 @@ impl Server {
     /// admin kubeconfig is written.
     pub async fn start(config: Config) -> anyhow_like::Result<Server> {
         let server_dir = config.server_dir();
-        std::fs::create_dir_all(&server_dir).map_err(|e| format!("creating {}: {e}", server_dir.display()))?;
+        std::fs::create_dir_all(&server_dir)
+            .map_err(|e| format!("creating {}: {e}", server_dir.display()))?;
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&server_dir.join("state.db")).map_err(|e| format!("opening {}: {e}", server_dir.join("state.db").display()))?,
+            SqliteStore::open(&server_dir.join("state.db"))
+                .map_err(|e| format!("opening {}: {e}", server_dir.join("state.db").display()))?,
         );
-        let registry = Registry::new(store.clone(), &config.service_cidr, &config.node_port_range, config.event_ttl).await?;
+        let registry = Registry::new(
+            store.clone(),
+            &config.service_cidr,
+            &config.node_port_range,
+            config.event_ttl,
+        )
+        .await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("listening on {}: {e}", config.listen))?;
@@ -111,7 +119,11 @@ impl Server {
         let mut cfg = config.clone();
         cfg.listen = local_addr;
         write_kubeconfig(&cfg.kubeconfig_path(), &cfg.local_url())?;
-        Ok(Server { registry, local_addr, task })
+        Ok(Server {
+            registry,
+            local_addr,
+            task,
+        })
     }
 
     /// Waits until the server task ends.
@@ -144,19 +156,41 @@ async fn with_request_info(mut req: Request, next: Next) -> Response<Body> {
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let info = parts.extensions.get::<RequestInfo>().cloned().unwrap_or_default();
-    let query = parts.extensions.get::<rest::Query>().cloned().unwrap_or_default();
-    let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let info = parts
+        .extensions
+        .get::<RequestInfo>()
+        .cloned()
+        .unwrap_or_default();
+    let query = parts
+        .extensions
+        .get::<rest::Query>()
+        .cloned()
+        .unwrap_or_default();
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if !info.is_resource_request {
         return non_resource(&state, parts.uri.path(), accept.as_deref());
     }
     let body = match axum::body::to_bytes(body, rest::MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return error_response(&ApiError::too_large("the request body is too large: the limit is 3145728 bytes")),
+        Err(_) => {
+            return error_response(&ApiError::too_large(
+                "the request body is too large: the limit is 3145728 bytes",
+            ))
+        }
     };
     rest::handle(
         state.registry.clone(),
-        ApiRequest { info, method: parts.method, query, headers: parts.headers, body },
+        ApiRequest {
+            info,
+            method: parts.method,
+            query,
+            headers: parts.headers,
+            body,
+        },
     )
     .await
 }
@@ -167,7 +201,8 @@ fn non_resource(state: &AppState, path: &str, accept: Option<&str>) -> Response<
     match parts.as_slice() {
         ["version"] => json_response(StatusCode::OK, &version()),
         ["openapi", "v2"] => {
-            let proto = accept.is_some_and(|a| a.contains("application/com.github.proto-openapi.spec.v2"));
+            let proto =
+                accept.is_some_and(|a| a.contains("application/com.github.proto-openapi.spec.v2"));
             let (body, ctype) = if proto {
                 (openapi::v2_protobuf(), openapi::V2_PROTOBUF_CONTENT_TYPE)
             } else {
@@ -177,20 +212,31 @@ fn non_resource(state: &AppState, path: &str, accept: Option<&str>) -> Response<
             set_etag(&mut r, openapi::v2_etag());
             r
         }
-        ["openapi", "v3"] => bytes_response(StatusCode::OK, Bytes::from_static(openapi::v3_index()), "application/json"),
+        ["openapi", "v3"] => bytes_response(
+            StatusCode::OK,
+            Bytes::from_static(openapi::v3_index()),
+            "application/json",
+        ),
         ["openapi", "v3", rest @ ..] => {
             let gv = rest.join("/");
             match (openapi::v3_document(&gv), openapi::v3_hash(&gv)) {
                 (Some(doc), Some(hash)) => {
-                    let mut r = bytes_response(StatusCode::OK, Bytes::from_static(doc), "application/json");
+                    let mut r =
+                        bytes_response(StatusCode::OK, Bytes::from_static(doc), "application/json");
                     set_etag(&mut r, hash);
                     r
                 }
                 _ => error_response(&ApiError::not_found_generic()),
             }
         }
-        ["metrics"] => bytes_response(StatusCode::OK, metrics(&state.registry).into(), "text/plain; version=0.0.4"),
-        ["healthz" | "livez" | "readyz", ..] => bytes_response(StatusCode::OK, "ok".into(), "text/plain; charset=utf-8"),
+        ["metrics"] => bytes_response(
+            StatusCode::OK,
+            metrics(&state.registry).into(),
+            "text/plain; version=0.0.4",
+        ),
+        ["healthz" | "livez" | "readyz", ..] => {
+            bytes_response(StatusCode::OK, "ok".into(), "text/plain; charset=utf-8")
+        }
         ["api"] if discovery::wants_aggregated(accept) => aggregated(true),
         ["api"] => json_response(StatusCode::OK, &discovery::api_versions(&state.advertise)),
         ["apis"] if discovery::wants_aggregated(accept) => aggregated(false),
@@ -219,19 +265,30 @@ fn metrics(registry: &Registry) -> String {
         .cachers()
         .map(|(prefix, c)| {
             let resource = prefix.trim_start_matches("/registry/").to_string();
-            (resource, c.closed_slow.load(std::sync::atomic::Ordering::Relaxed), c.watcher_count())
+            (
+                resource,
+                c.closed_slow.load(std::sync::atomic::Ordering::Relaxed),
+                c.watcher_count(),
+            )
         })
         .collect();
     rows.sort();
     for (r, closed, _) in &rows {
-        out.push_str(&format!("apiserver_terminated_watchers_total{{resource=\"{r}\"}} {closed}\n"));
+        out.push_str(&format!(
+            "apiserver_terminated_watchers_total{{resource=\"{r}\"}} {closed}\n"
+        ));
     }
     out.push_str("# HELP apiserver_registered_watchers Number of currently registered watchers for a given resources\n");
     out.push_str("# TYPE apiserver_registered_watchers gauge\n");
     for (r, _, n) in &rows {
-        out.push_str(&format!("apiserver_registered_watchers{{resource=\"{r}\"}} {n}\n"));
+        out.push_str(&format!(
+            "apiserver_registered_watchers{{resource=\"{r}\"}} {n}\n"
+        ));
     }
-    out.push_str(&format!("# TYPE capstan_store_revision gauge\ncapstan_store_revision {}\n", registry.store.current_revision()));
+    out.push_str(&format!(
+        "# TYPE capstan_store_revision gauge\ncapstan_store_revision {}\n",
+        registry.store.current_revision()
+    ));
     out
 }
 
@@ -267,30 +324,50 @@ fn write_kubeconfig(path: &Path, server: &str) -> anyhow_like::Result<()> {
         "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: {server}\ncontexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: admin\n    namespace: default\ncurrent-context: capstan\nusers:\n- name: admin\n  user: {{}}\n"
     );
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| format!("writing {}: {e}", path.display()))
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
-async fn ensure(registry: &Registry, group: &str, plural: &str, ns: &str, obj: Value) -> anyhow_like::Result<()> {
+async fn ensure(
+    registry: &Registry,
+    group: &str,
+    plural: &str,
+    ns: &str,
+    obj: Value,
+) -> anyhow_like::Result<()> {
     let info = resources::find(group, "v1", plural).ok_or("unknown bootstrap resource")?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     match registry.get(info, ns, &name).await {
         Ok(cur) => {
             // Reconcile the fields the server owns.
             let mut want = cur.value.clone();
-            for k in ["spec", "subsets", "endpoints", "ports", "addressType", "value"] {
+            for k in [
+                "spec",
+                "subsets",
+                "endpoints",
+                "ports",
+                "addressType",
+                "value",
+            ] {
                 if let Some(v) = obj.get(k) {
                     want[k] = v.clone();
                 }
             }
             if want != cur.value {
                 registry
-                    .update(info, ns, &name, None, &WriteOptions::default(), |_| Ok(want.clone()))
+                    .update(info, ns, &name, None, &WriteOptions::default(), |_| {
+                        Ok(want.clone())
+                    })
                     .await
                     .map_err(|e| format!("updating {plural}/{name}: {e}"))?;
             }
             Ok(())
         }
-        Err(e) if e.code == 404 => match registry.create(info, ns, obj, &WriteOptions::default()).await {
+        Err(e) if e.code == 404 => match registry
+            .create(info, ns, obj, &WriteOptions::default())
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.code == 409 => Ok(()),
             Err(e) => Err(format!("creating {plural}/{name}: {e}")),
@@ -302,7 +379,14 @@ async fn ensure(registry: &Registry, group: &str, plural: &str, ns: &str, obj: V
 /// The objects every cluster has from the start.
 async fn bootstrap(registry: &Registry, advertise: IpAddr, port: u16) -> anyhow_like::Result<()> {
     for ns in SYSTEM_NAMESPACES {
-        ensure(registry, "", "namespaces", "", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+        ensure(
+            registry,
+            "",
+            "namespaces",
+            "",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
     }
     for (name, value, desc) in [
         ("system-node-critical", 2_000_001_000i64, "Used for system critical pods that must not be moved from their current node."),

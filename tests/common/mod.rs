@@ -30,7 +30,12 @@ impl ApiServer {
     pub fn start_in(dir: tempfile::TempDir) -> Self {
         let cache = dir.path().join("kubectl-cache");
         let (child, addr) = spawn(dir.path(), "127.0.0.1:0");
-        ApiServer { child: Some(child), dir, addr, cache }
+        ApiServer {
+            child: Some(child),
+            dir,
+            addr,
+            cache,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -143,7 +148,13 @@ fn spawn(data_dir: &Path, listen: &str) -> (Child, String) {
 }
 
 /// A minimal HTTP/1.1 client (no keep-alive) for requests kubectl cannot make.
-pub fn http_raw(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+pub fn http_raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).expect("connecting to the server");
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
     let head = format!(
@@ -158,11 +169,21 @@ pub fn http_raw(addr: &str, method: &str, path: &str, content_type: &str, body: 
 }
 
 fn parse_response(raw: &[u8]) -> (u16, Vec<u8>) {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status code");
+    let code: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
     let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     (code, body)
@@ -170,14 +191,14 @@ fn parse_response(raw: &[u8]) -> (u16, Vec<u8>) {
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(nl) = data.windows(2).position(|w| w == b"\r\n") else { break };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..nl]).trim(), 16).unwrap_or(0);
+    while let Some(nl) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..nl]).trim(), 16).unwrap_or(0);
         if size == 0 || data.len() < nl + 2 + size {
             break;
         }
         out.extend_from_slice(&data[nl + 2..nl + 2 + size]);
-        data = &data[nl + 2 + size + 2..];
+        data = &data[(nl + 4 + size).min(data.len())..];
     }
     out
 }
@@ -191,25 +212,34 @@ pub struct WatchStream {
 impl WatchStream {
     pub fn open(addr: &str, path: &str) -> Self {
         let mut s = TcpStream::connect(addr).expect("connecting to the server");
-        let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n");
-        s.write_all(head.as_bytes()).expect("sending the watch request");
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n");
+        s.write_all(head.as_bytes())
+            .expect("sending the watch request");
         let mut reader = BufReader::new(s);
         loop {
             let mut line = String::new();
-            reader.read_line(&mut line).expect("reading the response head");
+            reader
+                .read_line(&mut line)
+                .expect("reading the response head");
             if line == "\r\n" || line.is_empty() {
                 break;
             }
         }
-        WatchStream { reader, pending: Vec::new() }
+        WatchStream {
+            reader,
+            pending: Vec::new(),
+        }
     }
 
     /// Opens the connection and sends the request without ever reading: a stalled client.
     pub fn stalled(addr: &str, path: &str) -> TcpStream {
         let mut s = TcpStream::connect(addr).expect("connecting to the server");
         // A tiny receive buffer so the server's writes back up quickly.
-        let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n");
-        s.write_all(head.as_bytes()).expect("sending the watch request");
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n");
+        s.write_all(head.as_bytes())
+            .expect("sending the watch request");
         s
     }
 

@@ -168,9 +168,10 @@ where
             (UpdateDecision::Write(value, ttl), None) => {
                 store.create(key, value, ttl).await.map(Some)
             }
-            (UpdateDecision::Write(value, ttl), Some(kv)) => {
-                store.update(key, value, kv.mod_revision, ttl).await.map(Some)
-            }
+            (UpdateDecision::Write(value, ttl), Some(kv)) => store
+                .update(key, value, kv.mod_revision, ttl)
+                .await
+                .map(Some),
             (UpdateDecision::Delete, None) => {
                 return Err(StoreError::NotFound {
                     key: key.to_string(),

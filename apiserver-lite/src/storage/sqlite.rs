@@ -126,12 +126,18 @@ impl SqliteStore {
         let conn = open_connection(path)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         let current: i64 = conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'kine'", [], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'kine'",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(backend)?
             .unwrap_or(0);
         let compacted: i64 = conn
-            .query_row("SELECT v FROM meta WHERE k = 'compact_rev'", [], |r| r.get(0))
+            .query_row("SELECT v FROM meta WHERE k = 'compact_rev'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(backend)?
             .unwrap_or(0);
@@ -415,7 +421,9 @@ impl Store for SqliteStore {
             drop(tx2);
             return Ok(Box::pin(futures::StreamExt::chain(replay, live)));
         }
-        Ok(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)))
+        Ok(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        ))
     }
 
     async fn compact(&self, revision: i64) -> StoreResult<()> {
@@ -554,7 +562,6 @@ impl Writer {
             }
         }
     }
-
 }
 
 impl Index {
@@ -589,7 +596,10 @@ impl Index {
                 let prev = self.last_row_id(tx, &key)?;
                 let id = insert(tx, &key, false, 0, prev, ttl, expires, &value)?;
                 // create_revision of a new incarnation is its own id.
-                tx.execute("UPDATE kine SET create_revision = ?1 WHERE id = ?1", params![id])?;
+                tx.execute(
+                    "UPDATE kine SET create_revision = ?1 WHERE id = ?1",
+                    params![id],
+                )?;
                 undo.push((key.clone(), None));
                 self.set_live(
                     key.clone(),
@@ -838,7 +848,6 @@ fn insert(
     Ok(tx.last_insert_rowid())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -970,7 +979,9 @@ mod tests {
                     s2.update("/r/n", b"5".to_vec(), rev, 0).await.unwrap();
                 });
             }
-            let n: i64 = String::from_utf8_lossy(&cur.unwrap().value).parse().unwrap();
+            let n: i64 = String::from_utf8_lossy(&cur.unwrap().value)
+                .parse()
+                .unwrap();
             Ok(UpdateDecision::Write((n + 1).to_string().into_bytes(), 0))
         })
         .await
@@ -1004,6 +1015,9 @@ mod tests {
         assert_eq!(s.current_revision(), 3);
         assert!(s.get("/keep/b").await.unwrap().is_some());
         assert!(s.get("/ev/a").await.unwrap().is_none());
-        assert_eq!(s.create("/keep/c", vec![], 0).await.unwrap().mod_revision, 4);
+        assert_eq!(
+            s.create("/keep/c", vec![], 0).await.unwrap().mod_revision,
+            4
+        );
     }
 }
