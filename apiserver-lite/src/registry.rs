@@ -507,9 +507,13 @@ impl Registry {
                 }
                 _ => {}
             }
-            let has_finalizers = !list.is_empty();
+            let mut has_finalizers = !list.is_empty();
             if !has_finalizers {
                 meta.remove("finalizers");
+            }
+            // A namespace waits for its spec finalizers (the namespace controller empties it).
+            if info.plural == "namespaces" {
+                has_finalizers |= obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
             }
             let grace = if info.plural == "pods" { pod_grace(&obj, opts) } else { 0 };
             let meta = obj["metadata"].as_object_mut().ok_or_else(|| ApiError::internal("stored object without metadata"))?;
