@@ -75,8 +75,15 @@ impl ApiServer {
         cmd
     }
 
+    /// Runs kubectl to completion, killed after two minutes so a hang fails the test.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        self.kubectl_cmd(args).output().expect("running kubectl")
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-s", "KILL", "120", "kubectl"])
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("KUBECACHEDIR", &self.cache)
+            .env_remove("KUBERNETES_SERVICE_HOST");
+        cmd.output().expect("running kubectl")
     }
 
     /// Runs kubectl and returns stdout; panics with stderr when it fails.
