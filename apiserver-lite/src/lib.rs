@@ -17,4 +17,5 @@ pub mod events_view;
 pub mod discovery;
 pub mod rest;
 pub mod table;
+pub mod protobuf;
 pub mod server;
