@@ -15,9 +15,10 @@
 //!    optionals) with its Rust name and the message type names, and its grammar is fixed.
 //! 3. The tree is converted to JSON guided by the k8s-openapi (v1_33) JSON schema of the kind:
 //!    field names are matched to the schema's JSON names ignoring case and underscores (prost's
-//!    `pod_ip` is JSON `podIP`); a message field with no JSON counterpart is a Go struct embedded
-//!    inline (`Volume.volumeSource`, `Probe.handler`, `…EnvSource.localObjectReference`) and its
-//!    fields are merged into the parent; the apimachinery wrapper messages get their JSON forms
+//!    `pod_ip` is JSON `podIP`); the message fields of the Go structs embedded inline
+//!    ([`INLINE_TYPES`]: `Volume.volumeSource`, `Probe.handler`, `….localObjectReference`) have
+//!    their fields merged into the parent; fields with no JSON counterpart (protos newer than
+//!    k8s-openapi v1_33) are dropped; the apimachinery wrapper messages get their JSON forms
 //!    (`Time`/`MicroTime` → RFC 3339, `Quantity` → string, `IntOrString` → int or string,
 //!    `Duration` → Go duration string, `RawExtension`/`FieldsV1` → embedded JSON); `bytes` fields
 //!    (schema `format: byte`) become base64.
@@ -168,6 +169,9 @@ struct Entry {
     debug: fn(&[u8]) -> Result<String, prost::DecodeError>,
     /// Name of the k8s-openapi schema definition (`io.k8s.api.core.v1.ConfigMap`).
     definition: String,
+    /// Encodes a message of the kind with every field set (found by probing the wire format).
+    #[cfg(test)]
+    populated: fn() -> Vec<u8>,
 }
 
 fn debug_of<T: prost::Message + Default + Debug>(raw: &[u8]) -> Result<String, prost::DecodeError> {
@@ -184,12 +188,16 @@ macro_rules! kinds {
                 return Some(Entry {
                     debug: debug_of::<k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions>,
                     definition: "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions".into(),
+                    #[cfg(test)]
+                    populated: tests::populated::<k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions>,
                 });
             }
             match (api_version, kind) {
                 $(($gv, $kind) => Some(Entry {
                     debug: debug_of::<$pb>,
                     definition: <$oa as schemars::JsonSchema>::schema_name().into_owned(),
+                    #[cfg(test)]
+                    populated: tests::populated::<$pb>,
                 }),)*
                 _ => None,
             }
@@ -770,7 +778,7 @@ impl Cx<'_> {
                     out.insert(prop.to_string(), value);
                 }
                 None => match v.unwrap_some() {
-                    Dv::Msg(inner_name, inner_fields) if !is_wrapper(inner_name) => {
+                    Dv::Msg(inner_name, inner_fields) if INLINE_TYPES.contains(&inner_name.as_str()) => {
                         let p = format!("{path}.{field}");
                         self.fill(inner_name, inner_fields, schema, &p, out)?;
                     }
@@ -783,9 +791,17 @@ impl Cx<'_> {
     }
 }
 
-fn is_wrapper(name: &str) -> bool {
-    matches!(name, "Time" | "MicroTime" | "Quantity" | "IntOrString" | "Duration" | "RawExtension" | "FieldsV1")
-}
+/// Go structs embedded inline (`json:",inline"`) in the served types: protobuf has them as a
+/// message field (`Volume.volumeSource`, `Probe.handler`), JSON merges their fields into the
+/// parent. Other message fields without a JSON name (newer than k8s-openapi v1_33) are dropped.
+pub const INLINE_TYPES: &[&str] = &[
+    "LocalObjectReference",
+    "VolumeSource",
+    "PersistentVolumeSource",
+    "ProbeHandler",
+    "EphemeralContainerCommon",
+    "IngressRuleValue",
+];
 
 /// Whether Go's JSON encoding would leave this (non-required) field out.
 fn is_go_omitted(value: &Value, definition: Option<&str>, prop: &str) -> bool {

@@ -768,6 +768,20 @@ fn every_served_kind_decodes_and_roundtrips() {
 }
 
 #[test]
+fn json_names_are_unambiguous_ignoring_case_and_underscores() {
+    for (def, schema) in DEFINITIONS.iter() {
+        let Some(props) = schema.get("properties").and_then(Value::as_object) else { continue };
+        let mut seen = std::collections::HashMap::new();
+        for k in props.keys() {
+            if let Some(other) = seen.insert(normalize(k), k) {
+                panic!("{def}: {other} and {k} collide");
+            }
+        }
+    }
+    assert!(DEFINITIONS.len() > 150, "{}", DEFINITIONS.len());
+}
+
+#[test]
 fn json_raw_in_the_envelope() {
     let body = envelope_with("v1", "ConfigMap", br#"{"metadata":{"name":"j"},"data":{"a":"b"}}"#.to_vec(), "application/json");
     assert_eq!(
@@ -873,3 +887,111 @@ fn go_durations() {
     assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
     assert_eq!(go_duration(-5_000_000_000), "-5s");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Every field of every kind: the message is filled by probing the wire format with the k8s-pb
+// type (a tag whose value changes the decoded message is a field), so no field can be missed.
+
+fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn len_field(tag: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = varint(u64::from(tag) << 3 | 2);
+    out.extend(varint(payload.len() as u64));
+    out.extend(payload);
+    out
+}
+
+fn wrap(path: &[u32], inner: &[u8]) -> Vec<u8> {
+    path.iter().rev().fold(inner.to_vec(), |b, tag| len_field(*tag, &b))
+}
+
+/// The encoding of `T` with every field set: varints to 1, strings and bytes to `{}` (valid as
+/// text, base64 input and embedded JSON alike), messages filled recursively, one entry per
+/// repeated field and map.
+pub(super) fn populated<T: Message + Default + PartialEq>() -> Vec<u8> {
+    fill::<T>(&mut Vec::new())
+}
+
+fn fill<T: Message + Default + PartialEq>(path: &mut Vec<u32>) -> Vec<u8> {
+    let baseline = T::decode(&*wrap(path, &[])).expect("baseline decodes");
+    let mut payload = Vec::new();
+    let mut key_is_string = false;
+    for tag in 1..=50u32 {
+        let changes = |path: &[u32], field: &[u8]| T::decode(&*wrap(path, field)).is_ok_and(|m| m != baseline);
+        let mut int = varint(u64::from(tag) << 3);
+        int.push(1);
+        if changes(path, &int) {
+            payload.extend(int);
+            continue;
+        }
+        let text = len_field(tag, b"{}");
+        if changes(path, &text) {
+            key_is_string |= tag == 1;
+            payload.extend(text);
+            continue;
+        }
+        // A message field; in what may be a map entry (a string key at 1, the value at 2) an
+        // empty value equals the default one, so there the filled value is what tells.
+        let message = changes(path, &len_field(tag, b""));
+        if message || (tag == 2 && key_is_string) {
+            assert!(path.len() < 16, "nesting too deep at {path:?}");
+            path.push(tag);
+            let inner = fill::<T>(path);
+            path.pop();
+            let field = len_field(tag, &inner);
+            if message || changes(path, &field) {
+                payload.extend(field);
+            }
+        }
+    }
+    payload
+}
+
+/// Fields k8s-pb (generated from newer protos) has and k8s-openapi v1_33 does not: dropped.
+const NEWER_THAN_V1_33: &[&str] = &[
+    "Container.restart_policy_rules",
+    "EnvVarSource.file_key_ref",
+    "EphemeralContainerCommon.restart_policy_rules",
+    "NodeStatus.declared_features",
+    "PodSpec.hostname_override",
+    "PodSpec.workload_ref",
+    "PodStatus.allocated_resources",
+    "PodStatus.extended_resource_claim_status",
+    "PodStatus.resources",
+    "VolumeProjection.pod_certificate",
+];
+
+#[test]
+fn every_field_of_every_kind_maps_to_json() {
+    let mut all_unmapped = std::collections::BTreeSet::new();
+    for (av, kind) in KINDS.iter().copied().chain([("v1", "DeleteOptions")]) {
+        let entry = lookup(av, kind).unwrap();
+        let raw = (entry.populated)();
+        let mut unmapped = Vec::new();
+        let v = decode_inner(&envelope_with(av, kind, raw, ""), &mut unmapped)
+            .unwrap_or_else(|e| panic!("{av} {kind}: {e}"));
+        for u in unmapped {
+            // Keep `Type.field`, drop the path.
+            all_unmapped.insert(u.rsplit(": ").next().unwrap().to_string());
+        }
+        let (group, k) = api_group_kind(&v);
+        if let Some(r) = resources::find_kind(&group, &k) {
+            let rt = (r.roundtrip)(&v).unwrap_or_else(|e| panic!("{kind} does not deserialize: {e}"));
+            assert_subset(&v, &rt, kind);
+        }
+    }
+    let unexpected: Vec<_> = all_unmapped.iter().filter(|u| !NEWER_THAN_V1_33.contains(&u.as_str())).collect();
+    assert!(unexpected.is_empty(), "fields without a JSON counterpart: {unexpected:#?}");
+}
+
