@@ -26,9 +26,10 @@
 //! Go's protobuf encoding writes every non-pointer field, zero or not, where its JSON encoding
 //! omits `omitempty` zeros. To give the JSON a Go client would send, zero values are dropped where
 //! Go's JSON would drop them: empty strings, lists and maps in optional fields, empty `Time`s, and
-//! zero integers in the value (non-pointer) fields listed in [`ZERO_IS_UNSET`] and in status
-//! types. `false` and zero integers elsewhere are kept, since a pointer set to zero (`replicas: 0`,
-//! `gracePeriodSeconds: 0`, `automountServiceAccountToken: false`) means something.
+//! zero integers and `false` in the value (non-pointer) fields listed in [`ZERO_IS_UNSET`] (and
+//! zero integers in status types). `false` and zero integers elsewhere are kept, since a pointer
+//! set to zero (`replicas: 0`, `gracePeriodSeconds: 0`, `automountServiceAccountToken: false`)
+//! means something; protobuf cannot tell the two apart, so the list is curated.
 
 use std::fmt::Debug;
 use std::sync::LazyLock;
@@ -256,18 +257,27 @@ kinds! {
     "authentication.k8s.io/v1", "TokenRequest" => pb::authentication::v1::TokenRequest, oa::authentication::v1::TokenRequest;
 }
 
-/// Value (non-pointer) integer fields, by schema definition, whose zero Go's JSON omits
-/// (`omitempty`) and whose zero upstream defaulting treats as unset. Go's protobuf encoding
-/// always writes them, so their zeros are dropped. Integer fields of `…Status` types are treated
-/// the same way.
+/// Value (non-pointer) integer and boolean fields, by schema definition, whose zero (`0`,
+/// `false`) Go's JSON omits (`omitempty`) and upstream defaulting treats as unset. Go's protobuf
+/// encoding always writes them, so their zeros are dropped. Integer fields of `…Status` types are
+/// treated the same way. Zeros elsewhere are kept: a pointer set to zero means something.
 pub const ZERO_IS_UNSET: &[(&str, &[&str])] = &[
+    ("io.k8s.api.core.v1.Container", &["stdin", "stdinOnce", "tty"]),
+    ("io.k8s.api.core.v1.EphemeralContainer", &["stdin", "stdinOnce", "tty"]),
+    ("io.k8s.api.core.v1.PodSpec", &["hostNetwork", "hostPID", "hostIPC"]),
+    ("io.k8s.api.core.v1.VolumeMount", &["readOnly"]),
+    ("io.k8s.api.core.v1.PersistentVolumeClaimVolumeSource", &["readOnly"]),
+    ("io.k8s.api.core.v1.NFSVolumeSource", &["readOnly"]),
+    ("io.k8s.api.core.v1.NodeSpec", &["unschedulable"]),
+    ("io.k8s.api.scheduling.v1.PriorityClass", &["globalDefault"]),
+    ("io.k8s.api.apps.v1.DeploymentSpec", &["paused", "minReadySeconds"]),
     (
         "io.k8s.api.core.v1.Probe",
         &["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"],
     ),
     ("io.k8s.api.core.v1.ContainerPort", &["hostPort"]),
     ("io.k8s.api.core.v1.ServicePort", &["nodePort", "targetPort"]),
-    ("io.k8s.api.core.v1.ServiceSpec", &["healthCheckNodePort"]),
+    ("io.k8s.api.core.v1.ServiceSpec", &["healthCheckNodePort", "publishNotReadyAddresses"]),
     ("io.k8s.api.core.v1.ReplicationControllerSpec", &["minReadySeconds"]),
     ("io.k8s.api.core.v1.Event", &["count"]),
     ("io.k8s.api.core.v1.EventSeries", &["count"]),
@@ -275,7 +285,6 @@ pub const ZERO_IS_UNSET: &[(&str, &[&str])] = &[
     ("io.k8s.api.core.v1.AWSElasticBlockStoreVolumeSource", &["partition"]),
     ("io.k8s.api.core.v1.GCEPersistentDiskVolumeSource", &["partition"]),
     ("io.k8s.api.core.v1.ContainerStateTerminated", &["signal"]),
-    ("io.k8s.api.apps.v1.DeploymentSpec", &["minReadySeconds"]),
     ("io.k8s.api.apps.v1.ReplicaSetSpec", &["minReadySeconds"]),
     ("io.k8s.api.apps.v1.StatefulSetSpec", &["minReadySeconds"]),
     ("io.k8s.api.apps.v1.DaemonSetSpec", &["minReadySeconds"]),
@@ -810,11 +819,15 @@ fn is_go_omitted(value: &Value, definition: Option<&str>, prop: &str) -> bool {
         Value::String(s) if s.is_empty() => !EMPTY_STRING_KEPT.contains(&(def, prop)),
         Value::Array(a) => a.is_empty(),
         Value::Number(n) if n.as_f64() == Some(0.0) => {
-            def.ends_with("Status")
-                || ZERO_IS_UNSET.iter().any(|(d, props)| *d == def && props.contains(&prop))
+            def.ends_with("Status") || zero_is_unset(def, prop)
         }
+        Value::Bool(false) => zero_is_unset(def, prop),
         _ => false,
     }
+}
+
+fn zero_is_unset(def: &str, prop: &str) -> bool {
+    ZERO_IS_UNSET.iter().any(|(d, props)| *d == def && props.contains(&prop))
 }
 
 fn number(n: &str, float: bool, path: &str) -> Result<Value, DecodeError> {
