@@ -21,3 +21,5 @@ pub mod status;
 pub mod storage;
 pub mod strategy;
 pub mod table;
+pub mod protobuf;
+pub mod server;
