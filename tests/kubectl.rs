@@ -263,16 +263,33 @@ fn apply_get_edit_and_delete_like_a_user() {
         err.contains("Error from server (NotFound): configmaps \"settings\" not found"),
         "{err}"
     );
-    let out = s.kubectl_ok(&["delete", "deployment/web", "service/web", "secret/creds", "-n", "demo"]);
-    for what in ["deployment.apps \"web\" deleted", "service \"web\" deleted", "secret \"creds\" deleted"] {
+    let out = s.kubectl_ok(&[
+        "delete",
+        "deployment/web",
+        "service/web",
+        "secret/creds",
+        "-n",
+        "demo",
+    ]);
+    for what in [
+        "deployment.apps \"web\" deleted",
+        "service \"web\" deleted",
+        "secret \"creds\" deleted",
+    ] {
         assert!(out.contains(what), "{out}");
     }
-    assert!(s.kubectl_ok(&["get", "all", "-n", "demo", "-o", "name"]).trim().is_empty());
+    assert!(s
+        .kubectl_ok(&["get", "all", "-n", "demo", "-o", "name"])
+        .trim()
+        .is_empty());
     // A namespace waits in Terminating for the namespace controller (the controllers issue)
     // to empty it and drop its finalizer, as upstream.
     let out = s.kubectl_ok(&["delete", "namespace", "demo", "--wait=false"]);
     assert!(out.contains("namespace \"demo\" deleted"), "{out}");
-    assert_eq!(s.kubectl_ok(&["get", "namespace", "demo", "-o", "jsonpath={.status.phase}"]), "Terminating");
+    assert_eq!(
+        s.kubectl_ok(&["get", "namespace", "demo", "-o", "jsonpath={.status.phase}"]),
+        "Terminating"
+    );
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //!
 //! Layers, bottom up: `storage` (the `Store` trait and its SQLite backend), `cacher` (the watch
 //! cache per resource), `resources` (the served resource table), the request pipeline
-//! (decode, admission, validation, storage) and the HTTP front end with discovery and OpenAPI.
+//! (`rest` → `registry` → `strategy`), and the HTTP front end (`server`) with discovery and
+//! OpenAPI. `docs/architecture.md` draws the request path.
 
 pub mod allocator;
 pub mod cacher;
@@ -11,6 +12,7 @@ pub mod events_view;
 pub mod hooks;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod request;
 pub mod resources;
@@ -21,5 +23,3 @@ pub mod status;
 pub mod storage;
 pub mod strategy;
 pub mod table;
-pub mod protobuf;
-pub mod server;

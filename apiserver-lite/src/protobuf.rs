@@ -71,18 +71,28 @@ impl DecodeError {
             .strip_prefix("failed to decode Protobuf message: ")
             .unwrap_or(&detail)
             .to_string();
-        if ["buffer underflow", "delimited length exceeded", "invalid varint"]
-            .iter()
-            .any(|t| detail.contains(t))
+        if [
+            "buffer underflow",
+            "delimited length exceeded",
+            "invalid varint",
+        ]
+        .iter()
+        .any(|t| detail.contains(t))
         {
             DecodeError::Truncated(format!("{what}: {detail}"))
         } else {
-            DecodeError::Malformed { what: what.to_string(), detail }
+            DecodeError::Malformed {
+                what: what.to_string(),
+                detail,
+            }
         }
     }
 
     fn malformed(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        DecodeError::Malformed { what: what.into(), detail: detail.into() }
+        DecodeError::Malformed {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -147,10 +157,14 @@ fn decode_inner(body: &[u8], unmapped: &mut Vec<String>) -> Result<Value, Decode
     Ok(Value::Object(out))
 }
 
-fn unwrap_envelope(body: &[u8]) -> Result<k8s_pb::apimachinery::pkg::runtime::Unknown, DecodeError> {
+fn unwrap_envelope(
+    body: &[u8],
+) -> Result<k8s_pb::apimachinery::pkg::runtime::Unknown, DecodeError> {
     if body.len() < MAGIC.len() {
         return if MAGIC.starts_with(body) {
-            Err(DecodeError::Truncated("body ends inside the magic prefix".into()))
+            Err(DecodeError::Truncated(
+                "body ends inside the magic prefix".into(),
+            ))
         } else {
             Err(DecodeError::BadMagic)
         };
@@ -262,28 +276,64 @@ kinds! {
 /// encoding always writes them, so their zeros are dropped. Integer fields of `…Status` types are
 /// treated the same way. Zeros elsewhere are kept: a pointer set to zero means something.
 pub const ZERO_IS_UNSET: &[(&str, &[&str])] = &[
-    ("io.k8s.api.core.v1.Container", &["stdin", "stdinOnce", "tty"]),
-    ("io.k8s.api.core.v1.EphemeralContainer", &["stdin", "stdinOnce", "tty"]),
-    ("io.k8s.api.core.v1.PodSpec", &["hostNetwork", "hostPID", "hostIPC"]),
+    (
+        "io.k8s.api.core.v1.Container",
+        &["stdin", "stdinOnce", "tty"],
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        &["stdin", "stdinOnce", "tty"],
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        &["hostNetwork", "hostPID", "hostIPC"],
+    ),
     ("io.k8s.api.core.v1.VolumeMount", &["readOnly"]),
-    ("io.k8s.api.core.v1.PersistentVolumeClaimVolumeSource", &["readOnly"]),
+    (
+        "io.k8s.api.core.v1.PersistentVolumeClaimVolumeSource",
+        &["readOnly"],
+    ),
     ("io.k8s.api.core.v1.NFSVolumeSource", &["readOnly"]),
     ("io.k8s.api.core.v1.NodeSpec", &["unschedulable"]),
     ("io.k8s.api.scheduling.v1.PriorityClass", &["globalDefault"]),
-    ("io.k8s.api.apps.v1.DeploymentSpec", &["paused", "minReadySeconds"]),
+    (
+        "io.k8s.api.apps.v1.DeploymentSpec",
+        &["paused", "minReadySeconds"],
+    ),
     (
         "io.k8s.api.core.v1.Probe",
-        &["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"],
+        &[
+            "initialDelaySeconds",
+            "timeoutSeconds",
+            "periodSeconds",
+            "successThreshold",
+            "failureThreshold",
+        ],
     ),
     ("io.k8s.api.core.v1.ContainerPort", &["hostPort"]),
-    ("io.k8s.api.core.v1.ServicePort", &["nodePort", "targetPort"]),
-    ("io.k8s.api.core.v1.ServiceSpec", &["healthCheckNodePort", "publishNotReadyAddresses"]),
-    ("io.k8s.api.core.v1.ReplicationControllerSpec", &["minReadySeconds"]),
+    (
+        "io.k8s.api.core.v1.ServicePort",
+        &["nodePort", "targetPort"],
+    ),
+    (
+        "io.k8s.api.core.v1.ServiceSpec",
+        &["healthCheckNodePort", "publishNotReadyAddresses"],
+    ),
+    (
+        "io.k8s.api.core.v1.ReplicationControllerSpec",
+        &["minReadySeconds"],
+    ),
     ("io.k8s.api.core.v1.Event", &["count"]),
     ("io.k8s.api.core.v1.EventSeries", &["count"]),
     ("io.k8s.api.events.v1.Event", &["deprecatedCount"]),
-    ("io.k8s.api.core.v1.AWSElasticBlockStoreVolumeSource", &["partition"]),
-    ("io.k8s.api.core.v1.GCEPersistentDiskVolumeSource", &["partition"]),
+    (
+        "io.k8s.api.core.v1.AWSElasticBlockStoreVolumeSource",
+        &["partition"],
+    ),
+    (
+        "io.k8s.api.core.v1.GCEPersistentDiskVolumeSource",
+        &["partition"],
+    ),
     ("io.k8s.api.core.v1.ContainerStateTerminated", &["signal"]),
     ("io.k8s.api.apps.v1.ReplicaSetSpec", &["minReadySeconds"]),
     ("io.k8s.api.apps.v1.StatefulSetSpec", &["minReadySeconds"]),
@@ -291,13 +341,22 @@ pub const ZERO_IS_UNSET: &[(&str, &[&str])] = &[
     ("io.k8s.api.apps.v1.ControllerRevision", &["revision"]),
     ("io.k8s.api.autoscaling.v1.ScaleSpec", &["replicas"]),
     ("io.k8s.api.networking.v1.ServiceBackendPort", &["number"]),
-    ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", &["generation"]),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        &["generation"],
+    ),
 ];
 
 /// Pointer string fields where an empty string means something (so it is kept).
 const EMPTY_STRING_KEPT: &[(&str, &str)] = &[
-    ("io.k8s.api.core.v1.PersistentVolumeClaimSpec", "storageClassName"),
-    ("io.k8s.api.core.v1.PersistentVolumeSpec", "storageClassName"),
+    (
+        "io.k8s.api.core.v1.PersistentVolumeClaimSpec",
+        "storageClassName",
+    ),
+    (
+        "io.k8s.api.core.v1.PersistentVolumeSpec",
+        "storageClassName",
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -346,7 +405,11 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn new(text: &'a str) -> Self {
-        Parser { s: text.as_bytes(), text, pos: 0 }
+        Parser {
+            s: text.as_bytes(),
+            text,
+            pos: 0,
+        }
     }
 
     fn parse_document(&mut self) -> Result<Dv, String> {
@@ -549,7 +612,8 @@ impl<'a> Parser<'a> {
                     }
                     let rest = &self.text[self.pos + 1..];
                     let end = rest.find('}').ok_or_else(|| self.err("bad \\u escape"))?;
-                    let code = u32::from_str_radix(&rest[..end], 16).map_err(|_| self.err("bad \\u escape"))?;
+                    let code = u32::from_str_radix(&rest[..end], 16)
+                        .map_err(|_| self.err("bad \\u escape"))?;
                     out.push(char::from_u32(code).ok_or_else(|| self.err("bad \\u escape"))?);
                     self.pos += end + 2;
                 }
@@ -570,23 +634,39 @@ struct Schema<'s> {
 }
 
 impl<'s> Schema<'s> {
-    const NONE: Schema<'static> = Schema { schema: None, definition: None };
+    const NONE: Schema<'static> = Schema {
+        schema: None,
+        definition: None,
+    };
 
     fn def(name: &str) -> Schema<'static> {
         match DEFINITIONS.get_key_value(name) {
-            Some((k, v)) => Schema { schema: Some(v), definition: Some(k.as_str()) },
+            Some((k, v)) => Schema {
+                schema: Some(v),
+                definition: Some(k.as_str()),
+            },
             None => Schema::NONE,
         }
     }
 
     /// Follows `$ref`s.
     fn of(schema: &'s Value) -> Self {
-        let mut s = Schema { schema: Some(schema), definition: None };
+        let mut s = Schema {
+            schema: Some(schema),
+            definition: None,
+        };
         for _ in 0..8 {
-            let Some(r) = s.schema.and_then(|v| v.get("$ref")).and_then(Value::as_str) else { break };
+            let Some(r) = s.schema.and_then(|v| v.get("$ref")).and_then(Value::as_str) else {
+                break;
+            };
             let name = r.rsplit('/').next().unwrap_or(r);
             match DEFINITIONS.get_key_value(name) {
-                Some((k, v)) => s = Schema { schema: Some(v), definition: Some(k.as_str()) },
+                Some((k, v)) => {
+                    s = Schema {
+                        schema: Some(v),
+                        definition: Some(k.as_str()),
+                    }
+                }
                 None => return Schema::NONE,
             }
         }
@@ -610,7 +690,9 @@ impl<'s> Schema<'s> {
     }
 
     fn additional(&self) -> Schema<'s> {
-        self.get("additionalProperties").map(Schema::of).unwrap_or(Schema::NONE)
+        self.get("additionalProperties")
+            .map(Schema::of)
+            .unwrap_or(Schema::NONE)
     }
 
     fn required(&self, prop: &str) -> bool {
@@ -643,7 +725,12 @@ struct Cx<'u> {
 
 impl Cx<'_> {
     /// Converts one value; `None` when it carries nothing (unset, or a zero `Time`).
-    fn convert(&mut self, v: &Dv, schema: &Schema, path: &str) -> Result<Option<Value>, DecodeError> {
+    fn convert(
+        &mut self,
+        v: &Dv,
+        schema: &Schema,
+        path: &str,
+    ) -> Result<Option<Value>, DecodeError> {
         Ok(match v {
             Dv::None => None,
             Dv::Some(inner) => self.convert(inner, schema, path)?,
@@ -686,15 +773,22 @@ impl Cx<'_> {
         schema: &Schema,
         path: &str,
     ) -> Result<Option<Value>, DecodeError> {
-        let field = |n: &str| fields.iter().find(|(f, _)| f == n).map(|(_, v)| v.unwrap_some());
+        let field = |n: &str| {
+            fields
+                .iter()
+                .find(|(f, _)| f == n)
+                .map(|(_, v)| v.unwrap_some())
+        };
         let int = |n: &str| -> Result<Option<i64>, DecodeError> {
             match field(n) {
                 None | Some(Dv::None) => Ok(None),
-                Some(Dv::Num(s)) => s
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| DecodeError::malformed(path, format!("{name}.{n} is not an integer"))),
-                Some(_) => Err(DecodeError::malformed(path, format!("{name}.{n} is not an integer"))),
+                Some(Dv::Num(s)) => s.parse().map(Some).map_err(|_| {
+                    DecodeError::malformed(path, format!("{name}.{n} is not an integer"))
+                }),
+                Some(_) => Err(DecodeError::malformed(
+                    path,
+                    format!("{name}.{n} is not an integer"),
+                )),
             }
         };
         let string = |n: &str| match field(n) {
@@ -703,7 +797,11 @@ impl Cx<'_> {
         };
         let bytes = |n: &str| -> Result<Option<Vec<u8>>, DecodeError> {
             match field(n) {
-                Some(Dv::List(items)) => items.iter().map(|b| byte(b, path)).collect::<Result<_, _>>().map(Some),
+                Some(Dv::List(items)) => items
+                    .iter()
+                    .map(|b| byte(b, path))
+                    .collect::<Result<_, _>>()
+                    .map(Some),
                 _ => Ok(None),
             }
         };
@@ -722,32 +820,46 @@ impl Cx<'_> {
                 if secs.is_none() && nanos.is_none() {
                     return Ok(None);
                 }
-                return Ok(Some(rfc3339(secs.unwrap_or(0), nanos.unwrap_or(0), true, path)?));
+                return Ok(Some(rfc3339(
+                    secs.unwrap_or(0),
+                    nanos.unwrap_or(0),
+                    true,
+                    path,
+                )?));
             }
             ("Quantity", ["string"]) => {
-                return Ok(Some(Value::String(string("string").unwrap_or_else(|| "0".into()))));
+                return Ok(Some(Value::String(
+                    string("string").unwrap_or_else(|| "0".into()),
+                )));
             }
             ("IntOrString", ["type", "int_val", "str_val"]) => {
                 return Ok(Some(match int("type")?.unwrap_or(0) {
                     0 => Value::from(int("int_val")?.unwrap_or(0)),
                     1 => Value::String(string("str_val").unwrap_or_default()),
-                    t => return Err(DecodeError::malformed(path, format!("IntOrString type {t}"))),
+                    t => {
+                        return Err(DecodeError::malformed(
+                            path,
+                            format!("IntOrString type {t}"),
+                        ))
+                    }
                 }));
             }
             ("Duration", ["duration"]) => {
                 return Ok(int("duration")?.map(|d| Value::String(go_duration(d))));
             }
             ("RawExtension" | "FieldsV1", ["raw"]) => {
-                let Some(raw) = bytes("raw")? else { return Ok(None) };
+                let Some(raw) = bytes("raw")? else {
+                    return Ok(None);
+                };
                 if raw.is_empty() {
                     return Ok(None);
                 }
                 if raw.starts_with(MAGIC) {
                     return decode_inner(&raw, self.unmapped).map(Some);
                 }
-                return serde_json::from_slice(&raw)
-                    .map(Some)
-                    .map_err(|e| DecodeError::malformed(path, format!("embedded {name} is not JSON: {e}")));
+                return serde_json::from_slice(&raw).map(Some).map_err(|e| {
+                    DecodeError::malformed(path, format!("embedded {name} is not JSON: {e}"))
+                });
             }
             _ => {}
         }
@@ -779,7 +891,9 @@ impl Cx<'_> {
                         absent if absent.is_absent() => continue,
                         _ => match self.convert(v, &prop_schema, &p)? {
                             Some(value) if required => value,
-                            Some(value) if is_go_omitted(&value, schema.definition, prop) => continue,
+                            Some(value) if is_go_omitted(&value, schema.definition, prop) => {
+                                continue
+                            }
                             Some(value) => value,
                             None => continue,
                         },
@@ -787,7 +901,9 @@ impl Cx<'_> {
                     out.insert(prop.to_string(), value);
                 }
                 None => match v.unwrap_some() {
-                    Dv::Msg(inner_name, inner_fields) if INLINE_TYPES.contains(&inner_name.as_str()) => {
+                    Dv::Msg(inner_name, inner_fields)
+                        if INLINE_TYPES.contains(&inner_name.as_str()) =>
+                    {
                         let p = format!("{path}.{field}");
                         self.fill(inner_name, inner_fields, schema, &p, out)?;
                     }
@@ -827,7 +943,9 @@ fn is_go_omitted(value: &Value, definition: Option<&str>, prop: &str) -> bool {
 }
 
 fn zero_is_unset(def: &str, prop: &str) -> bool {
-    ZERO_IS_UNSET.iter().any(|(d, props)| *d == def && props.contains(&prop))
+    ZERO_IS_UNSET
+        .iter()
+        .any(|(d, props)| *d == def && props.contains(&prop))
 }
 
 fn number(n: &str, float: bool, path: &str) -> Result<Value, DecodeError> {
@@ -839,7 +957,9 @@ fn number(n: &str, float: bool, path: &str) -> Result<Value, DecodeError> {
             return Ok(Value::from(u));
         }
     }
-    let f: f64 = n.parse().map_err(|_| DecodeError::malformed(path, format!("bad number {n}")))?;
+    let f: f64 = n
+        .parse()
+        .map_err(|_| DecodeError::malformed(path, format!("bad number {n}")))?;
     serde_json::Number::from_f64(f)
         .map(Value::Number)
         .ok_or_else(|| DecodeError::malformed(path, format!("{n} is not a finite number")))
@@ -847,13 +967,18 @@ fn number(n: &str, float: bool, path: &str) -> Result<Value, DecodeError> {
 
 fn byte(v: &Dv, path: &str) -> Result<u8, DecodeError> {
     match v {
-        Dv::Num(n) => n.parse().map_err(|_| DecodeError::malformed(path, "bad byte")),
+        Dv::Num(n) => n
+            .parse()
+            .map_err(|_| DecodeError::malformed(path, "bad byte")),
         _ => Err(DecodeError::malformed(path, "bad byte")),
     }
 }
 
 fn base64_of(items: &[Dv], path: &str) -> Result<String, DecodeError> {
-    let raw: Vec<u8> = items.iter().map(|b| byte(b, path)).collect::<Result<_, _>>()?;
+    let raw: Vec<u8> = items
+        .iter()
+        .map(|b| byte(b, path))
+        .collect::<Result<_, _>>()?;
     Ok(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
@@ -862,7 +987,11 @@ fn rfc3339(secs: i64, nanos: i64, micro: bool, path: &str) -> Result<Value, Deco
     let t = nanos
         .and_then(|n| chrono::DateTime::from_timestamp(secs, n))
         .ok_or_else(|| DecodeError::malformed(path, format!("timestamp {secs}s out of range")))?;
-    let format = if micro { chrono::SecondsFormat::Micros } else { chrono::SecondsFormat::Secs };
+    let format = if micro {
+        chrono::SecondsFormat::Micros
+    } else {
+        chrono::SecondsFormat::Secs
+    };
     Ok(Value::String(t.to_rfc3339_opts(format, true)))
 }
 

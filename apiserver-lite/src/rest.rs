@@ -173,12 +173,11 @@ fn decode_body(
         "application/json" | "" | "*/*" => serde_json::from_slice(&req.body).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
-        "application/vnd.kubernetes.protobuf" => {
-            return Err(ApiError::unsupported_media_type("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml"))
-        }
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(&req.body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding the protobuf body: {e}")))?,
         other => {
             return Err(ApiError::unsupported_media_type(format!(
-                "the body of the request was in an unknown format {other:?} - accepted media types include: application/json, application/yaml"
+                "the body of the request was in an unknown format {other:?} - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"
             )))
         }
     };
@@ -952,8 +951,13 @@ fn delete_options(req: &ApiRequest) -> ApiResult<DeleteOptions> {
         ..Default::default()
     };
     if !req.body.is_empty() {
-        let body: Value = serde_json::from_slice(&req.body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        let body: Value = if req.body.starts_with(crate::protobuf::MAGIC) {
+            crate::protobuf::decode(&req.body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+        } else {
+            serde_json::from_slice(&req.body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+        };
         opts.grace_period_seconds = body["gracePeriodSeconds"].as_i64();
         opts.propagation_policy = body["propagationPolicy"].as_str().map(str::to_string);
         if body["orphanDependents"] == true {

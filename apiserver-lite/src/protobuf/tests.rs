@@ -20,19 +20,33 @@ fn s(v: &str) -> Option<String> {
 }
 
 fn smap(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn qmap(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
-    pairs.iter().map(|(k, v)| (k.to_string(), Quantity { string: s(v) })).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Quantity { string: s(v) }))
+        .collect()
 }
 
 fn int(i: i32) -> Option<IntOrString> {
-    Some(IntOrString { r#type: Some(0), int_val: Some(i), str_val: s("") })
+    Some(IntOrString {
+        r#type: Some(0),
+        int_val: Some(i),
+        str_val: s(""),
+    })
 }
 
 fn named(name: &str) -> Option<IntOrString> {
-    Some(IntOrString { r#type: Some(1), int_val: Some(0), str_val: s(name) })
+    Some(IntOrString {
+        r#type: Some(1),
+        int_val: Some(0),
+        str_val: s(name),
+    })
 }
 
 /// ObjectMeta as client-go encodes a new object's: the zero creationTimestamp is an empty message.
@@ -52,7 +66,10 @@ fn meta(name: &str, namespace: &str) -> Option<meta::ObjectMeta> {
 
 fn envelope_with(api_version: &str, kind: &str, raw: Vec<u8>, content_type: &str) -> Vec<u8> {
     let unknown = Unknown {
-        type_meta: Some(TypeMeta { api_version: s(api_version), kind: s(kind) }),
+        type_meta: Some(TypeMeta {
+            api_version: s(api_version),
+            kind: s(kind),
+        }),
         raw: Some(raw),
         content_encoding: s(""),
         content_type: s(content_type),
@@ -75,7 +92,8 @@ fn decode_checked(body: &[u8]) -> Value {
     assert_eq!(decode(body).unwrap(), v);
     let (group, kind) = api_group_kind(&v);
     if let Some(r) = resources::find_kind(&group, &kind) {
-        let rt = (r.roundtrip)(&v).unwrap_or_else(|e| panic!("{kind} does not deserialize: {e}\n{v:#}"));
+        let rt =
+            (r.roundtrip)(&v).unwrap_or_else(|e| panic!("{kind} does not deserialize: {e}\n{v:#}"));
         assert_subset(&v, &rt, kind.as_str());
     }
     v
@@ -87,7 +105,12 @@ fn assert_subset(a: &Value, b: &Value, path: &str) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
                 let p = format!("{path}.{k}");
-                assert_subset(v, b.get(k).unwrap_or_else(|| panic!("{p} lost in k8s-openapi")), &p);
+                assert_subset(
+                    v,
+                    b.get(k)
+                        .unwrap_or_else(|| panic!("{p} lost in k8s-openapi")),
+                    &p,
+                );
             }
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
@@ -115,8 +138,14 @@ fn configmap_with_data_and_binary_data() {
     let cm = core::ConfigMap {
         metadata: meta("cfg", "default"),
         immutable: None,
-        data: smap(&[("a", "b"), ("quote", "say \"hi\"\\\n\ttab é 😀 \u{1}"), ("empty", "")]),
-        binary_data: [("bin".to_string(), vec![0u8, 159, 146, 150, 255])].into_iter().collect(),
+        data: smap(&[
+            ("a", "b"),
+            ("quote", "say \"hi\"\\\n\ttab é 😀 \u{1}"),
+            ("empty", ""),
+        ]),
+        binary_data: [("bin".to_string(), vec![0u8, 159, 146, 150, 255])]
+            .into_iter()
+            .collect(),
     };
     let v = decode_checked(&envelope("v1", "ConfigMap", &cm));
     assert_eq!(
@@ -139,9 +168,12 @@ fn secret_data_is_base64() {
     let secret = core::Secret {
         metadata: meta("s", "ns1"),
         immutable: Some(true),
-        data: [("password".to_string(), b"hunter2".to_vec()), ("empty".to_string(), vec![])]
-            .into_iter()
-            .collect(),
+        data: [
+            ("password".to_string(), b"hunter2".to_vec()),
+            ("empty".to_string(), vec![]),
+        ]
+        .into_iter()
+        .collect(),
         string_data: BTreeMap::new(),
         r#type: s("Opaque"),
     };
@@ -173,7 +205,11 @@ fn container() -> core::Container {
             host_ip: s(""),
         }],
         env: vec![
-            core::EnvVar { name: s("PLAIN"), value: s("1"), value_from: None },
+            core::EnvVar {
+                name: s("PLAIN"),
+                value: s("1"),
+                value_from: None,
+            },
             core::EnvVar {
                 name: s("POD_IP"),
                 value: s(""),
@@ -250,7 +286,11 @@ fn pod_spec() -> core::PodSpec {
                 volume_source: Some(core::VolumeSource {
                     config_map: Some(core::ConfigMapVolumeSource {
                         local_object_reference: Some(core::LocalObjectReference { name: s("cfg") }),
-                        items: vec![core::KeyToPath { key: s("a"), path: s("a.txt"), mode: Some(0o600) }],
+                        items: vec![core::KeyToPath {
+                            key: s("a"),
+                            path: s("a.txt"),
+                            mode: Some(0o600),
+                        }],
                         default_mode: Some(0o644),
                         optional: None,
                     }),
@@ -318,8 +358,14 @@ fn deployment_with_full_pod_template() {
     let v = decode_checked(&envelope("apps/v1", "Deployment", &d));
     let spec = &v["spec"];
     assert_eq!(spec["replicas"], 3);
-    assert_eq!(spec["revisionHistoryLimit"], 0, "a pointer field set to zero is kept");
-    assert!(spec.get("minReadySeconds").is_none(), "a value field's zero is dropped");
+    assert_eq!(
+        spec["revisionHistoryLimit"], 0,
+        "a pointer field set to zero is kept"
+    );
+    assert!(
+        spec.get("minReadySeconds").is_none(),
+        "a value field's zero is dropped"
+    );
     assert!(spec.get("paused").is_none());
     assert_eq!(spec["progressDeadlineSeconds"], 600);
     assert_eq!(
@@ -330,7 +376,10 @@ fn deployment_with_full_pod_template() {
         spec["strategy"],
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}})
     );
-    assert_eq!(spec["template"]["metadata"], json!({"labels": {"app": "web"}}));
+    assert_eq!(
+        spec["template"]["metadata"],
+        json!({"labels": {"app": "web"}})
+    );
     let pod = &spec["template"]["spec"];
     assert_eq!(
         pod["volumes"],
@@ -341,9 +390,22 @@ fn deployment_with_full_pod_template() {
     );
     assert_eq!(pod["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
     assert_eq!(pod["securityContext"], json!({}));
-    assert!(pod.get("hostNetwork").is_none(), "a value bool's false is dropped");
-    for unset in ["restartPolicy", "dnsPolicy", "serviceAccountName", "nodeName", "hostname", "schedulerName"] {
-        assert!(pod.get(unset).is_none(), "{unset} should be omitted: {pod:#}");
+    assert!(
+        pod.get("hostNetwork").is_none(),
+        "a value bool's false is dropped"
+    );
+    for unset in [
+        "restartPolicy",
+        "dnsPolicy",
+        "serviceAccountName",
+        "nodeName",
+        "hostname",
+        "schedulerName",
+    ] {
+        assert!(
+            pod.get(unset).is_none(),
+            "{unset} should be omitted: {pod:#}"
+        );
     }
     let c = &pod["containers"][0];
     assert_eq!(
@@ -447,9 +509,15 @@ fn service_ports_and_int_or_string() {
 #[test]
 fn namespace() {
     let ns = core::Namespace {
-        metadata: Some(meta::ObjectMeta { labels: smap(&[("team", "a")]), ..meta("dev", "").unwrap() }),
+        metadata: Some(meta::ObjectMeta {
+            labels: smap(&[("team", "a")]),
+            ..meta("dev", "").unwrap()
+        }),
         spec: Some(core::NamespaceSpec { finalizers: vec![] }),
-        status: Some(core::NamespaceStatus { phase: s(""), conditions: vec![] }),
+        status: Some(core::NamespaceStatus {
+            phase: s(""),
+            conditions: vec![],
+        }),
     };
     let v = decode_checked(&envelope("v1", "Namespace", &ns));
     assert_eq!(
@@ -463,7 +531,9 @@ fn pod_with_probes_lifecycle_and_security_context() {
     let mut c = container();
     c.liveness_probe = Some(core::Probe {
         handler: Some(core::ProbeHandler {
-            exec: Some(core::ExecAction { command: vec!["cat".into(), "/tmp/ok".into()] }),
+            exec: Some(core::ExecAction {
+                command: vec!["cat".into(), "/tmp/ok".into()],
+            }),
             ..Default::default()
         }),
         period_seconds: Some(7),
@@ -473,21 +543,29 @@ fn pod_with_probes_lifecycle_and_security_context() {
     });
     c.startup_probe = Some(core::Probe {
         handler: Some(core::ProbeHandler {
-            tcp_socket: Some(core::TcpSocketAction { port: int(8080), host: s("") }),
+            tcp_socket: Some(core::TcpSocketAction {
+                port: int(8080),
+                host: s(""),
+            }),
             ..Default::default()
         }),
         ..Default::default()
     });
     c.readiness_probe = Some(core::Probe {
         handler: Some(core::ProbeHandler {
-            grpc: Some(core::GrpcAction { port: Some(9000), service: s("") }),
+            grpc: Some(core::GrpcAction {
+                port: Some(9000),
+                service: s(""),
+            }),
             ..Default::default()
         }),
         ..Default::default()
     });
     c.lifecycle = Some(core::Lifecycle {
         pre_stop: Some(core::LifecycleHandler {
-            exec: Some(core::ExecAction { command: vec!["sleep".into(), "5".into()] }),
+            exec: Some(core::ExecAction {
+                command: vec!["sleep".into(), "5".into()],
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -496,7 +574,10 @@ fn pod_with_probes_lifecycle_and_security_context() {
         run_as_user: Some(0),
         run_as_non_root: Some(false),
         allow_privilege_escalation: Some(false),
-        capabilities: Some(core::Capabilities { add: vec!["NET_ADMIN".into()], drop: vec!["ALL".into()] }),
+        capabilities: Some(core::Capabilities {
+            add: vec!["NET_ADMIN".into()],
+            drop: vec!["ALL".into()],
+        }),
         ..Default::default()
     });
     let mut spec = pod_spec();
@@ -511,7 +592,11 @@ fn pod_with_probes_lifecycle_and_security_context() {
         effect: s("NoExecute"),
         toleration_seconds: Some(30),
     }];
-    let pod = core::Pod { metadata: meta("p", "default"), spec: Some(spec), status: Some(Default::default()) };
+    let pod = core::Pod {
+        metadata: meta("p", "default"),
+        spec: Some(spec),
+        status: Some(Default::default()),
+    };
     let v = decode_checked(&envelope("v1", "Pod", &pod));
     let c = &v["spec"]["containers"][0];
     assert_eq!(
@@ -520,7 +605,10 @@ fn pod_with_probes_lifecycle_and_security_context() {
     );
     assert_eq!(c["startupProbe"], json!({"tcpSocket": {"port": 8080}}));
     assert_eq!(c["readinessProbe"], json!({"grpc": {"port": 9000}}));
-    assert_eq!(c["lifecycle"], json!({"preStop": {"exec": {"command": ["sleep", "5"]}}}));
+    assert_eq!(
+        c["lifecycle"],
+        json!({"preStop": {"exec": {"command": ["sleep", "5"]}}})
+    );
     assert_eq!(
         c["securityContext"],
         json!({"capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]}, "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false})
@@ -547,10 +635,18 @@ fn job_keeps_pointer_zeros() {
             ttl_seconds_after_finished: Some(0),
             completion_mode: s("Indexed"),
             suspend: Some(false),
-            template: Some(core::PodTemplateSpec { metadata: meta("", ""), spec: Some(spec) }),
+            template: Some(core::PodTemplateSpec {
+                metadata: meta("", ""),
+                spec: Some(spec),
+            }),
             ..Default::default()
         }),
-        status: Some(batch::JobStatus { active: Some(0), succeeded: Some(0), failed: Some(0), ..Default::default() }),
+        status: Some(batch::JobStatus {
+            active: Some(0),
+            succeeded: Some(0),
+            failed: Some(0),
+            ..Default::default()
+        }),
     };
     let v = decode_checked(&envelope("batch/v1", "Job", &job));
     let spec = &v["spec"];
@@ -561,14 +657,21 @@ fn job_keeps_pointer_zeros() {
     assert_eq!(spec["completionMode"], "Indexed");
     assert_eq!(spec["suspend"], false);
     assert_eq!(spec["template"]["spec"]["restartPolicy"], "Never");
-    assert_eq!(v["status"], json!({}), "value counters of a status are dropped at zero");
+    assert_eq!(
+        v["status"],
+        json!({}),
+        "value counters of a status are dropped at zero"
+    );
 }
 
 #[test]
 fn delete_options_under_any_group_version() {
     let opts = meta::DeleteOptions {
         grace_period_seconds: Some(0),
-        preconditions: Some(meta::Preconditions { uid: s("1234"), resource_version: None }),
+        preconditions: Some(meta::Preconditions {
+            uid: s("1234"),
+            resource_version: None,
+        }),
         orphan_dependents: None,
         propagation_policy: s("Foreground"),
         dry_run: vec!["All".into()],
@@ -586,7 +689,8 @@ fn delete_options_under_any_group_version() {
                 "dryRun": ["All"],
             })
         );
-        let typed = roundtrip_as::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>(&v);
+        let typed =
+            roundtrip_as::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>(&v);
         assert_eq!(typed, v);
     }
 }
@@ -596,14 +700,20 @@ fn scale_binding_eviction_and_token_request() {
     let scale = k8s_pb::api::autoscaling::v1::Scale {
         metadata: meta("web", "default"),
         spec: Some(k8s_pb::api::autoscaling::v1::ScaleSpec { replicas: Some(5) }),
-        status: Some(k8s_pb::api::autoscaling::v1::ScaleStatus { replicas: Some(0), selector: s("") }),
+        status: Some(k8s_pb::api::autoscaling::v1::ScaleStatus {
+            replicas: Some(0),
+            selector: s(""),
+        }),
     };
     let v = decode_checked(&envelope("autoscaling/v1", "Scale", &scale));
     assert_eq!(
         v,
         json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": 5}, "status": {"replicas": 0}})
     );
-    assert_eq!(roundtrip_as::<k8s_openapi::api::autoscaling::v1::Scale>(&v), v);
+    assert_eq!(
+        roundtrip_as::<k8s_openapi::api::autoscaling::v1::Scale>(&v),
+        v
+    );
 
     let binding = core::Binding {
         metadata: meta("p", "default"),
@@ -623,11 +733,17 @@ fn scale_binding_eviction_and_token_request() {
 
     let eviction = k8s_pb::api::policy::v1::Eviction {
         metadata: meta("p", "default"),
-        delete_options: Some(meta::DeleteOptions { grace_period_seconds: Some(10), ..Default::default() }),
+        delete_options: Some(meta::DeleteOptions {
+            grace_period_seconds: Some(10),
+            ..Default::default()
+        }),
     };
     let v = decode_checked(&envelope("policy/v1", "Eviction", &eviction));
     assert_eq!(v["deleteOptions"], json!({"gracePeriodSeconds": 10}));
-    assert_eq!(roundtrip_as::<k8s_openapi::api::policy::v1::Eviction>(&v), v);
+    assert_eq!(
+        roundtrip_as::<k8s_openapi::api::policy::v1::Eviction>(&v),
+        v
+    );
 
     let tr = k8s_pb::api::authentication::v1::TokenRequest {
         metadata: meta("default", "default"),
@@ -651,10 +767,17 @@ fn scale_binding_eviction_and_token_request() {
         v["spec"],
         json!({"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600, "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": "u-1"}})
     );
-    assert_eq!(v["status"], json!({"token": ""}), "a required field keeps its zero");
+    assert_eq!(
+        v["status"],
+        json!({"token": ""}),
+        "a required field keeps its zero"
+    );
     // status.expirationTimestamp is required in k8s-openapi but a zero Time has no JSON value (Go
     // writes null), so only the spec goes through the typed form, as a server would read it.
-    assert_eq!(roundtrip_as::<k8s_openapi::api::authentication::v1::TokenRequestSpec>(&v["spec"]), v["spec"]);
+    assert_eq!(
+        roundtrip_as::<k8s_openapi::api::authentication::v1::TokenRequestSpec>(&v["spec"]),
+        v["spec"]
+    );
 }
 
 #[test]
@@ -662,16 +785,27 @@ fn times_managed_fields_and_raw_extensions() {
     let created = 1_700_000_000; // 2023-11-14T22:13:20Z
     let cr = apps::ControllerRevision {
         metadata: Some(meta::ObjectMeta {
-            creation_timestamp: Some(meta::Time { seconds: Some(created), nanos: Some(123) }),
-            deletion_timestamp: Some(meta::Time { seconds: Some(created + 60), nanos: None }),
+            creation_timestamp: Some(meta::Time {
+                seconds: Some(created),
+                nanos: Some(123),
+            }),
+            deletion_timestamp: Some(meta::Time {
+                seconds: Some(created + 60),
+                nanos: None,
+            }),
             deletion_grace_period_seconds: Some(0),
             managed_fields: vec![meta::ManagedFieldsEntry {
                 manager: s("kubectl-create"),
                 operation: s("Update"),
                 api_version: s("apps/v1"),
-                time: Some(meta::Time { seconds: Some(created), nanos: None }),
+                time: Some(meta::Time {
+                    seconds: Some(created),
+                    nanos: None,
+                }),
                 fields_type: s("FieldsV1"),
-                fields_v1: Some(meta::FieldsV1 { raw: Some(br#"{"f:data":{}}"#.to_vec()) }),
+                fields_v1: Some(meta::FieldsV1 {
+                    raw: Some(br#"{"f:data":{}}"#.to_vec()),
+                }),
                 subresource: s(""),
             }],
             owner_references: vec![meta::OwnerReference {
@@ -705,7 +839,10 @@ fn times_managed_fields_and_raw_extensions() {
             }],
         })
     );
-    assert_eq!(v["data"], json!({"spec": {"template": {"metadata": {"labels": {"a": "b"}}}}}));
+    assert_eq!(
+        v["data"],
+        json!({"spec": {"template": {"metadata": {"labels": {"a": "b"}}}}})
+    );
     assert_eq!(v["revision"], 2);
 
     let lease = k8s_pb::api::coordination::v1::Lease {
@@ -713,7 +850,10 @@ fn times_managed_fields_and_raw_extensions() {
         spec: Some(k8s_pb::api::coordination::v1::LeaseSpec {
             holder_identity: s("node-1"),
             lease_duration_seconds: Some(40),
-            renew_time: Some(meta::MicroTime { seconds: Some(created), nanos: Some(123_456_789) }),
+            renew_time: Some(meta::MicroTime {
+                seconds: Some(created),
+                nanos: Some(123_456_789),
+            }),
             acquire_time: Some(meta::MicroTime::default()),
             ..Default::default()
         }),
@@ -726,15 +866,25 @@ fn times_managed_fields_and_raw_extensions() {
 
     let ev = k8s_pb::api::events::v1::Event {
         metadata: meta("e", "default"),
-        event_time: Some(meta::MicroTime { seconds: Some(created), nanos: Some(0) }),
+        event_time: Some(meta::MicroTime {
+            seconds: Some(created),
+            nanos: Some(0),
+        }),
         reporting_controller: s("capstan/scheduler"),
         reporting_instance: s("capstan-1"),
         action: s("Binding"),
         reason: s("Scheduled"),
-        regarding: Some(core::ObjectReference { kind: s("Pod"), name: s("p"), ..Default::default() }),
+        regarding: Some(core::ObjectReference {
+            kind: s("Pod"),
+            name: s("p"),
+            ..Default::default()
+        }),
         note: s("assigned"),
         r#type: s("Normal"),
-        deprecated_source: Some(core::EventSource { component: s(""), host: s("") }),
+        deprecated_source: Some(core::EventSource {
+            component: s(""),
+            host: s(""),
+        }),
         deprecated_first_timestamp: Some(meta::Time::default()),
         deprecated_last_timestamp: Some(meta::Time::default()),
         deprecated_count: Some(0),
@@ -751,11 +901,18 @@ fn times_managed_fields_and_raw_extensions() {
 fn every_served_kind_decodes_and_roundtrips() {
     for r in resources::RESOURCES {
         let av = r.api_version();
-        assert!(KINDS.contains(&(av.as_str(), r.kind)), "{av} {} missing from KINDS", r.kind);
+        assert!(
+            KINDS.contains(&(av.as_str(), r.kind)),
+            "{av} {} missing from KINDS",
+            r.kind
+        );
     }
     for (av, kind) in KINDS {
         // Just metadata, as every kind has it at field 1.
-        let msg = core::ConfigMap { metadata: meta("x", "ns"), ..Default::default() };
+        let msg = core::ConfigMap {
+            metadata: meta("x", "ns"),
+            ..Default::default()
+        };
         let v = decode_checked(&envelope(av, kind, &msg));
         assert_eq!(v["apiVersion"], *av);
         assert_eq!(v["kind"], *kind);
@@ -766,7 +923,9 @@ fn every_served_kind_decodes_and_roundtrips() {
 #[test]
 fn json_names_are_unambiguous_ignoring_case_and_underscores() {
     for (def, schema) in DEFINITIONS.iter() {
-        let Some(props) = schema.get("properties").and_then(Value::as_object) else { continue };
+        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+            continue;
+        };
         let mut seen = std::collections::HashMap::new();
         for k in props.keys() {
             if let Some(other) = seen.insert(normalize(k), k) {
@@ -779,7 +938,12 @@ fn json_names_are_unambiguous_ignoring_case_and_underscores() {
 
 #[test]
 fn json_raw_in_the_envelope() {
-    let body = envelope_with("v1", "ConfigMap", br#"{"metadata":{"name":"j"},"data":{"a":"b"}}"#.to_vec(), "application/json");
+    let body = envelope_with(
+        "v1",
+        "ConfigMap",
+        br#"{"metadata":{"name":"j"},"data":{"a":"b"}}"#.to_vec(),
+        "application/json",
+    );
     assert_eq!(
         decode(&body).unwrap(),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "j"}, "data": {"a": "b"}})
@@ -789,11 +953,25 @@ fn json_raw_in_the_envelope() {
 #[test]
 fn errors() {
     assert_eq!(decode(b"{\"kind\":\"Pod\"}"), Err(DecodeError::BadMagic));
-    assert_eq!(decode(b""), Err(DecodeError::Truncated("body ends inside the magic prefix".into())));
-    assert_eq!(decode(b"k8s"), Err(DecodeError::Truncated("body ends inside the magic prefix".into())));
+    assert_eq!(
+        decode(b""),
+        Err(DecodeError::Truncated(
+            "body ends inside the magic prefix".into()
+        ))
+    );
+    assert_eq!(
+        decode(b"k8s"),
+        Err(DecodeError::Truncated(
+            "body ends inside the magic prefix".into()
+        ))
+    );
     assert_eq!(decode(b"k8s\0"), Err(DecodeError::MissingTypeMeta));
 
-    let cm = core::ConfigMap { metadata: meta("cfg", "default"), data: smap(&[("a", "bcdef")]), ..Default::default() };
+    let cm = core::ConfigMap {
+        metadata: meta("cfg", "default"),
+        data: smap(&[("a", "bcdef")]),
+        ..Default::default()
+    };
     let body = envelope("v1", "ConfigMap", &cm);
     for cut in [5, body.len() / 2, body.len() - 1] {
         match decode(&body[..cut]) {
@@ -803,25 +981,44 @@ fn errors() {
     }
     // A body truncated inside `raw` but with a consistent envelope: raw itself is cut short.
     let raw = cm.encode_to_vec();
-    match decode(&envelope_with("v1", "ConfigMap", raw[..raw.len() - 2].to_vec(), "")) {
+    match decode(&envelope_with(
+        "v1",
+        "ConfigMap",
+        raw[..raw.len() - 2].to_vec(),
+        "",
+    )) {
         Err(DecodeError::Truncated(msg)) => assert!(msg.starts_with("ConfigMap"), "{msg}"),
         other => panic!("{other:?}"),
     }
 
     assert_eq!(
         decode(&envelope("v1", "Frobnicator", &cm)),
-        Err(DecodeError::UnknownKind { api_version: "v1".into(), kind: "Frobnicator".into() })
+        Err(DecodeError::UnknownKind {
+            api_version: "v1".into(),
+            kind: "Frobnicator".into()
+        })
     );
-    assert!(matches!(decode(&envelope("apps/v2", "Deployment", &cm)), Err(DecodeError::UnknownKind { .. })));
+    assert!(matches!(
+        decode(&envelope("apps/v2", "Deployment", &cm)),
+        Err(DecodeError::UnknownKind { .. })
+    ));
 
     let mut gz = Unknown::decode(&body[4..]).unwrap();
     gz.content_encoding = s("gzip");
     let mut b = MAGIC.to_vec();
     b.extend(gz.encode_to_vec());
-    assert_eq!(decode(&b), Err(DecodeError::UnsupportedEncoding("gzip".into())));
+    assert_eq!(
+        decode(&b),
+        Err(DecodeError::UnsupportedEncoding("gzip".into()))
+    );
 
     let yaml = envelope_with("v1", "ConfigMap", b"a: b".to_vec(), "application/yaml");
-    assert_eq!(decode(&yaml), Err(DecodeError::UnsupportedContentType("application/yaml".into())));
+    assert_eq!(
+        decode(&yaml),
+        Err(DecodeError::UnsupportedContentType(
+            "application/yaml".into()
+        ))
+    );
 
     // Wire type mismatch: field 1 (metadata, a message) sent as a varint.
     match decode(&envelope_with("v1", "ConfigMap", vec![0x08, 0x01], "")) {
@@ -830,18 +1027,30 @@ fn errors() {
     }
     // Invalid UTF-8 in a string field.
     let bad = [0x0a, 0x03, 0x0a, 0x01, 0xff];
-    assert!(matches!(decode(&envelope_with("v1", "ConfigMap", bad.to_vec(), "")), Err(DecodeError::Malformed { .. })));
+    assert!(matches!(
+        decode(&envelope_with("v1", "ConfigMap", bad.to_vec(), "")),
+        Err(DecodeError::Malformed { .. })
+    ));
     // A RawExtension that is neither JSON nor protobuf.
     let cr = apps::ControllerRevision {
         metadata: meta("r", "d"),
-        data: Some(k8s_pb::apimachinery::pkg::runtime::RawExtension { raw: Some(b"\x01nope".to_vec()) }),
+        data: Some(k8s_pb::apimachinery::pkg::runtime::RawExtension {
+            raw: Some(b"\x01nope".to_vec()),
+        }),
         revision: Some(1),
     };
-    assert!(matches!(decode(&envelope("apps/v1", "ControllerRevision", &cr)), Err(DecodeError::Malformed { .. })));
+    assert!(matches!(
+        decode(&envelope("apps/v1", "ControllerRevision", &cr)),
+        Err(DecodeError::Malformed { .. })
+    ));
 
     // Messages are readable.
     assert_eq!(
-        DecodeError::UnknownKind { api_version: "v1".into(), kind: "X".into() }.to_string(),
+        DecodeError::UnknownKind {
+            api_version: "v1".into(),
+            kind: "X".into()
+        }
+        .to_string(),
         "protobuf decoding is not supported for apiVersion \"v1\", kind \"X\""
     );
 }
@@ -852,12 +1061,28 @@ fn debug_parser() {
     let v = Parser::new(text).parse_document().unwrap();
     let Dv::Msg(name, fields) = v else { panic!() };
     assert_eq!(name, "A");
-    assert_eq!(fields[0], ("a".into(), Dv::Some(Box::new(Dv::Str("x\"y\\z\n\t\r\0\u{1}é".into())))));
+    assert_eq!(
+        fields[0],
+        (
+            "a".into(),
+            Dv::Some(Box::new(Dv::Str("x\"y\\z\n\t\r\0\u{1}é".into())))
+        )
+    );
     assert_eq!(fields[1].1, Dv::None);
-    assert_eq!(fields[2].1, Dv::List(vec![Dv::Num("1".into()), Dv::Num("-2".into()), Dv::Num("3".into())]));
+    assert_eq!(
+        fields[2].1,
+        Dv::List(vec![
+            Dv::Num("1".into()),
+            Dv::Num("-2".into()),
+            Dv::Num("3".into())
+        ])
+    );
     assert_eq!(
         fields[3].1,
-        Dv::Map(vec![(Dv::Str("k".into()), Dv::Msg("B".into(), vec![("q".into(), Dv::Num("1.5".into()))]))])
+        Dv::Map(vec![(
+            Dv::Str("k".into()),
+            Dv::Msg("B".into(), vec![("q".into(), Dv::Num("1.5".into()))])
+        )])
     );
     assert_eq!(fields[4].1, Dv::Msg("Empty".into(), vec![]));
     assert_eq!(fields[5].1, Dv::Some(Box::new(Dv::Bool(true))));
@@ -866,8 +1091,14 @@ fn debug_parser() {
     assert!(Parser::new("\"open").parse_document().is_err());
 
     // Every string survives prost's Debug and the parser.
-    let tricky: String = (0u32..0x3000).step_by(7).filter_map(char::from_u32).collect();
-    let cm = core::ConfigMap { data: smap(&[("k", &tricky)]), ..Default::default() };
+    let tricky: String = (0u32..0x3000)
+        .step_by(7)
+        .filter_map(char::from_u32)
+        .collect();
+    let cm = core::ConfigMap {
+        data: smap(&[("k", &tricky)]),
+        ..Default::default()
+    };
     let v = decode(&envelope("v1", "ConfigMap", &cm)).unwrap();
     assert_eq!(v["data"]["k"], tricky);
 }
@@ -909,7 +1140,9 @@ fn len_field(tag: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 fn wrap(path: &[u32], inner: &[u8]) -> Vec<u8> {
-    path.iter().rev().fold(inner.to_vec(), |b, tag| len_field(*tag, &b))
+    path.iter()
+        .rev()
+        .fold(inner.to_vec(), |b, tag| len_field(*tag, &b))
 }
 
 /// The encoding of `T` with every field set: varints to 1, strings and bytes to `{}` (valid as
@@ -924,7 +1157,9 @@ fn fill<T: Message + Default + PartialEq>(path: &mut Vec<u32>) -> Vec<u8> {
     let mut payload = Vec::new();
     let mut key_is_string = false;
     for tag in 1..=50u32 {
-        let changes = |path: &[u32], field: &[u8]| T::decode(&*wrap(path, field)).is_ok_and(|m| m != baseline);
+        let changes = |path: &[u32], field: &[u8]| {
+            T::decode(&*wrap(path, field)).is_ok_and(|m| m != baseline)
+        };
         let mut int = varint(u64::from(tag) << 3);
         int.push(1);
         if changes(path, &int) {
@@ -983,14 +1218,20 @@ fn every_field_of_every_kind_maps_to_json() {
         }
         let (group, k) = api_group_kind(&v);
         if let Some(r) = resources::find_kind(&group, &k) {
-            let rt = (r.roundtrip)(&v).unwrap_or_else(|e| panic!("{kind} does not deserialize: {e}"));
+            let rt =
+                (r.roundtrip)(&v).unwrap_or_else(|e| panic!("{kind} does not deserialize: {e}"));
             assert_subset(&v, &rt, kind);
         }
     }
-    let unexpected: Vec<_> = all_unmapped.iter().filter(|u| !NEWER_THAN_V1_33.contains(&u.as_str())).collect();
-    assert!(unexpected.is_empty(), "fields without a JSON counterpart: {unexpected:#?}");
+    let unexpected: Vec<_> = all_unmapped
+        .iter()
+        .filter(|u| !NEWER_THAN_V1_33.contains(&u.as_str()))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "fields without a JSON counterpart: {unexpected:#?}"
+    );
 }
-
 
 /// Bodies captured from kubectl 1.32 (`kubectl create …` against a stub server that records
 /// what it is sent), decoded to the JSON the same command sends with `--dry-run=client -o json`
@@ -1003,24 +1244,72 @@ fn real_kubectl_bodies() {
         };
     }
     let cases: &[(&[u8], Value)] = &[
-        (body!("configmaps"), json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm1"}, "data": {"a": "b", "q": "say \"hi\""}, "binaryData": {"bin": "AAH+/2Jpbg=="}})),
-        (body!("secrets"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1"}, "data": {"password": "aHVudGVyMg=="}})),
-        (body!("secrets-docker-registry"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "d"}, "data": {".dockerconfigjson": "eyJhdXRocyI6eyJyLmlvIjp7InVzZXJuYW1lIjoidSIsInBhc3N3b3JkIjoicCIsImF1dGgiOiJkVHB3In19fQ=="}, "type": "kubernetes.io/dockerconfigjson"})),
-        (body!("namespaces"), json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "dev"}, "spec": {}, "status": {}})),
-        (body!("serviceaccounts"), json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa1"}})),
-        (body!("deployments"), json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}}, "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}], "resources": {}}]}}, "strategy": {}}, "status": {}})),
-        (body!("services"), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "labels": {"app": "web"}}, "spec": {"ports": [{"name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080}], "selector": {"app": "web"}, "type": "NodePort"}, "status": {"loadBalancer": {}}})),
-        (body!("jobs"), json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {"metadata": {}, "spec": {"containers": [{"name": "j", "image": "busybox", "command": ["echo", "hi"], "resources": {}}], "restartPolicy": "Never"}}}, "status": {}})),
-        (body!("cronjobs"), json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "cj"}, "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"metadata": {"name": "cj"}, "spec": {"template": {"metadata": {}, "spec": {"containers": [{"name": "cj", "image": "busybox", "resources": {}}], "restartPolicy": "OnFailure"}}}}}, "status": {}})),
-        (body!("resourcequotas"), json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"}, "spec": {"hard": {"cpu": "1", "memory": "1G", "pods": "2"}}, "status": {}})),
-        (body!("roles"), json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"}, "rules": [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}]})),
-        (body!("clusterrolebindings"), json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "crb"}, "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}], "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}})),
+        (
+            body!("configmaps"),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm1"}, "data": {"a": "b", "q": "say \"hi\""}, "binaryData": {"bin": "AAH+/2Jpbg=="}}),
+        ),
+        (
+            body!("secrets"),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1"}, "data": {"password": "aHVudGVyMg=="}}),
+        ),
+        (
+            body!("secrets-docker-registry"),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "d"}, "data": {".dockerconfigjson": "eyJhdXRocyI6eyJyLmlvIjp7InVzZXJuYW1lIjoidSIsInBhc3N3b3JkIjoicCIsImF1dGgiOiJkVHB3In19fQ=="}, "type": "kubernetes.io/dockerconfigjson"}),
+        ),
+        (
+            body!("namespaces"),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "dev"}, "spec": {}, "status": {}}),
+        ),
+        (
+            body!("serviceaccounts"),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa1"}}),
+        ),
+        (
+            body!("deployments"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}}, "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}], "resources": {}}]}}, "strategy": {}}, "status": {}}),
+        ),
+        (
+            body!("services"),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "labels": {"app": "web"}}, "spec": {"ports": [{"name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080}], "selector": {"app": "web"}, "type": "NodePort"}, "status": {"loadBalancer": {}}}),
+        ),
+        (
+            body!("jobs"),
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {"metadata": {}, "spec": {"containers": [{"name": "j", "image": "busybox", "command": ["echo", "hi"], "resources": {}}], "restartPolicy": "Never"}}}, "status": {}}),
+        ),
+        (
+            body!("cronjobs"),
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "cj"}, "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"metadata": {"name": "cj"}, "spec": {"template": {"metadata": {}, "spec": {"containers": [{"name": "cj", "image": "busybox", "resources": {}}], "restartPolicy": "OnFailure"}}}}}, "status": {}}),
+        ),
+        (
+            body!("resourcequotas"),
+            json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"}, "spec": {"hard": {"cpu": "1", "memory": "1G", "pods": "2"}}, "status": {}}),
+        ),
+        (
+            body!("roles"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"}, "rules": [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}]}),
+        ),
+        (
+            body!("clusterrolebindings"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "crb"}, "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}], "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}}),
+        ),
         // Required status counters keep their zeros (Go's JSON writes them too).
-        (body!("poddisruptionbudgets"), json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "pdb1"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}}, "status": {"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}})),
-        (body!("ingresses"), json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "ing"}, "spec": {"rules": [{"host": "foo.com", "http": {"paths": [{"path": "/bar", "pathType": "Exact", "backend": {"service": {"name": "svc1", "port": {"number": 8080}}}}]}}]}, "status": {"loadBalancer": {}}})),
-        (body!("priorityclasses"), json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "pc"}, "value": 1000, "description": "high", "preemptionPolicy": "PreemptLowerPriority"})),
+        (
+            body!("poddisruptionbudgets"),
+            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "pdb1"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}}, "status": {"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}}),
+        ),
+        (
+            body!("ingresses"),
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "ing"}, "spec": {"rules": [{"host": "foo.com", "http": {"paths": [{"path": "/bar", "pathType": "Exact", "backend": {"service": {"name": "svc1", "port": {"number": 8080}}}}]}}]}, "status": {"loadBalancer": {}}}),
+        ),
+        (
+            body!("priorityclasses"),
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "pc"}, "value": 1000, "description": "high", "preemptionPolicy": "PreemptLowerPriority"}),
+        ),
         // `kubectl create token default --duration=1h --audience=aud1`, POSTed to serviceaccounts/default/token.
-        (body!("token"), json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "metadata": {}, "spec": {"audiences": ["aud1"], "expirationSeconds": 3600}, "status": {"token": ""}})),
+        (
+            body!("token"),
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "metadata": {}, "spec": {"audiences": ["aud1"], "expirationSeconds": 3600}, "status": {"token": ""}}),
+        ),
     ];
     for (body, want) in cases {
         assert!(body.starts_with(MAGIC));
