@@ -477,6 +477,7 @@ struct Stats {
     lat_us: Vec<u32>,
     elapsed: Duration,
     cpu: f64,
+    client_cpu: f64,
 }
 
 impl Stats {
@@ -496,6 +497,9 @@ impl Stats {
     }
     fn cpu_pct(&self) -> f64 {
         100.0 * self.cpu / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    fn client_cpu_pct(&self) -> f64 {
+        100.0 * self.client_cpu / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
@@ -522,6 +526,7 @@ where
     Fut: Future<Output = Res<()>> + Send,
 {
     let cpu0 = cpu_secs(pid);
+    let my_cpu0 = cpu_secs(std::process::id());
     let start = Instant::now();
     let deadline = start + dur;
     let mut set = JoinSet::new();
@@ -561,6 +566,7 @@ where
     }
     total.elapsed = start.elapsed();
     total.cpu = cpu_secs(pid) - cpu0;
+    total.client_cpu = cpu_secs(std::process::id()) - my_cpu0;
     total
 }
 
@@ -702,7 +708,7 @@ async fn section_creates(cfg: &Config) -> Res<()> {
         "## 1. Creates ({} s per cell, fresh server per cell)\n",
         cfg.secs
     );
-    println!("| object | clients | capstan creates/s | p50 ms | p99 ms | capstan CPU % | etcd puts/s | p50 ms | p99 ms | etcd CPU % | capstan/etcd |");
+    println!("| object | clients | capstan creates/s | p50 ms | p99 ms | capstan CPU % (bench) | etcd puts/s | p50 ms | p99 ms | etcd CPU % (bench) | capstan/etcd |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for kind in [Kind::ConfigMap, Kind::Pod] {
         for &conc in &cfg.clients {
@@ -713,22 +719,24 @@ async fn section_creates(cfg: &Config) -> Res<()> {
             let mut e = etcd_puts(&cfg.etcd_bin, kind, conc, dur).await?;
             note_errors("etcd puts", &e);
             println!(
-                "| {} | {conc} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} |",
+                "| {} | {conc} | {:.0} | {:.2} | {:.2} | {:.0} ({:.0}) | {:.0} | {:.2} | {:.2} | {:.0} ({:.0}) | {:.2} |",
                 kind.label(),
                 c.rate(),
                 c.pct_ms(0.5),
                 c.pct_ms(0.99),
                 c.cpu_pct(),
+                c.client_cpu_pct(),
                 e.rate(),
                 e.pct_ms(0.5),
                 e.pct_ms(0.99),
                 e.cpu_pct(),
+                e.client_cpu_pct(),
                 c.rate() / e.rate().max(1e-9)
             );
         }
     }
     println!(
-        "\nCPU % is the server process's user+system time over the cell (200 % = both cores).\n"
+        "\nCPU % is the server process's user+system time over the cell, (bench) the load generator's, on the same 2 cores (200 % = both).\n"
     );
     Ok(())
 }
@@ -1035,11 +1043,14 @@ async fn section_watch(cfg: &Config) -> Res<()> {
     );
 
     let cpu0 = cpu_secs(pid);
+    let me = std::process::id();
+    let my_cpu0 = cpu_secs(me);
     let (mut writes, fan_ok, wide_ok, offered_secs) =
         update_load(&http, &base, cfg, Duration::from_secs_f64(cfg.watch_secs)).await;
     note_errors("watch updates", &writes);
     let write_secs = writes.elapsed.as_secs_f64();
     let cpu = cpu_secs(pid) - cpu0;
+    let my_cpu = cpu_secs(me) - my_cpu0;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_load = proc_kib(pid, "VmRSS");
     let hwm = proc_kib(pid, "VmHWM");
@@ -1142,6 +1153,10 @@ async fn section_watch(cfg: &Config) -> Res<()> {
     println!(
         "| server CPU during updates | {:.0} % |",
         100.0 * cpu / write_secs.max(1e-9)
+    );
+    println!(
+        "| bench client CPU during updates (same 2 cores) | {:.0} % |",
+        100.0 * my_cpu / write_secs.max(1e-9)
     );
     println!(
         "| apiserver_terminated_watchers_total (pods) | {} |",
