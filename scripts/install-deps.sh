@@ -9,6 +9,8 @@ have() { command -v "$1" >/dev/null 2>&1; }
 # C toolchain for the bundled SQLite (rusqlite) and other -sys crates.
 have cc || need_apt+=(gcc libc6-dev)
 have pkg-config || need_apt+=(pkg-config)
+# etcd-client (the benchmarks' etcd peer, later the etcd backend) generates its gRPC code with protoc.
+have protoc || need_apt+=(protobuf-compiler)
 # The benchmarks run Debian's etcd as the reference store.
 if [ "${CAPSTAN_BENCH:-0}" = 1 ]; then
   have etcd || need_apt+=(etcd-server)
