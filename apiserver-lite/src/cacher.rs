@@ -9,7 +9,7 @@
 //! blocking the dispatcher or the other watchers. A filtered watcher sees ADDED when an object
 //! starts to match its selector and DELETED when it stops matching.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +21,8 @@ use parking_lot::RwLock;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
+use crate::resources::ResourceInfo;
+use crate::selectors::{field_set, FieldSet};
 use crate::storage::{EventKind, KeyValue, Store, StoreError, WatchItem};
 
 /// Events kept for watchers that resume from a revision.
@@ -30,23 +32,27 @@ pub const WATCHER_BUFFER: usize = 1024;
 /// How long a read or watch waits for the cache to reach a requested revision.
 const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
 
-/// An object as the cache holds it: decoded, with `metadata.resourceVersion` set, and encoded.
+/// An object as the cache holds it: decoded, with `metadata.resourceVersion` set, encoded once
+/// for every reader, and with its selectable fields computed once for every watcher's filter
+/// (upstream's GetAttrs).
 #[derive(Debug)]
 pub struct CachedObject {
     pub key: String,
     pub value: Value,
     pub json: Bytes,
     pub revision: i64,
+    pub fields: FieldSet,
 }
 
 impl CachedObject {
-    /// Decodes a stored value and stamps it with `revision` as its resourceVersion.
-    pub fn decode(key: &str, bytes: &[u8], revision: i64) -> Option<Self> {
-        let mut value: Value = serde_json::from_slice(bytes).ok()?;
-        Some(Self::from_value(key, &mut value, revision)).map(|o| o.with(value))
+    /// Decodes a stored value of `info` and stamps it with `revision` as its resourceVersion.
+    pub fn decode(info: &ResourceInfo, key: &str, bytes: &[u8], revision: i64) -> Option<Self> {
+        let value: Value = serde_json::from_slice(bytes).ok()?;
+        let fields = field_set(info, &value);
+        Some(Self::stamp(key, value, revision, fields))
     }
 
-    fn from_value(key: &str, value: &mut Value, revision: i64) -> Self {
+    fn stamp(key: &str, mut value: Value, revision: i64, fields: FieldSet) -> Self {
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert(
                 "resourceVersion".into(),
@@ -55,22 +61,28 @@ impl CachedObject {
         }
         CachedObject {
             key: key.to_string(),
-            value: Value::Null,
-            json: Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+            json: Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
+            value,
             revision,
+            fields,
         }
-    }
-
-    fn with(mut self, value: Value) -> Self {
-        self.value = value;
-        self
     }
 
     /// The same object stamped with another revision (a DELETED event carries the delete's).
     pub fn restamped(&self, revision: i64) -> Self {
-        let mut value = self.value.clone();
-        Self::from_value(&self.key, &mut value, revision).with(value)
+        Self::stamp(&self.key, self.value.clone(), revision, self.fields.clone())
     }
+
+    /// Labels of the object.
+    pub fn labels(&self) -> Option<&serde_json::Map<String, Value>> {
+        self.value["metadata"]["labels"].as_object()
+    }
+}
+
+/// The field upstream indexes watchers by for a resource (pods by `spec.nodeName`, so that each
+/// kubelet's watch costs nothing for other nodes' pods).
+pub fn index_field(info: &ResourceInfo) -> Option<&'static str> {
+    (info.plural == "pods" && info.group.is_empty()).then_some("spec.nodeName")
 }
 
 /// The type of a watch event as the API names it.
@@ -122,17 +134,57 @@ struct Watcher {
     tx: mpsc::Sender<WatchMessage>,
 }
 
+/// Registered watchers: those whose selector pins the index field, by its value, and the rest.
+#[derive(Default)]
+struct Watchers {
+    unindexed: Vec<Watcher>,
+    indexed: HashMap<String, Vec<Watcher>>,
+    /// Where each watcher is (None = unindexed), for removal.
+    place: HashMap<u64, Option<String>>,
+}
+
+impl Watchers {
+    fn len(&self) -> usize {
+        self.place.len()
+    }
+
+    fn add(&mut self, index: Option<String>, w: Watcher) {
+        self.place.insert(w.id, index.clone());
+        match index {
+            Some(v) => self.indexed.entry(v).or_default().push(w),
+            None => self.unindexed.push(w),
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        match self.place.remove(&id) {
+            Some(Some(v)) => {
+                if let Some(list) = self.indexed.get_mut(&v) {
+                    list.retain(|w| w.id != id);
+                    if list.is_empty() {
+                        self.indexed.remove(&v);
+                    }
+                }
+            }
+            Some(None) => self.unindexed.retain(|w| w.id != id),
+            None => {}
+        }
+    }
+}
+
 struct State {
     revision: i64,
     objects: BTreeMap<String, Arc<CachedObject>>,
     window: VecDeque<Arc<CacheEvent>>,
     /// Every event after this revision is in the window.
     window_start: i64,
-    watchers: Vec<Watcher>,
+    watchers: Watchers,
 }
 
 /// The cache of one storage prefix.
 pub struct Cacher {
+    info: &'static ResourceInfo,
+    index_field: Option<&'static str>,
     prefix: String,
     store: Arc<dyn Store>,
     state: RwLock<State>,
@@ -152,33 +204,39 @@ pub struct ListPage {
 }
 
 impl Cacher {
-    /// Lists the prefix, then follows the store in a background task.
-    pub async fn start(store: Arc<dyn Store>, prefix: &str) -> Result<Arc<Self>, StoreError> {
-        let list = store.list(prefix, None, 0, 0).await?;
+    /// Lists the resource's storage prefix, then follows the store in a background task.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        info: &'static ResourceInfo,
+    ) -> Result<Arc<Self>, StoreError> {
+        let prefix = format!("{}/", info.storage_prefix);
+        let list = store.list(&prefix, None, 0, 0).await?;
         let objects = list
             .kvs
             .iter()
             .filter_map(|kv| {
-                CachedObject::decode(&kv.key, &kv.value, kv.mod_revision)
+                CachedObject::decode(info, &kv.key, &kv.value, kv.mod_revision)
                     .map(|o| (kv.key.clone(), Arc::new(o)))
             })
             .collect();
         let (revision_tx, _) = watch::channel(list.revision);
         let cacher = Arc::new(Cacher {
-            prefix: prefix.to_string(),
+            info,
+            index_field: index_field(info),
+            prefix: prefix.clone(),
             store: store.clone(),
             state: RwLock::new(State {
                 revision: list.revision,
                 objects,
                 window: VecDeque::new(),
                 window_start: list.revision,
-                watchers: Vec::new(),
+                watchers: Watchers::default(),
             }),
             revision_tx,
             next_id: AtomicU64::new(1),
             closed_slow: AtomicU64::new(0),
         });
-        let mut stream = store.watch(prefix, list.revision).await?;
+        let mut stream = store.watch(&prefix, list.revision).await?;
         let weak = Arc::downgrade(&cacher);
         tokio::spawn(async move {
             while let Some(item) = stream.next().await {
@@ -221,14 +279,14 @@ impl Cacher {
                 st.objects.remove(&ev.kv.key);
                 match &prev {
                     Some(p) => Arc::new(p.restamped(rev)),
-                    None => match CachedObject::decode(&ev.kv.key, &ev.kv.value, rev) {
+                    None => match CachedObject::decode(self.info, &ev.kv.key, &ev.kv.value, rev) {
                         Some(o) => Arc::new(o),
                         None => return,
                     },
                 }
             }
             _ => {
-                let Some(o) = CachedObject::decode(&ev.kv.key, &ev.kv.value, rev) else {
+                let Some(o) = CachedObject::decode(self.info, &ev.kv.key, &ev.kv.value, rev) else {
                     tracing::warn!(key = %ev.kv.key, "undecodable object in store");
                     return;
                 };
@@ -250,19 +308,42 @@ impl Cacher {
             }
         }
         st.window.push_back(event.clone());
-        // Dispatch: never wait on a watcher; one whose buffer is full is closed.
+        // Dispatch: never wait on a watcher; one whose buffer is full is closed. Watchers pinned
+        // to an index value only see objects that have (or had) that value.
         let mut slow = 0;
-        st.watchers.retain(|w| match event_for(&event, &w.filter) {
-            None => true,
-            Some(msg) => match w.tx.try_send(msg) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    slow += 1;
-                    false
+        let mut gone = Vec::new();
+        let mut offer = |w: &Watcher| {
+            if let Some(msg) = event_for(&event, &w.filter) {
+                match w.tx.try_send(msg) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        slow += 1;
+                        gone.push(w.id);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => gone.push(w.id),
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            },
-        });
+            }
+        };
+        st.watchers.unindexed.iter().for_each(&mut offer);
+        if let Some(field) = self.index_field {
+            let now = event.object.fields.get(field).unwrap_or("");
+            let before = event
+                .prev
+                .as_ref()
+                .and_then(|p| p.fields.get(field))
+                .unwrap_or("");
+            for value in [now, before].into_iter().filter(|v| !v.is_empty()) {
+                if let Some(list) = st.watchers.indexed.get(value) {
+                    list.iter().for_each(&mut offer);
+                }
+                if now == before {
+                    break;
+                }
+            }
+        }
+        for id in gone {
+            st.watchers.remove(id);
+        }
         drop(st);
         if slow > 0 {
             self.closed_slow.fetch_add(slow, Ordering::Relaxed);
@@ -366,7 +447,9 @@ impl Cacher {
             let more = chunk.more;
             for kv in &chunk.kvs {
                 after = kv.key.clone();
-                let Some(obj) = decode_kv(kv) else { continue };
+                let Some(obj) = self.decode_kv(kv) else {
+                    continue;
+                };
                 if !filter(&obj) {
                     continue;
                 }
@@ -393,11 +476,14 @@ impl Cacher {
 
     /// Starts a watch. With `from` = 0 the watcher first gets every current object that passes
     /// the filter as ADDED; otherwise the events after `from` are replayed from the window.
+    /// `index_value` is the value the watcher's selector requires for the resource's index field
+    /// (see [`index_field`]), if it pins one.
     pub async fn watch(
         self: &Arc<Self>,
         prefix: &str,
         from: i64,
         filter: Filter,
+        index_value: Option<String>,
     ) -> Result<WatchHandle, CacheError> {
         if from > self.revision() {
             self.wait_for(from).await?;
@@ -435,11 +521,15 @@ impl Cacher {
         } else {
             Arc::new(move |o: &CachedObject| o.key.starts_with(&prefix_owned) && filter(o))
         };
-        st.watchers.push(Watcher {
-            id,
-            filter: scoped,
-            tx,
-        });
+        let index_value = index_value.filter(|_| self.index_field.is_some());
+        st.watchers.add(
+            index_value,
+            Watcher {
+                id,
+                filter: scoped,
+                tx,
+            },
+        );
         Ok(WatchHandle {
             rx,
             id,
@@ -453,12 +543,17 @@ impl Cacher {
     }
 
     fn remove_watcher(&self, id: u64) {
-        self.state.write().watchers.retain(|w| w.id != id);
+        self.state.write().watchers.remove(id);
     }
-}
 
-fn decode_kv(kv: &KeyValue) -> Option<CachedObject> {
-    CachedObject::decode(&kv.key, &kv.value, kv.mod_revision)
+    /// The resource this cache holds.
+    pub fn info(&self) -> &'static ResourceInfo {
+        self.info
+    }
+
+    fn decode_kv(&self, kv: &KeyValue) -> Option<CachedObject> {
+        CachedObject::decode(self.info, &kv.key, &kv.value, kv.mod_revision)
+    }
 }
 
 /// What a watcher with `filter` sees of `event`, if anything.
@@ -518,9 +613,8 @@ mod tests {
     async fn setup() -> (tempfile::TempDir, Arc<dyn Store>, Arc<Cacher>) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
-        let c = Cacher::start(store.clone(), "/registry/configmaps/")
-            .await
-            .unwrap();
+        let info = crate::resources::find("", "v1", "configmaps").unwrap();
+        let c = Cacher::start(store.clone(), info).await.unwrap();
         (dir, store, c)
     }
 
@@ -571,7 +665,7 @@ mod tests {
         c.wait_fresh().await.unwrap();
         let only2: Filter = Arc::new(|o: &CachedObject| o.value["metadata"]["labels"]["v"] == "2");
         let mut w = c
-            .watch("/registry/configmaps/", kv.mod_revision, only2)
+            .watch("/registry/configmaps/", kv.mod_revision, only2, None)
             .await
             .unwrap();
         let kv = store
@@ -607,13 +701,13 @@ mod tests {
                 .mod_revision;
         }
         c.wait_fresh().await.unwrap();
-        match c.watch("/registry/configmaps/", 1, all()).await {
+        match c.watch("/registry/configmaps/", 1, all(), None).await {
             Err(CacheError::TooOld { requested: 1, .. }) => {}
             Err(e) => panic!("expected too old, got {e}"),
             Ok(_) => panic!("expected too old, got a watch"),
         }
         assert!(c
-            .watch("/registry/configmaps/", rev - 3, all())
+            .watch("/registry/configmaps/", rev - 3, all(), None)
             .await
             .is_ok());
     }
@@ -621,8 +715,14 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_watcher_is_closed_and_others_keep_up() {
         let (_d, store, c) = setup().await;
-        let stalled = c.watch("/registry/configmaps/", 0, all()).await.unwrap();
-        let mut live = c.watch("/registry/configmaps/", 0, all()).await.unwrap();
+        let stalled = c
+            .watch("/registry/configmaps/", 0, all(), None)
+            .await
+            .unwrap();
+        let mut live = c
+            .watch("/registry/configmaps/", 0, all(), None)
+            .await
+            .unwrap();
         let reader = tokio::spawn(async move {
             let mut n = 0;
             while let Some(_m) = live.rx.recv().await {
@@ -654,5 +754,48 @@ mod tests {
             got, WATCHER_BUFFER,
             "the stalled watcher's buffer is bounded, then closed"
         );
+    }
+
+    #[tokio::test]
+    async fn node_indexed_watchers_see_only_their_pods() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
+        let info = crate::resources::find("", "v1", "pods").unwrap();
+        let c = Cacher::start(store.clone(), info).await.unwrap();
+        let on = |node: &'static str| -> Filter {
+            Arc::new(move |o: &CachedObject| o.fields.get("spec.nodeName") == Some(node))
+        };
+        let mut n1 = c
+            .watch("/registry/pods/", 0, on("n1"), Some("n1".into()))
+            .await
+            .unwrap();
+        let mut n2 = c
+            .watch("/registry/pods/", 0, on("n2"), Some("n2".into()))
+            .await
+            .unwrap();
+        let pod = |node: &str| {
+            serde_json::to_vec(&serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "d"}, "spec": {"nodeName": node}}))
+            .unwrap()
+        };
+        let key = "/registry/pods/d/p";
+        let kv = store.create(key, pod("n1"), 0).await.unwrap();
+        store
+            .update(key, pod("n2"), kv.mod_revision, 0)
+            .await
+            .unwrap();
+        assert_eq!(n1.rx.recv().await.unwrap().0, WatchEventType::Added);
+        assert_eq!(
+            n1.rx.recv().await.unwrap().0,
+            WatchEventType::Deleted,
+            "moved away from n1"
+        );
+        assert_eq!(
+            n2.rx.recv().await.unwrap().0,
+            WatchEventType::Added,
+            "moved onto n2"
+        );
+        c.wait_fresh().await.unwrap();
+        assert!(n1.rx.try_recv().is_err() && n2.rx.try_recv().is_err());
     }
 }

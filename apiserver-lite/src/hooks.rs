@@ -7,15 +7,23 @@ use crate::resources::ResourceInfo;
 
 pub use crate::strategy::{prepare_create, prepare_update, AdmissionLookup};
 
-/// Label and field selectors of a list or watch, compiled into a predicate.
-pub type ObjectPredicate = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+/// Label and field selectors of a list or watch, compiled into a predicate over cached objects
+/// (their labels and precomputed selectable fields).
+pub type ObjectPredicate = Box<dyn Fn(&crate::cacher::CachedObject) -> bool + Send + Sync>;
+
+/// A compiled list/watch selector and, when the field selector pins the resource's index field
+/// (`spec.nodeName` for pods), that value, so the watch cache can index the watcher.
+pub struct Selection {
+    pub predicate: Option<ObjectPredicate>,
+    pub index_value: Option<String>,
+}
 
 pub fn selector_filter(
     info: &'static ResourceInfo,
     label: Option<&str>,
     field: Option<&str>,
-) -> Result<Option<ObjectPredicate>, String> {
-    use crate::selectors::{field_set, FieldSelector, LabelSelector};
+) -> Result<Selection, String> {
+    use crate::selectors::{FieldSelector, LabelSelector};
     let label = match label {
         Some(l) if !l.trim().is_empty() => Some(LabelSelector::parse(l)?),
         _ => None,
@@ -28,17 +36,22 @@ pub fn selector_filter(
         }
         _ => None,
     };
+    let index_value = crate::cacher::index_field(info)
+        .and_then(|idx| field.as_ref().and_then(|f| f.required_value(idx)))
+        .map(str::to_string);
     if label.is_none() && field.is_none() {
-        return Ok(None);
+        return Ok(Selection {
+            predicate: None,
+            index_value,
+        });
     }
-    Ok(Some(Box::new(move |obj: &Value| {
-        label
-            .as_ref()
-            .is_none_or(|l| l.matches(obj["metadata"]["labels"].as_object()))
-            && field
-                .as_ref()
-                .is_none_or(|f| f.matches(&field_set(info, obj)))
-    })))
+    Ok(Selection {
+        predicate: Some(Box::new(move |obj: &crate::cacher::CachedObject| {
+            label.as_ref().is_none_or(|l| l.matches(obj.labels()))
+                && field.as_ref().is_none_or(|f| f.matches(&obj.fields))
+        })),
+        index_value,
+    })
 }
 
 pub fn to_table(

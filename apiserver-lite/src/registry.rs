@@ -109,7 +109,7 @@ impl Registry {
             if cachers.contains_key(r.storage_prefix) {
                 continue;
             }
-            let c = Cacher::start(store.clone(), &format!("{}/", r.storage_prefix))
+            let c = Cacher::start(store.clone(), r)
                 .await
                 .map_err(|e| format!("starting the watch cache of {}: {e}", r.plural))?;
             cachers.insert(r.storage_prefix, c);

@@ -370,18 +370,23 @@ fn partial_metadata(obj: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
 }
 
-/// The list/watch filter from the selectors in the query.
-fn selector(res: &'static ResourceInfo, q: &Query) -> ApiResult<Filter> {
-    let pred = hooks::selector_filter(
+/// The list/watch filter from the selectors in the query, and the watch-index value it pins.
+fn selection(res: &'static ResourceInfo, q: &Query) -> ApiResult<(Filter, Option<String>)> {
+    let sel = hooks::selector_filter(
         res,
         q.get("labelSelector").map(String::as_str),
         q.get("fieldSelector").map(String::as_str),
     )
     .map_err(ApiError::bad_request)?;
-    Ok(match pred {
-        Some(p) => Arc::new(move |o: &CachedObject| p(&o.value)),
+    let filter: Filter = match sel.predicate {
+        Some(p) => Arc::new(move |o: &CachedObject| p(o)),
         None => Arc::new(|_| true),
-    })
+    };
+    Ok((filter, sel.index_value))
+}
+
+fn selector(res: &'static ResourceInfo, q: &Query) -> ApiResult<Filter> {
+    selection(res, q).map(|(f, _)| f)
 }
 
 /// The continue token, in upstream's format: base64 of {"v","rv","start"}.
@@ -553,7 +558,7 @@ async fn watch(
     let sres = storage_info(res);
     let repr = representation(req)?;
     let q = &req.query;
-    let filter = selector(res, q)?;
+    let (filter, index_value) = selection(res, q)?;
     let mut prefix = Registry::key(sres, &req.info.namespace, "");
     let name_filter = if !req.info.name.is_empty() {
         Some(Registry::key(sres, &req.info.namespace, &req.info.name))
@@ -582,7 +587,7 @@ async fn watch(
         Some(n) => n,
     };
     let include = include_object(req).to_string();
-    let started = cacher.watch(&prefix, from, filter).await;
+    let started = cacher.watch(&prefix, from, filter, index_value).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     match started {
         Err(CacheError::TooOld { .. })

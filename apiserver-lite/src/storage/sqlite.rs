@@ -31,7 +31,7 @@ const MAX_BATCH: usize = 2048;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kine (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     deleted INTEGER NOT NULL,
     create_revision INTEGER NOT NULL,
@@ -125,15 +125,16 @@ impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
         let conn = open_connection(path)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        // The revision is the newest row id, or the recorded one when compaction removed that
+        // row: revisions never go back.
         let current: i64 = conn
             .query_row(
-                "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'kine'",
+                "SELECT MAX(COALESCE((SELECT MAX(id) FROM kine), 0),
+                            COALESCE((SELECT v FROM meta WHERE k = 'rev'), 0))",
                 [],
                 |r| r.get(0),
             )
-            .optional()
-            .map_err(backend)?
-            .unwrap_or(0);
+            .map_err(backend)?;
         let compacted: i64 = conn
             .query_row("SELECT v FROM meta WHERE k = 'compact_rev'", [], |r| {
                 r.get(0)
@@ -184,6 +185,7 @@ impl SqliteStore {
             index: Index {
                 live,
                 leases,
+                revision: current,
                 shared: shared.clone(),
             },
             rx,
@@ -442,6 +444,8 @@ struct Index {
     live: HashMap<String, Live>,
     /// (expiry, key) of every live key written with a TTL.
     leases: BTreeSet<(i64, String)>,
+    /// The last revision handed out (committed or in the open transaction).
+    revision: i64,
     shared: Arc<Shared>,
 }
 
@@ -482,6 +486,7 @@ impl Writer {
         let live_before: Vec<(String, Option<Live>)> = Vec::new();
         let mut undo = live_before;
         let mut applied: Vec<Applied> = Vec::with_capacity(batch.len() + 1);
+        let batch_start = self.index.revision;
         let tx_ok = (|| -> rusqlite::Result<()> {
             let tx = self.conn.unchecked_transaction()?;
             for req in batch {
@@ -512,10 +517,16 @@ impl Writer {
                     Err(ApplyError::Store(_)) => {}
                 }
             }
+            tx.prepare_cached(
+                "INSERT INTO meta (k, v) VALUES ('rev', ?1)
+                 ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            )?
+            .execute(params![self.index.revision])?;
             tx.commit()
         })();
         if let Err(e) = tx_ok {
             // Roll the in-memory index back and fail every request of the group.
+            self.index.revision = batch_start;
             for (key, before) in undo.into_iter().rev() {
                 match before {
                     Some(l) => self.index.set_live(key, l),
@@ -594,12 +605,9 @@ impl Index {
                 }
                 let expires = if ttl > 0 { now_secs() + ttl } else { 0 };
                 let prev = self.last_row_id(tx, &key)?;
-                let id = insert(tx, &key, false, 0, prev, ttl, expires, &value)?;
-                // create_revision of a new incarnation is its own id.
-                tx.execute(
-                    "UPDATE kine SET create_revision = ?1 WHERE id = ?1",
-                    params![id],
-                )?;
+                // create_revision of a new incarnation is its own revision.
+                let id = self.next_revision();
+                insert(tx, id, &key, false, id, prev, ttl, expires, &value)?;
                 undo.push((key.clone(), None));
                 self.set_live(
                     key.clone(),
@@ -646,6 +654,7 @@ impl Index {
                 let expires = if ttl > 0 { now_secs() + ttl } else { 0 };
                 let id = insert(
                     tx,
+                    self.next_revision(),
                     &key,
                     false,
                     cur.create_revision,
@@ -696,6 +705,7 @@ impl Index {
                 let value = read_value(tx, cur.mod_revision)?;
                 let id = insert(
                     tx,
+                    self.next_revision(),
                     &key,
                     true,
                     cur.create_revision,
@@ -755,6 +765,11 @@ impl Index {
                 ))
             }
         }
+    }
+
+    fn next_revision(&mut self) -> i64 {
+        self.revision += 1;
+        self.revision
     }
 
     fn set_live(&mut self, key: String, l: Live) {
@@ -824,6 +839,7 @@ fn read_value(tx: &rusqlite::Transaction<'_>, id: i64) -> rusqlite::Result<Vec<u
 #[allow(clippy::too_many_arguments)]
 fn insert(
     tx: &rusqlite::Transaction<'_>,
+    id: i64,
     key: &str,
     deleted: bool,
     create_revision: i64,
@@ -833,10 +849,11 @@ fn insert(
     value: &[u8],
 ) -> rusqlite::Result<i64> {
     tx.prepare_cached(
-        "INSERT INTO kine (name, deleted, create_revision, prev_revision, lease, expires, value)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO kine (id, name, deleted, create_revision, prev_revision, lease, expires, value)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
+        id,
         key,
         deleted as i64,
         create_revision,
@@ -845,7 +862,7 @@ fn insert(
         expires,
         value
     ])?;
-    Ok(tx.last_insert_rowid())
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -1019,5 +1036,21 @@ mod tests {
             s.create("/keep/c", vec![], 0).await.unwrap().mod_revision,
             4
         );
+    }
+
+    #[tokio::test]
+    async fn revisions_never_go_back_even_when_compaction_empties_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.create("/r/a", b"1".to_vec(), 0).await.unwrap();
+            s.delete("/r/a", None).await.unwrap();
+            s.compact(2).await.unwrap();
+            assert_eq!(s.list("/r/", None, 0, 0).await.unwrap().kvs.len(), 0);
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.current_revision(), 2);
+        assert_eq!(s.create("/r/a", vec![], 0).await.unwrap().mod_revision, 3);
     }
 }
