@@ -47,9 +47,27 @@ pub struct CachedObject {
 impl CachedObject {
     /// Decodes a stored value of `info` and stamps it with `revision` as its resourceVersion.
     pub fn decode(info: &ResourceInfo, key: &str, bytes: &[u8], revision: i64) -> Option<Self> {
-        let value: Value = serde_json::from_slice(bytes).ok()?;
+        let mut value: Value = serde_json::from_slice(bytes).ok()?;
         let fields = field_set(info, &value);
-        Some(Self::stamp(key, value, revision, fields))
+        let meta = value.get_mut("metadata").and_then(Value::as_object_mut)?;
+        if meta.contains_key("resourceVersion") {
+            return Some(Self::stamp(key, value, revision, fields));
+        }
+        // The stored bytes lack only the resourceVersion: splice it in instead of encoding the
+        // whole object again.
+        let rv = revision.to_string();
+        meta.insert("resourceVersion".into(), Value::String(rv.clone()));
+        let json = match splice_resource_version(bytes, &rv) {
+            Some(j) => Bytes::from(j),
+            None => Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
+        };
+        Some(CachedObject {
+            key: key.to_string(),
+            value,
+            json,
+            revision,
+            fields,
+        })
     }
 
     fn stamp(key: &str, mut value: Value, revision: i64, fields: FieldSet) -> Self {
@@ -77,6 +95,54 @@ impl CachedObject {
     pub fn labels(&self) -> Option<&serde_json::Map<String, Value>> {
         self.value["metadata"]["labels"].as_object()
     }
+}
+
+/// Inserts `"resourceVersion":"<rv>"` at the start of the top-level `metadata` object of a JSON
+/// document, scanning only the top level. None if there is no such object.
+fn splice_resource_version(bytes: &[u8], rv: &str) -> Option<Vec<u8>> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    let mut key_start: Option<usize> = None;
+    let mut last_key: &[u8] = b"";
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if depth == 1 {
+                    key_start = Some(start);
+                    last_key = bytes.get(start..i)?;
+                }
+            }
+            b'{' | b'[' => {
+                if depth == 1 && bytes[i] == b'{' && key_start.is_some() && last_key == b"metadata"
+                {
+                    let mut out = Vec::with_capacity(bytes.len() + rv.len() + 24);
+                    out.extend_from_slice(&bytes[..=i]);
+                    out.extend_from_slice(b"\"resourceVersion\":\"");
+                    out.extend_from_slice(rv.as_bytes());
+                    out.push(b'"');
+                    if bytes.get(i + 1) != Some(&b'}') {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(&bytes[i + 1..]);
+                    return Some(out);
+                }
+                depth += 1;
+            }
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b',' if depth == 1 => key_start = None,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The field upstream indexes watchers by for a resource (pods by `spec.nodeName`, so that each
@@ -797,5 +863,22 @@ mod tests {
         );
         c.wait_fresh().await.unwrap();
         assert!(n1.rx.try_recv().is_err() && n2.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn splicing_the_resource_version_matches_encoding() {
+        let cases = [
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"data":{"metadata":"{"}}"#,
+            r#"{"kind":"X","data":{"metadata":{"x":1}},"metadata":{}}"#,
+            r#"{"a":"\"metadata\":{","metadata":{"name":"b","labels":{"k":"v"}}}"#,
+        ];
+        for c in cases {
+            let spliced = splice_resource_version(c.as_bytes(), "42").unwrap();
+            let got: Value = serde_json::from_slice(&spliced).unwrap();
+            let mut want: Value = serde_json::from_str(c).unwrap();
+            want["metadata"]["resourceVersion"] = "42".into();
+            assert_eq!(got, want, "{c}");
+        }
+        assert!(splice_resource_version(br#"{"kind":"X"}"#, "1").is_none());
     }
 }

@@ -62,11 +62,11 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 }
 
 /// The served view of a stored object (events.k8s.io reads the core Event store).
-fn view_out(info: &ResourceInfo, obj: &Value) -> Value {
+fn view_out<'a>(info: &ResourceInfo, obj: &'a Value) -> std::borrow::Cow<'a, Value> {
     if info.group == "events.k8s.io" {
-        events_view::from_core(obj)
+        std::borrow::Cow::Owned(events_view::from_core(obj))
     } else {
-        obj.clone()
+        std::borrow::Cow::Borrowed(obj)
     }
 }
 
@@ -519,8 +519,9 @@ fn render_list(
             bytes_response(StatusCode::OK, Bytes::from(out), "application/json")
         }
         Representation::Table => {
-            let views: Vec<Value> = page.items.iter().map(|o| view_out(res, &o.value)).collect();
-            let refs: Vec<&Value> = views.iter().collect();
+            let views: Vec<std::borrow::Cow<'_, Value>> =
+                page.items.iter().map(|o| view_out(res, &o.value)).collect();
+            let refs: Vec<&Value> = views.iter().map(|v| v.as_ref()).collect();
             json_response(
                 StatusCode::OK,
                 &hooks::to_table(res, &refs, meta, include_object(req)),
@@ -887,7 +888,7 @@ async fn patch(
                 let current = if is_scale {
                     scale_of(res, cur)
                 } else {
-                    view_out(res, cur)
+                    view_out(res, cur).into_owned()
                 };
                 let patched = apply_patch(res, &ptype, &current, &patch_doc, is_scale)?;
                 if is_scale {
@@ -914,7 +915,7 @@ async fn patch(
     let body = if is_scale {
         scale_of(res, &out)
     } else {
-        view_out(res, &out)
+        view_out(res, &out).into_owned()
     };
     Ok(with_warnings(
         json_response(StatusCode::OK, &body),
@@ -1048,7 +1049,7 @@ async fn delete_collection(
             .unwrap_or("")
             .to_string();
         match reg.delete(sres, &ns, &name, &opts).await {
-            Ok(v) => items.push(view_out(res, &v)),
+            Ok(v) => items.push(view_out(res, &v).into_owned()),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

@@ -604,10 +604,9 @@ impl Index {
                     return Err(StoreError::AlreadyExists { key }.into());
                 }
                 let expires = if ttl > 0 { now_secs() + ttl } else { 0 };
-                let prev = self.last_row_id(tx, &key)?;
                 // create_revision of a new incarnation is its own revision.
                 let id = self.next_revision();
-                insert(tx, id, &key, false, id, prev, ttl, expires, &value)?;
+                insert(tx, id, &key, false, id, 0, ttl, expires, &value)?;
                 undo.push((key.clone(), None));
                 self.set_live(
                     key.clone(),
@@ -786,16 +785,6 @@ impl Index {
                 self.leases.remove(&(old.expires, key.to_string()));
             }
         }
-    }
-
-    fn last_row_id(&self, tx: &rusqlite::Transaction<'_>, key: &str) -> rusqlite::Result<i64> {
-        Ok(tx
-            .query_row(
-                "SELECT MAX(id) FROM kine WHERE name = ?1",
-                params![key],
-                |r| r.get::<_, Option<i64>>(0),
-            )?
-            .unwrap_or(0))
     }
 
     fn read_kv(

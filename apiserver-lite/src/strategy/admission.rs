@@ -149,8 +149,8 @@ fn priority_class(
 /// DefaultTolerationSeconds: tolerate not-ready and unreachable nodes for 300s unless the pod
 /// already tolerates them (an empty key or effect matches too).
 pub fn default_toleration_seconds(o: &mut Value) {
+    let tols = arr(&o["spec"], "tolerations").to_vec();
     let spec = obj(o, "spec");
-    let tols = arr(&Value::Object(spec.clone()), "tolerations").to_vec();
     let tolerates = |key: &str| {
         tols.iter().any(|t| {
             let k = t.get("key").and_then(Value::as_str).unwrap_or("");
