@@ -292,3 +292,65 @@ fn deletecollection_terminating_namespaces_and_filtered_watches() {
             > 0
     );
 }
+
+#[test]
+fn events_expire_after_the_event_ttl() {
+    let s = ApiServer::start_with(tempfile::tempdir().unwrap(), &["--event-ttl", "2s"]);
+    let ev = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"},
+        "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "R", "message": "m"});
+    post(&s, "/api/v1/namespaces/default/events", ev);
+    post(&s, CMS, cm("stays"));
+    assert_eq!(get(&s, "/api/v1/namespaces/default/events/e").0, 200);
+    common::eventually(Duration::from_secs(10), "the event to expire", || {
+        get(&s, "/api/v1/namespaces/default/events/e").0 == 404
+    });
+    assert_eq!(
+        get(&s, &format!("{CMS}/stays")).0,
+        200,
+        "only events have a TTL"
+    );
+}
+
+#[test]
+fn the_kubeconfig_points_at_loopback_for_a_wildcard_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    // A free port: bind, read it, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["apiserver", "--data-dir"])
+        .arg(&path)
+        .args([
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--advertise-address",
+            "127.0.0.1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let kubeconfig = path.join("admin.kubeconfig");
+    let mut text = String::new();
+    for _ in 0..200 {
+        if let Ok(t) = std::fs::read_to_string(&kubeconfig) {
+            text = t;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.contains(&format!("server: http://127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(
+        path.join("server/state.db").exists(),
+        "the store lives under DIR/server/"
+    );
+}

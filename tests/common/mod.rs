@@ -18,6 +18,7 @@ pub struct ApiServer {
     pub dir: tempfile::TempDir,
     pub addr: String,
     cache: PathBuf,
+    extra: Vec<String>,
 }
 
 impl ApiServer {
@@ -28,13 +29,20 @@ impl ApiServer {
 
     /// Starts on an existing data dir (for restart tests), on a fresh port.
     pub fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts with extra `capstan apiserver` flags.
+    pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let cache = dir.path().join("kubectl-cache");
-        let (child, addr) = spawn(dir.path(), "127.0.0.1:0");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn(dir.path(), "127.0.0.1:0", &extra);
         ApiServer {
             child: Some(child),
             dir,
             addr,
             cache,
+            extra,
         }
     }
 
@@ -61,7 +69,7 @@ impl ApiServer {
     /// Restarts on the same data dir (after `kill9`).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr) = spawn(self.dir.path(), "127.0.0.1:0");
+        let (child, addr) = spawn(self.dir.path(), "127.0.0.1:0", &self.extra);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -130,11 +138,12 @@ impl Drop for ApiServer {
     }
 }
 
-fn spawn(data_dir: &Path, listen: &str) -> (Child, String) {
+fn spawn(data_dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
         .args(["apiserver", "--data-dir"])
         .arg(data_dir)
         .args(["--listen", listen, "--advertise-address", "127.0.0.1"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
