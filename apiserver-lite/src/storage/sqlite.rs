@@ -28,6 +28,8 @@ use super::{
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 2048;
+/// How often the background checkpointer runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kine (
@@ -174,6 +176,8 @@ impl SqliteStore {
             subscribers: Mutex::new(Vec::new()),
             reader: Mutex::new(open_connection(path)?),
         });
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)
+            .map_err(backend)?;
         let (tx, rx) = mpsc::channel();
         let leases = live
             .iter()
@@ -190,6 +194,24 @@ impl SqliteStore {
             },
             rx,
         };
+        // Checkpoints (copying the WAL back into the database file, with an fsync of its own) run
+        // on their own connection and thread, so that the writer never stalls on one; the
+        // writer's own auto-checkpoint only steps in if this one falls far behind.
+        let checkpointer = open_connection(path)?;
+        let alive = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while alive.upgrade().is_some() {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    if let Err(e) =
+                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "wal checkpoint failed");
+                    }
+                }
+            })
+            .map_err(backend)?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer.run())
