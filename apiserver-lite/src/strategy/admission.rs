@@ -19,24 +19,38 @@ pub const SYSTEM_PRIORITY_CLASSES: [(&str, i64); 2] = [
     ("system-cluster-critical", 2_000_000_000),
 ];
 
-/// Runs the create-time admission plugins relevant to `info`'s kind.
+/// Runs the create-time admission plugins relevant to `info`'s kind. Returns whether they may
+/// have changed something the defaulters fill (only LimitRanger does, for a Pod: it sets
+/// resource limits, from which requests default).
 pub fn admit_create(
     info: &ResourceInfo,
     o: &mut Value,
     lookup: &dyn AdmissionLookup,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     match (info.group, info.kind) {
         ("", "Pod") => {
             priority(info, o, lookup)?;
             default_toleration_seconds(o);
-            let ns = super::util::str_at(o, "/metadata/namespace").to_string();
-            let ranges = lookup.limit_ranges(&ns);
+            let ranges = lookup.limit_ranges(namespace_of(o));
+            if ranges.is_empty() {
+                // Nothing to default from and nothing to check against.
+                return Ok(false);
+            }
             limit_ranger(o, &ranges);
-            limit_ranger_validate(info, o, &ranges)
+            limit_ranger_validate(info, o, &ranges)?;
+            Ok(true)
         }
-        ("scheduling.k8s.io", "PriorityClass") => priority_class(info, o, lookup),
-        _ => Ok(()),
+        ("scheduling.k8s.io", "PriorityClass") => priority_class(info, o, lookup).map(|()| true),
+        _ => Ok(true),
     }
+}
+
+/// `metadata.namespace` as a string, or "".
+fn namespace_of(o: &Value) -> &str {
+    o.get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 fn forbidden(info: &ResourceInfo, o: &Value, why: &str) -> ApiError {
@@ -66,22 +80,30 @@ fn priority(
     o: &mut Value,
     lookup: &dyn AdmissionLookup,
 ) -> Result<(), ApiError> {
-    let class_name = super::util::str_at(o, "/spec/priorityClassName").to_string();
+    let class_name = o
+        .get("spec")
+        .and_then(|s| s.get("priorityClassName"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    // The class name to record: None when there is none, or when it is already the pod's.
     let (name, value, policy) = if class_name.is_empty() {
         match lookup.global_default_priority_class() {
-            Some(pc) => (
-                super::util::str_at(&pc, "/metadata/name").to_string(),
+            Some(mut pc) => (
+                Some(super::util::str_at(&pc, "/metadata/name").to_string())
+                    .filter(|n| !n.is_empty()),
                 pc.get("value").and_then(Value::as_i64).unwrap_or(0),
-                pc.get("preemptionPolicy").cloned(),
+                pc.as_object_mut()
+                    .and_then(|m| m.remove("preemptionPolicy")),
             ),
-            None => (String::new(), 0, Some(json!("PreemptLowerPriority"))),
+            None => (None, 0, Some(Value::String("PreemptLowerPriority".into()))),
         }
     } else {
-        match find_class(lookup, &class_name) {
-            Some(pc) => (
-                class_name.clone(),
+        match find_class(lookup, class_name) {
+            Some(mut pc) => (
+                None,
                 pc.get("value").and_then(Value::as_i64).unwrap_or(0),
-                pc.get("preemptionPolicy").cloned(),
+                pc.as_object_mut()
+                    .and_then(|m| m.remove("preemptionPolicy")),
             ),
             None => {
                 return Err(forbidden(
@@ -92,7 +114,11 @@ fn priority(
             }
         }
     };
-    if let Some(p) = o.pointer("/spec/priority").and_then(Value::as_i64) {
+    if let Some(p) = o
+        .get("spec")
+        .and_then(|s| s.get("priority"))
+        .and_then(Value::as_i64)
+    {
         if p != value {
             return Err(forbidden(
                 info,
@@ -102,10 +128,10 @@ fn priority(
         }
     }
     let spec = obj(o, "spec");
-    if !name.is_empty() {
-        spec.insert("priorityClassName".into(), json!(name));
+    if let Some(name) = name {
+        spec.insert("priorityClassName".into(), Value::String(name));
     }
-    spec.insert("priority".into(), json!(value));
+    spec.insert("priority".into(), Value::from(value));
     if let Some(policy) = policy.filter(|p| !p.is_null()) {
         if let Some(given) = spec.get("preemptionPolicy").filter(|p| !is_empty(Some(p))) {
             if *given != policy {
@@ -149,27 +175,30 @@ fn priority_class(
 /// DefaultTolerationSeconds: tolerate not-ready and unreachable nodes for 300s unless the pod
 /// already tolerates them (an empty key or effect matches too).
 pub fn default_toleration_seconds(o: &mut Value) {
-    let tols = arr(&o["spec"], "tolerations").to_vec();
-    let spec = obj(o, "spec");
-    let tolerates = |key: &str| {
-        tols.iter().any(|t| {
-            let k = t.get("key").and_then(Value::as_str).unwrap_or("");
-            let e = t.get("effect").and_then(Value::as_str).unwrap_or("");
-            (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
-        })
-    };
-    let mut add = Vec::new();
-    for key in [
+    const KEYS: [&str; 2] = [
         "node.kubernetes.io/not-ready",
         "node.kubernetes.io/unreachable",
-    ] {
-        if !tolerates(key) {
-            add.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
-        }
-    }
-    if add.is_empty() {
+    ];
+    let missing = {
+        let tols = arr(o.get("spec").unwrap_or(&Value::Null), "tolerations");
+        let tolerates = |key: &str| {
+            tols.iter().any(|t| {
+                let k = t.get("key").and_then(Value::as_str).unwrap_or("");
+                let e = t.get("effect").and_then(Value::as_str).unwrap_or("");
+                (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
+            })
+        };
+        KEYS.map(|k| !tolerates(k))
+    };
+    if !missing.iter().any(|m| *m) {
         return;
     }
+    let add = KEYS
+        .iter()
+        .zip(missing)
+        .filter(|(_, m)| *m)
+        .map(|(key, _)| json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+    let spec = obj(o, "spec");
     let list = spec.entry("tolerations").or_insert_with(|| json!([]));
     if !list.is_array() {
         *list = json!([]);

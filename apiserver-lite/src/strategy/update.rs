@@ -5,6 +5,7 @@
 //! Secret type, PVC and PV specs, Node podCIDR/providerID, EndpointSlice addressType,
 //! PriorityClass value, StorageClass parameters/provisioner and RBAC roleRef.
 
+use super::util::Ptr;
 use super::util::{arr, is_empty, str_at};
 use super::validation::PV_NON_SOURCE_FIELDS;
 use crate::resources::ResourceInfo;
@@ -40,7 +41,7 @@ pub fn validate_update(info: &ResourceInfo, o: &Value, old: &Value) -> Vec<Cause
     let mut errs = Vec::new();
     for k in ["name", "namespace", "uid", "creationTimestamp"] {
         let p = format!("/metadata/{k}");
-        let (n, ol) = (o.pointer(&p), old.pointer(&p));
+        let (n, ol) = (o.ptr(&p), old.ptr(&p));
         if !is_empty(ol) && !same(n, ol) {
             errs.push(Cause::invalid(
                 format!("metadata.{k}"),
@@ -51,8 +52,8 @@ pub fn validate_update(info: &ResourceInfo, o: &Value, old: &Value) -> Vec<Cause
     }
     let spec = o.get("spec");
     let old_spec = old.get("spec");
-    let sp = |ptr: &str| o.pointer(ptr);
-    let op = |ptr: &str| old.pointer(ptr);
+    let sp = |ptr: &str| o.ptr(ptr);
+    let op = |ptr: &str| old.ptr(ptr);
     match (info.group, info.kind) {
         ("", "Pod") => pod_update(o, old, &mut errs),
         ("", "Service") => {
@@ -402,10 +403,10 @@ fn pvc_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
     let bound = str_at(old, "/status/phase") == "Bound";
     if bound {
         let new_req = o
-            .pointer("/spec/resources/requests/storage")
+            .ptr("/spec/resources/requests/storage")
             .and_then(super::util::quantity);
         let old_req = old
-            .pointer("/spec/resources/requests/storage")
+            .ptr("/spec/resources/requests/storage")
             .and_then(super::util::quantity);
         if let (Some(n), Some(ol)) = (new_req, old_req) {
             if n < ol {
@@ -415,7 +416,7 @@ fn pvc_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
                 ));
             }
         }
-        if let Some(req) = b.pointer("/resources/requests").cloned() {
+        if let Some(req) = b.ptr("/resources/requests").cloned() {
             obj_at(am, "resources").insert("requests".into(), req);
         }
     }

@@ -9,24 +9,88 @@ pub fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !v.is_object() {
         *v = Value::Object(Map::new());
     }
-    let map = v.as_object_mut().expect("object");
-    let slot = map
-        .entry(key.to_string())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !slot.is_object() {
-        *slot = Value::Object(Map::new());
+    obj_in(v.as_object_mut().expect("object"), key)
+}
+
+/// `m[key]` as an object, created (replacing null or a non-object) when missing.
+pub fn obj_in<'a>(m: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    if !m.get(key).is_some_and(Value::is_object) {
+        m.insert(key.to_string(), Value::Object(Map::new()));
     }
-    slot.as_object_mut().expect("object")
+    m.get_mut(key)
+        .and_then(Value::as_object_mut)
+        .expect("object")
+}
+
+/// A default value, built only when it is used.
+pub trait DefaultValue {
+    fn is_string(&self) -> bool;
+    fn into_value(self) -> Value;
+}
+
+impl DefaultValue for Value {
+    fn is_string(&self) -> bool {
+        Value::is_string(self)
+    }
+    fn into_value(self) -> Value {
+        self
+    }
+}
+
+impl DefaultValue for &str {
+    fn is_string(&self) -> bool {
+        true
+    }
+    fn into_value(self) -> Value {
+        Value::String(self.to_string())
+    }
+}
+
+impl DefaultValue for i64 {
+    fn is_string(&self) -> bool {
+        false
+    }
+    fn into_value(self) -> Value {
+        Value::from(self)
+    }
+}
+
+impl DefaultValue for bool {
+    fn is_string(&self) -> bool {
+        false
+    }
+    fn into_value(self) -> Value {
+        Value::Bool(self)
+    }
+}
+
+/// An empty object, `{}`.
+pub struct EmptyObject;
+
+impl DefaultValue for EmptyObject {
+    fn is_string(&self) -> bool {
+        false
+    }
+    fn into_value(self) -> Value {
+        Value::Object(Map::new())
+    }
 }
 
 /// Sets `m[key] = value` when the key is missing or null (a Go nil pointer / empty string).
+#[cfg(test)]
 pub fn default(m: &mut Map<String, Value>, key: &str, value: Value) {
-    match m.get(key) {
-        None | Some(Value::Null) => {
-            m.insert(key.to_string(), value);
+    default_to(m, key, value)
+}
+
+/// [`default`] with a value built only when it is used.
+pub fn default_to(m: &mut Map<String, Value>, key: &str, value: impl DefaultValue) {
+    match m.get_mut(key) {
+        None => {
+            m.insert(key.to_string(), value.into_value());
         }
-        Some(Value::String(s)) if s.is_empty() && value.is_string() => {
-            m.insert(key.to_string(), value);
+        Some(slot @ Value::Null) => *slot = value.into_value(),
+        Some(slot @ Value::String(_)) if value.is_string() && slot.as_str() == Some("") => {
+            *slot = value.into_value()
         }
         _ => {}
     }
@@ -45,7 +109,51 @@ pub fn is_empty(v: Option<&Value>) -> bool {
 
 /// The string at a JSON pointer, or "".
 pub fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    at(v, ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+/// `Value::pointer` without its per-token allocations (tokens are only unescaped, into a new
+/// string, when they hold a `~`).
+pub fn at<'a>(v: &'a Value, ptr: &str) -> Option<&'a Value> {
+    if ptr.is_empty() {
+        return Some(v);
+    }
+    let rest = ptr.strip_prefix('/')?;
+    let mut cur = v;
+    for token in rest.split('/') {
+        let unescaped;
+        let token = if token.contains('~') {
+            unescaped = token.replace("~1", "/").replace("~0", "~");
+            unescaped.as_str()
+        } else {
+            token
+        };
+        cur = match cur {
+            Value::Object(m) => m.get(token)?,
+            Value::Array(a) => a.get(parse_index(token)?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// `Value::pointer` as a method, through [`at`].
+pub trait Ptr {
+    fn ptr(&self, ptr: &str) -> Option<&Value>;
+}
+
+impl Ptr for Value {
+    fn ptr(&self, ptr: &str) -> Option<&Value> {
+        at(self, ptr)
+    }
+}
+
+/// An array index as `Value::pointer` accepts it: no sign and no leading zero.
+fn parse_index(s: &str) -> Option<usize> {
+    if s.starts_with('+') || (s.starts_with('0') && s.len() != 1) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// Mutable access to each element of the array at `m[key]` that is an object.

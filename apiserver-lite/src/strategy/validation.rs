@@ -5,10 +5,38 @@
 //! field paths and messages for the cases clients hit, reported as `Cause`s.
 
 use super::names::{self, NameRule};
+use super::util::Ptr;
 use super::util::{arr, entries, is_empty, quantity, quantity_text, str_at};
 use crate::resources::ResourceInfo;
 use crate::status::Cause;
 use serde_json::{json, Value};
+
+/// `push_msgs_now` when `msgs` is not empty; the field and value are only evaluated then.
+macro_rules! push_msgs {
+    ($errs:expr, $field:expr, $value:expr, $msgs:expr $(,)?) => {
+        match $msgs {
+            msgs => {
+                if !msgs.is_empty() {
+                    push_msgs_now($errs, $field, $value, msgs)
+                }
+            }
+        }
+    };
+}
+
+/// `supported_now` when the value is missing or not one of `valid`; the path is only evaluated
+/// then.
+macro_rules! supported {
+    ($v:expr, $path:expr, $valid:expr, $required:expr, $errs:expr $(,)?) => {
+        match ($v, $valid, $required) {
+            (v, valid, required) => {
+                if !supported_ok(v, valid, required) {
+                    supported_now(v, $path, valid, required, $errs)
+                }
+            }
+        }
+    };
+}
 
 /// Upstream's cap on the summed size of annotation keys and values.
 pub const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
@@ -43,7 +71,7 @@ pub fn name_rule(info: &ResourceInfo) -> NameRule {
     }
 }
 
-fn push_msgs(errs: &mut Vec<Cause>, field: &str, value: &Value, msgs: Vec<String>) {
+fn push_msgs_now(errs: &mut Vec<Cause>, field: &str, value: &Value, msgs: Vec<String>) {
     for m in msgs {
         errs.push(Cause::invalid(field, value, &m));
     }
@@ -59,7 +87,7 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
     let generate = str_at(o, "/metadata/generateName");
     let rule = name_rule(info);
     if !generate.is_empty() {
-        push_msgs(
+        push_msgs!(
             errs,
             "metadata.generateName",
             &s(generate),
@@ -74,14 +102,14 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
             ));
         }
     } else {
-        push_msgs(errs, "metadata.name", &s(name), rule.check(name, false));
+        push_msgs!(errs, "metadata.name", &s(name), rule.check(name, false));
     }
     let ns = str_at(o, "/metadata/namespace");
     if info.namespaced {
         if ns.is_empty() {
             errs.push(Cause::required("metadata.namespace", ""));
         } else {
-            push_msgs(
+            push_msgs!(
                 errs,
                 "metadata.namespace",
                 &s(ns),
@@ -94,7 +122,7 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
             "not allowed on this type",
         ));
     }
-    let meta = o.get("metadata").cloned().unwrap_or(Value::Null);
+    let meta = o.get("metadata").unwrap_or(&Value::Null);
     labels(meta.get("labels"), "metadata.labels", errs);
     annotations(meta.get("annotations"), "metadata.annotations", errs);
     for (i, f) in arr(&meta, "finalizers").iter().enumerate() {
@@ -102,7 +130,7 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
         let path = format!("metadata.finalizers[{i}]");
         let msgs = names::is_qualified_name(f);
         if !msgs.is_empty() {
-            push_msgs(errs, &path, &s(f), msgs);
+            push_msgs!(errs, &path, &s(f), msgs);
         } else if !f.contains('/') && !STANDARD_FINALIZERS.contains(&f) {
             errs.push(Cause::invalid(
                 &path,
@@ -135,9 +163,9 @@ pub fn labels(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
         return;
     };
     for (k, v) in m {
-        push_msgs(errs, path, &s(k), names::is_qualified_name(k));
+        push_msgs!(errs, path, &s(k), names::is_qualified_name(k));
         let vs = v.as_str().unwrap_or("");
-        push_msgs(errs, path, &s(vs), names::is_valid_label_value(vs));
+        push_msgs!(errs, path, &s(vs), names::is_valid_label_value(vs));
     }
 }
 
@@ -148,7 +176,7 @@ pub fn annotations(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
     };
     let mut total = 0usize;
     for (k, v) in m {
-        push_msgs(
+        push_msgs!(
             errs,
             path,
             &s(k),
@@ -185,7 +213,7 @@ fn label_selector(sel: &Value, path: &str, errs: &mut Vec<Cause>) {
             )),
         }
         let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-        push_msgs(
+        push_msgs!(
             errs,
             &format!("{p}.key"),
             &s(key),
@@ -235,7 +263,21 @@ fn non_negative(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
     }
 }
 
-fn supported(v: Option<&Value>, path: &str, valid: &[&str], required: bool, errs: &mut Vec<Cause>) {
+/// Whether `supported_now` would report nothing.
+fn supported_ok(v: Option<&Value>, valid: &[&str], required: bool) -> bool {
+    match v.and_then(Value::as_str) {
+        None | Some("") => !required,
+        Some(x) => valid.contains(&x),
+    }
+}
+
+fn supported_now(
+    v: Option<&Value>,
+    path: &str,
+    valid: &[&str],
+    required: bool,
+    errs: &mut Vec<Cause>,
+) {
     match v.and_then(Value::as_str) {
         None | Some("") => {
             if required {
@@ -251,7 +293,7 @@ fn supported(v: Option<&Value>, path: &str, valid: &[&str], required: bool, errs
 pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
     let mut errs = Vec::new();
     object_meta(info, o, &mut errs);
-    let spec = o.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = o.get("spec").unwrap_or(&Value::Null);
     match (info.group, info.kind) {
         ("", "Pod") => pod_spec(&spec, "spec", &mut errs),
         ("", "ReplicationController") => replication_controller(&spec, &mut errs),
@@ -261,7 +303,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
         ("", "Namespace") => {
             for (i, f) in arr(&spec, "finalizers").iter().enumerate() {
                 let f = f.as_str().unwrap_or("");
-                push_msgs(
+                push_msgs!(
                     &mut errs,
                     &format!("spec.finalizers[{i}]"),
                     &s(f),
@@ -275,7 +317,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
         ("", "Endpoints") => endpoints(o, &mut errs),
         ("", "LimitRange") => {
             for (i, item) in arr(&spec, "limits").iter().enumerate() {
-                supported(
+                supported!(
                     item.get("type"),
                     &format!("spec.limits[{i}].type"),
                     &["Container", "Pod", "PersistentVolumeClaim"],
@@ -313,8 +355,8 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
         ("apps", "ReplicaSet") => workload(info, &spec, &mut errs),
         ("apps", "DaemonSet") => {
             workload(info, &spec, &mut errs);
-            supported(
-                spec.pointer("/updateStrategy/type"),
+            supported!(
+                spec.ptr("/updateStrategy/type"),
                 "spec.updateStrategy.type",
                 &["OnDelete", "RollingUpdate"],
                 true,
@@ -323,15 +365,15 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
         }
         ("apps", "StatefulSet") => {
             workload(info, &spec, &mut errs);
-            supported(
+            supported!(
                 spec.get("podManagementPolicy"),
                 "spec.podManagementPolicy",
                 &["OrderedReady", "Parallel"],
                 true,
                 &mut errs,
             );
-            supported(
-                spec.pointer("/updateStrategy/type"),
+            supported!(
+                spec.ptr("/updateStrategy/type"),
                 "spec.updateStrategy.type",
                 &["OnDelete", "RollingUpdate"],
                 true,
@@ -373,7 +415,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             );
             let types = arr(&spec, "policyTypes");
             for (i, t) in types.iter().enumerate() {
-                supported(
+                supported!(
                     Some(t),
                     &format!("spec.policyTypes[{i}]"),
                     &["Ingress", "Egress"],
@@ -412,21 +454,21 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             if p.is_empty() {
                 errs.push(Cause::required("provisioner", ""));
             } else {
-                push_msgs(
+                push_msgs!(
                     &mut errs,
                     "provisioner",
                     &s(p),
                     names::is_qualified_name(&p.to_lowercase()),
                 );
             }
-            supported(
+            supported!(
                 o.get("reclaimPolicy"),
                 "reclaimPolicy",
                 &["Delete", "Retain"],
                 false,
                 &mut errs,
             );
-            supported(
+            supported!(
                 o.get("volumeBindingMode"),
                 "volumeBindingMode",
                 &["Immediate", "WaitForFirstConsumer"],
@@ -468,9 +510,9 @@ fn is_native_resource(name: &str) -> bool {
 
 /// `ValidateContainerResourceRequirements`.
 fn resources(res: &Value, path: &str, errs: &mut Vec<Cause>) {
-    let limits = res.get("limits").cloned().unwrap_or(Value::Null);
+    let limits = res.get("limits").unwrap_or(&Value::Null);
     for (kind, map) in [
-        ("limits", &limits),
+        ("limits", limits),
         ("requests", res.get("requests").unwrap_or(&Value::Null)),
     ] {
         for (name, q) in map.as_object().into_iter().flat_map(|m| m.iter()) {
@@ -518,7 +560,7 @@ fn container_ports(ports: &[Value], path: &str, errs: &mut Vec<Cause>) {
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
         {
-            push_msgs(
+            push_msgs!(
                 errs,
                 &format!("{pp}.name"),
                 &s(name),
@@ -531,7 +573,7 @@ fn container_ports(ports: &[Value], path: &str, errs: &mut Vec<Cause>) {
         }
         match p.get("containerPort").and_then(Value::as_i64) {
             None | Some(0) => errs.push(Cause::required(format!("{pp}.containerPort"), "")),
-            Some(n) => push_msgs(
+            Some(n) => push_msgs!(
                 errs,
                 &format!("{pp}.containerPort"),
                 &json!(n),
@@ -543,14 +585,14 @@ fn container_ports(ports: &[Value], path: &str, errs: &mut Vec<Cause>) {
             .and_then(Value::as_i64)
             .filter(|h| *h != 0)
         {
-            push_msgs(
+            push_msgs!(
                 errs,
                 &format!("{pp}.hostPort"),
                 &json!(h),
                 names::is_valid_port_num(h),
             );
         }
-        supported(
+        supported!(
             p.get("protocol"),
             &format!("{pp}.protocol"),
             &["SCTP", "TCP", "UDP"],
@@ -566,7 +608,7 @@ fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec
     if name.is_empty() {
         errs.push(Cause::required(format!("{path}.name"), ""));
     } else {
-        push_msgs(
+        push_msgs!(
             errs,
             &format!("{path}.name"),
             &s(name),
@@ -583,14 +625,14 @@ fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec
             "must not have leading or trailing whitespace",
         ));
     }
-    supported(
+    supported!(
         c.get("imagePullPolicy"),
         &format!("{path}.imagePullPolicy"),
         &["Always", "IfNotPresent", "Never"],
         true,
         errs,
     );
-    supported(
+    supported!(
         c.get("terminationMessagePolicy"),
         &format!("{path}.terminationMessagePolicy"),
         &["File", "FallbackToLogsOnError"],
@@ -686,7 +728,7 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
         if name.is_empty() {
             errs.push(Cause::required(format!("{vp}.name"), ""));
         } else {
-            push_msgs(
+            push_msgs!(
                 errs,
                 &format!("{vp}.name"),
                 &s(name),
@@ -733,14 +775,14 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             }
         }
     }
-    supported(
+    supported!(
         spec.get("restartPolicy"),
         &format!("{path}.restartPolicy"),
         &["Always", "OnFailure", "Never"],
         true,
         errs,
     );
-    supported(
+    supported!(
         spec.get("dnsPolicy"),
         &format!("{path}.dnsPolicy"),
         &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
@@ -770,7 +812,7 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             .and_then(Value::as_str)
             .filter(|h| !h.is_empty())
         {
-            push_msgs(
+            push_msgs!(
                 errs,
                 &format!("{path}.{k}"),
                 &s(h),
@@ -794,7 +836,7 @@ fn toleration(t: &Value, path: &str, errs: &mut Vec<Cause>) {
     let op = t.get("operator").and_then(Value::as_str).unwrap_or("");
     let value = t.get("value").and_then(Value::as_str).unwrap_or("");
     if !key.is_empty() {
-        push_msgs(
+        push_msgs!(
             errs,
             &format!("{path}.key"),
             &s(key),
@@ -804,7 +846,7 @@ fn toleration(t: &Value, path: &str, errs: &mut Vec<Cause>) {
         errs.push(Cause::invalid(format!("{path}.operator"), &s(op), "operator must be Exists when `key` is empty, which means \"match all values and all keys\""));
     }
     match op {
-        "" | "Equal" => push_msgs(
+        "" | "Equal" => push_msgs!(
             errs,
             &format!("{path}.value"),
             &s(value),
@@ -831,7 +873,7 @@ fn toleration(t: &Value, path: &str, errs: &mut Vec<Cause>) {
         ));
     }
     if !effect.is_empty() {
-        supported(
+        supported!(
             Some(&s(effect)),
             &format!("{path}.effect"),
             &["NoSchedule", "PreferNoSchedule", "NoExecute"],
@@ -843,14 +885,14 @@ fn toleration(t: &Value, path: &str, errs: &mut Vec<Cause>) {
 
 /// Template metadata and spec of a workload, and its restart policy rule.
 fn pod_template(t: &Value, path: &str, restart: &[&str], errs: &mut Vec<Cause>) {
-    let meta = t.get("metadata").cloned().unwrap_or(Value::Null);
+    let meta = t.get("metadata").unwrap_or(&Value::Null);
     labels(meta.get("labels"), &format!("{path}.metadata.labels"), errs);
     annotations(
         meta.get("annotations"),
         &format!("{path}.metadata.annotations"),
         errs,
     );
-    let spec = t.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = t.get("spec").unwrap_or(&Value::Null);
     pod_spec(&spec, &format!("{path}.spec"), errs);
     if let Some(r) = spec.get("restartPolicy").and_then(Value::as_str) {
         if !r.is_empty() && !restart.contains(&r) {
@@ -866,7 +908,7 @@ fn pod_template(t: &Value, path: &str, restart: &[&str], errs: &mut Vec<Cause>) 
 /// Deployment, ReplicaSet, DaemonSet and StatefulSet: selector, template, replicas.
 fn workload(info: &ResourceInfo, spec: &Value, errs: &mut Vec<Cause>) {
     let tlabels = spec
-        .pointer("/template/metadata/labels")
+        .ptr("/template/metadata/labels")
         .cloned()
         .unwrap_or(json!({}));
     match spec.get("selector").filter(|s| !s.is_null()) {
@@ -899,8 +941,8 @@ fn workload(info: &ResourceInfo, spec: &Value, errs: &mut Vec<Cause>) {
 }
 
 fn deployment_strategy(spec: &Value, errs: &mut Vec<Cause>) {
-    let st = spec.get("strategy").cloned().unwrap_or(Value::Null);
-    supported(
+    let st = spec.get("strategy").unwrap_or(&Value::Null);
+    supported!(
         st.get("type"),
         "spec.strategy.type",
         &["Recreate", "RollingUpdate"],
@@ -941,7 +983,7 @@ fn deployment_strategy(spec: &Value, errs: &mut Vec<Cause>) {
 }
 
 fn replication_controller(spec: &Value, errs: &mut Vec<Cause>) {
-    let sel = spec.get("selector").cloned().unwrap_or(Value::Null);
+    let sel = spec.get("selector").unwrap_or(&Value::Null);
     if is_empty(Some(&sel)) {
         errs.push(Cause::required("spec.selector", ""));
     } else {
@@ -951,7 +993,7 @@ fn replication_controller(spec: &Value, errs: &mut Vec<Cause>) {
     match spec.get("template").filter(|t| !t.is_null()) {
         None => errs.push(Cause::required("spec.template", "")),
         Some(t) => {
-            let tl = t.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+            let tl = t.ptr("/metadata/labels").cloned().unwrap_or(json!({}));
             let matches = sel
                 .as_object()
                 .is_some_and(|m| m.iter().all(|(k, v)| tl.get(k) == Some(v)));
@@ -970,14 +1012,14 @@ fn replication_controller(spec: &Value, errs: &mut Vec<Cause>) {
 /// `ValidateService`.
 fn service(spec: &Value, errs: &mut Vec<Cause>) {
     let ty = spec.get("type").and_then(Value::as_str).unwrap_or("");
-    supported(
+    supported!(
         spec.get("type"),
         "spec.type",
         &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
         true,
         errs,
     );
-    supported(
+    supported!(
         spec.get("sessionAffinity"),
         "spec.sessionAffinity",
         &["ClientIP", "None"],
@@ -995,7 +1037,7 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
         if en.is_empty() {
             errs.push(Cause::required("spec.externalName", ""));
         } else {
-            push_msgs(
+            push_msgs!(
                 errs,
                 "spec.externalName",
                 &s(en),
@@ -1029,7 +1071,7 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
                 errs.push(Cause::required(format!("{pp}.name"), ""));
             }
         } else {
-            push_msgs(
+            push_msgs!(
                 errs,
                 &format!("{pp}.name"),
                 &s(name),
@@ -1041,13 +1083,13 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
             names_seen.push(name);
         }
         let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-        push_msgs(
+        push_msgs!(
             errs,
             &format!("{pp}.port"),
             &json!(port),
             names::is_valid_port_num(port),
         );
-        supported(
+        supported!(
             p.get("protocol"),
             &format!("{pp}.protocol"),
             &["SCTP", "TCP", "UDP"],
@@ -1055,13 +1097,13 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
             errs,
         );
         match p.get("targetPort") {
-            Some(Value::Number(n)) => push_msgs(
+            Some(Value::Number(n)) => push_msgs!(
                 errs,
                 &format!("{pp}.targetPort"),
                 &Value::Number(n.clone()),
                 names::is_valid_port_num(n.as_i64().unwrap_or(0)),
             ),
-            Some(Value::String(t)) => push_msgs(
+            Some(Value::String(t)) => push_msgs!(
                 errs,
                 &format!("{pp}.targetPort"),
                 &s(t),
@@ -1080,7 +1122,7 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
                     "may not be used when `type` is 'ClusterIP'",
                 ));
             } else {
-                push_msgs(
+                push_msgs!(
                     errs,
                     &format!("{pp}.nodePort"),
                     &json!(np),
@@ -1110,7 +1152,7 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
                 "may only be set when `type` is 'NodePort' or 'LoadBalancer'",
             ));
         } else {
-            supported(
+            supported!(
                 Some(&s(etp)),
                 "spec.externalTrafficPolicy",
                 &["Cluster", "Local"],
@@ -1119,14 +1161,14 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
             );
         }
     }
-    supported(
+    supported!(
         spec.get("internalTrafficPolicy"),
         "spec.internalTrafficPolicy",
         &["Cluster", "Local"],
         false,
         errs,
     );
-    supported(
+    supported!(
         spec.get("ipFamilyPolicy"),
         "spec.ipFamilyPolicy",
         &["SingleStack", "PreferDualStack", "RequireDualStack"],
@@ -1147,7 +1189,7 @@ fn data_keys(
     for field in keys {
         for (k, v) in entries(o, field) {
             let p = format!("{field}[{k}]");
-            push_msgs(errs, &p, &s(k), names::is_config_map_key(k));
+            push_msgs!(errs, &p, &s(k), names::is_config_map_key(k));
             if seen.contains(k) {
                 errs.push(Cause::invalid(
                     &p,
@@ -1256,9 +1298,9 @@ fn persistent_volume(spec: &Value, errs: &mut Vec<Cause>) {
         errs.push(Cause::required("spec.accessModes", ""));
     }
     for m in modes {
-        supported(Some(m), "spec.accessModes", ACCESS_MODES, true, errs);
+        supported!(Some(m), "spec.accessModes", ACCESS_MODES, true, errs);
     }
-    let cap = spec.get("capacity").cloned().unwrap_or(Value::Null);
+    let cap = spec.get("capacity").unwrap_or(&Value::Null);
     if is_empty(Some(&cap)) {
         errs.push(Cause::required("spec.capacity", ""));
     } else if cap.get("storage").is_none() || cap.as_object().is_some_and(|m| m.len() > 1) {
@@ -1280,14 +1322,14 @@ fn persistent_volume(spec: &Value, errs: &mut Vec<Cause>) {
             "may not specify more than 1 volume type",
         ));
     }
-    supported(
+    supported!(
         spec.get("persistentVolumeReclaimPolicy"),
         "spec.persistentVolumeReclaimPolicy",
         &["Delete", "Recycle", "Retain"],
         false,
         errs,
     );
-    supported(
+    supported!(
         spec.get("volumeMode"),
         "spec.volumeMode",
         &["Block", "Filesystem"],
@@ -1305,7 +1347,7 @@ fn pvc_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
         ));
     }
     for m in modes {
-        supported(
+        supported!(
             Some(m),
             &format!("{path}.accessModes"),
             ACCESS_MODES,
@@ -1313,7 +1355,7 @@ fn pvc_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             errs,
         );
     }
-    match spec.pointer("/resources/requests/storage") {
+    match spec.ptr("/resources/requests/storage") {
         None => errs.push(Cause::required(format!("{path}.resources[storage]"), "")),
         Some(q) => {
             if quantity(q).is_none_or(|v| v <= 0) {
@@ -1325,7 +1367,7 @@ fn pvc_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             }
         }
     }
-    supported(
+    supported!(
         spec.get("volumeMode"),
         &format!("{path}.volumeMode"),
         &["Block", "Filesystem"],
@@ -1367,7 +1409,7 @@ fn core_event(o: &Value, errs: &mut Vec<Cause>) {
         if rc.is_empty() {
             errs.push(Cause::required("reportingComponent", ""));
         } else {
-            push_msgs(
+            push_msgs!(
                 errs,
                 "reportingComponent",
                 &s(rc),
@@ -1422,7 +1464,7 @@ fn events_event(o: &Value, errs: &mut Vec<Cause>) {
     if rc.is_empty() {
         errs.push(Cause::required("reportingController", ""));
     } else {
-        push_msgs(
+        push_msgs!(
             errs,
             "reportingController",
             &s(rc),
@@ -1457,7 +1499,7 @@ fn endpoint_port(p: &Value, path: &str, name_required: bool, errs: &mut Vec<Caus
             errs.push(Cause::required(format!("{path}.name"), ""));
         }
     } else {
-        push_msgs(
+        push_msgs!(
             errs,
             &format!("{path}.name"),
             &s(name),
@@ -1465,14 +1507,14 @@ fn endpoint_port(p: &Value, path: &str, name_required: bool, errs: &mut Vec<Caus
         );
     }
     if let Some(port) = p.get("port").and_then(Value::as_i64) {
-        push_msgs(
+        push_msgs!(
             errs,
             &format!("{path}.port"),
             &json!(port),
             names::is_valid_port_num(port),
         );
     }
-    supported(
+    supported!(
         p.get("protocol"),
         &format!("{path}.protocol"),
         &["SCTP", "TCP", "UDP"],
@@ -1508,7 +1550,7 @@ fn endpoints(o: &Value, errs: &mut Vec<Cause>) {
 }
 
 fn endpoint_slice(o: &Value, errs: &mut Vec<Cause>) {
-    supported(
+    supported!(
         o.get("addressType"),
         "addressType",
         &["IPv4", "IPv6", "FQDN"],
@@ -1545,7 +1587,7 @@ fn job_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
     ] {
         non_negative(spec.get(k), &format!("{path}.{k}"), errs);
     }
-    supported(
+    supported!(
         spec.get("completionMode"),
         &format!("{path}.completionMode"),
         &["NonIndexed", "Indexed"],
@@ -1560,7 +1602,7 @@ fn job_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             "when completion mode is Indexed",
         ));
     }
-    let t = spec.get("template").cloned().unwrap_or(Value::Null);
+    let t = spec.get("template").unwrap_or(&Value::Null);
     pod_template(
         &t,
         &format!("{path}.template"),
@@ -1573,10 +1615,10 @@ fn job_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
 }
 
 fn job(o: &Value, errs: &mut Vec<Cause>) {
-    let spec = o.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = o.get("spec").unwrap_or(&Value::Null);
     job_spec(&spec, "spec", errs);
     let tlabels = spec
-        .pointer("/template/metadata/labels")
+        .ptr("/template/metadata/labels")
         .cloned()
         .unwrap_or(json!({}));
     match spec.get("selector").filter(|v| !v.is_null()) {
@@ -1628,14 +1670,14 @@ fn cron_job(o: &Value, errs: &mut Vec<Cause>) {
             "must be no more than 52 characters",
         ));
     }
-    let spec = o.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = o.get("spec").unwrap_or(&Value::Null);
     let sched = spec.get("schedule").and_then(Value::as_str).unwrap_or("");
     if sched.is_empty() {
         errs.push(Cause::required("spec.schedule", ""));
     } else if let Err(e) = check_schedule(sched) {
         errs.push(Cause::invalid("spec.schedule", &s(sched), &e));
     }
-    supported(
+    supported!(
         spec.get("concurrencyPolicy"),
         "spec.concurrencyPolicy",
         &["Allow", "Forbid", "Replace"],
@@ -1649,8 +1691,8 @@ fn cron_job(o: &Value, errs: &mut Vec<Cause>) {
     ] {
         non_negative(spec.get(k), &format!("spec.{k}"), errs);
     }
-    let jt = spec.get("jobTemplate").cloned().unwrap_or(Value::Null);
-    let jmeta = jt.get("metadata").cloned().unwrap_or(Value::Null);
+    let jt = spec.get("jobTemplate").unwrap_or(&Value::Null);
+    let jmeta = jt.get("metadata").unwrap_or(&Value::Null);
     labels(
         jmeta.get("labels"),
         "spec.jobTemplate.metadata.labels",
@@ -1714,7 +1756,7 @@ fn priority_class(o: &Value, errs: &mut Vec<Cause>) {
         )),
         _ => {}
     }
-    supported(
+    supported!(
         o.get("preemptionPolicy"),
         "preemptionPolicy",
         &["Never", "PreemptLowerPriority"],
@@ -1781,18 +1823,12 @@ fn role_binding(o: &Value, namespaced: bool, errs: &mut Vec<Cause>) {
             &["rbac.authorization.k8s.io"],
         ));
     }
-    supported(
-        o.pointer("/roleRef/kind"),
-        "roleRef.kind",
-        kinds,
-        true,
-        errs,
-    );
+    supported!(o.ptr("/roleRef/kind"), "roleRef.kind", kinds, true, errs,);
     let rn = str_at(o, "/roleRef/name");
     if rn.is_empty() {
         errs.push(Cause::required("roleRef.name", ""));
     } else {
-        push_msgs(
+        push_msgs!(
             errs,
             "roleRef.name",
             &s(rn),
@@ -1804,7 +1840,7 @@ fn role_binding(o: &Value, namespaced: bool, errs: &mut Vec<Cause>) {
         if is_empty(sub.get("name")) {
             errs.push(Cause::required(format!("{p}.name"), ""));
         }
-        supported(
+        supported!(
             sub.get("kind"),
             &format!("{p}.kind"),
             &["ServiceAccount", "User", "Group"],
