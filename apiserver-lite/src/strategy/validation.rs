@@ -125,7 +125,7 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
     let meta = o.get("metadata").unwrap_or(&Value::Null);
     labels(meta.get("labels"), "metadata.labels", errs);
     annotations(meta.get("annotations"), "metadata.annotations", errs);
-    for (i, f) in arr(&meta, "finalizers").iter().enumerate() {
+    for (i, f) in arr(meta, "finalizers").iter().enumerate() {
         let f = f.as_str().unwrap_or("");
         let path = format!("metadata.finalizers[{i}]");
         let msgs = names::is_qualified_name(f);
@@ -139,7 +139,7 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
             ));
         }
     }
-    for (i, r) in arr(&meta, "ownerReferences").iter().enumerate() {
+    for (i, r) in arr(meta, "ownerReferences").iter().enumerate() {
         for k in ["apiVersion", "kind", "name", "uid"] {
             if is_empty(r.get(k)) {
                 let path = format!("metadata.ownerReferences[{i}].{k}");
@@ -295,13 +295,13 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
     object_meta(info, o, &mut errs);
     let spec = o.get("spec").unwrap_or(&Value::Null);
     match (info.group, info.kind) {
-        ("", "Pod") => pod_spec(&spec, "spec", &mut errs),
-        ("", "ReplicationController") => replication_controller(&spec, &mut errs),
-        ("", "Service") => service(&spec, &mut errs),
+        ("", "Pod") => pod_spec(spec, "spec", &mut errs),
+        ("", "ReplicationController") => replication_controller(spec, &mut errs),
+        ("", "Service") => service(spec, &mut errs),
         ("", "ConfigMap") => config_map(o, &mut errs),
         ("", "Secret") => secret(o, &mut errs),
         ("", "Namespace") => {
-            for (i, f) in arr(&spec, "finalizers").iter().enumerate() {
+            for (i, f) in arr(spec, "finalizers").iter().enumerate() {
                 let f = f.as_str().unwrap_or("");
                 push_msgs!(
                     &mut errs,
@@ -311,12 +311,12 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
                 );
             }
         }
-        ("", "PersistentVolume") => persistent_volume(&spec, &mut errs),
-        ("", "PersistentVolumeClaim") => pvc_spec(&spec, "spec", &mut errs),
+        ("", "PersistentVolume") => persistent_volume(spec, &mut errs),
+        ("", "PersistentVolumeClaim") => pvc_spec(spec, "spec", &mut errs),
         ("", "Event") => core_event(o, &mut errs),
         ("", "Endpoints") => endpoints(o, &mut errs),
         ("", "LimitRange") => {
-            for (i, item) in arr(&spec, "limits").iter().enumerate() {
+            for (i, item) in arr(spec, "limits").iter().enumerate() {
                 supported!(
                     item.get("type"),
                     &format!("spec.limits[{i}].type"),
@@ -327,8 +327,8 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             }
         }
         ("apps", "Deployment") => {
-            workload(info, &spec, &mut errs);
-            deployment_strategy(&spec, &mut errs);
+            workload(info, spec, &mut errs);
+            deployment_strategy(spec, &mut errs);
             non_negative(
                 spec.get("revisionHistoryLimit"),
                 "spec.revisionHistoryLimit",
@@ -352,9 +352,9 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
                 }
             }
         }
-        ("apps", "ReplicaSet") => workload(info, &spec, &mut errs),
+        ("apps", "ReplicaSet") => workload(info, spec, &mut errs),
         ("apps", "DaemonSet") => {
-            workload(info, &spec, &mut errs);
+            workload(info, spec, &mut errs);
             supported!(
                 spec.ptr("/updateStrategy/type"),
                 "spec.updateStrategy.type",
@@ -364,7 +364,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             );
         }
         ("apps", "StatefulSet") => {
-            workload(info, &spec, &mut errs);
+            workload(info, spec, &mut errs);
             supported!(
                 spec.get("podManagementPolicy"),
                 "spec.podManagementPolicy",
@@ -379,7 +379,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
                 true,
                 &mut errs,
             );
-            for (i, t) in arr(&spec, "volumeClaimTemplates").iter().enumerate() {
+            for (i, t) in arr(spec, "volumeClaimTemplates").iter().enumerate() {
                 pvc_spec(
                     t.get("spec").unwrap_or(&Value::Null),
                     &format!("spec.volumeClaimTemplates[{i}].spec"),
@@ -413,7 +413,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
                 "spec.podSelector",
                 &mut errs,
             );
-            let types = arr(&spec, "policyTypes");
+            let types = arr(spec, "policyTypes");
             for (i, t) in types.iter().enumerate() {
                 supported!(
                     Some(t),
@@ -437,7 +437,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             {
                 errs.push(Cause::invalid(
                     "spec",
-                    &spec,
+                    spec,
                     "minAvailable and maxUnavailable cannot be both set",
                 ));
             }
@@ -893,7 +893,7 @@ fn pod_template(t: &Value, path: &str, restart: &[&str], errs: &mut Vec<Cause>) 
         errs,
     );
     let spec = t.get("spec").unwrap_or(&Value::Null);
-    pod_spec(&spec, &format!("{path}.spec"), errs);
+    pod_spec(spec, &format!("{path}.spec"), errs);
     if let Some(r) = spec.get("restartPolicy").and_then(Value::as_str) {
         if !r.is_empty() && !restart.contains(&r) {
             errs.push(Cause::not_supported(
@@ -984,10 +984,10 @@ fn deployment_strategy(spec: &Value, errs: &mut Vec<Cause>) {
 
 fn replication_controller(spec: &Value, errs: &mut Vec<Cause>) {
     let sel = spec.get("selector").unwrap_or(&Value::Null);
-    if is_empty(Some(&sel)) {
+    if is_empty(Some(sel)) {
         errs.push(Cause::required("spec.selector", ""));
     } else {
-        labels(Some(&sel), "spec.selector", errs);
+        labels(Some(sel), "spec.selector", errs);
     }
     non_negative(spec.get("replicas"), "spec.replicas", errs);
     match spec.get("template").filter(|t| !t.is_null()) {
@@ -997,7 +997,7 @@ fn replication_controller(spec: &Value, errs: &mut Vec<Cause>) {
             let matches = sel
                 .as_object()
                 .is_some_and(|m| m.iter().all(|(k, v)| tl.get(k) == Some(v)));
-            if !is_empty(Some(&sel)) && !matches {
+            if !is_empty(Some(sel)) && !matches {
                 errs.push(Cause::invalid(
                     "spec.template.metadata.labels",
                     &tl,
@@ -1301,10 +1301,10 @@ fn persistent_volume(spec: &Value, errs: &mut Vec<Cause>) {
         supported!(Some(m), "spec.accessModes", ACCESS_MODES, true, errs);
     }
     let cap = spec.get("capacity").unwrap_or(&Value::Null);
-    if is_empty(Some(&cap)) {
+    if is_empty(Some(cap)) {
         errs.push(Cause::required("spec.capacity", ""));
     } else if cap.get("storage").is_none() || cap.as_object().is_some_and(|m| m.len() > 1) {
-        errs.push(Cause::not_supported("spec.capacity", &cap, &["storage"]));
+        errs.push(Cause::not_supported("spec.capacity", cap, &["storage"]));
     }
     let sources = spec
         .as_object()
@@ -1604,7 +1604,7 @@ fn job_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
     }
     let t = spec.get("template").unwrap_or(&Value::Null);
     pod_template(
-        &t,
+        t,
         &format!("{path}.template"),
         &["OnFailure", "Never"],
         errs,
@@ -1616,7 +1616,7 @@ fn job_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
 
 fn job(o: &Value, errs: &mut Vec<Cause>) {
     let spec = o.get("spec").unwrap_or(&Value::Null);
-    job_spec(&spec, "spec", errs);
+    job_spec(spec, "spec", errs);
     let tlabels = spec
         .ptr("/template/metadata/labels")
         .cloned()
