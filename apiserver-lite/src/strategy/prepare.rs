@@ -195,7 +195,7 @@ pub fn for_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
             let spec = obj(o, "spec");
             for k in ["priority", "preemptionPolicy"] {
                 if is_empty(spec.get(k)) {
-                    if let Some(v) = old.ptr(&format!("/spec/{k}")) {
+                    if let Some(v) = old.get("spec").and_then(|s| s.get(k)) {
                         spec.insert(k.into(), v.clone());
                     }
                 }
@@ -285,7 +285,7 @@ fn keep_allocations(o: &mut Value, old: &Value) {
 /// `rest.BeforeUpdate`: uid defaults to the old one; creation and deletion timestamps can't
 /// be changed by an update.
 fn keep_system_meta(o: &mut Value, old: &Value) {
-    let old_meta = old.get("metadata").cloned().unwrap_or(Value::Null);
+    let old_meta = old.get("metadata").unwrap_or(&Value::Null);
     let meta = obj(o, "metadata");
     if is_empty(meta.get("uid")) {
         if let Some(u) = old_meta.get("uid") {

@@ -36,12 +36,33 @@ fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
     }
 }
 
+/// `same` of `a` and `b` with `skip` removed from whichever is an object.
+fn same_except(a: &Value, b: &Value, skip: &str) -> bool {
+    let stripped_empty = |v: &Value| match v {
+        Value::Object(m) => m.keys().all(|k| k == skip),
+        other => is_empty(Some(other)),
+    };
+    match (a, b) {
+        _ if stripped_empty(a) && stripped_empty(b) => true,
+        (Value::Object(x), Value::Object(y)) => x
+            .keys()
+            .chain(y.keys())
+            .filter(|k| *k != skip)
+            .all(|k| same(x.get(k), y.get(k))),
+        // an object (stripped or not) never equals a non-object
+        (Value::Object(_), _) | (_, Value::Object(_)) => false,
+        (a, b) => same(Some(a), Some(b)),
+    }
+}
+
 /// Update checks beyond the create validation of the new object.
 pub fn validate_update(info: &ResourceInfo, o: &Value, old: &Value) -> Vec<Cause> {
     let mut errs = Vec::new();
+    fn meta_field<'a>(v: &'a Value, k: &str) -> Option<&'a Value> {
+        v.get("metadata").and_then(|m| m.get(k))
+    }
     for k in ["name", "namespace", "uid", "creationTimestamp"] {
-        let p = format!("/metadata/{k}");
-        let (n, ol) = (o.ptr(&p), old.ptr(&p));
+        let (n, ol) = (meta_field(o, k), meta_field(old, k));
         if !is_empty(ol) && !same(n, ol) {
             errs.push(Cause::invalid(
                 format!("metadata.{k}"),
@@ -273,10 +294,11 @@ const POD_UPDATABLE: &str = "pod updates may not change fields other than `spec.
 /// `ValidatePodUpdate`: only images, activeDeadlineSeconds, added tolerations, removed
 /// scheduling gates and a negative grace period raised to 1 may change.
 fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
-    let spec = o.get("spec").cloned().unwrap_or(json!({}));
-    let old_spec = old.get("spec").cloned().unwrap_or(json!({}));
+    let empty = Value::Object(Map::new());
+    let spec = o.get("spec").unwrap_or(&empty);
+    let old_spec = old.get("spec").unwrap_or(&empty);
     for key in ["containers", "initContainers"] {
-        if arr(&spec, key).len() != arr(&old_spec, key).len() {
+        if arr(spec, key).len() != arr(old_spec, key).len() {
             errs.push(Cause::forbidden(
                 format!("spec.{key}"),
                 "pod updates may not add or remove containers",
@@ -305,16 +327,12 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
         }
     }
     // tolerations: every old one must still be there (tolerationSeconds may change).
-    let strip = |t: &Value| {
-        let mut t = t.clone();
-        if let Some(m) = t.as_object_mut() {
-            m.remove("tolerationSeconds");
-        }
-        t
-    };
-    let new_tols: Vec<Value> = arr(&spec, "tolerations").iter().map(strip).collect();
-    for t in arr(&old_spec, "tolerations") {
-        if !new_tols.iter().any(|n| same(Some(n), Some(&strip(t)))) {
+    let new_tols = arr(spec, "tolerations");
+    for t in arr(old_spec, "tolerations") {
+        if !new_tols
+            .iter()
+            .any(|n| same_except(n, t, "tolerationSeconds"))
+        {
             errs.push(Cause::forbidden(
                 "spec.tolerations",
                 "existing toleration can not be modified except its tolerationSeconds",
@@ -323,10 +341,10 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
         }
     }
     // scheduling gates may only be removed.
-    let gates = arr(&spec, "schedulingGates");
+    let gates = arr(spec, "schedulingGates");
     if gates
         .iter()
-        .any(|g| !arr(&old_spec, "schedulingGates").contains(g))
+        .any(|g| !arr(old_spec, "schedulingGates").contains(g))
     {
         errs.push(Cause::forbidden(
             "spec.schedulingGates",
@@ -335,10 +353,10 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
     }
     // Normalise the mutable fields and compare the rest.
     let mut a = spec.clone();
-    let b = old_spec.clone();
+    let b = old_spec;
     let am = a.as_object_mut().expect("object");
     for key in ["containers", "initContainers"] {
-        let olds = arr(&b, key).to_vec();
+        let olds = arr(b, key);
         if let Some(list) = am.get_mut(key).and_then(Value::as_array_mut) {
             for (c, oc) in list.iter_mut().zip(olds) {
                 if let (Some(c), Some(img)) = (c.as_object_mut(), oc.get("image")) {
@@ -347,18 +365,18 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
             }
         }
     }
-    copy_field(am, &b, "activeDeadlineSeconds");
-    copy_field(am, &b, "tolerations");
-    copy_field(am, &b, "schedulingGates");
+    copy_field(am, b, "activeDeadlineSeconds");
+    copy_field(am, b, "tolerations");
+    copy_field(am, b, "schedulingGates");
     let grace_ok = b
         .get("terminationGracePeriodSeconds")
         .and_then(Value::as_i64)
         .is_some_and(|g| g < 0)
         && am.get("terminationGracePeriodSeconds") == Some(&json!(1));
     if grace_ok {
-        copy_field(am, &b, "terminationGracePeriodSeconds");
+        copy_field(am, b, "terminationGracePeriodSeconds");
     }
-    if !same(Some(&a), Some(&b)) {
+    if !same(Some(&a), Some(b)) {
         let changed: Vec<String> = a
             .as_object()
             .into_iter()

@@ -205,9 +205,8 @@ pub fn parse_quantity(s: &str) -> Option<i128> {
     }
     let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
     // mantissa as integer digits with a decimal exponent
-    let digits = format!("{int_part}{frac_part}");
     let mut mantissa: i128 = 0;
-    for d in digits.bytes() {
+    for d in int_part.bytes().chain(frac_part.bytes()) {
         mantissa = mantissa
             .saturating_mul(10)
             .saturating_add((d - b'0') as i128);

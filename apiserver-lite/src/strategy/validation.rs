@@ -11,6 +11,19 @@ use crate::resources::ResourceInfo;
 use crate::status::Cause;
 use serde_json::{json, Value};
 
+/// `non_negative_now` when the value is a negative integer; the path is only evaluated then.
+macro_rules! non_negative {
+    ($v:expr, $path:expr, $errs:expr $(,)?) => {
+        match $v {
+            v => {
+                if v.and_then(Value::as_i64).is_some_and(|n| n < 0) {
+                    non_negative_now(v, $path, $errs)
+                }
+            }
+        }
+    };
+}
+
 /// `push_msgs_now` when `msgs` is not empty; the field and value are only evaluated then.
 macro_rules! push_msgs {
     ($errs:expr, $field:expr, $value:expr, $msgs:expr $(,)?) => {
@@ -42,6 +55,29 @@ macro_rules! supported {
 pub const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
 /// Upstream's cap on ConfigMap and Secret payloads (`MaxSecretSize`).
 pub const MAX_DATA_SIZE: usize = 1024 * 1024;
+
+/// A field path, rendered (as the `format!` calls it replaces would) only when a cause needs it.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root(&'a str),
+    /// `{parent}.{field}`
+    Field(&'a Path<'a>, &'a str),
+    /// `{parent}[{index}]`
+    Index(&'a Path<'a>, usize),
+    /// `{parent}[{key}]`
+    Key(&'a Path<'a>, &'a str),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root(s) => f.write_str(s),
+            Path::Field(p, k) => write!(f, "{p}.{k}"),
+            Path::Index(p, i) => write!(f, "{p}[{i}]"),
+            Path::Key(p, k) => write!(f, "{p}[{k}]"),
+        }
+    }
+}
 
 /// `field.TooLong`.
 pub fn too_long(field: impl Into<String>, max: usize) -> Cause {
@@ -169,6 +205,15 @@ pub fn labels(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
     }
 }
 
+/// `s.to_lowercase()`, borrowed when that changes nothing.
+fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// `ValidateAnnotations`: qualified (lower-cased) keys and a 256KiB total.
 pub fn annotations(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
     let Some(m) = v.and_then(Value::as_object) else {
@@ -176,12 +221,7 @@ pub fn annotations(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
     };
     let mut total = 0usize;
     for (k, v) in m {
-        push_msgs!(
-            errs,
-            path,
-            &s(k),
-            names::is_qualified_name(&k.to_lowercase()),
-        );
+        push_msgs!(errs, path, &s(k), names::is_qualified_name(&lowercase(k)),);
         total += k.len() + v.as_str().map(str::len).unwrap_or(0);
     }
     if total > TOTAL_ANNOTATION_SIZE_LIMIT {
@@ -251,7 +291,7 @@ fn selector_is_empty(sel: &Value) -> bool {
     is_empty(sel.get("matchLabels")) && is_empty(sel.get("matchExpressions"))
 }
 
-fn non_negative(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
+fn non_negative_now(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
     if let Some(n) = v.and_then(Value::as_i64) {
         if n < 0 {
             errs.push(Cause::invalid(
@@ -329,12 +369,12 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
         ("apps", "Deployment") => {
             workload(info, spec, &mut errs);
             deployment_strategy(spec, &mut errs);
-            non_negative(
+            non_negative!(
                 spec.get("revisionHistoryLimit"),
                 "spec.revisionHistoryLimit",
                 &mut errs,
             );
-            non_negative(
+            non_negative!(
                 spec.get("minReadySeconds"),
                 "spec.minReadySeconds",
                 &mut errs,
@@ -399,7 +439,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
                     ));
                 }
             }
-            non_negative(
+            non_negative!(
                 spec.get("leaseTransitions"),
                 "spec.leaseTransitions",
                 &mut errs,
@@ -509,38 +549,38 @@ fn is_native_resource(name: &str) -> bool {
 }
 
 /// `ValidateContainerResourceRequirements`.
-fn resources(res: &Value, path: &str, errs: &mut Vec<Cause>) {
+fn resources(res: &Value, path: &Path, errs: &mut Vec<Cause>) {
     let limits = res.get("limits").unwrap_or(&Value::Null);
     for (kind, map) in [
         ("limits", limits),
         ("requests", res.get("requests").unwrap_or(&Value::Null)),
     ] {
         for (name, q) in map.as_object().into_iter().flat_map(|m| m.iter()) {
-            let p = format!("{path}.{kind}[{name}]");
+            let p = Path::Key(&Path::Field(path, kind), name);
             if is_native_resource(name)
                 && !STANDARD_CONTAINER_RESOURCES.contains(&name.as_str())
                 && !name.starts_with("hugepages-")
             {
                 errs.push(Cause::invalid(
-                    &p,
+                    p.to_string(),
                     &s(name),
                     "must be a standard resource for containers",
                 ));
             }
             match quantity(q) {
-                None => errs.push(Cause::invalid(&p, q, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")),
-                Some(v) if v < 0 => errs.push(Cause::invalid(&p, &s(&quantity_text(q)), "must be greater than or equal to 0")),
+                None => errs.push(Cause::invalid(p.to_string(), q, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")),
+                Some(v) if v < 0 => errs.push(Cause::invalid(p.to_string(), &s(&quantity_text(q)), "must be greater than or equal to 0")),
                 Some(v) if kind == "requests" => {
                     let lim = limits.get(name);
                     if !is_native_resource(name) {
                         match lim {
                             None => errs.push(Cause::required(format!("{path}.limits"), "Limit must be set for non overcommitable resources")),
-                            Some(l) if quantity(l) != Some(v) => errs.push(Cause::invalid(&p, &s(&quantity_text(q)), &format!("must be equal to {name} limit of {}", quantity_text(l)))),
+                            Some(l) if quantity(l) != Some(v) => errs.push(Cause::invalid(p.to_string(), &s(&quantity_text(q)), &format!("must be equal to {name} limit of {}", quantity_text(l)))),
                             _ => {}
                         }
                     } else if let Some(l) = lim {
                         if quantity(l).is_some_and(|l| v > l) {
-                            errs.push(Cause::invalid(&p, &s(&quantity_text(q)), &format!("must be less than or equal to {name} limit of {}", quantity_text(l))));
+                            errs.push(Cause::invalid(p.to_string(), &s(&quantity_text(q)), &format!("must be less than or equal to {name} limit of {}", quantity_text(l))));
                         }
                     }
                 }
@@ -551,10 +591,10 @@ fn resources(res: &Value, path: &str, errs: &mut Vec<Cause>) {
 }
 
 /// `validateContainerPorts`.
-fn container_ports(ports: &[Value], path: &str, errs: &mut Vec<Cause>) {
+fn container_ports(ports: &[Value], path: &Path, errs: &mut Vec<Cause>) {
     let mut seen: Vec<&str> = Vec::new();
     for (i, p) in ports.iter().enumerate() {
-        let pp = format!("{path}[{i}]");
+        let pp = Path::Index(path, i);
         if let Some(name) = p
             .get("name")
             .and_then(Value::as_str)
@@ -603,7 +643,7 @@ fn container_ports(ports: &[Value], path: &str, errs: &mut Vec<Cause>) {
 }
 
 /// Validates one container; `names_seen` tracks names across all container lists.
-fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec<Cause>) {
+fn container(c: &Value, path: &Path, volumes: &[&str], init: bool, errs: &mut Vec<Cause>) {
     let name = c.get("name").and_then(Value::as_str).unwrap_or("");
     if name.is_empty() {
         errs.push(Cause::required(format!("{path}.name"), ""));
@@ -639,10 +679,10 @@ fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec
         true,
         errs,
     );
-    container_ports(arr(c, "ports"), &format!("{path}.ports"), errs);
+    container_ports(arr(c, "ports"), &Path::Field(path, "ports"), errs);
     resources(
         c.get("resources").unwrap_or(&Value::Null),
-        &format!("{path}.resources"),
+        &Path::Field(path, "resources"),
         errs,
     );
     for (i, e) in arr(c, "env").iter().enumerate() {
@@ -651,8 +691,9 @@ fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec
         }
     }
     let mut mount_paths: Vec<&str> = Vec::new();
+    let mounts = Path::Field(path, "volumeMounts");
     for (i, m) in arr(c, "volumeMounts").iter().enumerate() {
-        let mp = format!("{path}.volumeMounts[{i}]");
+        let mp = Path::Index(&mounts, i);
         let vname = m.get("name").and_then(Value::as_str).unwrap_or("");
         if vname.is_empty() {
             errs.push(Cause::required(format!("{mp}.name"), ""));
@@ -680,16 +721,19 @@ fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec
             ));
             continue;
         }
-        let pp = format!("{path}.{probe}");
+        let pp = Path::Field(path, probe);
         let handlers = ["exec", "httpGet", "tcpSocket", "grpc"]
             .iter()
             .filter(|h| p.get(**h).is_some_and(|v| !v.is_null()))
             .count();
         if handlers == 0 {
-            errs.push(Cause::required(&pp, "must specify a handler type"));
+            errs.push(Cause::required(
+                pp.to_string(),
+                "must specify a handler type",
+            ));
         } else if handlers > 1 {
             errs.push(Cause::forbidden(
-                &pp,
+                pp.to_string(),
                 "may not specify more than 1 handler type",
             ));
         }
@@ -713,7 +757,7 @@ fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec
             "successThreshold",
             "failureThreshold",
         ] {
-            non_negative(p.get(k), &format!("{pp}.{k}"), errs);
+            non_negative!(p.get(k), &format!("{pp}.{k}"), errs);
         }
     }
 }
@@ -721,9 +765,11 @@ fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec
 /// `ValidatePodSpec` (the parts clients hit).
 pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
     // volumes
+    let root = Path::Root(path);
     let mut vol_names: Vec<&str> = Vec::new();
+    let volumes = Path::Field(&root, "volumes");
     for (i, v) in arr(spec, "volumes").iter().enumerate() {
-        let vp = format!("{path}.volumes[{i}]");
+        let vp = Path::Index(&volumes, i);
         let name = v.get("name").and_then(Value::as_str).unwrap_or("");
         if name.is_empty() {
             errs.push(Cause::required(format!("{vp}.name"), ""));
@@ -749,7 +795,7 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             .unwrap_or(0);
         if sources > 1 {
             errs.push(Cause::forbidden(
-                &vp,
+                vp.to_string(),
                 "may not specify more than 1 volume type",
             ));
         }
@@ -760,8 +806,9 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
     }
     let mut all_names: Vec<&str> = Vec::new();
     for (key, init) in [("initContainers", true), ("containers", false)] {
+        let list = Path::Field(&root, key);
         for (i, c) in arr(spec, key).iter().enumerate() {
-            let cp = format!("{path}.{key}[{i}]");
+            let cp = Path::Index(&list, i);
             container(c, &cp, &vol_names, init, errs);
             if let Some(n) = c
                 .get("name")
@@ -820,18 +867,21 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             );
         }
     }
-    labels(
-        spec.get("nodeSelector"),
-        &format!("{path}.nodeSelector"),
-        errs,
-    );
+    if spec.get("nodeSelector").is_some_and(Value::is_object) {
+        labels(
+            spec.get("nodeSelector"),
+            &format!("{path}.nodeSelector"),
+            errs,
+        );
+    }
+    let tolerations = Path::Field(&root, "tolerations");
     for (i, t) in arr(spec, "tolerations").iter().enumerate() {
-        toleration(t, &format!("{path}.tolerations[{i}]"), errs);
+        toleration(t, &Path::Index(&tolerations, i), errs);
     }
 }
 
 /// `ValidateTolerations` for one toleration.
-fn toleration(t: &Value, path: &str, errs: &mut Vec<Cause>) {
+fn toleration(t: &Value, path: &Path, errs: &mut Vec<Cause>) {
     let key = t.get("key").and_then(Value::as_str).unwrap_or("");
     let op = t.get("operator").and_then(Value::as_str).unwrap_or("");
     let value = t.get("value").and_then(Value::as_str).unwrap_or("");
@@ -873,8 +923,9 @@ fn toleration(t: &Value, path: &str, errs: &mut Vec<Cause>) {
         ));
     }
     if !effect.is_empty() {
+        // a non-empty string, so `t.get("effect")` is `Some(&s(effect))`
         supported!(
-            Some(&s(effect)),
+            t.get("effect"),
             &format!("{path}.effect"),
             &["NoSchedule", "PreferNoSchedule", "NoExecute"],
             false,
@@ -930,8 +981,8 @@ fn workload(info: &ResourceInfo, spec: &Value, errs: &mut Vec<Cause>) {
             }
         }
     }
-    non_negative(spec.get("replicas"), "spec.replicas", errs);
-    non_negative(spec.get("minReadySeconds"), "spec.minReadySeconds", errs);
+    non_negative!(spec.get("replicas"), "spec.replicas", errs);
+    non_negative!(spec.get("minReadySeconds"), "spec.minReadySeconds", errs);
     pod_template(
         spec.get("template").unwrap_or(&Value::Null),
         "spec.template",
@@ -989,7 +1040,7 @@ fn replication_controller(spec: &Value, errs: &mut Vec<Cause>) {
     } else {
         labels(Some(sel), "spec.selector", errs);
     }
-    non_negative(spec.get("replicas"), "spec.replicas", errs);
+    non_negative!(spec.get("replicas"), "spec.replicas", errs);
     match spec.get("template").filter(|t| !t.is_null()) {
         None => errs.push(Cause::required("spec.template", "")),
         Some(t) => {
@@ -1585,7 +1636,7 @@ fn job_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
         "activeDeadlineSeconds",
         "ttlSecondsAfterFinished",
     ] {
-        non_negative(spec.get(k), &format!("{path}.{k}"), errs);
+        non_negative!(spec.get(k), &format!("{path}.{k}"), errs);
     }
     supported!(
         spec.get("completionMode"),
@@ -1689,7 +1740,7 @@ fn cron_job(o: &Value, errs: &mut Vec<Cause>) {
         "successfulJobsHistoryLimit",
         "failedJobsHistoryLimit",
     ] {
-        non_negative(spec.get(k), &format!("spec.{k}"), errs);
+        non_negative!(spec.get(k), &format!("spec.{k}"), errs);
     }
     let jt = spec.get("jobTemplate").unwrap_or(&Value::Null);
     let jmeta = jt.get("metadata").unwrap_or(&Value::Null);
