@@ -7,6 +7,7 @@
 //! upstream's `admission.NewForbidden`.
 
 use super::defaults::obj_in;
+use super::util::Get;
 use super::util::{arr, entries, is_empty, obj, quantity, quantity_text};
 use super::AdmissionLookup;
 use crate::resources::ResourceInfo;
@@ -47,8 +48,8 @@ pub fn admit_create(
 
 /// `metadata.namespace` as a string, or "".
 fn namespace_of(o: &Value) -> &str {
-    o.get("metadata")
-        .and_then(|m| m.get("namespace"))
+    o.g("metadata")
+        .and_then(|m| m.g("namespace"))
         .and_then(Value::as_str)
         .unwrap_or("")
 }
@@ -81,8 +82,8 @@ fn priority(
     lookup: &dyn AdmissionLookup,
 ) -> Result<(), ApiError> {
     let class_name = o
-        .get("spec")
-        .and_then(|s| s.get("priorityClassName"))
+        .g("spec")
+        .and_then(|s| s.g("priorityClassName"))
         .and_then(Value::as_str)
         .unwrap_or("");
     // The class name to record: None when there is none, or when it is already the pod's.
@@ -91,7 +92,7 @@ fn priority(
             Some(mut pc) => (
                 Some(super::util::str_at(&pc, "/metadata/name").to_string())
                     .filter(|n| !n.is_empty()),
-                pc.get("value").and_then(Value::as_i64).unwrap_or(0),
+                pc.g("value").and_then(Value::as_i64).unwrap_or(0),
                 pc.as_object_mut()
                     .and_then(|m| m.remove("preemptionPolicy")),
             ),
@@ -101,7 +102,7 @@ fn priority(
         match find_class(lookup, class_name) {
             Some(mut pc) => (
                 None,
-                pc.get("value").and_then(Value::as_i64).unwrap_or(0),
+                pc.g("value").and_then(Value::as_i64).unwrap_or(0),
                 pc.as_object_mut()
                     .and_then(|m| m.remove("preemptionPolicy")),
             ),
@@ -115,8 +116,8 @@ fn priority(
         }
     };
     if let Some(p) = o
-        .get("spec")
-        .and_then(|s| s.get("priority"))
+        .g("spec")
+        .and_then(|s| s.g("priority"))
         .and_then(Value::as_i64)
     {
         if p != value {
@@ -133,7 +134,7 @@ fn priority(
     }
     spec.insert("priority".into(), Value::from(value));
     if let Some(policy) = policy.filter(|p| !p.is_null()) {
-        if let Some(given) = spec.get("preemptionPolicy").filter(|p| !is_empty(Some(p))) {
+        if let Some(given) = spec.g("preemptionPolicy").filter(|p| !is_empty(Some(p))) {
             if *given != policy {
                 let (g, c) = (quantity_text(given), quantity_text(&policy));
                 return Err(forbidden(
@@ -154,7 +155,7 @@ fn priority_class(
     o: &Value,
     lookup: &dyn AdmissionLookup,
 ) -> Result<(), ApiError> {
-    if o.get("globalDefault") != Some(&json!(true)) {
+    if o.g("globalDefault") != Some(&json!(true)) {
         return Ok(());
     }
     if let Some(existing) = lookup.global_default_priority_class() {
@@ -180,11 +181,11 @@ pub fn default_toleration_seconds(o: &mut Value) {
         "node.kubernetes.io/unreachable",
     ];
     let missing = {
-        let tols = arr(o.get("spec").unwrap_or(&Value::Null), "tolerations");
+        let tols = arr(o.g("spec").unwrap_or(&Value::Null), "tolerations");
         let tolerates = |key: &str| {
             tols.iter().any(|t| {
-                let k = t.get("key").and_then(Value::as_str).unwrap_or("");
-                let e = t.get("effect").and_then(Value::as_str).unwrap_or("");
+                let k = t.g("key").and_then(Value::as_str).unwrap_or("");
+                let e = t.g("effect").and_then(Value::as_str).unwrap_or("");
                 (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
             })
         };
@@ -219,8 +220,8 @@ pub fn limit_ranger(o: &mut Value, ranges: &[Value]) {
         );
         let mut def_limits = Map::new();
         let mut def_requests = Map::new();
-        for item in arr(lr.get("spec").unwrap_or(&Value::Null), "limits") {
-            if item.get("type").and_then(Value::as_str) != Some("Container") {
+        for item in arr(lr.g("spec").unwrap_or(&Value::Null), "limits") {
+            if item.g("type").and_then(Value::as_str) != Some("Container") {
                 continue;
             }
             for (k, v) in entries(item, "default") {
@@ -240,7 +241,7 @@ pub fn limit_ranger(o: &mut Value, ranges: &[Value]) {
         ] {
             for c in super::util::each_obj_mut(spec, key) {
                 let cname = c
-                    .get("name")
+                    .g("name")
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
@@ -266,7 +267,7 @@ pub fn limit_ranger(o: &mut Value, ranges: &[Value]) {
                     }
                 }
                 for k in ["limits", "requests"] {
-                    if res.get(k).is_some_and(|v| is_empty(Some(v))) {
+                    if res.g(k).is_some_and(|v| is_empty(Some(v))) {
                         res.remove(k);
                     }
                 }
@@ -299,17 +300,17 @@ pub fn limit_ranger(o: &mut Value, ranges: &[Value]) {
 /// LimitRanger's validation: per-container min (against requests) and max (against limits).
 fn limit_ranger_validate(info: &ResourceInfo, o: &Value, ranges: &[Value]) -> Result<(), ApiError> {
     let mut errs: Vec<String> = Vec::new();
-    let spec = o.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = o.g("spec").cloned().unwrap_or(Value::Null);
     for lr in ranges {
-        for item in arr(lr.get("spec").unwrap_or(&Value::Null), "limits") {
-            if item.get("type").and_then(Value::as_str) != Some("Container") {
+        for item in arr(lr.g("spec").unwrap_or(&Value::Null), "limits") {
+            if item.g("type").and_then(Value::as_str) != Some("Container") {
                 continue;
             }
             for key in ["containers", "initContainers"] {
                 for c in arr(&spec, key) {
-                    let res = c.get("resources").cloned().unwrap_or(Value::Null);
+                    let res = c.g("resources").cloned().unwrap_or(Value::Null);
                     for (k, min) in entries(item, "min") {
-                        match res.get("requests").and_then(|r| r.get(k)) {
+                        match res.g("requests").and_then(|r| r.g(k)) {
                             None => errs.push(format!(
                                 "minimum {k} usage per Container is {}.  No request is specified",
                                 quantity_text(min)
@@ -323,7 +324,7 @@ fn limit_ranger_validate(info: &ResourceInfo, o: &Value, ranges: &[Value]) -> Re
                         }
                     }
                     for (k, max) in entries(item, "max") {
-                        match res.get("limits").and_then(|r| r.get(k)) {
+                        match res.g("limits").and_then(|r| r.g(k)) {
                             None => errs.push(format!(
                                 "maximum {k} usage per Container is {}.  No limit is specified",
                                 quantity_text(max)

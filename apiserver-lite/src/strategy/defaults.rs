@@ -7,6 +7,7 @@
 //! the stored object back).
 
 pub(crate) use super::util::obj_in;
+use super::util::Get;
 use super::util::Ptr;
 use super::util::{default_to, each_obj_mut, is_empty, obj, EmptyObject};
 use crate::resources::ResourceInfo;
@@ -57,10 +58,10 @@ fn pod(o: &mut Value) {
     for key in ["containers", "initContainers"] {
         for c in each_obj_mut(spec, key) {
             let res = obj_in(c, "resources");
-            let missing: Vec<(String, Value)> = match res.get("limits").and_then(Value::as_object) {
+            let missing: Vec<(String, Value)> = match res.g("limits").and_then(Value::as_object) {
                 None => continue,
                 Some(limits) => {
-                    let req = res.get("requests").and_then(Value::as_object);
+                    let req = res.g("requests").and_then(Value::as_object);
                     limits
                         .iter()
                         .filter(|(k, _)| !req.is_some_and(|r| r.contains_key(*k)))
@@ -75,7 +76,7 @@ fn pod(o: &mut Value) {
         }
     }
     default_to(spec, "enableServiceLinks", true);
-    if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+    if spec.g("hostNetwork").and_then(Value::as_bool) == Some(true) {
         host_network_ports(spec);
     }
     pod_spec(spec);
@@ -86,8 +87,8 @@ fn host_network_ports(spec: &mut Map<String, Value>) {
     for key in ["containers", "initContainers"] {
         for c in each_obj_mut(spec, key) {
             for p in each_obj_mut(c, "ports") {
-                if is_empty(p.get("hostPort")) || p.get("hostPort") == Some(&json!(0)) {
-                    if let Some(cp) = p.get("containerPort").cloned() {
+                if is_empty(p.g("hostPort")) || p.g("hostPort") == Some(&json!(0)) {
+                    if let Some(cp) = p.g("containerPort").cloned() {
                         p.insert("hostPort".into(), cp);
                     }
                 }
@@ -115,8 +116,8 @@ pub fn pod_spec(spec: &mut Map<String, Value>) {
 
 /// `SetDefaults_Container` and its ports, probes, lifecycle handlers and env.
 fn container(c: &mut Map<String, Value>) {
-    if is_empty(c.get("imagePullPolicy")) {
-        let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+    if is_empty(c.g("imagePullPolicy")) {
+        let image = c.g("image").and_then(Value::as_str).unwrap_or("");
         c.insert("imagePullPolicy".into(), json!(pull_policy_for(image)));
     }
     default_to(c, "terminationMessagePath", "/dev/termination-log");
@@ -209,7 +210,7 @@ const VOLUME_SOURCES: &[&str] = &[
 
 /// `SetDefaults_Volume` and the per-source defaulters.
 fn volume(v: &mut Map<String, Value>) {
-    if !VOLUME_SOURCES.iter().any(|s| !is_empty_source(v.get(*s))) {
+    if !VOLUME_SOURCES.iter().any(|s| !is_empty_source(v.g(*s))) {
         v.insert("emptyDir".into(), json!({}));
     }
     if let Some(hp) = v.get_mut("hostPath").and_then(Value::as_object_mut) {
@@ -283,11 +284,11 @@ fn replication_controller(o: &mut Value) {
         .filter(|l| !is_empty(Some(l)));
     if let Some(labels) = labels {
         let spec = obj(o, "spec");
-        if is_empty(spec.get("selector")) {
+        if is_empty(spec.g("selector")) {
             spec.insert("selector".into(), labels.clone());
         }
         let meta = obj(o, "metadata");
-        if is_empty(meta.get("labels")) {
+        if is_empty(meta.g("labels")) {
             meta.insert("labels".into(), labels);
         }
     }
@@ -304,7 +305,7 @@ fn deployment(o: &mut Value) {
     default_to(spec, "replicas", 1i64);
     let strategy = obj_in(spec, "strategy");
     default_to(strategy, "type", "RollingUpdate");
-    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+    if strategy.g("type").and_then(Value::as_str) == Some("RollingUpdate") {
         let ru = obj_in(strategy, "rollingUpdate");
         default_to(ru, "maxUnavailable", "25%");
         default_to(ru, "maxSurge", "25%");
@@ -325,7 +326,7 @@ fn stateful_set(o: &mut Value) {
     default_to(spec, "podManagementPolicy", "OrderedReady");
     let us = obj_in(spec, "updateStrategy");
     default_to(us, "type", "RollingUpdate");
-    if us.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+    if us.g("type").and_then(Value::as_str) == Some("RollingUpdate") {
         let ru = obj_in(us, "rollingUpdate");
         default_to(ru, "partition", 0i64);
     }
@@ -346,7 +347,7 @@ fn daemon_set(o: &mut Value) {
     let spec = obj(o, "spec");
     let us = obj_in(spec, "updateStrategy");
     default_to(us, "type", "RollingUpdate");
-    if us.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+    if us.g("type").and_then(Value::as_str) == Some("RollingUpdate") {
         let ru = obj_in(us, "rollingUpdate");
         default_to(ru, "maxUnavailable", 1i64);
         default_to(ru, "maxSurge", 0i64);
@@ -363,7 +364,7 @@ fn job(o: &mut Value) {
         .filter(|l| !is_empty(Some(l)));
     if let Some(labels) = labels {
         let meta = obj(o, "metadata");
-        if is_empty(meta.get("labels")) {
+        if is_empty(meta.g("labels")) {
             meta.insert("labels".into(), labels);
         }
     }
@@ -372,13 +373,13 @@ fn job(o: &mut Value) {
 }
 
 fn job_spec(spec: &mut Map<String, Value>) {
-    if is_empty(spec.get("completions")) && is_empty(spec.get("parallelism")) {
+    if is_empty(spec.g("completions")) && is_empty(spec.g("parallelism")) {
         spec.insert("completions".into(), json!(1));
         spec.insert("parallelism".into(), json!(1));
     }
     default_to(spec, "parallelism", 1i64);
-    if is_empty(spec.get("backoffLimit")) {
-        let limit = if is_empty(spec.get("backoffLimitPerIndex")) {
+    if is_empty(spec.g("backoffLimit")) {
+        let limit = if is_empty(spec.g("backoffLimitPerIndex")) {
             6
         } else {
             i32::MAX
@@ -387,7 +388,7 @@ fn job_spec(spec: &mut Map<String, Value>) {
     }
     default_to(spec, "completionMode", "NonIndexed");
     default_to(spec, "suspend", false);
-    let has_pfp = !is_empty(spec.get("podFailurePolicy"));
+    let has_pfp = !is_empty(spec.g("podFailurePolicy"));
     if let Some(rules) = spec
         .get_mut("podFailurePolicy")
         .and_then(|p| p.get_mut("rules"))
@@ -430,20 +431,20 @@ fn service(o: &mut Value) {
     default_to(spec, "sessionAffinity", "None");
     default_to(spec, "type", "ClusterIP");
     let ty = spec
-        .get("type")
+        .g("type")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
     for p in each_obj_mut(spec, "ports") {
         default_to(p, "protocol", "TCP");
-        let unset = match p.get("targetPort") {
+        let unset = match p.g("targetPort") {
             None | Some(Value::Null) => true,
             Some(Value::Number(n)) => n.as_i64() == Some(0),
             Some(Value::String(s)) => s.is_empty(),
             _ => false,
         };
         if unset {
-            if let Some(port) = p.get("port").cloned() {
+            if let Some(port) = p.g("port").cloned() {
                 p.insert("targetPort".into(), port);
             }
         }
@@ -458,7 +459,7 @@ fn service(o: &mut Value) {
     if ty == "LoadBalancer" {
         default_to(spec, "allocateLoadBalancerNodePorts", true);
     }
-    if spec.get("sessionAffinity") == Some(&json!("ClientIP")) {
+    if spec.g("sessionAffinity") == Some(&json!("ClientIP")) {
         let cfg = obj_in(spec, "sessionAffinityConfig");
         let ip = obj_in(cfg, "clientIP");
         default_to(ip, "timeoutSeconds", 10800i64);
@@ -536,9 +537,9 @@ fn network_policy(o: &mut Value) {
             }
         }
     }
-    if is_empty(spec.get("policyTypes")) {
+    if is_empty(spec.g("policyTypes")) {
         let mut types = vec![json!("Ingress")];
-        if !is_empty(spec.get("egress")) {
+        if !is_empty(spec.g("egress")) {
             types.push(json!("Egress"));
         }
         spec.insert("policyTypes".into(), Value::Array(types));
@@ -550,11 +551,11 @@ fn network_policy(o: &mut Value) {
 fn limit_range(o: &mut Value) {
     let spec = obj(o, "spec");
     for item in each_obj_mut(spec, "limits") {
-        if item.get("type") != Some(&json!("Container")) {
+        if item.g("type") != Some(&json!("Container")) {
             continue;
         }
-        let max = item.get("max").and_then(Value::as_object).cloned();
-        let min = item.get("min").and_then(Value::as_object).cloned();
+        let max = item.g("max").and_then(Value::as_object).cloned();
+        let min = item.g("min").and_then(Value::as_object).cloned();
         let def = obj_in(item, "default");
         for (k, v) in max.into_iter().flatten() {
             def.entry(k).or_insert(v);

@@ -4,6 +4,7 @@
 //! (pkg/registry/batch/job/strategy.go `generateSelector`).
 
 use super::defaults::obj_in;
+use super::util::Get;
 use super::util::Ptr;
 use super::util::{each_obj_mut, is_empty, obj, quantity};
 use crate::resources::ResourceInfo;
@@ -21,7 +22,7 @@ pub fn for_create(info: &ResourceInfo, o: &mut Value) {
     match (info.group, info.kind) {
         ("", "Pod") => {
             let qos = pod_qos(o);
-            let gated = !is_empty(o.get("spec").and_then(|s| s.get("schedulingGates")));
+            let gated = !is_empty(o.g("spec").and_then(|s| s.g("schedulingGates")));
             let mut status = Map::new();
             status.insert("phase".into(), Value::String("Pending".into()));
             status.insert("qosClass".into(), Value::String(qos.into()));
@@ -119,10 +120,10 @@ pub fn pod_qos(pod: &Value) -> &'static str {
             None => v,
         });
     };
-    let spec = pod.get("spec").unwrap_or(&Value::Null);
+    let spec = pod.g("spec").unwrap_or(&Value::Null);
     for key in ["containers", "initContainers"] {
         for c in super::util::arr(spec, key) {
-            let res = c.get("resources").unwrap_or(&Value::Null);
+            let res = c.g("resources").unwrap_or(&Value::Null);
             for (k, v) in super::util::entries(res, "requests") {
                 let Some(i) = slot(k) else { continue };
                 if let Some(q) = quantity(v).filter(|q| *q > 0) {
@@ -167,7 +168,7 @@ pub fn pod_qos(pod: &Value) -> &'static str {
 pub fn for_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
     keep_system_meta(o, old);
     if info.has_subresource("status") {
-        match old.get("status") {
+        match old.g("status") {
             Some(s) => o["status"] = s.clone(),
             None => {
                 if let Some(m) = o.as_object_mut() {
@@ -194,8 +195,8 @@ pub fn for_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
             // Priority admission keeps the priority computed at create.
             let spec = obj(o, "spec");
             for k in ["priority", "preemptionPolicy"] {
-                if is_empty(spec.get(k)) {
-                    if let Some(v) = old.get("spec").and_then(|s| s.get(k)) {
+                if is_empty(spec.g(k)) {
+                    if let Some(v) = old.g("spec").and_then(|s| s.g(k)) {
                         spec.insert(k.into(), v.clone());
                     }
                 }
@@ -218,10 +219,10 @@ fn drop_type_dependent_fields(o: &mut Value, old: &Value) {
     if !external(old_type) || external(new_type) {
         return;
     }
-    let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+    let old_spec = old.g("spec").cloned().unwrap_or(Value::Null);
     let spec = obj(o, "spec");
     for k in ["externalTrafficPolicy", "healthCheckNodePort"] {
-        if spec.get(k).is_some() && spec.get(k) == old_spec.get(k) {
+        if spec.g(k).is_some() && spec.g(k) == old_spec.g(k) {
             spec.remove(k);
         }
     }
@@ -229,7 +230,7 @@ fn drop_type_dependent_fields(o: &mut Value, old: &Value) {
     for p in each_obj_mut(spec, "ports") {
         let carried = old_ports
             .iter()
-            .any(|op| op.get("nodePort").is_some() && op.get("nodePort") == p.get("nodePort"));
+            .any(|op| op.g("nodePort").is_some() && op.g("nodePort") == p.g("nodePort"));
         if carried {
             p.remove("nodePort");
         }
@@ -246,12 +247,12 @@ fn keep_allocations(o: &mut Value, old: &Value) {
         .unwrap_or("")
         .to_string();
     let new_type = new_type.as_str();
-    let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+    let old_spec = old.g("spec").cloned().unwrap_or(Value::Null);
     let spec = obj(o, "spec");
     if old_type != "ExternalName" && new_type != "ExternalName" {
         for k in ["clusterIP", "clusterIPs", "ipFamilies"] {
-            if is_empty(spec.get(k)) {
-                if let Some(v) = old_spec.get(k).filter(|v| !is_empty(Some(v))) {
+            if is_empty(spec.g(k)) {
+                if let Some(v) = old_spec.g(k).filter(|v| !is_empty(Some(v))) {
                     spec.insert(k.into(), v.clone());
                 }
             }
@@ -261,21 +262,21 @@ fn keep_allocations(o: &mut Value, old: &Value) {
     if needs_node_ports(old_type) && needs_node_ports(new_type) {
         let old_ports = super::util::arr(&old_spec, "ports").to_vec();
         for p in each_obj_mut(spec, "ports") {
-            let unset = matches!(p.get("nodePort"), None | Some(Value::Null))
-                || p.get("nodePort") == Some(&json!(0));
+            let unset = matches!(p.g("nodePort"), None | Some(Value::Null))
+                || p.g("nodePort") == Some(&json!(0));
             if !unset {
                 continue;
             }
             if let Some(np) = old_ports
                 .iter()
-                .find(|op| op.get("port") == p.get("port"))
-                .and_then(|op| op.get("nodePort"))
+                .find(|op| op.g("port") == p.g("port"))
+                .and_then(|op| op.g("nodePort"))
             {
                 p.insert("nodePort".into(), np.clone());
             }
         }
-        if is_empty(spec.get("healthCheckNodePort")) {
-            if let Some(v) = old_spec.get("healthCheckNodePort") {
+        if is_empty(spec.g("healthCheckNodePort")) {
+            if let Some(v) = old_spec.g("healthCheckNodePort") {
                 spec.insert("healthCheckNodePort".into(), v.clone());
             }
         }
@@ -285,10 +286,10 @@ fn keep_allocations(o: &mut Value, old: &Value) {
 /// `rest.BeforeUpdate`: uid defaults to the old one; creation and deletion timestamps can't
 /// be changed by an update.
 fn keep_system_meta(o: &mut Value, old: &Value) {
-    let old_meta = old.get("metadata").unwrap_or(&Value::Null);
+    let old_meta = old.g("metadata").unwrap_or(&Value::Null);
     let meta = obj(o, "metadata");
-    if is_empty(meta.get("uid")) {
-        if let Some(u) = old_meta.get("uid") {
+    if is_empty(meta.g("uid")) {
+        if let Some(u) = old_meta.g("uid") {
             meta.insert("uid".into(), u.clone());
         }
     }
@@ -297,7 +298,7 @@ fn keep_system_meta(o: &mut Value, old: &Value) {
         "deletionTimestamp",
         "deletionGracePeriodSeconds",
     ] {
-        match old_meta.get(k) {
+        match old_meta.g(k) {
             Some(v) if !v.is_null() => {
                 meta.insert(k.into(), v.clone());
             }
@@ -312,19 +313,19 @@ fn keep_system_meta(o: &mut Value, old: &Value) {
 /// fields comes from the stored object.
 pub fn for_status_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
     let mut merged = old.clone();
-    if let Some(s) = o.get("status") {
+    if let Some(s) = o.g("status") {
         merged["status"] = s.clone();
     } else if let Some(m) = merged.as_object_mut() {
         m.remove("status");
     }
-    let new_meta = o.get("metadata").cloned().unwrap_or(Value::Null);
+    let new_meta = o.g("metadata").cloned().unwrap_or(Value::Null);
     let meta = obj(&mut merged, "metadata");
     for k in STATUS_MUTABLE_META {
         // Pods keep owner references: old kubelets corrupted them through pods/status.
         if info.kind == "Pod" && *k == "ownerReferences" {
             continue;
         }
-        match new_meta.get(*k) {
+        match new_meta.g(*k) {
             Some(v) => {
                 meta.insert((*k).into(), v.clone());
             }
@@ -334,7 +335,7 @@ pub fn for_status_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
         }
     }
     // resourceVersion travels with the request for the lead's precondition check.
-    if let Some(rv) = new_meta.get("resourceVersion") {
+    if let Some(rv) = new_meta.g("resourceVersion") {
         meta.insert("resourceVersion".into(), rv.clone());
     }
     *o = merged;

@@ -5,6 +5,7 @@
 //! Secret type, PVC and PV specs, Node podCIDR/providerID, EndpointSlice addressType,
 //! PriorityClass value, StorageClass parameters/provisioner and RBAC roleRef.
 
+use super::util::Get;
 use super::util::Ptr;
 use super::util::{arr, is_empty, str_at};
 use super::validation::PV_NON_SOURCE_FIELDS;
@@ -27,7 +28,7 @@ fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
     match (a, b) {
         (a, b) if is_empty(a) && is_empty(b) => true,
         (Some(Value::Object(x)), Some(Value::Object(y))) => {
-            x.keys().chain(y.keys()).all(|k| same(x.get(k), y.get(k)))
+            x.keys().chain(y.keys()).all(|k| same(x.g(k), y.g(k)))
         }
         (Some(Value::Array(x)), Some(Value::Array(y))) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(Some(a), Some(b)))
@@ -48,7 +49,7 @@ fn same_except(a: &Value, b: &Value, skip: &str) -> bool {
             .keys()
             .chain(y.keys())
             .filter(|k| *k != skip)
-            .all(|k| same(x.get(k), y.get(k))),
+            .all(|k| same(x.g(k), y.g(k))),
         // an object (stripped or not) never equals a non-object
         (Value::Object(_), _) | (_, Value::Object(_)) => false,
         (a, b) => same(Some(a), Some(b)),
@@ -59,7 +60,7 @@ fn same_except(a: &Value, b: &Value, skip: &str) -> bool {
 pub fn validate_update(info: &ResourceInfo, o: &Value, old: &Value) -> Vec<Cause> {
     let mut errs = Vec::new();
     fn meta_field<'a>(v: &'a Value, k: &str) -> Option<&'a Value> {
-        v.get("metadata").and_then(|m| m.get(k))
+        v.g("metadata").and_then(|m| m.g(k))
     }
     for k in ["name", "namespace", "uid", "creationTimestamp"] {
         let (n, ol) = (meta_field(o, k), meta_field(old, k));
@@ -71,8 +72,8 @@ pub fn validate_update(info: &ResourceInfo, o: &Value, old: &Value) -> Vec<Cause
             ));
         }
     }
-    let spec = o.get("spec");
-    let old_spec = old.get("spec");
+    let spec = o.g("spec");
+    let old_spec = old.g("spec");
     let sp = |ptr: &str| o.ptr(ptr);
     let op = |ptr: &str| old.ptr(ptr);
     match (info.group, info.kind) {
@@ -91,15 +92,15 @@ pub fn validate_update(info: &ResourceInfo, o: &Value, old: &Value) -> Vec<Cause
             }
         }
         ("", "ConfigMap") | ("", "Secret") => {
-            if old.get("immutable") == Some(&json!(true)) {
-                if o.get("immutable") != Some(&json!(true)) {
+            if old.g("immutable") == Some(&json!(true)) {
+                if o.g("immutable") != Some(&json!(true)) {
                     errs.push(Cause::forbidden(
                         "immutable",
                         "field is immutable when `immutable` is set",
                     ));
                 }
                 for k in ["data", "binaryData"] {
-                    if !same(o.get(k), old.get(k)) {
+                    if !same(o.g(k), old.g(k)) {
                         errs.push(Cause::forbidden(
                             k,
                             "field is immutable when `immutable` is set",
@@ -108,7 +109,7 @@ pub fn validate_update(info: &ResourceInfo, o: &Value, old: &Value) -> Vec<Cause
                 }
             }
             if info.kind == "Secret" {
-                immutable(&mut errs, "type", o.get("type"), old.get("type"));
+                immutable(&mut errs, "type", o.g("type"), old.g("type"));
             }
         }
         ("", "PersistentVolumeClaim") => pvc_update(o, old, &mut errs),
@@ -230,12 +231,12 @@ pub fn validate_update(info: &ResourceInfo, o: &Value, old: &Value) -> Vec<Cause
             immutable(
                 &mut errs,
                 "addressType",
-                o.get("addressType"),
-                old.get("addressType"),
+                o.g("addressType"),
+                old.g("addressType"),
             );
         }
         ("scheduling.k8s.io", "PriorityClass") => {
-            if !same(o.get("value"), old.get("value")) {
+            if !same(o.g("value"), old.g("value")) {
                 errs.push(Cause::forbidden(
                     "value",
                     "may not be changed in an update.",
@@ -244,18 +245,18 @@ pub fn validate_update(info: &ResourceInfo, o: &Value, old: &Value) -> Vec<Cause
             immutable(
                 &mut errs,
                 "preemptionPolicy",
-                o.get("preemptionPolicy"),
-                old.get("preemptionPolicy"),
+                o.g("preemptionPolicy"),
+                old.g("preemptionPolicy"),
             );
         }
         ("storage.k8s.io", "StorageClass") => {
-            if !same(o.get("parameters"), old.get("parameters")) {
+            if !same(o.g("parameters"), old.g("parameters")) {
                 errs.push(Cause::forbidden(
                     "parameters",
                     "updates to parameters are forbidden.",
                 ));
             }
-            if !same(o.get("provisioner"), old.get("provisioner")) {
+            if !same(o.g("provisioner"), old.g("provisioner")) {
                 errs.push(Cause::forbidden(
                     "provisioner",
                     "updates to provisioner are forbidden.",
@@ -264,23 +265,23 @@ pub fn validate_update(info: &ResourceInfo, o: &Value, old: &Value) -> Vec<Cause
             immutable(
                 &mut errs,
                 "reclaimPolicy",
-                o.get("reclaimPolicy"),
-                old.get("reclaimPolicy"),
+                o.g("reclaimPolicy"),
+                old.g("reclaimPolicy"),
             );
             immutable(
                 &mut errs,
                 "volumeBindingMode",
-                o.get("volumeBindingMode"),
-                old.get("volumeBindingMode"),
+                o.g("volumeBindingMode"),
+                old.g("volumeBindingMode"),
             );
         }
         ("rbac.authorization.k8s.io", "RoleBinding")
         | ("rbac.authorization.k8s.io", "ClusterRoleBinding")
-            if !same(o.get("roleRef"), old.get("roleRef")) =>
+            if !same(o.g("roleRef"), old.g("roleRef")) =>
         {
             errs.push(Cause::invalid(
                 "roleRef",
-                o.get("roleRef").unwrap_or(&Value::Null),
+                o.g("roleRef").unwrap_or(&Value::Null),
                 "cannot change roleRef",
             ));
         }
@@ -295,8 +296,8 @@ const POD_UPDATABLE: &str = "pod updates may not change fields other than `spec.
 /// scheduling gates and a negative grace period raised to 1 may change.
 fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
     let empty = Value::Object(Map::new());
-    let spec = o.get("spec").unwrap_or(&empty);
-    let old_spec = old.get("spec").unwrap_or(&empty);
+    let spec = o.g("spec").unwrap_or(&empty);
+    let old_spec = old.g("spec").unwrap_or(&empty);
     for key in ["containers", "initContainers"] {
         if arr(spec, key).len() != arr(old_spec, key).len() {
             errs.push(Cause::forbidden(
@@ -307,10 +308,8 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
         }
     }
     // activeDeadlineSeconds: may be set or lowered, never unset or raised.
-    let ads = spec.get("activeDeadlineSeconds").and_then(Value::as_i64);
-    let old_ads = old_spec
-        .get("activeDeadlineSeconds")
-        .and_then(Value::as_i64);
+    let ads = spec.g("activeDeadlineSeconds").and_then(Value::as_i64);
+    let old_ads = old_spec.g("activeDeadlineSeconds").and_then(Value::as_i64);
     if let Some(o_ads) = old_ads {
         match ads {
             None => errs.push(Cause::invalid(
@@ -359,7 +358,7 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
         let olds = arr(b, key);
         if let Some(list) = am.get_mut(key).and_then(Value::as_array_mut) {
             for (c, oc) in list.iter_mut().zip(olds) {
-                if let (Some(c), Some(img)) = (c.as_object_mut(), oc.get("image")) {
+                if let (Some(c), Some(img)) = (c.as_object_mut(), oc.g("image")) {
                     c.insert("image".into(), img.clone());
                 }
             }
@@ -369,10 +368,10 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
     copy_field(am, b, "tolerations");
     copy_field(am, b, "schedulingGates");
     let grace_ok = b
-        .get("terminationGracePeriodSeconds")
+        .g("terminationGracePeriodSeconds")
         .and_then(Value::as_i64)
         .is_some_and(|g| g < 0)
-        && am.get("terminationGracePeriodSeconds") == Some(&json!(1));
+        && am.g("terminationGracePeriodSeconds") == Some(&json!(1));
     if grace_ok {
         copy_field(am, b, "terminationGracePeriodSeconds");
     }
@@ -382,7 +381,7 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
             .into_iter()
             .flat_map(|m| m.keys())
             .chain(b.as_object().into_iter().flat_map(|m| m.keys()))
-            .filter(|k| !same(a.get(*k), b.get(*k)))
+            .filter(|k| !same(a.g(*k), b.g(*k)))
             .map(|k| format!("spec.{k}"))
             .fold(Vec::new(), |mut acc, k| {
                 if !acc.contains(&k) {
@@ -398,7 +397,7 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
 }
 
 fn copy_field(m: &mut Map<String, Value>, from: &Value, key: &str) {
-    match from.get(key) {
+    match from.g(key) {
         Some(v) => {
             m.insert(key.into(), v.clone());
         }
@@ -411,10 +410,10 @@ fn copy_field(m: &mut Map<String, Value>, from: &Value, key: &str) {
 /// `ValidatePersistentVolumeClaimUpdate`: spec immutable except storage requests of bound
 /// claims (growth only), a volumeName binding and volumeAttributesClassName.
 fn pvc_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
-    let mut a = o.get("spec").cloned().unwrap_or(json!({}));
-    let b = old.get("spec").cloned().unwrap_or(json!({}));
+    let mut a = o.g("spec").cloned().unwrap_or(json!({}));
+    let b = old.g("spec").cloned().unwrap_or(json!({}));
     let am = a.as_object_mut().expect("object");
-    if is_empty(b.get("volumeName")) {
+    if is_empty(b.g("volumeName")) {
         copy_field(am, &b, "volumeName");
     }
     copy_field(am, &b, "volumeAttributesClassName");

@@ -14,7 +14,7 @@ pub fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
 
 /// `m[key]` as an object, created (replacing null or a non-object) when missing.
 pub fn obj_in<'a>(m: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    if !m.get(key).is_some_and(Value::is_object) {
+    if !m.g(key).is_some_and(Value::is_object) {
         m.insert(key.to_string(), Value::Object(Map::new()));
     }
     m.get_mut(key)
@@ -96,6 +96,41 @@ pub fn default_to(m: &mut Map<String, Value>, key: &str, value: impl DefaultValu
     }
 }
 
+/// Maps up to this size are searched linearly: cheaper than hashing the key.
+const LINEAR_LOOKUP_MAX: usize = 12;
+
+/// `m.g(key)`, by a linear search on small maps (no key hashing).
+#[inline]
+pub fn map_get<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if m.len() <= LINEAR_LOOKUP_MAX {
+        m.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        m.get(key)
+    }
+}
+
+/// `get` by field name through [`map_get`], for objects and maps.
+pub trait Get {
+    fn g(&self, key: &str) -> Option<&Value>;
+}
+
+impl Get for Value {
+    #[inline]
+    fn g(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Object(m) => map_get(m, key),
+            _ => None,
+        }
+    }
+}
+
+impl Get for Map<String, Value> {
+    #[inline]
+    fn g(&self, key: &str) -> Option<&Value> {
+        map_get(self, key)
+    }
+}
+
 /// True when `m[key]` is absent, null, an empty string, array or object (Go's zero/empty).
 pub fn is_empty(v: Option<&Value>) -> bool {
     match v {
@@ -129,7 +164,7 @@ pub fn at<'a>(v: &'a Value, ptr: &str) -> Option<&'a Value> {
             token
         };
         cur = match cur {
-            Value::Object(m) => m.get(token)?,
+            Value::Object(m) => m.g(token)?,
             Value::Array(a) => a.get(parse_index(token)?)?,
             _ => return None,
         };
@@ -170,7 +205,7 @@ pub fn each_obj_mut<'a>(
 
 /// The array at `v[key]`, or an empty slice.
 pub fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
+    v.g(key)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
@@ -178,7 +213,7 @@ pub fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 
 /// The object entries at `v[key]`, or none.
 pub fn entries<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = (&'a String, &'a Value)> {
-    v.get(key)
+    v.g(key)
         .and_then(Value::as_object)
         .into_iter()
         .flat_map(|m| m.iter())

@@ -5,6 +5,7 @@
 //! field paths and messages for the cases clients hit, reported as `Cause`s.
 
 use super::names::{self, NameRule};
+use super::util::Get;
 use super::util::Ptr;
 use super::util::{arr, entries, is_empty, quantity, quantity_text, str_at};
 use crate::resources::ResourceInfo;
@@ -158,9 +159,9 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
             "not allowed on this type",
         ));
     }
-    let meta = o.get("metadata").unwrap_or(&Value::Null);
-    labels(meta.get("labels"), "metadata.labels", errs);
-    annotations(meta.get("annotations"), "metadata.annotations", errs);
+    let meta = o.g("metadata").unwrap_or(&Value::Null);
+    labels(meta.g("labels"), "metadata.labels", errs);
+    annotations(meta.g("annotations"), "metadata.annotations", errs);
     for (i, f) in arr(meta, "finalizers").iter().enumerate() {
         let f = f.as_str().unwrap_or("");
         let path = format!("metadata.finalizers[{i}]");
@@ -177,7 +178,7 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
     }
     for (i, r) in arr(meta, "ownerReferences").iter().enumerate() {
         for k in ["apiVersion", "kind", "name", "uid"] {
-            if is_empty(r.get(k)) {
+            if is_empty(r.g(k)) {
                 let path = format!("metadata.ownerReferences[{i}].{k}");
                 let detail = match k {
                     "uid" => "uid must not be empty",
@@ -185,7 +186,7 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
                     "kind" => "kind must not be empty",
                     _ => "version must not be empty",
                 };
-                errs.push(Cause::invalid(&path, r.get(k).unwrap_or(&s("")), detail));
+                errs.push(Cause::invalid(&path, r.g(k).unwrap_or(&s("")), detail));
             }
         }
     }
@@ -231,10 +232,10 @@ pub fn annotations(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
 
 /// `ValidateLabelSelector`.
 fn label_selector(sel: &Value, path: &str, errs: &mut Vec<Cause>) {
-    labels(sel.get("matchLabels"), &format!("{path}.matchLabels"), errs);
+    labels(sel.g("matchLabels"), &format!("{path}.matchLabels"), errs);
     for (i, e) in arr(sel, "matchExpressions").iter().enumerate() {
         let p = format!("{path}.matchExpressions[{i}]");
-        let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
+        let op = e.g("operator").and_then(Value::as_str).unwrap_or("");
         let n = arr(e, "values").len();
         match op {
             "In" | "NotIn" if n == 0 => errs.push(Cause::required(
@@ -252,7 +253,7 @@ fn label_selector(sel: &Value, path: &str, errs: &mut Vec<Cause>) {
                 "not a valid selector operator",
             )),
         }
-        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+        let key = e.g("key").and_then(Value::as_str).unwrap_or("");
         push_msgs!(
             errs,
             &format!("{p}.key"),
@@ -264,16 +265,16 @@ fn label_selector(sel: &Value, path: &str, errs: &mut Vec<Cause>) {
 
 /// Whether a LabelSelector matches a label set.
 pub fn selector_matches(sel: &Value, labels: &Value) -> bool {
-    let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    let get = |k: &str| labels.g(k).and_then(Value::as_str);
     for (k, v) in entries(sel, "matchLabels") {
         if get(k) != v.as_str() {
             return false;
         }
     }
     for e in arr(sel, "matchExpressions") {
-        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+        let key = e.g("key").and_then(Value::as_str).unwrap_or("");
         let values: Vec<&str> = arr(e, "values").iter().filter_map(Value::as_str).collect();
-        let ok = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+        let ok = match e.g("operator").and_then(Value::as_str).unwrap_or("") {
             "In" => get(key).is_some_and(|v| values.contains(&v)),
             "NotIn" => get(key).is_none_or(|v| !values.contains(&v)),
             "Exists" => get(key).is_some(),
@@ -288,7 +289,7 @@ pub fn selector_matches(sel: &Value, labels: &Value) -> bool {
 }
 
 fn selector_is_empty(sel: &Value) -> bool {
-    is_empty(sel.get("matchLabels")) && is_empty(sel.get("matchExpressions"))
+    is_empty(sel.g("matchLabels")) && is_empty(sel.g("matchExpressions"))
 }
 
 fn non_negative_now(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
@@ -333,7 +334,7 @@ fn supported_now(
 pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
     let mut errs = Vec::new();
     object_meta(info, o, &mut errs);
-    let spec = o.get("spec").unwrap_or(&Value::Null);
+    let spec = o.g("spec").unwrap_or(&Value::Null);
     match (info.group, info.kind) {
         ("", "Pod") => pod_spec(spec, "spec", &mut errs),
         ("", "ReplicationController") => replication_controller(spec, &mut errs),
@@ -358,7 +359,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
         ("", "LimitRange") => {
             for (i, item) in arr(spec, "limits").iter().enumerate() {
                 supported!(
-                    item.get("type"),
+                    item.g("type"),
                     &format!("spec.limits[{i}].type"),
                     &["Container", "Pod", "PersistentVolumeClaim"],
                     true,
@@ -370,18 +371,14 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             workload(info, spec, &mut errs);
             deployment_strategy(spec, &mut errs);
             non_negative!(
-                spec.get("revisionHistoryLimit"),
+                spec.g("revisionHistoryLimit"),
                 "spec.revisionHistoryLimit",
                 &mut errs,
             );
-            non_negative!(
-                spec.get("minReadySeconds"),
-                "spec.minReadySeconds",
-                &mut errs,
-            );
+            non_negative!(spec.g("minReadySeconds"), "spec.minReadySeconds", &mut errs,);
             if let (Some(pd), Some(mr)) = (
-                spec.get("progressDeadlineSeconds").and_then(Value::as_i64),
-                spec.get("minReadySeconds").and_then(Value::as_i64),
+                spec.g("progressDeadlineSeconds").and_then(Value::as_i64),
+                spec.g("minReadySeconds").and_then(Value::as_i64),
             ) {
                 if pd <= mr {
                     errs.push(Cause::invalid(
@@ -406,7 +403,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
         ("apps", "StatefulSet") => {
             workload(info, spec, &mut errs);
             supported!(
-                spec.get("podManagementPolicy"),
+                spec.g("podManagementPolicy"),
                 "spec.podManagementPolicy",
                 &["OrderedReady", "Parallel"],
                 true,
@@ -421,7 +418,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             );
             for (i, t) in arr(spec, "volumeClaimTemplates").iter().enumerate() {
                 pvc_spec(
-                    t.get("spec").unwrap_or(&Value::Null),
+                    t.g("spec").unwrap_or(&Value::Null),
                     &format!("spec.volumeClaimTemplates[{i}].spec"),
                     &mut errs,
                 );
@@ -430,7 +427,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
         ("batch", "Job") => job(o, &mut errs),
         ("batch", "CronJob") => cron_job(o, &mut errs),
         ("coordination.k8s.io", "Lease") => {
-            if let Some(d) = spec.get("leaseDurationSeconds").and_then(Value::as_i64) {
+            if let Some(d) = spec.g("leaseDurationSeconds").and_then(Value::as_i64) {
                 if d <= 0 {
                     errs.push(Cause::invalid(
                         "spec.leaseDurationSeconds",
@@ -440,7 +437,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
                 }
             }
             non_negative!(
-                spec.get("leaseTransitions"),
+                spec.g("leaseTransitions"),
                 "spec.leaseTransitions",
                 &mut errs,
             );
@@ -449,7 +446,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
         ("discovery.k8s.io", "EndpointSlice") => endpoint_slice(o, &mut errs),
         ("networking.k8s.io", "NetworkPolicy") => {
             label_selector(
-                spec.get("podSelector").unwrap_or(&Value::Null),
+                spec.g("podSelector").unwrap_or(&Value::Null),
                 "spec.podSelector",
                 &mut errs,
             );
@@ -472,8 +469,8 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             }
         }
         ("policy", "PodDisruptionBudget") => {
-            if spec.get("minAvailable").is_some_and(|v| !v.is_null())
-                && spec.get("maxUnavailable").is_some_and(|v| !v.is_null())
+            if spec.g("minAvailable").is_some_and(|v| !v.is_null())
+                && spec.g("maxUnavailable").is_some_and(|v| !v.is_null())
             {
                 errs.push(Cause::invalid(
                     "spec",
@@ -482,9 +479,9 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
                 ));
             }
             for k in ["minAvailable", "maxUnavailable"] {
-                int_or_percent(spec.get(k), &format!("spec.{k}"), &mut errs);
+                int_or_percent(spec.g(k), &format!("spec.{k}"), &mut errs);
             }
-            if let Some(sel) = spec.get("selector") {
+            if let Some(sel) = spec.g("selector") {
                 label_selector(sel, "spec.selector", &mut errs);
             }
         }
@@ -502,14 +499,14 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
                 );
             }
             supported!(
-                o.get("reclaimPolicy"),
+                o.g("reclaimPolicy"),
                 "reclaimPolicy",
                 &["Delete", "Retain"],
                 false,
                 &mut errs,
             );
             supported!(
-                o.get("volumeBindingMode"),
+                o.g("volumeBindingMode"),
                 "volumeBindingMode",
                 &["Immediate", "WaitForFirstConsumer"],
                 false,
@@ -550,10 +547,10 @@ fn is_native_resource(name: &str) -> bool {
 
 /// `ValidateContainerResourceRequirements`.
 fn resources(res: &Value, path: &Path, errs: &mut Vec<Cause>) {
-    let limits = res.get("limits").unwrap_or(&Value::Null);
+    let limits = res.g("limits").unwrap_or(&Value::Null);
     for (kind, map) in [
         ("limits", limits),
-        ("requests", res.get("requests").unwrap_or(&Value::Null)),
+        ("requests", res.g("requests").unwrap_or(&Value::Null)),
     ] {
         for (name, q) in map.as_object().into_iter().flat_map(|m| m.iter()) {
             let p = Path::Key(&Path::Field(path, kind), name);
@@ -571,7 +568,7 @@ fn resources(res: &Value, path: &Path, errs: &mut Vec<Cause>) {
                 None => errs.push(Cause::invalid(p.to_string(), q, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")),
                 Some(v) if v < 0 => errs.push(Cause::invalid(p.to_string(), &s(&quantity_text(q)), "must be greater than or equal to 0")),
                 Some(v) if kind == "requests" => {
-                    let lim = limits.get(name);
+                    let lim = limits.g(name);
                     if !is_native_resource(name) {
                         match lim {
                             None => errs.push(Cause::required(format!("{path}.limits"), "Limit must be set for non overcommitable resources")),
@@ -596,7 +593,7 @@ fn container_ports(ports: &[Value], path: &Path, errs: &mut Vec<Cause>) {
     for (i, p) in ports.iter().enumerate() {
         let pp = Path::Index(path, i);
         if let Some(name) = p
-            .get("name")
+            .g("name")
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
         {
@@ -611,7 +608,7 @@ fn container_ports(ports: &[Value], path: &Path, errs: &mut Vec<Cause>) {
             }
             seen.push(name);
         }
-        match p.get("containerPort").and_then(Value::as_i64) {
+        match p.g("containerPort").and_then(Value::as_i64) {
             None | Some(0) => errs.push(Cause::required(format!("{pp}.containerPort"), "")),
             Some(n) => push_msgs!(
                 errs,
@@ -620,11 +617,7 @@ fn container_ports(ports: &[Value], path: &Path, errs: &mut Vec<Cause>) {
                 names::is_valid_port_num(n),
             ),
         }
-        if let Some(h) = p
-            .get("hostPort")
-            .and_then(Value::as_i64)
-            .filter(|h| *h != 0)
-        {
+        if let Some(h) = p.g("hostPort").and_then(Value::as_i64).filter(|h| *h != 0) {
             push_msgs!(
                 errs,
                 &format!("{pp}.hostPort"),
@@ -633,7 +626,7 @@ fn container_ports(ports: &[Value], path: &Path, errs: &mut Vec<Cause>) {
             );
         }
         supported!(
-            p.get("protocol"),
+            p.g("protocol"),
             &format!("{pp}.protocol"),
             &["SCTP", "TCP", "UDP"],
             true,
@@ -644,7 +637,7 @@ fn container_ports(ports: &[Value], path: &Path, errs: &mut Vec<Cause>) {
 
 /// Validates one container; `names_seen` tracks names across all container lists.
 fn container(c: &Value, path: &Path, volumes: &[&str], init: bool, errs: &mut Vec<Cause>) {
-    let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+    let name = c.g("name").and_then(Value::as_str).unwrap_or("");
     if name.is_empty() {
         errs.push(Cause::required(format!("{path}.name"), ""));
     } else {
@@ -655,7 +648,7 @@ fn container(c: &Value, path: &Path, volumes: &[&str], init: bool, errs: &mut Ve
             names::is_dns1123_label(name),
         );
     }
-    let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+    let image = c.g("image").and_then(Value::as_str).unwrap_or("");
     if image.is_empty() {
         errs.push(Cause::required(format!("{path}.image"), ""));
     } else if image.trim() != image {
@@ -666,14 +659,14 @@ fn container(c: &Value, path: &Path, volumes: &[&str], init: bool, errs: &mut Ve
         ));
     }
     supported!(
-        c.get("imagePullPolicy"),
+        c.g("imagePullPolicy"),
         &format!("{path}.imagePullPolicy"),
         &["Always", "IfNotPresent", "Never"],
         true,
         errs,
     );
     supported!(
-        c.get("terminationMessagePolicy"),
+        c.g("terminationMessagePolicy"),
         &format!("{path}.terminationMessagePolicy"),
         &["File", "FallbackToLogsOnError"],
         true,
@@ -681,12 +674,12 @@ fn container(c: &Value, path: &Path, volumes: &[&str], init: bool, errs: &mut Ve
     );
     container_ports(arr(c, "ports"), &Path::Field(path, "ports"), errs);
     resources(
-        c.get("resources").unwrap_or(&Value::Null),
+        c.g("resources").unwrap_or(&Value::Null),
         &Path::Field(path, "resources"),
         errs,
     );
     for (i, e) in arr(c, "env").iter().enumerate() {
-        if is_empty(e.get("name")) {
+        if is_empty(e.g("name")) {
             errs.push(Cause::required(format!("{path}.env[{i}].name"), ""));
         }
     }
@@ -694,13 +687,13 @@ fn container(c: &Value, path: &Path, volumes: &[&str], init: bool, errs: &mut Ve
     let mounts = Path::Field(path, "volumeMounts");
     for (i, m) in arr(c, "volumeMounts").iter().enumerate() {
         let mp = Path::Index(&mounts, i);
-        let vname = m.get("name").and_then(Value::as_str).unwrap_or("");
+        let vname = m.g("name").and_then(Value::as_str).unwrap_or("");
         if vname.is_empty() {
             errs.push(Cause::required(format!("{mp}.name"), ""));
         } else if !volumes.contains(&vname) {
             errs.push(not_found(format!("{mp}.name"), &s(vname)));
         }
-        let mpath = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+        let mpath = m.g("mountPath").and_then(Value::as_str).unwrap_or("");
         if mpath.is_empty() {
             errs.push(Cause::required(format!("{mp}.mountPath"), ""));
         } else if mount_paths.contains(&mpath) {
@@ -713,8 +706,8 @@ fn container(c: &Value, path: &Path, volumes: &[&str], init: bool, errs: &mut Ve
         mount_paths.push(mpath);
     }
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        let Some(p) = c.get(probe) else { continue };
-        if init && c.get("restartPolicy").and_then(Value::as_str) != Some("Always") {
+        let Some(p) = c.g(probe) else { continue };
+        if init && c.g("restartPolicy").and_then(Value::as_str) != Some("Always") {
             errs.push(Cause::forbidden(
                 format!("{path}.{probe}"),
                 "may not be set for init containers without restartPolicy=Always",
@@ -724,7 +717,7 @@ fn container(c: &Value, path: &Path, volumes: &[&str], init: bool, errs: &mut Ve
         let pp = Path::Field(path, probe);
         let handlers = ["exec", "httpGet", "tcpSocket", "grpc"]
             .iter()
-            .filter(|h| p.get(**h).is_some_and(|v| !v.is_null()))
+            .filter(|h| p.g(**h).is_some_and(|v| !v.is_null()))
             .count();
         if handlers == 0 {
             errs.push(Cause::required(
@@ -739,7 +732,7 @@ fn container(c: &Value, path: &Path, volumes: &[&str], init: bool, errs: &mut Ve
         }
         if probe != "readinessProbe" {
             if let Some(n) = p
-                .get("successThreshold")
+                .g("successThreshold")
                 .and_then(Value::as_i64)
                 .filter(|n| *n != 1)
             {
@@ -757,7 +750,7 @@ fn container(c: &Value, path: &Path, volumes: &[&str], init: bool, errs: &mut Ve
             "successThreshold",
             "failureThreshold",
         ] {
-            non_negative!(p.get(k), &format!("{pp}.{k}"), errs);
+            non_negative!(p.g(k), &format!("{pp}.{k}"), errs);
         }
     }
 }
@@ -770,7 +763,7 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
     let volumes = Path::Field(&root, "volumes");
     for (i, v) in arr(spec, "volumes").iter().enumerate() {
         let vp = Path::Index(&volumes, i);
-        let name = v.get("name").and_then(Value::as_str).unwrap_or("");
+        let name = v.g("name").and_then(Value::as_str).unwrap_or("");
         if name.is_empty() {
             errs.push(Cause::required(format!("{vp}.name"), ""));
         } else {
@@ -811,7 +804,7 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             let cp = Path::Index(&list, i);
             container(c, &cp, &vol_names, init, errs);
             if let Some(n) = c
-                .get("name")
+                .g("name")
                 .and_then(Value::as_str)
                 .filter(|n| !n.is_empty())
             {
@@ -823,28 +816,27 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
         }
     }
     supported!(
-        spec.get("restartPolicy"),
+        spec.g("restartPolicy"),
         &format!("{path}.restartPolicy"),
         &["Always", "OnFailure", "Never"],
         true,
         errs,
     );
     supported!(
-        spec.get("dnsPolicy"),
+        spec.g("dnsPolicy"),
         &format!("{path}.dnsPolicy"),
         &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
         true,
         errs,
     );
-    if spec.get("dnsPolicy").and_then(Value::as_str) == Some("None")
-        && is_empty(spec.get("dnsConfig"))
+    if spec.g("dnsPolicy").and_then(Value::as_str) == Some("None") && is_empty(spec.g("dnsConfig"))
     {
         errs.push(Cause::required(
             format!("{path}.dnsConfig"),
             "must provide `dnsConfig` when `dnsPolicy` is None",
         ));
     }
-    if let Some(n) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64) {
+    if let Some(n) = spec.g("activeDeadlineSeconds").and_then(Value::as_i64) {
         if !(1..=i64::from(i32::MAX)).contains(&n) {
             errs.push(Cause::invalid(
                 format!("{path}.activeDeadlineSeconds"),
@@ -854,11 +846,7 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
         }
     }
     for k in ["hostname", "subdomain"] {
-        if let Some(h) = spec
-            .get(k)
-            .and_then(Value::as_str)
-            .filter(|h| !h.is_empty())
-        {
+        if let Some(h) = spec.g(k).and_then(Value::as_str).filter(|h| !h.is_empty()) {
             push_msgs!(
                 errs,
                 &format!("{path}.{k}"),
@@ -867,9 +855,9 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             );
         }
     }
-    if spec.get("nodeSelector").is_some_and(Value::is_object) {
+    if spec.g("nodeSelector").is_some_and(Value::is_object) {
         labels(
-            spec.get("nodeSelector"),
+            spec.g("nodeSelector"),
             &format!("{path}.nodeSelector"),
             errs,
         );
@@ -882,9 +870,9 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
 
 /// `ValidateTolerations` for one toleration.
 fn toleration(t: &Value, path: &Path, errs: &mut Vec<Cause>) {
-    let key = t.get("key").and_then(Value::as_str).unwrap_or("");
-    let op = t.get("operator").and_then(Value::as_str).unwrap_or("");
-    let value = t.get("value").and_then(Value::as_str).unwrap_or("");
+    let key = t.g("key").and_then(Value::as_str).unwrap_or("");
+    let op = t.g("operator").and_then(Value::as_str).unwrap_or("");
+    let value = t.g("value").and_then(Value::as_str).unwrap_or("");
     if !key.is_empty() {
         push_msgs!(
             errs,
@@ -914,8 +902,8 @@ fn toleration(t: &Value, path: &Path, errs: &mut Vec<Cause>) {
             &["Equal", "Exists"],
         )),
     }
-    let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-    if t.get("tolerationSeconds").is_some_and(|v| !v.is_null()) && effect != "NoExecute" {
+    let effect = t.g("effect").and_then(Value::as_str).unwrap_or("");
+    if t.g("tolerationSeconds").is_some_and(|v| !v.is_null()) && effect != "NoExecute" {
         errs.push(Cause::invalid(
             format!("{path}.effect"),
             &s(effect),
@@ -923,9 +911,9 @@ fn toleration(t: &Value, path: &Path, errs: &mut Vec<Cause>) {
         ));
     }
     if !effect.is_empty() {
-        // a non-empty string, so `t.get("effect")` is `Some(&s(effect))`
+        // a non-empty string, so `t.g("effect")` is `Some(&s(effect))`
         supported!(
-            t.get("effect"),
+            t.g("effect"),
             &format!("{path}.effect"),
             &["NoSchedule", "PreferNoSchedule", "NoExecute"],
             false,
@@ -936,16 +924,16 @@ fn toleration(t: &Value, path: &Path, errs: &mut Vec<Cause>) {
 
 /// Template metadata and spec of a workload, and its restart policy rule.
 fn pod_template(t: &Value, path: &str, restart: &[&str], errs: &mut Vec<Cause>) {
-    let meta = t.get("metadata").unwrap_or(&Value::Null);
-    labels(meta.get("labels"), &format!("{path}.metadata.labels"), errs);
+    let meta = t.g("metadata").unwrap_or(&Value::Null);
+    labels(meta.g("labels"), &format!("{path}.metadata.labels"), errs);
     annotations(
-        meta.get("annotations"),
+        meta.g("annotations"),
         &format!("{path}.metadata.annotations"),
         errs,
     );
-    let spec = t.get("spec").unwrap_or(&Value::Null);
+    let spec = t.g("spec").unwrap_or(&Value::Null);
     pod_spec(spec, &format!("{path}.spec"), errs);
-    if let Some(r) = spec.get("restartPolicy").and_then(Value::as_str) {
+    if let Some(r) = spec.g("restartPolicy").and_then(Value::as_str) {
         if !r.is_empty() && !restart.contains(&r) {
             errs.push(Cause::not_supported(
                 format!("{path}.spec.restartPolicy"),
@@ -962,7 +950,7 @@ fn workload(info: &ResourceInfo, spec: &Value, errs: &mut Vec<Cause>) {
         .ptr("/template/metadata/labels")
         .cloned()
         .unwrap_or(json!({}));
-    match spec.get("selector").filter(|s| !s.is_null()) {
+    match spec.g("selector").filter(|s| !s.is_null()) {
         None => errs.push(Cause::required("spec.selector", "")),
         Some(sel) => {
             label_selector(sel, "spec.selector", errs);
@@ -981,10 +969,10 @@ fn workload(info: &ResourceInfo, spec: &Value, errs: &mut Vec<Cause>) {
             }
         }
     }
-    non_negative!(spec.get("replicas"), "spec.replicas", errs);
-    non_negative!(spec.get("minReadySeconds"), "spec.minReadySeconds", errs);
+    non_negative!(spec.g("replicas"), "spec.replicas", errs);
+    non_negative!(spec.g("minReadySeconds"), "spec.minReadySeconds", errs);
     pod_template(
-        spec.get("template").unwrap_or(&Value::Null),
+        spec.g("template").unwrap_or(&Value::Null),
         "spec.template",
         &["Always"],
         errs,
@@ -992,16 +980,16 @@ fn workload(info: &ResourceInfo, spec: &Value, errs: &mut Vec<Cause>) {
 }
 
 fn deployment_strategy(spec: &Value, errs: &mut Vec<Cause>) {
-    let st = spec.get("strategy").unwrap_or(&Value::Null);
+    let st = spec.g("strategy").unwrap_or(&Value::Null);
     supported!(
-        st.get("type"),
+        st.g("type"),
         "spec.strategy.type",
         &["Recreate", "RollingUpdate"],
         true,
         errs,
     );
-    let ru = st.get("rollingUpdate").filter(|v| !v.is_null());
-    match st.get("type").and_then(Value::as_str) {
+    let ru = st.g("rollingUpdate").filter(|v| !v.is_null());
+    match st.g("type").and_then(Value::as_str) {
         Some("Recreate") if ru.is_some() => errs.push(Cause::forbidden(
             "spec.strategy.rollingUpdate",
             "may not be specified when strategy `type` is 'Recreate'",
@@ -1009,21 +997,21 @@ fn deployment_strategy(spec: &Value, errs: &mut Vec<Cause>) {
         Some("RollingUpdate") => {
             if let Some(ru) = ru {
                 int_or_percent(
-                    ru.get("maxUnavailable"),
+                    ru.g("maxUnavailable"),
                     "spec.strategy.rollingUpdate.maxUnavailable",
                     errs,
                 );
                 int_or_percent(
-                    ru.get("maxSurge"),
+                    ru.g("maxSurge"),
                     "spec.strategy.rollingUpdate.maxSurge",
                     errs,
                 );
                 let zero =
                     |v: Option<&Value>| matches!(v, Some(x) if *x == json!(0) || *x == json!("0%"));
-                if zero(ru.get("maxUnavailable")) && zero(ru.get("maxSurge")) {
+                if zero(ru.g("maxUnavailable")) && zero(ru.g("maxSurge")) {
                     errs.push(Cause::invalid(
                         "spec.strategy.rollingUpdate.maxUnavailable",
-                        ru.get("maxUnavailable").unwrap_or(&Value::Null),
+                        ru.g("maxUnavailable").unwrap_or(&Value::Null),
                         "may not be 0 when `maxSurge` is 0",
                     ));
                 }
@@ -1034,20 +1022,20 @@ fn deployment_strategy(spec: &Value, errs: &mut Vec<Cause>) {
 }
 
 fn replication_controller(spec: &Value, errs: &mut Vec<Cause>) {
-    let sel = spec.get("selector").unwrap_or(&Value::Null);
+    let sel = spec.g("selector").unwrap_or(&Value::Null);
     if is_empty(Some(sel)) {
         errs.push(Cause::required("spec.selector", ""));
     } else {
         labels(Some(sel), "spec.selector", errs);
     }
-    non_negative!(spec.get("replicas"), "spec.replicas", errs);
-    match spec.get("template").filter(|t| !t.is_null()) {
+    non_negative!(spec.g("replicas"), "spec.replicas", errs);
+    match spec.g("template").filter(|t| !t.is_null()) {
         None => errs.push(Cause::required("spec.template", "")),
         Some(t) => {
             let tl = t.ptr("/metadata/labels").cloned().unwrap_or(json!({}));
             let matches = sel
                 .as_object()
-                .is_some_and(|m| m.iter().all(|(k, v)| tl.get(k) == Some(v)));
+                .is_some_and(|m| m.iter().all(|(k, v)| tl.g(k) == Some(v)));
             if !is_empty(Some(sel)) && !matches {
                 errs.push(Cause::invalid(
                     "spec.template.metadata.labels",
@@ -1062,29 +1050,26 @@ fn replication_controller(spec: &Value, errs: &mut Vec<Cause>) {
 
 /// `ValidateService`.
 fn service(spec: &Value, errs: &mut Vec<Cause>) {
-    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("");
+    let ty = spec.g("type").and_then(Value::as_str).unwrap_or("");
     supported!(
-        spec.get("type"),
+        spec.g("type"),
         "spec.type",
         &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
         true,
         errs,
     );
     supported!(
-        spec.get("sessionAffinity"),
+        spec.g("sessionAffinity"),
         "spec.sessionAffinity",
         &["ClientIP", "None"],
         true,
         errs,
     );
-    let cluster_ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("");
+    let cluster_ip = spec.g("clusterIP").and_then(Value::as_str).unwrap_or("");
     let headless = cluster_ip == "None";
     let ports = arr(spec, "ports");
     if ty == "ExternalName" {
-        let en = spec
-            .get("externalName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let en = spec.g("externalName").and_then(Value::as_str).unwrap_or("");
         if en.is_empty() {
             errs.push(Cause::required("spec.externalName", ""));
         } else {
@@ -1116,7 +1101,7 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
     let mut port_proto: Vec<(i64, &str)> = Vec::new();
     for (i, p) in ports.iter().enumerate() {
         let pp = format!("spec.ports[{i}]");
-        let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+        let name = p.g("name").and_then(Value::as_str).unwrap_or("");
         if name.is_empty() {
             if ports.len() > 1 {
                 errs.push(Cause::required(format!("{pp}.name"), ""));
@@ -1133,7 +1118,7 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
             }
             names_seen.push(name);
         }
-        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+        let port = p.g("port").and_then(Value::as_i64).unwrap_or(0);
         push_msgs!(
             errs,
             &format!("{pp}.port"),
@@ -1141,13 +1126,13 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
             names::is_valid_port_num(port),
         );
         supported!(
-            p.get("protocol"),
+            p.g("protocol"),
             &format!("{pp}.protocol"),
             &["SCTP", "TCP", "UDP"],
             true,
             errs,
         );
-        match p.get("targetPort") {
+        match p.g("targetPort") {
             Some(Value::Number(n)) => push_msgs!(
                 errs,
                 &format!("{pp}.targetPort"),
@@ -1162,11 +1147,7 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
             ),
             _ => {}
         }
-        if let Some(np) = p
-            .get("nodePort")
-            .and_then(Value::as_i64)
-            .filter(|n| *n != 0)
-        {
+        if let Some(np) = p.g("nodePort").and_then(Value::as_i64).filter(|n| *n != 0) {
             if ty == "ClusterIP" {
                 errs.push(Cause::forbidden(
                     format!("{pp}.nodePort"),
@@ -1181,7 +1162,7 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
                 );
             }
         }
-        let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+        let proto = p.g("protocol").and_then(Value::as_str).unwrap_or("TCP");
         if port_proto.contains(&(port, proto)) {
             errs.push(Cause::duplicate(
                 &pp,
@@ -1190,9 +1171,9 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
         }
         port_proto.push((port, proto));
     }
-    labels(spec.get("selector"), "spec.selector", errs);
+    labels(spec.g("selector"), "spec.selector", errs);
     if let Some(etp) = spec
-        .get("externalTrafficPolicy")
+        .g("externalTrafficPolicy")
         .and_then(Value::as_str)
         .filter(|v| !v.is_empty())
     {
@@ -1213,14 +1194,14 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
         }
     }
     supported!(
-        spec.get("internalTrafficPolicy"),
+        spec.g("internalTrafficPolicy"),
         "spec.internalTrafficPolicy",
         &["Cluster", "Local"],
         false,
         errs,
     );
     supported!(
-        spec.get("ipFamilyPolicy"),
+        spec.g("ipFamilyPolicy"),
         "spec.ipFamilyPolicy",
         &["SingleStack", "PreferDualStack", "RequireDualStack"],
         false,
@@ -1291,7 +1272,7 @@ fn secret(o: &Value, errs: &mut Vec<Cause>) {
     if total > MAX_DATA_SIZE {
         errs.push(too_long("data", MAX_DATA_SIZE));
     }
-    let has = |k: &str| o.get("data").and_then(|d| d.get(k)).is_some();
+    let has = |k: &str| o.g("data").and_then(|d| d.g(k)).is_some();
     match str_at(o, "/type") {
         "kubernetes.io/service-account-token" if str_at(o, SA_NAME_ANNOTATION_PTR).is_empty() => {
             errs.push(Cause::required(
@@ -1351,10 +1332,10 @@ fn persistent_volume(spec: &Value, errs: &mut Vec<Cause>) {
     for m in modes {
         supported!(Some(m), "spec.accessModes", ACCESS_MODES, true, errs);
     }
-    let cap = spec.get("capacity").unwrap_or(&Value::Null);
+    let cap = spec.g("capacity").unwrap_or(&Value::Null);
     if is_empty(Some(cap)) {
         errs.push(Cause::required("spec.capacity", ""));
-    } else if cap.get("storage").is_none() || cap.as_object().is_some_and(|m| m.len() > 1) {
+    } else if cap.g("storage").is_none() || cap.as_object().is_some_and(|m| m.len() > 1) {
         errs.push(Cause::not_supported("spec.capacity", cap, &["storage"]));
     }
     let sources = spec
@@ -1374,14 +1355,14 @@ fn persistent_volume(spec: &Value, errs: &mut Vec<Cause>) {
         ));
     }
     supported!(
-        spec.get("persistentVolumeReclaimPolicy"),
+        spec.g("persistentVolumeReclaimPolicy"),
         "spec.persistentVolumeReclaimPolicy",
         &["Delete", "Recycle", "Retain"],
         false,
         errs,
     );
     supported!(
-        spec.get("volumeMode"),
+        spec.g("volumeMode"),
         "spec.volumeMode",
         &["Block", "Filesystem"],
         false,
@@ -1419,13 +1400,13 @@ fn pvc_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
         }
     }
     supported!(
-        spec.get("volumeMode"),
+        spec.g("volumeMode"),
         &format!("{path}.volumeMode"),
         &["Block", "Filesystem"],
         false,
         errs,
     );
-    if let Some(sel) = spec.get("selector").filter(|v| !v.is_null()) {
+    if let Some(sel) = spec.g("selector").filter(|v| !v.is_null()) {
         label_selector(sel, &format!("{path}.selector"), errs);
     }
 }
@@ -1434,7 +1415,7 @@ fn pvc_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
 fn core_event(o: &Value, errs: &mut Vec<Cause>) {
     let ns = str_at(o, "/metadata/namespace");
     let ino = str_at(o, "/involvedObject/namespace");
-    let event_time = !is_empty(o.get("eventTime"));
+    let event_time = !is_empty(o.g("eventTime"));
     if !event_time {
         let ok = if ino.is_empty() {
             ns.is_empty() || ns == "default"
@@ -1500,7 +1481,7 @@ fn events_event(o: &Value, errs: &mut Vec<Cause>) {
             "does not match event.namespace",
         ));
     }
-    if is_empty(o.get("eventTime")) {
+    if is_empty(o.g("eventTime")) {
         errs.push(Cause::required("eventTime", ""));
     }
     let ty = str_at(o, "/type");
@@ -1544,7 +1525,7 @@ fn events_event(o: &Value, errs: &mut Vec<Cause>) {
 }
 
 fn endpoint_port(p: &Value, path: &str, name_required: bool, errs: &mut Vec<Cause>) {
-    let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+    let name = p.g("name").and_then(Value::as_str).unwrap_or("");
     if name.is_empty() {
         if name_required {
             errs.push(Cause::required(format!("{path}.name"), ""));
@@ -1557,7 +1538,7 @@ fn endpoint_port(p: &Value, path: &str, name_required: bool, errs: &mut Vec<Caus
             names::is_dns1123_label(name),
         );
     }
-    if let Some(port) = p.get("port").and_then(Value::as_i64) {
+    if let Some(port) = p.g("port").and_then(Value::as_i64) {
         push_msgs!(
             errs,
             &format!("{path}.port"),
@@ -1566,7 +1547,7 @@ fn endpoint_port(p: &Value, path: &str, name_required: bool, errs: &mut Vec<Caus
         );
     }
     supported!(
-        p.get("protocol"),
+        p.g("protocol"),
         &format!("{path}.protocol"),
         &["SCTP", "TCP", "UDP"],
         true,
@@ -1578,7 +1559,7 @@ fn endpoints(o: &Value, errs: &mut Vec<Cause>) {
     for (i, ss) in arr(o, "subsets").iter().enumerate() {
         for key in ["addresses", "notReadyAddresses"] {
             for (j, a) in arr(ss, key).iter().enumerate() {
-                let ip = a.get("ip").and_then(Value::as_str).unwrap_or("");
+                let ip = a.g("ip").and_then(Value::as_str).unwrap_or("");
                 if ip.parse::<std::net::IpAddr>().is_err() {
                     errs.push(Cause::invalid(
                         format!("subsets[{i}].{key}[{j}].ip"),
@@ -1602,7 +1583,7 @@ fn endpoints(o: &Value, errs: &mut Vec<Cause>) {
 
 fn endpoint_slice(o: &Value, errs: &mut Vec<Cause>) {
     supported!(
-        o.get("addressType"),
+        o.g("addressType"),
         "addressType",
         &["IPv4", "IPv6", "FQDN"],
         true,
@@ -1636,46 +1617,46 @@ fn job_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
         "activeDeadlineSeconds",
         "ttlSecondsAfterFinished",
     ] {
-        non_negative!(spec.get(k), &format!("{path}.{k}"), errs);
+        non_negative!(spec.g(k), &format!("{path}.{k}"), errs);
     }
     supported!(
-        spec.get("completionMode"),
+        spec.g("completionMode"),
         &format!("{path}.completionMode"),
         &["NonIndexed", "Indexed"],
         false,
         errs,
     );
-    if spec.get("completionMode").and_then(Value::as_str) == Some("Indexed")
-        && is_empty(spec.get("completions"))
+    if spec.g("completionMode").and_then(Value::as_str) == Some("Indexed")
+        && is_empty(spec.g("completions"))
     {
         errs.push(Cause::required(
             format!("{path}.completions"),
             "when completion mode is Indexed",
         ));
     }
-    let t = spec.get("template").unwrap_or(&Value::Null);
+    let t = spec.g("template").unwrap_or(&Value::Null);
     pod_template(
         t,
         &format!("{path}.template"),
         &["OnFailure", "Never"],
         errs,
     );
-    if let Some(sel) = spec.get("selector").filter(|v| !v.is_null()) {
+    if let Some(sel) = spec.g("selector").filter(|v| !v.is_null()) {
         label_selector(sel, &format!("{path}.selector"), errs);
     }
 }
 
 fn job(o: &Value, errs: &mut Vec<Cause>) {
-    let spec = o.get("spec").unwrap_or(&Value::Null);
+    let spec = o.g("spec").unwrap_or(&Value::Null);
     job_spec(spec, "spec", errs);
     let tlabels = spec
         .ptr("/template/metadata/labels")
         .cloned()
         .unwrap_or(json!({}));
-    match spec.get("selector").filter(|v| !v.is_null()) {
+    match spec.g("selector").filter(|v| !v.is_null()) {
         None => errs.push(Cause::required("spec.selector", "")),
         Some(sel) => {
-            if spec.get("manualSelector") != Some(&json!(true)) {
+            if spec.g("manualSelector") != Some(&json!(true)) {
                 // validateGeneratedSelector
                 let uid = str_at(o, "/metadata/uid");
                 if uid.is_empty() {
@@ -1683,7 +1664,7 @@ fn job(o: &Value, errs: &mut Vec<Cause>) {
                 }
                 for k in super::prepare::CONTROLLER_UID_LABELS {
                     if tlabels
-                        .get(k)
+                        .g(k)
                         .and_then(Value::as_str)
                         .is_some_and(|v| v != uid)
                     {
@@ -1721,15 +1702,15 @@ fn cron_job(o: &Value, errs: &mut Vec<Cause>) {
             "must be no more than 52 characters",
         ));
     }
-    let spec = o.get("spec").unwrap_or(&Value::Null);
-    let sched = spec.get("schedule").and_then(Value::as_str).unwrap_or("");
+    let spec = o.g("spec").unwrap_or(&Value::Null);
+    let sched = spec.g("schedule").and_then(Value::as_str).unwrap_or("");
     if sched.is_empty() {
         errs.push(Cause::required("spec.schedule", ""));
     } else if let Err(e) = check_schedule(sched) {
         errs.push(Cause::invalid("spec.schedule", &s(sched), &e));
     }
     supported!(
-        spec.get("concurrencyPolicy"),
+        spec.g("concurrencyPolicy"),
         "spec.concurrencyPolicy",
         &["Allow", "Forbid", "Replace"],
         true,
@@ -1740,17 +1721,13 @@ fn cron_job(o: &Value, errs: &mut Vec<Cause>) {
         "successfulJobsHistoryLimit",
         "failedJobsHistoryLimit",
     ] {
-        non_negative!(spec.get(k), &format!("spec.{k}"), errs);
+        non_negative!(spec.g(k), &format!("spec.{k}"), errs);
     }
-    let jt = spec.get("jobTemplate").unwrap_or(&Value::Null);
-    let jmeta = jt.get("metadata").unwrap_or(&Value::Null);
-    labels(
-        jmeta.get("labels"),
-        "spec.jobTemplate.metadata.labels",
-        errs,
-    );
+    let jt = spec.g("jobTemplate").unwrap_or(&Value::Null);
+    let jmeta = jt.g("metadata").unwrap_or(&Value::Null);
+    labels(jmeta.g("labels"), "spec.jobTemplate.metadata.labels", errs);
     job_spec(
-        jt.get("spec").unwrap_or(&Value::Null),
+        jt.g("spec").unwrap_or(&Value::Null),
         "spec.jobTemplate.spec",
         errs,
     );
@@ -1799,7 +1776,7 @@ fn priority_class(o: &Value, errs: &mut Vec<Cause>) {
             "priority class names with 'system-' prefix are reserved for system use only",
         ));
     }
-    match o.get("value").and_then(Value::as_i64) {
+    match o.g("value").and_then(Value::as_i64) {
         None => errs.push(Cause::required("value", "")),
         Some(v) if v > 1_000_000_000 && !system => errs.push(Cause::forbidden(
             "value",
@@ -1808,7 +1785,7 @@ fn priority_class(o: &Value, errs: &mut Vec<Cause>) {
         _ => {}
     }
     supported!(
-        o.get("preemptionPolicy"),
+        o.g("preemptionPolicy"),
         "preemptionPolicy",
         &["Never", "PreemptLowerPriority"],
         false,
@@ -1888,19 +1865,19 @@ fn role_binding(o: &Value, namespaced: bool, errs: &mut Vec<Cause>) {
     }
     for (i, sub) in arr(o, "subjects").iter().enumerate() {
         let p = format!("subjects[{i}]");
-        if is_empty(sub.get("name")) {
+        if is_empty(sub.g("name")) {
             errs.push(Cause::required(format!("{p}.name"), ""));
         }
         supported!(
-            sub.get("kind"),
+            sub.g("kind"),
             &format!("{p}.kind"),
             &["ServiceAccount", "User", "Group"],
             true,
             errs,
         );
-        if sub.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
+        if sub.g("kind").and_then(Value::as_str) == Some("ServiceAccount")
             && !namespaced
-            && is_empty(sub.get("namespace"))
+            && is_empty(sub.g("namespace"))
         {
             errs.push(Cause::required(format!("{p}.namespace"), ""));
         }
