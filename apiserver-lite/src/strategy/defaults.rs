@@ -210,7 +210,7 @@ const VOLUME_SOURCES: &[&str] = &[
 
 /// `SetDefaults_Volume` and the per-source defaulters.
 fn volume(v: &mut Map<String, Value>) {
-    if !VOLUME_SOURCES.iter().any(|s| !is_empty_source(v.g(*s))) {
+    if !VOLUME_SOURCES.iter().any(|s| !is_empty_source(v.g(s))) {
         v.insert("emptyDir".into(), json!({}));
     }
     if let Some(hp) = v.get_mut("hostPath").and_then(Value::as_object_mut) {

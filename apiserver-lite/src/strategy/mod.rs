@@ -21,8 +21,6 @@ mod validation;
 use crate::resources::ResourceInfo;
 use crate::status::ApiError;
 use serde_json::Value;
-#[allow(unused_imports)]
-use util::Get;
 
 pub use admission::SYSTEM_PRIORITY_CLASSES;
 pub use defaults::pull_policy_for;

@@ -325,7 +325,7 @@ pub fn for_status_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
         if info.kind == "Pod" && *k == "ownerReferences" {
             continue;
         }
-        match new_meta.g(*k) {
+        match new_meta.g(k) {
             Some(v) => {
                 meta.insert((*k).into(), v.clone());
             }

@@ -381,7 +381,7 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
             .into_iter()
             .flat_map(|m| m.keys())
             .chain(b.as_object().into_iter().flat_map(|m| m.keys()))
-            .filter(|k| !same(a.g(*k), b.g(*k)))
+            .filter(|k| !same(a.g(k), b.g(k)))
             .map(|k| format!("spec.{k}"))
             .fold(Vec::new(), |mut acc, k| {
                 if !acc.contains(&k) {

@@ -717,7 +717,7 @@ fn container(c: &Value, path: &Path, volumes: &[&str], init: bool, errs: &mut Ve
         let pp = Path::Field(path, probe);
         let handlers = ["exec", "httpGet", "tcpSocket", "grpc"]
             .iter()
-            .filter(|h| p.g(**h).is_some_and(|v| !v.is_null()))
+            .filter(|h| p.g(h).is_some_and(|v| !v.is_null()))
             .count();
         if handlers == 0 {
             errs.push(Cause::required(
