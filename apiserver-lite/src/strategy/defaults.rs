@@ -7,9 +7,9 @@
 //! the stored object back).
 
 pub(crate) use super::util::obj_in;
-use super::util::Get;
 use super::util::Ptr;
 use super::util::{default_to, each_obj_mut, is_empty, obj, EmptyObject};
+use super::util::{Get, GetMut};
 use crate::resources::ResourceInfo;
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -127,7 +127,7 @@ fn container(c: &mut Map<String, Value>) {
         default_to(p, "protocol", "TCP");
     }
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        if let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) {
+        if let Some(p) = c.gm(probe).and_then(Value::as_object_mut) {
             default_to(p, "timeoutSeconds", 1i64);
             default_to(p, "periodSeconds", 10i64);
             default_to(p, "successThreshold", 1i64);
@@ -135,17 +135,17 @@ fn container(c: &mut Map<String, Value>) {
             handler(p);
         }
     }
-    if let Some(lc) = c.get_mut("lifecycle").and_then(Value::as_object_mut) {
+    if let Some(lc) = c.gm("lifecycle").and_then(Value::as_object_mut) {
         for hook in ["postStart", "preStop"] {
-            if let Some(h) = lc.get_mut(hook).and_then(Value::as_object_mut) {
+            if let Some(h) = lc.gm(hook).and_then(Value::as_object_mut) {
                 handler(h);
             }
         }
     }
     for e in each_obj_mut(c, "env") {
         if let Some(fr) = e
-            .get_mut("valueFrom")
-            .and_then(|v| v.get_mut("fieldRef"))
+            .gm("valueFrom")
+            .and_then(|v| v.gm("fieldRef"))
             .and_then(Value::as_object_mut)
         {
             default_to(fr, "apiVersion", "v1");
@@ -155,7 +155,7 @@ fn container(c: &mut Map<String, Value>) {
 
 /// `SetDefaults_HTTPGetAction` inside a probe or lifecycle handler.
 fn handler(h: &mut Map<String, Value>) {
-    if let Some(g) = h.get_mut("httpGet").and_then(Value::as_object_mut) {
+    if let Some(g) = h.gm("httpGet").and_then(Value::as_object_mut) {
         default_to(g, "path", "/");
         default_to(g, "scheme", "HTTP");
     }
@@ -213,46 +213,43 @@ fn volume(v: &mut Map<String, Value>) {
     if !VOLUME_SOURCES.iter().any(|s| !is_empty_source(v.g(s))) {
         v.insert("emptyDir".into(), json!({}));
     }
-    if let Some(hp) = v.get_mut("hostPath").and_then(Value::as_object_mut) {
+    if let Some(hp) = v.gm("hostPath").and_then(Value::as_object_mut) {
         default_to(hp, "type", "");
     }
     for key in ["secret", "configMap", "downwardAPI", "projected"] {
-        if let Some(s) = v.get_mut(key).and_then(Value::as_object_mut) {
+        if let Some(s) = v.gm(key).and_then(Value::as_object_mut) {
             default_to(s, "defaultMode", 420i64);
         }
     }
     if let Some(items) = v
-        .get_mut("downwardAPI")
-        .and_then(|d| d.get_mut("items"))
+        .gm("downwardAPI")
+        .and_then(|d| d.gm("items"))
         .and_then(Value::as_array_mut)
     {
         field_refs(items);
     }
     if let Some(sources) = v
-        .get_mut("projected")
-        .and_then(|p| p.get_mut("sources"))
+        .gm("projected")
+        .and_then(|p| p.gm("sources"))
         .and_then(Value::as_array_mut)
     {
         for s in sources.iter_mut() {
             if let Some(items) = s
-                .get_mut("downwardAPI")
-                .and_then(|d| d.get_mut("items"))
+                .gm("downwardAPI")
+                .and_then(|d| d.gm("items"))
                 .and_then(Value::as_array_mut)
             {
                 field_refs(items);
             }
-            if let Some(t) = s
-                .get_mut("serviceAccountToken")
-                .and_then(Value::as_object_mut)
-            {
+            if let Some(t) = s.gm("serviceAccountToken").and_then(Value::as_object_mut) {
                 default_to(t, "expirationSeconds", 3600i64);
             }
         }
     }
     if let Some(spec) = v
-        .get_mut("ephemeral")
-        .and_then(|e| e.get_mut("volumeClaimTemplate"))
-        .and_then(|t| t.get_mut("spec"))
+        .gm("ephemeral")
+        .and_then(|e| e.gm("volumeClaimTemplate"))
+        .and_then(|t| t.gm("spec"))
         .and_then(Value::as_object_mut)
     {
         default_to(spec, "volumeMode", "Filesystem");
@@ -265,7 +262,7 @@ fn is_empty_source(v: Option<&Value>) -> bool {
 
 fn field_refs(items: &mut [Value]) {
     for it in items.iter_mut() {
-        if let Some(fr) = it.get_mut("fieldRef").and_then(Value::as_object_mut) {
+        if let Some(fr) = it.gm("fieldRef").and_then(Value::as_object_mut) {
             default_to(fr, "apiVersion", "v1");
         }
     }
@@ -390,12 +387,12 @@ fn job_spec(spec: &mut Map<String, Value>) {
     default_to(spec, "suspend", false);
     let has_pfp = !is_empty(spec.g("podFailurePolicy"));
     if let Some(rules) = spec
-        .get_mut("podFailurePolicy")
-        .and_then(|p| p.get_mut("rules"))
+        .gm("podFailurePolicy")
+        .and_then(|p| p.gm("rules"))
         .and_then(Value::as_array_mut)
     {
         for r in rules.iter_mut() {
-            if let Some(pats) = r.get_mut("onPodConditions").and_then(Value::as_array_mut) {
+            if let Some(pats) = r.gm("onPodConditions").and_then(Value::as_array_mut) {
                 for p in pats.iter_mut().filter_map(Value::as_object_mut) {
                     default_to(p, "status", "True");
                 }
@@ -510,7 +507,7 @@ fn persistent_volume_claim(o: &mut Value) {
 }
 
 fn endpoints(o: &mut Value) {
-    if let Some(subsets) = o.get_mut("subsets").and_then(Value::as_array_mut) {
+    if let Some(subsets) = o.gm("subsets").and_then(Value::as_array_mut) {
         for s in subsets.iter_mut().filter_map(Value::as_object_mut) {
             for p in each_obj_mut(s, "ports") {
                 default_to(p, "protocol", "TCP");

@@ -5,9 +5,9 @@
 //! Secret type, PVC and PV specs, Node podCIDR/providerID, EndpointSlice addressType,
 //! PriorityClass value, StorageClass parameters/provisioner and RBAC roleRef.
 
-use super::util::Get;
 use super::util::Ptr;
 use super::util::{arr, is_empty, str_at};
+use super::util::{Get, GetMut};
 use super::validation::PV_NON_SOURCE_FIELDS;
 use crate::resources::ResourceInfo;
 use crate::status::Cause;
@@ -356,7 +356,7 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
     let am = a.as_object_mut().expect("object");
     for key in ["containers", "initContainers"] {
         let olds = arr(b, key);
-        if let Some(list) = am.get_mut(key).and_then(Value::as_array_mut) {
+        if let Some(list) = am.gm(key).and_then(Value::as_array_mut) {
             for (c, oc) in list.iter_mut().zip(olds) {
                 if let (Some(c), Some(img)) = (c.as_object_mut(), oc.g("image")) {
                     c.insert("image".into(), img.clone());

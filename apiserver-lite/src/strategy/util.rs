@@ -17,9 +17,7 @@ pub fn obj_in<'a>(m: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<Strin
     if !m.g(key).is_some_and(Value::is_object) {
         m.insert(key.to_string(), Value::Object(Map::new()));
     }
-    m.get_mut(key)
-        .and_then(Value::as_object_mut)
-        .expect("object")
+    m.gm(key).and_then(Value::as_object_mut).expect("object")
 }
 
 /// A default value, built only when it is used.
@@ -84,7 +82,7 @@ pub fn default(m: &mut Map<String, Value>, key: &str, value: Value) {
 
 /// [`default`] with a value built only when it is used.
 pub fn default_to(m: &mut Map<String, Value>, key: &str, value: impl DefaultValue) {
-    match m.get_mut(key) {
+    match m.gm(key) {
         None => {
             m.insert(key.to_string(), value.into_value());
         }
@@ -128,6 +126,40 @@ impl Get for Map<String, Value> {
     #[inline]
     fn g(&self, key: &str) -> Option<&Value> {
         map_get(self, key)
+    }
+}
+
+/// `m.gm(key)`, by a linear search on small maps (no key hashing).
+#[inline]
+pub fn map_get_mut<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Value> {
+    if m.len() <= LINEAR_LOOKUP_MAX {
+        m.iter_mut()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v)
+    } else {
+        m.get_mut(key)
+    }
+}
+
+/// `get_mut` by field name through [`map_get_mut`], for objects and maps.
+pub trait GetMut {
+    fn gm(&mut self, key: &str) -> Option<&mut Value>;
+}
+
+impl GetMut for Value {
+    #[inline]
+    fn gm(&mut self, key: &str) -> Option<&mut Value> {
+        match self {
+            Value::Object(m) => map_get_mut(m, key),
+            _ => None,
+        }
+    }
+}
+
+impl GetMut for Map<String, Value> {
+    #[inline]
+    fn gm(&mut self, key: &str) -> Option<&mut Value> {
+        map_get_mut(self, key)
     }
 }
 
@@ -196,7 +228,7 @@ pub fn each_obj_mut<'a>(
     m: &'a mut Map<String, Value>,
     key: &str,
 ) -> impl Iterator<Item = &'a mut Map<String, Value>> {
-    m.get_mut(key)
+    m.gm(key)
         .and_then(Value::as_array_mut)
         .into_iter()
         .flat_map(|a| a.iter_mut())
