@@ -194,11 +194,16 @@ pub fn default_toleration_seconds(o: &mut Value) {
     if !missing.iter().any(|m| *m) {
         return;
     }
-    let add = KEYS
+    // Built once; cloning skips the key hashing of building each anew.
+    static TEMPLATES: std::sync::OnceLock<[Value; 2]> = std::sync::OnceLock::new();
+    let templates = TEMPLATES.get_or_init(|| {
+        KEYS.map(|key| json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}))
+    });
+    let add = templates
         .iter()
         .zip(missing)
         .filter(|(_, m)| *m)
-        .map(|(key, _)| json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        .map(|(t, _)| t.clone());
     let spec = obj(o, "spec");
     let list = spec.entry("tolerations").or_insert_with(|| json!([]));
     if !list.is_array() {

@@ -185,11 +185,16 @@ pub fn at<'a>(v: &'a Value, ptr: &str) -> Option<&'a Value> {
     if ptr.is_empty() {
         return Some(v);
     }
-    let rest = ptr.strip_prefix('/')?;
+    let mut rest = ptr.strip_prefix('/')?;
     let mut cur = v;
-    for token in rest.split('/') {
+    loop {
+        // split at the next '/', by bytes (an ASCII byte is always a char boundary)
+        let (token, next) = match rest.bytes().position(|b| b == b'/') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
         let unescaped;
-        let token = if token.contains('~') {
+        let token = if token.bytes().any(|b| b == b'~') {
             unescaped = token.replace("~1", "/").replace("~0", "~");
             unescaped.as_str()
         } else {
@@ -200,8 +205,11 @@ pub fn at<'a>(v: &'a Value, ptr: &str) -> Option<&'a Value> {
             Value::Array(a) => a.get(parse_index(token)?)?,
             _ => return None,
         };
+        match next {
+            Some(n) => rest = n,
+            None => return Some(cur),
+        }
     }
-    Some(cur)
 }
 
 /// `Value::pointer` as a method, through [`at`].
@@ -263,14 +271,19 @@ pub fn parse_quantity(s: &str) -> Option<i128> {
         b'+' => (1, &s[1..]),
         _ => (1, s),
     };
+    // (a non-ASCII char starts with a non-digit byte, so bytes find the same index)
     let num_end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .bytes()
+        .position(|c| !(c.is_ascii_digit() || c == b'.'))
         .unwrap_or(rest.len());
     let (num, suffix) = rest.split_at(num_end);
-    if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+    if num.is_empty() || num == "." || num.bytes().filter(|b| *b == b'.').count() > 1 {
         return None;
     }
-    let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
+    let (int_part, frac_part) = match num.bytes().position(|b| b == b'.') {
+        Some(i) => (&num[..i], &num[i + 1..]),
+        None => (num, ""),
+    };
     // mantissa as integer digits with a decimal exponent
     let mut mantissa: i128 = 0;
     for d in int_part.bytes().chain(frac_part.bytes()) {
@@ -304,20 +317,24 @@ pub fn parse_quantity(s: &str) -> Option<i128> {
         _ => return None,
     }
     exp10 += 9; // nano units
+                // v >= 0: the mantissa has no sign and mult is positive
     let mut v = mantissa.saturating_mul(mult);
+    // one multiplication or (ceiling) division by 10^k gives what k steps by 10 would: both
+    // saturate the same way, and nested ceilings of divisions are the ceiling of the whole one
     if exp10 >= 0 {
-        for _ in 0..exp10.min(60) {
-            v = v.saturating_mul(10);
-        }
+        let k = exp10.min(60) as u32;
+        v = match 10i128.checked_pow(k) {
+            Some(p) => v.saturating_mul(p),
+            None if v == 0 => 0,
+            None => i128::MAX,
+        };
     } else {
-        for _ in 0..(-exp10).min(60) {
-            // round up like upstream's ScaledValue when precision is lost
-            let r = v % 10;
-            v /= 10;
-            if r != 0 {
-                v += 1;
-            }
-        }
+        // round up like upstream's ScaledValue when precision is lost
+        let k = (-exp10).min(60) as u32;
+        v = match 10i128.checked_pow(k) {
+            Some(p) => v / p + i128::from(v % p != 0),
+            None => i128::from(v != 0),
+        };
     }
     Some(sign * v)
 }

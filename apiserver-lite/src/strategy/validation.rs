@@ -120,8 +120,14 @@ fn s(v: &str) -> Value {
 
 /// `ValidateObjectMeta` for `info`'s kind.
 pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
-    let name = str_at(o, "/metadata/name");
-    let generate = str_at(o, "/metadata/generateName");
+    let meta_str = |k: &str| {
+        o.g("metadata")
+            .and_then(|m| m.g(k))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    let name = meta_str("name");
+    let generate = meta_str("generateName");
     let rule = name_rule(info);
     if !generate.is_empty() {
         push_msgs!(
@@ -141,7 +147,7 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
     } else {
         push_msgs!(errs, "metadata.name", &s(name), rule.check(name, false));
     }
-    let ns = str_at(o, "/metadata/namespace");
+    let ns = meta_str("namespace");
     if info.namespaced {
         if ns.is_empty() {
             errs.push(Cause::required("metadata.namespace", ""));
