@@ -350,7 +350,16 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
             "only deletion is allowed, but found new scheduling gate",
         ));
     }
-    // Normalise the mutable fields and compare the rest.
+    // Normalise the mutable fields and compare the rest. First without cloning the spec, which
+    // settles the usual, unchanged case; otherwise (or when unsure) as upstream spells it.
+    let grace_ok = old_spec
+        .g("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .is_some_and(|g| g < 0)
+        && spec.g("terminationGracePeriodSeconds") == Some(&json!(1));
+    if pod_spec_unchanged(spec, old_spec, grace_ok) {
+        return;
+    }
     let mut a = spec.clone();
     let b = old_spec;
     let am = a.as_object_mut().expect("object");
@@ -394,6 +403,44 @@ fn pod_update(o: &Value, old: &Value, errs: &mut Vec<Cause>) {
             &format!("{POD_UPDATABLE}\nchanged: {}", changed.join(", ")),
         ));
     }
+}
+
+/// True only when the normalised comparison of `pod_update` certainly finds no change (false
+/// may also mean "not sure"): mutable fields are skipped (normalising copies them from the old
+/// spec, and `same` of a value with itself holds) and container images are ignored where
+/// normalising would copy the old image.
+fn pod_spec_unchanged(spec: &Value, old_spec: &Value, grace_ok: bool) -> bool {
+    let (Some(a), Some(b)) = (spec.as_object(), old_spec.as_object()) else {
+        return false;
+    };
+    a.keys().chain(b.keys()).all(|k| match k.as_str() {
+        "activeDeadlineSeconds" | "tolerations" | "schedulingGates" => true,
+        "terminationGracePeriodSeconds" if grace_ok => true,
+        "containers" | "initContainers" => containers_unchanged(a.g(k), b.g(k)),
+        _ => same(a.g(k), b.g(k)),
+    })
+}
+
+/// `pod_spec_unchanged` for a container list (false when either is not a list).
+fn containers_unchanged(a: Option<&Value>, b: Option<&Value>) -> bool {
+    let (Some(Value::Array(x)), Some(Value::Array(y))) = (a, b) else {
+        return false;
+    };
+    x.len() == y.len()
+        && x.iter().zip(y).all(|(c, oc)| {
+            match (
+                c.as_object(),
+                oc.as_object().filter(|o| o.g("image").is_some()),
+            ) {
+                // normalising sets c's image to oc's, so only the other fields count
+                (Some(cm), Some(om)) => cm
+                    .keys()
+                    .chain(om.keys())
+                    .filter(|k| *k != "image")
+                    .all(|k| same(cm.g(k), om.g(k))),
+                _ => same(Some(c), Some(oc)),
+            }
+        })
 }
 
 fn copy_field(m: &mut Map<String, Value>, from: &Value, key: &str) {
