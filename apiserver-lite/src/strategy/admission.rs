@@ -7,6 +7,7 @@
 //! upstream's `admission.NewForbidden`.
 
 use super::defaults::obj_in;
+use super::util::Get;
 use super::util::{arr, entries, is_empty, obj, quantity, quantity_text};
 use super::AdmissionLookup;
 use crate::resources::ResourceInfo;
@@ -19,24 +20,38 @@ pub const SYSTEM_PRIORITY_CLASSES: [(&str, i64); 2] = [
     ("system-cluster-critical", 2_000_000_000),
 ];
 
-/// Runs the create-time admission plugins relevant to `info`'s kind.
+/// Runs the create-time admission plugins relevant to `info`'s kind. Returns whether they may
+/// have changed something the defaulters fill (only LimitRanger does, for a Pod: it sets
+/// resource limits, from which requests default).
 pub fn admit_create(
     info: &ResourceInfo,
     o: &mut Value,
     lookup: &dyn AdmissionLookup,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     match (info.group, info.kind) {
         ("", "Pod") => {
             priority(info, o, lookup)?;
             default_toleration_seconds(o);
-            let ns = super::util::str_at(o, "/metadata/namespace").to_string();
-            let ranges = lookup.limit_ranges(&ns);
+            let ranges = lookup.limit_ranges(namespace_of(o));
+            if ranges.is_empty() {
+                // Nothing to default from and nothing to check against.
+                return Ok(false);
+            }
             limit_ranger(o, &ranges);
-            limit_ranger_validate(info, o, &ranges)
+            limit_ranger_validate(info, o, &ranges)?;
+            Ok(true)
         }
-        ("scheduling.k8s.io", "PriorityClass") => priority_class(info, o, lookup),
-        _ => Ok(()),
+        ("scheduling.k8s.io", "PriorityClass") => priority_class(info, o, lookup).map(|()| true),
+        _ => Ok(true),
     }
+}
+
+/// `metadata.namespace` as a string, or "".
+fn namespace_of(o: &Value) -> &str {
+    o.g("metadata")
+        .and_then(|m| m.g("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 fn forbidden(info: &ResourceInfo, o: &Value, why: &str) -> ApiError {
@@ -66,22 +81,30 @@ fn priority(
     o: &mut Value,
     lookup: &dyn AdmissionLookup,
 ) -> Result<(), ApiError> {
-    let class_name = super::util::str_at(o, "/spec/priorityClassName").to_string();
+    let class_name = o
+        .g("spec")
+        .and_then(|s| s.g("priorityClassName"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    // The class name to record: None when there is none, or when it is already the pod's.
     let (name, value, policy) = if class_name.is_empty() {
         match lookup.global_default_priority_class() {
-            Some(pc) => (
-                super::util::str_at(&pc, "/metadata/name").to_string(),
-                pc.get("value").and_then(Value::as_i64).unwrap_or(0),
-                pc.get("preemptionPolicy").cloned(),
+            Some(mut pc) => (
+                Some(super::util::str_at(&pc, "/metadata/name").to_string())
+                    .filter(|n| !n.is_empty()),
+                pc.g("value").and_then(Value::as_i64).unwrap_or(0),
+                pc.as_object_mut()
+                    .and_then(|m| m.remove("preemptionPolicy")),
             ),
-            None => (String::new(), 0, Some(json!("PreemptLowerPriority"))),
+            None => (None, 0, Some(Value::String("PreemptLowerPriority".into()))),
         }
     } else {
-        match find_class(lookup, &class_name) {
-            Some(pc) => (
-                class_name.clone(),
-                pc.get("value").and_then(Value::as_i64).unwrap_or(0),
-                pc.get("preemptionPolicy").cloned(),
+        match find_class(lookup, class_name) {
+            Some(mut pc) => (
+                None,
+                pc.g("value").and_then(Value::as_i64).unwrap_or(0),
+                pc.as_object_mut()
+                    .and_then(|m| m.remove("preemptionPolicy")),
             ),
             None => {
                 return Err(forbidden(
@@ -92,7 +115,11 @@ fn priority(
             }
         }
     };
-    if let Some(p) = o.pointer("/spec/priority").and_then(Value::as_i64) {
+    if let Some(p) = o
+        .g("spec")
+        .and_then(|s| s.g("priority"))
+        .and_then(Value::as_i64)
+    {
         if p != value {
             return Err(forbidden(
                 info,
@@ -102,12 +129,12 @@ fn priority(
         }
     }
     let spec = obj(o, "spec");
-    if !name.is_empty() {
-        spec.insert("priorityClassName".into(), json!(name));
+    if let Some(name) = name {
+        spec.insert("priorityClassName".into(), Value::String(name));
     }
-    spec.insert("priority".into(), json!(value));
+    spec.insert("priority".into(), Value::from(value));
     if let Some(policy) = policy.filter(|p| !p.is_null()) {
-        if let Some(given) = spec.get("preemptionPolicy").filter(|p| !is_empty(Some(p))) {
+        if let Some(given) = spec.g("preemptionPolicy").filter(|p| !is_empty(Some(p))) {
             if *given != policy {
                 let (g, c) = (quantity_text(given), quantity_text(&policy));
                 return Err(forbidden(
@@ -128,7 +155,7 @@ fn priority_class(
     o: &Value,
     lookup: &dyn AdmissionLookup,
 ) -> Result<(), ApiError> {
-    if o.get("globalDefault") != Some(&json!(true)) {
+    if o.g("globalDefault") != Some(&json!(true)) {
         return Ok(());
     }
     if let Some(existing) = lookup.global_default_priority_class() {
@@ -149,27 +176,35 @@ fn priority_class(
 /// DefaultTolerationSeconds: tolerate not-ready and unreachable nodes for 300s unless the pod
 /// already tolerates them (an empty key or effect matches too).
 pub fn default_toleration_seconds(o: &mut Value) {
-    let tols = arr(&o["spec"], "tolerations").to_vec();
-    let spec = obj(o, "spec");
-    let tolerates = |key: &str| {
-        tols.iter().any(|t| {
-            let k = t.get("key").and_then(Value::as_str).unwrap_or("");
-            let e = t.get("effect").and_then(Value::as_str).unwrap_or("");
-            (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
-        })
-    };
-    let mut add = Vec::new();
-    for key in [
+    const KEYS: [&str; 2] = [
         "node.kubernetes.io/not-ready",
         "node.kubernetes.io/unreachable",
-    ] {
-        if !tolerates(key) {
-            add.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
-        }
-    }
-    if add.is_empty() {
+    ];
+    let missing = {
+        let tols = arr(o.g("spec").unwrap_or(&Value::Null), "tolerations");
+        let tolerates = |key: &str| {
+            tols.iter().any(|t| {
+                let k = t.g("key").and_then(Value::as_str).unwrap_or("");
+                let e = t.g("effect").and_then(Value::as_str).unwrap_or("");
+                (k == key || k.is_empty()) && (e == "NoExecute" || e.is_empty())
+            })
+        };
+        KEYS.map(|k| !tolerates(k))
+    };
+    if !missing.iter().any(|m| *m) {
         return;
     }
+    // Built once; cloning skips the key hashing of building each anew.
+    static TEMPLATES: std::sync::OnceLock<[Value; 2]> = std::sync::OnceLock::new();
+    let templates = TEMPLATES.get_or_init(|| {
+        KEYS.map(|key| json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}))
+    });
+    let add = templates
+        .iter()
+        .zip(missing)
+        .filter(|(_, m)| *m)
+        .map(|(t, _)| t.clone());
+    let spec = obj(o, "spec");
     let list = spec.entry("tolerations").or_insert_with(|| json!([]));
     if !list.is_array() {
         *list = json!([]);
@@ -190,8 +225,8 @@ pub fn limit_ranger(o: &mut Value, ranges: &[Value]) {
         );
         let mut def_limits = Map::new();
         let mut def_requests = Map::new();
-        for item in arr(lr.get("spec").unwrap_or(&Value::Null), "limits") {
-            if item.get("type").and_then(Value::as_str) != Some("Container") {
+        for item in arr(lr.g("spec").unwrap_or(&Value::Null), "limits") {
+            if item.g("type").and_then(Value::as_str) != Some("Container") {
                 continue;
             }
             for (k, v) in entries(item, "default") {
@@ -211,7 +246,7 @@ pub fn limit_ranger(o: &mut Value, ranges: &[Value]) {
         ] {
             for c in super::util::each_obj_mut(spec, key) {
                 let cname = c
-                    .get("name")
+                    .g("name")
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
@@ -237,7 +272,7 @@ pub fn limit_ranger(o: &mut Value, ranges: &[Value]) {
                     }
                 }
                 for k in ["limits", "requests"] {
-                    if res.get(k).is_some_and(|v| is_empty(Some(v))) {
+                    if res.g(k).is_some_and(|v| is_empty(Some(v))) {
                         res.remove(k);
                     }
                 }
@@ -270,17 +305,17 @@ pub fn limit_ranger(o: &mut Value, ranges: &[Value]) {
 /// LimitRanger's validation: per-container min (against requests) and max (against limits).
 fn limit_ranger_validate(info: &ResourceInfo, o: &Value, ranges: &[Value]) -> Result<(), ApiError> {
     let mut errs: Vec<String> = Vec::new();
-    let spec = o.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = o.g("spec").cloned().unwrap_or(Value::Null);
     for lr in ranges {
-        for item in arr(lr.get("spec").unwrap_or(&Value::Null), "limits") {
-            if item.get("type").and_then(Value::as_str) != Some("Container") {
+        for item in arr(lr.g("spec").unwrap_or(&Value::Null), "limits") {
+            if item.g("type").and_then(Value::as_str) != Some("Container") {
                 continue;
             }
             for key in ["containers", "initContainers"] {
                 for c in arr(&spec, key) {
-                    let res = c.get("resources").cloned().unwrap_or(Value::Null);
+                    let res = c.g("resources").cloned().unwrap_or(Value::Null);
                     for (k, min) in entries(item, "min") {
-                        match res.get("requests").and_then(|r| r.get(k)) {
+                        match res.g("requests").and_then(|r| r.g(k)) {
                             None => errs.push(format!(
                                 "minimum {k} usage per Container is {}.  No request is specified",
                                 quantity_text(min)
@@ -294,7 +329,7 @@ fn limit_ranger_validate(info: &ResourceInfo, o: &Value, ranges: &[Value]) -> Re
                         }
                     }
                     for (k, max) in entries(item, "max") {
-                        match res.get("limits").and_then(|r| r.get(k)) {
+                        match res.g("limits").and_then(|r| r.g(k)) {
                             None => errs.push(format!(
                                 "maximum {k} usage per Container is {}.  No limit is specified",
                                 quantity_text(max)

@@ -6,7 +6,10 @@
 //! so it may run again after admission and PrepareForCreate (upstream re-defaults when it reads
 //! the stored object back).
 
-use super::util::{default, each_obj_mut, is_empty, obj};
+pub(crate) use super::util::obj_in;
+use super::util::Ptr;
+use super::util::{default_to, each_obj_mut, is_empty, obj, EmptyObject};
+use super::util::{Get, GetMut};
 use crate::resources::ResourceInfo;
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -32,7 +35,7 @@ pub fn apply(info: &ResourceInfo, o: &mut Value) {
         ("discovery.k8s.io", "EndpointSlice") => endpoint_slice(o),
         ("networking.k8s.io", "NetworkPolicy") => network_policy(o),
         ("scheduling.k8s.io", "PriorityClass") => {
-            default(
+            default_to(
                 o.as_object_mut().expect("object"),
                 "preemptionPolicy",
                 json!("PreemptLowerPriority"),
@@ -40,8 +43,8 @@ pub fn apply(info: &ResourceInfo, o: &mut Value) {
         }
         ("storage.k8s.io", "StorageClass") => {
             let m = o.as_object_mut().expect("object");
-            default(m, "reclaimPolicy", json!("Delete"));
-            default(m, "volumeBindingMode", json!("Immediate"));
+            default_to(m, "reclaimPolicy", "Delete");
+            default_to(m, "volumeBindingMode", "Immediate");
         }
         _ => {}
     }
@@ -55,17 +58,25 @@ fn pod(o: &mut Value) {
     for key in ["containers", "initContainers"] {
         for c in each_obj_mut(spec, key) {
             let res = obj_in(c, "resources");
-            let limits = res.get("limits").and_then(Value::as_object).cloned();
-            if let Some(limits) = limits {
-                let req = obj_in(res, "requests");
-                for (k, v) in limits {
-                    req.entry(k).or_insert(v);
+            let missing: Vec<(String, Value)> = match res.g("limits").and_then(Value::as_object) {
+                None => continue,
+                Some(limits) => {
+                    let req = res.g("requests").and_then(Value::as_object);
+                    limits
+                        .iter()
+                        .filter(|(k, _)| !req.is_some_and(|r| r.contains_key(*k)))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
                 }
+            };
+            let req = obj_in(res, "requests");
+            for (k, v) in missing {
+                req.insert(k, v);
             }
         }
     }
-    default(spec, "enableServiceLinks", json!(true));
-    if spec.get("hostNetwork") == Some(&json!(true)) {
+    default_to(spec, "enableServiceLinks", true);
+    if spec.g("hostNetwork").and_then(Value::as_bool) == Some(true) {
         host_network_ports(spec);
     }
     pod_spec(spec);
@@ -76,8 +87,8 @@ fn host_network_ports(spec: &mut Map<String, Value>) {
     for key in ["containers", "initContainers"] {
         for c in each_obj_mut(spec, key) {
             for p in each_obj_mut(c, "ports") {
-                if is_empty(p.get("hostPort")) || p.get("hostPort") == Some(&json!(0)) {
-                    if let Some(cp) = p.get("containerPort").cloned() {
+                if is_empty(p.g("hostPort")) || p.g("hostPort") == Some(&json!(0)) {
+                    if let Some(cp) = p.g("containerPort").cloned() {
                         p.insert("hostPort".into(), cp);
                     }
                 }
@@ -86,24 +97,13 @@ fn host_network_ports(spec: &mut Map<String, Value>) {
     }
 }
 
-/// `v[key]` of a map as an object, created when missing.
-pub(crate) fn obj_in<'a>(m: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let slot = m
-        .entry(key.to_string())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !slot.is_object() {
-        *slot = Value::Object(Map::new());
-    }
-    slot.as_object_mut().expect("object")
-}
-
 /// `SetDefaults_PodSpec` and the defaulters of everything inside a pod spec.
 pub fn pod_spec(spec: &mut Map<String, Value>) {
-    default(spec, "dnsPolicy", json!("ClusterFirst"));
-    default(spec, "restartPolicy", json!("Always"));
-    default(spec, "securityContext", json!({}));
-    default(spec, "terminationGracePeriodSeconds", json!(30));
-    default(spec, "schedulerName", json!("default-scheduler"));
+    default_to(spec, "dnsPolicy", "ClusterFirst");
+    default_to(spec, "restartPolicy", "Always");
+    default_to(spec, "securityContext", EmptyObject);
+    default_to(spec, "terminationGracePeriodSeconds", 30i64);
+    default_to(spec, "schedulerName", "default-scheduler");
     for key in ["containers", "initContainers", "ephemeralContainers"] {
         for c in each_obj_mut(spec, key) {
             container(c);
@@ -116,48 +116,48 @@ pub fn pod_spec(spec: &mut Map<String, Value>) {
 
 /// `SetDefaults_Container` and its ports, probes, lifecycle handlers and env.
 fn container(c: &mut Map<String, Value>) {
-    if is_empty(c.get("imagePullPolicy")) {
-        let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+    if is_empty(c.g("imagePullPolicy")) {
+        let image = c.g("image").and_then(Value::as_str).unwrap_or("");
         c.insert("imagePullPolicy".into(), json!(pull_policy_for(image)));
     }
-    default(c, "terminationMessagePath", json!("/dev/termination-log"));
-    default(c, "terminationMessagePolicy", json!("File"));
-    default(c, "resources", json!({}));
+    default_to(c, "terminationMessagePath", "/dev/termination-log");
+    default_to(c, "terminationMessagePolicy", "File");
+    default_to(c, "resources", EmptyObject);
     for p in each_obj_mut(c, "ports") {
-        default(p, "protocol", json!("TCP"));
+        default_to(p, "protocol", "TCP");
     }
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        if let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) {
-            default(p, "timeoutSeconds", json!(1));
-            default(p, "periodSeconds", json!(10));
-            default(p, "successThreshold", json!(1));
-            default(p, "failureThreshold", json!(3));
+        if let Some(p) = c.gm(probe).and_then(Value::as_object_mut) {
+            default_to(p, "timeoutSeconds", 1i64);
+            default_to(p, "periodSeconds", 10i64);
+            default_to(p, "successThreshold", 1i64);
+            default_to(p, "failureThreshold", 3i64);
             handler(p);
         }
     }
-    if let Some(lc) = c.get_mut("lifecycle").and_then(Value::as_object_mut) {
+    if let Some(lc) = c.gm("lifecycle").and_then(Value::as_object_mut) {
         for hook in ["postStart", "preStop"] {
-            if let Some(h) = lc.get_mut(hook).and_then(Value::as_object_mut) {
+            if let Some(h) = lc.gm(hook).and_then(Value::as_object_mut) {
                 handler(h);
             }
         }
     }
     for e in each_obj_mut(c, "env") {
         if let Some(fr) = e
-            .get_mut("valueFrom")
-            .and_then(|v| v.get_mut("fieldRef"))
+            .gm("valueFrom")
+            .and_then(|v| v.gm("fieldRef"))
             .and_then(Value::as_object_mut)
         {
-            default(fr, "apiVersion", json!("v1"));
+            default_to(fr, "apiVersion", "v1");
         }
     }
 }
 
 /// `SetDefaults_HTTPGetAction` inside a probe or lifecycle handler.
 fn handler(h: &mut Map<String, Value>) {
-    if let Some(g) = h.get_mut("httpGet").and_then(Value::as_object_mut) {
-        default(g, "path", json!("/"));
-        default(g, "scheme", json!("HTTP"));
+    if let Some(g) = h.gm("httpGet").and_then(Value::as_object_mut) {
+        default_to(g, "path", "/");
+        default_to(g, "scheme", "HTTP");
     }
 }
 
@@ -210,52 +210,49 @@ const VOLUME_SOURCES: &[&str] = &[
 
 /// `SetDefaults_Volume` and the per-source defaulters.
 fn volume(v: &mut Map<String, Value>) {
-    if !VOLUME_SOURCES.iter().any(|s| !is_empty_source(v.get(*s))) {
+    if !VOLUME_SOURCES.iter().any(|s| !is_empty_source(v.g(s))) {
         v.insert("emptyDir".into(), json!({}));
     }
-    if let Some(hp) = v.get_mut("hostPath").and_then(Value::as_object_mut) {
-        default(hp, "type", json!(""));
+    if let Some(hp) = v.gm("hostPath").and_then(Value::as_object_mut) {
+        default_to(hp, "type", "");
     }
     for key in ["secret", "configMap", "downwardAPI", "projected"] {
-        if let Some(s) = v.get_mut(key).and_then(Value::as_object_mut) {
-            default(s, "defaultMode", json!(420));
+        if let Some(s) = v.gm(key).and_then(Value::as_object_mut) {
+            default_to(s, "defaultMode", 420i64);
         }
     }
     if let Some(items) = v
-        .get_mut("downwardAPI")
-        .and_then(|d| d.get_mut("items"))
+        .gm("downwardAPI")
+        .and_then(|d| d.gm("items"))
         .and_then(Value::as_array_mut)
     {
         field_refs(items);
     }
     if let Some(sources) = v
-        .get_mut("projected")
-        .and_then(|p| p.get_mut("sources"))
+        .gm("projected")
+        .and_then(|p| p.gm("sources"))
         .and_then(Value::as_array_mut)
     {
         for s in sources.iter_mut() {
             if let Some(items) = s
-                .get_mut("downwardAPI")
-                .and_then(|d| d.get_mut("items"))
+                .gm("downwardAPI")
+                .and_then(|d| d.gm("items"))
                 .and_then(Value::as_array_mut)
             {
                 field_refs(items);
             }
-            if let Some(t) = s
-                .get_mut("serviceAccountToken")
-                .and_then(Value::as_object_mut)
-            {
-                default(t, "expirationSeconds", json!(3600));
+            if let Some(t) = s.gm("serviceAccountToken").and_then(Value::as_object_mut) {
+                default_to(t, "expirationSeconds", 3600i64);
             }
         }
     }
     if let Some(spec) = v
-        .get_mut("ephemeral")
-        .and_then(|e| e.get_mut("volumeClaimTemplate"))
-        .and_then(|t| t.get_mut("spec"))
+        .gm("ephemeral")
+        .and_then(|e| e.gm("volumeClaimTemplate"))
+        .and_then(|t| t.gm("spec"))
         .and_then(Value::as_object_mut)
     {
-        default(spec, "volumeMode", json!("Filesystem"));
+        default_to(spec, "volumeMode", "Filesystem");
     }
 }
 
@@ -265,8 +262,8 @@ fn is_empty_source(v: Option<&Value>) -> bool {
 
 fn field_refs(items: &mut [Value]) {
     for it in items.iter_mut() {
-        if let Some(fr) = it.get_mut("fieldRef").and_then(Value::as_object_mut) {
-            default(fr, "apiVersion", json!("v1"));
+        if let Some(fr) = it.gm("fieldRef").and_then(Value::as_object_mut) {
+            default_to(fr, "apiVersion", "v1");
         }
     }
 }
@@ -279,22 +276,22 @@ fn template(spec: &mut Map<String, Value>) {
 
 fn replication_controller(o: &mut Value) {
     let labels = o
-        .pointer("/spec/template/metadata/labels")
+        .ptr("/spec/template/metadata/labels")
         .cloned()
         .filter(|l| !is_empty(Some(l)));
     if let Some(labels) = labels {
         let spec = obj(o, "spec");
-        if is_empty(spec.get("selector")) {
+        if is_empty(spec.g("selector")) {
             spec.insert("selector".into(), labels.clone());
         }
         let meta = obj(o, "metadata");
-        if is_empty(meta.get("labels")) {
+        if is_empty(meta.g("labels")) {
             meta.insert("labels".into(), labels);
         }
     }
     let spec = obj(o, "spec");
-    default(spec, "replicas", json!(1));
-    default(spec, "minReadySeconds", json!(0));
+    default_to(spec, "replicas", 1i64);
+    default_to(spec, "minReadySeconds", 0i64);
     if spec.contains_key("template") {
         template(spec);
     }
@@ -302,43 +299,43 @@ fn replication_controller(o: &mut Value) {
 
 fn deployment(o: &mut Value) {
     let spec = obj(o, "spec");
-    default(spec, "replicas", json!(1));
+    default_to(spec, "replicas", 1i64);
     let strategy = obj_in(spec, "strategy");
-    default(strategy, "type", json!("RollingUpdate"));
-    if strategy.get("type") == Some(&json!("RollingUpdate")) {
+    default_to(strategy, "type", "RollingUpdate");
+    if strategy.g("type").and_then(Value::as_str) == Some("RollingUpdate") {
         let ru = obj_in(strategy, "rollingUpdate");
-        default(ru, "maxUnavailable", json!("25%"));
-        default(ru, "maxSurge", json!("25%"));
+        default_to(ru, "maxUnavailable", "25%");
+        default_to(ru, "maxSurge", "25%");
     }
-    default(spec, "revisionHistoryLimit", json!(10));
-    default(spec, "progressDeadlineSeconds", json!(600));
+    default_to(spec, "revisionHistoryLimit", 10i64);
+    default_to(spec, "progressDeadlineSeconds", 600i64);
     template(spec);
 }
 
 fn replica_set(o: &mut Value) {
     let spec = obj(o, "spec");
-    default(spec, "replicas", json!(1));
+    default_to(spec, "replicas", 1i64);
     template(spec);
 }
 
 fn stateful_set(o: &mut Value) {
     let spec = obj(o, "spec");
-    default(spec, "podManagementPolicy", json!("OrderedReady"));
+    default_to(spec, "podManagementPolicy", "OrderedReady");
     let us = obj_in(spec, "updateStrategy");
-    default(us, "type", json!("RollingUpdate"));
-    if us.get("type") == Some(&json!("RollingUpdate")) {
+    default_to(us, "type", "RollingUpdate");
+    if us.g("type").and_then(Value::as_str) == Some("RollingUpdate") {
         let ru = obj_in(us, "rollingUpdate");
-        default(ru, "partition", json!(0));
+        default_to(ru, "partition", 0i64);
     }
     let pol = obj_in(spec, "persistentVolumeClaimRetentionPolicy");
-    default(pol, "whenDeleted", json!("Retain"));
-    default(pol, "whenScaled", json!("Retain"));
-    default(spec, "replicas", json!(1));
-    default(spec, "revisionHistoryLimit", json!(10));
+    default_to(pol, "whenDeleted", "Retain");
+    default_to(pol, "whenScaled", "Retain");
+    default_to(spec, "replicas", 1i64);
+    default_to(spec, "revisionHistoryLimit", 10i64);
     for pvc in each_obj_mut(spec, "volumeClaimTemplates") {
         let s = obj_in(pvc, "spec");
-        default(s, "volumeMode", json!("Filesystem"));
-        default(obj_in(pvc, "status"), "phase", json!("Pending"));
+        default_to(s, "volumeMode", "Filesystem");
+        default_to(obj_in(pvc, "status"), "phase", "Pending");
     }
     template(spec);
 }
@@ -346,25 +343,25 @@ fn stateful_set(o: &mut Value) {
 fn daemon_set(o: &mut Value) {
     let spec = obj(o, "spec");
     let us = obj_in(spec, "updateStrategy");
-    default(us, "type", json!("RollingUpdate"));
-    if us.get("type") == Some(&json!("RollingUpdate")) {
+    default_to(us, "type", "RollingUpdate");
+    if us.g("type").and_then(Value::as_str) == Some("RollingUpdate") {
         let ru = obj_in(us, "rollingUpdate");
-        default(ru, "maxUnavailable", json!(1));
-        default(ru, "maxSurge", json!(0));
+        default_to(ru, "maxUnavailable", 1i64);
+        default_to(ru, "maxSurge", 0i64);
     }
-    default(spec, "revisionHistoryLimit", json!(10));
+    default_to(spec, "revisionHistoryLimit", 10i64);
     template(spec);
 }
 
 /// `SetDefaults_Job` plus the template defaults.
 fn job(o: &mut Value) {
     let labels = o
-        .pointer("/spec/template/metadata/labels")
+        .ptr("/spec/template/metadata/labels")
         .cloned()
         .filter(|l| !is_empty(Some(l)));
     if let Some(labels) = labels {
         let meta = obj(o, "metadata");
-        if is_empty(meta.get("labels")) {
+        if is_empty(meta.g("labels")) {
             meta.insert("labels".into(), labels);
         }
     }
@@ -373,36 +370,36 @@ fn job(o: &mut Value) {
 }
 
 fn job_spec(spec: &mut Map<String, Value>) {
-    if is_empty(spec.get("completions")) && is_empty(spec.get("parallelism")) {
+    if is_empty(spec.g("completions")) && is_empty(spec.g("parallelism")) {
         spec.insert("completions".into(), json!(1));
         spec.insert("parallelism".into(), json!(1));
     }
-    default(spec, "parallelism", json!(1));
-    if is_empty(spec.get("backoffLimit")) {
-        let limit = if is_empty(spec.get("backoffLimitPerIndex")) {
+    default_to(spec, "parallelism", 1i64);
+    if is_empty(spec.g("backoffLimit")) {
+        let limit = if is_empty(spec.g("backoffLimitPerIndex")) {
             6
         } else {
             i32::MAX
         };
         spec.insert("backoffLimit".into(), json!(limit));
     }
-    default(spec, "completionMode", json!("NonIndexed"));
-    default(spec, "suspend", json!(false));
-    let has_pfp = !is_empty(spec.get("podFailurePolicy"));
+    default_to(spec, "completionMode", "NonIndexed");
+    default_to(spec, "suspend", false);
+    let has_pfp = !is_empty(spec.g("podFailurePolicy"));
     if let Some(rules) = spec
-        .get_mut("podFailurePolicy")
-        .and_then(|p| p.get_mut("rules"))
+        .gm("podFailurePolicy")
+        .and_then(|p| p.gm("rules"))
         .and_then(Value::as_array_mut)
     {
         for r in rules.iter_mut() {
-            if let Some(pats) = r.get_mut("onPodConditions").and_then(Value::as_array_mut) {
+            if let Some(pats) = r.gm("onPodConditions").and_then(Value::as_array_mut) {
                 for p in pats.iter_mut().filter_map(Value::as_object_mut) {
-                    default(p, "status", json!("True"));
+                    default_to(p, "status", "True");
                 }
             }
         }
     }
-    default(
+    default_to(
         spec,
         "podReplacementPolicy",
         json!(if has_pfp {
@@ -411,16 +408,16 @@ fn job_spec(spec: &mut Map<String, Value>) {
             "TerminatingOrFailed"
         }),
     );
-    default(spec, "manualSelector", json!(false));
+    default_to(spec, "manualSelector", false);
     template(spec);
 }
 
 fn cron_job(o: &mut Value) {
     let spec = obj(o, "spec");
-    default(spec, "concurrencyPolicy", json!("Allow"));
-    default(spec, "suspend", json!(false));
-    default(spec, "successfulJobsHistoryLimit", json!(3));
-    default(spec, "failedJobsHistoryLimit", json!(1));
+    default_to(spec, "concurrencyPolicy", "Allow");
+    default_to(spec, "suspend", false);
+    default_to(spec, "successfulJobsHistoryLimit", 3i64);
+    default_to(spec, "failedJobsHistoryLimit", 1i64);
     let jt = obj_in(spec, "jobTemplate");
     template(obj_in(jt, "spec"));
 }
@@ -428,41 +425,41 @@ fn cron_job(o: &mut Value) {
 /// `SetDefaults_Service`. ClusterIP, nodePort and IP family allocation belong to the REST layer.
 fn service(o: &mut Value) {
     let spec = obj(o, "spec");
-    default(spec, "sessionAffinity", json!("None"));
-    default(spec, "type", json!("ClusterIP"));
+    default_to(spec, "sessionAffinity", "None");
+    default_to(spec, "type", "ClusterIP");
     let ty = spec
-        .get("type")
+        .g("type")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
     for p in each_obj_mut(spec, "ports") {
-        default(p, "protocol", json!("TCP"));
-        let unset = match p.get("targetPort") {
+        default_to(p, "protocol", "TCP");
+        let unset = match p.g("targetPort") {
             None | Some(Value::Null) => true,
             Some(Value::Number(n)) => n.as_i64() == Some(0),
             Some(Value::String(s)) => s.is_empty(),
             _ => false,
         };
         if unset {
-            if let Some(port) = p.get("port").cloned() {
+            if let Some(port) = p.g("port").cloned() {
                 p.insert("targetPort".into(), port);
             }
         }
     }
     if ty == "NodePort" || ty == "LoadBalancer" {
-        default(spec, "externalTrafficPolicy", json!("Cluster"));
+        default_to(spec, "externalTrafficPolicy", "Cluster");
     }
     if ty != "ExternalName" {
-        default(spec, "internalTrafficPolicy", json!("Cluster"));
-        default(spec, "ipFamilyPolicy", json!("SingleStack"));
+        default_to(spec, "internalTrafficPolicy", "Cluster");
+        default_to(spec, "ipFamilyPolicy", "SingleStack");
     }
     if ty == "LoadBalancer" {
-        default(spec, "allocateLoadBalancerNodePorts", json!(true));
+        default_to(spec, "allocateLoadBalancerNodePorts", true);
     }
-    if spec.get("sessionAffinity") == Some(&json!("ClientIP")) {
+    if spec.g("sessionAffinity") == Some(&json!("ClientIP")) {
         let cfg = obj_in(spec, "sessionAffinityConfig");
         let ip = obj_in(cfg, "clientIP");
-        default(ip, "timeoutSeconds", json!(10800));
+        default_to(ip, "timeoutSeconds", 10800i64);
     }
 }
 
@@ -470,7 +467,7 @@ fn service(o: &mut Value) {
 /// `SetDefaults_NamespaceStatus`.
 fn namespace(o: &mut Value) {
     let name = o
-        .pointer("/metadata/name")
+        .ptr("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
@@ -478,13 +475,13 @@ fn namespace(o: &mut Value) {
         let labels = obj_in(obj(o, "metadata"), "labels");
         labels.insert("kubernetes.io/metadata.name".into(), json!(name));
     }
-    default(obj(o, "status"), "phase", json!("Active"));
+    default_to(obj(o, "status"), "phase", "Active");
 }
 
 /// `SetDefaults_Secret`, and the v1 conversion that folds `stringData` into `data`.
 fn secret(o: &mut Value) {
     let m = o.as_object_mut().expect("object");
-    default(m, "type", json!("Opaque"));
+    default_to(m, "type", "Opaque");
     if let Some(Value::Object(sd)) = m.remove("stringData") {
         let data = obj_in(m, "data");
         for (k, v) in sd {
@@ -499,21 +496,21 @@ fn secret(o: &mut Value) {
 
 fn persistent_volume(o: &mut Value) {
     let spec = obj(o, "spec");
-    default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
-    default(spec, "volumeMode", json!("Filesystem"));
-    default(obj(o, "status"), "phase", json!("Pending"));
+    default_to(spec, "persistentVolumeReclaimPolicy", "Retain");
+    default_to(spec, "volumeMode", "Filesystem");
+    default_to(obj(o, "status"), "phase", "Pending");
 }
 
 fn persistent_volume_claim(o: &mut Value) {
-    default(obj(o, "spec"), "volumeMode", json!("Filesystem"));
-    default(obj(o, "status"), "phase", json!("Pending"));
+    default_to(obj(o, "spec"), "volumeMode", "Filesystem");
+    default_to(obj(o, "status"), "phase", "Pending");
 }
 
 fn endpoints(o: &mut Value) {
-    if let Some(subsets) = o.get_mut("subsets").and_then(Value::as_array_mut) {
+    if let Some(subsets) = o.gm("subsets").and_then(Value::as_array_mut) {
         for s in subsets.iter_mut().filter_map(Value::as_object_mut) {
             for p in each_obj_mut(s, "ports") {
-                default(p, "protocol", json!("TCP"));
+                default_to(p, "protocol", "TCP");
             }
         }
     }
@@ -522,8 +519,8 @@ fn endpoints(o: &mut Value) {
 /// discovery/v1 `SetDefaults_EndpointPort`.
 fn endpoint_slice(o: &mut Value) {
     for p in each_obj_mut(o.as_object_mut().expect("object"), "ports") {
-        default(p, "name", json!(""));
-        default(p, "protocol", json!("TCP"));
+        default_to(p, "name", "");
+        default_to(p, "protocol", "TCP");
     }
 }
 
@@ -533,13 +530,13 @@ fn network_policy(o: &mut Value) {
     for key in ["ingress", "egress"] {
         for rule in each_obj_mut(spec, key) {
             for p in each_obj_mut(rule, "ports") {
-                default(p, "protocol", json!("TCP"));
+                default_to(p, "protocol", "TCP");
             }
         }
     }
-    if is_empty(spec.get("policyTypes")) {
+    if is_empty(spec.g("policyTypes")) {
         let mut types = vec![json!("Ingress")];
-        if !is_empty(spec.get("egress")) {
+        if !is_empty(spec.g("egress")) {
             types.push(json!("Egress"));
         }
         spec.insert("policyTypes".into(), Value::Array(types));
@@ -551,11 +548,11 @@ fn network_policy(o: &mut Value) {
 fn limit_range(o: &mut Value) {
     let spec = obj(o, "spec");
     for item in each_obj_mut(spec, "limits") {
-        if item.get("type") != Some(&json!("Container")) {
+        if item.g("type") != Some(&json!("Container")) {
             continue;
         }
-        let max = item.get("max").and_then(Value::as_object).cloned();
-        let min = item.get("min").and_then(Value::as_object).cloned();
+        let max = item.g("max").and_then(Value::as_object).cloned();
+        let min = item.g("min").and_then(Value::as_object).cloned();
         let def = obj_in(item, "default");
         for (k, v) in max.into_iter().flatten() {
             def.entry(k).or_insert(v);

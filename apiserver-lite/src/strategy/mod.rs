@@ -62,9 +62,13 @@ pub fn prepare_create(
 ) -> Result<(), ApiError> {
     ensure_object(obj)?;
     defaults::apply(info, obj);
-    admission::admit_create(info, obj, lookup)?;
+    let admission_changed = admission::admit_create(info, obj, lookup)?;
     prepare::for_create(info, obj);
-    defaults::apply(info, obj);
+    // The Pod defaulters neither read nor write `status` (all PrepareForCreate changes) and are
+    // idempotent, so for a Pod the second pass can only matter after LimitRanger.
+    if admission_changed || !(info.group.is_empty() && info.kind == "Pod") {
+        defaults::apply(info, obj);
+    }
     let causes = validation::validate(info, obj);
     if causes.is_empty() {
         Ok(())

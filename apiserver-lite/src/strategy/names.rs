@@ -56,12 +56,29 @@ pub fn is_dns1123_label(s: &str) -> Vec<String> {
     errs
 }
 
+/// `s.split('.')` gives only non-empty parts of `label_shape(_, is_lower_alnum)`, in one pass.
+fn subdomain_shape(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() || !is_lower_alnum(b[0]) || !is_lower_alnum(b[b.len() - 1]) {
+        return false;
+    }
+    // Each '.' sits between two alphanumerics: no empty part, and every part starts and ends
+    // with one (the first and last were checked above).
+    b.iter().enumerate().all(|(i, &c)| {
+        if c == b'.' {
+            is_lower_alnum(b[i - 1]) && is_lower_alnum(b[i + 1])
+        } else {
+            is_lower_alnum(c) || c == b'-'
+        }
+    })
+}
+
 pub fn is_dns1123_subdomain(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > 253 {
         errs.push(max_len_error(253));
     }
-    if s.is_empty() || !s.split('.').all(|p| label_shape(p, is_lower_alnum)) {
+    if !subdomain_shape(s) {
         errs.push(regex_error(
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
             DNS1123_SUBDOMAIN_FMT,
@@ -100,10 +117,11 @@ const QUALIFIED_NAME_MSG: &str =
 
 pub fn is_qualified_name(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
-    let parts: Vec<&str> = s.split('/').collect();
-    let name = match parts.as_slice() {
-        [name] => *name,
-        [prefix, name] => {
+    let slash = s.bytes().position(|b| b == b'/');
+    let split = slash.map(|i| (&s[..i], &s[i + 1..]));
+    let name = match split {
+        None => s,
+        Some((prefix, name)) if !name.bytes().any(|b| b == b'/') => {
             if prefix.is_empty() {
                 errs.push("prefix part must be non-empty".to_string());
             } else {
@@ -111,9 +129,9 @@ pub fn is_qualified_name(s: &str) -> Vec<String> {
                     errs.push(format!("prefix part {m}"));
                 }
             }
-            *name
+            name
         }
-        _ => {
+        Some(_) => {
             errs.push(format!(
                 "a qualified name {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
                 regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])

@@ -4,6 +4,8 @@
 //! (pkg/registry/batch/job/strategy.go `generateSelector`).
 
 use super::defaults::obj_in;
+use super::util::Get;
+use super::util::Ptr;
 use super::util::{each_obj_mut, is_empty, obj, quantity};
 use crate::resources::ResourceInfo;
 use serde_json::{json, Map, Value};
@@ -20,17 +22,22 @@ pub fn for_create(info: &ResourceInfo, o: &mut Value) {
     match (info.group, info.kind) {
         ("", "Pod") => {
             let qos = pod_qos(o);
-            let gated = !is_empty(o.pointer("/spec/schedulingGates"));
-            let mut status = json!({"phase": "Pending", "qosClass": qos});
+            let gated = !is_empty(o.g("spec").and_then(|s| s.g("schedulingGates")));
+            let mut status = Map::new();
+            status.insert("phase".into(), Value::String("Pending".into()));
+            status.insert("qosClass".into(), Value::String(qos.into()));
             if gated {
-                status["conditions"] = json!([{
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "SchedulingGated",
-                    "message": "Scheduling is blocked due to non-empty scheduling gates",
-                }]);
+                status.insert(
+                    "conditions".into(),
+                    json!([{
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "SchedulingGated",
+                        "message": "Scheduling is blocked due to non-empty scheduling gates",
+                    }]),
+                );
             }
-            o["status"] = status;
+            o["status"] = Value::Object(status);
         }
         // Nodes may set all fields, status included, on create.
         ("", "Node") => {}
@@ -54,7 +61,7 @@ pub fn for_create(info: &ResourceInfo, o: &mut Value) {
         }
         ("batch", "Job") => {
             o["status"] = json!({});
-            if o.pointer("/spec/manualSelector") != Some(&json!(true)) {
+            if o.ptr("/spec/manualSelector") != Some(&json!(true)) {
                 generate_job_selector(o);
             }
         }
@@ -71,7 +78,7 @@ pub fn for_create(info: &ResourceInfo, o: &mut Value) {
 /// nothing (validation then reports the missing selector).
 fn generate_job_selector(o: &mut Value) {
     let uid = o
-        .pointer("/metadata/uid")
+        .ptr("/metadata/uid")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
@@ -79,7 +86,7 @@ fn generate_job_selector(o: &mut Value) {
         return;
     }
     let name = o
-        .pointer("/metadata/name")
+        .ptr("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
@@ -98,62 +105,59 @@ fn generate_job_selector(o: &mut Value) {
 
 /// `qos.GetPodQOS` over cpu and memory of containers and init containers.
 pub fn pod_qos(pod: &Value) -> &'static str {
-    let mut requests: Map<String, Value> = Map::new();
-    let mut limits: Map<String, Value> = Map::new();
-    let mut sum_req: Vec<(String, i128)> = Vec::new();
-    let mut sum_lim: Vec<(String, i128)> = Vec::new();
+    // Summed requests and limits, indexed cpu then memory (None: no positive quantity seen).
+    let mut sum_req: [Option<i128>; 2] = [None; 2];
+    let mut sum_lim: [Option<i128>; 2] = [None; 2];
     let mut guaranteed = true;
-    let add = |acc: &mut Vec<(String, i128)>, k: &str, v: i128| {
-        if let Some(e) = acc.iter_mut().find(|(n, _)| n == k) {
-            e.1 += v;
-        } else {
-            acc.push((k.to_string(), v));
-        }
+    let slot = |k: &str| match k {
+        "cpu" => Some(0),
+        "memory" => Some(1),
+        _ => None,
     };
-    let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+    let add = |acc: &mut [Option<i128>; 2], i: usize, v: i128| {
+        acc[i] = Some(match acc[i] {
+            Some(e) => e + v,
+            None => v,
+        });
+    };
+    let spec = pod.g("spec").unwrap_or(&Value::Null);
     for key in ["containers", "initContainers"] {
-        for c in super::util::arr(&spec, key) {
-            let res = c.get("resources").cloned().unwrap_or(Value::Null);
-            for (k, v) in super::util::entries(&res, "requests") {
-                if k != "cpu" && k != "memory" {
-                    continue;
-                }
+        for c in super::util::arr(spec, key) {
+            let res = c.g("resources").unwrap_or(&Value::Null);
+            for (k, v) in super::util::entries(res, "requests") {
+                let Some(i) = slot(k) else { continue };
                 if let Some(q) = quantity(v).filter(|q| *q > 0) {
-                    add(&mut sum_req, k, q);
-                    requests.insert(k.clone(), v.clone());
+                    add(&mut sum_req, i, q);
                 }
             }
-            let mut found = Vec::new();
-            for (k, v) in super::util::entries(&res, "limits") {
-                if k != "cpu" && k != "memory" {
-                    continue;
-                }
+            let mut found = [false; 2];
+            for (k, v) in super::util::entries(res, "limits") {
+                let Some(i) = slot(k) else { continue };
                 if let Some(q) = quantity(v).filter(|q| *q > 0) {
-                    found.push(k.clone());
-                    add(&mut sum_lim, k, q);
-                    limits.insert(k.clone(), v.clone());
+                    found[i] = true;
+                    add(&mut sum_lim, i, q);
                 }
             }
-            if !(found.iter().any(|k| k == "cpu") && found.iter().any(|k| k == "memory")) {
+            if !(found[0] && found[1]) {
                 guaranteed = false;
             }
         }
     }
-    if sum_req.is_empty() && sum_lim.is_empty() {
+    let count = |acc: &[Option<i128>; 2]| acc.iter().filter(|v| v.is_some()).count();
+    if count(&sum_req) == 0 && count(&sum_lim) == 0 {
         return "BestEffort";
     }
     if guaranteed {
-        for (k, r) in &sum_req {
-            match sum_lim.iter().find(|(n, _)| n == k) {
-                Some((_, l)) if l == r => {}
-                _ => {
+        for (r, l) in sum_req.iter().zip(&sum_lim) {
+            if let Some(r) = r {
+                if l.as_ref() != Some(r) {
                     guaranteed = false;
                     break;
                 }
             }
         }
     }
-    if guaranteed && sum_req.len() == sum_lim.len() {
+    if guaranteed && count(&sum_req) == count(&sum_lim) {
         "Guaranteed"
     } else {
         "Burstable"
@@ -164,7 +168,7 @@ pub fn pod_qos(pod: &Value) -> &'static str {
 pub fn for_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
     keep_system_meta(o, old);
     if info.has_subresource("status") {
-        match old.get("status") {
+        match old.g("status") {
             Some(s) => o["status"] = s.clone(),
             None => {
                 if let Some(m) = o.as_object_mut() {
@@ -176,7 +180,7 @@ pub fn for_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
     match (info.group, info.kind) {
         ("", "Namespace") => {
             // Finalizers change only through the finalize subresource.
-            let fins = old.pointer("/spec/finalizers").cloned();
+            let fins = old.ptr("/spec/finalizers").cloned();
             let spec = obj(o, "spec");
             match fins {
                 Some(f) => {
@@ -191,8 +195,8 @@ pub fn for_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
             // Priority admission keeps the priority computed at create.
             let spec = obj(o, "spec");
             for k in ["priority", "preemptionPolicy"] {
-                if is_empty(spec.get(k)) {
-                    if let Some(v) = old.pointer(&format!("/spec/{k}")) {
+                if is_empty(spec.g(k)) {
+                    if let Some(v) = old.g("spec").and_then(|s| s.g(k)) {
                         spec.insert(k.into(), v.clone());
                     }
                 }
@@ -210,21 +214,15 @@ pub fn for_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
 /// node ports and traffic policy the update merely carried over from the old object.
 fn drop_type_dependent_fields(o: &mut Value, old: &Value) {
     let external = |t: &str| t == "NodePort" || t == "LoadBalancer";
-    let old_type = old
-        .pointer("/spec/type")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let new_type = o
-        .pointer("/spec/type")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let old_type = old.ptr("/spec/type").and_then(Value::as_str).unwrap_or("");
+    let new_type = o.ptr("/spec/type").and_then(Value::as_str).unwrap_or("");
     if !external(old_type) || external(new_type) {
         return;
     }
-    let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+    let old_spec = old.g("spec").cloned().unwrap_or(Value::Null);
     let spec = obj(o, "spec");
     for k in ["externalTrafficPolicy", "healthCheckNodePort"] {
-        if spec.get(k).is_some() && spec.get(k) == old_spec.get(k) {
+        if spec.g(k).is_some() && spec.g(k) == old_spec.g(k) {
             spec.remove(k);
         }
     }
@@ -232,7 +230,7 @@ fn drop_type_dependent_fields(o: &mut Value, old: &Value) {
     for p in each_obj_mut(spec, "ports") {
         let carried = old_ports
             .iter()
-            .any(|op| op.get("nodePort").is_some() && op.get("nodePort") == p.get("nodePort"));
+            .any(|op| op.g("nodePort").is_some() && op.g("nodePort") == p.g("nodePort"));
         if carried {
             p.remove("nodePort");
         }
@@ -242,22 +240,19 @@ fn drop_type_dependent_fields(o: &mut Value, old: &Value) {
 /// The Service REST layer's `patchAllocatedValues`: an update that leaves clusterIP(s),
 /// IP families or node ports empty keeps the allocated ones.
 fn keep_allocations(o: &mut Value, old: &Value) {
-    let old_type = old
-        .pointer("/spec/type")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let old_type = old.ptr("/spec/type").and_then(Value::as_str).unwrap_or("");
     let new_type = o
-        .pointer("/spec/type")
+        .ptr("/spec/type")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
     let new_type = new_type.as_str();
-    let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+    let old_spec = old.g("spec").cloned().unwrap_or(Value::Null);
     let spec = obj(o, "spec");
     if old_type != "ExternalName" && new_type != "ExternalName" {
         for k in ["clusterIP", "clusterIPs", "ipFamilies"] {
-            if is_empty(spec.get(k)) {
-                if let Some(v) = old_spec.get(k).filter(|v| !is_empty(Some(v))) {
+            if is_empty(spec.g(k)) {
+                if let Some(v) = old_spec.g(k).filter(|v| !is_empty(Some(v))) {
                     spec.insert(k.into(), v.clone());
                 }
             }
@@ -267,21 +262,21 @@ fn keep_allocations(o: &mut Value, old: &Value) {
     if needs_node_ports(old_type) && needs_node_ports(new_type) {
         let old_ports = super::util::arr(&old_spec, "ports").to_vec();
         for p in each_obj_mut(spec, "ports") {
-            let unset = matches!(p.get("nodePort"), None | Some(Value::Null))
-                || p.get("nodePort") == Some(&json!(0));
+            let unset = matches!(p.g("nodePort"), None | Some(Value::Null))
+                || p.g("nodePort") == Some(&json!(0));
             if !unset {
                 continue;
             }
             if let Some(np) = old_ports
                 .iter()
-                .find(|op| op.get("port") == p.get("port"))
-                .and_then(|op| op.get("nodePort"))
+                .find(|op| op.g("port") == p.g("port"))
+                .and_then(|op| op.g("nodePort"))
             {
                 p.insert("nodePort".into(), np.clone());
             }
         }
-        if is_empty(spec.get("healthCheckNodePort")) {
-            if let Some(v) = old_spec.get("healthCheckNodePort") {
+        if is_empty(spec.g("healthCheckNodePort")) {
+            if let Some(v) = old_spec.g("healthCheckNodePort") {
                 spec.insert("healthCheckNodePort".into(), v.clone());
             }
         }
@@ -291,10 +286,10 @@ fn keep_allocations(o: &mut Value, old: &Value) {
 /// `rest.BeforeUpdate`: uid defaults to the old one; creation and deletion timestamps can't
 /// be changed by an update.
 fn keep_system_meta(o: &mut Value, old: &Value) {
-    let old_meta = old.get("metadata").cloned().unwrap_or(Value::Null);
+    let old_meta = old.g("metadata").unwrap_or(&Value::Null);
     let meta = obj(o, "metadata");
-    if is_empty(meta.get("uid")) {
-        if let Some(u) = old_meta.get("uid") {
+    if is_empty(meta.g("uid")) {
+        if let Some(u) = old_meta.g("uid") {
             meta.insert("uid".into(), u.clone());
         }
     }
@@ -303,7 +298,7 @@ fn keep_system_meta(o: &mut Value, old: &Value) {
         "deletionTimestamp",
         "deletionGracePeriodSeconds",
     ] {
-        match old_meta.get(k) {
+        match old_meta.g(k) {
             Some(v) if !v.is_null() => {
                 meta.insert(k.into(), v.clone());
             }
@@ -318,19 +313,19 @@ fn keep_system_meta(o: &mut Value, old: &Value) {
 /// fields comes from the stored object.
 pub fn for_status_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
     let mut merged = old.clone();
-    if let Some(s) = o.get("status") {
+    if let Some(s) = o.g("status") {
         merged["status"] = s.clone();
     } else if let Some(m) = merged.as_object_mut() {
         m.remove("status");
     }
-    let new_meta = o.get("metadata").cloned().unwrap_or(Value::Null);
+    let new_meta = o.g("metadata").cloned().unwrap_or(Value::Null);
     let meta = obj(&mut merged, "metadata");
     for k in STATUS_MUTABLE_META {
         // Pods keep owner references: old kubelets corrupted them through pods/status.
         if info.kind == "Pod" && *k == "ownerReferences" {
             continue;
         }
-        match new_meta.get(*k) {
+        match new_meta.g(k) {
             Some(v) => {
                 meta.insert((*k).into(), v.clone());
             }
@@ -340,7 +335,7 @@ pub fn for_status_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
         }
     }
     // resourceVersion travels with the request for the lead's precondition check.
-    if let Some(rv) = new_meta.get("resourceVersion") {
+    if let Some(rv) = new_meta.g("resourceVersion") {
         meta.insert("resourceVersion".into(), rv.clone());
     }
     *o = merged;
@@ -348,8 +343,8 @@ pub fn for_status_update(info: &ResourceInfo, o: &mut Value, old: &Value) {
 
 /// PrepareForUpdate of `namespaces/{name}/finalize`: only `spec.finalizers` changes.
 pub fn for_finalize_update(o: &mut Value, old: &Value) {
-    let fins = o.pointer("/spec/finalizers").cloned();
-    let rv = o.pointer("/metadata/resourceVersion").cloned();
+    let fins = o.ptr("/spec/finalizers").cloned();
+    let rv = o.ptr("/metadata/resourceVersion").cloned();
     let mut merged = old.clone();
     let spec = obj(&mut merged, "spec");
     match fins {

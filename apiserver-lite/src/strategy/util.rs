@@ -9,26 +9,157 @@ pub fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !v.is_object() {
         *v = Value::Object(Map::new());
     }
-    let map = v.as_object_mut().expect("object");
-    let slot = map
-        .entry(key.to_string())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !slot.is_object() {
-        *slot = Value::Object(Map::new());
+    obj_in(v.as_object_mut().expect("object"), key)
+}
+
+/// `m[key]` as an object, created (replacing null or a non-object) when missing.
+pub fn obj_in<'a>(m: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    if !m.g(key).is_some_and(Value::is_object) {
+        m.insert(key.to_string(), Value::Object(Map::new()));
     }
-    slot.as_object_mut().expect("object")
+    m.gm(key).and_then(Value::as_object_mut).expect("object")
+}
+
+/// A default value, built only when it is used.
+pub trait DefaultValue {
+    fn is_string(&self) -> bool;
+    fn into_value(self) -> Value;
+}
+
+impl DefaultValue for Value {
+    fn is_string(&self) -> bool {
+        Value::is_string(self)
+    }
+    fn into_value(self) -> Value {
+        self
+    }
+}
+
+impl DefaultValue for &str {
+    fn is_string(&self) -> bool {
+        true
+    }
+    fn into_value(self) -> Value {
+        Value::String(self.to_string())
+    }
+}
+
+impl DefaultValue for i64 {
+    fn is_string(&self) -> bool {
+        false
+    }
+    fn into_value(self) -> Value {
+        Value::from(self)
+    }
+}
+
+impl DefaultValue for bool {
+    fn is_string(&self) -> bool {
+        false
+    }
+    fn into_value(self) -> Value {
+        Value::Bool(self)
+    }
+}
+
+/// An empty object, `{}`.
+pub struct EmptyObject;
+
+impl DefaultValue for EmptyObject {
+    fn is_string(&self) -> bool {
+        false
+    }
+    fn into_value(self) -> Value {
+        Value::Object(Map::new())
+    }
 }
 
 /// Sets `m[key] = value` when the key is missing or null (a Go nil pointer / empty string).
+#[cfg(test)]
 pub fn default(m: &mut Map<String, Value>, key: &str, value: Value) {
-    match m.get(key) {
-        None | Some(Value::Null) => {
-            m.insert(key.to_string(), value);
+    default_to(m, key, value)
+}
+
+/// [`default`] with a value built only when it is used.
+pub fn default_to(m: &mut Map<String, Value>, key: &str, value: impl DefaultValue) {
+    match m.gm(key) {
+        None => {
+            m.insert(key.to_string(), value.into_value());
         }
-        Some(Value::String(s)) if s.is_empty() && value.is_string() => {
-            m.insert(key.to_string(), value);
+        Some(slot @ Value::Null) => *slot = value.into_value(),
+        Some(slot @ Value::String(_)) if value.is_string() && slot.as_str() == Some("") => {
+            *slot = value.into_value()
         }
         _ => {}
+    }
+}
+
+/// Maps up to this size are searched linearly: cheaper than hashing the key.
+const LINEAR_LOOKUP_MAX: usize = 12;
+
+/// `m.g(key)`, by a linear search on small maps (no key hashing).
+#[inline]
+pub fn map_get<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if m.len() <= LINEAR_LOOKUP_MAX {
+        m.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        m.get(key)
+    }
+}
+
+/// `get` by field name through [`map_get`], for objects and maps.
+pub trait Get {
+    fn g(&self, key: &str) -> Option<&Value>;
+}
+
+impl Get for Value {
+    #[inline]
+    fn g(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Object(m) => map_get(m, key),
+            _ => None,
+        }
+    }
+}
+
+impl Get for Map<String, Value> {
+    #[inline]
+    fn g(&self, key: &str) -> Option<&Value> {
+        map_get(self, key)
+    }
+}
+
+/// `m.gm(key)`, by a linear search on small maps (no key hashing).
+#[inline]
+pub fn map_get_mut<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Value> {
+    if m.len() <= LINEAR_LOOKUP_MAX {
+        m.iter_mut()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v)
+    } else {
+        m.get_mut(key)
+    }
+}
+
+/// `get_mut` by field name through [`map_get_mut`], for objects and maps.
+pub trait GetMut {
+    fn gm(&mut self, key: &str) -> Option<&mut Value>;
+}
+
+impl GetMut for Value {
+    #[inline]
+    fn gm(&mut self, key: &str) -> Option<&mut Value> {
+        match self {
+            Value::Object(m) => map_get_mut(m, key),
+            _ => None,
+        }
+    }
+}
+
+impl GetMut for Map<String, Value> {
+    #[inline]
+    fn gm(&mut self, key: &str) -> Option<&mut Value> {
+        map_get_mut(self, key)
     }
 }
 
@@ -45,7 +176,59 @@ pub fn is_empty(v: Option<&Value>) -> bool {
 
 /// The string at a JSON pointer, or "".
 pub fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    at(v, ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+/// `Value::pointer` without its per-token allocations (tokens are only unescaped, into a new
+/// string, when they hold a `~`).
+pub fn at<'a>(v: &'a Value, ptr: &str) -> Option<&'a Value> {
+    if ptr.is_empty() {
+        return Some(v);
+    }
+    let mut rest = ptr.strip_prefix('/')?;
+    let mut cur = v;
+    loop {
+        // split at the next '/', by bytes (an ASCII byte is always a char boundary)
+        let (token, next) = match rest.bytes().position(|b| b == b'/') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        let unescaped;
+        let token = if token.bytes().any(|b| b == b'~') {
+            unescaped = token.replace("~1", "/").replace("~0", "~");
+            unescaped.as_str()
+        } else {
+            token
+        };
+        cur = match cur {
+            Value::Object(m) => m.g(token)?,
+            Value::Array(a) => a.get(parse_index(token)?)?,
+            _ => return None,
+        };
+        match next {
+            Some(n) => rest = n,
+            None => return Some(cur),
+        }
+    }
+}
+
+/// `Value::pointer` as a method, through [`at`].
+pub trait Ptr {
+    fn ptr(&self, ptr: &str) -> Option<&Value>;
+}
+
+impl Ptr for Value {
+    fn ptr(&self, ptr: &str) -> Option<&Value> {
+        at(self, ptr)
+    }
+}
+
+/// An array index as `Value::pointer` accepts it: no sign and no leading zero.
+fn parse_index(s: &str) -> Option<usize> {
+    if s.starts_with('+') || (s.starts_with('0') && s.len() != 1) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// Mutable access to each element of the array at `m[key]` that is an object.
@@ -53,7 +236,7 @@ pub fn each_obj_mut<'a>(
     m: &'a mut Map<String, Value>,
     key: &str,
 ) -> impl Iterator<Item = &'a mut Map<String, Value>> {
-    m.get_mut(key)
+    m.gm(key)
         .and_then(Value::as_array_mut)
         .into_iter()
         .flat_map(|a| a.iter_mut())
@@ -62,7 +245,7 @@ pub fn each_obj_mut<'a>(
 
 /// The array at `v[key]`, or an empty slice.
 pub fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
+    v.g(key)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
@@ -70,7 +253,7 @@ pub fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 
 /// The object entries at `v[key]`, or none.
 pub fn entries<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = (&'a String, &'a Value)> {
-    v.get(key)
+    v.g(key)
         .and_then(Value::as_object)
         .into_iter()
         .flat_map(|m| m.iter())
@@ -88,18 +271,22 @@ pub fn parse_quantity(s: &str) -> Option<i128> {
         b'+' => (1, &s[1..]),
         _ => (1, s),
     };
+    // (a non-ASCII char starts with a non-digit byte, so bytes find the same index)
     let num_end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .bytes()
+        .position(|c| !(c.is_ascii_digit() || c == b'.'))
         .unwrap_or(rest.len());
     let (num, suffix) = rest.split_at(num_end);
-    if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+    if num.is_empty() || num == "." || num.bytes().filter(|b| *b == b'.').count() > 1 {
         return None;
     }
-    let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
+    let (int_part, frac_part) = match num.bytes().position(|b| b == b'.') {
+        Some(i) => (&num[..i], &num[i + 1..]),
+        None => (num, ""),
+    };
     // mantissa as integer digits with a decimal exponent
-    let digits = format!("{int_part}{frac_part}");
     let mut mantissa: i128 = 0;
-    for d in digits.bytes() {
+    for d in int_part.bytes().chain(frac_part.bytes()) {
         mantissa = mantissa
             .saturating_mul(10)
             .saturating_add((d - b'0') as i128);
@@ -130,20 +317,24 @@ pub fn parse_quantity(s: &str) -> Option<i128> {
         _ => return None,
     }
     exp10 += 9; // nano units
+                // v >= 0: the mantissa has no sign and mult is positive
     let mut v = mantissa.saturating_mul(mult);
+    // one multiplication or (ceiling) division by 10^k gives what k steps by 10 would: both
+    // saturate the same way, and nested ceilings of divisions are the ceiling of the whole one
     if exp10 >= 0 {
-        for _ in 0..exp10.min(60) {
-            v = v.saturating_mul(10);
-        }
+        let k = exp10.min(60) as u32;
+        v = match 10i128.checked_pow(k) {
+            Some(p) => v.saturating_mul(p),
+            None if v == 0 => 0,
+            None => i128::MAX,
+        };
     } else {
-        for _ in 0..(-exp10).min(60) {
-            // round up like upstream's ScaledValue when precision is lost
-            let r = v % 10;
-            v /= 10;
-            if r != 0 {
-                v += 1;
-            }
-        }
+        // round up like upstream's ScaledValue when precision is lost
+        let k = (-exp10).min(60) as u32;
+        v = match 10i128.checked_pow(k) {
+            Some(p) => v / p + i128::from(v % p != 0),
+            None => i128::from(v != 0),
+        };
     }
     Some(sign * v)
 }

@@ -5,15 +5,80 @@
 //! field paths and messages for the cases clients hit, reported as `Cause`s.
 
 use super::names::{self, NameRule};
+use super::util::Get;
+use super::util::Ptr;
 use super::util::{arr, entries, is_empty, quantity, quantity_text, str_at};
 use crate::resources::ResourceInfo;
 use crate::status::Cause;
 use serde_json::{json, Value};
 
+/// `non_negative_now` when the value is a negative integer; the path is only evaluated then.
+macro_rules! non_negative {
+    ($v:expr, $path:expr, $errs:expr $(,)?) => {
+        match $v {
+            v => {
+                if v.and_then(Value::as_i64).is_some_and(|n| n < 0) {
+                    non_negative_now(v, $path, $errs)
+                }
+            }
+        }
+    };
+}
+
+/// `push_msgs_now` when `msgs` is not empty; the field and value are only evaluated then.
+macro_rules! push_msgs {
+    ($errs:expr, $field:expr, $value:expr, $msgs:expr $(,)?) => {
+        match $msgs {
+            msgs => {
+                if !msgs.is_empty() {
+                    push_msgs_now($errs, $field, $value, msgs)
+                }
+            }
+        }
+    };
+}
+
+/// `supported_now` when the value is missing or not one of `valid`; the path is only evaluated
+/// then.
+macro_rules! supported {
+    ($v:expr, $path:expr, $valid:expr, $required:expr, $errs:expr $(,)?) => {
+        match ($v, $valid, $required) {
+            (v, valid, required) => {
+                if !supported_ok(v, valid, required) {
+                    supported_now(v, $path, valid, required, $errs)
+                }
+            }
+        }
+    };
+}
+
 /// Upstream's cap on the summed size of annotation keys and values.
 pub const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
 /// Upstream's cap on ConfigMap and Secret payloads (`MaxSecretSize`).
 pub const MAX_DATA_SIZE: usize = 1024 * 1024;
+
+/// A field path, rendered (as the `format!` calls it replaces would) only when a cause needs it.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root(&'a str),
+    /// `{parent}.{field}`
+    Field(&'a Path<'a>, &'a str),
+    /// `{parent}[{index}]`
+    Index(&'a Path<'a>, usize),
+    /// `{parent}[{key}]`
+    Key(&'a Path<'a>, &'a str),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root(s) => f.write_str(s),
+            Path::Field(p, k) => write!(f, "{p}.{k}"),
+            Path::Index(p, i) => write!(f, "{p}[{i}]"),
+            Path::Key(p, k) => write!(f, "{p}[{k}]"),
+        }
+    }
+}
 
 /// `field.TooLong`.
 pub fn too_long(field: impl Into<String>, max: usize) -> Cause {
@@ -43,7 +108,7 @@ pub fn name_rule(info: &ResourceInfo) -> NameRule {
     }
 }
 
-fn push_msgs(errs: &mut Vec<Cause>, field: &str, value: &Value, msgs: Vec<String>) {
+fn push_msgs_now(errs: &mut Vec<Cause>, field: &str, value: &Value, msgs: Vec<String>) {
     for m in msgs {
         errs.push(Cause::invalid(field, value, &m));
     }
@@ -55,11 +120,17 @@ fn s(v: &str) -> Value {
 
 /// `ValidateObjectMeta` for `info`'s kind.
 pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
-    let name = str_at(o, "/metadata/name");
-    let generate = str_at(o, "/metadata/generateName");
+    let meta_str = |k: &str| {
+        o.g("metadata")
+            .and_then(|m| m.g(k))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    let name = meta_str("name");
+    let generate = meta_str("generateName");
     let rule = name_rule(info);
     if !generate.is_empty() {
-        push_msgs(
+        push_msgs!(
             errs,
             "metadata.generateName",
             &s(generate),
@@ -74,14 +145,14 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
             ));
         }
     } else {
-        push_msgs(errs, "metadata.name", &s(name), rule.check(name, false));
+        push_msgs!(errs, "metadata.name", &s(name), rule.check(name, false));
     }
-    let ns = str_at(o, "/metadata/namespace");
+    let ns = meta_str("namespace");
     if info.namespaced {
         if ns.is_empty() {
             errs.push(Cause::required("metadata.namespace", ""));
         } else {
-            push_msgs(
+            push_msgs!(
                 errs,
                 "metadata.namespace",
                 &s(ns),
@@ -94,15 +165,15 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
             "not allowed on this type",
         ));
     }
-    let meta = o.get("metadata").cloned().unwrap_or(Value::Null);
-    labels(meta.get("labels"), "metadata.labels", errs);
-    annotations(meta.get("annotations"), "metadata.annotations", errs);
-    for (i, f) in arr(&meta, "finalizers").iter().enumerate() {
+    let meta = o.g("metadata").unwrap_or(&Value::Null);
+    labels(meta.g("labels"), "metadata.labels", errs);
+    annotations(meta.g("annotations"), "metadata.annotations", errs);
+    for (i, f) in arr(meta, "finalizers").iter().enumerate() {
         let f = f.as_str().unwrap_or("");
         let path = format!("metadata.finalizers[{i}]");
         let msgs = names::is_qualified_name(f);
         if !msgs.is_empty() {
-            push_msgs(errs, &path, &s(f), msgs);
+            push_msgs!(errs, &path, &s(f), msgs);
         } else if !f.contains('/') && !STANDARD_FINALIZERS.contains(&f) {
             errs.push(Cause::invalid(
                 &path,
@@ -111,9 +182,9 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
             ));
         }
     }
-    for (i, r) in arr(&meta, "ownerReferences").iter().enumerate() {
+    for (i, r) in arr(meta, "ownerReferences").iter().enumerate() {
         for k in ["apiVersion", "kind", "name", "uid"] {
-            if is_empty(r.get(k)) {
+            if is_empty(r.g(k)) {
                 let path = format!("metadata.ownerReferences[{i}].{k}");
                 let detail = match k {
                     "uid" => "uid must not be empty",
@@ -121,7 +192,7 @@ pub fn object_meta(info: &ResourceInfo, o: &Value, errs: &mut Vec<Cause>) {
                     "kind" => "kind must not be empty",
                     _ => "version must not be empty",
                 };
-                errs.push(Cause::invalid(&path, r.get(k).unwrap_or(&s("")), detail));
+                errs.push(Cause::invalid(&path, r.g(k).unwrap_or(&s("")), detail));
             }
         }
     }
@@ -135,9 +206,18 @@ pub fn labels(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
         return;
     };
     for (k, v) in m {
-        push_msgs(errs, path, &s(k), names::is_qualified_name(k));
+        push_msgs!(errs, path, &s(k), names::is_qualified_name(k));
         let vs = v.as_str().unwrap_or("");
-        push_msgs(errs, path, &s(vs), names::is_valid_label_value(vs));
+        push_msgs!(errs, path, &s(vs), names::is_valid_label_value(vs));
+    }
+}
+
+/// `s.to_lowercase()`, borrowed when that changes nothing.
+fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
     }
 }
 
@@ -148,12 +228,7 @@ pub fn annotations(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
     };
     let mut total = 0usize;
     for (k, v) in m {
-        push_msgs(
-            errs,
-            path,
-            &s(k),
-            names::is_qualified_name(&k.to_lowercase()),
-        );
+        push_msgs!(errs, path, &s(k), names::is_qualified_name(&lowercase(k)),);
         total += k.len() + v.as_str().map(str::len).unwrap_or(0);
     }
     if total > TOTAL_ANNOTATION_SIZE_LIMIT {
@@ -163,10 +238,10 @@ pub fn annotations(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
 
 /// `ValidateLabelSelector`.
 fn label_selector(sel: &Value, path: &str, errs: &mut Vec<Cause>) {
-    labels(sel.get("matchLabels"), &format!("{path}.matchLabels"), errs);
+    labels(sel.g("matchLabels"), &format!("{path}.matchLabels"), errs);
     for (i, e) in arr(sel, "matchExpressions").iter().enumerate() {
         let p = format!("{path}.matchExpressions[{i}]");
-        let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
+        let op = e.g("operator").and_then(Value::as_str).unwrap_or("");
         let n = arr(e, "values").len();
         match op {
             "In" | "NotIn" if n == 0 => errs.push(Cause::required(
@@ -184,8 +259,8 @@ fn label_selector(sel: &Value, path: &str, errs: &mut Vec<Cause>) {
                 "not a valid selector operator",
             )),
         }
-        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-        push_msgs(
+        let key = e.g("key").and_then(Value::as_str).unwrap_or("");
+        push_msgs!(
             errs,
             &format!("{p}.key"),
             &s(key),
@@ -196,16 +271,16 @@ fn label_selector(sel: &Value, path: &str, errs: &mut Vec<Cause>) {
 
 /// Whether a LabelSelector matches a label set.
 pub fn selector_matches(sel: &Value, labels: &Value) -> bool {
-    let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    let get = |k: &str| labels.g(k).and_then(Value::as_str);
     for (k, v) in entries(sel, "matchLabels") {
         if get(k) != v.as_str() {
             return false;
         }
     }
     for e in arr(sel, "matchExpressions") {
-        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+        let key = e.g("key").and_then(Value::as_str).unwrap_or("");
         let values: Vec<&str> = arr(e, "values").iter().filter_map(Value::as_str).collect();
-        let ok = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+        let ok = match e.g("operator").and_then(Value::as_str).unwrap_or("") {
             "In" => get(key).is_some_and(|v| values.contains(&v)),
             "NotIn" => get(key).is_none_or(|v| !values.contains(&v)),
             "Exists" => get(key).is_some(),
@@ -220,10 +295,10 @@ pub fn selector_matches(sel: &Value, labels: &Value) -> bool {
 }
 
 fn selector_is_empty(sel: &Value) -> bool {
-    is_empty(sel.get("matchLabels")) && is_empty(sel.get("matchExpressions"))
+    is_empty(sel.g("matchLabels")) && is_empty(sel.g("matchExpressions"))
 }
 
-fn non_negative(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
+fn non_negative_now(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
     if let Some(n) = v.and_then(Value::as_i64) {
         if n < 0 {
             errs.push(Cause::invalid(
@@ -235,7 +310,21 @@ fn non_negative(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
     }
 }
 
-fn supported(v: Option<&Value>, path: &str, valid: &[&str], required: bool, errs: &mut Vec<Cause>) {
+/// Whether `supported_now` would report nothing.
+fn supported_ok(v: Option<&Value>, valid: &[&str], required: bool) -> bool {
+    match v.and_then(Value::as_str) {
+        None | Some("") => !required,
+        Some(x) => valid.contains(&x),
+    }
+}
+
+fn supported_now(
+    v: Option<&Value>,
+    path: &str,
+    valid: &[&str],
+    required: bool,
+    errs: &mut Vec<Cause>,
+) {
     match v.and_then(Value::as_str) {
         None | Some("") => {
             if required {
@@ -251,17 +340,17 @@ fn supported(v: Option<&Value>, path: &str, valid: &[&str], required: bool, errs
 pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
     let mut errs = Vec::new();
     object_meta(info, o, &mut errs);
-    let spec = o.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = o.g("spec").unwrap_or(&Value::Null);
     match (info.group, info.kind) {
-        ("", "Pod") => pod_spec(&spec, "spec", &mut errs),
-        ("", "ReplicationController") => replication_controller(&spec, &mut errs),
-        ("", "Service") => service(&spec, &mut errs),
+        ("", "Pod") => pod_spec(spec, "spec", &mut errs),
+        ("", "ReplicationController") => replication_controller(spec, &mut errs),
+        ("", "Service") => service(spec, &mut errs),
         ("", "ConfigMap") => config_map(o, &mut errs),
         ("", "Secret") => secret(o, &mut errs),
         ("", "Namespace") => {
-            for (i, f) in arr(&spec, "finalizers").iter().enumerate() {
+            for (i, f) in arr(spec, "finalizers").iter().enumerate() {
                 let f = f.as_str().unwrap_or("");
-                push_msgs(
+                push_msgs!(
                     &mut errs,
                     &format!("spec.finalizers[{i}]"),
                     &s(f),
@@ -269,14 +358,14 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
                 );
             }
         }
-        ("", "PersistentVolume") => persistent_volume(&spec, &mut errs),
-        ("", "PersistentVolumeClaim") => pvc_spec(&spec, "spec", &mut errs),
+        ("", "PersistentVolume") => persistent_volume(spec, &mut errs),
+        ("", "PersistentVolumeClaim") => pvc_spec(spec, "spec", &mut errs),
         ("", "Event") => core_event(o, &mut errs),
         ("", "Endpoints") => endpoints(o, &mut errs),
         ("", "LimitRange") => {
-            for (i, item) in arr(&spec, "limits").iter().enumerate() {
-                supported(
-                    item.get("type"),
+            for (i, item) in arr(spec, "limits").iter().enumerate() {
+                supported!(
+                    item.g("type"),
                     &format!("spec.limits[{i}].type"),
                     &["Container", "Pod", "PersistentVolumeClaim"],
                     true,
@@ -285,21 +374,17 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             }
         }
         ("apps", "Deployment") => {
-            workload(info, &spec, &mut errs);
-            deployment_strategy(&spec, &mut errs);
-            non_negative(
-                spec.get("revisionHistoryLimit"),
+            workload(info, spec, &mut errs);
+            deployment_strategy(spec, &mut errs);
+            non_negative!(
+                spec.g("revisionHistoryLimit"),
                 "spec.revisionHistoryLimit",
                 &mut errs,
             );
-            non_negative(
-                spec.get("minReadySeconds"),
-                "spec.minReadySeconds",
-                &mut errs,
-            );
+            non_negative!(spec.g("minReadySeconds"), "spec.minReadySeconds", &mut errs,);
             if let (Some(pd), Some(mr)) = (
-                spec.get("progressDeadlineSeconds").and_then(Value::as_i64),
-                spec.get("minReadySeconds").and_then(Value::as_i64),
+                spec.g("progressDeadlineSeconds").and_then(Value::as_i64),
+                spec.g("minReadySeconds").and_then(Value::as_i64),
             ) {
                 if pd <= mr {
                     errs.push(Cause::invalid(
@@ -310,11 +395,11 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
                 }
             }
         }
-        ("apps", "ReplicaSet") => workload(info, &spec, &mut errs),
+        ("apps", "ReplicaSet") => workload(info, spec, &mut errs),
         ("apps", "DaemonSet") => {
-            workload(info, &spec, &mut errs);
-            supported(
-                spec.pointer("/updateStrategy/type"),
+            workload(info, spec, &mut errs);
+            supported!(
+                spec.ptr("/updateStrategy/type"),
                 "spec.updateStrategy.type",
                 &["OnDelete", "RollingUpdate"],
                 true,
@@ -322,24 +407,24 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             );
         }
         ("apps", "StatefulSet") => {
-            workload(info, &spec, &mut errs);
-            supported(
-                spec.get("podManagementPolicy"),
+            workload(info, spec, &mut errs);
+            supported!(
+                spec.g("podManagementPolicy"),
                 "spec.podManagementPolicy",
                 &["OrderedReady", "Parallel"],
                 true,
                 &mut errs,
             );
-            supported(
-                spec.pointer("/updateStrategy/type"),
+            supported!(
+                spec.ptr("/updateStrategy/type"),
                 "spec.updateStrategy.type",
                 &["OnDelete", "RollingUpdate"],
                 true,
                 &mut errs,
             );
-            for (i, t) in arr(&spec, "volumeClaimTemplates").iter().enumerate() {
+            for (i, t) in arr(spec, "volumeClaimTemplates").iter().enumerate() {
                 pvc_spec(
-                    t.get("spec").unwrap_or(&Value::Null),
+                    t.g("spec").unwrap_or(&Value::Null),
                     &format!("spec.volumeClaimTemplates[{i}].spec"),
                     &mut errs,
                 );
@@ -348,7 +433,7 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
         ("batch", "Job") => job(o, &mut errs),
         ("batch", "CronJob") => cron_job(o, &mut errs),
         ("coordination.k8s.io", "Lease") => {
-            if let Some(d) = spec.get("leaseDurationSeconds").and_then(Value::as_i64) {
+            if let Some(d) = spec.g("leaseDurationSeconds").and_then(Value::as_i64) {
                 if d <= 0 {
                     errs.push(Cause::invalid(
                         "spec.leaseDurationSeconds",
@@ -357,8 +442,8 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
                     ));
                 }
             }
-            non_negative(
-                spec.get("leaseTransitions"),
+            non_negative!(
+                spec.g("leaseTransitions"),
                 "spec.leaseTransitions",
                 &mut errs,
             );
@@ -367,13 +452,13 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
         ("discovery.k8s.io", "EndpointSlice") => endpoint_slice(o, &mut errs),
         ("networking.k8s.io", "NetworkPolicy") => {
             label_selector(
-                spec.get("podSelector").unwrap_or(&Value::Null),
+                spec.g("podSelector").unwrap_or(&Value::Null),
                 "spec.podSelector",
                 &mut errs,
             );
-            let types = arr(&spec, "policyTypes");
+            let types = arr(spec, "policyTypes");
             for (i, t) in types.iter().enumerate() {
-                supported(
+                supported!(
                     Some(t),
                     &format!("spec.policyTypes[{i}]"),
                     &["Ingress", "Egress"],
@@ -390,19 +475,19 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             }
         }
         ("policy", "PodDisruptionBudget") => {
-            if spec.get("minAvailable").is_some_and(|v| !v.is_null())
-                && spec.get("maxUnavailable").is_some_and(|v| !v.is_null())
+            if spec.g("minAvailable").is_some_and(|v| !v.is_null())
+                && spec.g("maxUnavailable").is_some_and(|v| !v.is_null())
             {
                 errs.push(Cause::invalid(
                     "spec",
-                    &spec,
+                    spec,
                     "minAvailable and maxUnavailable cannot be both set",
                 ));
             }
             for k in ["minAvailable", "maxUnavailable"] {
-                int_or_percent(spec.get(k), &format!("spec.{k}"), &mut errs);
+                int_or_percent(spec.g(k), &format!("spec.{k}"), &mut errs);
             }
-            if let Some(sel) = spec.get("selector") {
+            if let Some(sel) = spec.g("selector") {
                 label_selector(sel, "spec.selector", &mut errs);
             }
         }
@@ -412,22 +497,22 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             if p.is_empty() {
                 errs.push(Cause::required("provisioner", ""));
             } else {
-                push_msgs(
+                push_msgs!(
                     &mut errs,
                     "provisioner",
                     &s(p),
                     names::is_qualified_name(&p.to_lowercase()),
                 );
             }
-            supported(
-                o.get("reclaimPolicy"),
+            supported!(
+                o.g("reclaimPolicy"),
                 "reclaimPolicy",
                 &["Delete", "Retain"],
                 false,
                 &mut errs,
             );
-            supported(
-                o.get("volumeBindingMode"),
+            supported!(
+                o.g("volumeBindingMode"),
                 "volumeBindingMode",
                 &["Immediate", "WaitForFirstConsumer"],
                 false,
@@ -467,38 +552,38 @@ fn is_native_resource(name: &str) -> bool {
 }
 
 /// `ValidateContainerResourceRequirements`.
-fn resources(res: &Value, path: &str, errs: &mut Vec<Cause>) {
-    let limits = res.get("limits").cloned().unwrap_or(Value::Null);
+fn resources(res: &Value, path: &Path, errs: &mut Vec<Cause>) {
+    let limits = res.g("limits").unwrap_or(&Value::Null);
     for (kind, map) in [
-        ("limits", &limits),
-        ("requests", res.get("requests").unwrap_or(&Value::Null)),
+        ("limits", limits),
+        ("requests", res.g("requests").unwrap_or(&Value::Null)),
     ] {
         for (name, q) in map.as_object().into_iter().flat_map(|m| m.iter()) {
-            let p = format!("{path}.{kind}[{name}]");
+            let p = Path::Key(&Path::Field(path, kind), name);
             if is_native_resource(name)
                 && !STANDARD_CONTAINER_RESOURCES.contains(&name.as_str())
                 && !name.starts_with("hugepages-")
             {
                 errs.push(Cause::invalid(
-                    &p,
+                    p.to_string(),
                     &s(name),
                     "must be a standard resource for containers",
                 ));
             }
             match quantity(q) {
-                None => errs.push(Cause::invalid(&p, q, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")),
-                Some(v) if v < 0 => errs.push(Cause::invalid(&p, &s(&quantity_text(q)), "must be greater than or equal to 0")),
+                None => errs.push(Cause::invalid(p.to_string(), q, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")),
+                Some(v) if v < 0 => errs.push(Cause::invalid(p.to_string(), &s(&quantity_text(q)), "must be greater than or equal to 0")),
                 Some(v) if kind == "requests" => {
-                    let lim = limits.get(name);
+                    let lim = limits.g(name);
                     if !is_native_resource(name) {
                         match lim {
                             None => errs.push(Cause::required(format!("{path}.limits"), "Limit must be set for non overcommitable resources")),
-                            Some(l) if quantity(l) != Some(v) => errs.push(Cause::invalid(&p, &s(&quantity_text(q)), &format!("must be equal to {name} limit of {}", quantity_text(l)))),
+                            Some(l) if quantity(l) != Some(v) => errs.push(Cause::invalid(p.to_string(), &s(&quantity_text(q)), &format!("must be equal to {name} limit of {}", quantity_text(l)))),
                             _ => {}
                         }
                     } else if let Some(l) = lim {
                         if quantity(l).is_some_and(|l| v > l) {
-                            errs.push(Cause::invalid(&p, &s(&quantity_text(q)), &format!("must be less than or equal to {name} limit of {}", quantity_text(l))));
+                            errs.push(Cause::invalid(p.to_string(), &s(&quantity_text(q)), &format!("must be less than or equal to {name} limit of {}", quantity_text(l))));
                         }
                     }
                 }
@@ -509,16 +594,16 @@ fn resources(res: &Value, path: &str, errs: &mut Vec<Cause>) {
 }
 
 /// `validateContainerPorts`.
-fn container_ports(ports: &[Value], path: &str, errs: &mut Vec<Cause>) {
+fn container_ports(ports: &[Value], path: &Path, errs: &mut Vec<Cause>) {
     let mut seen: Vec<&str> = Vec::new();
     for (i, p) in ports.iter().enumerate() {
-        let pp = format!("{path}[{i}]");
+        let pp = Path::Index(path, i);
         if let Some(name) = p
-            .get("name")
+            .g("name")
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
         {
-            push_msgs(
+            push_msgs!(
                 errs,
                 &format!("{pp}.name"),
                 &s(name),
@@ -529,29 +614,25 @@ fn container_ports(ports: &[Value], path: &str, errs: &mut Vec<Cause>) {
             }
             seen.push(name);
         }
-        match p.get("containerPort").and_then(Value::as_i64) {
+        match p.g("containerPort").and_then(Value::as_i64) {
             None | Some(0) => errs.push(Cause::required(format!("{pp}.containerPort"), "")),
-            Some(n) => push_msgs(
+            Some(n) => push_msgs!(
                 errs,
                 &format!("{pp}.containerPort"),
                 &json!(n),
                 names::is_valid_port_num(n),
             ),
         }
-        if let Some(h) = p
-            .get("hostPort")
-            .and_then(Value::as_i64)
-            .filter(|h| *h != 0)
-        {
-            push_msgs(
+        if let Some(h) = p.g("hostPort").and_then(Value::as_i64).filter(|h| *h != 0) {
+            push_msgs!(
                 errs,
                 &format!("{pp}.hostPort"),
                 &json!(h),
                 names::is_valid_port_num(h),
             );
         }
-        supported(
-            p.get("protocol"),
+        supported!(
+            p.g("protocol"),
             &format!("{pp}.protocol"),
             &["SCTP", "TCP", "UDP"],
             true,
@@ -561,19 +642,19 @@ fn container_ports(ports: &[Value], path: &str, errs: &mut Vec<Cause>) {
 }
 
 /// Validates one container; `names_seen` tracks names across all container lists.
-fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec<Cause>) {
-    let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+fn container(c: &Value, path: &Path, volumes: &[&str], init: bool, errs: &mut Vec<Cause>) {
+    let name = c.g("name").and_then(Value::as_str).unwrap_or("");
     if name.is_empty() {
         errs.push(Cause::required(format!("{path}.name"), ""));
     } else {
-        push_msgs(
+        push_msgs!(
             errs,
             &format!("{path}.name"),
             &s(name),
             names::is_dns1123_label(name),
         );
     }
-    let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+    let image = c.g("image").and_then(Value::as_str).unwrap_or("");
     if image.is_empty() {
         errs.push(Cause::required(format!("{path}.image"), ""));
     } else if image.trim() != image {
@@ -583,41 +664,42 @@ fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec
             "must not have leading or trailing whitespace",
         ));
     }
-    supported(
-        c.get("imagePullPolicy"),
+    supported!(
+        c.g("imagePullPolicy"),
         &format!("{path}.imagePullPolicy"),
         &["Always", "IfNotPresent", "Never"],
         true,
         errs,
     );
-    supported(
-        c.get("terminationMessagePolicy"),
+    supported!(
+        c.g("terminationMessagePolicy"),
         &format!("{path}.terminationMessagePolicy"),
         &["File", "FallbackToLogsOnError"],
         true,
         errs,
     );
-    container_ports(arr(c, "ports"), &format!("{path}.ports"), errs);
+    container_ports(arr(c, "ports"), &Path::Field(path, "ports"), errs);
     resources(
-        c.get("resources").unwrap_or(&Value::Null),
-        &format!("{path}.resources"),
+        c.g("resources").unwrap_or(&Value::Null),
+        &Path::Field(path, "resources"),
         errs,
     );
     for (i, e) in arr(c, "env").iter().enumerate() {
-        if is_empty(e.get("name")) {
+        if is_empty(e.g("name")) {
             errs.push(Cause::required(format!("{path}.env[{i}].name"), ""));
         }
     }
     let mut mount_paths: Vec<&str> = Vec::new();
+    let mounts = Path::Field(path, "volumeMounts");
     for (i, m) in arr(c, "volumeMounts").iter().enumerate() {
-        let mp = format!("{path}.volumeMounts[{i}]");
-        let vname = m.get("name").and_then(Value::as_str).unwrap_or("");
+        let mp = Path::Index(&mounts, i);
+        let vname = m.g("name").and_then(Value::as_str).unwrap_or("");
         if vname.is_empty() {
             errs.push(Cause::required(format!("{mp}.name"), ""));
         } else if !volumes.contains(&vname) {
             errs.push(not_found(format!("{mp}.name"), &s(vname)));
         }
-        let mpath = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+        let mpath = m.g("mountPath").and_then(Value::as_str).unwrap_or("");
         if mpath.is_empty() {
             errs.push(Cause::required(format!("{mp}.mountPath"), ""));
         } else if mount_paths.contains(&mpath) {
@@ -630,30 +712,33 @@ fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec
         mount_paths.push(mpath);
     }
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        let Some(p) = c.get(probe) else { continue };
-        if init && c.get("restartPolicy").and_then(Value::as_str) != Some("Always") {
+        let Some(p) = c.g(probe) else { continue };
+        if init && c.g("restartPolicy").and_then(Value::as_str) != Some("Always") {
             errs.push(Cause::forbidden(
                 format!("{path}.{probe}"),
                 "may not be set for init containers without restartPolicy=Always",
             ));
             continue;
         }
-        let pp = format!("{path}.{probe}");
+        let pp = Path::Field(path, probe);
         let handlers = ["exec", "httpGet", "tcpSocket", "grpc"]
             .iter()
-            .filter(|h| p.get(**h).is_some_and(|v| !v.is_null()))
+            .filter(|h| p.g(h).is_some_and(|v| !v.is_null()))
             .count();
         if handlers == 0 {
-            errs.push(Cause::required(&pp, "must specify a handler type"));
+            errs.push(Cause::required(
+                pp.to_string(),
+                "must specify a handler type",
+            ));
         } else if handlers > 1 {
             errs.push(Cause::forbidden(
-                &pp,
+                pp.to_string(),
                 "may not specify more than 1 handler type",
             ));
         }
         if probe != "readinessProbe" {
             if let Some(n) = p
-                .get("successThreshold")
+                .g("successThreshold")
                 .and_then(Value::as_i64)
                 .filter(|n| *n != 1)
             {
@@ -671,7 +756,7 @@ fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec
             "successThreshold",
             "failureThreshold",
         ] {
-            non_negative(p.get(k), &format!("{pp}.{k}"), errs);
+            non_negative!(p.g(k), &format!("{pp}.{k}"), errs);
         }
     }
 }
@@ -679,14 +764,16 @@ fn container(c: &Value, path: &str, volumes: &[&str], init: bool, errs: &mut Vec
 /// `ValidatePodSpec` (the parts clients hit).
 pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
     // volumes
+    let root = Path::Root(path);
     let mut vol_names: Vec<&str> = Vec::new();
+    let volumes = Path::Field(&root, "volumes");
     for (i, v) in arr(spec, "volumes").iter().enumerate() {
-        let vp = format!("{path}.volumes[{i}]");
-        let name = v.get("name").and_then(Value::as_str).unwrap_or("");
+        let vp = Path::Index(&volumes, i);
+        let name = v.g("name").and_then(Value::as_str).unwrap_or("");
         if name.is_empty() {
             errs.push(Cause::required(format!("{vp}.name"), ""));
         } else {
-            push_msgs(
+            push_msgs!(
                 errs,
                 &format!("{vp}.name"),
                 &s(name),
@@ -707,7 +794,7 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             .unwrap_or(0);
         if sources > 1 {
             errs.push(Cause::forbidden(
-                &vp,
+                vp.to_string(),
                 "may not specify more than 1 volume type",
             ));
         }
@@ -718,11 +805,12 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
     }
     let mut all_names: Vec<&str> = Vec::new();
     for (key, init) in [("initContainers", true), ("containers", false)] {
+        let list = Path::Field(&root, key);
         for (i, c) in arr(spec, key).iter().enumerate() {
-            let cp = format!("{path}.{key}[{i}]");
+            let cp = Path::Index(&list, i);
             container(c, &cp, &vol_names, init, errs);
             if let Some(n) = c
-                .get("name")
+                .g("name")
                 .and_then(Value::as_str)
                 .filter(|n| !n.is_empty())
             {
@@ -733,29 +821,28 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             }
         }
     }
-    supported(
-        spec.get("restartPolicy"),
+    supported!(
+        spec.g("restartPolicy"),
         &format!("{path}.restartPolicy"),
         &["Always", "OnFailure", "Never"],
         true,
         errs,
     );
-    supported(
-        spec.get("dnsPolicy"),
+    supported!(
+        spec.g("dnsPolicy"),
         &format!("{path}.dnsPolicy"),
         &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
         true,
         errs,
     );
-    if spec.get("dnsPolicy").and_then(Value::as_str) == Some("None")
-        && is_empty(spec.get("dnsConfig"))
+    if spec.g("dnsPolicy").and_then(Value::as_str) == Some("None") && is_empty(spec.g("dnsConfig"))
     {
         errs.push(Cause::required(
             format!("{path}.dnsConfig"),
             "must provide `dnsConfig` when `dnsPolicy` is None",
         ));
     }
-    if let Some(n) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64) {
+    if let Some(n) = spec.g("activeDeadlineSeconds").and_then(Value::as_i64) {
         if !(1..=i64::from(i32::MAX)).contains(&n) {
             errs.push(Cause::invalid(
                 format!("{path}.activeDeadlineSeconds"),
@@ -765,12 +852,8 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
         }
     }
     for k in ["hostname", "subdomain"] {
-        if let Some(h) = spec
-            .get(k)
-            .and_then(Value::as_str)
-            .filter(|h| !h.is_empty())
-        {
-            push_msgs(
+        if let Some(h) = spec.g(k).and_then(Value::as_str).filter(|h| !h.is_empty()) {
+            push_msgs!(
                 errs,
                 &format!("{path}.{k}"),
                 &s(h),
@@ -778,23 +861,26 @@ pub fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             );
         }
     }
-    labels(
-        spec.get("nodeSelector"),
-        &format!("{path}.nodeSelector"),
-        errs,
-    );
+    if spec.g("nodeSelector").is_some_and(Value::is_object) {
+        labels(
+            spec.g("nodeSelector"),
+            &format!("{path}.nodeSelector"),
+            errs,
+        );
+    }
+    let tolerations = Path::Field(&root, "tolerations");
     for (i, t) in arr(spec, "tolerations").iter().enumerate() {
-        toleration(t, &format!("{path}.tolerations[{i}]"), errs);
+        toleration(t, &Path::Index(&tolerations, i), errs);
     }
 }
 
 /// `ValidateTolerations` for one toleration.
-fn toleration(t: &Value, path: &str, errs: &mut Vec<Cause>) {
-    let key = t.get("key").and_then(Value::as_str).unwrap_or("");
-    let op = t.get("operator").and_then(Value::as_str).unwrap_or("");
-    let value = t.get("value").and_then(Value::as_str).unwrap_or("");
+fn toleration(t: &Value, path: &Path, errs: &mut Vec<Cause>) {
+    let key = t.g("key").and_then(Value::as_str).unwrap_or("");
+    let op = t.g("operator").and_then(Value::as_str).unwrap_or("");
+    let value = t.g("value").and_then(Value::as_str).unwrap_or("");
     if !key.is_empty() {
-        push_msgs(
+        push_msgs!(
             errs,
             &format!("{path}.key"),
             &s(key),
@@ -804,7 +890,7 @@ fn toleration(t: &Value, path: &str, errs: &mut Vec<Cause>) {
         errs.push(Cause::invalid(format!("{path}.operator"), &s(op), "operator must be Exists when `key` is empty, which means \"match all values and all keys\""));
     }
     match op {
-        "" | "Equal" => push_msgs(
+        "" | "Equal" => push_msgs!(
             errs,
             &format!("{path}.value"),
             &s(value),
@@ -822,8 +908,8 @@ fn toleration(t: &Value, path: &str, errs: &mut Vec<Cause>) {
             &["Equal", "Exists"],
         )),
     }
-    let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-    if t.get("tolerationSeconds").is_some_and(|v| !v.is_null()) && effect != "NoExecute" {
+    let effect = t.g("effect").and_then(Value::as_str).unwrap_or("");
+    if t.g("tolerationSeconds").is_some_and(|v| !v.is_null()) && effect != "NoExecute" {
         errs.push(Cause::invalid(
             format!("{path}.effect"),
             &s(effect),
@@ -831,8 +917,9 @@ fn toleration(t: &Value, path: &str, errs: &mut Vec<Cause>) {
         ));
     }
     if !effect.is_empty() {
-        supported(
-            Some(&s(effect)),
+        // a non-empty string, so `t.g("effect")` is `Some(&s(effect))`
+        supported!(
+            t.g("effect"),
             &format!("{path}.effect"),
             &["NoSchedule", "PreferNoSchedule", "NoExecute"],
             false,
@@ -843,16 +930,16 @@ fn toleration(t: &Value, path: &str, errs: &mut Vec<Cause>) {
 
 /// Template metadata and spec of a workload, and its restart policy rule.
 fn pod_template(t: &Value, path: &str, restart: &[&str], errs: &mut Vec<Cause>) {
-    let meta = t.get("metadata").cloned().unwrap_or(Value::Null);
-    labels(meta.get("labels"), &format!("{path}.metadata.labels"), errs);
+    let meta = t.g("metadata").unwrap_or(&Value::Null);
+    labels(meta.g("labels"), &format!("{path}.metadata.labels"), errs);
     annotations(
-        meta.get("annotations"),
+        meta.g("annotations"),
         &format!("{path}.metadata.annotations"),
         errs,
     );
-    let spec = t.get("spec").cloned().unwrap_or(Value::Null);
-    pod_spec(&spec, &format!("{path}.spec"), errs);
-    if let Some(r) = spec.get("restartPolicy").and_then(Value::as_str) {
+    let spec = t.g("spec").unwrap_or(&Value::Null);
+    pod_spec(spec, &format!("{path}.spec"), errs);
+    if let Some(r) = spec.g("restartPolicy").and_then(Value::as_str) {
         if !r.is_empty() && !restart.contains(&r) {
             errs.push(Cause::not_supported(
                 format!("{path}.spec.restartPolicy"),
@@ -866,10 +953,10 @@ fn pod_template(t: &Value, path: &str, restart: &[&str], errs: &mut Vec<Cause>) 
 /// Deployment, ReplicaSet, DaemonSet and StatefulSet: selector, template, replicas.
 fn workload(info: &ResourceInfo, spec: &Value, errs: &mut Vec<Cause>) {
     let tlabels = spec
-        .pointer("/template/metadata/labels")
+        .ptr("/template/metadata/labels")
         .cloned()
         .unwrap_or(json!({}));
-    match spec.get("selector").filter(|s| !s.is_null()) {
+    match spec.g("selector").filter(|s| !s.is_null()) {
         None => errs.push(Cause::required("spec.selector", "")),
         Some(sel) => {
             label_selector(sel, "spec.selector", errs);
@@ -888,10 +975,10 @@ fn workload(info: &ResourceInfo, spec: &Value, errs: &mut Vec<Cause>) {
             }
         }
     }
-    non_negative(spec.get("replicas"), "spec.replicas", errs);
-    non_negative(spec.get("minReadySeconds"), "spec.minReadySeconds", errs);
+    non_negative!(spec.g("replicas"), "spec.replicas", errs);
+    non_negative!(spec.g("minReadySeconds"), "spec.minReadySeconds", errs);
     pod_template(
-        spec.get("template").unwrap_or(&Value::Null),
+        spec.g("template").unwrap_or(&Value::Null),
         "spec.template",
         &["Always"],
         errs,
@@ -899,16 +986,16 @@ fn workload(info: &ResourceInfo, spec: &Value, errs: &mut Vec<Cause>) {
 }
 
 fn deployment_strategy(spec: &Value, errs: &mut Vec<Cause>) {
-    let st = spec.get("strategy").cloned().unwrap_or(Value::Null);
-    supported(
-        st.get("type"),
+    let st = spec.g("strategy").unwrap_or(&Value::Null);
+    supported!(
+        st.g("type"),
         "spec.strategy.type",
         &["Recreate", "RollingUpdate"],
         true,
         errs,
     );
-    let ru = st.get("rollingUpdate").filter(|v| !v.is_null());
-    match st.get("type").and_then(Value::as_str) {
+    let ru = st.g("rollingUpdate").filter(|v| !v.is_null());
+    match st.g("type").and_then(Value::as_str) {
         Some("Recreate") if ru.is_some() => errs.push(Cause::forbidden(
             "spec.strategy.rollingUpdate",
             "may not be specified when strategy `type` is 'Recreate'",
@@ -916,21 +1003,21 @@ fn deployment_strategy(spec: &Value, errs: &mut Vec<Cause>) {
         Some("RollingUpdate") => {
             if let Some(ru) = ru {
                 int_or_percent(
-                    ru.get("maxUnavailable"),
+                    ru.g("maxUnavailable"),
                     "spec.strategy.rollingUpdate.maxUnavailable",
                     errs,
                 );
                 int_or_percent(
-                    ru.get("maxSurge"),
+                    ru.g("maxSurge"),
                     "spec.strategy.rollingUpdate.maxSurge",
                     errs,
                 );
                 let zero =
                     |v: Option<&Value>| matches!(v, Some(x) if *x == json!(0) || *x == json!("0%"));
-                if zero(ru.get("maxUnavailable")) && zero(ru.get("maxSurge")) {
+                if zero(ru.g("maxUnavailable")) && zero(ru.g("maxSurge")) {
                     errs.push(Cause::invalid(
                         "spec.strategy.rollingUpdate.maxUnavailable",
-                        ru.get("maxUnavailable").unwrap_or(&Value::Null),
+                        ru.g("maxUnavailable").unwrap_or(&Value::Null),
                         "may not be 0 when `maxSurge` is 0",
                     ));
                 }
@@ -941,21 +1028,21 @@ fn deployment_strategy(spec: &Value, errs: &mut Vec<Cause>) {
 }
 
 fn replication_controller(spec: &Value, errs: &mut Vec<Cause>) {
-    let sel = spec.get("selector").cloned().unwrap_or(Value::Null);
-    if is_empty(Some(&sel)) {
+    let sel = spec.g("selector").unwrap_or(&Value::Null);
+    if is_empty(Some(sel)) {
         errs.push(Cause::required("spec.selector", ""));
     } else {
-        labels(Some(&sel), "spec.selector", errs);
+        labels(Some(sel), "spec.selector", errs);
     }
-    non_negative(spec.get("replicas"), "spec.replicas", errs);
-    match spec.get("template").filter(|t| !t.is_null()) {
+    non_negative!(spec.g("replicas"), "spec.replicas", errs);
+    match spec.g("template").filter(|t| !t.is_null()) {
         None => errs.push(Cause::required("spec.template", "")),
         Some(t) => {
-            let tl = t.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+            let tl = t.ptr("/metadata/labels").cloned().unwrap_or(json!({}));
             let matches = sel
                 .as_object()
-                .is_some_and(|m| m.iter().all(|(k, v)| tl.get(k) == Some(v)));
-            if !is_empty(Some(&sel)) && !matches {
+                .is_some_and(|m| m.iter().all(|(k, v)| tl.g(k) == Some(v)));
+            if !is_empty(Some(sel)) && !matches {
                 errs.push(Cause::invalid(
                     "spec.template.metadata.labels",
                     &tl,
@@ -969,33 +1056,30 @@ fn replication_controller(spec: &Value, errs: &mut Vec<Cause>) {
 
 /// `ValidateService`.
 fn service(spec: &Value, errs: &mut Vec<Cause>) {
-    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("");
-    supported(
-        spec.get("type"),
+    let ty = spec.g("type").and_then(Value::as_str).unwrap_or("");
+    supported!(
+        spec.g("type"),
         "spec.type",
         &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
         true,
         errs,
     );
-    supported(
-        spec.get("sessionAffinity"),
+    supported!(
+        spec.g("sessionAffinity"),
         "spec.sessionAffinity",
         &["ClientIP", "None"],
         true,
         errs,
     );
-    let cluster_ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("");
+    let cluster_ip = spec.g("clusterIP").and_then(Value::as_str).unwrap_or("");
     let headless = cluster_ip == "None";
     let ports = arr(spec, "ports");
     if ty == "ExternalName" {
-        let en = spec
-            .get("externalName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let en = spec.g("externalName").and_then(Value::as_str).unwrap_or("");
         if en.is_empty() {
             errs.push(Cause::required("spec.externalName", ""));
         } else {
-            push_msgs(
+            push_msgs!(
                 errs,
                 "spec.externalName",
                 &s(en),
@@ -1023,13 +1107,13 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
     let mut port_proto: Vec<(i64, &str)> = Vec::new();
     for (i, p) in ports.iter().enumerate() {
         let pp = format!("spec.ports[{i}]");
-        let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+        let name = p.g("name").and_then(Value::as_str).unwrap_or("");
         if name.is_empty() {
             if ports.len() > 1 {
                 errs.push(Cause::required(format!("{pp}.name"), ""));
             }
         } else {
-            push_msgs(
+            push_msgs!(
                 errs,
                 &format!("{pp}.name"),
                 &s(name),
@@ -1040,28 +1124,28 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
             }
             names_seen.push(name);
         }
-        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-        push_msgs(
+        let port = p.g("port").and_then(Value::as_i64).unwrap_or(0);
+        push_msgs!(
             errs,
             &format!("{pp}.port"),
             &json!(port),
             names::is_valid_port_num(port),
         );
-        supported(
-            p.get("protocol"),
+        supported!(
+            p.g("protocol"),
             &format!("{pp}.protocol"),
             &["SCTP", "TCP", "UDP"],
             true,
             errs,
         );
-        match p.get("targetPort") {
-            Some(Value::Number(n)) => push_msgs(
+        match p.g("targetPort") {
+            Some(Value::Number(n)) => push_msgs!(
                 errs,
                 &format!("{pp}.targetPort"),
                 &Value::Number(n.clone()),
                 names::is_valid_port_num(n.as_i64().unwrap_or(0)),
             ),
-            Some(Value::String(t)) => push_msgs(
+            Some(Value::String(t)) => push_msgs!(
                 errs,
                 &format!("{pp}.targetPort"),
                 &s(t),
@@ -1069,18 +1153,14 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
             ),
             _ => {}
         }
-        if let Some(np) = p
-            .get("nodePort")
-            .and_then(Value::as_i64)
-            .filter(|n| *n != 0)
-        {
+        if let Some(np) = p.g("nodePort").and_then(Value::as_i64).filter(|n| *n != 0) {
             if ty == "ClusterIP" {
                 errs.push(Cause::forbidden(
                     format!("{pp}.nodePort"),
                     "may not be used when `type` is 'ClusterIP'",
                 ));
             } else {
-                push_msgs(
+                push_msgs!(
                     errs,
                     &format!("{pp}.nodePort"),
                     &json!(np),
@@ -1088,7 +1168,7 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
                 );
             }
         }
-        let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+        let proto = p.g("protocol").and_then(Value::as_str).unwrap_or("TCP");
         if port_proto.contains(&(port, proto)) {
             errs.push(Cause::duplicate(
                 &pp,
@@ -1097,9 +1177,9 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
         }
         port_proto.push((port, proto));
     }
-    labels(spec.get("selector"), "spec.selector", errs);
+    labels(spec.g("selector"), "spec.selector", errs);
     if let Some(etp) = spec
-        .get("externalTrafficPolicy")
+        .g("externalTrafficPolicy")
         .and_then(Value::as_str)
         .filter(|v| !v.is_empty())
     {
@@ -1110,7 +1190,7 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
                 "may only be set when `type` is 'NodePort' or 'LoadBalancer'",
             ));
         } else {
-            supported(
+            supported!(
                 Some(&s(etp)),
                 "spec.externalTrafficPolicy",
                 &["Cluster", "Local"],
@@ -1119,15 +1199,15 @@ fn service(spec: &Value, errs: &mut Vec<Cause>) {
             );
         }
     }
-    supported(
-        spec.get("internalTrafficPolicy"),
+    supported!(
+        spec.g("internalTrafficPolicy"),
         "spec.internalTrafficPolicy",
         &["Cluster", "Local"],
         false,
         errs,
     );
-    supported(
-        spec.get("ipFamilyPolicy"),
+    supported!(
+        spec.g("ipFamilyPolicy"),
         "spec.ipFamilyPolicy",
         &["SingleStack", "PreferDualStack", "RequireDualStack"],
         false,
@@ -1147,7 +1227,7 @@ fn data_keys(
     for field in keys {
         for (k, v) in entries(o, field) {
             let p = format!("{field}[{k}]");
-            push_msgs(errs, &p, &s(k), names::is_config_map_key(k));
+            push_msgs!(errs, &p, &s(k), names::is_config_map_key(k));
             if seen.contains(k) {
                 errs.push(Cause::invalid(
                     &p,
@@ -1198,7 +1278,7 @@ fn secret(o: &Value, errs: &mut Vec<Cause>) {
     if total > MAX_DATA_SIZE {
         errs.push(too_long("data", MAX_DATA_SIZE));
     }
-    let has = |k: &str| o.get("data").and_then(|d| d.get(k)).is_some();
+    let has = |k: &str| o.g("data").and_then(|d| d.g(k)).is_some();
     match str_at(o, "/type") {
         "kubernetes.io/service-account-token" if str_at(o, SA_NAME_ANNOTATION_PTR).is_empty() => {
             errs.push(Cause::required(
@@ -1256,13 +1336,13 @@ fn persistent_volume(spec: &Value, errs: &mut Vec<Cause>) {
         errs.push(Cause::required("spec.accessModes", ""));
     }
     for m in modes {
-        supported(Some(m), "spec.accessModes", ACCESS_MODES, true, errs);
+        supported!(Some(m), "spec.accessModes", ACCESS_MODES, true, errs);
     }
-    let cap = spec.get("capacity").cloned().unwrap_or(Value::Null);
-    if is_empty(Some(&cap)) {
+    let cap = spec.g("capacity").unwrap_or(&Value::Null);
+    if is_empty(Some(cap)) {
         errs.push(Cause::required("spec.capacity", ""));
-    } else if cap.get("storage").is_none() || cap.as_object().is_some_and(|m| m.len() > 1) {
-        errs.push(Cause::not_supported("spec.capacity", &cap, &["storage"]));
+    } else if cap.g("storage").is_none() || cap.as_object().is_some_and(|m| m.len() > 1) {
+        errs.push(Cause::not_supported("spec.capacity", cap, &["storage"]));
     }
     let sources = spec
         .as_object()
@@ -1280,15 +1360,15 @@ fn persistent_volume(spec: &Value, errs: &mut Vec<Cause>) {
             "may not specify more than 1 volume type",
         ));
     }
-    supported(
-        spec.get("persistentVolumeReclaimPolicy"),
+    supported!(
+        spec.g("persistentVolumeReclaimPolicy"),
         "spec.persistentVolumeReclaimPolicy",
         &["Delete", "Recycle", "Retain"],
         false,
         errs,
     );
-    supported(
-        spec.get("volumeMode"),
+    supported!(
+        spec.g("volumeMode"),
         "spec.volumeMode",
         &["Block", "Filesystem"],
         false,
@@ -1305,7 +1385,7 @@ fn pvc_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
         ));
     }
     for m in modes {
-        supported(
+        supported!(
             Some(m),
             &format!("{path}.accessModes"),
             ACCESS_MODES,
@@ -1313,7 +1393,7 @@ fn pvc_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             errs,
         );
     }
-    match spec.pointer("/resources/requests/storage") {
+    match spec.ptr("/resources/requests/storage") {
         None => errs.push(Cause::required(format!("{path}.resources[storage]"), "")),
         Some(q) => {
             if quantity(q).is_none_or(|v| v <= 0) {
@@ -1325,14 +1405,14 @@ fn pvc_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
             }
         }
     }
-    supported(
-        spec.get("volumeMode"),
+    supported!(
+        spec.g("volumeMode"),
         &format!("{path}.volumeMode"),
         &["Block", "Filesystem"],
         false,
         errs,
     );
-    if let Some(sel) = spec.get("selector").filter(|v| !v.is_null()) {
+    if let Some(sel) = spec.g("selector").filter(|v| !v.is_null()) {
         label_selector(sel, &format!("{path}.selector"), errs);
     }
 }
@@ -1341,7 +1421,7 @@ fn pvc_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
 fn core_event(o: &Value, errs: &mut Vec<Cause>) {
     let ns = str_at(o, "/metadata/namespace");
     let ino = str_at(o, "/involvedObject/namespace");
-    let event_time = !is_empty(o.get("eventTime"));
+    let event_time = !is_empty(o.g("eventTime"));
     if !event_time {
         let ok = if ino.is_empty() {
             ns.is_empty() || ns == "default"
@@ -1367,7 +1447,7 @@ fn core_event(o: &Value, errs: &mut Vec<Cause>) {
         if rc.is_empty() {
             errs.push(Cause::required("reportingComponent", ""));
         } else {
-            push_msgs(
+            push_msgs!(
                 errs,
                 "reportingComponent",
                 &s(rc),
@@ -1407,7 +1487,7 @@ fn events_event(o: &Value, errs: &mut Vec<Cause>) {
             "does not match event.namespace",
         ));
     }
-    if is_empty(o.get("eventTime")) {
+    if is_empty(o.g("eventTime")) {
         errs.push(Cause::required("eventTime", ""));
     }
     let ty = str_at(o, "/type");
@@ -1422,7 +1502,7 @@ fn events_event(o: &Value, errs: &mut Vec<Cause>) {
     if rc.is_empty() {
         errs.push(Cause::required("reportingController", ""));
     } else {
-        push_msgs(
+        push_msgs!(
             errs,
             "reportingController",
             &s(rc),
@@ -1451,29 +1531,29 @@ fn events_event(o: &Value, errs: &mut Vec<Cause>) {
 }
 
 fn endpoint_port(p: &Value, path: &str, name_required: bool, errs: &mut Vec<Cause>) {
-    let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+    let name = p.g("name").and_then(Value::as_str).unwrap_or("");
     if name.is_empty() {
         if name_required {
             errs.push(Cause::required(format!("{path}.name"), ""));
         }
     } else {
-        push_msgs(
+        push_msgs!(
             errs,
             &format!("{path}.name"),
             &s(name),
             names::is_dns1123_label(name),
         );
     }
-    if let Some(port) = p.get("port").and_then(Value::as_i64) {
-        push_msgs(
+    if let Some(port) = p.g("port").and_then(Value::as_i64) {
+        push_msgs!(
             errs,
             &format!("{path}.port"),
             &json!(port),
             names::is_valid_port_num(port),
         );
     }
-    supported(
-        p.get("protocol"),
+    supported!(
+        p.g("protocol"),
         &format!("{path}.protocol"),
         &["SCTP", "TCP", "UDP"],
         true,
@@ -1485,7 +1565,7 @@ fn endpoints(o: &Value, errs: &mut Vec<Cause>) {
     for (i, ss) in arr(o, "subsets").iter().enumerate() {
         for key in ["addresses", "notReadyAddresses"] {
             for (j, a) in arr(ss, key).iter().enumerate() {
-                let ip = a.get("ip").and_then(Value::as_str).unwrap_or("");
+                let ip = a.g("ip").and_then(Value::as_str).unwrap_or("");
                 if ip.parse::<std::net::IpAddr>().is_err() {
                     errs.push(Cause::invalid(
                         format!("subsets[{i}].{key}[{j}].ip"),
@@ -1508,8 +1588,8 @@ fn endpoints(o: &Value, errs: &mut Vec<Cause>) {
 }
 
 fn endpoint_slice(o: &Value, errs: &mut Vec<Cause>) {
-    supported(
-        o.get("addressType"),
+    supported!(
+        o.g("addressType"),
         "addressType",
         &["IPv4", "IPv6", "FQDN"],
         true,
@@ -1543,46 +1623,46 @@ fn job_spec(spec: &Value, path: &str, errs: &mut Vec<Cause>) {
         "activeDeadlineSeconds",
         "ttlSecondsAfterFinished",
     ] {
-        non_negative(spec.get(k), &format!("{path}.{k}"), errs);
+        non_negative!(spec.g(k), &format!("{path}.{k}"), errs);
     }
-    supported(
-        spec.get("completionMode"),
+    supported!(
+        spec.g("completionMode"),
         &format!("{path}.completionMode"),
         &["NonIndexed", "Indexed"],
         false,
         errs,
     );
-    if spec.get("completionMode").and_then(Value::as_str) == Some("Indexed")
-        && is_empty(spec.get("completions"))
+    if spec.g("completionMode").and_then(Value::as_str) == Some("Indexed")
+        && is_empty(spec.g("completions"))
     {
         errs.push(Cause::required(
             format!("{path}.completions"),
             "when completion mode is Indexed",
         ));
     }
-    let t = spec.get("template").cloned().unwrap_or(Value::Null);
+    let t = spec.g("template").unwrap_or(&Value::Null);
     pod_template(
-        &t,
+        t,
         &format!("{path}.template"),
         &["OnFailure", "Never"],
         errs,
     );
-    if let Some(sel) = spec.get("selector").filter(|v| !v.is_null()) {
+    if let Some(sel) = spec.g("selector").filter(|v| !v.is_null()) {
         label_selector(sel, &format!("{path}.selector"), errs);
     }
 }
 
 fn job(o: &Value, errs: &mut Vec<Cause>) {
-    let spec = o.get("spec").cloned().unwrap_or(Value::Null);
-    job_spec(&spec, "spec", errs);
+    let spec = o.g("spec").unwrap_or(&Value::Null);
+    job_spec(spec, "spec", errs);
     let tlabels = spec
-        .pointer("/template/metadata/labels")
+        .ptr("/template/metadata/labels")
         .cloned()
         .unwrap_or(json!({}));
-    match spec.get("selector").filter(|v| !v.is_null()) {
+    match spec.g("selector").filter(|v| !v.is_null()) {
         None => errs.push(Cause::required("spec.selector", "")),
         Some(sel) => {
-            if spec.get("manualSelector") != Some(&json!(true)) {
+            if spec.g("manualSelector") != Some(&json!(true)) {
                 // validateGeneratedSelector
                 let uid = str_at(o, "/metadata/uid");
                 if uid.is_empty() {
@@ -1590,7 +1670,7 @@ fn job(o: &Value, errs: &mut Vec<Cause>) {
                 }
                 for k in super::prepare::CONTROLLER_UID_LABELS {
                     if tlabels
-                        .get(k)
+                        .g(k)
                         .and_then(Value::as_str)
                         .is_some_and(|v| v != uid)
                     {
@@ -1628,15 +1708,15 @@ fn cron_job(o: &Value, errs: &mut Vec<Cause>) {
             "must be no more than 52 characters",
         ));
     }
-    let spec = o.get("spec").cloned().unwrap_or(Value::Null);
-    let sched = spec.get("schedule").and_then(Value::as_str).unwrap_or("");
+    let spec = o.g("spec").unwrap_or(&Value::Null);
+    let sched = spec.g("schedule").and_then(Value::as_str).unwrap_or("");
     if sched.is_empty() {
         errs.push(Cause::required("spec.schedule", ""));
     } else if let Err(e) = check_schedule(sched) {
         errs.push(Cause::invalid("spec.schedule", &s(sched), &e));
     }
-    supported(
-        spec.get("concurrencyPolicy"),
+    supported!(
+        spec.g("concurrencyPolicy"),
         "spec.concurrencyPolicy",
         &["Allow", "Forbid", "Replace"],
         true,
@@ -1647,17 +1727,13 @@ fn cron_job(o: &Value, errs: &mut Vec<Cause>) {
         "successfulJobsHistoryLimit",
         "failedJobsHistoryLimit",
     ] {
-        non_negative(spec.get(k), &format!("spec.{k}"), errs);
+        non_negative!(spec.g(k), &format!("spec.{k}"), errs);
     }
-    let jt = spec.get("jobTemplate").cloned().unwrap_or(Value::Null);
-    let jmeta = jt.get("metadata").cloned().unwrap_or(Value::Null);
-    labels(
-        jmeta.get("labels"),
-        "spec.jobTemplate.metadata.labels",
-        errs,
-    );
+    let jt = spec.g("jobTemplate").unwrap_or(&Value::Null);
+    let jmeta = jt.g("metadata").unwrap_or(&Value::Null);
+    labels(jmeta.g("labels"), "spec.jobTemplate.metadata.labels", errs);
     job_spec(
-        jt.get("spec").unwrap_or(&Value::Null),
+        jt.g("spec").unwrap_or(&Value::Null),
         "spec.jobTemplate.spec",
         errs,
     );
@@ -1706,7 +1782,7 @@ fn priority_class(o: &Value, errs: &mut Vec<Cause>) {
             "priority class names with 'system-' prefix are reserved for system use only",
         ));
     }
-    match o.get("value").and_then(Value::as_i64) {
+    match o.g("value").and_then(Value::as_i64) {
         None => errs.push(Cause::required("value", "")),
         Some(v) if v > 1_000_000_000 && !system => errs.push(Cause::forbidden(
             "value",
@@ -1714,8 +1790,8 @@ fn priority_class(o: &Value, errs: &mut Vec<Cause>) {
         )),
         _ => {}
     }
-    supported(
-        o.get("preemptionPolicy"),
+    supported!(
+        o.g("preemptionPolicy"),
         "preemptionPolicy",
         &["Never", "PreemptLowerPriority"],
         false,
@@ -1781,18 +1857,12 @@ fn role_binding(o: &Value, namespaced: bool, errs: &mut Vec<Cause>) {
             &["rbac.authorization.k8s.io"],
         ));
     }
-    supported(
-        o.pointer("/roleRef/kind"),
-        "roleRef.kind",
-        kinds,
-        true,
-        errs,
-    );
+    supported!(o.ptr("/roleRef/kind"), "roleRef.kind", kinds, true, errs,);
     let rn = str_at(o, "/roleRef/name");
     if rn.is_empty() {
         errs.push(Cause::required("roleRef.name", ""));
     } else {
-        push_msgs(
+        push_msgs!(
             errs,
             "roleRef.name",
             &s(rn),
@@ -1801,19 +1871,19 @@ fn role_binding(o: &Value, namespaced: bool, errs: &mut Vec<Cause>) {
     }
     for (i, sub) in arr(o, "subjects").iter().enumerate() {
         let p = format!("subjects[{i}]");
-        if is_empty(sub.get("name")) {
+        if is_empty(sub.g("name")) {
             errs.push(Cause::required(format!("{p}.name"), ""));
         }
-        supported(
-            sub.get("kind"),
+        supported!(
+            sub.g("kind"),
             &format!("{p}.kind"),
             &["ServiceAccount", "User", "Group"],
             true,
             errs,
         );
-        if sub.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
+        if sub.g("kind").and_then(Value::as_str) == Some("ServiceAccount")
             && !namespaced
-            && is_empty(sub.get("namespace"))
+            && is_empty(sub.g("namespace"))
         {
             errs.push(Cause::required(format!("{p}.namespace"), ""));
         }
