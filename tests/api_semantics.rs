@@ -354,3 +354,49 @@ fn the_kubeconfig_points_at_loopback_for_a_wildcard_listen_address() {
         "the store lives under DIR/server/"
     );
 }
+
+#[test]
+fn eviction_respects_disruption_budgets() {
+    let s = ApiServer::start();
+    let pods = "/api/v1/namespaces/default/pods";
+    for (name, app) in [("guarded", "db"), ("free", "web")] {
+        post(
+            &s,
+            pods,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": app}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+        );
+    }
+    post(
+        &s,
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+        json!({"apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget", "metadata": {"name": "db"},
+        "spec": {"minAvailable": 1, "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db"]}]}}}),
+    );
+    let evict = |name: &str| {
+        let body =
+            json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}});
+        s.http(
+            "POST",
+            &format!("{pods}/{name}/eviction"),
+            "application/json",
+            body.to_string().as_bytes(),
+        )
+    };
+    let (code, body) = evict("guarded");
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(body["reason"], "TooManyRequests");
+    assert_eq!(
+        get(&s, &format!("{pods}/guarded")).0,
+        200,
+        "a guarded pod stays"
+    );
+    let (code, body) = evict("free");
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        get(&s, &format!("{pods}/free")).0,
+        404,
+        "an unscheduled pod goes at once"
+    );
+}

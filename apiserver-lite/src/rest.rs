@@ -1148,21 +1148,29 @@ fn check_disruption_budgets(reg: &Registry, pod: &Value) -> ApiResult<()> {
         .list(&Registry::key(info, ns, ""), &all, None, 0)
         .items
     {
-        let sel = &pdb.value["spec"]["selector"];
-        let matches = sel["matchLabels"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-            })
+        let covers = crate::selectors::label_selector_from_api(&pdb.value["spec"]["selector"])
+            .map(|sel| sel.matches(labels))
             .unwrap_or(false);
-        if matches
-            && pdb.value["status"]["disruptionsAllowed"]
-                .as_i64()
-                .unwrap_or(0)
-                <= 0
+        if !covers {
+            continue;
+        }
+        let name = pdb.value["metadata"]["name"].as_str().unwrap_or("");
+        // As upstream: a budget the disruption controller has not processed yet blocks too.
+        let generation = pdb.value["metadata"]["generation"].as_i64().unwrap_or(0);
+        let observed = pdb.value["status"]["observedGeneration"]
+            .as_i64()
+            .unwrap_or(0);
+        if observed < generation {
+            return Err(ApiError::too_many_requests(
+                format!("Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {name} is still being processed by the server."),
+                10,
+            ));
+        }
+        if pdb.value["status"]["disruptionsAllowed"]
+            .as_i64()
+            .unwrap_or(0)
+            <= 0
         {
-            let name = pdb.value["metadata"]["name"].as_str().unwrap_or("");
             return Err(ApiError::too_many_requests(
                 format!("Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {name} needs more healthy pods"),
                 10,
