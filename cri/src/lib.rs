@@ -1,7 +1,9 @@
-//! Capstan's container runtime (CRI v1). Built so far: the image-side foundations that need no
-//! privileges: image reference normalisation (`reference`) and the registry host configuration
-//! (`registry_config`, containerd's `hosts.toml` layout). Pulling, the content store, snapshots,
-//! sandboxes and containers come next (see the cri issue).
+//! Capstan's container runtime (CRI v1). Built so far, the image-side foundations: image
+//! reference normalisation (`reference`), the registry host configuration (`registry_config`,
+//! containerd's `hosts.toml` layout) and layer application into overlayfs snapshot directories
+//! (`unpack`). Pulling, the content store, snapshots, sandboxes and containers come next (see the
+//! cri issue).
 
 pub mod reference;
 pub mod registry_config;
+pub mod unpack;
