@@ -400,3 +400,30 @@ fn eviction_respects_disruption_budgets() {
         "an unscheduled pod goes at once"
     );
 }
+
+#[test]
+fn content_can_be_created_right_after_its_namespace() {
+    let s = ApiServer::start();
+    for i in 0..50 {
+        let ns = format!("fresh-{i}");
+        post(
+            &s,
+            "/api/v1/namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        );
+        post(&s, &format!("/api/v1/namespaces/{ns}/configmaps"), cm("c"));
+        post(
+            &s,
+            "/apis/scheduling.k8s.io/v1/priorityclasses",
+            json!({"apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass", "metadata": {"name": format!("pc-{i}")}, "value": i}),
+        );
+        let pod = post(
+            &s,
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p"}, "spec": {"priorityClassName": format!("pc-{i}"), "containers": [{"name": "c", "image": "busybox"}]}}),
+        );
+        assert_eq!(pod["spec"]["priority"], i, "{pod}");
+    }
+}

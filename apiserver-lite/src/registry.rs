@@ -178,12 +178,25 @@ impl Registry {
             .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))
     }
 
-    fn namespace_lifecycle(&self, info: &ResourceInfo, ns: &str) -> ApiResult<()> {
+    /// NamespaceLifecycle admission. Reads the namespace from the cache; on a miss it waits for
+    /// the cache to catch up with every acknowledged write and looks again (upstream does a live
+    /// lookup on a miss), so a namespace created just before is always seen.
+    async fn namespace_lifecycle(&self, info: &ResourceInfo, ns: &str) -> ApiResult<()> {
         if !info.namespaced {
             return Ok(());
         }
         let nsinfo = resources::find("", "v1", "namespaces").expect("namespaces are served");
-        match self.cacher(nsinfo).get(&Self::key(nsinfo, "", ns)) {
+        let cacher = self.cacher(nsinfo);
+        let key = Self::key(nsinfo, "", ns);
+        let mut found = cacher.get(&key);
+        if found.is_none() {
+            cacher
+                .wait_fresh()
+                .await
+                .map_err(|e| ApiError::timeout(e.to_string()))?;
+            found = cacher.get(&key);
+        }
+        match found {
             None => Err(ApiError::not_found("", "namespaces", ns)),
             Some(o) if o.value["metadata"]["deletionTimestamp"].is_string()
                 || o.value["status"]["phase"] == "Terminating" =>
@@ -197,6 +210,31 @@ impl Registry {
             }
             Some(_) => Ok(()),
         }
+    }
+
+    /// Admission reads PriorityClasses and LimitRanges from the caches. For a pod that names a
+    /// priority class the cache does not have yet, wait until it has caught up with every
+    /// acknowledged write first, so a class created just before the pod is found.
+    async fn admission_caches_fresh(&self, info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
+        if info.plural != "pods" || !info.group.is_empty() {
+            return Ok(());
+        }
+        let Some(class) = obj["spec"]["priorityClassName"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+        else {
+            return Ok(());
+        };
+        let pcinfo = resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+            .expect("priority classes are served");
+        let cacher = self.cacher(pcinfo);
+        if cacher.get(&Self::key(pcinfo, "", class)).is_none() {
+            cacher
+                .wait_fresh()
+                .await
+                .map_err(|e| ApiError::timeout(e.to_string()))?;
+        }
+        Ok(())
     }
 
     fn ttl(&self, info: &ResourceInfo) -> i64 {
@@ -280,7 +318,8 @@ impl Registry {
         } else {
             meta.remove("generation");
         }
-        self.namespace_lifecycle(info, ns)?;
+        self.namespace_lifecycle(info, ns).await?;
+        self.admission_caches_fresh(info, &obj).await?;
         hooks::prepare_create(info, &mut obj, &Lookup(self))?;
         let allocated = if info.plural == "services" {
             self.allocate_service(&mut obj, None)?

@@ -1117,6 +1117,9 @@ async fn create_subresource(
         ("pods", "eviction") => {
             let (eviction, _) = decode_body(res, req, Some(("policy/v1", "Eviction")))?;
             let pod = reg.get(res, &ns, &name).await?;
+            if let Some(pdbs) = resources::find("policy", "v1", "poddisruptionbudgets") {
+                reg.cacher(pdbs).wait_fresh().await.map_err(cache_error)?;
+            }
             check_disruption_budgets(reg, &pod.value)?;
             let mut dopts = DeleteOptions {
                 dry_run: opts.dry_run,
