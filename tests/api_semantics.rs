@@ -205,6 +205,21 @@ fn events_have_two_views() {
     let (_, list) = get(&s, "/apis/events.k8s.io/v1/events");
     assert_eq!(list["items"][0]["note"], "hello");
     assert_eq!(list["items"][0]["apiVersion"], "events.k8s.io/v1");
+    // events.k8s.io creates are validated with that API's own rules, field names included.
+    let (code, body) = s.http("POST", "/apis/events.k8s.io/v1/namespaces/default/events", "application/json",
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e2"}, "reason": "R",
+            "type": "Normal", "action": "A", "reportingInstance": "i"}).to_string().as_bytes());
+    assert_eq!(code, 422, "{body}");
+    let fields: Vec<&str> = body["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"eventTime") && fields.contains(&"reportingController"),
+        "{body}"
+    );
     let (_, sel) = get(
         &s,
         "/api/v1/events?fieldSelector=involvedObject.name%3Dp,reason%3DTested",

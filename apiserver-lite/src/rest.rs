@@ -716,6 +716,8 @@ async fn create(
         dry_run: dry_run(&req.query)?,
     };
     if res.group == "events.k8s.io" {
+        obj["metadata"]["namespace"] = json!(req.info.namespace);
+        crate::strategy::validate_view(res, &obj)?;
         obj = view_in(res, obj);
     }
     let out = reg

@@ -77,6 +77,19 @@ pub fn prepare_create(
     }
 }
 
+/// Validation of an object in the form its client sent it, for a resource served as a view of
+/// another one's store (events.k8s.io/v1 Events are stored as core/v1 Events): upstream validates
+/// such creates with the view's own rules (`ValidateEventCreate` requires `eventTime`,
+/// `reportingController`, … by those names) before converting them.
+pub fn validate_view(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
+    let causes = validation::validate(info, obj);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(info, obj, causes))
+    }
+}
+
 /// Update of the main resource (`subresource` None), of `status`, or of a namespace's
 /// `finalize`: defaulting, PrepareForUpdate (the main resource keeps the old status; `status`
 /// keeps the old spec and metadata except labels, annotations, finalizers and (but for pods)

@@ -1443,36 +1443,7 @@ fn core_event(o: &Value, errs: &mut Vec<Cause>) {
                 "does not match event.namespace",
             ));
         }
-        let rc = str_at(o, "/reportingComponent");
-        if rc.is_empty() {
-            errs.push(Cause::required("reportingComponent", ""));
-        } else {
-            push_msgs!(
-                errs,
-                "reportingComponent",
-                &s(rc),
-                names::is_qualified_name(rc),
-            );
-        }
-        for (k, max) in [("reportingInstance", 128), ("action", 128), ("reason", 128)] {
-            let v = str_at(o, &format!("/{k}"));
-            if v.is_empty() {
-                errs.push(Cause::required(k, ""));
-            } else if v.len() > max {
-                errs.push(Cause::invalid(
-                    k,
-                    &s(""),
-                    &format!("can have at most {max} characters"),
-                ));
-            }
-        }
-        if str_at(o, "/message").len() > 1024 {
-            errs.push(Cause::invalid(
-                "message",
-                &s(""),
-                "can have at most 1024 characters",
-            ));
-        }
+        event_reporting(o, "reportingComponent", "message", errs);
     }
 }
 
@@ -1498,19 +1469,20 @@ fn events_event(o: &Value, errs: &mut Vec<Cause>) {
             &format!("has invalid value: {ty}"),
         ));
     }
-    let rc = str_at(o, "/reportingController");
+    event_reporting(o, "reportingController", "note", errs);
+}
+
+/// The checks both Event views share for new-style events, with each view's field names: the
+/// reporting controller, instance, action and reason, and the message length.
+fn event_reporting(o: &Value, controller: &str, message: &str, errs: &mut Vec<Cause>) {
+    let rc = o.g(controller).and_then(Value::as_str).unwrap_or("");
     if rc.is_empty() {
-        errs.push(Cause::required("reportingController", ""));
+        errs.push(Cause::required(controller, ""));
     } else {
-        push_msgs!(
-            errs,
-            "reportingController",
-            &s(rc),
-            names::is_qualified_name(rc),
-        );
+        push_msgs!(errs, controller, &s(rc), names::is_qualified_name(rc),);
     }
     for (k, max) in [("reportingInstance", 128), ("action", 128), ("reason", 128)] {
-        let v = str_at(o, &format!("/{k}"));
+        let v = o.g(k).and_then(Value::as_str).unwrap_or("");
         if v.is_empty() {
             errs.push(Cause::required(k, ""));
         } else if v.len() > max {
@@ -1521,9 +1493,9 @@ fn events_event(o: &Value, errs: &mut Vec<Cause>) {
             ));
         }
     }
-    if str_at(o, "/note").len() > 1024 {
+    if o.g(message).and_then(Value::as_str).unwrap_or("").len() > 1024 {
         errs.push(Cause::invalid(
-            "note",
+            message,
             &s(""),
             "can have at most 1024 characters",
         ));
