@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{SecondsFormat, Utc};
 use rand::Rng;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::allocator::{IpAllocator, PortAllocator};
 use crate::cacher::{CachedObject, Cacher, Filter};
@@ -793,14 +793,4 @@ impl AdmissionLookup for Lookup<'_> {
             .map(|o| o.value.clone())
             .collect()
     }
-}
-
-/// Removes `metadata.resourceVersion` etc. that never go to the store. Used by bootstrap.
-pub fn object(api_version: &str, kind: &str, meta: Value, rest: Map<String, Value>) -> Value {
-    let mut m = Map::new();
-    m.insert("apiVersion".into(), json!(api_version));
-    m.insert("kind".into(), json!(kind));
-    m.insert("metadata".into(), meta);
-    m.extend(rest);
-    Value::Object(m)
 }

@@ -591,12 +591,12 @@ async fn watch(
     let started = cacher.watch(&prefix, from, filter, index_value).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     match started {
-        Err(CacheError::TooOld { .. })
-        | Err(CacheError::Store(crate::storage::StoreError::Compacted { .. })) => {
-            let err = match started {
-                Err(e) => cache_error(e),
-                Ok(_) => unreachable_error(),
-            };
+        Err(
+            e @ (CacheError::TooOld { .. }
+            | CacheError::Store(crate::storage::StoreError::Compacted { .. })),
+        ) => {
+            // As upstream: the watch starts, and its first event is the 410.
+            let err = cache_error(e);
             let line = watch_line(
                 "ERROR",
                 &serde_json::to_vec(&err.to_status()).unwrap_or_default(),
@@ -650,10 +650,6 @@ async fn watch(
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(r)
-}
-
-fn unreachable_error() -> ApiError {
-    ApiError::internal("watch failed")
 }
 
 fn encode_event(

@@ -85,7 +85,7 @@ pub struct Server {
 impl Server {
     /// Starts serving; returns once the socket is bound, the bootstrap objects exist and the
     /// admin kubeconfig is written.
-    pub async fn start(config: Config) -> anyhow_like::Result<Server> {
+    pub async fn start(config: Config) -> StartResult<Server> {
         let server_dir = config.server_dir();
         std::fs::create_dir_all(&server_dir)
             .map_err(|e| format!("creating {}: {e}", server_dir.display()))?;
@@ -132,10 +132,8 @@ impl Server {
     }
 }
 
-/// Minimal string error for start-up failures (the binary wraps it in anyhow).
-pub mod anyhow_like {
-    pub type Result<T> = std::result::Result<T, String>;
-}
+/// Start-up failures, as a message naming what failed (the binary wraps it in anyhow).
+pub type StartResult<T> = Result<T, String>;
 
 /// The filter chain, outermost last.
 fn handler_chain(state: AppState) -> Router {
@@ -319,7 +317,7 @@ pub fn version() -> Value {
 }
 
 /// The admin kubeconfig (plain HTTP until the security issue adds TLS and credentials).
-fn write_kubeconfig(path: &Path, server: &str) -> anyhow_like::Result<()> {
+fn write_kubeconfig(path: &Path, server: &str) -> StartResult<()> {
     let text = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: {server}\ncontexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: admin\n    namespace: default\ncurrent-context: capstan\nusers:\n- name: admin\n  user: {{}}\n"
     );
@@ -335,7 +333,7 @@ async fn ensure(
     plural: &str,
     ns: &str,
     obj: Value,
-) -> anyhow_like::Result<()> {
+) -> StartResult<()> {
     let info = resources::find(group, "v1", plural).ok_or("unknown bootstrap resource")?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     match registry.get(info, ns, &name).await {
@@ -377,7 +375,7 @@ async fn ensure(
 }
 
 /// The objects every cluster has from the start.
-async fn bootstrap(registry: &Registry, advertise: IpAddr, port: u16) -> anyhow_like::Result<()> {
+async fn bootstrap(registry: &Registry, advertise: IpAddr, port: u16) -> StartResult<()> {
     for ns in SYSTEM_NAMESPACES {
         ensure(
             registry,
