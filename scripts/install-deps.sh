@@ -11,6 +11,21 @@ have cc || need_apt+=(gcc libc6-dev)
 have pkg-config || need_apt+=(pkg-config)
 # etcd-client (the benchmarks' etcd peer, later the etcd backend) generates its gRPC code with protoc.
 have protoc || need_apt+=(protobuf-compiler)
+# The runtime (cri/): libcontainer's seccomp support links libseccomp.
+dpkg -s libseccomp-dev >/dev/null 2>&1 || need_apt+=(libseccomp-dev)
+# The runtime's test suite: containerd + runc as the reference CRI runtime, crun for the lifecycle
+# benchmark, the local registry and the tools that build and push test images, the standard CNI
+# plugins, busybox-static for test images, iptables for portmap, User-Mode Linux for cgroup v2.
+have containerd || need_apt+=(containerd)
+have runc || need_apt+=(runc)
+have crun || need_apt+=(crun)
+have docker-registry || need_apt+=(docker-registry)
+have skopeo || need_apt+=(skopeo)
+have umoci || need_apt+=(umoci)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
+have iptables || need_apt+=(iptables)
+have linux.uml || need_apt+=(user-mode-linux)
 # The benchmarks run Debian's etcd as the reference store.
 if [ "${CAPSTAN_BENCH:-0}" = 1 ]; then
   have etcd || need_apt+=(etcd-server)

@@ -27,6 +27,46 @@ struct Cli {
 enum Command {
     /// Run apiserver-lite on the embedded store.
     Apiserver(ApiserverArgs),
+    /// Serve the built-in container runtime as CRI v1 on a unix socket.
+    Cri(CriArgs),
+    /// Manage the built-in runtime's images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(clap::Args)]
+struct CriArgs {
+    /// Directory for everything the runtime keeps (images, snapshots, sandboxes, containers).
+    #[arg(long, default_value = "/var/lib/capstan/cri")]
+    root: PathBuf,
+    /// Unix socket to serve CRI on.
+    #[arg(long, default_value = "/run/capstan/cri.sock")]
+    socket: PathBuf,
+    /// Registry host configuration in containerd's layout (`DIR/<host>/hosts.toml`).
+    #[arg(long)]
+    registry_config_dir: Option<PathBuf>,
+    /// Where the CNI network configuration is read from.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Where CNI plugin binaries are looked for (repeatable; default /opt/cni/bin and /usr/lib/cni).
+    #[arg(long)]
+    cni_bin_dir: Vec<PathBuf>,
+    /// Where CNI results are cached for DEL.
+    #[arg(long, default_value = "/var/lib/cni")]
+    cni_cache_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Load OCI image layout or docker-archive tarballs into the image store under --root.
+    Import {
+        /// The runtime's root directory (as given to `capstan cri --root`).
+        #[arg(long, default_value = "/var/lib/capstan/cri")]
+        root: PathBuf,
+        /// Tarballs to import.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -110,7 +150,31 @@ async fn shutdown_signal() {
     }
 }
 
+async fn cri(args: CriArgs) -> anyhow::Result<()> {
+    let cni_bin_dirs = if args.cni_bin_dir.is_empty() {
+        vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+    } else {
+        args.cni_bin_dir
+    };
+    let config = cri::server::Config {
+        root: args.root,
+        socket: args.socket,
+        registry_config_dir: args.registry_config_dir,
+        cni_conf_dir: args.cni_conf_dir,
+        cni_bin_dirs,
+        cni_cache_dir: args.cni_cache_dir,
+        supervisor_exe: std::env::current_exe().context("locating the capstan binary")?,
+    };
+    cri::server::serve(config, shutdown_signal()).await
+}
+
 fn main() -> anyhow::Result<()> {
+    // The per-pod supervisor is this binary in a minimal mode: no async runtime, no threads, no
+    // logging set-up, so that it can fork containers safely. It must branch off before anything
+    // else starts a thread.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "supervise") {
+        cri::supervisor::main();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -121,6 +185,13 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     match cli.command {
         Command::Apiserver(a) => rt.block_on(apiserver(a)),
+        Command::Cri(a) => rt.block_on(cri(a)),
+        Command::Image(ImageCommand::Import { root, files }) => {
+            for name in cri::image::import_files(&root, &files)? {
+                println!("imported {name}");
+            }
+            Ok(())
+        }
     }
 }
 

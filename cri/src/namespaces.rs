@@ -1,0 +1,1 @@
+//! A pod's network, IPC and UTS namespaces, created and pinned by bind mounts (no pause process).

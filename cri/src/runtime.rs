@@ -1,0 +1,1 @@
+//! The CRI RuntimeService: sandboxes and containers, their state kept across restarts.

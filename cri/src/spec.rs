@@ -1,0 +1,1 @@
+//! The OCI runtime spec built from a CRI ContainerConfig, its sandbox and its image.
