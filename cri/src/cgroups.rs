@@ -316,8 +316,9 @@ pub(crate) fn mkdir(path: &Path) -> Result<()> {
 }
 
 /// Removes a cgroup directory tree deepest-first. cgroupfs directories only ever contain
-/// interface files, which rmdir ignores; EBUSY (tasks still exiting) is retried for `drain`.
-pub(crate) fn rmdir_tree(dir: &Path, drain: Duration) -> Result<()> {
+/// interface files, which rmdir ignores; EBUSY (tasks still exiting) is retried until `deadline`
+/// (one deadline for all hierarchies of a v1 removal).
+pub(crate) fn rmdir_tree(dir: &Path, deadline: std::time::Instant) -> Result<()> {
     let mut dirs = Vec::new();
     collect_dirs(dir, &mut dirs).map_err(|source| CgroupError::Io {
         op: "walk",
@@ -328,6 +329,7 @@ pub(crate) fn rmdir_tree(dir: &Path, drain: Duration) -> Result<()> {
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for d in dirs {
         let start = std::time::Instant::now();
+        let drain = deadline.saturating_duration_since(start);
         let mut delay = Duration::from_millis(5);
         loop {
             match fs::remove_dir(&d) {
@@ -565,8 +567,9 @@ mod tests {
         let top = tmp.path().join("pod");
         fs::create_dir_all(top.join("c1/x")).unwrap();
         fs::create_dir_all(top.join("c2")).unwrap();
-        rmdir_tree(&top, Duration::from_millis(10)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_millis(10);
+        rmdir_tree(&top, deadline).unwrap();
         assert!(!top.exists());
-        rmdir_tree(&top, Duration::from_millis(10)).unwrap();
+        rmdir_tree(&top, deadline).unwrap();
     }
 }

@@ -223,12 +223,13 @@ impl CgroupManager for V1Manager {
 
     fn remove(&self, path: &str) -> Result<()> {
         let mut first_err = None;
+        let deadline = std::time::Instant::now() + DRAIN;
         for (mount, _) in &self.hierarchies {
             let dir = join_cgroup(mount, path)?;
             if dir == *mount {
                 return Err(CgroupError::InvalidPath(path.to_string()));
             }
-            if let Err(e) = rmdir_tree(&dir, DRAIN) {
+            if let Err(e) = rmdir_tree(&dir, deadline) {
                 first_err.get_or_insert(e);
             }
         }

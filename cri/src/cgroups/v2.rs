@@ -176,7 +176,7 @@ impl CgroupManager for V2Manager {
         if dir == self.root {
             return Err(CgroupError::InvalidPath(path.to_string()));
         }
-        rmdir_tree(&dir, DRAIN)
+        rmdir_tree(&dir, std::time::Instant::now() + DRAIN)
     }
 
     fn stats(&self, path: &str) -> Result<CgroupStats> {
