@@ -365,13 +365,10 @@ impl Cni {
         cached.sort_by_key(|(_, e)| e.if_name == "lo");
         let mut first_err = None;
         for (path, entry) in &cached {
-            let list = match serde_json::from_slice::<Value>(&entry.config)
-                .ok()
-                .and_then(|_| NetworkConfigList::from_conflist(path, &entry.config).ok())
-            {
-                Some(l) => l,
-                None => {
-                    tracing::warn!(cache = %path.display(), "unparsable cached config; dropping entry");
+            let list = match NetworkConfigList::from_conflist(path, &entry.config) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unparsable cached config; dropping the entry");
                     self.cache.remove(path)?;
                     continue;
                 }
