@@ -266,8 +266,12 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, SpecError> {
             "effective": caps,
             "permitted": caps,
         },
-        "noNewPrivileges": sc.no_new_privs,
     });
+    // Only when set: libcontainer 0.7 takes any present value (even false) to mean the seccomp
+    // filter loads after the capabilities are dropped, which then fails without NNP.
+    if sc.no_new_privs {
+        process["noNewPrivileges"] = json!(true);
+    }
     if res.oom_score_adj != 0 || input.host.min_oom_score_adj.is_some() {
         let want = res.oom_score_adj as i32;
         let adj = match input.host.min_oom_score_adj {

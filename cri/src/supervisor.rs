@@ -18,7 +18,7 @@ mod pidns;
 pub mod proto;
 pub mod server;
 
-pub use client::{EventStream, SupervisorClient, SupervisorError};
+pub use client::{next_event, EventStream, SupervisorClient, SupervisorError};
 pub use proto::{
     ContainerState, CreateRequest, ErrorKind, Event, EventKind, ExecSyncRequest, ExecSyncResponse,
     InfoResponse, Status,

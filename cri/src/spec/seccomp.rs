@@ -485,10 +485,13 @@ pub fn runtime_default(caps: &[String]) -> Value {
         syscalls.push(json!({"names": granted, "action": "SCMP_ACT_ALLOW"}));
     }
     if !has("CAP_SYS_ADMIN") {
+        // libcontainer 0.7 reads SCMP_CMP_MASKED_EQ as (value = datum, valueTwo = mask), the
+        // reverse of runc and of moby's profile (value = mask, valueTwo = datum); the operands
+        // are written the way the runtime that loads them understands.
         syscalls.push(json!({
             "names": ["clone"],
             "action": "SCMP_ACT_ALLOW",
-            "args": [{"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0,
+            "args": [{"index": 0, "value": 0, "valueTwo": CLONE_NAMESPACE_FLAGS,
                       "op": "SCMP_CMP_MASKED_EQ"}],
         }));
         // glibc falls back to clone when clone3 is "not implemented".

@@ -86,7 +86,14 @@ fn strings(s: &[&str]) -> Vec<String> {
 #[test]
 fn args_merge_like_containerd() {
     // (entrypoint, cmd, CRI command, CRI args, expected)
-    let cases: &[(&[&str], &[&str], &[&str], &[&str], &[&str])] = &[
+    type Case<'a> = (
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [&'a str],
+    );
+    let cases: &[Case] = &[
         (&["/ep"], &["c1"], &[], &[], &["/ep", "c1"]),
         (&["/ep"], &["c1"], &["/x"], &[], &["/x"]),
         (&["/ep"], &["c1"], &[], &["a"], &["/ep", "a"]),
@@ -559,7 +566,7 @@ fn resources_and_oom_score_adj() {
         (Some(512), Some(50_000), Some(100_000))
     );
     assert_eq!(cpu.cpus().as_deref(), Some("0"));
-    let mem = r.memory().clone().unwrap();
+    let mem = r.memory().unwrap();
     assert_eq!((mem.limit(), mem.swap()), (Some(64 << 20), Some(128 << 20)));
     assert_eq!(r.pids().as_ref().unwrap().limit(), 100);
     assert!(

@@ -78,6 +78,11 @@ impl From<WireError> for SupervisorError {
 /// Events from `subscribe`, until the supervisor goes away.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, SupervisorError>> + Send>>;
 
+/// The next event of a subscription (`None` once the supervisor is gone).
+pub async fn next_event(events: &mut EventStream) -> Option<Result<Event, SupervisorError>> {
+    futures::StreamExt::next(events).await
+}
+
 /// A handle on one pod's supervisor. Cheap to clone; holds no connection.
 #[derive(Clone, Debug)]
 pub struct SupervisorClient {

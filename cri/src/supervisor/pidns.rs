@@ -19,11 +19,16 @@ use nix::unistd::{fork, ForkResult, Pid};
 pub fn spawn_init() -> io::Result<Pid> {
     let own = File::open("/proc/self/ns/pid")?;
     unshare(CloneFlags::CLONE_NEWPID)?;
-    let forked = fork_child();
-    setns(&own, CloneFlags::CLONE_NEWPID)?;
-    match forked? {
-        ForkResult::Parent { child } => Ok(child),
-        ForkResult::Child => init_loop(),
+    match fork_child() {
+        Ok(ForkResult::Child) => init_loop(),
+        Ok(ForkResult::Parent { child }) => {
+            setns(&own, CloneFlags::CLONE_NEWPID)?;
+            Ok(child)
+        }
+        Err(e) => {
+            setns(&own, CloneFlags::CLONE_NEWPID)?;
+            Err(e.into())
+        }
     }
 }
 
