@@ -94,6 +94,7 @@ pub struct RootFs {
 }
 
 /// What a manifest document is.
+#[derive(Debug)]
 pub enum Document {
     Index(Index),
     Manifest(Manifest),
