@@ -405,9 +405,14 @@ pub fn import_files(root: &Path, files: &[PathBuf]) -> anyhow::Result<Vec<String
     let store = ImageStore::open(root, None)?;
     let mut names = Vec::new();
     for f in files {
-        let imported = store
-            .import(f)
-            .map_err(|e| anyhow::anyhow!("importing {}: {e}", f.display()))?;
+        let imported = store.import(f).map_err(|e| {
+            let text = e.to_string();
+            if text.starts_with(&f.display().to_string()) {
+                anyhow::anyhow!("importing {text}")
+            } else {
+                anyhow::anyhow!("importing {}: {text}", f.display())
+            }
+        })?;
         names.extend(imported);
     }
     Ok(names)
