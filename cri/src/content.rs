@@ -95,13 +95,19 @@ impl ContentStore {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        // Ingest files left by a crash are incomplete by definition.
+        // Ingest files left by a crash are incomplete by definition. Another process may share
+        // this store (an image import while the runtime runs), so only files whose writer (the
+        // pid in the name) is gone are removed.
         let ingest = root.join("ingest");
         for e in std::fs::read_dir(&ingest)
             .map_err(io_err(&ingest))?
             .flatten()
         {
-            let _ = std::fs::remove_file(e.path());
+            let name = e.file_name().to_string_lossy().into_owned();
+            let writer = name.split('-').nth(1).and_then(|p| p.parse::<i32>().ok());
+            if writer.is_none_or(|pid| !pid_alive(pid)) {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
         Ok(ContentStore {
             root: root.to_path_buf(),
@@ -142,49 +148,37 @@ impl ContentStore {
         if dest.is_file() {
             return Ok(dest);
         }
+        let mut ingest = self.ingest(expected, size)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = data.read(&mut buf).map_err(io_err(&ingest.tmp))?;
+            if n == 0 {
+                break;
+            }
+            ingest.write(&buf[..n])?;
+        }
+        ingest.commit()
+    }
+
+    /// Starts writing the blob `expected` chunk by chunk (for callers that receive it as an
+    /// async stream). Dropping the [`Ingest`] without committing removes what was written.
+    pub fn ingest(&self, expected: &Digest, size: Option<u64>) -> Result<Ingest, ContentError> {
         let seq = self.ingest_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.root.join("ingest").join(format!(
             "{}-{}-{seq}",
             expected.hex(),
             std::process::id()
         ));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut total = 0u64;
-            loop {
-                let n = data.read(&mut buf).map_err(io_err(&tmp))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                f.write_all(&buf[..n]).map_err(io_err(&tmp))?;
-                total += n as u64;
-            }
-            if let Some(size) = size {
-                if size != total {
-                    return Err(ContentError::SizeMismatch {
-                        digest: expected.to_string(),
-                        expected: size,
-                        actual: total,
-                    });
-                }
-            }
-            let actual = format!("sha256:{}", hex(&hasher.finalize()));
-            if actual != expected.as_str() {
-                return Err(ContentError::DigestMismatch {
-                    expected: expected.to_string(),
-                    actual,
-                });
-            }
-            f.sync_all().map_err(io_err(&tmp))?;
-            std::fs::rename(&tmp, &dest).map_err(io_err(&dest))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map(|_| dest)
+        let file = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        Ok(Ingest {
+            file: Some(file),
+            hasher: Sha256::new(),
+            total: 0,
+            tmp,
+            dest: self.path(expected),
+            expected: expected.clone(),
+            size,
+        })
     }
 
     /// Removes a blob (absent is fine).
@@ -209,6 +203,87 @@ impl ContentStore {
         out.sort();
         Ok(out)
     }
+}
+
+/// A blob being written: hashed as it arrives, renamed into place by [`Ingest::commit`] only
+/// when digest and size match.
+pub struct Ingest {
+    file: Option<std::fs::File>,
+    hasher: Sha256,
+    total: u64,
+    tmp: PathBuf,
+    dest: PathBuf,
+    expected: Digest,
+    size: Option<u64>,
+}
+
+impl Ingest {
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), ContentError> {
+        self.hasher.update(chunk);
+        self.total += chunk.len() as u64;
+        if let Some(size) = self.size {
+            if self.total > size {
+                return Err(ContentError::SizeMismatch {
+                    digest: self.expected.to_string(),
+                    expected: size,
+                    actual: self.total,
+                });
+            }
+        }
+        match &mut self.file {
+            Some(f) => f.write_all(chunk).map_err(io_err(&self.tmp)),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.total
+    }
+
+    /// Verifies size and digest, syncs and renames the blob into place.
+    pub fn commit(mut self) -> Result<PathBuf, ContentError> {
+        if let Some(size) = self.size {
+            if size != self.total {
+                return Err(ContentError::SizeMismatch {
+                    digest: self.expected.to_string(),
+                    expected: size,
+                    actual: self.total,
+                });
+            }
+        }
+        let actual = format!("sha256:{}", hex(&self.hasher.clone().finalize()));
+        if actual != self.expected.as_str() {
+            return Err(ContentError::DigestMismatch {
+                expected: self.expected.to_string(),
+                actual,
+            });
+        }
+        let f = self.file.take().expect("ingest file is open until commit");
+        f.sync_all().map_err(io_err(&self.tmp))?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.dest).map_err(io_err(&self.dest))?;
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        // Committed: the temporary name is gone already; otherwise it is incomplete.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Whether a process with this pid exists (signal 0 probes without sending anything). Our own
+/// pid counts as alive: another store handle in this process may be writing.
+fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 #[cfg(test)]
