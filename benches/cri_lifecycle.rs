@@ -20,7 +20,10 @@ fn main() {
         return;
     }
     private_cgroup_view();
-    let n: usize = std::env::var("CAPSTAN_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let n: usize = std::env::var("CAPSTAN_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let work = tempfile::tempdir().expect("tempdir");
     let bundle = make_bundle(work.path());
 
@@ -55,7 +58,10 @@ fn main() {
     }
     let first = &probes[0].1;
     for (rt, p) in &probes[1..] {
-        assert_eq!(p, first, "{rt} runs the bundle with a different configuration");
+        assert_eq!(
+            p, first,
+            "{rt} runs the bundle with a different configuration"
+        );
     }
     println!("lifecycle of /bin/true (create, start, wait, delete), {n} runs each:");
     let mut medians = Vec::new();
@@ -63,13 +69,20 @@ fn main() {
         times.sort();
         let med = times[times.len() / 2];
         let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
-        println!("  {rt:7} median {:7.2} ms   p99 {:7.2} ms", ms(med), ms(p99));
+        println!(
+            "  {rt:7} median {:7.2} ms   p99 {:7.2} ms",
+            ms(med),
+            ms(p99)
+        );
         medians.push((rt, med));
     }
     if let Some((_, capstan)) = medians.iter().find(|(rt, _)| *rt == "capstan") {
         for (rt, med) in &medians {
             if *rt != "capstan" {
-                println!("  capstan / {rt}: {:.2}×", capstan.as_secs_f64() / med.as_secs_f64());
+                println!(
+                    "  capstan / {rt}: {:.2}×",
+                    capstan.as_secs_f64() / med.as_secs_f64()
+                );
             }
         }
     }
@@ -78,7 +91,8 @@ fn main() {
 /// Prints what shapes a container's isolation, one line: effective capabilities, seccomp mode,
 /// no_new_privs, the namespace types it does not share with PID 1 of the host is not knowable
 /// from inside, so the namespace *kinds* present and the cgroup path's last component are shown.
-const PROBE: &str = "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status | tr -s '\\t\\n' ' '; \
+const PROBE: &str =
+    "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status | tr -s '\\t\\n' ' '; \
     echo -n ' ns:'; ls /proc/self/ns | tr '\\n' ','; echo -n ' cgroup-depth:'; \
     grep -c . /proc/self/cgroup";
 
@@ -98,8 +112,14 @@ fn which(bin: &str) -> Option<PathBuf> {
 fn private_cgroup_view() {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .expect("making / private");
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("making / private");
     let _ = umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH);
 }
 
@@ -115,14 +135,18 @@ fn make_bundle(dir: &Path) -> PathBuf {
     for a in ["sh", "true", "grep", "tr", "ls", "echo", "cat"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
     }
-    let out = Command::new("runc").arg("spec").current_dir(&bundle).status();
+    let out = Command::new("runc")
+        .arg("spec")
+        .current_dir(&bundle)
+        .status();
     assert!(out.is_ok_and(|s| s.success()), "runc spec failed");
     bundle
 }
 
 fn set_args(bundle: &Path, args: &[&str]) {
     let path = bundle.join("config.json");
-    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     spec["process"]["args"] = serde_json::json!(args);
     spec["process"]["terminal"] = serde_json::json!(false);
     spec["linux"]["cgroupsPath"] = serde_json::json!("/capstan-bench/c");
@@ -139,7 +163,11 @@ fn oci_cli_probe(rt: &str, bundle: &Path, work: &Path) -> String {
         .stdin(Stdio::null())
         .output()
         .expect("running the probe");
-    assert!(out.status.success(), "{rt} probe: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{rt} probe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -160,7 +188,12 @@ fn oci_cli_lifecycle(rt: &str, bundle: &Path, work: &Path, id: &str) {
 
 /// Capstan's side: one supervisor, and per run a create, start, wait for the exit event and
 /// delete through it — what StartContainer…RemoveContainer cost in the runtime.
-fn capstan_side(bundle: &Path, work: &Path, n: usize, probe: &[&str]) -> Option<(&'static str, String, Vec<Duration>)> {
+fn capstan_side(
+    bundle: &Path,
+    work: &Path,
+    n: usize,
+    probe: &[&str],
+) -> Option<(&'static str, String, Vec<Duration>)> {
     let _ = (bundle, work, n, probe);
     None
 }

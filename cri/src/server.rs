@@ -1,7 +1,15 @@
-//! `capstan cri`: the RuntimeService and ImageService on a unix socket.
+//! `capstan cri`: the built-in runtime's RuntimeService and ImageService on a unix socket, for
+//! crictl, critest, our conformance suite and kubelets that talk CRI over gRPC.
 
 use std::future::Future;
 use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::image::ImageStore;
+use crate::pb::image_service_server::ImageServiceServer;
+use crate::pb::runtime_service_server::RuntimeServiceServer;
+use crate::runtime::{Runtime, RuntimeConfig};
 
 /// What `capstan cri` is given on its command line.
 #[derive(Clone, Debug)]
@@ -16,8 +24,62 @@ pub struct Config {
     pub supervisor_exe: PathBuf,
 }
 
-/// Serves CRI on `config.socket` until `shutdown` resolves.
+/// The largest CRI message accepted or sent (the kubelet's own limit).
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// Serves CRI on `config.socket` until `shutdown` resolves. Running containers are left running:
+/// their supervisors outlive this process, and the next `capstan cri` on the same root adopts them.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let _ = (config, shutdown);
-    anyhow::bail!("the CRI server is not built yet")
+    std::fs::create_dir_all(&config.root)
+        .with_context(|| format!("creating the runtime root {}", config.root.display()))?;
+    let images = ImageStore::open(&config.root, config.registry_config_dir.clone())
+        .with_context(|| format!("opening the image store under {}", config.root.display()))?;
+    let runtime = Runtime::open(
+        RuntimeConfig {
+            root: config.root.clone(),
+            supervisor_exe: config.supervisor_exe.clone(),
+            cni_conf_dir: config.cni_conf_dir.clone(),
+            cni_bin_dirs: config.cni_bin_dirs.clone(),
+            cni_cache_dir: config.cni_cache_dir.clone(),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        },
+        images.clone(),
+    )
+    .await?;
+
+    let listener = bind(&config.socket)?;
+    tracing::info!("capstan cri serving on {}", config.socket.display());
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(
+            RuntimeServiceServer::from_arc(runtime)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ImageServiceServer::from_arc(images)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("serving CRI")?;
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
+
+/// Binds the socket, replacing a stale one but refusing to take over from a live server.
+fn bind(socket: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            anyhow::bail!("another runtime is already serving on {}", socket.display());
+        }
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing the stale socket {}", socket.display()))?;
+    }
+    tokio::net::UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))
 }
