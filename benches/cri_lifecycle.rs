@@ -88,13 +88,13 @@ fn main() {
     }
 }
 
-/// Prints what shapes a container's isolation, one line: effective capabilities, seccomp mode,
-/// no_new_privs, the namespace types it does not share with PID 1 of the host is not knowable
-/// from inside, so the namespace *kinds* present and the cgroup path's last component are shown.
+/// Prints what shapes a container's isolation on one line: effective capabilities, seccomp mode,
+/// no_new_privs, the namespace kinds it has, and how many cgroup hierarchies it is placed in.
+/// Plus whether it has a network namespace of its own (only `lo` in /proc/net/dev).
 const PROBE: &str =
     "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status | tr -s '\\t\\n' ' '; \
     echo -n ' ns:'; ls /proc/self/ns | tr '\\n' ','; echo -n ' cgroup-depth:'; \
-    grep -c . /proc/self/cgroup";
+    grep -c . /proc/self/cgroup | tr -d '\\n'; echo -n ' ifaces:'; tail -n +3 /proc/net/dev | wc -l";
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -186,14 +186,67 @@ fn oci_cli_lifecycle(rt: &str, bundle: &Path, work: &Path, id: &str) {
     assert!(status.success(), "{rt} run {id} failed");
 }
 
-/// Capstan's side: one supervisor, and per run a create, start, wait for the exit event and
-/// delete through it — what StartContainer…RemoveContainer cost in the runtime.
-fn capstan_side(
-    bundle: &Path,
-    work: &Path,
-    n: usize,
-    probe: &[&str],
-) -> Option<(&'static str, String, Vec<Duration>)> {
-    let _ = (bundle, work, n, probe);
-    None
+/// Capstan's side: one supervisor (as each pod has), and per run a create, start, wait for the
+/// exit event and delete through it — what CreateContainer…RemoveContainer cost in the runtime,
+/// minus the gRPC hop.
+fn capstan_side(bundle: &Path, work: &Path, n: usize, probe: &[&str]) -> Option<(&'static str, String, Vec<Duration>)> {
+    use cri::supervisor::{CreateRequest, EventKind, SupervisorClient};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_capstan"));
+        let dir = work.join("capstan-supervisor");
+        let client = SupervisorClient::spawn(&exe, &dir, None, false).await.expect("spawning the supervisor");
+        let mut events = client.subscribe().await.expect("subscribing");
+        let run = |id: String, log: Option<PathBuf>| {
+            let client = client.clone();
+            async move {
+                client
+                    .create(CreateRequest {
+                        id: id.clone(),
+                        bundle: bundle.to_path_buf(),
+                        log_path: log,
+                        tty: false,
+                        max_log_size: 0,
+                        max_log_files: 0,
+                    })
+                    .await
+                    .expect("create");
+                client.start(&id).await.expect("start");
+                id
+            }
+        };
+        // The probe, read back from the CRI log file.
+        set_args(bundle, probe);
+        let log = work.join("probe.log");
+        let id = run("probe".into(), Some(log.clone())).await;
+        wait_exit(&mut events, &id).await;
+        client.delete(&id, false).await.expect("delete");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let probe_out: String = text
+            .lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .collect::<Vec<_>>()
+            .join("\n");
+        set_args(bundle, &["/bin/true"]);
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            let t = Instant::now();
+            let id = run(format!("bench-capstan-{i}"), None).await;
+            wait_exit(&mut events, &id).await;
+            client.delete(&id, false).await.expect("delete");
+            times.push(t.elapsed());
+        }
+        client.shutdown().await.expect("shutdown");
+        async fn wait_exit(events: &mut cri::supervisor::EventStream, id: &str) {
+            use futures::StreamExt;
+            while let Some(ev) = events.next().await {
+                let ev = ev.expect("event stream");
+                if ev.id == id && ev.kind == EventKind::Exited {
+                    return;
+                }
+            }
+            panic!("event stream ended before {id} exited");
+        }
+        Some(("capstan", probe_out.trim().to_string(), times))
+    })
 }
