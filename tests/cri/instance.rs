@@ -219,8 +219,12 @@ impl Instance {
             Kind::Containerd => "containerd.log",
         };
         let log = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        // Backtrace frames (indented) say little in a test report; the file keeps them.
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.starts_with(' ') && !l.starts_with("Stack backtrace"))
+            .collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
     }
 
     /// `kill -9` of the runtime's main process only (containers and shims/supervisors stay).

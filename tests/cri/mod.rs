@@ -116,22 +116,21 @@ pub fn stop_shared() {
     }
 }
 
-/// One result line for `scripts/cri-conformance-report.sh` (to $CRI_CONFORMANCE_RESULTS).
+/// One result line for `scripts/cri-conformance-report.sh`, appended to the file named by
+/// $CRI_CONFORMANCE_RESULTS: `runtime<TAB>case<TAB>pass|fail|n.a.<TAB>seconds<TAB>reason`.
 fn record(kind: Kind, case: &str, result: &str, reason: &str, secs: f64) {
     static FILE: Mutex<()> = Mutex::new(());
     let Ok(path) = std::env::var("CRI_CONFORMANCE_RESULTS") else {
         return;
     };
     let _g = FILE.lock().unwrap_or_else(|e| e.into_inner());
-    let line = serde_json::json!({
-        "runtime": kind.name(), "case": case, "result": result, "reason": reason, "secs": secs,
-    });
+    let reason = reason.replace(['\t', '\n', '\r'], " ");
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
     {
-        let _ = writeln!(f, "{line}");
+        let _ = writeln!(f, "{}\t{case}\t{result}\t{secs:.1}\t{reason}", kind.name());
     }
 }
 
