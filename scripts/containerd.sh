@@ -160,6 +160,31 @@ stop() {
     while read -r m; do umount -l "$m" 2>/dev/null || true; done
   if [ -n "$bridge" ]; then ip link delete "$bridge" 2>/dev/null || true; fi
   rm -rf "$DIR"
+  remove_portmap_chains
+}
+
+# The portmap plugin's top-level nat chains (CNI-HOSTPORT-*) are shared by every user of the
+# plugin on this host and are never removed by it. Remove them once no pod uses a host port any
+# more (no per-pod CNI-DN-* chain hangs off them) and no other instance of this suite is running.
+remove_portmap_chains() {
+  command -v iptables >/dev/null || return 0
+  local others
+  others=$(find "$(dirname "$DIR")" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)
+  [ "$others" -eq 0 ] || return 0
+  iptables -t nat -S CNI-HOSTPORT-DNAT >/dev/null 2>&1 || return 0
+  if iptables -t nat -S 2>/dev/null | grep -q -- '-j CNI-DN-'; then return 0; fi
+  local chain rule
+  for chain in PREROUTING OUTPUT POSTROUTING; do
+    iptables -t nat -S "$chain" | grep -E -- '-j CNI-HOSTPORT-(DNAT|MASQ|SETMARK)$' |
+      while read -r rule; do
+        # shellcheck disable=SC2086 # the rule is split into iptables arguments on purpose
+        eval iptables -t nat ${rule/-A /-D } 2>/dev/null || true
+      done
+  done
+  for chain in CNI-HOSTPORT-DNAT CNI-HOSTPORT-SETMARK CNI-HOSTPORT-MASQ; do
+    iptables -t nat -F "$chain" 2>/dev/null || true
+    iptables -t nat -X "$chain" 2>/dev/null || true
+  done
 }
 
 case $cmd in

@@ -115,7 +115,7 @@ impl Instance {
         std::fs::write(dir.join("subnet-prefix"), &subnet_prefix)?;
         std::fs::write(
             dir.join("net.d/10-conformance.conflist"),
-            conflist(&bridge, &subnet_prefix, network),
+            conflist(&bridge, &subnet_prefix, &dir, network),
         )?;
         let cgroup_parent = format!("/capstan-conformance-{}-{pid}-{n}", kind.name());
         let (socket, child) = match kind {
@@ -370,7 +370,10 @@ fn lazy_channel(socket: &Path) -> Result<Channel> {
         })))
 }
 
-fn conflist(bridge: &str, prefix: &str, network: Network) -> String {
+/// The instance's network: host-local keeps its allocations under the instance's directory too.
+fn conflist(bridge: &str, prefix: &str, dir: &Path, network: Network) -> String {
+    let data_dir = dir.join("cni-networks");
+    let data_dir = data_dir.display();
     let failing = match network {
         Network::Bridge => "",
         Network::FailingAdd => {
@@ -391,6 +394,7 @@ fn conflist(bridge: &str, prefix: &str, network: Network) -> String {
       "hairpinMode": true,
       "ipam": {{
         "type": "host-local",
+        "dataDir": "{data_dir}",
         "ranges": [[{{ "subnet": "{prefix}0/24" }}]],
         "routes": [{{ "dst": "0.0.0.0/0" }}]
       }}
