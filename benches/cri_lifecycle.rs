@@ -189,13 +189,23 @@ fn oci_cli_lifecycle(rt: &str, bundle: &Path, work: &Path, id: &str) {
 /// Capstan's side: one supervisor (as each pod has), and per run a create, start, wait for the
 /// exit event and delete through it — what CreateContainer…RemoveContainer cost in the runtime,
 /// minus the gRPC hop.
-fn capstan_side(bundle: &Path, work: &Path, n: usize, probe: &[&str]) -> Option<(&'static str, String, Vec<Duration>)> {
+fn capstan_side(
+    bundle: &Path,
+    work: &Path,
+    n: usize,
+    probe: &[&str],
+) -> Option<(&'static str, String, Vec<Duration>)> {
     use cri::supervisor::{CreateRequest, EventKind, SupervisorClient};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let exe = PathBuf::from(env!("CARGO_BIN_EXE_capstan"));
         let dir = work.join("capstan-supervisor");
-        let client = SupervisorClient::spawn(&exe, &dir, None, false).await.expect("spawning the supervisor");
+        let client = SupervisorClient::spawn(&exe, &dir, None, false)
+            .await
+            .expect("spawning the supervisor");
         let mut events = client.subscribe().await.expect("subscribing");
         let run = |id: String, log: Option<PathBuf>| {
             let client = client.clone();

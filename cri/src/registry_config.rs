@@ -106,13 +106,29 @@ struct HostsFile {
     host: toml::map::Map<String, toml::Value>,
 }
 
-/// The default upstream of a registry when `server` is not set.
+/// The default upstream of a registry when `server` is not set: HTTPS, except for a registry on
+/// loopback, which containerd (`ConfigureHosts`) talks to over plain HTTP.
 fn default_server(registry: &str) -> String {
     if registry == "docker.io" {
         "https://registry-1.docker.io".to_string()
+    } else if is_localhost(registry) {
+        format!("http://{registry}")
     } else {
         format!("https://{registry}")
     }
+}
+
+/// `localhost`, `127.x.y.z` or `::1`, with or without a port.
+fn is_localhost(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        registry.rsplit_once(':').map_or(registry, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The hosts to try for `registry` (`docker.io`, `127.0.0.1:5000`) with the configuration under
@@ -290,6 +306,10 @@ server = "https://registry-1.docker.io"
         assert_eq!(other[0].base_url(), "http://fallback:8080/v2");
         let none = hosts_for(None, "registry.k8s.io").unwrap();
         assert_eq!(none[0].base_url(), "https://registry.k8s.io/v2");
+        let local = hosts_for(None, "127.0.0.1:5001").unwrap();
+        assert_eq!(local[0].base_url(), "http://127.0.0.1:5001/v2");
+        assert!(is_localhost("localhost:5000") && is_localhost("[::1]:5000"));
+        assert!(!is_localhost("10.0.0.1:5000"));
     }
 
     #[test]

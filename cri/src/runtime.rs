@@ -250,12 +250,33 @@ impl Runtime {
             return;
         };
         let status = self.container_status_of(&c).await;
-        self.publish(
+        self.publish_container(
             &ev.id,
             pb::ContainerEventType::ContainerStoppedEvent,
-            vec![status],
-            None,
+            status,
         );
+    }
+
+    /// Publishes a container event with the container's status and, except for deletions, its
+    /// pod's status (what the kubelet's evented PLEG expects).
+    pub(crate) fn publish_container(
+        &self,
+        id: &str,
+        kind: pb::ContainerEventType,
+        status: pb::ContainerStatus,
+    ) {
+        let sandbox = if kind == pb::ContainerEventType::ContainerDeletedEvent {
+            None
+        } else {
+            let sid = self
+                .containers
+                .read()
+                .get(id)
+                .map(|c| c.record.read().sandbox_id.clone());
+            sid.and_then(|sid| self.sandbox(&sid).ok())
+                .map(|sb| self.sandbox_status(&sb))
+        };
+        self.publish(id, kind, vec![status], sandbox);
     }
 
     pub(crate) fn publish(

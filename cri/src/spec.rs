@@ -609,16 +609,29 @@ fn normalize_cap(name: &str) -> String {
     }
 }
 
-/// The host kernel's capabilities (up to `cap_last_cap`).
+/// Every capability this process can pass on: the kernel's (up to `cap_last_cap`) that are in
+/// our bounding set. Like containerd's `WithAllCurrentCapabilities`, a privileged container gets
+/// what the runtime has — on this host root's bounding set lacks CAP_SYS_RESOURCE, and asking for
+/// it would fail the container's capset.
 fn all_capabilities() -> Vec<String> {
     let last: usize = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(ALL_CAPABILITIES.len() - 1);
+    let bounding = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
     ALL_CAPABILITIES
         .iter()
+        .enumerate()
         .take(last + 1)
-        .map(|s| s.to_string())
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, s)| s.to_string())
         .collect()
 }
 

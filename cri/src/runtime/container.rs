@@ -65,6 +65,24 @@ pub(crate) fn cgroup_usage(
     (Some(cpu), Some(memory))
 }
 
+/// The repo digest that names the image the way the kubelet asked for it (an image has one per
+/// repository it was pulled from), else any, else the image id — containerd's `imageRef`.
+fn image_ref_for(name: &str, image: &crate::image::ImageRecord) -> String {
+    let repo = crate::reference::Reference::parse(name)
+        .map(|r| r.name())
+        .ok();
+    image
+        .repo_digests
+        .iter()
+        .find(|d| {
+            repo.as_deref()
+                .is_some_and(|r| d.split('@').next() == Some(r))
+        })
+        .or_else(|| image.repo_digests.first())
+        .cloned()
+        .unwrap_or_else(|| image.id.clone())
+}
+
 /// Bytes and inodes used by a directory tree (the container's writable layer).
 fn dir_usage(dir: &Path) -> (u64, u64) {
     let mut bytes = 0;
@@ -149,12 +167,7 @@ impl Runtime {
                 );
                 let c = self.container(&id)?;
                 let status = self.container_status_of(&c).await;
-                self.publish(
-                    &id,
-                    pb::ContainerEventType::ContainerCreatedEvent,
-                    vec![status],
-                    None,
-                );
+                self.publish_container(&id, pb::ContainerEventType::ContainerCreatedEvent, status);
                 Ok(id)
             }
             Err(e) => {
@@ -228,6 +241,24 @@ impl Runtime {
         };
         let oci = spec::build(&input)
             .map_err(|e| Status::invalid_argument(format!("invalid container config: {e}")))?;
+        // A working directory the image lacks is made, as runc does, inside the root filesystem
+        // even if the image's symlinks point elsewhere.
+        let cwd = oci
+            .process()
+            .as_ref()
+            .map(|p| p.cwd().clone())
+            .unwrap_or_default();
+        if cwd.components().count() > 1 {
+            let mut builder = safe_path::ScopedDirBuilder::new(&rootfs_dir)
+                .map_err(|e| internal("opening the root filesystem", e))?;
+            builder.recursive(true);
+            builder.create(&cwd).map_err(|e| {
+                internal(
+                    &format!("creating the working directory {}", cwd.display()),
+                    e,
+                )
+            })?;
+        }
         oci.save(dir.join("config.json"))
             .map_err(|e| internal("writing the OCI spec", e))?;
 
@@ -252,11 +283,7 @@ impl Runtime {
             id: id.to_string(),
             sandbox_id: sandbox.id.clone(),
             created_at: state::now_ns(),
-            image_ref: image
-                .repo_digests
-                .first()
-                .cloned()
-                .unwrap_or_else(|| image.id.clone()),
+            image_ref: image_ref_for(&image_name, &image),
             image_id: image.id.clone(),
             image_name,
             image_config: image.config.clone(),
@@ -343,12 +370,7 @@ impl Runtime {
             .await
             .map_err(|e| Status::unknown(format!("failed to start containerd task {id:?}: {e}")))?;
         let status = self.container_status_of(&c).await;
-        self.publish(
-            &id,
-            pb::ContainerEventType::ContainerStartedEvent,
-            vec![status],
-            None,
-        );
+        self.publish_container(&id, pb::ContainerEventType::ContainerStartedEvent, status);
         Ok(())
     }
 
@@ -473,12 +495,7 @@ impl Runtime {
         } else {
             self.names.lock().retain(|_, owner| owner != &id);
         }
-        self.publish(
-            &id,
-            pb::ContainerEventType::ContainerDeletedEvent,
-            vec![status],
-            None,
-        );
+        self.publish_container(&id, pb::ContainerEventType::ContainerDeletedEvent, status);
         Ok(())
     }
 

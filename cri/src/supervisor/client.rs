@@ -19,7 +19,7 @@ use super::proto::{
     ContainerState, CreateRequest, ErrorKind, Event, ExecSyncRequest, ExecSyncResponse,
     InfoResponse, Request, Response, WireError,
 };
-use super::server::SOCKET_NAME;
+use super::server::{socket_address, SOCKET_NAME};
 
 /// How long `spawn` waits for a new supervisor to answer.
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -170,7 +170,9 @@ impl SupervisorClient {
             context,
             source,
         };
-        let mut stream = UnixStream::connect(&self.socket)
+        let (_dir_handle, addr) =
+            socket_address(&self.dir).map_err(|e| io_err("opening the socket's directory", e))?;
+        let mut stream = UnixStream::connect(&addr)
             .await
             .map_err(|e| io_err("connecting", e))?;
         let mut line = serde_json::to_vec(req).map_err(|e| io_err("encoding", e.into()))?;

@@ -37,6 +37,23 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
 use super::executor::SupervisorExecutor;
+
+/// The address to bind or connect the socket in `dir` by. A unix socket path must fit in
+/// `sun_path` (108 bytes), and a runtime root plus a 64-digit sandbox id need not; then the
+/// socket is reached through `/proc/self/fd/<dir fd>/…`, which the kernel resolves like any path.
+/// The returned handle keeps that fd open and must live until the bind or connect is done.
+pub(crate) fn socket_address(dir: &Path) -> io::Result<(Option<File>, PathBuf)> {
+    let direct = dir.join(SOCKET_NAME);
+    if direct.as_os_str().len() < 100 {
+        return Ok((None, direct));
+    }
+    let handle = File::open(dir)?;
+    let path = PathBuf::from(format!(
+        "/proc/self/fd/{}/{SOCKET_NAME}",
+        std::os::fd::AsRawFd::as_raw_fd(&handle)
+    ));
+    Ok((Some(handle), path))
+}
 use super::proto::{
     ContainerState, CreateRequest, ErrorKind, Event, EventKind, ExecSyncRequest, ExecSyncResponse,
     InfoResponse, Request, Response, Status, WireError,
@@ -203,7 +220,8 @@ impl Supervisor {
         fs::create_dir_all(dir.join(CONTAINERS_DIR))?;
         let sock = dir.join(SOCKET_NAME);
         let _ = fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock)?;
+        let (_dir_handle, addr) = socket_address(&dir)?;
+        let listener = UnixListener::bind(&addr)?;
         fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
         let mut s = Supervisor {
