@@ -175,6 +175,12 @@ impl Runtime {
                     let name = e.file_name().to_string_lossy().into_owned();
                     if !known.contains(&name) {
                         tracing::info!("removing half-created {}", e.path().display());
+                        // A sandbox that crashed after its supervisor started: stop that first.
+                        if let Ok(s) = SupervisorClient::connect(&e.path().join("supervisor")).await
+                        {
+                            let _ = s.shutdown().await;
+                        }
+                        let _ = self.images.remove_rootfs(&name);
                         sandbox::cleanup_orphan_dir(&e.path());
                     }
                 }
