@@ -160,15 +160,11 @@ impl Runtime {
             );
         }
         // Directories without a record are the remains of a create that crashed half-way.
+        let known_sandboxes: Vec<String> = self.sandboxes.read().keys().cloned().collect();
+        let known_containers: Vec<String> = self.containers.read().keys().cloned().collect();
         for (dir, known) in [
-            (
-                self.sandboxes_dir(),
-                self.sandboxes.read().keys().cloned().collect::<Vec<_>>(),
-            ),
-            (
-                self.containers_dir(),
-                self.containers.read().keys().cloned().collect(),
-            ),
+            (self.sandboxes_dir(), known_sandboxes),
+            (self.containers_dir(), known_containers),
         ] {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {

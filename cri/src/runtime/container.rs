@@ -300,6 +300,28 @@ impl Runtime {
         Ok(record)
     }
 
+    /// A container's full id, its pod's supervisor and the state the supervisor records for it.
+    async fn supervised(
+        &self,
+        c: &Container,
+    ) -> Result<
+        (
+            String,
+            Arc<supervisor::SupervisorClient>,
+            supervisor::ContainerState,
+        ),
+        Status,
+    > {
+        let sb = self.sandbox_of(c)?;
+        let id = c.record.read().id.clone();
+        let client = self.supervisor(&sb).await?;
+        let st = client
+            .state(&id)
+            .await
+            .map_err(|e| internal("reading the container's state", e))?;
+        Ok((id, client, st))
+    }
+
     /// The PID namespace a container gets, from its NamespaceOption.pid.
     async fn pid_namespace_for(
         &self,
@@ -352,13 +374,7 @@ impl Runtime {
     pub(crate) async fn start_container_by_id(&self, id: &str) -> Result<(), Status> {
         let c = self.container(id)?;
         let _guard = c.lifecycle.lock().await;
-        let sb = self.sandbox_of(&c)?;
-        let id = c.record.read().id.clone();
-        let client = self.supervisor(&sb).await?;
-        let st = client
-            .state(&id)
-            .await
-            .map_err(|e| internal("reading the container's state", e))?;
+        let (id, client, st) = self.supervised(&c).await?;
         if st.status != supervisor::Status::Created {
             return Err(Status::failed_precondition(format!(
                 "container {id:?} is in {:?} state, not created",
@@ -592,13 +608,7 @@ impl Runtime {
 
     pub(crate) async fn reopen_log(&self, id: &str) -> Result<(), Status> {
         let c = self.container(id)?;
-        let sb = self.sandbox_of(&c)?;
-        let id = c.record.read().id.clone();
-        let client = self.supervisor(&sb).await?;
-        let st = client
-            .state(&id)
-            .await
-            .map_err(|e| internal("reading the container's state", e))?;
+        let (id, client, st) = self.supervised(&c).await?;
         if st.status != supervisor::Status::Running {
             return Err(Status::failed_precondition(format!(
                 "container {id:?} is not running"
@@ -617,16 +627,10 @@ impl Runtime {
         timeout: i64,
     ) -> Result<pb::ExecSyncResponse, Status> {
         let c = self.container(id)?;
-        let sb = self.sandbox_of(&c)?;
-        let id = c.record.read().id.clone();
         if cmd.is_empty() {
             return Err(Status::invalid_argument("ExecSync needs a command"));
         }
-        let client = self.supervisor(&sb).await?;
-        let st = client
-            .state(&id)
-            .await
-            .map_err(|e| internal("reading the container's state", e))?;
+        let (id, client, st) = self.supervised(&c).await?;
         if st.status != supervisor::Status::Running {
             return Err(Status::failed_precondition(format!(
                 "container {id:?} is not running"

@@ -306,13 +306,7 @@ impl Runtime {
         let id = sb.record.read().id.clone();
         // Every container of the pod stops, without grace: the kubelet stopped them with their
         // grace periods before asking for this.
-        let members: Vec<String> = self
-            .containers
-            .read()
-            .values()
-            .filter(|c| c.record.read().sandbox_id == id)
-            .map(|c| c.record.read().id.clone())
-            .collect();
+        let members = self.members(&id);
         for cid in members {
             self.stop_container_by_id(&cid, 0).await?;
         }
@@ -361,13 +355,7 @@ impl Runtime {
             self.stop_sandbox(&id).await?;
         }
         let _guard = sb.lifecycle.lock().await;
-        let members: Vec<String> = self
-            .containers
-            .read()
-            .values()
-            .filter(|c| c.record.read().sandbox_id == id)
-            .map(|c| c.record.read().id.clone())
-            .collect();
+        let members = self.members(&id);
         for cid in members {
             self.remove_container_by_id(&cid).await?;
         }
@@ -394,6 +382,16 @@ impl Runtime {
             Some(status),
         );
         Ok(())
+    }
+
+    /// The ids of a sandbox's containers.
+    fn members(&self, sandbox_id: &str) -> Vec<String> {
+        self.containers
+            .read()
+            .values()
+            .filter(|c| c.record.read().sandbox_id == sandbox_id)
+            .map(|c| c.record.read().id.clone())
+            .collect()
     }
 
     pub(crate) fn sandbox_status(&self, sb: &Sandbox) -> pb::PodSandboxStatus {
