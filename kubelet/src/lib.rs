@@ -1,1 +1,7 @@
-//! Node agent (kubelet): not built yet; see the kubelet issue. This crate holds no code so far.
+//! Node agent (kubelet): being built per the kubelet issue. So far the self-contained pod
+//! machinery: restart back-off, QoS and pod cgroups, container environment and volumes.
+
+pub mod backoff;
+pub mod env;
+pub mod qos;
+pub mod volume;
