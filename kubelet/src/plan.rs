@@ -107,7 +107,11 @@ impl RuntimeContainer {
             message: s.message.clone(),
             hash: ann.hash,
             restart_count: ann.restart_count,
-            image: s.image.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
+            image: s
+                .image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default(),
             image_ref: s.image_ref.clone(),
             image_id: s.image_id.clone(),
             termination_message_path: ann.termination_message_path,
@@ -138,8 +142,8 @@ impl PodRuntimeStatus {
         mut sandboxes: Vec<pb::PodSandboxStatus>,
         mut containers: Vec<RuntimeContainer>,
     ) -> Self {
-        sandboxes.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        containers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
         let ips = sandboxes
             .first()
             .filter(|s| s.state == pb::PodSandboxState::SandboxReady as i32)
@@ -541,9 +545,9 @@ fn compute_init_container_actions(
     // A regular container that was created or runs means initialisation finished at some point
     // (its init containers may since have been removed).
     let mut pod_has_initialized = containers(pod).iter().any(|c| {
-        status.find(&c.name).is_some_and(|s| {
-            matches!(s.state(), ContainerState::Created | ContainerState::Running)
-        })
+        status
+            .find(&c.name)
+            .is_some_and(|s| matches!(s.state(), ContainerState::Created | ContainerState::Running))
     });
     let mut previously_initialized = pod_has_initialized;
     let restart_on_failure = should_restart_on_failure(pod);
@@ -742,7 +746,7 @@ pub fn last_exit(c: &Container, status: &PodRuntimeStatus) -> Option<i64> {
         .map(|s| s.finished_at)
 }
 
-/// `<name>_<namespace>` (upstream's `format.Pod` without the UID).
+/// `<name>_<namespace>(<uid>)`, as upstream's `format.Pod` names a pod in messages.
 pub fn pod_full_name(pod: &Pod) -> String {
     format!(
         "{}_{}({})",
@@ -908,7 +912,10 @@ pub fn init_containers_to_prune(pod: &Pod, status: &PodRuntimeStatus) -> Vec<Str
 /// Upstream's `purgeInitContainers`: every instance of every init container (the pod gets a new
 /// sandbox and initialises afresh).
 pub fn init_containers_to_purge(pod: &Pod, status: &PodRuntimeStatus) -> Vec<String> {
-    let names: Vec<&str> = init_containers(pod).iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<&str> = init_containers(pod)
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
     status
         .containers
         .iter()
@@ -927,7 +934,11 @@ pub fn next_restart_count(c: &Container, status: &PodRuntimeStatus) -> Option<i3
 /// The grace period for killing a container (upstream's `setTerminationGracePeriod`): the pod's
 /// deletion grace period, else the probe's own `terminationGracePeriodSeconds` when a liveness or
 /// startup probe failure is the reason, else the pod's `terminationGracePeriodSeconds`, else 2 s.
-pub fn termination_grace_period(pod: &Pod, c: Option<&Container>, reason: Option<KillReason>) -> i64 {
+pub fn termination_grace_period(
+    pod: &Pod,
+    c: Option<&Container>,
+    reason: Option<KillReason>,
+) -> i64 {
     if let Some(g) = pod.metadata.deletion_grace_period_seconds {
         return g;
     }

@@ -143,12 +143,7 @@ pub fn generate(pod: &Pod, rt: &PodRuntimeStatus, inp: &StatusInputs<'_>) -> Pod
         .cloned()
         .collect();
     let (sandbox_needed, _, _) = plan::pod_sandbox_changed(pod, rt);
-    conditions.push(cond(
-        POD_READY_TO_START_CONTAINERS,
-        !sandbox_needed,
-        "",
-        "",
-    ));
+    conditions.push(cond(POD_READY_TO_START_CONTAINERS, !sandbox_needed, "", ""));
     conditions.push(initialized_condition(
         &spec.init_containers.clone().unwrap_or_default(),
         &spec.containers,
@@ -187,12 +182,7 @@ pub fn generate(pod: &Pod, rt: &PodRuntimeStatus, inp: &StatusInputs<'_>) -> Pod
         rt.ips.clone()
     };
     if ips.is_empty() && !host_network {
-        ips = old
-            .pod_ips
-            .iter()
-            .flatten()
-            .map(|p| p.ip.clone())
-            .collect();
+        ips = old.pod_ips.iter().flatten().map(|p| p.ip.clone()).collect();
     }
 
     PodStatus {
@@ -206,8 +196,7 @@ pub fn generate(pod: &Pod, rt: &PodRuntimeStatus, inp: &StatusInputs<'_>) -> Pod
                 .collect()
         }),
         pod_ip: ips.first().cloned(),
-        pod_ips: (!ips.is_empty())
-            .then(|| ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
+        pod_ips: (!ips.is_empty()).then(|| ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
         start_time: old.start_time.clone().or(Some(now)),
         qos_class: (!inp.qos_class.is_empty()).then(|| inp.qos_class.to_string()),
         init_container_statuses: has_inits.then_some(init_statuses),
@@ -363,11 +352,7 @@ fn convert_statuses(
             }
         }
         let restartable = if init && plan::is_sidecar(c) {
-            true
-        } else if init {
-            // Init containers restart unless the pod's policy is Never.
-            pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) != Some("Never")
-                || rt.find(&c.name).is_none()
+            pod.metadata.deletion_timestamp.is_none()
         } else {
             plan::should_container_be_restarted(c, pod, rt)
         };
@@ -383,15 +368,16 @@ fn convert_statuses(
         }
         s.state = Some(waiting(&f.reason, &f.message));
     }
-    specs
-        .iter()
-        .filter_map(|c| out.remove(&c.name))
-        .collect()
+    specs.iter().filter_map(|c| out.remove(&c.name)).collect()
 }
 
 fn state_kind(s: &ContainerStatus) -> (bool, bool, bool) {
     let st = s.state.clone().unwrap_or_default();
-    (st.running.is_some(), st.terminated.is_some(), st.waiting.is_some())
+    (
+        st.running.is_some(),
+        st.terminated.is_some(),
+        st.waiting.is_some(),
+    )
 }
 
 fn last_terminated(s: &ContainerStatus) -> Option<&ContainerStateTerminated> {
@@ -568,7 +554,10 @@ pub fn initialized_condition(
     }
     let mut msgs = Vec::new();
     if !unknown.is_empty() {
-        msgs.push(format!("containers with unknown status: {}", go_list(&unknown)));
+        msgs.push(format!(
+            "containers with unknown status: {}",
+            go_list(&unknown)
+        ));
     }
     if !incomplete.is_empty() {
         msgs.push(format!(
@@ -616,15 +605,26 @@ pub fn containers_ready_condition(
     }
     let mut msgs = Vec::new();
     if !unknown.is_empty() {
-        msgs.push(format!("containers with unknown status: {}", go_list(&unknown)));
+        msgs.push(format!(
+            "containers with unknown status: {}",
+            go_list(&unknown)
+        ));
     }
     if !unready.is_empty() {
-        msgs.push(format!("containers with unready status: {}", go_list(&unready)));
+        msgs.push(format!(
+            "containers with unready status: {}",
+            go_list(&unready)
+        ));
     }
     if msgs.is_empty() {
         cond(CONTAINERS_READY, true, "", "")
     } else {
-        cond(CONTAINERS_READY, false, CONTAINERS_NOT_READY, &msgs.join(", "))
+        cond(
+            CONTAINERS_READY,
+            false,
+            CONTAINERS_NOT_READY,
+            &msgs.join(", "),
+        )
     }
 }
 
@@ -658,7 +658,12 @@ pub fn ready_condition(
     if msgs.is_empty() {
         cond(POD_READY, true, "", "")
     } else {
-        cond(POD_READY, false, READINESS_GATES_NOT_READY, &msgs.join(", "))
+        cond(
+            POD_READY,
+            false,
+            READINESS_GATES_NOT_READY,
+            &msgs.join(", "),
+        )
     }
 }
 

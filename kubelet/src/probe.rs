@@ -147,7 +147,10 @@ impl ResultsCache {
 
     /// Sets a result; returns whether it changed.
     fn set(&self, container_id: &str, kind: ProbeKind, r: ProbeResult) -> bool {
-        self.inner.lock().insert((container_id.to_string(), kind), r) != Some(r)
+        self.inner
+            .lock()
+            .insert((container_id.to_string(), kind), r)
+            != Some(r)
     }
 
     fn remove(&self, container_id: &str, kind: ProbeKind) {
@@ -239,7 +242,11 @@ impl ProbeManager {
         let mut workers = Vec::new();
         let pod = Arc::new(pod.clone());
         for c in probed {
-            for kind in [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness] {
+            for kind in [
+                ProbeKind::Startup,
+                ProbeKind::Liveness,
+                ProbeKind::Readiness,
+            ] {
                 if kind.spec(c).is_some() {
                     let w = Worker {
                         manager: self.clone(),
@@ -282,7 +289,11 @@ impl ProbeManager {
             .map(|c| c.id.clone())
             .collect();
         for id in ids {
-            for kind in [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness] {
+            for kind in [
+                ProbeKind::Startup,
+                ProbeKind::Liveness,
+                ProbeKind::Readiness,
+            ] {
                 self.results.remove(&id, kind);
             }
         }
@@ -393,7 +404,11 @@ impl Worker {
         if state.terminal {
             return false;
         }
-        if let Some(c) = state.containers.iter().find(|c| c.name == self.container.name) {
+        if let Some(c) = state
+            .containers
+            .iter()
+            .find(|c| c.name == self.container.name)
+        {
             if !c.id.is_empty() && c.id != self.container_id {
                 if !self.container_id.is_empty() {
                     self.manager.results.remove(&self.container_id, self.kind);
@@ -415,7 +430,12 @@ impl Worker {
     }
 
     /// Upstream's `doProbe`; returns whether to keep going.
-    async fn do_probe(&mut self, spec: &Probe, timing: &ProbeTiming, state: &PodProbeState) -> bool {
+    async fn do_probe(
+        &mut self,
+        spec: &Probe,
+        timing: &ProbeTiming,
+        state: &PodProbeState,
+    ) -> bool {
         if !self.observe(state) {
             return false;
         }

@@ -71,10 +71,13 @@ enum Inner {
         runtime: Arc<cri::runtime::Runtime>,
         images: Arc<cri::image::ImageStore>,
     },
-    Remote {
-        runtime: RuntimeServiceClient<Channel>,
-        images: ImageServiceClient<Channel>,
-    },
+    Remote(Arc<RemoteClients>),
+}
+
+/// The remote backend's clients (cloned per call: a clone shares the channel).
+struct RemoteClients {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
 }
 
 /// A CRI runtime as the kubelet uses it. Cheap to clone; clones share the backend.
@@ -140,7 +143,8 @@ macro_rules! rt_call {
                         .await
                         .map(|r| r.into_inner())
                 }
-                Inner::Remote { runtime, .. } => runtime
+                Inner::Remote(r) => r
+                    .runtime
                     .clone()
                     .$method(Request::new(req))
                     .await
@@ -162,7 +166,8 @@ macro_rules! img_call {
                         .await
                         .map(|r| r.into_inner())
                 }
-                Inner::Remote { images, .. } => images
+                Inner::Remote(r) => r
+                    .images
                     .clone()
                     .$method(Request::new(req))
                     .await
@@ -270,11 +275,11 @@ impl Runtime {
                 }
             }));
         Ok(Runtime {
-            inner: Inner::Remote {
+            inner: Inner::Remote(Arc::new(RemoteClients {
                 runtime: RuntimeServiceClient::new(channel.clone())
                     .max_decoding_message_size(MAX_MESSAGE),
                 images: ImageServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
-            },
+            })),
             timeout: DEFAULT_REQUEST_TIMEOUT,
         })
     }
@@ -288,7 +293,7 @@ impl Runtime {
     pub fn backend(&self) -> Backend {
         match self.inner {
             Inner::Builtin { .. } => Backend::Builtin,
-            Inner::Remote { .. } => Backend::Remote,
+            Inner::Remote(_) => Backend::Remote,
         }
     }
 
@@ -531,13 +536,15 @@ impl Runtime {
     /// (Unimplemented, as containerd 1.6 answers): the PLEG then relists every second.
     pub async fn get_container_events(&self) -> Result<Option<ContainerEventStream>, Status> {
         let res: Result<ContainerEventStream, Status> = match &self.inner {
-            Inner::Builtin { runtime, .. } => {
-                RuntimeService::get_container_events(&**runtime, Request::new(pb::GetEventsRequest {}))
-                    .await
-                    .map(|r| -> ContainerEventStream { Box::pin(r.into_inner()) })
-            }
-            Inner::Remote { runtime, .. } => {
-                match runtime
+            Inner::Builtin { runtime, .. } => RuntimeService::get_container_events(
+                &**runtime,
+                Request::new(pb::GetEventsRequest {}),
+            )
+            .await
+            .map(|r| -> ContainerEventStream { Box::pin(r.into_inner()) }),
+            Inner::Remote(r) => {
+                match r
+                    .runtime
                     .clone()
                     .get_container_events(Request::new(pb::GetEventsRequest {}))
                     .await

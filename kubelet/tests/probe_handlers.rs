@@ -19,7 +19,9 @@ async fn http_server() -> (u16, mpsc::UnboundedReceiver<String>) {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
@@ -43,7 +45,12 @@ async fn http_server() -> (u16, mpsc::UnboundedReceiver<String>) {
                     _ => "500 Internal Server Error",
                 };
                 let _ = s
-                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
                     .await;
             });
         }
@@ -76,34 +83,80 @@ async fn http_get_status_codes_and_headers() {
     let (port, mut heads) = http_server().await;
     let c = container_with_port("http", port);
     let t = Duration::from_secs(2);
-    let ok = handlers::http_get(&get("/ok", IntOrString::Int(port as i32)), &c, "127.0.0.1", t).await;
+    let ok = handlers::http_get(
+        &get("/ok", IntOrString::Int(port as i32)),
+        &c,
+        "127.0.0.1",
+        t,
+    )
+    .await;
     assert_eq!(ok, Ok(ProbeResult::Success));
     let head = heads.recv().await.unwrap();
     assert!(head.starts_with("GET /ok HTTP/1.1"), "{head}");
-    assert!(head.contains(&format!("user-agent: {}", handlers::USER_AGENT)) || head.contains(&format!("User-Agent: {}", handlers::USER_AGENT)), "{head}");
+    assert!(
+        head.contains(&format!("user-agent: {}", handlers::USER_AGENT))
+            || head.contains(&format!("User-Agent: {}", handlers::USER_AGENT)),
+        "{head}"
+    );
 
     // Named port, custom headers (Host among them).
     let mut action = get("ok", IntOrString::String("http".into()));
     action.http_headers = Some(vec![
-        HTTPHeader { name: "X-Probe".into(), value: "yes".into() },
-        HTTPHeader { name: "Host".into(), value: "example.test".into() },
+        HTTPHeader {
+            name: "X-Probe".into(),
+            value: "yes".into(),
+        },
+        HTTPHeader {
+            name: "Host".into(),
+            value: "example.test".into(),
+        },
     ]);
-    assert_eq!(handlers::http_get(&action, &c, "127.0.0.1", t).await, Ok(ProbeResult::Success));
+    assert_eq!(
+        handlers::http_get(&action, &c, "127.0.0.1", t).await,
+        Ok(ProbeResult::Success)
+    );
     let head = heads.recv().await.unwrap().to_ascii_lowercase();
-    assert!(head.contains("x-probe: yes") && head.contains("host: example.test"), "{head}");
+    assert!(
+        head.contains("x-probe: yes") && head.contains("host: example.test"),
+        "{head}"
+    );
 
     // 3xx is a success (not followed), 5xx a failure, a hang a failure after the timeout.
-    let r = handlers::http_get(&get("/redirect", IntOrString::Int(port as i32)), &c, "127.0.0.1", t).await;
+    let r = handlers::http_get(
+        &get("/redirect", IntOrString::Int(port as i32)),
+        &c,
+        "127.0.0.1",
+        t,
+    )
+    .await;
     assert_eq!(r, Ok(ProbeResult::Success));
-    let r = handlers::http_get(&get("/fail", IntOrString::Int(port as i32)), &c, "127.0.0.1", t).await;
+    let r = handlers::http_get(
+        &get("/fail", IntOrString::Int(port as i32)),
+        &c,
+        "127.0.0.1",
+        t,
+    )
+    .await;
     assert_eq!(r, Ok(ProbeResult::Failure));
     let start = std::time::Instant::now();
-    let r = handlers::http_get(&get("/slow", IntOrString::Int(port as i32)), &c, "127.0.0.1", Duration::from_secs(1)).await;
+    let r = handlers::http_get(
+        &get("/slow", IntOrString::Int(port as i32)),
+        &c,
+        "127.0.0.1",
+        Duration::from_secs(1),
+    )
+    .await;
     assert_eq!(r, Ok(ProbeResult::Failure));
     assert!(start.elapsed() < Duration::from_secs(5));
 
     // An unknown port name is a prober error, not a failure.
-    let r = handlers::http_get(&get("/ok", IntOrString::String("nope".into())), &c, "127.0.0.1", t).await;
+    let r = handlers::http_get(
+        &get("/ok", IntOrString::String("nope".into())),
+        &c,
+        "127.0.0.1",
+        t,
+    )
+    .await;
     assert!(r.is_err(), "{r:?}");
 }
 
@@ -112,19 +165,34 @@ async fn tcp_and_grpc_probes() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let open = l.local_addr().unwrap().port();
     let t = Duration::from_secs(1);
-    assert_eq!(handlers::tcp("127.0.0.1", open, t).await, ProbeResult::Success);
+    assert_eq!(
+        handlers::tcp("127.0.0.1", open, t).await,
+        ProbeResult::Success
+    );
     drop(l);
     // The port is closed now (nothing else binds it this quickly on loopback).
-    assert_eq!(handlers::tcp("127.0.0.1", open, t).await, ProbeResult::Failure);
-    assert_eq!(handlers::grpc("127.0.0.1", open, "", t).await, Ok(ProbeResult::Failure));
+    assert_eq!(
+        handlers::tcp("127.0.0.1", open, t).await,
+        ProbeResult::Failure
+    );
+    assert_eq!(
+        handlers::grpc("127.0.0.1", open, "", t).await,
+        Ok(ProbeResult::Failure)
+    );
 }
 
 #[test]
 fn ports_resolve_by_number_or_name() {
     let c = container_with_port("metrics", 9090);
     assert_eq!(handlers::resolve_port(&IntOrString::Int(80), &c), Ok(80));
-    assert_eq!(handlers::resolve_port(&IntOrString::String("8080".into()), &c), Ok(8080));
-    assert_eq!(handlers::resolve_port(&IntOrString::String("metrics".into()), &c), Ok(9090));
+    assert_eq!(
+        handlers::resolve_port(&IntOrString::String("8080".into()), &c),
+        Ok(8080)
+    );
+    assert_eq!(
+        handlers::resolve_port(&IntOrString::String("metrics".into()), &c),
+        Ok(9090)
+    );
     assert!(handlers::resolve_port(&IntOrString::Int(0), &c).is_err());
     assert!(handlers::resolve_port(&IntOrString::String("other".into()), &c).is_err());
 }

@@ -123,7 +123,10 @@ async fn liveness_failure_threshold_and_hold() {
     m.update_pod("uid1", running("c1"));
     settle().await;
     // A new container starts from Success.
-    assert_eq!(drain(&mut rx), vec![(ProbeKind::Liveness, ProbeResult::Success, "c1".into())]);
+    assert_eq!(
+        drain(&mut rx),
+        vec![(ProbeKind::Liveness, ProbeResult::Success, "c1".into())]
+    );
     assert_eq!(m.results().liveness("c1"), Some(ProbeResult::Success));
 
     fake.answer(ProbeKind::Liveness, ProbeResult::Failure);
@@ -135,7 +138,10 @@ async fn liveness_failure_threshold_and_hold() {
     // The third failure at 30 s flips it.
     tokio::time::sleep(Duration::from_secs(6)).await;
     settle().await;
-    assert_eq!(drain(&mut rx), vec![(ProbeKind::Liveness, ProbeResult::Failure, "c1".into())]);
+    assert_eq!(
+        drain(&mut rx),
+        vec![(ProbeKind::Liveness, ProbeResult::Failure, "c1".into())]
+    );
     assert_eq!(m.results().liveness("c1"), Some(ProbeResult::Failure));
     // On hold: no more probing of this container.
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -145,8 +151,15 @@ async fn liveness_failure_threshold_and_hold() {
     fake.answer(ProbeKind::Liveness, ProbeResult::Success);
     m.update_pod("uid1", running("c2"));
     settle().await;
-    assert_eq!(drain(&mut rx), vec![(ProbeKind::Liveness, ProbeResult::Success, "c2".into())]);
-    assert_eq!(m.results().liveness("c1"), None, "the old container's result is gone");
+    assert_eq!(
+        drain(&mut rx),
+        vec![(ProbeKind::Liveness, ProbeResult::Success, "c2".into())]
+    );
+    assert_eq!(
+        m.results().liveness("c1"),
+        None,
+        "the old container's result is gone"
+    );
     tokio::time::sleep(Duration::from_secs(21)).await;
     settle().await;
     assert!(fake.calls.load(Ordering::SeqCst) >= 4);
@@ -169,7 +182,10 @@ async fn readiness_success_threshold_and_initial_delay() {
     m.add_pod(&p);
     m.update_pod("uid1", running("c1"));
     settle().await;
-    assert_eq!(drain(&mut rx), vec![(ProbeKind::Readiness, ProbeResult::Failure, "c1".into())]);
+    assert_eq!(
+        drain(&mut rx),
+        vec![(ProbeKind::Readiness, ProbeResult::Failure, "c1".into())]
+    );
     assert!(!m.is_ready(&c, "c1"));
     // Nothing is probed during the initial delay of 3 s.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -179,20 +195,32 @@ async fn readiness_success_threshold_and_initial_delay() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     settle().await;
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
-    assert!(drain(&mut rx).is_empty(), "one success is below the threshold of 2");
+    assert!(
+        drain(&mut rx).is_empty(),
+        "one success is below the threshold of 2"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     settle().await;
-    assert_eq!(drain(&mut rx), vec![(ProbeKind::Readiness, ProbeResult::Success, "c1".into())]);
+    assert_eq!(
+        drain(&mut rx),
+        vec![(ProbeKind::Readiness, ProbeResult::Success, "c1".into())]
+    );
     assert!(m.is_ready(&c, "c1"));
     // One failure (threshold 1) makes it unready; readiness keeps probing.
     fake.answer(ProbeKind::Readiness, ProbeResult::Failure);
     tokio::time::sleep(Duration::from_secs(1)).await;
     settle().await;
-    assert_eq!(drain(&mut rx), vec![(ProbeKind::Readiness, ProbeResult::Failure, "c1".into())]);
+    assert_eq!(
+        drain(&mut rx),
+        vec![(ProbeKind::Readiness, ProbeResult::Failure, "c1".into())]
+    );
     fake.answer(ProbeKind::Readiness, ProbeResult::Success);
     tokio::time::sleep(Duration::from_secs(2)).await;
     settle().await;
-    assert_eq!(drain(&mut rx), vec![(ProbeKind::Readiness, ProbeResult::Success, "c1".into())]);
+    assert_eq!(
+        drain(&mut rx),
+        vec![(ProbeKind::Readiness, ProbeResult::Success, "c1".into())]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -212,7 +240,10 @@ async fn startup_gates_liveness_and_readiness() {
     m.update_pod("uid1", running("c1"));
     settle().await;
     let initial = drain(&mut rx);
-    assert!(initial.contains(&(ProbeKind::Startup, ProbeResult::Unknown, "c1".into())), "{initial:?}");
+    assert!(
+        initial.contains(&(ProbeKind::Startup, ProbeResult::Unknown, "c1".into())),
+        "{initial:?}"
+    );
     // While the startup probe fails (below its threshold of 30), liveness is not run: its
     // failure answer would otherwise kill the container.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -225,9 +256,18 @@ async fn startup_gates_liveness_and_readiness() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     settle().await;
     let got = drain(&mut rx);
-    assert!(got.contains(&(ProbeKind::Startup, ProbeResult::Success, "c1".into())), "{got:?}");
-    assert!(got.contains(&(ProbeKind::Liveness, ProbeResult::Failure, "c1".into())), "{got:?}");
-    assert!(got.contains(&(ProbeKind::Readiness, ProbeResult::Success, "c1".into())), "{got:?}");
+    assert!(
+        got.contains(&(ProbeKind::Startup, ProbeResult::Success, "c1".into())),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(ProbeKind::Liveness, ProbeResult::Failure, "c1".into())),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(ProbeKind::Readiness, ProbeResult::Success, "c1".into())),
+        "{got:?}"
+    );
     assert!(m.is_started(&c, "c1"));
 }
 
@@ -254,7 +294,10 @@ async fn terminating_pods_and_exited_containers() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     settle().await;
     let got = drain(&mut rx);
-    assert!(got.contains(&(ProbeKind::Readiness, ProbeResult::Failure, "c1".into())), "{got:?}");
+    assert!(
+        got.contains(&(ProbeKind::Readiness, ProbeResult::Failure, "c1".into())),
+        "{got:?}"
+    );
     // Terminating: liveness reads Success and its worker stops; readiness keeps going.
     let mut st = running("c2");
     st.terminating = true;

@@ -116,7 +116,14 @@ struct Node {
 impl Node {
     fn new(kind: Kind) -> Result<Node> {
         let pid = std::process::id();
-        let name = format!("{}-{pid}", if kind == Kind::Builtin { "builtin" } else { "containerd" });
+        let name = format!(
+            "{}-{pid}",
+            if kind == Kind::Builtin {
+                "builtin"
+            } else {
+                "containerd"
+            }
+        );
         let runs = test_dir().join("kubelet-runs");
         clean_stale(&runs);
         let dir = runs.join(&name);
@@ -350,24 +357,47 @@ async fn pod_status(rt: &Runtime, uid: &str) -> Result<PodRuntimeStatus> {
 
 async fn scenario(rt: &Runtime, node: &Node) -> Result<()> {
     let v = rt.version().await.context("Version")?;
-    let want_name = if node.kind == Kind::Builtin { "capstan" } else { "containerd" };
-    ensure!(v.runtime_name == want_name, "runtime name {:?}", v.runtime_name);
+    let want_name = if node.kind == Kind::Builtin {
+        "capstan"
+    } else {
+        "containerd"
+    };
+    ensure!(
+        v.runtime_name == want_name,
+        "runtime name {:?}",
+        v.runtime_name
+    );
     let status = rt.status(false).await.context("Status")?;
     ensure!(
-        status.status.is_some_and(|s| s.conditions.iter().all(|c| c.status)),
+        status
+            .status
+            .is_some_and(|s| s.conditions.iter().all(|c| c.status)),
         "runtime not ready"
     );
     if node.kind == Kind::Builtin {
         // The in-process runtime is also on its CRI socket.
         let remote = Runtime::connect(&format!("unix://{}", node.dir.join("cri.sock").display()))?;
-        let v = remote.version().await.context("Version over the built-in's socket")?;
+        let v = remote
+            .version()
+            .await
+            .context("Version over the built-in's socket")?;
         ensure!(v.runtime_name == "capstan");
     }
-    let events = rt.get_container_events().await.context("GetContainerEvents")?;
+    let events = rt
+        .get_container_events()
+        .await
+        .context("GetContainerEvents")?;
     if node.kind == Kind::Builtin {
-        ensure!(events.is_some(), "the built-in runtime has container events");
+        ensure!(
+            events.is_some(),
+            "the built-in runtime has container events"
+        );
     }
-    eprintln!("{:?}: container events offered: {}", node.kind, events.is_some());
+    eprintln!(
+        "{:?}: container events offered: {}",
+        node.kind,
+        events.is_some()
+    );
     drop(events);
 
     let image_ref = rt
@@ -375,7 +405,9 @@ async fn scenario(rt: &Runtime, node: &Node) -> Result<()> {
         .await
         .context("PullImage busybox")?;
     ensure!(
-        rt.image_status(image_spec("busybox"), false).await?.is_some(),
+        rt.image_status(image_spec("busybox"), false)
+            .await?
+            .is_some(),
         "ImageStatus after the pull"
     );
     ensure!(!rt.list_images(None).await?.is_empty());
@@ -385,7 +417,10 @@ async fn scenario(rt: &Runtime, node: &Node) -> Result<()> {
     let pod = test_pod(node);
     let st = pod_status(rt, &node.pod_uid).await?;
     let p = plan::compute_pod_actions(&pod, &st, &plan::NoProbeResults, &plan::NoBackoff);
-    ensure!(p.create_sandbox && p.start_containers == vec![0], "first plan: {p:?}");
+    ensure!(
+        p.create_sandbox && p.start_containers == vec![0],
+        "first plan: {p:?}"
+    );
 
     let sb_opts = config::SandboxOptions {
         pod_logs_dir: node.dir.join("logs"),
@@ -401,7 +436,11 @@ async fn scenario(rt: &Runtime, node: &Node) -> Result<()> {
         .context("RunPodSandbox")?;
     let sbs = rt.pod_sandbox_status(&sb, false).await?.status.unwrap();
     ensure!(sbs.state == pb::PodSandboxState::SandboxReady as i32);
-    let ip = sbs.network.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
+    let ip = sbs
+        .network
+        .as_ref()
+        .map(|n| n.ip.clone())
+        .unwrap_or_default();
     let prefix = std::fs::read_to_string(node.dir.join("subnet-prefix"))?;
     ensure!(ip.starts_with(&prefix), "pod IP {ip:?} not in {prefix}0/24");
 
@@ -431,24 +470,46 @@ async fn scenario(rt: &Runtime, node: &Node) -> Result<()> {
             ..Default::default()
         }))
         .await?;
-    ensure!(listed.len() == 1 && listed[0].id == cid, "listed {listed:?}");
-    ensure!(listed[0].labels.get(labels::CONTAINER_NAME).map(String::as_str) == Some("sleeper"));
+    ensure!(
+        listed.len() == 1 && listed[0].id == cid,
+        "listed {listed:?}"
+    );
+    ensure!(
+        listed[0]
+            .labels
+            .get(labels::CONTAINER_NAME)
+            .map(String::as_str)
+            == Some("sleeper")
+    );
 
     // The next sync sees the pod as it should be: nothing to do.
     let st = pod_status(rt, &node.pod_uid).await?;
     ensure!(st.ips == vec![ip.clone()], "pod IPs {:?}", st.ips);
-    let running = st.find("sleeper").context("the runtime lists the container")?;
+    let running = st
+        .find("sleeper")
+        .context("the runtime lists the container")?;
     ensure!(running.state() == plan::ContainerState::Running);
-    ensure!(running.hash == labels::hash_container(c), "spec hash survives the runtime");
+    ensure!(
+        running.hash == labels::hash_container(c),
+        "spec hash survives the runtime"
+    );
     let p = plan::compute_pod_actions(&pod, &st, &plan::NoProbeResults, &plan::NoBackoff);
     ensure!(p.is_noop(), "steady plan: {p:?}");
 
     // Exec probes through ExecSync.
     let t = Duration::from_secs(5);
-    let ok = handlers::exec(rt, &cid, vec!["sh".into(), "-c".into(), "test \"$FOO\" = bar".into()], t)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    ensure!(ok == ProbeResult::Success, "exec probe `test $FOO = bar`: {ok:?}");
+    let ok = handlers::exec(
+        rt,
+        &cid,
+        vec!["sh".into(), "-c".into(), "test \"$FOO\" = bar".into()],
+        t,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    ensure!(
+        ok == ProbeResult::Success,
+        "exec probe `test $FOO = bar`: {ok:?}"
+    );
     let bad = handlers::exec(rt, &cid, vec!["false".into()], t)
         .await
         .map_err(anyhow::Error::msg)?;
@@ -460,14 +521,23 @@ async fn scenario(rt: &Runtime, node: &Node) -> Result<()> {
     // Stop: the container exits and the plan wants it back (restartPolicy Always).
     rt.stop_container(&cid, 2).await.context("StopContainer")?;
     let cs = rt.container_status(&cid, false).await?.status.unwrap();
-    ensure!(cs.state == pb::ContainerState::ContainerExited as i32, "state {}", cs.state);
+    ensure!(
+        cs.state == pb::ContainerState::ContainerExited as i32,
+        "state {}",
+        cs.state
+    );
     let st = pod_status(rt, &node.pod_uid).await?;
     let p = plan::compute_pod_actions(&pod, &st, &plan::NoProbeResults, &plan::NoBackoff);
-    ensure!(p.start_containers == vec![0] && !p.kill_pod, "plan after the exit: {p:?}");
+    ensure!(
+        p.start_containers == vec![0] && !p.kill_pod,
+        "plan after the exit: {p:?}"
+    );
 
     rt.stop_pod_sandbox(&sb).await.context("StopPodSandbox")?;
     rt.remove_container(&cid).await.context("RemoveContainer")?;
-    rt.remove_pod_sandbox(&sb).await.context("RemovePodSandbox")?;
+    rt.remove_pod_sandbox(&sb)
+        .await
+        .context("RemovePodSandbox")?;
     let left = rt
         .list_pod_sandbox(Some(pb::PodSandboxFilter {
             label_selector: labels::pod_selector(&node.pod_uid),
@@ -476,7 +546,10 @@ async fn scenario(rt: &Runtime, node: &Node) -> Result<()> {
         .await?;
     ensure!(left.is_empty(), "sandboxes left: {left:?}");
     let err = rt.container_status(&cid, false).await.unwrap_err();
-    ensure!(err.code() == tonic::Code::NotFound, "removed container: {err}");
+    ensure!(
+        err.code() == tonic::Code::NotFound,
+        "removed container: {err}"
+    );
     Ok(())
 }
 

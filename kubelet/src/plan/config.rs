@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use cri::pb;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, SeccompProfile, SecurityContext};
+use k8s_openapi::api::core::v1::{
+    Container, Pod, PodSecurityContext, SeccompProfile, SecurityContext,
+};
 
 use super::labels;
 use super::quantity;
@@ -84,7 +86,12 @@ pub fn restart_count_from_log_dir(dir: &Path) -> i32 {
 
 /// The pod's network namespace mode (upstream's `NetworkNamespaceForPod`).
 pub fn network_namespace_mode(pod: &Pod) -> pb::NamespaceMode {
-    if pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+    {
         pb::NamespaceMode::Node
     } else {
         pb::NamespaceMode::Pod
@@ -206,7 +213,9 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, opts: &SandboxOptions) -> pb::Pod
             cgroup_parent: opts.cgroup_parent.clone(),
             security_context: Some(pb::LinuxSandboxSecurityContext {
                 namespace_options: Some(namespace_options(pod)),
-                run_as_user: psc.and_then(|p| p.run_as_user).map(|value| pb::Int64Value { value }),
+                run_as_user: psc
+                    .and_then(|p| p.run_as_user)
+                    .map(|value| pb::Int64Value { value }),
                 run_as_group: psc
                     .and_then(|p| p.run_as_group)
                     .map(|value| pb::Int64Value { value }),
@@ -372,7 +381,10 @@ pub fn container_config(
         readonly_paths: if privileged || proc_unmasked {
             Vec::new()
         } else {
-            DEFAULT_READONLY_PATHS.iter().map(|s| s.to_string()).collect()
+            DEFAULT_READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
         },
         seccomp: Some(seccomp_profile(
             psc.and_then(|p| p.seccomp_profile.as_ref()),
@@ -498,11 +510,19 @@ pub fn milli_cpu_to_quota(milli: i64, period: i64) -> i64 {
 /// The container's cgroup settings (upstream's `generateLinuxContainerResources`): shares from the
 /// CPU request (the limit when only that is set), quota from the CPU limit over a 100 ms period,
 /// the memory limit.
-pub fn linux_resources(c: &Container, oom_score_adj: i64, cpu_cfs_quota: bool) -> pb::LinuxContainerResources {
+pub fn linux_resources(
+    c: &Container,
+    oom_score_adj: i64,
+    cpu_cfs_quota: bool,
+) -> pb::LinuxContainerResources {
     let res = c.resources.as_ref();
-    let get = |m: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| {
-        m.and_then(|m| m.get(k)).cloned()
-    };
+    let get = |m: Option<
+        &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >,
+               k: &str| { m.and_then(|m| m.get(k)).cloned() };
     let cpu_req = get(res.and_then(|r| r.requests.as_ref()), "cpu")
         .map(|q| quantity::milli_value(&q))
         .unwrap_or(0);

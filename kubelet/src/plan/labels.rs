@@ -35,8 +35,9 @@ pub const TYPE_EPHEMERAL: &str = "ephemeral";
 /// fields whose change restarts the container — its name and image, as upstream since 1.31, so
 /// that a kubelet upgrade that adds API fields does not restart every container.
 pub fn hash_container(c: &Container) -> u64 {
-    let json = serde_json::json!({ "name": c.name, "image": c.image.as_deref().unwrap_or_default() })
-        .to_string();
+    let json =
+        serde_json::json!({ "name": c.name, "image": c.image.as_deref().unwrap_or_default() })
+            .to_string();
     let mut h: u32 = 0x811c_9dc5;
     for b in json.bytes() {
         h ^= u32::from(b);
@@ -54,7 +55,10 @@ pub fn pod_labels(pod: &Pod) -> HashMap<String, String> {
         .flatten()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    l.insert(POD_NAME.into(), pod.metadata.name.clone().unwrap_or_default());
+    l.insert(
+        POD_NAME.into(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    );
     l.insert(
         POD_NAMESPACE.into(),
         pod.metadata.namespace.clone().unwrap_or_default(),
@@ -76,7 +80,10 @@ pub fn pod_annotations(pod: &Pod) -> HashMap<String, String> {
 /// A container's labels (upstream's `newContainerLabels`).
 pub fn container_labels(c: &Container, pod: &Pod) -> HashMap<String, String> {
     HashMap::from([
-        (POD_NAME.into(), pod.metadata.name.clone().unwrap_or_default()),
+        (
+            POD_NAME.into(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        ),
         (
             POD_NAMESPACE.into(),
             pod.metadata.namespace.clone().unwrap_or_default(),

@@ -36,7 +36,9 @@ pub fn parse(q: &str) -> Option<f64> {
 
 /// Thousandths of the unit, rounded up (`MilliValue`); malformed reads as 0.
 pub fn milli_value(q: &Quantity) -> i64 {
-    parse(&q.0).map(|v| (v * 1000.0 - 1e-9).ceil() as i64).unwrap_or(0)
+    parse(&q.0)
+        .map(|v| (v * 1000.0 - 1e-9).ceil() as i64)
+        .unwrap_or(0)
 }
 
 /// Whole units, rounded up (`Value`); malformed reads as 0.

@@ -35,7 +35,13 @@ fn container(name: &str, image: &str) -> Container {
     }
 }
 
-fn rc(id: &str, name: &str, state: ContainerState, c: &Container, created: i64) -> RuntimeContainer {
+fn rc(
+    id: &str,
+    name: &str,
+    state: ContainerState,
+    c: &Container,
+    created: i64,
+) -> RuntimeContainer {
     RuntimeContainer {
         id: id.into(),
         name: name.into(),
@@ -127,9 +133,27 @@ fn with_sidecars() -> (Pod, PodRuntimeStatus) {
         }
     }
     status.containers = vec![
-        rc("initid1", "restartable-init-1", ContainerState::Running, &inits[0], 3),
-        rc("initid2", "restartable-init-2", ContainerState::Running, &inits[1], 2),
-        rc("initid3", "restartable-init-3", ContainerState::Running, &inits[2], 1),
+        rc(
+            "initid1",
+            "restartable-init-1",
+            ContainerState::Running,
+            &inits[0],
+            3,
+        ),
+        rc(
+            "initid2",
+            "restartable-init-2",
+            ContainerState::Running,
+            &inits[1],
+            2,
+        ),
+        rc(
+            "initid3",
+            "restartable-init-3",
+            ContainerState::Running,
+            &inits[2],
+            1,
+        ),
     ];
     pod.spec.as_mut().unwrap().init_containers = Some(inits);
     (pod, status)
@@ -608,7 +632,8 @@ fn regular_running(pod: &Pod, s: &mut PodRuntimeStatus, state: ContainerState) {
         r.exit_code = 0;
         s.containers.push(r);
     }
-    s.containers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    s.containers
+        .sort_by_key(|c| std::cmp::Reverse(c.created_at));
 }
 
 #[test]
@@ -1031,7 +1056,10 @@ fn runtime_container_from_cri_reads_labels_and_annotations() {
     assert_eq!(r.hash, labels::hash_container(c));
     assert_eq!(r.state(), ContainerState::Exited);
     assert_eq!(r.exit_code, 3);
-    assert_eq!(next_restart_count(c, &PodRuntimeStatus::new(vec![], vec![r])), Some(5));
+    assert_eq!(
+        next_restart_count(c, &PodRuntimeStatus::new(vec![], vec![r])),
+        Some(5)
+    );
 }
 
 mod configs {
@@ -1081,7 +1109,15 @@ mod configs {
         });
         let c = config::sandbox_config(&pod, 2, &opts());
         let m = c.metadata.unwrap();
-        assert_eq!((m.name.as_str(), m.namespace.as_str(), m.uid.as_str(), m.attempt), ("foo", "new", "12345678", 2));
+        assert_eq!(
+            (
+                m.name.as_str(),
+                m.namespace.as_str(),
+                m.uid.as_str(),
+                m.attempt
+            ),
+            ("foo", "new", "12345678", 2)
+        );
         assert_eq!(c.hostname, "foo");
         assert_eq!(c.log_directory, "/var/log/pods/new_foo_12345678");
         assert_eq!(c.labels["app"], "web");
@@ -1180,12 +1216,27 @@ mod configs {
         assert_eq!(sc.run_as_user.unwrap().value, 2000);
         assert_eq!(sc.run_as_group.unwrap().value, 1001);
         assert!(sc.no_new_privs && sc.readonly_rootfs && !sc.privileged);
-        assert_eq!(sc.capabilities.as_ref().unwrap().add_capabilities, vec!["NET_ADMIN"]);
-        assert_eq!(sc.capabilities.as_ref().unwrap().drop_capabilities, vec!["ALL"]);
-        assert_eq!(sc.namespace_options.unwrap().pid, pb::NamespaceMode::Node as i32);
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().add_capabilities,
+            vec!["NET_ADMIN"]
+        );
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop_capabilities,
+            vec!["ALL"]
+        );
+        assert_eq!(
+            sc.namespace_options.unwrap().pid,
+            pb::NamespaceMode::Node as i32
+        );
         let seccomp = sc.seccomp.unwrap();
-        assert_eq!(seccomp.profile_type, pb::security_profile::ProfileType::Localhost as i32);
-        assert_eq!(seccomp.localhost_ref, "/var/lib/kubelet/seccomp/profiles/audit.json");
+        assert_eq!(
+            seccomp.profile_type,
+            pb::security_profile::ProfileType::Localhost as i32
+        );
+        assert_eq!(
+            seccomp.localhost_ref,
+            "/var/lib/kubelet/seccomp/profiles/audit.json"
+        );
         assert!(sc.masked_paths.contains(&"/proc/kcore".to_string()));
     }
 
@@ -1201,7 +1252,10 @@ mod configs {
         assert_eq!((r.cpu_shares, r.cpu_quota), (2048, 200_000));
         // Nothing: minimum shares, no quota.
         let r = config::linux_resources(&container("c", "x"), 0, true);
-        assert_eq!((r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes), (2, 0, 0));
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes),
+            (2, 0, 0)
+        );
         assert_eq!(config::milli_cpu_to_quota(1, 100_000), 1000);
 
         let (mut pod, _) = base();
@@ -1236,7 +1290,10 @@ mod configs {
     #[test]
     fn restart_count_from_logs() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(config::restart_count_from_log_dir(&dir.path().join("none")), 0);
+        assert_eq!(
+            config::restart_count_from_log_dir(&dir.path().join("none")),
+            0
+        );
         for f in ["0.log", "1.log", "4.log.20240101-000000", "x.log"] {
             std::fs::write(dir.path().join(f), "").unwrap();
         }

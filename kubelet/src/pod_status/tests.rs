@@ -80,7 +80,12 @@ impl ContainerHealth for NotReady {
     }
 }
 
-fn gen(p: &Pod, rt: &PodRuntimeStatus, failures: &HashMap<String, StartFailure>, terminal: bool) -> PodStatus {
+fn gen(
+    p: &Pod,
+    rt: &PodRuntimeStatus,
+    failures: &HashMap<String, StartFailure>,
+    terminal: bool,
+) -> PodStatus {
     generate(
         p,
         rt,
@@ -108,7 +113,10 @@ fn condition<'a>(s: &'a PodStatus, t: &str) -> &'a PodCondition {
 #[test]
 fn running_pod_is_ready() {
     let p = pod(vec![c("a")], vec![], "Always");
-    let rt = PodRuntimeStatus::new(vec![sandbox()], vec![inst("a", "c1", RtState::Running, 0, 0)]);
+    let rt = PodRuntimeStatus::new(
+        vec![sandbox()],
+        vec![inst("a", "c1", RtState::Running, 0, 0)],
+    );
     let s = gen(&p, &rt, &HashMap::new(), false);
     assert_eq!(s.phase.as_deref(), Some("Running"));
     assert_eq!(s.pod_ip.as_deref(), Some("10.1.0.5"));
@@ -116,7 +124,13 @@ fn running_pod_is_ready() {
     assert_eq!(s.host_ip.as_deref(), Some("192.168.1.2"));
     assert_eq!(s.qos_class.as_deref(), Some("BestEffort"));
     assert!(s.start_time.is_some());
-    for t in [POD_SCHEDULED, POD_READY_TO_START_CONTAINERS, POD_INITIALIZED, CONTAINERS_READY, POD_READY] {
+    for t in [
+        POD_SCHEDULED,
+        POD_READY_TO_START_CONTAINERS,
+        POD_INITIALIZED,
+        CONTAINERS_READY,
+        POD_READY,
+    ] {
         assert_eq!(condition(&s, t).status, "True", "{t}");
     }
     let cs = &s.container_statuses.as_ref().unwrap()[0];
@@ -152,22 +166,46 @@ fn new_pod_is_pending_with_container_creating() {
 #[test]
 fn init_containers_pending_and_pod_initializing() {
     let p = pod(vec![c("a")], vec![c("i1"), c("i2")], "Always");
-    let rt = PodRuntimeStatus::new(vec![sandbox()], vec![inst("i1", "x1", RtState::Exited, 0, 0), inst("i2", "x2", RtState::Running, 0, 1)]);
+    let rt = PodRuntimeStatus::new(
+        vec![sandbox()],
+        vec![
+            inst("i1", "x1", RtState::Exited, 0, 0),
+            inst("i2", "x2", RtState::Running, 0, 1),
+        ],
+    );
     let s = gen(&p, &rt, &HashMap::new(), false);
     assert_eq!(s.phase.as_deref(), Some("Pending"));
     let init = condition(&s, POD_INITIALIZED);
     assert_eq!(init.status, "False");
     assert_eq!(init.reason.as_deref(), Some(CONTAINERS_NOT_INITIALIZED));
-    assert_eq!(init.message.as_deref(), Some("containers with incomplete status: [i2]"));
+    assert_eq!(
+        init.message.as_deref(),
+        Some("containers with incomplete status: [i2]")
+    );
     let a = &s.container_statuses.as_ref().unwrap()[0];
     assert_eq!(
-        a.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(),
+        a.state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref(),
         Some(POD_INITIALIZING)
     );
     let inits = s.init_container_statuses.as_ref().unwrap();
     assert!(inits[0].ready, "a completed init container is ready");
     assert_eq!(
-        inits[0].state.as_ref().unwrap().terminated.as_ref().unwrap().reason.as_deref(),
+        inits[0]
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref(),
         Some("Completed")
     );
 }
@@ -175,10 +213,16 @@ fn init_containers_pending_and_pod_initializing() {
 #[test]
 fn failed_init_with_restart_never_fails_the_pod() {
     let p = pod(vec![c("a")], vec![c("i1")], "Never");
-    let rt = PodRuntimeStatus::new(vec![sandbox()], vec![inst("i1", "x1", RtState::Exited, 1, 0)]);
+    let rt = PodRuntimeStatus::new(
+        vec![sandbox()],
+        vec![inst("i1", "x1", RtState::Exited, 1, 0)],
+    );
     let s = gen(&p, &rt, &HashMap::new(), false);
     assert_eq!(s.phase.as_deref(), Some("Failed"));
-    assert_eq!(condition(&s, CONTAINERS_READY).reason.as_deref(), Some(POD_FAILED));
+    assert_eq!(
+        condition(&s, CONTAINERS_READY).reason.as_deref(),
+        Some(POD_FAILED)
+    );
 }
 
 #[test]
@@ -217,8 +261,18 @@ fn err_image_pull_on_a_new_container() {
             message: "pull failed".into(),
         },
     )]);
-    let s = gen(&p, &PodRuntimeStatus::new(vec![sandbox()], vec![]), &failures, false);
-    let w = s.container_statuses.as_ref().unwrap()[0].state.clone().unwrap().waiting.unwrap();
+    let s = gen(
+        &p,
+        &PodRuntimeStatus::new(vec![sandbox()], vec![]),
+        &failures,
+        false,
+    );
+    let w = s.container_statuses.as_ref().unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
     assert_eq!(w.reason.as_deref(), Some(ERR_IMAGE_PULL));
     assert_eq!(w.message.as_deref(), Some("pull failed"));
 }
@@ -236,9 +290,16 @@ fn phases_after_exit() {
     ];
     for (policy, code, terminal, want) in cases {
         let p = pod(vec![c("a")], vec![], policy);
-        let rt = PodRuntimeStatus::new(vec![sandbox()], vec![inst("a", "c1", RtState::Exited, code, 0)]);
+        let rt = PodRuntimeStatus::new(
+            vec![sandbox()],
+            vec![inst("a", "c1", RtState::Exited, code, 0)],
+        );
         let s = gen(&p, &rt, &HashMap::new(), terminal);
-        assert_eq!(s.phase.as_deref(), Some(want), "{policy} exit {code} terminal {terminal}");
+        assert_eq!(
+            s.phase.as_deref(),
+            Some(want),
+            "{policy} exit {code} terminal {terminal}"
+        );
     }
     // Terminal phases stick.
     let mut p = pod(vec![c("a")], vec![], "Always");
@@ -246,16 +307,28 @@ fn phases_after_exit() {
         phase: Some("Failed".into()),
         ..Default::default()
     });
-    let rt = PodRuntimeStatus::new(vec![sandbox()], vec![inst("a", "c1", RtState::Running, 0, 0)]);
-    assert_eq!(gen(&p, &rt, &HashMap::new(), false).phase.as_deref(), Some("Failed"));
+    let rt = PodRuntimeStatus::new(
+        vec![sandbox()],
+        vec![inst("a", "c1", RtState::Running, 0, 0)],
+    );
+    assert_eq!(
+        gen(&p, &rt, &HashMap::new(), false).phase.as_deref(),
+        Some("Failed")
+    );
 }
 
 #[test]
 fn succeeded_pod_conditions_say_pod_completed() {
     let p = pod(vec![c("a")], vec![], "Never");
-    let rt = PodRuntimeStatus::new(vec![sandbox()], vec![inst("a", "c1", RtState::Exited, 0, 0)]);
+    let rt = PodRuntimeStatus::new(
+        vec![sandbox()],
+        vec![inst("a", "c1", RtState::Exited, 0, 0)],
+    );
     let s = gen(&p, &rt, &HashMap::new(), true);
-    assert_eq!(condition(&s, CONTAINERS_READY).reason.as_deref(), Some(POD_COMPLETED));
+    assert_eq!(
+        condition(&s, CONTAINERS_READY).reason.as_deref(),
+        Some(POD_COMPLETED)
+    );
     assert_eq!(condition(&s, POD_READY).status, "False");
 }
 
@@ -265,7 +338,10 @@ fn readiness_gates_and_probes() {
     p.spec.as_mut().unwrap().readiness_gates = Some(vec![PodReadinessGate {
         condition_type: "example.com/gate".into(),
     }]);
-    let rt = PodRuntimeStatus::new(vec![sandbox()], vec![inst("a", "c1", RtState::Running, 0, 0)]);
+    let rt = PodRuntimeStatus::new(
+        vec![sandbox()],
+        vec![inst("a", "c1", RtState::Running, 0, 0)],
+    );
     let s = gen(&p, &rt, &HashMap::new(), false);
     let r = condition(&s, POD_READY);
     assert_eq!(r.status, "False");
@@ -302,7 +378,9 @@ fn readiness_gates_and_probes() {
     );
     assert_eq!(condition(&s, CONTAINERS_READY).status, "False");
     assert_eq!(
-        s.container_statuses.as_ref().unwrap()[0].container_id.as_deref(),
+        s.container_statuses.as_ref().unwrap()[0]
+            .container_id
+            .as_deref(),
         Some("containerd://c1")
     );
 }
@@ -310,7 +388,10 @@ fn readiness_gates_and_probes() {
 #[test]
 fn transition_times_are_kept_while_the_status_stays() {
     let p0 = pod(vec![c("a")], vec![], "Always");
-    let rt = PodRuntimeStatus::new(vec![sandbox()], vec![inst("a", "c1", RtState::Running, 0, 0)]);
+    let rt = PodRuntimeStatus::new(
+        vec![sandbox()],
+        vec![inst("a", "c1", RtState::Running, 0, 0)],
+    );
     let first = gen(&p0, &rt, &HashMap::new(), false);
     let mut p1 = p0.clone();
     p1.status = Some(first.clone());
@@ -341,7 +422,10 @@ fn sidecar_phase_and_initialized() {
     let p = pod(vec![c("a")], vec![side], "Always");
     let rt = PodRuntimeStatus::new(
         vec![sandbox()],
-        vec![inst("side", "s1", RtState::Running, 0, 0), inst("a", "c1", RtState::Running, 0, 1)],
+        vec![
+            inst("side", "s1", RtState::Running, 0, 0),
+            inst("a", "c1", RtState::Running, 0, 1),
+        ],
     );
     let s = gen(&p, &rt, &HashMap::new(), false);
     assert_eq!(s.phase.as_deref(), Some("Running"));

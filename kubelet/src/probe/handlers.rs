@@ -150,9 +150,8 @@ pub async fn http_get(
     let req = req
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| format!("building the request for {url}: {e}"))?;
-    let client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Empty<bytes::Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
     let fut = async {
         let resp = client.request(req).await?;
         let status = resp.status().as_u16();
@@ -208,9 +207,8 @@ pub async fn grpc(
         if client.ready().await.is_err() {
             return Ok(ProbeResult::Failure);
         }
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-            "/grpc.health.v1.Health/Check",
-        );
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check");
         let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
         let mut req = tonic::Request::new(HealthCheckRequest {
             service: service.to_string(),
