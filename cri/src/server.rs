@@ -2,7 +2,8 @@
 //! crictl, critest, our conformance suite and kubelets that talk CRI over gRPC.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -30,6 +31,15 @@ const MAX_MESSAGE: usize = 16 << 20;
 /// Serves CRI on `config.socket` until `shutdown` resolves. Running containers are left running:
 /// their supervisors outlive this process, and the next `capstan cri` on the same root adopts them.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let (runtime, images) = open(&config).await?;
+    let listener = bind(&config.socket)?;
+    tracing::info!("capstan cri serving on {}", config.socket.display());
+    serve_on(runtime, images, listener, &config.socket, shutdown).await
+}
+
+/// Opens the image store and the runtime under `config.root` (reconnecting to running pods), for
+/// `serve` and for a kubelet that calls the runtime in-process.
+pub async fn open(config: &Config) -> anyhow::Result<(Arc<Runtime>, Arc<ImageStore>)> {
     std::fs::create_dir_all(&config.root)
         .with_context(|| format!("creating the runtime root {}", config.root.display()))?;
     let images = ImageStore::open(&config.root, config.registry_config_dir.clone())
@@ -46,9 +56,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         images.clone(),
     )
     .await?;
+    Ok((runtime, images))
+}
 
-    let listener = bind(&config.socket)?;
-    tracing::info!("capstan cri serving on {}", config.socket.display());
+/// Serves an already opened runtime and image store on `listener` (bound at `socket`, which is
+/// removed afterwards) until `shutdown` resolves. The kubelet uses this to offer the runtime it
+/// calls in-process to tools such as crictl.
+pub async fn serve_on(
+    runtime: Arc<Runtime>,
+    images: Arc<ImageStore>,
+    listener: tokio::net::UnixListener,
+    socket: &Path,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tonic::transport::Server::builder()
         .add_service(
@@ -64,12 +84,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("serving CRI")?;
-    let _ = std::fs::remove_file(&config.socket);
+    let _ = std::fs::remove_file(socket);
     Ok(())
 }
 
 /// Binds the socket, replacing a stale one but refusing to take over from a live server.
-fn bind(socket: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+pub fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
