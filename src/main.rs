@@ -33,7 +33,7 @@ enum Command {
     #[command(subcommand)]
     Image(ImageCommand),
     /// Run the kubelet: upstream's flags and KubeletConfiguration file.
-    Kubelet(kubelet::config::KubeletArgs),
+    Kubelet(Box<kubelet::config::KubeletArgs>),
 }
 
 #[derive(clap::Args)]
@@ -196,7 +196,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Apiserver(a) => rt.block_on(apiserver(a)),
         Command::Cri(a) => rt.block_on(cri(a)),
-        Command::Kubelet(a) => rt.block_on(kubelet(a)),
+        Command::Kubelet(a) => rt.block_on(kubelet(*a)),
         Command::Image(ImageCommand::Import { root, files }) => {
             for name in cri::image::import_files(&root, &files)? {
                 println!("imported {name}");

@@ -36,6 +36,16 @@ impl KubeletProcess {
         }
     }
 
+    /// Panics with the log if the kubelet has exited.
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "capstan kubelet exited ({status}); its log:\n{}",
+                self.log()
+            );
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -94,7 +104,7 @@ fn node_registers_heartbeats_and_reregisters() {
     let root = dir.path().join("root");
     let name = unique_name();
     let kubeconfig = api.kubeconfig();
-    let kubelet = KubeletProcess::start(
+    let mut kubelet = KubeletProcess::start(
         &[
             "--config",
             config.to_str().unwrap(),
@@ -120,6 +130,7 @@ fn node_registers_heartbeats_and_reregisters() {
     let mut node = Value::Null;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
+        kubelet.assert_running();
         if let Some(n) = get_json(&api, &["get", "node", &name]) {
             if is_ready(&n) {
                 node = n;
@@ -136,7 +147,11 @@ fn node_registers_heartbeats_and_reregisters() {
 
     let labels = &node["metadata"]["labels"];
     assert_eq!(labels["a"], "b", "labels: {labels}");
-    assert_eq!(labels["kubernetes.io/hostname"], name.as_str(), "labels: {labels}");
+    assert_eq!(
+        labels["kubernetes.io/hostname"],
+        name.as_str(),
+        "labels: {labels}"
+    );
     assert_eq!(labels["kubernetes.io/os"], "linux", "labels: {labels}");
     assert_eq!(labels["beta.kubernetes.io/os"], "linux", "labels: {labels}");
     assert!(labels["kubernetes.io/arch"].is_string(), "labels: {labels}");
@@ -180,7 +195,10 @@ fn node_registers_heartbeats_and_reregisters() {
             .is_some_and(|v| v.starts_with("v1.33.")),
         "nodeInfo: {info}"
     );
-    assert_eq!(info["containerRuntimeVersion"], "capstan://0.1.0", "nodeInfo: {info}");
+    assert_eq!(
+        info["containerRuntimeVersion"], "capstan://0.1.0",
+        "nodeInfo: {info}"
+    );
     assert_eq!(info["operatingSystem"], "linux", "nodeInfo: {info}");
     for f in ["kernelVersion", "osImage", "bootID", "architecture"] {
         assert!(
@@ -222,19 +240,27 @@ fn node_registers_heartbeats_and_reregisters() {
     // The Lease is held by the node, owned by the Node, and renewed.
     let lease = get_json(&api, &["get", "lease", "-n", "kube-node-lease", &name])
         .unwrap_or_else(|| panic!("no lease for {name}; kubelet log:\n{}", kubelet.log()));
-    assert_eq!(lease["spec"]["holderIdentity"], name.as_str(), "lease: {lease}");
+    assert_eq!(
+        lease["spec"]["holderIdentity"],
+        name.as_str(),
+        "lease: {lease}"
+    );
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 4, "lease: {lease}");
     let owner = &lease["metadata"]["ownerReferences"][0];
     assert_eq!(owner["kind"], "Node", "lease: {lease}");
     assert_eq!(owner["uid"], node["metadata"]["uid"], "lease: {lease}");
     let first_renew = lease["spec"]["renewTime"].as_str().unwrap().to_string();
     let mut renewed = String::new();
-    eventually(Duration::from_secs(15), "the lease's renewTime to advance", || {
-        renewed = get_json(&api, &["get", "lease", "-n", "kube-node-lease", &name])
-            .and_then(|l| l["spec"]["renewTime"].as_str().map(String::from))
-            .unwrap_or_default();
-        renewed > first_renew
-    });
+    eventually(
+        Duration::from_secs(15),
+        "the lease's renewTime to advance",
+        || {
+            renewed = get_json(&api, &["get", "lease", "-n", "kube-node-lease", &name])
+                .and_then(|l| l["spec"]["renewTime"].as_str().map(String::from))
+                .unwrap_or_default();
+            renewed > first_renew
+        },
+    );
 
     // Deleted, the Node is registered again (a new object, with its labels and Ready).
     let old_uid = node["metadata"]["uid"].clone();
@@ -242,6 +268,7 @@ fn node_registers_heartbeats_and_reregisters() {
     let start = Instant::now();
     let mut again = Value::Null;
     while start.elapsed() < Duration::from_secs(30) {
+        kubelet.assert_running();
         if let Some(n) = get_json(&api, &["get", "node", &name]) {
             if n["metadata"]["uid"] != old_uid && is_ready(&n) {
                 again = n;
@@ -287,11 +314,21 @@ fn bad_flags_are_refused_with_the_flag_named() {
     expect_refused(&["--root-dir", root, "--no-such-flag"], "--no-such-flag");
     expect_refused(&["--root-dir", root, "--max-pods", "many"], "--max-pods");
     expect_refused(
-        &["--root-dir", root, "--register-with-taints", "k=v:Sometimes"],
+        &[
+            "--root-dir",
+            root,
+            "--register-with-taints",
+            "k=v:Sometimes",
+        ],
         "--register-with-taints",
     );
     expect_refused(
-        &["--root-dir", root, "--cgroup-root", "/capstan-no-such-cgroup"],
+        &[
+            "--root-dir",
+            root,
+            "--cgroup-root",
+            "/capstan-no-such-cgroup",
+        ],
         "--cgroup-root",
     );
     let config = dir.path().join("bad.yaml");

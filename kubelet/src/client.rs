@@ -26,6 +26,9 @@ pub enum ClientError {
 
 /// Builds a client from a kubeconfig file (its current context), or in-cluster when `None`.
 pub async fn build_client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientError> {
+    // The binary links two rustls providers (ring for kube, aws-lc-rs through the image client),
+    // so rustls cannot pick one by itself; choose ring. An error means one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| {

@@ -207,7 +207,10 @@ impl Config {
         }
 
         let node_labels = args.node_labels.clone().unwrap_or_default();
-        if let Some(bad) = node_labels.keys().find(|k| !flags::kubelet_may_set_label(k)) {
+        if let Some(bad) = node_labels
+            .keys()
+            .find(|k| !flags::kubelet_may_set_label(k))
+        {
             return Err(ConfigError::Flag {
                 flag: "--node-labels".into(),
                 message: format!(
@@ -227,7 +230,11 @@ impl Config {
         }
 
         let node_name = node_name(args.hostname_override.as_deref(), host)?;
-        let root_dir = absolute(args.root_dir.as_deref().unwrap_or(Path::new(DEFAULT_ROOT_DIR)));
+        let root_dir = absolute(
+            args.root_dir
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_ROOT_DIR)),
+        );
 
         let runtime = match &settings.container_runtime_endpoint {
             Some(endpoint) if !endpoint.is_empty() => RuntimeConfig::Remote {
@@ -463,7 +470,7 @@ mod tests {
         assert_eq!(c.cgroup_root, "/kubelet");
         assert_eq!(c.settings.eviction_hard().len(), 1);
         assert_eq!(c.settings.register_with_taints[0].effect, "NoSchedule");
-        assert_eq!(c.settings.feature_gates["SidecarContainers"], true);
+        assert!(c.settings.feature_gates["SidecarContainers"]);
 
         let c = Config::resolve_with(
             &args(&[
@@ -533,9 +540,15 @@ mod tests {
             ("maxPods: lots", "maxPods"),
             ("syncFrequency: often", "syncFrequency"),
             ("cgroupDriver: cgroupv3", "cgroupDriver"),
-            ("imageGCLowThresholdPercent: 90", "imageGCLowThresholdPercent"),
+            (
+                "imageGCLowThresholdPercent: 90",
+                "imageGCLowThresholdPercent",
+            ),
             ("kubeReserved: {memory: 1Zi}", "kubeReserved.memory"),
-            ("evictionHard: {memory.available: 200%}", "evictionHard.memory.available"),
+            (
+                "evictionHard: {memory.available: 200%}",
+                "evictionHard.memory.available",
+            ),
             (
                 "registerWithTaints: [{key: a, effect: Maybe}]",
                 "registerWithTaints[0]",
@@ -584,10 +597,16 @@ mod tests {
         let err = Config::resolve_with(&args(&["--cgroup-root", "/nope"]), &host)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("--cgroup-root") && err.contains("/nope"), "{err}");
-        let err = Config::resolve_with(&args(&["--node-labels", "node-role.kubernetes.io/x="]), &host)
-            .unwrap_err()
-            .to_string();
+        assert!(
+            err.contains("--cgroup-root") && err.contains("/nope"),
+            "{err}"
+        );
+        let err = Config::resolve_with(
+            &args(&["--node-labels", "node-role.kubernetes.io/x="]),
+            &host,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--node-labels"), "{err}");
         // A static pod dir that does not exist is fine.
         Config::resolve_with(&args(&["--pod-manifest-path", "/no/such/dir"]), &host).unwrap();

@@ -210,13 +210,8 @@ impl NodeAgent {
             source,
         };
         let state = self.inputs.borrow().clone();
-        let node = object::initial_node(
-            &self.config,
-            &self.machine,
-            &state,
-            &self.addresses,
-            &now(),
-        );
+        let node =
+            object::initial_node(&self.config, &self.machine, &state, &self.addresses, &now());
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
@@ -271,7 +266,8 @@ impl NodeAgent {
             old.conditions.as_deref().unwrap_or_default(),
             &now(),
         );
-        let due = last_report.is_none_or(|t| t.elapsed() >= self.config.node_status_report_frequency());
+        let due =
+            last_report.is_none_or(|t| t.elapsed() >= self.config.node_status_report_frequency());
         if !due && !object::status_changed(&old, &new) {
             return Ok(());
         }

@@ -408,8 +408,7 @@ impl KubeletConfiguration {
             self.node_status_update_frequency = Some(Duration::from_secs(10));
         }
         if self.serialize_image_pulls.is_none() {
-            self.serialize_image_pulls =
-                Some(self.max_parallel_image_pulls.is_none_or(|n| n < 2));
+            self.serialize_image_pulls = Some(self.max_parallel_image_pulls.is_none_or(|n| n < 2));
         }
         if self.pod_pids_limit < 0 {
             self.pod_pids_limit = -1;
@@ -480,7 +479,10 @@ impl KubeletConfiguration {
         if self.node_lease_duration_seconds <= 0 {
             return fail(
                 "nodeLeaseDurationSeconds",
-                format!("{} must be greater than 0", self.node_lease_duration_seconds),
+                format!(
+                    "{} must be greater than 0",
+                    self.node_lease_duration_seconds
+                ),
             );
         }
         for (field, d) in [
@@ -507,7 +509,7 @@ impl KubeletConfiguration {
             ("readOnlyPort", self.read_only_port, true),
             ("healthzPort", self.healthz_port, true),
         ] {
-            if !(port == 0 && zero_ok) && !(1..=65535).contains(&port) {
+            if !((1..=65535).contains(&port) || (port == 0 && zero_ok)) {
                 return fail(field, format!("{port} must be between 1 and 65535"));
             }
         }

@@ -236,14 +236,18 @@ mod tests {
 
     #[test]
     fn taints() {
-        let t = parse_taints("k=v:NoSchedule,dedicated:NoExecute").unwrap().0;
+        let t = parse_taints("k=v:NoSchedule,dedicated:NoExecute")
+            .unwrap()
+            .0;
         assert_eq!(t[0].key, "k");
         assert_eq!(t[0].value.as_deref(), Some("v"));
         assert_eq!(t[0].effect, "NoSchedule");
         assert_eq!(t[1].key, "dedicated");
         assert_eq!(t[1].value, None);
         assert!(parse_taints("k=v").is_err());
-        assert!(parse_taints("k=v:Sometimes").unwrap_err().contains("effect"));
+        assert!(parse_taints("k=v:Sometimes")
+            .unwrap_err()
+            .contains("effect"));
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl MachineInfo {
             n => n,
         };
         let ephemeral_storage_bytes = nix::sys::statvfs::statvfs(root_dir)
-            .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+            .map(|s| s.blocks() * s.fragment_size())
             .unwrap_or(0);
         MachineInfo {
             num_cpus,
@@ -62,11 +62,7 @@ impl MachineInfo {
 pub fn count_processors(cpuinfo: &str) -> u32 {
     cpuinfo
         .lines()
-        .filter(|l| {
-            l.split(':')
-                .next()
-                .is_some_and(|k| k.trim() == "processor")
-        })
+        .filter(|l| l.split(':').next().is_some_and(|k| k.trim() == "processor"))
         .count() as u32
 }
 
@@ -114,7 +110,11 @@ fn read_hugepages(dir: &Path) -> Vec<(String, u64)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let kb: u64 = name.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
+            let kb: u64 = name
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
             let count: u64 = std::fs::read_to_string(e.path().join("nr_hugepages"))
                 .ok()?
                 .trim()
@@ -131,7 +131,7 @@ fn read_hugepages(dir: &Path) -> Vec<(String, u64)> {
 pub fn hugepage_resource_name(page_bytes: u64) -> String {
     let units = [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
     for (suffix, size) in units {
-        if page_bytes >= size && page_bytes % size == 0 {
+        if page_bytes >= size && page_bytes.is_multiple_of(size) {
             return format!("hugepages-{}{suffix}", page_bytes / size);
         }
     }

@@ -112,7 +112,10 @@ pub fn initial_node(
     now: &Time,
 ) -> Node {
     let mut annotations = BTreeMap::new();
-    annotations.insert(ANNOTATION_CONTROLLER_ATTACH_DETACH.to_string(), "true".into());
+    annotations.insert(
+        ANNOTATION_CONTROLLER_ATTACH_DETACH.to_string(),
+        "true".into(),
+    );
     let taints = config.settings.register_with_taints.clone();
     Node {
         metadata: ObjectMeta {
@@ -142,7 +145,10 @@ pub fn reconcile_existing(existing: &mut Node, config: &Config, machine: &Machin
             changed = true;
         }
     }
-    let annotations = existing.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    let annotations = existing
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new);
     if annotations
         .get(ANNOTATION_CONTROLLER_ATTACH_DETACH)
         .map(String::as_str)
@@ -208,12 +214,18 @@ pub fn node_status(
 pub fn capacity_milli(config: &Config, machine: &MachineInfo) -> BTreeMap<String, i128> {
     let mut c = BTreeMap::new();
     c.insert("cpu".to_string(), i128::from(machine.num_cpus) * 1000);
-    c.insert("memory".to_string(), i128::from(machine.memory_bytes) * 1000);
+    c.insert(
+        "memory".to_string(),
+        i128::from(machine.memory_bytes) * 1000,
+    );
     c.insert(
         "ephemeral-storage".to_string(),
         i128::from(machine.ephemeral_storage_bytes) * 1000,
     );
-    c.insert("pods".to_string(), i128::from(config.settings.max_pods) * 1000);
+    c.insert(
+        "pods".to_string(),
+        i128::from(config.settings.max_pods) * 1000,
+    );
     for (name, bytes) in &machine.hugepages {
         c.insert(name.clone(), i128::from(*bytes) * 1000);
     }
@@ -276,7 +288,11 @@ pub fn conditions(previous: &[NodeCondition], state: &NodeState, now: &Time) -> 
         .collect();
     errors.retain(|e| !e.is_empty());
     let (ready, ready_reason, ready_message) = if errors.is_empty() {
-        (true, "KubeletReady", "kubelet is posting ready status".to_string())
+        (
+            true,
+            "KubeletReady",
+            "kubelet is posting ready status".to_string(),
+        )
     } else if errors.len() == 1 {
         (false, "KubeletNotReady", errors[0].to_string())
     } else {
@@ -292,8 +308,14 @@ pub fn conditions(previous: &[NodeCondition], state: &NodeState, now: &Time) -> 
             "MemoryPressure",
             pick(
                 state.memory_pressure,
-                ("KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
-                ("KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                (
+                    "KubeletHasInsufficientMemory",
+                    "kubelet has insufficient memory available",
+                ),
+                (
+                    "KubeletHasSufficientMemory",
+                    "kubelet has sufficient memory available",
+                ),
             ),
         ),
         (
@@ -308,14 +330,17 @@ pub fn conditions(previous: &[NodeCondition], state: &NodeState, now: &Time) -> 
             "PIDPressure",
             pick(
                 state.pid_pressure,
-                ("KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
-                ("KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                (
+                    "KubeletHasInsufficientPID",
+                    "kubelet has insufficient PID available",
+                ),
+                (
+                    "KubeletHasSufficientPID",
+                    "kubelet has sufficient PID available",
+                ),
             ),
         ),
-        (
-            "Ready",
-            (ready, ready_reason.to_string(), ready_message),
-        ),
+        ("Ready", (ready, ready_reason.to_string(), ready_message)),
     ];
     wanted
         .into_iter()
@@ -415,7 +440,9 @@ mod tests {
     fn capacity_and_allocatable() {
         let mut c = config(|_| {});
         c.settings.kube_reserved.insert("cpu".into(), "500m".into());
-        c.settings.system_reserved.insert("memory".into(), "1Gi".into());
+        c.settings
+            .system_reserved
+            .insert("memory".into(), "1Gi".into());
         let cap = capacity_milli(&c, &machine());
         let alloc = allocatable_milli(&c, &cap);
         let status = format_resources(&alloc);
@@ -472,7 +499,10 @@ mod tests {
         let healthy = NodeState::healthy("capstan://0.1.0");
         let cs = conditions(&[], &healthy, &t(10));
         let types: Vec<_> = cs.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]);
+        assert_eq!(
+            types,
+            ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
+        );
         let ready = &cs[3];
         assert_eq!(ready.status, "True");
         assert_eq!(ready.reason.as_deref(), Some("KubeletReady"));
@@ -492,7 +522,10 @@ mod tests {
         let down = conditions(&later, &sick, &t(30));
         assert_eq!(down[3].status, "False");
         assert_eq!(down[3].reason.as_deref(), Some("KubeletNotReady"));
-        assert_eq!(down[3].message.as_deref(), Some("container runtime is down"));
+        assert_eq!(
+            down[3].message.as_deref(),
+            Some("container runtime is down")
+        );
         assert_eq!(down[3].last_transition_time, Some(t(30)));
         sick.network_errors = vec!["network not ready".into()];
         let both = conditions(&down, &sick, &t(40));
@@ -512,11 +545,25 @@ mod tests {
         let c = config(|_| {});
         let s = NodeState::healthy("capstan://0.1.0");
         let a = node_status(&c, &machine(), &s, &[], &[], &t(1));
-        let b = node_status(&c, &machine(), &s, &[], a.conditions.as_ref().unwrap(), &t(2));
+        let b = node_status(
+            &c,
+            &machine(),
+            &s,
+            &[],
+            a.conditions.as_ref().unwrap(),
+            &t(2),
+        );
         assert!(!status_changed(&a, &b));
         let mut other = s.clone();
         other.disk_pressure = true;
-        let d = node_status(&c, &machine(), &other, &[], a.conditions.as_ref().unwrap(), &t(3));
+        let d = node_status(
+            &c,
+            &machine(),
+            &other,
+            &[],
+            a.conditions.as_ref().unwrap(),
+            &t(3),
+        );
         assert!(status_changed(&a, &d));
     }
 }
