@@ -32,6 +32,8 @@ enum Command {
     /// Manage the built-in runtime's images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Run the kubelet: upstream's flags and KubeletConfiguration file.
+    Kubelet(Box<kubelet::config::KubeletArgs>),
 }
 
 #[derive(clap::Args)]
@@ -150,6 +152,14 @@ async fn shutdown_signal() {
     }
 }
 
+async fn kubelet(args: kubelet::config::KubeletArgs) -> anyhow::Result<()> {
+    let config = kubelet::config::Config::resolve(&args)?;
+    let kubelet = kubelet::Kubelet::new(config).await?;
+    kubelet.run(shutdown_signal()).await?;
+    tracing::info!("capstan kubelet: shutting down");
+    Ok(())
+}
+
 async fn cri(args: CriArgs) -> anyhow::Result<()> {
     let cni_bin_dirs = if args.cni_bin_dir.is_empty() {
         vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
@@ -186,6 +196,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Apiserver(a) => rt.block_on(apiserver(a)),
         Command::Cri(a) => rt.block_on(cri(a)),
+        Command::Kubelet(a) => rt.block_on(kubelet(*a)),
         Command::Image(ImageCommand::Import { root, files }) => {
             for name in cri::image::import_files(&root, &files)? {
                 println!("imported {name}");

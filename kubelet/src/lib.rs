@@ -1,19 +1,32 @@
-//! Node agent (kubelet): being built per the kubelet issue.
+//! Capstan's kubelet: the node agent that registers this machine as a Node and runs the pods
+//! bound to it.
 //!
-//! - `runtime`: the kubelet's view of a CRI runtime (built-in in-process, or remote over gRPC);
-//! - `plan`: upstream's computePodActions as a pure function, and the CRI configs for a pod;
-//! - `pod_status`: upstream's generateAPIPodStatus as pure functions;
-//! - `probe`: liveness, readiness and startup probe workers;
-//! - `backoff`: the container restart back-off (CrashLoopBackOff) with an injectable clock;
-//! - `qos`: QoS classes and the pod cgroup hierarchy;
-//! - `env`: container environment variables;
+//! - `config`: KubeletConfiguration files and upstream's flags, resolved into the effective
+//!   [`config::Config`] (paths of the root dir, the built-in runtime, logs, CNI, cgroups).
+//! - `client`: the API client (kube-rs) built from a kubeconfig.
+//! - `node`: Node registration, status and the node Lease.
+//! - `runtime`: the kubelet's view of a CRI runtime (built-in in-process, or remote over gRPC).
+//! - `plan`: upstream's computePodActions as a pure function, and the CRI configs for a pod.
+//! - `pod_status`: upstream's generateAPIPodStatus as pure functions.
+//! - `probe`: liveness, readiness and startup probe workers.
+//! - `backoff`: the container restart back-off (CrashLoopBackOff) with an injectable clock.
+//! - `qos`: QoS classes and the pod cgroup hierarchy.
+//! - `env`: container environment variables.
 //! - `volume`: volumes, the atomic writer, per-pod DNS files.
+//! - `pod_worker`, `pleg`, `status_manager`: one task per pod, runtime events, the status writer.
+//! - `agent`: [`Kubelet`], what `capstan kubelet` runs.
 
+pub mod agent;
 pub mod backoff;
+pub mod client;
+pub mod config;
 pub mod env;
+pub mod node;
 pub mod plan;
 pub mod pod_status;
 pub mod probe;
 pub mod qos;
 pub mod runtime;
 pub mod volume;
+
+pub use agent::Kubelet;
