@@ -1,11 +1,11 @@
 //! [`Kubelet`]: the process `capstan kubelet` runs, tying the configuration, the API client and
 //! the subsystems together.
 //!
-//! Today it runs the node agent (registration, status, Lease). The pod side joins here next: the
-//! runtime (built-in in-process at [`BuiltInRuntime::root`](crate::config::BuiltInRuntime), also
-//! served on its CRI socket, or a remote CRI endpoint), PLEG, pod workers, the status manager and
-//! probes. Those feed node readiness through [`Kubelet::inputs`]: the runtime reports its
-//! `name://version` and status errors, PLEG its health, CNI its readiness.
+//! It starts the runtime (built-in in-process at
+//! [`BuiltInRuntime::root`](crate::config::BuiltInRuntime), also served on its CRI socket, or a
+//! remote CRI endpoint), the node agent (registration, status, Lease), the status manager, the
+//! PLEG, probes and one pod worker per pod bound to this node (watched from the API). Readiness
+//! inputs: the runtime reports its `name://version` and status conditions, PLEG its health.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -15,12 +15,17 @@ use crate::client::{build_client, ClientError};
 use crate::config::{Config, RuntimeConfig};
 use crate::node::object::BUILTIN_RUNTIME_VERSION;
 use crate::node::{NodeAgent, NodeState, NodeStatusInputs};
+use crate::runtime::Runtime;
 
 /// Errors that stop the kubelet from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeletError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error("starting the container runtime: {0}")]
+    Runtime(String),
+    #[error("locating the capstan binary: {0}")]
+    Runtime0(std::io::Error),
     #[error("creating {}: {source}", path.display())]
     CreateDir {
         path: PathBuf,
@@ -81,13 +86,42 @@ impl Kubelet {
             root_dir = %self.config.root_dir.display(),
             "capstan kubelet starting"
         );
-        if let RuntimeConfig::BuiltIn(_) = self.config.runtime {
-            self.inputs
-                .update(|s| *s = NodeState::healthy(BUILTIN_RUNTIME_VERSION));
+        let (runtime, _server) = match &self.config.runtime {
+            RuntimeConfig::BuiltIn(b) => {
+                let (rt, server) = Runtime::start_builtin(cri::server::Config {
+                    root: b.root.clone(),
+                    socket: b.socket.clone(),
+                    registry_config_dir: b.registry_config_dir.clone(),
+                    cni_conf_dir: b.cni_conf_dir.clone(),
+                    cni_bin_dirs: b.cni_bin_dirs.clone(),
+                    cni_cache_dir: b.cni_cache_dir.clone(),
+                    supervisor_exe: std::env::current_exe().map_err(KubeletError::Runtime0)?,
+                })
+                .await
+                .map_err(|e| KubeletError::Runtime(e.to_string()))?;
+                (rt, Some(server))
+            }
+            RuntimeConfig::Remote { endpoint, .. } => (
+                Runtime::connect(endpoint).map_err(|e| KubeletError::Runtime(e.to_string()))?,
+                None,
+            ),
+        };
+        let agent = NodeAgent::new(self.client.clone(), self.config.clone(), &self.inputs);
+        let pods = crate::pods::PodManager::start(
+            self.client.clone(),
+            self.config.clone(),
+            runtime,
+            self.inputs.clone(),
+            agent.machine(),
+        )
+        .await
+        .map_err(|e| KubeletError::Runtime(format!("{e:#}")))?;
+        let _ = BUILTIN_RUNTIME_VERSION;
+        let _ = NodeState::initial;
+        tokio::select! {
+            _ = agent.run(shutdown) => {}
+            _ = pods.run() => {}
         }
-        NodeAgent::new(self.client.clone(), self.config.clone(), &self.inputs)
-            .run(shutdown)
-            .await;
         Ok(())
     }
 }

@@ -13,7 +13,8 @@
 //! - `qos`: QoS classes and the pod cgroup hierarchy.
 //! - `env`: container environment variables.
 //! - `volume`: volumes, the atomic writer, per-pod DNS files.
-//! - `pod_worker`, `pleg`, `status_manager`: one task per pod, runtime events, the status writer.
+//! - `pods`, `pod_worker`, `pleg`, `status_manager`: the pod source and dispatch, one task per
+//!   pod, runtime events, the status writer.
 //! - `agent`: [`Kubelet`], what `capstan kubelet` runs.
 
 pub mod agent;
@@ -23,10 +24,14 @@ pub mod config;
 pub mod env;
 pub mod node;
 pub mod plan;
+pub mod pleg;
 pub mod pod_status;
+pub mod pod_worker;
+pub mod pods;
 pub mod probe;
 pub mod qos;
 pub mod runtime;
+pub mod status_manager;
 pub mod volume;
 
 pub use agent::Kubelet;

@@ -1,0 +1,775 @@
+//! Pod workers: one task per pod UID that syncs the pod — upstream's podWorkers plus
+//! kubeGenericRuntimeManager.SyncPod. A sync reads the runtime's view of the pod, computes a
+//! plan with the pure `plan::compute_pod_actions`, applies it (pod cgroup, volumes, sandbox, image
+//! pulls, init containers, sidecars, containers), and hands the resulting status to the status
+//! manager. A pod being deleted goes through termination instead: containers stopped within
+//! their grace period, the sandbox stopped and removed, volumes and the pod cgroup torn down, and
+//! finally the API object deleted.
+//!
+//! A worker syncs when its pod changes, when the PLEG reports a container event, when a probe
+//! result changes, and at least every resync period (back-off expiry, refreshed volumes).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use tokio::sync::mpsc;
+
+use crate::env::{self, EnvContext, StaticObjects};
+use crate::plan::config::{self as cfg, ContainerOptions, SandboxOptions};
+use crate::plan::{self, labels, Plan, PodRuntimeStatus, RuntimeContainer};
+use crate::pod_status::{self, StartFailure, StatusInputs};
+use crate::probe::{ContainerProbeState, PodProbeState, ProbeContainerState, ProbeManager};
+use crate::qos::{self, PodCgroups};
+use crate::runtime::{image_spec, Runtime};
+use crate::status_manager::StatusManager;
+use crate::volume::dns::{self, DnsSettings};
+use crate::volume::{VolumeManager, VolumeSources};
+use cri::pb;
+
+/// What every pod worker shares.
+pub struct PodContext {
+    pub runtime: Runtime,
+    /// `capstan`, `containerd`, … (container IDs are `<name>://<id>`).
+    pub runtime_name: String,
+    pub client: kube::Client,
+    pub node_name: String,
+    pub host_ips: Vec<String>,
+    pub pod_logs_dir: PathBuf,
+    pub cgroups: Option<PodCgroups>,
+    pub volumes: VolumeManager,
+    pub dns: DnsSettings,
+    pub node_allocatable: BTreeMap<String, Quantity>,
+    pub probes: Arc<ProbeManager>,
+    pub backoff: parking_lot::Mutex<plan::CrashLoopBackoff>,
+    pub status: StatusManager,
+    /// How often a worker syncs without being asked.
+    pub resync: Duration,
+}
+
+/// What a worker is told.
+#[derive(Debug)]
+pub enum PodUpdate {
+    /// The pod as the API (or a static manifest) has it now.
+    Pod(Box<Pod>),
+    /// Something happened in the runtime or a probe changed: sync again.
+    Sync,
+}
+
+/// Starts the worker of one pod; it ends once the pod is terminated and its API object gone.
+pub fn spawn_worker(ctx: Arc<PodContext>, pod: Pod) -> mpsc::UnboundedSender<PodUpdate> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut pod = pod;
+        let mut worker = Worker::new(ctx.clone(), &pod);
+        loop {
+            let done = worker.sync(&pod).await;
+            if done {
+                break;
+            }
+            let wait = worker.next_wait(ctx.resync);
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(PodUpdate::Pod(p)) => pod = *p,
+                    Some(PodUpdate::Sync) => {}
+                    None => break,
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+            // Coalesce a burst of notifications into one sync.
+            while let Ok(msg) = rx.try_recv() {
+                if let PodUpdate::Pod(p) = msg {
+                    pod = *p;
+                }
+            }
+        }
+        ctx.probes.remove_pod(worker.uid.as_str());
+    });
+    tx
+}
+
+struct Worker {
+    ctx: Arc<PodContext>,
+    uid: String,
+    /// Why containers could not start in the last sync (shown as their waiting reason).
+    start_failures: HashMap<String, StartFailure>,
+    /// The earliest back-off expiry, so the worker wakes for it.
+    next_retry: Option<Duration>,
+    probes_added: bool,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl Worker {
+    fn new(ctx: Arc<PodContext>, pod: &Pod) -> Self {
+        Worker {
+            ctx,
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            start_failures: HashMap::new(),
+            next_retry: None,
+            probes_added: false,
+        }
+    }
+
+    fn next_wait(&self, resync: Duration) -> Duration {
+        self.next_retry.map_or(resync, |r| r.min(resync))
+    }
+
+    /// One sync; `true` when the pod is gone for good.
+    async fn sync(&mut self, pod: &Pod) -> bool {
+        if pod.metadata.deletion_timestamp.is_some() {
+            return self.terminate(pod).await;
+        }
+        if let Err(e) = self.sync_running(pod).await {
+            tracing::warn!("syncing pod {}: {e:#}", plan::pod_full_name(pod));
+        }
+        false
+    }
+
+    async fn runtime_status(&self) -> anyhow::Result<PodRuntimeStatus> {
+        let rt = &self.ctx.runtime;
+        let selector = labels::pod_selector(&self.uid);
+        let sandboxes = rt
+            .list_pod_sandbox(Some(pb::PodSandboxFilter {
+                label_selector: selector.clone(),
+                ..Default::default()
+            }))
+            .await?;
+        let mut sandbox_statuses = Vec::new();
+        for s in sandboxes {
+            if let Ok(st) = rt.pod_sandbox_status(&s.id, false).await {
+                sandbox_statuses.extend(st.status);
+            }
+        }
+        let containers = rt
+            .list_containers(Some(pb::ContainerFilter {
+                label_selector: selector,
+                ..Default::default()
+            }))
+            .await?;
+        let mut statuses = Vec::new();
+        for c in containers {
+            if let Ok(st) = rt.container_status(&c.id, false).await {
+                statuses.extend(st.status.as_ref().map(RuntimeContainer::from_cri));
+            }
+        }
+        Ok(PodRuntimeStatus::new(sandbox_statuses, statuses))
+    }
+
+    /// The ConfigMaps, Secrets and Services a pod's volumes and environment may read.
+    async fn objects(&self, pod: &Pod) -> StaticObjects {
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let mut objects = StaticObjects::default();
+        let client = &self.ctx.client;
+        if let Ok(list) = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+        {
+            for cm in list.items {
+                objects.add_config_map(cm);
+            }
+        }
+        if let Ok(list) = Api::<Secret>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+        {
+            for s in list.items {
+                objects.add_secret(s);
+            }
+        }
+        if pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true)
+        {
+            if let Ok(list) = Api::<Service>::all(client.clone())
+                .list(&ListParams::default())
+                .await
+            {
+                objects.services = list.items;
+            }
+        }
+        objects
+    }
+
+    async fn sync_running(&mut self, pod: &Pod) -> anyhow::Result<()> {
+        let ctx = self.ctx.clone();
+        let spec = pod.spec.clone().unwrap_or_default();
+        if !self.probes_added {
+            ctx.probes.add_pod(pod);
+            self.probes_added = true;
+        }
+        self.start_failures.clear();
+        self.next_retry = None;
+
+        // Pod cgroup, volumes and DNS come before the sandbox.
+        let cgroup_parent = match &ctx.cgroups {
+            Some(c) => c.ensure_pod(pod)?,
+            None => String::new(),
+        };
+        let objects = self.objects(pod).await;
+        let setup = {
+            let sources = VolumeSources {
+                lookup: &objects,
+                node_allocatable: &ctx.node_allocatable,
+                tokens: None,
+            };
+            ctx.volumes.setup_all(pod, &sources)
+        };
+        let volumes = match setup {
+            Ok(v) => v,
+            Err(e) => {
+                // Upstream: the pod waits in ContainerCreating and an event says why.
+                for c in spec.containers.iter() {
+                    self.start_failures.insert(
+                        c.name.clone(),
+                        StartFailure {
+                            reason: "ContainerCreating".into(),
+                            message: format!("unable to mount volumes: {e}"),
+                        },
+                    );
+                }
+                let st = self.runtime_status().await?;
+                self.report(pod, &st, false);
+                return Err(e.into());
+            }
+        };
+        let (pod_dns, _) = dns::pod_dns(pod, &ctx.dns);
+        let sandbox_opts = SandboxOptions {
+            pod_logs_dir: ctx.pod_logs_dir.clone(),
+            dns: Some(pb::DnsConfig {
+                servers: pod_dns.servers.clone(),
+                searches: pod_dns.searches.clone(),
+                options: pod_dns.options.clone(),
+            }),
+            cgroup_parent,
+            ..Default::default()
+        };
+
+        let status = self.runtime_status().await?;
+        let plan = {
+            let backoff = ctx.backoff.lock();
+            plan::compute_pod_actions(pod, &status, ctx.probes.results(), &backoff.at(now_ns()))
+        };
+        for b in &plan.back_off {
+            self.start_failures.insert(
+                b.name.clone(),
+                StartFailure {
+                    reason: "CrashLoopBackOff".into(),
+                    message: b.message.clone(),
+                },
+            );
+            self.next_retry = Some(self.next_retry.map_or(b.backoff, |r| r.min(b.backoff)));
+        }
+        self.apply(pod, &plan, &status, &sandbox_opts, &volumes, &objects)
+            .await?;
+
+        let after = self.runtime_status().await?;
+        self.update_probes(pod, &after);
+        self.report(pod, &after, false);
+        Ok(())
+    }
+
+    /// Applies a plan in upstream's order.
+    async fn apply(
+        &mut self,
+        pod: &Pod,
+        plan: &Plan,
+        status: &PodRuntimeStatus,
+        sandbox_opts: &SandboxOptions,
+        volumes: &BTreeMap<String, crate::volume::MountedVolume>,
+        objects: &StaticObjects,
+    ) -> anyhow::Result<()> {
+        let ctx = self.ctx.clone();
+        let rt = &ctx.runtime;
+        let spec = pod.spec.clone().unwrap_or_default();
+        if plan.kill_pod {
+            self.kill_all(pod, status, None).await;
+            if plan.create_sandbox {
+                for id in plan::init_containers_to_purge(pod, status) {
+                    let _ = rt.remove_container(&id).await;
+                }
+            }
+        } else {
+            for k in &plan.kill_containers {
+                let c = container_by_name(pod, &k.name);
+                let grace = plan::termination_grace_period(pod, c, Some(k.reason));
+                if let Some(c) = c {
+                    self.run_pre_stop(pod, c, &k.id, grace).await;
+                }
+                let _ = rt.stop_container(&k.id, grace).await;
+            }
+            for id in plan::init_containers_to_prune(pod, status) {
+                let _ = rt.remove_container(&id).await;
+            }
+        }
+
+        let mut sandbox_id = plan.sandbox_id.clone();
+        let sandbox_config = cfg::sandbox_config(pod, plan.attempt, sandbox_opts);
+        let mut pod_ips = status.ips.clone();
+        if plan.create_sandbox {
+            sandbox_id = rt
+                .run_pod_sandbox(sandbox_config.clone(), "")
+                .await
+                .map_err(|e| anyhow::anyhow!("failed to create pod sandbox: {}", e.message()))?;
+            if let Ok(st) = rt.pod_sandbox_status(&sandbox_id, false).await {
+                if let Some(s) = st.status.as_ref() {
+                    pod_ips = plan::sandbox_ips(s);
+                }
+            }
+        }
+        if sandbox_id.is_empty() {
+            return Ok(());
+        }
+        // /etc/hosts for the pod now that its IPs are known.
+        let node_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let hosts = dns::hosts_file_content(pod, &pod_ips, &ctx.dns.cluster_domain, &node_hosts);
+        let (hosts_path, _) = ctx.volumes.write_pod_dns_files(&self.uid, &hosts, None)?;
+
+        let inits = spec.init_containers.clone().unwrap_or_default();
+        let starts: Vec<(bool, usize)> = plan
+            .start_init
+            .iter()
+            .map(|i| (true, *i))
+            .chain(plan.start_containers.iter().map(|i| (false, *i)))
+            .collect();
+        for (init, idx) in starts {
+            let c = if init {
+                &inits[idx]
+            } else {
+                &spec.containers[idx]
+            };
+            let result = self
+                .start_container(
+                    pod,
+                    c,
+                    status,
+                    &sandbox_id,
+                    &sandbox_config,
+                    sandbox_opts,
+                    volumes,
+                    objects,
+                    &pod_ips,
+                    &hosts_path,
+                )
+                .await;
+            if let Err(f) = result {
+                tracing::info!(
+                    "pod {}: container {}: {}: {}",
+                    plan::pod_full_name(pod),
+                    c.name,
+                    f.reason,
+                    f.message
+                );
+                self.start_failures.insert(c.name.clone(), f);
+                if init && !plan::is_sidecar(c) {
+                    // A failed regular init container ends this sync.
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_container(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        status: &PodRuntimeStatus,
+        sandbox_id: &str,
+        sandbox_config: &pb::PodSandboxConfig,
+        sandbox_opts: &SandboxOptions,
+        volumes: &BTreeMap<String, crate::volume::MountedVolume>,
+        objects: &StaticObjects,
+        pod_ips: &[String],
+        hosts_path: &std::path::Path,
+    ) -> Result<(), StartFailure> {
+        let ctx = &self.ctx;
+        let rt = &ctx.runtime;
+        let fail = |reason: &str, message: String| StartFailure {
+            reason: reason.to_string(),
+            message,
+        };
+        // Back-off bookkeeping: a restart after an exit counts.
+        if let Some(t) = plan::last_exit(c, status) {
+            ctx.backoff
+                .lock()
+                .next(&plan::stable_key(pod, c), t, now_ns());
+        }
+        let image = c.image.clone().unwrap_or_default();
+        let image_ref = self.ensure_image(pod, c, &image, sandbox_config).await?;
+
+        let env = env::make_environment(
+            pod,
+            c,
+            &EnvContext {
+                lookup: objects,
+                pod_ips,
+                host_ips: &ctx.host_ips,
+                node_allocatable: &ctx.node_allocatable,
+                relaxed_names: true,
+            },
+        )
+        .map_err(|e| fail("CreateContainerConfigError", e.to_string()))?;
+        let mut mounts = vec![pb::Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: hosts_path.to_string_lossy().into_owned(),
+            ..Default::default()
+        }];
+        for m in c.volume_mounts.iter().flatten() {
+            let Some(v) = volumes.get(&m.name) else {
+                return Err(fail(
+                    "CreateContainerConfigError",
+                    format!(
+                        "cannot find volume {:?} to mount into container {:?}",
+                        m.name, c.name
+                    ),
+                ));
+            };
+            let (host, ro) = ctx
+                .volumes
+                .container_mount(v, m, &env.vars)
+                .map_err(|e| fail("CreateContainerConfigError", e.to_string()))?;
+            mounts.push(pb::Mount {
+                container_path: m.mount_path.clone(),
+                host_path: host.to_string_lossy().into_owned(),
+                readonly: ro,
+                ..Default::default()
+            });
+        }
+        // The termination-message file lives in the pod's dir and is mounted into the container.
+        let term_path = c
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| "/dev/termination-log".into());
+        let restart = plan::next_restart_count(c, status).unwrap_or_else(|| {
+            cfg::restart_count_from_log_dir(
+                &cfg::pod_log_dir(&sandbox_opts.pod_logs_dir, pod).join(&c.name),
+            )
+        });
+        let term_host = ctx
+            .volumes
+            .pod_dir(&self.uid)
+            .join("containers")
+            .join(&c.name)
+            .join(format!("{restart}-termination-log"));
+        if let Some(parent) = term_host.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let _ = std::fs::write(&term_host, b"");
+        mounts.push(pb::Mount {
+            container_path: term_path,
+            host_path: term_host.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+        let (image_uid, image_user) = self.image_user(&image_ref).await;
+        let opts = ContainerOptions {
+            image_ref: image_ref.clone(),
+            envs: env.vars.clone(),
+            mounts,
+            oom_score_adj: qos_oom_score_adj(pod, c),
+            cpu_cfs_quota: true,
+            image_uid,
+            image_user,
+            ..Default::default()
+        };
+        let config = cfg::container_config(pod, c, restart, sandbox_opts, &opts)
+            .map_err(|e| fail("CreateContainerConfigError", e.to_string()))?;
+        let id = rt
+            .create_container(sandbox_id, config, sandbox_config.clone())
+            .await
+            .map_err(|e| fail("CreateContainerError", e.message().to_string()))?;
+        rt.start_container(&id)
+            .await
+            .map_err(|e| fail("RunContainerError", e.message().to_string()))?;
+        // postStart: exec or httpGet; a failure kills the container (upstream's behaviour).
+        if let Some(handler) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            if let Err(msg) = self.run_handler(pod, c, &id, handler, 30).await {
+                let _ = rt.stop_container(&id, 0).await;
+                return Err(fail("PostStartHookError", msg));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pulls per imagePullPolicy; returns the image reference to run.
+    async fn ensure_image(
+        &self,
+        _pod: &Pod,
+        c: &Container,
+        image: &str,
+        sandbox_config: &pb::PodSandboxConfig,
+    ) -> Result<String, StartFailure> {
+        let rt = &self.ctx.runtime;
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
+            let tagged_latest = !image.contains('@')
+                && (image
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|last| !last.contains(':'))
+                    || image.ends_with(":latest"));
+            if tagged_latest {
+                "Always".into()
+            } else {
+                "IfNotPresent".into()
+            }
+        });
+        let present = rt
+            .image_status(image_spec(image), false)
+            .await
+            .ok()
+            .flatten();
+        match (policy.as_str(), present) {
+            ("Never", None) => Err(StartFailure {
+                reason: "ErrImageNeverPull".into(),
+                message: format!(
+                    "Container image {image:?} is not present with pull policy of Never"
+                ),
+            }),
+            ("Never", Some(img)) | ("IfNotPresent", Some(img)) => Ok(img.id),
+            _ => rt
+                .pull_image(image_spec(image), None, Some(sandbox_config.clone()))
+                .await
+                .map_err(|e| StartFailure {
+                    reason: "ErrImagePull".into(),
+                    message: e.message().to_string(),
+                }),
+        }
+    }
+
+    async fn image_user(&self, image_ref: &str) -> (Option<i64>, String) {
+        match self
+            .ctx
+            .runtime
+            .image_status(image_spec(image_ref), false)
+            .await
+        {
+            Ok(Some(img)) => (img.uid.map(|u| u.value), img.username),
+            _ => (None, String::new()),
+        }
+    }
+
+    /// Runs an exec or httpGet lifecycle handler with a timeout; Err carries the message.
+    async fn run_handler(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        container_id: &str,
+        handler: &k8s_openapi::api::core::v1::LifecycleHandler,
+        timeout_secs: i64,
+    ) -> Result<(), String> {
+        if let Some(exec) = &handler.exec {
+            let cmd = exec.command.clone().unwrap_or_default();
+            let out = self
+                .ctx
+                .runtime
+                .exec_sync(
+                    container_id,
+                    cmd.clone(),
+                    Duration::from_secs(timeout_secs.max(1) as u64),
+                )
+                .await
+                .map_err(|e| e.message().to_string())?;
+            if out.exit_code != 0 {
+                return Err(format!(
+                    "Exec lifecycle hook ({cmd:?}) for Container {:?} in Pod {:?} failed - error: command exited with {}, message: {:?}",
+                    c.name,
+                    plan::pod_full_name(pod),
+                    out.exit_code,
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
+        } else if let Some(sleep) = &handler.sleep {
+            tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64)).await;
+        }
+        Ok(())
+    }
+
+    async fn run_pre_stop(&self, pod: &Pod, c: &Container, id: &str, grace: i64) {
+        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(grace.max(1) as u64),
+                self.run_handler(pod, c, id, h, grace),
+            )
+            .await;
+        }
+    }
+
+    /// Stops every container of the pod (preStop first, within the grace period) and its
+    /// sandboxes.
+    async fn kill_all(&self, pod: &Pod, status: &PodRuntimeStatus, grace_override: Option<i64>) {
+        let rt = &self.ctx.runtime;
+        let mut stops = Vec::new();
+        for rc in status
+            .containers
+            .iter()
+            .filter(|c| c.state() == plan::ContainerState::Running)
+        {
+            let c = container_by_name(pod, &rc.name);
+            let grace =
+                grace_override.unwrap_or_else(|| plan::termination_grace_period(pod, c, None));
+            let id = rc.id.clone();
+            stops.push(async move {
+                if let Some(c) = c {
+                    self.run_pre_stop(pod, c, &id, grace).await;
+                }
+                let _ = rt.stop_container(&id, grace).await;
+            });
+        }
+        futures::future::join_all(stops).await;
+        for s in &status.sandboxes {
+            let _ = rt.stop_pod_sandbox(&s.id).await;
+        }
+    }
+
+    /// Termination: stop everything, clean up, delete the API object. `true` once gone.
+    async fn terminate(&mut self, pod: &Pod) -> bool {
+        let ctx = self.ctx.clone();
+        let grace = pod.metadata.deletion_grace_period_seconds;
+        let status = match self.runtime_status().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(
+                    "terminating {}: reading the runtime: {e}",
+                    plan::pod_full_name(pod)
+                );
+                return false;
+            }
+        };
+        self.kill_all(pod, &status, grace).await;
+        let rt = &ctx.runtime;
+        for c in &status.containers {
+            let _ = rt.remove_container(&c.id).await;
+        }
+        for s in &status.sandboxes {
+            let _ = rt.remove_pod_sandbox(&s.id).await;
+        }
+        ctx.probes.remove_pod(&self.uid);
+        let _ = ctx.volumes.teardown_pod(&self.uid);
+        if let Some(cg) = &ctx.cgroups {
+            let _ = cg.remove_pod(&self.uid);
+        }
+        let after = PodRuntimeStatus::new(Vec::new(), Vec::new());
+        self.report(pod, &after, true);
+        // The API object goes once nothing runs (upstream: the status manager's final delete).
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&name, &dp).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => true,
+            Err(e) => {
+                tracing::warn!("deleting pod {ns}/{name}: {e}");
+                false
+            }
+        }
+    }
+
+    fn update_probes(&self, pod: &Pod, st: &PodRuntimeStatus) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let containers = spec
+            .containers
+            .iter()
+            .chain(
+                spec.init_containers
+                    .iter()
+                    .flatten()
+                    .filter(|c| plan::is_sidecar(c)),
+            )
+            .map(|c| {
+                let rc = st.find(&c.name);
+                ContainerProbeState {
+                    name: c.name.clone(),
+                    id: rc.map(|r| r.id.clone()).unwrap_or_default(),
+                    state: match rc {
+                        Some(r) if r.state() == plan::ContainerState::Running => {
+                            let started = r.started_at;
+                            let elapsed = Duration::from_nanos((now_ns() - started).max(0) as u64);
+                            let at = tokio::time::Instant::now()
+                                .checked_sub(elapsed)
+                                .unwrap_or_else(tokio::time::Instant::now);
+                            ProbeContainerState::Running { started_at: at }
+                        }
+                        Some(r) if r.state() == plan::ContainerState::Exited => {
+                            ProbeContainerState::Terminated
+                        }
+                        _ => ProbeContainerState::Waiting,
+                    },
+                }
+            })
+            .collect();
+        self.ctx.probes.update_pod(
+            &self.uid,
+            PodProbeState {
+                pod_ip: st.ips.first().cloned().unwrap_or_default(),
+                terminal: false,
+                terminating: pod.metadata.deletion_timestamp.is_some(),
+                containers,
+            },
+        );
+    }
+
+    fn report(&self, pod: &Pod, st: &PodRuntimeStatus, terminal: bool) {
+        let ctx = &self.ctx;
+        let qos = qos::pod_qos(pod);
+        let status = pod_status::generate(
+            pod,
+            st,
+            &StatusInputs {
+                runtime_name: &ctx.runtime_name,
+                start_failures: &self.start_failures,
+                health: ctx.probes.as_ref(),
+                host_ips: &ctx.host_ips,
+                qos_class: qos.as_str(),
+                pod_is_terminal: terminal,
+                now: Timestamp::now(),
+            },
+        );
+        ctx.status.set(pod, status);
+    }
+}
+
+fn container_by_name<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == name)
+}
+
+/// Upstream's GetContainerOOMScoreAdjust: guaranteed −997, best-effort 1000, burstable between.
+fn qos_oom_score_adj(pod: &Pod, _c: &Container) -> i64 {
+    match qos::pod_qos(pod) {
+        qos::QosClass::Guaranteed => -997,
+        qos::QosClass::BestEffort => 1000,
+        qos::QosClass::Burstable => 999,
+    }
+}

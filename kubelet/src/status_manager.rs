@@ -1,0 +1,116 @@
+//! The status manager: the one writer of pod statuses to the API (upstream's status manager).
+//! Pod workers hand it statuses; it keeps only the newest per pod (so an older status is never
+//! sent after a newer one), skips statuses that did not change, and writes each as a merge patch
+//! of `pods/<name>/status` carrying the pod's UID as a precondition. Failed writes stay pending
+//! and are retried, so the API catches up once it is reachable again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use kube::api::{Api, Patch, PatchParams};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+struct Pending {
+    namespace: String,
+    name: String,
+    uid: String,
+    status: PodStatus,
+}
+
+/// Cheap to clone; all clones feed the same writer task.
+#[derive(Clone)]
+pub struct StatusManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Newest status per pod UID not yet written.
+    pending: Mutex<HashMap<String, Pending>>,
+    /// The last status written per pod UID (to skip unchanged ones).
+    written: Mutex<HashMap<String, PodStatus>>,
+    wake: Notify,
+}
+
+impl StatusManager {
+    /// Starts the writer task.
+    pub fn start(client: kube::Client) -> StatusManager {
+        let inner = Arc::new(Inner {
+            pending: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        });
+        let me = StatusManager {
+            inner: inner.clone(),
+        };
+        tokio::spawn(async move { writer(client, inner).await });
+        me
+    }
+
+    /// Records the newest status of `pod`; written soon unless it equals the last one written.
+    pub fn set(&self, pod: &Pod, status: PodStatus) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if self.inner.written.lock().get(&uid) == Some(&status) {
+            return;
+        }
+        self.inner.pending.lock().insert(
+            uid.clone(),
+            Pending {
+                namespace: pod
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                uid,
+                status,
+            },
+        );
+        self.inner.wake.notify_one();
+    }
+
+    /// Forgets a pod (after its API object is gone).
+    pub fn forget(&self, uid: &str) {
+        self.inner.pending.lock().remove(uid);
+        self.inner.written.lock().remove(uid);
+    }
+}
+
+async fn writer(client: kube::Client, inner: Arc<Inner>) {
+    loop {
+        let batch: Vec<Pending> = inner.pending.lock().drain().map(|(_, p)| p).collect();
+        let mut failed = false;
+        for p in batch {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
+            let body = serde_json::json!({
+                "metadata": { "uid": p.uid },
+                "status": p.status,
+            });
+            match api
+                .patch_status(&p.name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(_) => {
+                    inner.written.lock().insert(p.uid.clone(), p.status);
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                    // The pod is gone (or was replaced): nothing to report any more.
+                }
+                Err(e) => {
+                    tracing::warn!("writing the status of pod {}/{}: {e}", p.namespace, p.name);
+                    failed = true;
+                    // Keep it unless a newer status arrived meanwhile.
+                    inner.pending.lock().entry(p.uid.clone()).or_insert(p);
+                }
+            }
+        }
+        if failed {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        } else {
+            inner.wake.notified().await;
+        }
+    }
+}
