@@ -5,7 +5,8 @@
 //! - `pod_status`: upstream's generateAPIPodStatus as pure functions;
 //! - `probe`: liveness, readiness and startup probe workers;
 //! - `backoff`: the container restart back-off (CrashLoopBackOff) with an injectable clock;
-//! - `qos`: QoS classes and the pod cgroup hierarchy;
+//! - `qos`: QoS classes, the pod cgroup hierarchy and the CPU shares / quota conversions;
+//! - `quantity`: resource quantities (`100m`, `1.5Gi`) as exact numbers;
 //! - `env`: container environment variables;
 //! - `volume`: volumes, the atomic writer, per-pod DNS files.
 
@@ -15,5 +16,6 @@ pub mod plan;
 pub mod pod_status;
 pub mod probe;
 pub mod qos;
+pub mod quantity;
 pub mod runtime;
 pub mod volume;
