@@ -10,11 +10,13 @@
 //! 10 s — when the exit came more than twice the cap (10 min) after the last restart decision,
 //! i.e. the container ran cleanly for 10 minutes.
 //!
-//! Time is injected through [`Clock`] so tests step a [`FakeClock`] instead of sleeping.
+//! Time is injected through [`Clock`] so tests step a [`FakeClock`] instead of sleeping. The
+//! pod sync planner ([`crate::plan::compute_pod_actions`]) consults the same [`Backoff`] through
+//! its `BackoffOracle` trait, with CRI finish times converted by [`unix_nanos`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Upstream's initial container back-off.
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
@@ -191,14 +193,7 @@ impl Backoff {
             return Err(CrashLoopBackOff {
                 delay,
                 retry_at: ts + delay,
-                message: format!(
-                    "back-off {} restarting failed container={} pod={}_{}({})",
-                    go_duration(delay),
-                    key.container_name,
-                    key.pod_name,
-                    key.namespace,
-                    key.pod_uid
-                ),
+                message: key.back_off_message(delay),
             });
         }
         self.next(&id, ts);
@@ -224,6 +219,24 @@ impl ContainerKey<'_> {
             self.pod_name, self.namespace, self.pod_uid, self.container_name, self.spec_hash
         )
     }
+
+    /// Upstream's CrashLoopBackOff message for a container held back for `delay`:
+    /// `back-off 20s restarting failed container=c pod=p_ns(uid)`.
+    pub fn back_off_message(&self, delay: Duration) -> String {
+        format!(
+            "back-off {} restarting failed container={} pod={}_{}({})",
+            go_duration(delay),
+            self.container_name,
+            self.pod_name,
+            self.namespace,
+            self.pod_uid
+        )
+    }
+}
+
+/// A CRI timestamp (nanoseconds since the epoch) as a wall-clock time; unset (≤ 0) is the epoch.
+pub fn unix_nanos(ns: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64)
 }
 
 /// Formats whole-second durations as Go's `time.Duration.String` does (`10s`, `1m20s`, `5m0s`).
@@ -248,7 +261,6 @@ pub fn go_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
 
     fn setup() -> (Arc<FakeClock>, Backoff) {
         let clock = Arc::new(FakeClock::new(

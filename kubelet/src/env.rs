@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::qos::{nanos_to_milli, nanos_to_value, parse_quantity, quantity_nanos};
+use crate::quantity::{nanos_to_milli, nanos_to_value, parse_quantity, quantity_nanos};
 
 /// The master services whose variables every pod gets (upstream `masterServices`).
 pub const MASTER_SERVICES: &[&str] = &["kubernetes"];

@@ -10,7 +10,8 @@
 //! - `pod_status`: upstream's generateAPIPodStatus as pure functions.
 //! - `probe`: liveness, readiness and startup probe workers.
 //! - `backoff`: the container restart back-off (CrashLoopBackOff) with an injectable clock.
-//! - `qos`: QoS classes and the pod cgroup hierarchy.
+//! - `qos`: QoS classes, the pod cgroup hierarchy and the CPU shares / quota conversions.
+//! - `quantity`: resource quantities (`100m`, `1.5Gi`) as exact numbers.
 //! - `env`: container environment variables.
 //! - `volume`: volumes, the atomic writer, per-pod DNS files.
 //! - `pods`, `pod_worker`, `pleg`, `status_manager`: the pod source and dispatch, one task per
@@ -30,6 +31,7 @@ pub mod pod_worker;
 pub mod pods;
 pub mod probe;
 pub mod qos;
+pub mod quantity;
 pub mod runtime;
 pub mod status_manager;
 pub mod volume;

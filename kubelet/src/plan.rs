@@ -2,7 +2,8 @@
 //!
 //! Given the desired pod (the API object) and what the runtime reports for it — its sandboxes and
 //! containers as CRI statuses — plus the probe results the kubelet holds and the crash-loop
-//! back-off, [`compute_pod_actions`] decides what one sync does: kill the pod (sandbox gone,
+//! back-off (the kubelet's one [`Backoff`], read through [`BackoffOracle`]),
+//! [`compute_pod_actions`] decides what one sync does: kill the pod (sandbox gone,
 //! changed or not ready; every container done and none to restart), create a sandbox (with the
 //! next attempt number), which running containers to kill (spec hash changed, liveness or startup
 //! probe failed, state unknown) and which to start — init containers one after another, sidecars
@@ -16,13 +17,13 @@
 
 pub mod config;
 pub mod labels;
-pub mod quantity;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use cri::pb;
 use k8s_openapi::api::core::v1::{Container, Pod};
+
+use crate::backoff::{self, Backoff, ContainerKey};
 
 pub use crate::probe::ProbeResult;
 
@@ -674,39 +675,39 @@ pub fn apply_backoff(
     status: &PodRuntimeStatus,
     backoff: &dyn BackoffOracle,
 ) {
-    let check = |c: &Container| -> Option<Duration> {
-        let exited = status
+    let mut back_off = Vec::new();
+    // Whether `c` must wait; if so it is recorded as backing off.
+    let mut held_back = |c: &Container, init: bool, index: usize| -> bool {
+        let Some(exited) = status
             .containers
             .iter()
-            .find(|s| s.name == c.name && s.state() == ContainerState::Exited)?;
-        backoff.in_backoff(&stable_key(pod, c), exited.finished_at)
-    };
-    let message = |c: &Container, d: Duration| {
-        format!(
-            "back-off {} restarting failed container={} pod={}",
-            format_duration(d),
-            c.name,
-            pod_full_name(pod)
-        )
+            .find(|s| s.name == c.name && s.state() == ContainerState::Exited)
+        else {
+            return false;
+        };
+        let hash = spec_hash(c);
+        let key = container_key(pod, c, &hash);
+        let Some(delay) = backoff.in_backoff(&key.stable_key(), exited.finished_at) else {
+            return false;
+        };
+        back_off.push(BackingOff {
+            name: c.name.clone(),
+            init,
+            index,
+            backoff: delay,
+            message: key.back_off_message(delay),
+        });
+        true
     };
     let inits = init_containers(pod);
-    let mut kept = Vec::new();
     let mut abort = false;
-    for &i in &plan.start_init {
-        if abort {
-            break;
-        }
+    let mut kept = Vec::new();
+    for i in std::mem::take(&mut plan.start_init) {
         let c = &inits[i];
-        if let Some(d) = check(c) {
-            plan.back_off.push(BackingOff {
-                name: c.name.clone(),
-                init: true,
-                index: i,
-                backoff: d,
-                message: message(c, d),
-            });
+        if held_back(c, true, i) {
             if !is_sidecar(c) {
                 abort = true;
+                break;
             }
             continue;
         }
@@ -715,29 +716,16 @@ pub fn apply_backoff(
     plan.start_init = kept;
     if abort {
         plan.start_containers.clear();
-        return;
+    } else {
+        let regular = containers(pod);
+        plan.start_containers
+            .retain(|&i| !held_back(&regular[i], false, i));
     }
-    let regular = containers(pod);
-    let mut kept = Vec::new();
-    for &i in &plan.start_containers {
-        let c = &regular[i];
-        if let Some(d) = check(c) {
-            plan.back_off.push(BackingOff {
-                name: c.name.clone(),
-                init: false,
-                index: i,
-                backoff: d,
-                message: message(c, d),
-            });
-            continue;
-        }
-        kept.push(i);
-    }
-    plan.start_containers = kept;
+    plan.back_off.extend(back_off);
 }
 
-/// The finish time of the newest exited instance of `c`, which the pod worker passes to
-/// [`CrashLoopBackoff::next`] when it starts the container again.
+/// The finish time of the newest exited instance of `c`, which the pod worker passes (as
+/// [`backoff::unix_nanos`]) to [`Backoff::next`] when it starts the container again.
 pub fn last_exit(c: &Container, status: &PodRuntimeStatus) -> Option<i64> {
     status
         .containers
@@ -756,126 +744,32 @@ pub fn pod_full_name(pod: &Pod) -> String {
     )
 }
 
+/// The container's spec hash as its back-off key spells it (hex).
+fn spec_hash(c: &Container) -> String {
+    format!("{:x}", labels::hash_container(c))
+}
+
+/// The back-off identity of `c` in `pod`, with `spec_hash` from its spec.
+fn container_key<'a>(pod: &'a Pod, c: &'a Container, spec_hash: &'a str) -> ContainerKey<'a> {
+    ContainerKey {
+        pod_name: pod.metadata.name.as_deref().unwrap_or_default(),
+        namespace: pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod_uid: pod.metadata.uid.as_deref().unwrap_or_default(),
+        container_name: &c.name,
+        spec_hash,
+    }
+}
+
 /// The back-off key of a container (upstream's `GetStableKey`): a changed spec starts afresh.
 pub fn stable_key(pod: &Pod, c: &Container) -> String {
-    format!(
-        "{}_{}_{}_{}_{:x}",
-        pod.metadata.name.as_deref().unwrap_or_default(),
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod.metadata.uid.as_deref().unwrap_or_default(),
-        c.name,
-        labels::hash_container(c)
-    )
+    container_key(pod, c, &spec_hash(c)).stable_key()
 }
 
-fn format_duration(d: Duration) -> String {
-    // Go's Duration.String for whole seconds/minutes: "10s", "1m20s", "5m0s".
-    let secs = d.as_secs();
-    if secs >= 60 {
-        format!("{}m{}s", secs / 60, secs % 60)
-    } else {
-        format!("{secs}s")
-    }
-}
-
-/// Upstream's crash-loop back-off (`flowcontrol.Backoff` as the kubelet sets it up: 10 s,
-/// doubling to 5 min, no jitter; an entry idle for twice the maximum starts over). Time is
-/// injected: every method takes `now_ns` (wall clock, nanoseconds since the epoch, the clock CRI
-/// finish times use).
-#[derive(Clone, Debug)]
-pub struct CrashLoopBackoff {
-    initial: Duration,
-    max: Duration,
-    entries: HashMap<String, BackoffEntry>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct BackoffEntry {
-    backoff: Duration,
-    last_update_ns: i64,
-}
-
-/// Upstream's initial container restart back-off.
-pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
-/// Upstream's maximum container restart back-off.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-impl Default for CrashLoopBackoff {
-    fn default() -> Self {
-        CrashLoopBackoff::new(INITIAL_BACKOFF, MAX_BACKOFF)
-    }
-}
-
-impl CrashLoopBackoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        CrashLoopBackoff {
-            initial,
-            max,
-            entries: HashMap::new(),
-        }
-    }
-
-    fn expired(&self, event_ns: i64, e: &BackoffEntry) -> bool {
-        event_ns.saturating_sub(e.last_update_ns) > (self.max * 2).as_nanos() as i64
-    }
-
-    /// The current back-off of `key`, if any.
-    pub fn get(&self, key: &str) -> Option<Duration> {
-        self.entries.get(key).map(|e| e.backoff)
-    }
-
-    /// Whether `key`, which last exited at `event_ns`, must still wait (upstream's
-    /// `IsInBackOffSince`).
-    pub fn is_in_backoff_since(&self, key: &str, event_ns: i64, now_ns: i64) -> bool {
-        let Some(e) = self.entries.get(key) else {
-            return false;
-        };
-        if self.expired(event_ns, e) {
-            return false;
-        }
-        now_ns.saturating_sub(event_ns) < e.backoff.as_nanos() as i64
-    }
-
-    /// Records a (re)start of `key` after an exit at `event_ns`: the back-off doubles, or starts
-    /// over at the initial value when the entry is new or stale (upstream's `Next`).
-    pub fn next(&mut self, key: &str, event_ns: i64, now_ns: i64) {
-        let backoff = match self.entries.get(key) {
-            Some(e) if !self.expired(event_ns, e) => (e.backoff * 2).min(self.max),
-            _ => self.initial,
-        };
-        self.entries.insert(
-            key.to_string(),
-            BackoffEntry {
-                backoff,
-                last_update_ns: now_ns,
-            },
-        );
-    }
-
-    /// Drops entries not updated for twice the maximum (upstream's `GC`).
-    pub fn gc(&mut self, now_ns: i64) {
-        let horizon = (self.max * 2).as_nanos() as i64;
-        self.entries
-            .retain(|_, e| now_ns.saturating_sub(e.last_update_ns) <= horizon);
-    }
-
-    /// The oracle view of this back-off at `now_ns`, for [`compute_pod_actions`].
-    pub fn at(&self, now_ns: i64) -> BackoffAt<'_> {
-        BackoffAt { b: self, now_ns }
-    }
-}
-
-/// A [`CrashLoopBackoff`] read at one instant.
-pub struct BackoffAt<'a> {
-    b: &'a CrashLoopBackoff,
-    now_ns: i64,
-}
-
-impl BackoffOracle for BackoffAt<'_> {
+/// The kubelet's container back-off ([`Backoff`], read at its clock's now) answers the planner.
+impl BackoffOracle for Backoff {
     fn in_backoff(&self, key: &str, finished_at_ns: i64) -> Option<Duration> {
-        self.b
-            .is_in_backoff_since(key, finished_at_ns, self.now_ns)
-            .then(|| self.b.get(key).unwrap_or_default())
+        self.is_in_backoff_since(key, backoff::unix_nanos(finished_at_ns))
+            .then(|| self.get(key))
     }
 }
 

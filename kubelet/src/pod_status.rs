@@ -508,6 +508,32 @@ fn go_list(names: &[String]) -> String {
     format!("[{}]", names.join(" "))
 }
 
+/// The tail shared by the Initialized and ContainersReady conditions: True when no container is
+/// listed, else False with `reason` and upstream's message, `containers with unknown status:
+/// [a b], containers with <what> status: [c]`.
+fn listed_condition(
+    type_: &str,
+    reason: &str,
+    unknown: &[String],
+    (what, names): (&str, &[String]),
+) -> PodCondition {
+    let mut msgs = Vec::new();
+    if !unknown.is_empty() {
+        msgs.push(format!(
+            "containers with unknown status: {}",
+            go_list(unknown)
+        ));
+    }
+    if !names.is_empty() {
+        msgs.push(format!("containers with {what} status: {}", go_list(names)));
+    }
+    if msgs.is_empty() {
+        cond(type_, true, "", "")
+    } else {
+        cond(type_, false, reason, &msgs.join(", "))
+    }
+}
+
 /// Upstream's `GeneratePodInitializedCondition`.
 pub fn initialized_condition(
     inits: &[Container],
@@ -552,29 +578,12 @@ pub fn initialized_condition(
     if any_regular_started {
         return cond(POD_INITIALIZED, true, "", "");
     }
-    let mut msgs = Vec::new();
-    if !unknown.is_empty() {
-        msgs.push(format!(
-            "containers with unknown status: {}",
-            go_list(&unknown)
-        ));
-    }
-    if !incomplete.is_empty() {
-        msgs.push(format!(
-            "containers with incomplete status: {}",
-            go_list(&incomplete)
-        ));
-    }
-    if msgs.is_empty() {
-        cond(POD_INITIALIZED, true, "", "")
-    } else {
-        cond(
-            POD_INITIALIZED,
-            false,
-            CONTAINERS_NOT_INITIALIZED,
-            &msgs.join(", "),
-        )
-    }
+    listed_condition(
+        POD_INITIALIZED,
+        CONTAINERS_NOT_INITIALIZED,
+        &unknown,
+        ("incomplete", &incomplete),
+    )
 }
 
 /// Upstream's `GenerateContainersReadyCondition`.
@@ -603,29 +612,12 @@ pub fn containers_ready_condition(
     if phase == "Failed" {
         return cond(CONTAINERS_READY, false, POD_FAILED, "");
     }
-    let mut msgs = Vec::new();
-    if !unknown.is_empty() {
-        msgs.push(format!(
-            "containers with unknown status: {}",
-            go_list(&unknown)
-        ));
-    }
-    if !unready.is_empty() {
-        msgs.push(format!(
-            "containers with unready status: {}",
-            go_list(&unready)
-        ));
-    }
-    if msgs.is_empty() {
-        cond(CONTAINERS_READY, true, "", "")
-    } else {
-        cond(
-            CONTAINERS_READY,
-            false,
-            CONTAINERS_NOT_READY,
-            &msgs.join(", "),
-        )
-    }
+    listed_condition(
+        CONTAINERS_READY,
+        CONTAINERS_NOT_READY,
+        &unknown,
+        ("unready", &unready),
+    )
 }
 
 /// Upstream's `GeneratePodReadyCondition`: ContainersReady, then every readiness gate's

@@ -46,7 +46,7 @@ pub struct PodContext {
     pub dns: DnsSettings,
     pub node_allocatable: BTreeMap<String, Quantity>,
     pub probes: Arc<ProbeManager>,
-    pub backoff: parking_lot::Mutex<plan::CrashLoopBackoff>,
+    pub backoff: crate::backoff::Backoff,
     pub status: StatusManager,
     /// How often a worker syncs without being asked.
     pub resync: Duration,
@@ -262,10 +262,7 @@ impl Worker {
         };
 
         let status = self.runtime_status().await?;
-        let plan = {
-            let backoff = ctx.backoff.lock();
-            plan::compute_pod_actions(pod, &status, ctx.probes.results(), &backoff.at(now_ns()))
-        };
+        let plan = plan::compute_pod_actions(pod, &status, ctx.probes.results(), &ctx.backoff);
         for b in &plan.back_off {
             self.start_failures.insert(
                 b.name.clone(),
@@ -409,8 +406,7 @@ impl Worker {
         // Back-off bookkeeping: a restart after an exit counts.
         if let Some(t) = plan::last_exit(c, status) {
             ctx.backoff
-                .lock()
-                .next(&plan::stable_key(pod, c), t, now_ns());
+                .next(&plan::stable_key(pod, c), crate::backoff::unix_nanos(t));
         }
         let image = c.image.clone().unwrap_or_default();
         let image_ref = self.ensure_image(pod, c, &image, sandbox_config).await?;

@@ -15,10 +15,12 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
+use crate::backoff::{Backoff, RealClock};
 use crate::config::Config;
 use crate::node::machine::MachineInfo;
 use crate::node::object;
 use crate::node::{NodeState, NodeStatusInputs};
+use crate::pleg;
 use crate::pod_worker::{spawn_worker, PodContext, PodUpdate};
 use crate::probe::handlers::RuntimeProber;
 use crate::probe::ProbeManager;
@@ -28,7 +30,6 @@ use crate::status_manager::StatusManager;
 use crate::volume::dns::DnsSettings;
 use crate::volume::mount::HostMounter;
 use crate::volume::VolumeManager;
-use crate::{plan, pleg};
 
 pub struct PodManager {
     client: kube::Client,
@@ -103,10 +104,7 @@ impl PodManager {
             },
             node_allocatable: allocatable,
             probes,
-            backoff: parking_lot::Mutex::new(plan::CrashLoopBackoff::new(
-                Duration::from_secs(10),
-                Duration::from_secs(300),
-            )),
+            backoff: Backoff::for_containers(Arc::new(RealClock)),
             status: StatusManager::start(client.clone()),
             resync: Duration::from_secs(10),
         });

@@ -16,8 +16,10 @@
 //!   QoS container manager does), `kubepods/besteffort` (2 shares), and one `pod<uid>` cgroup per
 //!   pod, Guaranteed pods directly below `kubepods`.
 //!
-//! Quantities are parsed here ([`parse_quantity`]) to exact nano-units so that sums and
-//! comparisons are exact and `Value()`/`MilliValue()` round up as upstream's do.
+//! Quantities are read through [`crate::quantity`] as exact nano-units, so that sums and
+//! comparisons are exact and `Value()`/`MilliValue()` round up as upstream's do. The CPU
+//! conversions ([`milli_cpu_to_shares`], [`milli_cpu_to_quota`]) serve the pod cgroups here and
+//! the container configs of [`crate::plan::config`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -27,6 +29,9 @@ use cri::cgroups::{AnyCgroupManager, CgroupError, CgroupManager};
 use cri::pb::LinuxContainerResources;
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::plan::is_sidecar;
+use crate::quantity::{milli_value, nanos_to_milli, nanos_to_value, quantity_nanos, value};
 
 /// Upstream's `MinShares`.
 pub const MIN_SHARES: u64 = 2;
@@ -43,8 +48,6 @@ pub const KUBEPODS: &str = "kubepods";
 /// The resource names QoS looks at.
 pub const CPU: &str = "cpu";
 pub const MEMORY: &str = "memory";
-
-const NANO: i128 = 1_000_000_000;
 
 /// A pod's quality-of-service class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,87 +90,6 @@ pub enum QosError {
     },
 }
 
-// ---------------------------------------------------------------------------------------------
-// Quantities
-
-/// Parses a Kubernetes quantity (`100m`, `1.5Gi`, `2e3`, `1k`) to nano-units (1 = 10^9),
-/// rounding the sub-nano part up. `None` for malformed input.
-pub fn parse_quantity(s: &str) -> Option<i128> {
-    let s = s.trim();
-    let (neg, rest) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let end = rest
-        .bytes()
-        .position(|c| !(c.is_ascii_digit() || c == b'.'))
-        .unwrap_or(rest.len());
-    let (num, suffix) = rest.split_at(end);
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
-        return None;
-    }
-    let mut exp10: i32 = -(frac.len() as i32);
-    let mut mult: i128 = 1;
-    match suffix {
-        "" => {}
-        "n" => exp10 -= 9,
-        "u" => exp10 -= 6,
-        "m" => exp10 -= 3,
-        "k" => exp10 += 3,
-        "M" => exp10 += 6,
-        "G" => exp10 += 9,
-        "T" => exp10 += 12,
-        "P" => exp10 += 15,
-        "E" => exp10 += 18,
-        "Ki" => mult = 1 << 10,
-        "Mi" => mult = 1 << 20,
-        "Gi" => mult = 1 << 30,
-        "Ti" => mult = 1 << 40,
-        "Pi" => mult = 1 << 50,
-        "Ei" => mult = 1 << 60,
-        e if e.starts_with(['e', 'E']) => exp10 += e[1..].parse::<i32>().ok()?,
-        _ => return None,
-    }
-    let mut mantissa: i128 = 0;
-    for d in int.bytes().chain(frac.bytes()) {
-        mantissa = mantissa.checked_mul(10)?.checked_add((d - b'0') as i128)?;
-    }
-    let mut v = mantissa.checked_mul(mult)?;
-    let exp = exp10 + 9;
-    if exp >= 0 {
-        v = v.checked_mul(10i128.checked_pow(exp as u32)?)?;
-    } else {
-        let d = 10i128.checked_pow((-exp) as u32).unwrap_or(i128::MAX);
-        v = (v + d - 1) / d;
-    }
-    Some(if neg { -v } else { v })
-}
-
-fn ceil_div(v: i128, d: i128) -> i128 {
-    if v >= 0 {
-        (v + d - 1) / d
-    } else {
-        v / d
-    }
-}
-
-/// Nano-units → upstream `Value()` (rounded up).
-pub fn nanos_to_value(n: i128) -> i64 {
-    ceil_div(n, NANO).clamp(i64::MIN as i128, i64::MAX as i128) as i64
-}
-
-/// Nano-units → upstream `MilliValue()` (rounded up).
-pub fn nanos_to_milli(n: i128) -> i64 {
-    ceil_div(n, 1_000_000).clamp(i64::MIN as i128, i64::MAX as i128) as i64
-}
-
-/// A quantity's nano-units; malformed quantities (rejected by API validation) count as zero.
-pub fn quantity_nanos(q: &Quantity) -> i128 {
-    parse_quantity(&q.0).unwrap_or(0)
-}
-
 /// A resource list as exact nano-unit sums.
 pub type ResourceSums = BTreeMap<String, i128>;
 
@@ -205,10 +127,6 @@ pub fn container_requests(r: Option<&ResourceRequirements>) -> ResourceSums {
 
 pub fn container_limits(r: Option<&ResourceRequirements>) -> ResourceSums {
     to_sums(r.and_then(|r| r.limits.as_ref()))
-}
-
-fn is_sidecar(c: &Container) -> bool {
-    c.restart_policy.as_deref() == Some("Always")
 }
 
 fn pod_level(pod: &Pod) -> Option<&ResourceRequirements> {
@@ -388,7 +306,8 @@ pub fn compute_pod_qos(pod: &Pod) -> QosClass {
     QosClass::Burstable
 }
 
-/// Upstream `MilliCPUToShares`.
+/// Upstream `MilliCPUToShares`: CPU shares for a request in millicores (2 for none, capped at
+/// 262144).
 pub fn milli_cpu_to_shares(milli: i64) -> u64 {
     if milli <= 0 {
         return MIN_SHARES;
@@ -397,7 +316,8 @@ pub fn milli_cpu_to_shares(milli: i64) -> u64 {
     shares.clamp(MIN_SHARES, MAX_SHARES)
 }
 
-/// Upstream `MilliCPUToQuota` (0 = no limit).
+/// Upstream `MilliCPUToQuota`: the CFS quota (µs) for a limit in millicores over `period` µs
+/// (0 = no limit; at least 1 ms otherwise).
 pub fn milli_cpu_to_quota(milli: i64, period: i64) -> i64 {
     if milli == 0 {
         return 0;
@@ -476,14 +396,8 @@ impl NodeAllocatable {
     /// From a Node's `status.allocatable`-style list.
     pub fn from_list(list: &BTreeMap<String, Quantity>) -> NodeAllocatable {
         NodeAllocatable {
-            cpu_milli: list
-                .get(CPU)
-                .map(|q| nanos_to_milli(quantity_nanos(q)))
-                .unwrap_or(0),
-            memory_bytes: list
-                .get(MEMORY)
-                .map(|q| nanos_to_value(quantity_nanos(q)))
-                .unwrap_or(0),
+            cpu_milli: list.get(CPU).map(milli_value).unwrap_or(0),
+            memory_bytes: list.get(MEMORY).map(value).unwrap_or(0),
         }
     }
 }
@@ -742,27 +656,6 @@ mod tests {
             }),
             status: None,
         }
-    }
-
-    #[test]
-    fn quantities() {
-        let n = |s| parse_quantity(s).unwrap();
-        assert_eq!(n("1"), NANO);
-        assert_eq!(n("100m"), NANO / 10);
-        assert_eq!(n("1.5"), 3 * NANO / 2);
-        assert_eq!(n("1Ki"), 1024 * NANO);
-        assert_eq!(n("2e3"), 2000 * NANO);
-        assert_eq!(n("1E"), NANO * 10i128.pow(18));
-        assert_eq!(n("1k"), 1000 * NANO);
-        assert_eq!(n(".5"), NANO / 2);
-        assert_eq!(n("-1m"), -NANO / 1000);
-        for bad in ["", "m", "1x", "1..2", "Ki"] {
-            assert!(parse_quantity(bad).is_none(), "{bad}");
-        }
-        // Value and MilliValue round up.
-        assert_eq!(nanos_to_milli(n("1n")), 1);
-        assert_eq!(nanos_to_value(n("1500m")), 2);
-        assert_eq!(nanos_to_value(n("128Mi")), 128 << 20);
     }
 
     #[test]

@@ -129,22 +129,18 @@ impl Drop for BuiltinServer {
     }
 }
 
-/// Calls one RuntimeService method on either backend, with the call's deadline.
-macro_rules! rt_call {
-    ($self:ident, $method:ident, $req:expr) => {
-        rt_call!($self, $method, $req, Some($self.timeout))
-    };
-    ($self:ident, $method:ident, $req:expr, $deadline:expr) => {{
+/// Calls one method of a CRI service on either backend, with the call's deadline: `$field` names
+/// both the built-in service and the remote client (`runtime`, `images`).
+macro_rules! cri_call {
+    ($self:ident, $field:ident: $service:ident, $method:ident, $req:expr, $deadline:expr) => {{
         let req = $req;
         let fut = async {
             match &$self.inner {
-                Inner::Builtin { runtime, .. } => {
-                    RuntimeService::$method(&**runtime, Request::new(req))
-                        .await
-                        .map(|r| r.into_inner())
-                }
+                Inner::Builtin { $field, .. } => $service::$method(&**$field, Request::new(req))
+                    .await
+                    .map(|r| r.into_inner()),
                 Inner::Remote(r) => r
-                    .runtime
+                    .$field
                     .clone()
                     .$method(Request::new(req))
                     .await
@@ -155,27 +151,21 @@ macro_rules! rt_call {
     }};
 }
 
+/// Calls one RuntimeService method on either backend, with the call's deadline.
+macro_rules! rt_call {
+    ($self:ident, $method:ident, $req:expr) => {
+        rt_call!($self, $method, $req, Some($self.timeout))
+    };
+    ($self:ident, $method:ident, $req:expr, $deadline:expr) => {
+        cri_call!($self, runtime: RuntimeService, $method, $req, $deadline)
+    };
+}
+
 /// Calls one ImageService method on either backend, with the call's deadline.
 macro_rules! img_call {
-    ($self:ident, $method:ident, $req:expr, $deadline:expr) => {{
-        let req = $req;
-        let fut = async {
-            match &$self.inner {
-                Inner::Builtin { images, .. } => {
-                    ImageService::$method(&**images, Request::new(req))
-                        .await
-                        .map(|r| r.into_inner())
-                }
-                Inner::Remote(r) => r
-                    .images
-                    .clone()
-                    .$method(Request::new(req))
-                    .await
-                    .map(|r| r.into_inner()),
-            }
-        };
-        with_deadline(stringify!($method), $deadline, fut).await
-    }};
+    ($self:ident, $method:ident, $req:expr, $deadline:expr) => {
+        cri_call!($self, images: ImageService, $method, $req, $deadline)
+    };
 }
 
 async fn with_deadline<T>(

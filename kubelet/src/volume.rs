@@ -37,7 +37,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::env::{container_resource_value, expand, extract_field_path, EnvError, ObjectLookup};
-use crate::qos::{nanos_to_value, quantity_nanos, resource_config_for_pod, DEFAULT_CPU_PERIOD};
+use crate::qos::{resource_config_for_pod, DEFAULT_CPU_PERIOD};
+use crate::quantity;
 use atomic_writer::{AtomicWriter, FileProjection, Payload, WriterError};
 use mount::Mounter;
 
@@ -436,7 +437,7 @@ pub fn memory_volume_size(
     let mut size = sources
         .node_allocatable
         .get("memory")
-        .map(|q| nanos_to_value(quantity_nanos(q)))
+        .map(quantity::value)
         .filter(|v| *v > 0);
     let fits = |v: i64, size: Option<i64>| v > 0 && size.is_none_or(|s| v <= s);
     if let Some(pod_limit) = resource_config_for_pod(pod, false, DEFAULT_CPU_PERIOD).memory {
@@ -444,7 +445,7 @@ pub fn memory_volume_size(
             size = Some(pod_limit);
         }
     }
-    if let Some(limit) = size_limit.map(|q| nanos_to_value(quantity_nanos(q))) {
+    if let Some(limit) = size_limit.map(quantity::value) {
         if fits(limit, size) {
             size = Some(limit);
         }

@@ -6,23 +6,19 @@
 //! CRI: the sandbox's `log_directory` is `<podLogsDir>/<ns>_<name>_<uid>` and a container's
 //! `log_path` is `<container>/<restartCount>.log` relative to it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use cri::pb;
 use k8s_openapi::api::core::v1::{
     Container, Pod, PodSecurityContext, SeccompProfile, SecurityContext,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::labels;
-use super::quantity;
-
-/// Upstream's CFS period (100 ms, in µs).
-pub const CPU_PERIOD_US: i64 = 100_000;
-const MIN_SHARES: i64 = 2;
-const MAX_SHARES: i64 = 262_144;
-const SHARES_PER_CPU: i64 = 1024;
-const MIN_QUOTA_PERIOD: i64 = 1000;
+use crate::env::expand;
+use crate::qos::{milli_cpu_to_quota, milli_cpu_to_shares, DEFAULT_CPU_PERIOD};
+use crate::quantity;
 
 /// Paths masked in every unprivileged container (upstream's `defaultMaskedPaths`).
 pub const DEFAULT_MASKED_PATHS: &[&str] = &[
@@ -355,7 +351,10 @@ pub fn container_config(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let expand_all = |v: &Option<Vec<String>>| -> Vec<String> {
-        v.iter().flatten().map(|s| expand(s, &env_map)).collect()
+        v.iter()
+            .flatten()
+            .map(|s| expand(s, |name| env_map.get(name).map(|v| v.to_string())))
+            .collect()
     };
     let privileged = sc.privileged.unwrap_or(false);
     let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
@@ -491,22 +490,6 @@ fn verify_run_as_non_root(
     }
 }
 
-/// CPU shares for a request in millicores (upstream's `MilliCPUToShares`).
-pub fn milli_cpu_to_shares(milli: i64) -> i64 {
-    if milli == 0 {
-        return MIN_SHARES;
-    }
-    (milli * SHARES_PER_CPU / 1000).clamp(MIN_SHARES, MAX_SHARES)
-}
-
-/// The CFS quota for a limit in millicores over `period` µs (upstream's `milliCPUToQuota`).
-pub fn milli_cpu_to_quota(milli: i64, period: i64) -> i64 {
-    if milli == 0 {
-        return 0;
-    }
-    (milli * period / 1000).max(MIN_QUOTA_PERIOD)
-}
-
 /// The container's cgroup settings (upstream's `generateLinuxContainerResources`): shares from the
 /// CPU request (the limit when only that is set), quota from the CPU limit over a 100 ms period,
 /// the memory limit.
@@ -516,27 +499,19 @@ pub fn linux_resources(
     cpu_cfs_quota: bool,
 ) -> pb::LinuxContainerResources {
     let res = c.resources.as_ref();
-    let get = |m: Option<
-        &std::collections::BTreeMap<
-            String,
-            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
-        >,
-    >,
-               k: &str| { m.and_then(|m| m.get(k)).cloned() };
-    let cpu_req = get(res.and_then(|r| r.requests.as_ref()), "cpu")
-        .map(|q| quantity::milli_value(&q))
-        .unwrap_or(0);
-    let cpu_lim = get(res.and_then(|r| r.limits.as_ref()), "cpu")
-        .map(|q| quantity::milli_value(&q))
-        .unwrap_or(0);
-    let mem_lim = get(res.and_then(|r| r.limits.as_ref()), "memory")
-        .map(|q| quantity::value(&q))
-        .unwrap_or(0);
+    let requests = res.and_then(|r| r.requests.as_ref());
+    let limits = res.and_then(|r| r.limits.as_ref());
+    let get = |m: Option<&BTreeMap<String, Quantity>>, k: &str, f: fn(&Quantity) -> i64| {
+        m.and_then(|m| m.get(k)).map(f).unwrap_or(0)
+    };
+    let cpu_req = get(requests, "cpu", quantity::milli_value);
+    let cpu_lim = get(limits, "cpu", quantity::milli_value);
+    let mem_lim = get(limits, "memory", quantity::value);
     let shares = if cpu_req == 0 && cpu_lim != 0 {
         milli_cpu_to_shares(cpu_lim)
     } else {
         milli_cpu_to_shares(cpu_req)
-    };
+    } as i64;
     let mut r = pb::LinuxContainerResources {
         cpu_shares: shares,
         memory_limit_in_bytes: mem_lim,
@@ -544,43 +519,8 @@ pub fn linux_resources(
         ..Default::default()
     };
     if cpu_cfs_quota {
-        r.cpu_period = CPU_PERIOD_US;
-        r.cpu_quota = milli_cpu_to_quota(cpu_lim, CPU_PERIOD_US);
+        r.cpu_period = DEFAULT_CPU_PERIOD as i64;
+        r.cpu_quota = milli_cpu_to_quota(cpu_lim, r.cpu_period);
     }
     r
-}
-
-/// Expands `$(VAR)` references in a command or argument (upstream's `expansion.Expand`): `$$` is
-/// a literal `$`, an unknown variable stays as written.
-pub fn expand(input: &str, env: &HashMap<&str, &str>) -> String {
-    let mut out = String::with_capacity(input.len());
-    let b = input.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'$' && i + 1 < b.len() {
-            match b[i + 1] {
-                b'$' => {
-                    out.push('$');
-                    i += 2;
-                    continue;
-                }
-                b'(' => {
-                    if let Some(end) = input[i + 2..].find(')') {
-                        let name = &input[i + 2..i + 2 + end];
-                        match env.get(name) {
-                            Some(v) => out.push_str(v),
-                            None => out.push_str(&input[i..i + 3 + end]),
-                        }
-                        i += 3 + end;
-                        continue;
-                    }
-                }
-                _ => {}
-            }
-        }
-        let ch = input[i..].chars().next().expect("in bounds");
-        out.push(ch);
-        i += ch.len_utf8();
-    }
-    out
 }

@@ -3,11 +3,14 @@
 //! back-off, pruning, grace-period and config tests.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 use k8s_openapi::api::core::v1::{EphemeralContainer, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::*;
+use crate::backoff::{unix_nanos, FakeClock};
 
 #[derive(Default)]
 struct FakeProbes(HashMap<(String, &'static str), ProbeResult>);
@@ -931,31 +934,46 @@ fn compute_pod_actions_ephemeral_containers() {
     ]);
 }
 
+/// The kubelet's back-off on a fake clock that starts at the epoch, so CRI nanosecond times
+/// read directly.
+fn fake_backoff() -> (Arc<FakeClock>, Backoff) {
+    let clock = Arc::new(FakeClock::new(UNIX_EPOCH));
+    (clock.clone(), Backoff::for_containers(clock))
+}
+
 #[test]
 fn crash_loop_backoff_doubles_caps_and_resets() {
     let s = 1_000_000_000i64;
-    let mut b = CrashLoopBackoff::default();
+    let t = unix_nanos;
+    let (clock, b) = fake_backoff();
     let key = "k";
-    assert!(!b.is_in_backoff_since(key, 0, 0));
+    assert!(!b.is_in_backoff_since(key, t(0)));
+    assert_eq!(b.in_backoff(key, 0), None);
     // First restart after an exit at t=0: 10 s.
-    b.next(key, 0, 0);
-    assert_eq!(b.get(key), Some(Duration::from_secs(10)));
-    assert!(b.is_in_backoff_since(key, 0, 9 * s));
-    assert!(!b.is_in_backoff_since(key, 0, 10 * s));
+    b.next(key, t(0));
+    assert_eq!(b.get(key), Duration::from_secs(10));
+    clock.set(t(9 * s));
+    assert!(b.is_in_backoff_since(key, t(0)));
+    assert_eq!(b.in_backoff(key, 0), Some(Duration::from_secs(10)));
+    clock.set(t(10 * s));
+    assert!(!b.is_in_backoff_since(key, t(0)));
     // Each further crash doubles: 20, 40, 80, 160, 300 (cap), 300.
-    let mut t = 10 * s;
+    let mut now = 10 * s;
     for want in [20, 40, 80, 160, 300, 300] {
-        b.next(key, t, t);
-        assert_eq!(b.get(key), Some(Duration::from_secs(want)));
-        t += want as i64 * s;
+        clock.set(t(now));
+        b.next(key, t(now));
+        assert_eq!(b.get(key), Duration::from_secs(want));
+        now += want as i64 * s;
     }
     // Running fine for more than 10 minutes (twice the cap) starts over.
-    let exit = t + 601 * s;
-    assert!(!b.is_in_backoff_since(key, exit, exit + s));
-    b.next(key, exit, exit + s);
-    assert_eq!(b.get(key), Some(Duration::from_secs(10)));
-    b.gc(exit + 1000 * s);
-    assert_eq!(b.get(key), None);
+    let exit = now + 601 * s;
+    clock.set(t(exit + s));
+    assert!(!b.is_in_backoff_since(key, t(exit)));
+    b.next(key, t(exit));
+    assert_eq!(b.get(key), Duration::from_secs(10));
+    clock.set(t(exit + 1000 * s));
+    b.gc();
+    assert_eq!(b.get(key), Duration::ZERO);
 }
 
 #[test]
@@ -966,10 +984,12 @@ fn backoff_takes_containers_out_of_the_plan() {
     status.containers[0].finished_at = 100;
     exited(&mut status, 1, 1);
     status.containers[1].finished_at = 100;
-    let mut b = CrashLoopBackoff::default();
+    let (clock, b) = fake_backoff();
     let c0 = pod.spec.as_ref().unwrap().containers[0].clone();
-    b.next(&stable_key(&pod, &c0), 100, 100);
-    let plan = compute_pod_actions(&pod, &status, &NoProbeResults, &b.at(200));
+    clock.set(unix_nanos(100));
+    b.next(&stable_key(&pod, &c0), unix_nanos(100));
+    clock.set(unix_nanos(200));
+    let plan = compute_pod_actions(&pod, &status, &NoProbeResults, &b);
     assert_eq!(plan.start_containers, vec![1]);
     assert_eq!(plan.back_off.len(), 1);
     assert_eq!(plan.back_off[0].name, "foo1");
@@ -978,7 +998,8 @@ fn backoff_takes_containers_out_of_the_plan() {
         "back-off 10s restarting failed container=foo1 pod=foo_new(12345678)"
     );
     // After the back-off both start.
-    let plan = compute_pod_actions(&pod, &status, &NoProbeResults, &b.at(100 + 10_000_000_001));
+    clock.set(unix_nanos(100 + 10_000_000_001));
+    let plan = compute_pod_actions(&pod, &status, &NoProbeResults, &b);
     assert_eq!(plan.start_containers, vec![0, 1]);
     assert_eq!(last_exit(&c0, &status), Some(100));
 }
@@ -989,9 +1010,10 @@ fn backoff_of_an_init_container_stops_the_start_up() {
     policy(&mut pod, "Always");
     status.containers[2].exit_code = 1;
     let c = pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[2].clone();
-    let mut b = CrashLoopBackoff::default();
-    b.next(&stable_key(&pod, &c), 0, 0);
-    let plan = compute_pod_actions(&pod, &status, &NoProbeResults, &b.at(1));
+    let (clock, b) = fake_backoff();
+    b.next(&stable_key(&pod, &c), unix_nanos(0));
+    clock.set(unix_nanos(1));
+    let plan = compute_pod_actions(&pod, &status, &NoProbeResults, &b);
     assert!(plan.start_init.is_empty() && plan.start_containers.is_empty());
     assert_eq!(plan.back_off[0].name, "init3");
     assert!(plan.back_off[0].init);
@@ -1256,7 +1278,7 @@ mod configs {
             (r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes),
             (2, 0, 0)
         );
-        assert_eq!(config::milli_cpu_to_quota(1, 100_000), 1000);
+        assert_eq!(crate::qos::milli_cpu_to_quota(1, 100_000), 1000);
 
         let (mut pod, _) = base();
         pod.spec.as_mut().unwrap().security_context = Some(PodSecurityContext {
