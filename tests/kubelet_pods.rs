@@ -57,6 +57,16 @@ impl Drop for Node {
             }
         }
         let _ = std::fs::remove_dir_all(&self.root);
+        // The QoS cgroups the kubelet made (empty once its pods are gone).
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let kubepods = h.path().join("kubepods");
+                for d in ["besteffort", "burstable"] {
+                    let _ = std::fs::remove_dir(kubepods.join(d));
+                }
+                let _ = std::fs::remove_dir(&kubepods);
+            }
+        }
     }
 }
 
