@@ -285,11 +285,25 @@ pub async fn image_media_types(t: Ctx) -> Result<Verdict> {
 /// ImageFsInfo reports the image filesystem's usage.
 pub async fn image_fs_info(t: Ctx) -> Result<Verdict> {
     t.ensure_image("busybox:latest").await?;
-    let r = t
-        .img()
-        .image_fs_info(pb::ImageFsInfoRequest {})
-        .await?
-        .into_inner();
+    // containerd computes the usage in a background sync of its snapshots (every 10 s in 1.6), so
+    // right after a pull on a fresh instance it may still say 0: ask again for a while.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    let r = loop {
+        let r = t
+            .img()
+            .image_fs_info(pb::ImageFsInfoRequest {})
+            .await?
+            .into_inner();
+        let used = r
+            .image_filesystems
+            .first()
+            .and_then(|f| f.used_bytes.as_ref())
+            .map_or(0, |u| u.value);
+        if used > 0 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
     let fs = r
         .image_filesystems
         .first()
