@@ -237,9 +237,19 @@ fn node_registers_heartbeats_and_reregisters() {
     let table = api.kubectl_ok(&["get", "node", &name]);
     assert!(table.contains("Ready"), "kubectl get node printed {table}");
 
-    // The Lease is held by the node, owned by the Node, and renewed.
-    let lease = get_json(&api, &["get", "lease", "-n", "kube-node-lease", &name])
-        .unwrap_or_else(|| panic!("no lease for {name}; kubelet log:\n{}", kubelet.log()));
+    // The Lease is held by the node, owned by the Node, and renewed. Lease and registration run
+    // side by side, so the first Lease may predate the Node; the owner is added at the next
+    // renewal (as upstream does), hence the wait.
+    let mut lease = Value::Null;
+    eventually(
+        Duration::from_secs(10),
+        "the lease names its Node as owner",
+        || {
+            lease = get_json(&api, &["get", "lease", "-n", "kube-node-lease", &name])
+                .unwrap_or(Value::Null);
+            lease["metadata"]["ownerReferences"][0]["kind"] == "Node"
+        },
+    );
     assert_eq!(
         lease["spec"]["holderIdentity"],
         name.as_str(),
