@@ -13,8 +13,7 @@ use std::sync::Arc;
 
 use crate::client::{build_client, ClientError};
 use crate::config::{Config, RuntimeConfig};
-use crate::node::object::BUILTIN_RUNTIME_VERSION;
-use crate::node::{NodeAgent, NodeState, NodeStatusInputs};
+use crate::node::{NodeAgent, NodeStatusInputs};
 use crate::runtime::Runtime;
 
 /// Errors that stop the kubelet from starting.
@@ -25,7 +24,7 @@ pub enum KubeletError {
     #[error("starting the container runtime: {0}")]
     Runtime(String),
     #[error("locating the capstan binary: {0}")]
-    Runtime0(std::io::Error),
+    CurrentExe(std::io::Error),
     #[error("creating {}: {source}", path.display())]
     CreateDir {
         path: PathBuf,
@@ -76,10 +75,10 @@ impl Kubelet {
         &self.inputs
     }
 
-    /// Runs until `shutdown` resolves. With the built-in runtime the node reports ready with
-    /// `capstan://<version>`; a remote runtime's version and health arrive through
-    /// [`Kubelet::inputs`] once its CRI client is wired in, and until then the node says the
-    /// runtime status check has not completed.
+    /// Runs until `shutdown` resolves: starts the runtime, then the node agent and the pod
+    /// manager side by side. The node turns Ready once the runtime has answered CRI Version (its
+    /// `name://version` is reported through [`Kubelet::inputs`]) and stays so while the PLEG is
+    /// healthy.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), KubeletError> {
         tracing::info!(
             node = %self.config.node_name,
@@ -95,7 +94,7 @@ impl Kubelet {
                     cni_conf_dir: b.cni_conf_dir.clone(),
                     cni_bin_dirs: b.cni_bin_dirs.clone(),
                     cni_cache_dir: b.cni_cache_dir.clone(),
-                    supervisor_exe: std::env::current_exe().map_err(KubeletError::Runtime0)?,
+                    supervisor_exe: std::env::current_exe().map_err(KubeletError::CurrentExe)?,
                 })
                 .await
                 .map_err(|e| KubeletError::Runtime(e.to_string()))?;
@@ -116,8 +115,6 @@ impl Kubelet {
         )
         .await
         .map_err(|e| KubeletError::Runtime(format!("{e:#}")))?;
-        let _ = BUILTIN_RUNTIME_VERSION;
-        let _ = NodeState::initial;
         tokio::select! {
             _ = agent.run(shutdown) => {}
             _ = pods.run() => {}
