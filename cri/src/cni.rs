@@ -523,6 +523,15 @@ impl Cni {
         conf: &Value,
     ) -> Result<Value, CniError> {
         let plugin = plugin_type(list, index);
+        // portmap creates its shared CNI-HOSTPORT-* chains with check-then-create, so two of
+        // them starting at once on a host without those chains fail with "File exists"
+        // (seen with Debian's 1.1.1). Its runs are serialised within this process; they take
+        // a few milliseconds each.
+        let _portmap = if plugin == "portmap" {
+            Some(PORTMAP_RUNS.lock().await)
+        } else {
+            None
+        };
         let run = async {
             let binary = exec::find_plugin(&plugin, &self.bin_dirs)?;
             exec::run(&plugin, &binary, &self.bin_dirs, inv, conf).await
@@ -531,6 +540,9 @@ impl Cni {
             .map_err(|e| network_err(list, index, inv.command, e))
     }
 }
+
+/// One portmap run at a time in this process (see `Cni::run_plugin`).
+static PORTMAP_RUNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn plugin_type(list: &NetworkConfigList, index: usize) -> String {
     list.plugins[index]
