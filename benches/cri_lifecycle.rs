@@ -52,6 +52,12 @@ fn main() {
         results.push((name, times));
     }
 
+    // The runtimes remove each container's cgroup but not the parent the bundle names.
+    if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+        for h in hierarchies.flatten() {
+            let _ = std::fs::remove_dir(h.path().join("capstan-bench"));
+        }
+    }
     println!("container configuration as seen inside the container:");
     for (rt, p) in &probes {
         println!("  {rt:7} {p}");

@@ -161,6 +161,19 @@ stop() {
   if [ -n "$bridge" ]; then ip link delete "$bridge" 2>/dev/null || true; fi
   rm -rf "$DIR"
   remove_portmap_chains
+  remove_shared_cgroups
+}
+
+# Capstan's runtime keeps its supervisors under /capstan/supervisors and default pod cgroups under
+# /capstan/pods, shared by every instance on the host and left in place by it (as containerd and
+# the kubelet leave theirs). Once no other instance of this suite runs, remove them if empty.
+remove_shared_cgroups() {
+  local others h
+  others=$(find "$(dirname "$DIR")" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)
+  [ "$others" -eq 0 ] || return 0
+  for h in /sys/fs/cgroup/*/; do
+    rmdir "$h/capstan/supervisors" "$h/capstan/pods" "$h/capstan" 2>/dev/null || true
+  done
 }
 
 # The portmap plugin's top-level nat chains (CNI-HOSTPORT-*) are shared by every user of the

@@ -57,9 +57,13 @@ impl Drop for Node {
             }
         }
         let _ = std::fs::remove_dir_all(&self.root);
-        // The QoS cgroups the kubelet made (empty once its pods are gone).
+        // The QoS cgroups the kubelet made and the runtime's supervisors cgroup (empty once its
+        // pods are gone).
         if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
             for h in hierarchies.flatten() {
+                for d in ["capstan/supervisors", "capstan/pods", "capstan"] {
+                    let _ = std::fs::remove_dir(h.path().join(d));
+                }
                 let kubepods = h.path().join("kubepods");
                 for d in ["besteffort", "burstable"] {
                     let _ = std::fs::remove_dir(kubepods.join(d));
