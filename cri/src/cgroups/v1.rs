@@ -203,10 +203,11 @@ impl CgroupManager for V1Manager {
             {
                 let parent = dir.clone();
                 dir.push(comp);
-                if dir.is_dir() {
-                    continue;
+                if !dir.is_dir() {
+                    mkdir(&dir)?;
                 }
-                mkdir(&dir)?;
+                // Checked even when the directory exists: a concurrent creator may have made it
+                // and not yet filled its cpuset, and an empty cpuset refuses tasks (ENOSPC).
                 if is_cpuset {
                     for file in ["cpuset.cpus", "cpuset.mems"] {
                         let own = read_keyed_opt(&dir.join(file))?.unwrap_or_default();
@@ -355,6 +356,19 @@ mod tests {
         assert!(!tmp.path().join("unified/capstan").exists());
         // Idempotent.
         m.create("/capstan/pods/p1").unwrap();
+    }
+
+    #[test]
+    fn create_fills_the_cpuset_of_a_directory_a_concurrent_creator_left_empty() {
+        let (tmp, m) = fake_v1();
+        // What another process's create looks like between its mkdir and its cpuset writes.
+        lay_out(
+            tmp.path(),
+            &[("cpuset/capstan/cpuset.cpus", ""), ("cpuset/capstan/cpuset.mems", "")],
+        );
+        m.create("/capstan/supervisors").unwrap();
+        assert_eq!(read(tmp.path(), "cpuset/capstan/cpuset.cpus"), "0-3");
+        assert_eq!(read(tmp.path(), "cpuset/capstan/supervisors/cpuset.cpus"), "0-3");
     }
 
     #[test]
