@@ -8,6 +8,7 @@
 //! Needs root, the packages of scripts/install-deps.sh and the test images, which it builds itself
 //! (scripts/test-images.sh, idempotent) before the first case.
 
+mod common;
 mod cri;
 
 use cri::instance::Kind;

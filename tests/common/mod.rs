@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod kubelet;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -312,4 +314,42 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// Builds the test images and starts the local registries (`scripts/test-images.sh`, idempotent).
+pub fn test_images() {
+    let status = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/test-images.sh"
+        ))
+        .stdout(Stdio::null())
+        .status()
+        .expect("running scripts/test-images.sh");
+    assert!(status.success(), "scripts/test-images.sh failed");
+}
+
+/// A `10.x.y.` prefix of a /24 that no route on this host covers yet; `seed` spreads callers.
+pub fn free_subnet(seed: usize) -> String {
+    let routes = Command::new("ip")
+        .args(["-4", "route"])
+        .output()
+        .expect("running ip route");
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    let taken: std::collections::HashSet<String> = routes
+        .split_whitespace()
+        .filter_map(|w| {
+            let ip = w.split('/').next()?;
+            let o: Vec<&str> = ip.split('.').collect();
+            (o.len() == 4).then(|| format!("{}.{}.{}.", o[0], o[1], o[2]))
+        })
+        .collect();
+    for i in 0..2000 {
+        let v = (seed + i * 17) % 4000;
+        let prefix = format!("10.{}.{}.", 200 + v / 250, v % 250 + 1);
+        if !taken.contains(&prefix) {
+            return prefix;
+        }
+    }
+    panic!("no free 10.x.y.0/24 for the test network")
 }

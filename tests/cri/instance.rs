@@ -5,7 +5,6 @@
 //! cases failed; a run that was killed is cleaned up by the next one (directories are named after
 //! the owning test process).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -110,7 +109,7 @@ impl Instance {
         std::fs::create_dir_all(dir.join("net.d"))?;
         std::fs::create_dir_all(dir.join("logs"))?;
         let bridge = format!("cc{}{pid}x{n}", &kind.name()[..1]);
-        let subnet_prefix = free_subnet()?;
+        let subnet_prefix = crate::common::free_subnet(pid as usize * 7 + n as usize * 13);
         std::fs::write(dir.join("bridge"), &bridge)?;
         std::fs::write(dir.join("subnet-prefix"), &subnet_prefix)?;
         std::fs::write(
@@ -404,29 +403,6 @@ fn conflist(bridge: &str, prefix: &str, dir: &Path, network: Network) -> String 
 }}
 "#
     )
-}
-
-/// A 10.x.y.0/24 that no route on this host covers yet.
-fn free_subnet() -> Result<String> {
-    let routes = Command::new("ip").args(["-4", "route"]).output()?;
-    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
-    let taken: HashSet<String> = routes
-        .split_whitespace()
-        .filter_map(|w| {
-            let ip = w.split('/').next()?;
-            let o: Vec<&str> = ip.split('.').collect();
-            (o.len() == 4).then(|| format!("{}.{}.{}.", o[0], o[1], o[2]))
-        })
-        .collect();
-    let seed = std::process::id() as usize * 7 + SEQ.load(Ordering::SeqCst) as usize * 13;
-    for i in 0..2000 {
-        let v = (seed + i * 17) % 4000;
-        let prefix = format!("10.{}.{}.", 200 + v / 250, v % 250 + 1);
-        if !taken.contains(&prefix) {
-            return Ok(prefix);
-        }
-    }
-    bail!("no free 10.x.y.0/24 for the test network")
 }
 
 /// `scripts/containerd.sh stop DIR`: it removes an instance directory of either runtime (processes

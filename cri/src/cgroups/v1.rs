@@ -364,11 +364,17 @@ mod tests {
         // What another process's create looks like between its mkdir and its cpuset writes.
         lay_out(
             tmp.path(),
-            &[("cpuset/capstan/cpuset.cpus", ""), ("cpuset/capstan/cpuset.mems", "")],
+            &[
+                ("cpuset/capstan/cpuset.cpus", ""),
+                ("cpuset/capstan/cpuset.mems", ""),
+            ],
         );
         m.create("/capstan/supervisors").unwrap();
         assert_eq!(read(tmp.path(), "cpuset/capstan/cpuset.cpus"), "0-3");
-        assert_eq!(read(tmp.path(), "cpuset/capstan/supervisors/cpuset.cpus"), "0-3");
+        assert_eq!(
+            read(tmp.path(), "cpuset/capstan/supervisors/cpuset.cpus"),
+            "0-3"
+        );
     }
 
     #[test]
