@@ -29,6 +29,10 @@
 //! scripts/install-deps.sh; it runs scripts/test-images.sh itself).
 
 #[allow(dead_code)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+#[allow(dead_code)]
 #[path = "../tests/cri/harness.rs"]
 mod harness;
 #[allow(dead_code)]
