@@ -28,7 +28,6 @@
 //! Run: `cargo bench --bench cri_pod_start` (as root; needs the packages of
 //! scripts/install-deps.sh; it runs scripts/test-images.sh itself).
 
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 
