@@ -4,7 +4,8 @@
 //! It starts the runtime (built-in in-process at
 //! [`BuiltInRuntime::root`](crate::config::BuiltInRuntime), also served on its CRI socket, or a
 //! remote CRI endpoint), the node agent (registration, status, Lease), the status manager, the
-//! PLEG, probes and one pod worker per pod bound to this node (watched from the API). Readiness
+//! PLEG, probes and one pod worker per pod bound to this node (watched from the API), and the
+//! housekeeping loops (container GC, image GC, container log rotation). Readiness
 //! inputs: the runtime reports its `name://version` and status conditions, PLEG its health.
 
 use std::future::Future;
@@ -105,6 +106,7 @@ impl Kubelet {
                 None,
             ),
         };
+        let housekeeping = self.housekeeping(runtime.clone());
         let agent = NodeAgent::new(self.client.clone(), self.config.clone(), &self.inputs);
         let pods = crate::pods::PodManager::start(
             self.client.clone(),
@@ -118,7 +120,29 @@ impl Kubelet {
         tokio::select! {
             _ = agent.run(shutdown) => {}
             _ = pods.run() => {}
+            _ = housekeeping => {}
         }
         Ok(())
+    }
+
+    /// Container GC, image GC and container log rotation with upstream's periods and the
+    /// configured policies; the future runs them until dropped.
+    fn housekeeping(&self, runtime: Runtime) -> impl Future<Output = ()> {
+        use crate::container_gc::{ApiPods, ContainerGc, GcPolicy};
+        use crate::container_log_manager::{ContainerLogManager, LogRotatePolicy};
+        use crate::image_gc::{ImageGcManager, ImageGcPolicy};
+        let settings = &self.config.settings;
+        let (pods, reflector) = ApiPods::start(self.client.clone(), &self.config.node_name);
+        let container_gc = ContainerGc::new(
+            runtime.clone(),
+            Arc::new(pods),
+            self.config.pod_logs_dir.clone(),
+            GcPolicy::default(),
+        );
+        let image_gc = ImageGcManager::new(runtime.clone(), ImageGcPolicy::from_settings(settings));
+        let logs = ContainerLogManager::new(runtime, LogRotatePolicy::from_settings(settings));
+        async move {
+            tokio::join!(reflector, container_gc.run(), image_gc.run(), logs.run());
+        }
     }
 }

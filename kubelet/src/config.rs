@@ -545,6 +545,12 @@ mod tests {
                 "imageGCLowThresholdPercent",
             ),
             ("kubeReserved: {memory: 1Zi}", "kubeReserved.memory"),
+            ("imageMaximumGCAge: 1m", "imageMaximumGCAge"),
+            ("containerLogMaxWorkers: 0", "containerLogMaxWorkers"),
+            (
+                "containerLogMonitorInterval: 1s",
+                "containerLogMonitorInterval",
+            ),
             (
                 "evictionHard: {memory.available: 200%}",
                 "evictionHard.memory.available",

@@ -16,13 +16,18 @@
 //! - `volume`: volumes, the atomic writer, per-pod DNS files.
 //! - `pods`, `pod_worker`, `pleg`, `status_manager`: the pod source and dispatch, one task per
 //!   pod, runtime events, the status writer.
+//! - `container_gc`, `image_gc`, `container_log_manager`: housekeeping — dead containers and
+//!   sandboxes, unused images, container log rotation.
 //! - `agent`: [`Kubelet`], what `capstan kubelet` runs.
 
 pub mod agent;
 pub mod backoff;
 pub mod client;
 pub mod config;
+pub mod container_gc;
+pub mod container_log_manager;
 pub mod env;
+pub mod image_gc;
 pub mod node;
 pub mod plan;
 pub mod pleg;

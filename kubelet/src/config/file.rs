@@ -69,8 +69,6 @@ pub const UPSTREAM_FIELDS_NOT_USED: &[&str] = &[
     "qosReserved",
     "iptablesMasqueradeBit",
     "iptablesDropBit",
-    "containerLogMaxWorkers",
-    "containerLogMonitorInterval",
     "configMapAndSecretChangeDetectionStrategy",
     "reservedSystemCPUs",
     "showHiddenMetricsForVersion",
@@ -227,9 +225,13 @@ pub struct KubeletConfiguration {
     pub kube_reserved: BTreeMap<String, String>,
     pub enforce_node_allocatable: Vec<String>,
 
-    /// Container log rotation: size (a quantity, 10Mi) and files kept (5).
+    /// Container log rotation: size (a quantity, 10Mi) and files kept (5), how many containers'
+    /// logs are rotated at once (1) and how often they are checked (10s).
     pub container_log_max_size: String,
     pub container_log_max_files: i32,
+    pub container_log_max_workers: i32,
+    #[serde(with = "serde_req")]
+    pub container_log_monitor_interval: Duration,
 
     pub feature_gates: BTreeMap<String, bool>,
     #[serde(with = "serde_req")]
@@ -322,6 +324,8 @@ impl Default for KubeletConfiguration {
             enforce_node_allocatable: vec!["pods".into()],
             container_log_max_size: "10Mi".into(),
             container_log_max_files: 5,
+            container_log_max_workers: 1,
+            container_log_monitor_interval: Duration::from_secs(10),
             feature_gates: BTreeMap::new(),
             shutdown_grace_period: Duration::ZERO,
             shutdown_grace_period_critical_pods: Duration::ZERO,
@@ -476,6 +480,17 @@ impl KubeletConfiguration {
                 ),
             );
         }
+        if !self.image_maximum_gc_age.is_zero()
+            && self.image_maximum_gc_age <= self.image_minimum_gc_age
+        {
+            return fail(
+                "imageMaximumGCAge",
+                format!(
+                    "{:?} must be greater than imageMinimumGCAge {:?}",
+                    self.image_maximum_gc_age, self.image_minimum_gc_age
+                ),
+            );
+        }
         if self.node_lease_duration_seconds <= 0 {
             return fail(
                 "nodeLeaseDurationSeconds",
@@ -523,6 +538,18 @@ impl KubeletConfiguration {
             return fail(
                 "containerLogMaxSize",
                 format!("{:?} is not a quantity", self.container_log_max_size),
+            );
+        }
+        if self.container_log_max_workers < 1 {
+            return fail(
+                "containerLogMaxWorkers",
+                "must be greater than or equal to 1".into(),
+            );
+        }
+        if self.container_log_monitor_interval < Duration::from_secs(3) {
+            return fail(
+                "containerLogMonitorInterval",
+                "must be a positive time duration greater than or equal to 3s".into(),
             );
         }
         for (field, map) in [
