@@ -11,7 +11,9 @@
 //! 2. **Sandboxes.** A sandbox is active while it is ready or any container still refers to it.
 //!    Of a pod that no longer exists every inactive sandbox goes; of a pod that does, inactive
 //!    ones except the newest (which the pod worker may still inspect).
-//! 3. **Pod log directories** (`<podLogsDir>/<ns>_<name>_<uid>`) of pods that no longer exist.
+//! 3. **Pod log directories** (`<podLogsDir>/<ns>_<name>_<uid>`) of pods that no longer exist,
+//!    once nothing of the pod is left in the runtime after this round (a pod still being
+//!    terminated keeps its logs; this also guards against a pod view that lags the pod worker's).
 //!
 //! "Exists" comes from a [`PodStateProvider`]; until it has synced, nothing counts as deleted
 //! (upstream's `allSourcesReady`). The decisions are [`plan`], a pure function over the CRI
@@ -212,9 +214,28 @@ pub fn plan(
         }
     }
 
-    // 3. Log directories of deleted pods.
+    // 3. Log directories of deleted pods, once nothing of the pod is left in the runtime (a
+    //    terminating pod's containers may still write there).
+    let gone: HashSet<&str> = out
+        .containers
+        .iter()
+        .chain(&out.sandboxes)
+        .map(String::as_str)
+        .collect();
+    let in_runtime: HashSet<&str> = containers
+        .iter()
+        .filter(|c| !gone.contains(c.id.as_str()))
+        .filter_map(|c| pod_uid(&c.labels))
+        .chain(
+            sandboxes
+                .iter()
+                .filter(|s| !gone.contains(s.id.as_str()))
+                .filter_map(|s| pod_uid(&s.labels)),
+        )
+        .collect();
     for d in pod_log_dirs {
-        if removed(pod_uid_of_log_dir(d)) {
+        let uid = pod_uid_of_log_dir(d);
+        if removed(uid) && !in_runtime.contains(uid) {
             out.pod_log_dirs.push(d.clone());
         }
     }
@@ -604,5 +625,31 @@ mod tests {
         assert_eq!(p.pod_log_dirs, vec!["kube-system_dns_uid-2"]);
         assert!(plan(&[], &[], &dirs, None, &GcPolicy::default(), now()).is_empty());
         assert_eq!(pod_uid_of_log_dir("ns_a_b_c"), "c");
+        // A deleted pod whose sandbox is still ready keeps its logs until it is gone.
+        let sbs = vec![sandbox("sb", "uid-2", true, 1)];
+        assert!(
+            plan(&[], &sbs, &dirs, Some(&k), &GcPolicy::default(), now())
+                .pod_log_dirs
+                .is_empty()
+        );
+        // Its last dead container and stopped sandbox go in the same round as the directory.
+        let cs = vec![container(
+            "c",
+            "sb",
+            "uid-2",
+            "app",
+            pb::ContainerState::ContainerExited,
+            1,
+        )];
+        let sbs = vec![sandbox("sb", "uid-2", false, 1)];
+        let p = plan(&cs, &sbs, &dirs, Some(&k), &GcPolicy::default(), now());
+        assert_eq!(
+            (p.containers, p.sandboxes, p.pod_log_dirs),
+            (
+                vec!["c".to_string()],
+                vec!["sb".to_string()],
+                vec!["kube-system_dns_uid-2".to_string()]
+            )
+        );
     }
 }
