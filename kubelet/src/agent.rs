@@ -140,7 +140,11 @@ impl Kubelet {
             GcPolicy::default(),
         );
         let image_gc = ImageGcManager::new(runtime.clone(), ImageGcPolicy::from_settings(settings));
-        let logs = ContainerLogManager::new(runtime, LogRotatePolicy::from_settings(settings));
+        let logs = ContainerLogManager::new(
+            runtime,
+            LogRotatePolicy::from_settings(settings),
+            self.config.pod_logs_dir.clone(),
+        );
         async move {
             tokio::join!(reflector, container_gc.run(), image_gc.run(), logs.run());
         }

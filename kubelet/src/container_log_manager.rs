@@ -13,11 +13,16 @@
 //!    (CRI `ReopenContainerLog`); if that fails the rename is undone.
 //!
 //! So the newest rotated file stays plain (`kubectl logs` of a just-rotated container reads it
-//! cheaply) and older ones are compressed. A live file that has vanished is reopened. Rotated
-//! files of removed containers are deleted by container GC along with the container
-//! ([`crate::container_gc::remove_container_logs`]). The file decisions are [`rotation_plan`],
-//! a pure function over the rotated files' names.
+//! cheaply) and older ones are compressed. A live file that has vanished is reopened.
+//!
+//! Rotated files of removed containers go: container GC deletes them with the container
+//! ([`crate::container_gc::remove_container_logs`], upstream's `Clean`), and each round here also
+//! sweeps `<podLogsDir>/*/<container>/<n>.log.*` whose container the runtime no longer lists (a
+//! container removed another way, e.g. by pod termination). Live `<n>.log` files are left: the
+//! restart count of a pod without containers is recovered from them. The file decisions are
+//! [`rotation_plan`] and [`orphaned_rotated_logs`], pure functions over file names.
 
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,6 +136,67 @@ pub fn rotation_plan(rotated: &[PathBuf], max_files: usize) -> RotationPlan {
     plan
 }
 
+/// The live log a rotated file belongs to: `<dir>/<n>.log.<suffix>` -> `<dir>/<n>.log`.
+pub fn live_log_of(rotated: &Path) -> Option<PathBuf> {
+    let name = rotated.file_name()?.to_str()?;
+    let (stem, _) = name.split_once(".log.")?;
+    Some(rotated.with_file_name(format!("{stem}.log")))
+}
+
+/// Rotated files whose live log is not the log of any container the runtime lists.
+pub fn orphaned_rotated_logs(rotated: &[PathBuf], live: &HashSet<PathBuf>) -> Vec<PathBuf> {
+    rotated
+        .iter()
+        .filter(|f| live_log_of(f).is_some_and(|l| !live.contains(&l)))
+        .cloned()
+        .collect()
+}
+
+/// A listed container's log path in the kubelet's layout
+/// (`<podLogsDir>/<ns>_<name>_<uid>/<container>/<attempt>.log`), from its labels.
+fn expected_log_path(pod_logs_dir: &Path, c: &pb::Container) -> Option<PathBuf> {
+    use crate::plan::labels;
+    let l = |k: &str| c.labels.get(k).map(String::as_str);
+    let dir = format!(
+        "{}_{}_{}",
+        l(labels::POD_NAMESPACE)?,
+        l(labels::POD_NAME)?,
+        l(labels::POD_UID)?
+    );
+    let name = l(labels::CONTAINER_NAME)?;
+    let attempt = c.metadata.as_ref().map_or(0, |m| m.attempt);
+    Some(
+        pod_logs_dir
+            .join(dir)
+            .join(crate::plan::config::container_log_path(
+                name,
+                attempt as i32,
+            )),
+    )
+}
+
+/// Every rotated-looking file two levels under the pod-logs dir.
+fn rotated_files_under(pod_logs_dir: &Path) -> Vec<PathBuf> {
+    let read = |d: &Path| -> Vec<std::fs::DirEntry> {
+        std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect()
+    };
+    let mut out = Vec::new();
+    for pod in read(pod_logs_dir) {
+        for container in read(&pod.path()) {
+            for f in read(&container.path()) {
+                if f.file_name().to_string_lossy().contains(".log.") {
+                    out.push(f.path());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Gzips `path` to `path.gz` through `path.tmp`, then removes `path`.
 pub fn compress_log(path: &Path) -> io::Result<()> {
     let with = |suffix: &str| {
@@ -154,19 +220,30 @@ pub fn compress_log(path: &Path) -> io::Result<()> {
     result
 }
 
-/// The log manager: the runtime and the policy.
+/// What one round did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RotationRound {
+    /// Containers whose log was rotated.
+    pub rotated: Vec<String>,
+    /// Rotated files of containers that are gone, removed.
+    pub removed: Vec<PathBuf>,
+}
+
+/// The log manager: the runtime, the policy and the pod-logs dir.
 #[derive(Clone)]
 pub struct ContainerLogManager {
     runtime: Runtime,
     policy: LogRotatePolicy,
+    pod_logs_dir: PathBuf,
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
 }
 
 impl ContainerLogManager {
-    pub fn new(runtime: Runtime, policy: LogRotatePolicy) -> Self {
+    pub fn new(runtime: Runtime, policy: LogRotatePolicy, pod_logs_dir: PathBuf) -> Self {
         ContainerLogManager {
             runtime,
             policy,
+            pod_logs_dir,
             clock: Arc::new(SystemTime::now),
         }
     }
@@ -189,17 +266,17 @@ impl ContainerLogManager {
         }
     }
 
-    /// One round over the running containers; returns the IDs whose log was rotated.
-    pub async fn rotate_logs(&self) -> Result<Vec<String>, tonic::Status> {
-        let running = self
-            .runtime
-            .list_containers(Some(pb::ContainerFilter {
-                state: Some(pb::ContainerStateValue {
-                    state: pb::ContainerState::ContainerRunning as i32,
-                }),
-                ..Default::default()
-            }))
-            .await?;
+    /// One round: rotates the running containers' big logs and removes rotated files of
+    /// containers that are gone.
+    pub async fn rotate_logs(&self) -> Result<RotationRound, tonic::Status> {
+        let containers = self.runtime.list_containers(None).await?;
+        let live: HashSet<PathBuf> = containers
+            .iter()
+            .filter_map(|c| expected_log_path(&self.pod_logs_dir, c))
+            .collect();
+        let running = containers
+            .into_iter()
+            .filter(|c| c.state == pb::ContainerState::ContainerRunning as i32);
         let rotated = futures::stream::iter(running)
             .map(|c| async move {
                 match self.check(&c.id).await {
@@ -215,7 +292,23 @@ impl ContainerLogManager {
             .filter_map(futures::future::ready)
             .collect()
             .await;
-        Ok(rotated)
+        let dir = self.pod_logs_dir.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let orphans = orphaned_rotated_logs(&rotated_files_under(&dir), &live);
+            orphans
+                .into_iter()
+                .filter(|f| match std::fs::remove_file(f) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!("removing rotated log {}: {e}", f.display());
+                        false
+                    }
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        Ok(RotationRound { rotated, removed })
     }
 
     /// Rotates one container's log if it is over the size; `Ok(true)` if it did.
@@ -333,6 +426,30 @@ mod tests {
             paths(&["0.log.20240101-000000", "0.log.20240102-000000.tmp"])
         );
         assert_eq!(p.compress, paths(&["0.log.20240102-000000"]));
+    }
+
+    #[test]
+    fn rotated_files_of_gone_containers() {
+        let files = paths(&[
+            "ns_p_u/app/0.log.20240101-000000.gz",
+            "ns_p_u/app/0.log.20240102-000000",
+            "ns_p_u/app/1.log.20240103-000000",
+            "ns_q_v/web/2.log.20240101-000000.tmp",
+        ]);
+        let live: HashSet<PathBuf> = paths(&["ns_p_u/app/1.log"]).into_iter().collect();
+        assert_eq!(
+            orphaned_rotated_logs(&files, &live),
+            paths(&[
+                "ns_p_u/app/0.log.20240101-000000.gz",
+                "ns_p_u/app/0.log.20240102-000000",
+                "ns_q_v/web/2.log.20240101-000000.tmp",
+            ])
+        );
+        assert_eq!(
+            live_log_of(Path::new("/l/ns_p_u/app/3.log.20240101-000000.gz")),
+            Some(PathBuf::from("/l/ns_p_u/app/3.log"))
+        );
+        assert_eq!(live_log_of(Path::new("/l/x/app/3.log")), None);
     }
 
     #[test]

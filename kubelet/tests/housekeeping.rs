@@ -7,7 +7,8 @@
 //! - `image_gc`: with an injected image-filesystem reading above the high threshold, exactly the
 //!   unused images go, least recently used first, and never the one a container uses.
 //! - `log_rotation`: a running container's big log is rotated, the container keeps writing into
-//!   the reopened file, older rotated files are gzipped and those beyond the limit removed.
+//!   the reopened file, older rotated files are gzipped and those beyond the limit removed; once
+//!   the container is removed, its rotated files go.
 //!
 //! Needs root, the CNI plugins in /usr/lib/cni and the local registry with the test images
 //! (`bash scripts/test-images.sh`). Each test gets its own directory, bridge, subnet and cgroup
@@ -642,7 +643,7 @@ async fn log_rotation(n: &TestNode<'_>) -> Result<()> {
         monitor_interval: Duration::from_secs(10),
     };
     let day = Arc::new(AtomicU64::new(0));
-    let manager = ContainerLogManager::new(n.rt.clone(), policy).with_clock({
+    let manager = ContainerLogManager::new(n.rt.clone(), policy, n.logs_dir()).with_clock({
         let day = day.clone();
         Arc::new(move || {
             UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 86_400 * day.load(Ordering::SeqCst))
@@ -666,7 +667,10 @@ async fn log_rotation(n: &TestNode<'_>) -> Result<()> {
         }
         day.store(round, Ordering::SeqCst);
         let done = manager.rotate_logs().await?;
-        ensure!(done == vec![id.clone()], "round {round}: rotated {done:?}");
+        ensure!(
+            done.rotated == vec![id.clone()] && done.removed.is_empty(),
+            "round {round}: {done:?}"
+        );
         // The container writes into the reopened file: a new tick appears there.
         let mut waited = 0;
         while !std::fs::read_to_string(&live)
@@ -712,5 +716,19 @@ async fn log_rotation(n: &TestNode<'_>) -> Result<()> {
         "CRI log records in the gzipped file"
     );
     ensure!(n.state(&id).await? == pb::ContainerState::ContainerRunning as i32);
+
+    // The container is removed without GC (as pod termination does): the next round removes
+    // its rotated files and leaves the live log (restart counts are recovered from it).
+    let before = rotated();
+    n.rt.stop_container(&id, 0).await?;
+    n.rt.remove_container(&id).await?;
+    let done = manager.rotate_logs().await?;
+    let mut removed = done.removed.clone();
+    removed.sort();
+    ensure!(
+        done.rotated.is_empty() && removed == before,
+        "after removal: {done:?}, expected {before:?} removed"
+    );
+    ensure!(rotated().is_empty() && live.exists());
     Ok(())
 }
