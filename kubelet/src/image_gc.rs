@@ -331,7 +331,7 @@ impl ImageGcManager {
     /// for space successfully; a failed removal is logged and the round goes on.
     pub async fn garbage_collect(&self) -> Result<ImageGcPlan, ImageGcError> {
         let in_use = self.detect().await?;
-        let fs = self.read_fs_stats().await?;
+        let fs = self.image_fs_stats().await?;
         let now = (self.clock)();
         let records = self.records();
         let mut plan = plan(&records, &in_use, fs, &self.policy, now, self.began)?;
@@ -367,7 +367,9 @@ impl ImageGcManager {
         removed
     }
 
-    async fn read_fs_stats(&self) -> Result<FsStats, ImageGcError> {
+    /// The image filesystem's size and free space: the injected reader's, or `statfs` of the
+    /// mountpoint the runtime reports in ImageFsInfo.
+    pub async fn image_fs_stats(&self) -> Result<FsStats, ImageGcError> {
         if let Some(r) = &self.fs_stats {
             return r().map_err(ImageGcError::FsStats);
         }

@@ -529,6 +529,15 @@ async fn image_gc(n: &TestNode<'_>) -> Result<()> {
     let (busybox_id, _) = id_of(&busybox).context("busybox listed")?;
     ensure!(images.len() == 3, "three images: {images:?}");
 
+    // The real reading: statfs of the mountpoint the runtime reports.
+    let real = ImageGcManager::new(n.rt.clone(), ImageGcPolicy::default())
+        .image_fs_stats()
+        .await?;
+    ensure!(
+        real.capacity > 0 && real.available <= real.capacity,
+        "image fs stats {real:?}"
+    );
+
     let now = Arc::new(AtomicU64::new(1_000_000));
     let clock = {
         let now = now.clone();
