@@ -2,7 +2,8 @@
 //! `--pod-manifest-path`, keeps a mirror pod of it in the API (annotated with the manifest's hash,
 //! owned by the Node, carrying the static pod's status), re-creates the mirror when it is deleted
 //! with kubectl while the container keeps running, restarts the pod when the manifest is edited,
-//! and stops it and deletes the mirror when the manifest is removed.
+//! and stops it and deletes the mirror when the manifest is removed; a static pod also starts
+//! while the API server is down.
 //!
 //! Everything the test makes — kubelet, supervisors and containers, the bridge, pod cgroups, the
 //! root dir — is removed by the node's guard, also when an assertion fails.
@@ -48,7 +49,7 @@ fn static_pod_with_mirror_pod() {
         eprintln!("needs root (it runs containers); skipped");
         return;
     }
-    let api = ApiServer::start();
+    let mut api = ApiServer::start();
     let node_name = format!("kubelet-static-{}", std::process::id());
     let mut node = Node::start(&api, &node_name, NodeOptions::default());
     node.wait_ready(&api);
@@ -73,8 +74,15 @@ fn static_pod_with_mirror_pod() {
     assert_eq!(hash.len(), 32, "{m}");
     assert_eq!(annotation(&m, "kubernetes.io/config.mirror"), hash, "{m}");
     assert_eq!(annotation(&m, "kubernetes.io/config.source"), "file", "{m}");
-    assert!(!annotation(&m, "kubernetes.io/config.seen").is_empty(), "{m}");
-    assert_ne!(m["metadata"]["uid"], hash.as_str(), "the API gives the mirror its own UID");
+    assert!(
+        !annotation(&m, "kubernetes.io/config.seen").is_empty(),
+        "{m}"
+    );
+    assert_ne!(
+        m["metadata"]["uid"],
+        hash.as_str(),
+        "the API gives the mirror its own UID"
+    );
     assert_eq!(m["spec"]["nodeName"], node_name.as_str());
     let node_uid = api.kubectl_ok(&["get", "node", &node_name, "-o", "jsonpath={.metadata.uid}"]);
     let owner = &m["metadata"]["ownerReferences"][0];
@@ -96,7 +104,7 @@ fn static_pod_with_mirror_pod() {
 
     // 2. Deleting the mirror with kubectl brings it back; the container keeps running.
     let old_mirror_uid = m["metadata"]["uid"].as_str().unwrap().to_string();
-    api.kubectl_ok(&["delete", "pod", &mirror_name, "--timeout=60s"]);
+    api.kubectl_ok(&["delete", "pod", &mirror_name, "--wait=false"]);
     eventually(
         Duration::from_secs(30),
         "a new mirror pod with the same running container",
@@ -121,9 +129,7 @@ fn static_pod_with_mirror_pod() {
         || {
             mirror().is_some_and(|p| {
                 let h = annotation(&p, "kubernetes.io/config.mirror");
-                !h.is_empty()
-                    && h != hash
-                    && running_id(&p).is_some_and(|id| id != container_id)
+                !h.is_empty() && h != hash && running_id(&p).is_some_and(|id| id != container_id)
             })
         },
     );
@@ -149,6 +155,26 @@ fn static_pod_with_mirror_pod() {
     assert!(
         node.log().contains(&new_hash),
         "the removal is logged with the pod's UID"
+    );
+
+    // 5. Static pods need no API server: with it gone, a new manifest still runs.
+    api.kill9();
+    std::fs::write(
+        node.manifest_dir.join("offline.yaml"),
+        MANIFEST
+            .replace("static-web", "offline")
+            .replace("VERSION-1", "OFFLINE"),
+    )
+    .unwrap();
+    let offline = format!("offline-{node_name}");
+    eventually(
+        Duration::from_secs(60),
+        "the static pod runs while the API server is down",
+        || {
+            node.assert_alive();
+            node.container_log("default", &offline, "app", 0)
+                .contains("OFFLINE")
+        },
     );
     drop(node);
 }

@@ -128,15 +128,16 @@ spec:
         created = created_dir.display(),
     );
     node.apply(&api, "vols.yaml", &pod);
-    let log = || node.container_log("default", "vols", "app", 0);
     eventually(
         Duration::from_secs(90),
         "the volume pod prints its files",
         || {
             node.assert_alive();
-            log().contains("LIVE=")
+            node.container_log("default", "vols", "app", 0)
+                .contains("LIVE=")
         },
     );
+    let log = || node.container_log("default", "vols", "app", 0);
     let out = log();
     for want in [
         "CM=hello",
@@ -154,13 +155,19 @@ spec:
         "RO=denied",
         "CREATED=ok",
     ] {
-        assert!(out.contains(want), "expected {want:?} in the container's log:\n{out}");
+        assert!(
+            out.contains(want),
+            "expected {want:?} in the container's log:\n{out}"
+        );
     }
     assert!(
         !out.contains("DISK=tmpfs"),
         "a disk emptyDir is not a tmpfs:\n{out}"
     );
-    assert!(created_dir.join("x").exists(), "DirectoryOrCreate made the host dir");
+    assert!(
+        created_dir.join("x").exists(),
+        "DirectoryOrCreate made the host dir"
+    );
     assert!(host_dir.exists());
 
     // A ConfigMap update reaches the running container's volume; env does not change.
@@ -238,7 +245,10 @@ spec:
     eventually(
         Duration::from_secs(30),
         "the waiting pod starts once its ConfigMap exists",
-        || node.container_log("default", "waiter", "app", 0).contains("arrived"),
+        || {
+            node.container_log("default", "waiter", "app", 0)
+                .contains("arrived")
+        },
     );
 
     api.kubectl_ok(&[
