@@ -4,7 +4,8 @@
 //! It starts the runtime (built-in in-process at
 //! [`BuiltInRuntime::root`](crate::config::BuiltInRuntime), also served on its CRI socket, or a
 //! remote CRI endpoint), the node agent (registration, status, Lease), the status manager, the
-//! PLEG, probes and one pod worker per pod bound to this node (watched from the API). Readiness
+//! PLEG, probes and one pod worker per pod bound to this node (watched from the API) or read from
+//! the static pod manifests. Readiness
 //! inputs: the runtime reports its `name://version` and status conditions, PLEG its health.
 
 use std::future::Future;

@@ -12,7 +12,8 @@
 //! | projected | `kubernetes.io~projected/<name>` | tmpfs; configMap, secret, downwardAPI, serviceAccountToken (from a [`TokenProvider`]) |
 //! | persistentVolumeClaim | the bound PV's path | hostPath and local PVs |
 //!
-//! [`VolumeManager::refresh`] re-projects configMap/secret/downwardAPI/projected volumes and
+//! serviceAccountToken projections get their tokens from [`token`] (the TokenRequest API, fetched
+//! before setup, which is synchronous). [`VolumeManager::refresh`] re-projects configMap/secret/downwardAPI/projected volumes and
 //! writes only when the content differs (upstream's periodic remount). Sub-paths are resolved
 //! inside the volume with every symlink checked ([`resolve_subpath`]), refusing escapes.
 //! [`dns`] produces the per-pod `/etc/hosts` and resolv.conf; the files land in the pod
