@@ -134,9 +134,12 @@ fn static_pod_with_mirror_pod() {
         },
     );
     let new_hash = annotation(&mirror().unwrap(), "kubernetes.io/config.mirror").to_string();
+    // The old pod's log directory may remain beside the new one: read the new UID's.
+    let new_log = node
+        .pod_logs_dir
+        .join(format!("default_{mirror_name}_{new_hash}/app/0.log"));
     eventually(Duration::from_secs(10), "the new version logs", || {
-        node.container_log("default", &mirror_name, "app", 0)
-            .contains("VERSION-2")
+        std::fs::read_to_string(&new_log).is_ok_and(|l| l.contains("VERSION-2"))
     });
     eventually(
         Duration::from_secs(10),

@@ -1,6 +1,8 @@
 //! The kubelet's cache of the API objects pods read: ConfigMaps and Secrets (upstream's
-//! watch-based configmap/secret managers, `pkg/kubelet/util/manager/watch_based_manager.go`) and
-//! Services (upstream's service informer, for the service-link environment variables).
+//! watch-based configmap/secret managers, `pkg/kubelet/util/manager/watch_based_manager.go`),
+//! Services (upstream's service informer, for the service-link environment variables), and the
+//! PersistentVolumeClaims and PersistentVolumes of claim volumes (upstream's volume manager reads
+//! them from the API).
 //!
 //! Each kind is one kube-runtime reflector (a watch with re-list on expiry and back-off on
 //! errors) feeding a [`Store`]; pod workers read it through [`CacheLookup`] without any API call,
@@ -21,7 +23,9 @@
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -30,12 +34,14 @@ use tokio::sync::mpsc;
 
 use crate::env::ObjectLookup;
 
-/// The kinds the cache holds.
+/// The kinds the cache holds (PersistentVolumes are cluster-scoped: empty namespace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ObjectKind {
     ConfigMap,
     Secret,
     Service,
+    PersistentVolumeClaim,
+    PersistentVolume,
 }
 
 /// One changed object.
@@ -52,6 +58,8 @@ pub struct ObjectCache {
     config_maps: Store<ConfigMap>,
     secrets: Store<Secret>,
     services: Store<Service>,
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
 }
 
 impl ObjectCache {
@@ -61,7 +69,13 @@ impl ObjectCache {
         let cache = ObjectCache {
             config_maps: spawn_reflector(Api::all(client.clone()), ObjectKind::ConfigMap, &tx),
             secrets: spawn_reflector(Api::all(client.clone()), ObjectKind::Secret, &tx),
-            services: spawn_reflector(Api::all(client), ObjectKind::Service, &tx),
+            services: spawn_reflector(Api::all(client.clone()), ObjectKind::Service, &tx),
+            claims: spawn_reflector(
+                Api::all(client.clone()),
+                ObjectKind::PersistentVolumeClaim,
+                &tx,
+            ),
+            volumes: spawn_reflector(Api::all(client), ObjectKind::PersistentVolume, &tx),
         };
         (cache, rx)
     }
@@ -70,9 +84,18 @@ impl ObjectCache {
     /// second before failing a lookup on an unsynced cache).
     pub async fn wait_synced(&self, pod: &Pod, timeout: Duration) {
         let needs_services = !crate::static_pods::is_static_pod(pod);
+        let needs_claims = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .any(|v| v.persistent_volume_claim.is_some());
         let wait = async {
             let _ = self.config_maps.wait_until_ready().await;
             let _ = self.secrets.wait_until_ready().await;
+            if needs_claims {
+                let _ = self.claims.wait_until_ready().await;
+                let _ = self.volumes.wait_until_ready().await;
+            }
             if needs_services {
                 let _ = self.services.wait_until_ready().await;
             }
@@ -127,8 +150,9 @@ where
                     continue;
                 }
             };
-            if kind == ObjectKind::Service {
-                // Service variables are fixed when a container starts (upstream): nothing to wake.
+            if matches!(kind, ObjectKind::Service | ObjectKind::PersistentVolume) {
+                // Service variables are fixed when a container starts (upstream), and a PV
+                // matters through its claim: nothing to wake.
                 continue;
             }
             let meta = obj.meta();
@@ -160,9 +184,12 @@ where
             "failed to sync {what} cache: timed out waiting for the condition"
         ));
     }
-    Ok(store
-        .get(&ObjectRef::new(name).within(ns))
-        .map(|o| o.as_ref().clone()))
+    let key = if ns.is_empty() {
+        ObjectRef::new(name)
+    } else {
+        ObjectRef::new(name).within(ns)
+    };
+    Ok(store.get(&key).map(|o| o.as_ref().clone()))
 }
 
 impl ObjectLookup for CacheLookup {
@@ -172,6 +199,18 @@ impl ObjectLookup for CacheLookup {
 
     fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, String> {
         get(&self.cache.secrets, "secret", ns, name)
+    }
+
+    fn persistent_volume_claim(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, String> {
+        get(&self.cache.claims, "persistentvolumeclaim", ns, name)
+    }
+
+    fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, String> {
+        get(&self.cache.volumes, "persistentvolume", "", name)
     }
 
     fn services(&self) -> Result<Vec<Service>, String> {
@@ -190,8 +229,8 @@ impl ObjectLookup for CacheLookup {
     }
 }
 
-/// Whether `pod` reads the ConfigMap or Secret `key` (volumes, projected sources, env,
-/// envFrom, image pull secrets).
+/// Whether `pod` reads the ConfigMap, Secret or PersistentVolumeClaim `key` (volumes, projected
+/// sources, env, envFrom, image pull secrets).
 pub fn references(pod: &Pod, key: &ObjectKey) -> bool {
     if pod.metadata.namespace.as_deref().unwrap_or("default") != key.namespace {
         return false;
@@ -200,6 +239,14 @@ pub fn references(pod: &Pod, key: &ObjectKey) -> bool {
         return false;
     };
     let name = key.name.as_str();
+    if key.kind == ObjectKind::PersistentVolumeClaim {
+        // A claim that turns Bound lets a waiting pod mount it.
+        return spec.volumes.iter().flatten().any(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.claim_name == name)
+        });
+    }
     let cm = |n: &str| key.kind == ObjectKind::ConfigMap && n == name;
     let secret = |n: &str| key.kind == ObjectKind::Secret && n == name;
     for v in spec.volumes.iter().flatten() {
@@ -306,5 +353,19 @@ spec:
         assert!(!references(&p, &key(ConfigMap, "other", "cm-vol")));
         assert!(!references(&p, &key(ConfigMap, "apps", "unrelated")));
         assert!(!references(&p, &key(Service, "apps", "cm-vol")));
+        let with_claim = pod(r#"
+metadata: {name: p, namespace: apps}
+spec:
+  volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]
+  containers: [{name: c}]
+"#);
+        assert!(references(
+            &with_claim,
+            &key(PersistentVolumeClaim, "apps", "data")
+        ));
+        assert!(!references(
+            &with_claim,
+            &key(PersistentVolumeClaim, "apps", "other")
+        ));
     }
 }
