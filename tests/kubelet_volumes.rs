@@ -172,10 +172,16 @@ spec:
 
     // A ConfigMap update reaches the running container's volume; env does not change.
     node.apply(&api, "objects.yaml", &objects("updated"));
+    let applied = std::time::Instant::now();
     eventually(
         Duration::from_secs(15),
         "the updated greeting inside the running container",
         || log().contains("LIVE=updated"),
+    );
+    // A figure, not an assertion (the container prints once a second).
+    eprintln!(
+        "configMap update visible in the container after {:?}",
+        applied.elapsed()
     );
     let p = get_pod(&api, "default", "vols").unwrap();
     assert_eq!(container_status(&p, "app")["restartCount"], 0, "{p}");
