@@ -4,8 +4,9 @@
 //! It starts the runtime (built-in in-process at
 //! [`BuiltInRuntime::root`](crate::config::BuiltInRuntime), also served on its CRI socket, or a
 //! remote CRI endpoint), the node agent (registration, status, Lease), the status manager, the
-//! PLEG, probes and one pod worker per pod bound to this node (watched from the API), and the
-//! housekeeping loops (container GC, image GC, container log rotation). Readiness
+//! PLEG, probes and one pod worker per pod bound to this node (watched from the API) or read from
+//! the static pod manifests, and the housekeeping loops (container GC, image GC, container log
+//! rotation). Readiness
 //! inputs: the runtime reports its `name://version` and status conditions, PLEG its health.
 
 use std::future::Future;

@@ -14,10 +14,12 @@
 //! - `quantity`: resource quantities (`100m`, `1.5Gi`) as exact numbers.
 //! - `env`: container environment variables.
 //! - `volume`: volumes, the atomic writer, per-pod DNS files.
-//! - `pods`, `pod_worker`, `pleg`, `status_manager`: the pod source and dispatch, one task per
+//! - `pods`, `pod_worker`, `pleg`, `status_manager`: the pod sources and dispatch, one task per
 //!   pod, runtime events, the status writer.
 //! - `container_gc`, `image_gc`, `container_log_manager`: housekeeping — dead containers and
 //!   sandboxes, unused images, container log rotation.
+//! - `static_pods`, `mirror_pods`: pods from `--pod-manifest-path` and their mirrors in the API.
+//! - `object_cache`: the watched ConfigMaps, Secrets and Services pods read.
 //! - `agent`: [`Kubelet`], what `capstan kubelet` runs.
 
 pub mod agent;
@@ -28,7 +30,9 @@ pub mod container_gc;
 pub mod container_log_manager;
 pub mod env;
 pub mod image_gc;
+pub mod mirror_pods;
 pub mod node;
+pub mod object_cache;
 pub mod plan;
 pub mod pleg;
 pub mod pod_status;
@@ -38,6 +42,7 @@ pub mod probe;
 pub mod qos;
 pub mod quantity;
 pub mod runtime;
+pub mod static_pods;
 pub mod status_manager;
 pub mod volume;
 

@@ -14,13 +14,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use tokio::sync::mpsc;
 
-use crate::env::{self, EnvContext, StaticObjects};
+use crate::env::{self, EnvContext, ObjectLookup};
+use crate::object_cache::{CacheLookup, ObjectCache};
 use crate::plan::config::{self as cfg, ContainerOptions, SandboxOptions};
 use crate::plan::{self, labels, Plan, PodRuntimeStatus, RuntimeContainer};
 use crate::pod_status::{self, StartFailure, StatusInputs};
@@ -29,6 +30,7 @@ use crate::qos::{self, PodCgroups};
 use crate::runtime::{image_spec, Runtime};
 use crate::status_manager::StatusManager;
 use crate::volume::dns::{self, DnsSettings};
+use crate::volume::token::{self, TokenRequester};
 use crate::volume::{VolumeManager, VolumeSources};
 use cri::pb;
 
@@ -48,6 +50,10 @@ pub struct PodContext {
     pub probes: Arc<ProbeManager>,
     pub backoff: crate::backoff::Backoff,
     pub status: StatusManager,
+    /// The watched ConfigMaps, Secrets and Services pods read.
+    pub objects: ObjectCache,
+    /// Service account tokens for serviceAccountToken projections (TokenRequest).
+    pub tokens: Arc<dyn TokenRequester>,
     /// How often a worker syncs without being asked.
     pub resync: Duration,
 }
@@ -166,45 +172,15 @@ impl Worker {
         Ok(PodRuntimeStatus::new(sandbox_statuses, statuses))
     }
 
-    /// The ConfigMaps, Secrets and Services a pod's volumes and environment may read.
-    async fn objects(&self, pod: &Pod) -> StaticObjects {
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let mut objects = StaticObjects::default();
-        let client = &self.ctx.client;
-        if let Ok(list) = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-        {
-            for cm in list.items {
-                objects.add_config_map(cm);
-            }
-        }
-        if let Ok(list) = Api::<Secret>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-        {
-            for s in list.items {
-                objects.add_secret(s);
-            }
-        }
-        if pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.enable_service_links)
-            .unwrap_or(true)
-        {
-            if let Ok(list) = Api::<Service>::all(client.clone())
-                .list(&ListParams::default())
-                .await
-            {
-                objects.services = list.items;
-            }
-        }
-        objects
+    /// The ConfigMaps, Secrets and Services a pod's volumes and environment may read: the
+    /// watch-based object cache (no API call), once it has listed (or after a second, upstream's
+    /// wait; lookups then fail and the pod waits).
+    async fn objects(&self, pod: &Pod) -> CacheLookup {
+        self.ctx
+            .objects
+            .wait_synced(pod, Duration::from_secs(1))
+            .await;
+        self.ctx.objects.lookup(pod)
     }
 
     async fn sync_running(&mut self, pod: &Pod) -> anyhow::Result<()> {
@@ -223,11 +199,14 @@ impl Worker {
             None => String::new(),
         };
         let objects = self.objects(pod).await;
+        // Every sync re-projects configMap/secret/downwardAPI/projected volumes; the atomic
+        // writer only writes when their content changed.
+        let tokens = token::prefetch(ctx.tokens.as_ref(), pod).await;
         let setup = {
             let sources = VolumeSources {
                 lookup: &objects,
                 node_allocatable: &ctx.node_allocatable,
-                tokens: None,
+                tokens: Some(&tokens),
             };
             ctx.volumes.setup_all(pod, &sources)
         };
@@ -290,7 +269,7 @@ impl Worker {
         status: &PodRuntimeStatus,
         sandbox_opts: &SandboxOptions,
         volumes: &BTreeMap<String, crate::volume::MountedVolume>,
-        objects: &StaticObjects,
+        objects: &(dyn ObjectLookup + Sync),
     ) -> anyhow::Result<()> {
         let ctx = self.ctx.clone();
         let rt = &ctx.runtime;
@@ -393,7 +372,7 @@ impl Worker {
         sandbox_config: &pb::PodSandboxConfig,
         sandbox_opts: &SandboxOptions,
         volumes: &BTreeMap<String, crate::volume::MountedVolume>,
-        objects: &StaticObjects,
+        objects: &(dyn ObjectLookup + Sync),
         pod_ips: &[String],
         hosts_path: &std::path::Path,
     ) -> Result<(), StartFailure> {

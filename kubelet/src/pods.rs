@@ -1,9 +1,18 @@
 //! The pod manager: the kubelet's source of pods (upstream's config sources, pod manager and the
-//! dispatch half of podWorkers). It watches the pods bound to this node, starts one pod worker per
-//! UID, forwards changes, PLEG events and probe results to the right worker, and reports the
-//! runtime's health to node status. Static pods from `--pod-manifest-path` are not read yet.
+//! dispatch half of podWorkers). It merges two sources — the pods bound to this node in the API
+//! (a watch) and the static pods of `--pod-manifest-path` ([`crate::static_pods`]), which run
+//! even while the API is unreachable — starts one pod worker per UID, and forwards changes, PLEG
+//! events, probe results and changes of the ConfigMaps/Secrets a pod reads
+//! ([`crate::object_cache`]) to the right worker. It also reports the runtime's health to node
+//! status.
+//!
+//! Mirror pods (API pods annotated `kubernetes.io/config.mirror`) are never run: they are mapped
+//! to their static pod by full name for the status manager and handed to the
+//! [`MirrorManager`], which keeps one per static pod. A static pod removed from its directory is
+//! terminated within its grace period; an edited one is a new UID, started once the old one has
+//! stopped (upstream never runs two static pods of one full name at a time).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,22 +22,26 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::watcher;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::backoff::{Backoff, RealClock};
 use crate::config::Config;
+use crate::mirror_pods::{MirrorManager, MirrorPods};
 use crate::node::machine::MachineInfo;
 use crate::node::object;
 use crate::node::{NodeState, NodeStatusInputs};
+use crate::object_cache::{self, ObjectCache, ObjectKey};
 use crate::pleg;
 use crate::pod_worker::{spawn_worker, PodContext, PodUpdate};
 use crate::probe::handlers::RuntimeProber;
 use crate::probe::ProbeManager;
 use crate::qos::{NodeAllocatable, PodCgroups, PodCgroupsConfig};
 use crate::runtime::Runtime;
-use crate::status_manager::StatusManager;
+use crate::static_pods::{self, StaticPods, CONFIG_MIRROR_ANNOTATION};
+use crate::status_manager::{MirrorRef, StatusManager};
 use crate::volume::dns::DnsSettings;
 use crate::volume::mount::HostMounter;
+use crate::volume::token::ApiTokenRequester;
 use crate::volume::VolumeManager;
 
 pub struct PodManager {
@@ -39,6 +52,35 @@ pub struct PodManager {
     pleg_events: mpsc::UnboundedReceiver<String>,
     pleg_health: pleg::PlegHealth,
     probe_updates: mpsc::UnboundedReceiver<crate::probe::ProbeUpdate>,
+    object_changes: mpsc::UnboundedReceiver<ObjectKey>,
+}
+
+/// The pod workers and what they were last told.
+#[derive(Default)]
+struct Workers {
+    senders: HashMap<String, mpsc::UnboundedSender<PodUpdate>>,
+    known: HashMap<String, Pod>,
+}
+
+impl Workers {
+    fn alive(&self, uid: &str) -> bool {
+        self.senders.get(uid).is_some_and(|s| !s.is_closed())
+    }
+
+    fn wake(&self, uid: &str) {
+        if let Some(w) = self.senders.get(uid) {
+            let _ = w.send(PodUpdate::Sync);
+        }
+    }
+
+    /// Whether a worker of another UID with the same full name still runs.
+    fn name_taken(&self, pod: &Pod) -> bool {
+        let name = static_pods::full_name(pod);
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        self.known
+            .iter()
+            .any(|(u, p)| u != uid && static_pods::full_name(p) == name && self.alive(u))
+    }
 }
 
 impl PodManager {
@@ -83,6 +125,7 @@ impl PodManager {
             runtime: runtime.clone(),
         }));
         let (pleg_events, pleg_health) = pleg::start(runtime.clone());
+        let (objects, object_changes) = ObjectCache::start(client.clone());
         let ctx = Arc::new(PodContext {
             runtime,
             runtime_name,
@@ -106,6 +149,8 @@ impl PodManager {
             probes,
             backoff: Backoff::for_containers(Arc::new(RealClock)),
             status: StatusManager::start(client.clone()),
+            objects,
+            tokens: Arc::new(ApiTokenRequester::new(client.clone())),
             resync: Duration::from_secs(10),
         });
         Ok(PodManager {
@@ -116,6 +161,7 @@ impl PodManager {
             pleg_events,
             pleg_health,
             probe_updates,
+            object_changes,
         })
     }
 
@@ -125,14 +171,74 @@ impl PodManager {
         let wc =
             watcher::Config::default().fields(&format!("spec.nodeName={}", self.config.node_name));
         let mut pods = watcher(api, wc).boxed();
-        let mut workers: HashMap<String, mpsc::UnboundedSender<PodUpdate>> = HashMap::new();
-        let mut known: HashMap<String, Pod> = HashMap::new();
+        let mut workers = Workers::default();
         let mut health_tick = tokio::time::interval(Duration::from_secs(10));
+
+        // Static pods: the file source (none without --pod-manifest-path; the sender then stays
+        // here so that the channel never closes).
+        let (_no_statics, mut statics) = watch::channel::<StaticPods>(Arc::new(Vec::new()));
+        if let Some(path) = &self.config.static_pod_path {
+            statics = static_pods::start(
+                path.clone(),
+                self.config.node_name.clone(),
+                self.config.settings.file_check_frequency,
+            );
+        }
+        let mut static_pods: HashMap<String, Pod> = HashMap::new();
+        // Static pods waiting for an older pod of the same full name to stop.
+        let mut waiting: Vec<Pod> = Vec::new();
+        let mut wait_tick = tokio::time::interval(Duration::from_secs(1));
+        // Mirror pods by full name, and the set being rebuilt during a re-list.
+        let mut mirrors: BTreeMap<String, Pod> = BTreeMap::new();
+        let mut relist: Option<BTreeMap<String, Pod>> = None;
+        let (mirrors_tx, mirrors_rx) = watch::channel::<MirrorPods>(Arc::new(BTreeMap::new()));
+        tokio::spawn(
+            MirrorManager::new(self.client.clone(), self.config.node_name.clone())
+                .run(statics.clone(), mirrors_rx),
+        );
+        self.sync_statics(
+            &mut workers,
+            &mut static_pods,
+            &mut waiting,
+            &statics.borrow_and_update(),
+        );
+
         loop {
             tokio::select! {
                 ev = pods.next() => match ev {
+                    Some(Ok(watcher::Event::Init)) => relist = Some(BTreeMap::new()),
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        if let Some(fresh) = relist.take() {
+                            for (name, m) in &mirrors {
+                                if !fresh.contains_key(name) {
+                                    self.mirror_gone(m);
+                                }
+                            }
+                            mirrors = fresh;
+                            let _ = mirrors_tx.send(Arc::new(mirrors.clone()));
+                        }
+                    }
+                    Some(Ok(watcher::Event::InitApply(pod))) if static_pods::is_mirror_pod(&pod) => {
+                        self.mirror_seen(&pod);
+                        if let Some(r) = relist.as_mut() {
+                            r.insert(static_pods::full_name(&pod), pod);
+                        }
+                    }
+                    Some(Ok(watcher::Event::Apply(pod))) if static_pods::is_mirror_pod(&pod) => {
+                        self.mirror_seen(&pod);
+                        mirrors.insert(static_pods::full_name(&pod), pod);
+                        let _ = mirrors_tx.send(Arc::new(mirrors.clone()));
+                    }
+                    Some(Ok(watcher::Event::Delete(pod))) if static_pods::is_mirror_pod(&pod) => {
+                        let name = static_pods::full_name(&pod);
+                        if mirrors.get(&name).is_some_and(|m| m.metadata.uid == pod.metadata.uid) {
+                            mirrors.remove(&name);
+                            self.mirror_gone(&pod);
+                            let _ = mirrors_tx.send(Arc::new(mirrors.clone()));
+                        }
+                    }
                     Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
-                        self.dispatch(&mut workers, &mut known, pod);
+                        self.dispatch(&mut workers, pod);
                     }
                     Some(Ok(watcher::Event::Delete(mut pod))) => {
                         // Gone from the API without our final delete (force deletion): stop it.
@@ -140,25 +246,36 @@ impl PodManager {
                             pod.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
                             pod.metadata.deletion_grace_period_seconds = Some(0);
                         }
-                        self.dispatch(&mut workers, &mut known, pod);
+                        self.dispatch(&mut workers, pod);
                     }
-                    Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         tracing::warn!("watching pods: {e}");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     None => return,
                 },
-                Some(uid) = self.pleg_events.recv() => {
-                    if let Some(w) = workers.get(&uid) {
-                        let _ = w.send(PodUpdate::Sync);
+                r = statics.changed() => {
+                    if r.is_ok() {
+                        let set = statics.borrow_and_update().clone();
+                        self.sync_statics(&mut workers, &mut static_pods, &mut waiting, &set);
                     }
                 }
-                Some(u) = self.probe_updates.recv() => {
-                    if let Some(w) = workers.get(&u.pod_uid) {
-                        let _ = w.send(PodUpdate::Sync);
+                _ = wait_tick.tick(), if !waiting.is_empty() => {
+                    let ready: Vec<Pod>;
+                    (ready, waiting) = waiting.drain(..).partition(|p| !workers.name_taken(p));
+                    for p in ready {
+                        self.dispatch(&mut workers, p);
                     }
                 }
+                Some(key) = self.object_changes.recv() => {
+                    for (uid, pod) in &workers.known {
+                        if workers.alive(uid) && object_cache::references(pod, &key) {
+                            workers.wake(uid);
+                        }
+                    }
+                }
+                Some(uid) = self.pleg_events.recv() => workers.wake(&uid),
+                Some(u) = self.probe_updates.recv() => workers.wake(&u.pod_uid),
                 _ = health_tick.tick() => {
                     let healthy = self.pleg_health.healthy();
                     self.inputs.update(|s| {
@@ -172,23 +289,86 @@ impl PodManager {
         }
     }
 
-    fn dispatch(
+    /// Applies a new set of static pods: removed ones terminate (within their grace period),
+    /// new ones start (or wait for an older pod of their full name to stop).
+    fn sync_statics(
         &self,
-        workers: &mut HashMap<String, mpsc::UnboundedSender<PodUpdate>>,
-        known: &mut HashMap<String, Pod>,
-        pod: Pod,
+        workers: &mut Workers,
+        current: &mut HashMap<String, Pod>,
+        waiting: &mut Vec<Pod>,
+        set: &[Pod],
     ) {
+        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        let wanted: HashSet<String> = set.iter().map(uid).collect();
+        waiting.retain(|p| wanted.contains(&uid(p)));
+        for (u, mut pod) in current.drain().collect::<Vec<_>>() {
+            if wanted.contains(&u) {
+                current.insert(u, pod);
+                continue;
+            }
+            tracing::info!("static pod {} removed", plan_name(&pod));
+            let grace = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30);
+            pod.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+            pod.metadata.deletion_grace_period_seconds = Some(grace);
+            self.dispatch(workers, pod);
+        }
+        for pod in set {
+            let u = uid(pod);
+            if current.contains_key(&u) {
+                continue;
+            }
+            current.insert(u, pod.clone());
+            if workers.name_taken(pod) {
+                waiting.push(pod.clone());
+            } else {
+                self.dispatch(workers, pod.clone());
+            }
+        }
+    }
+
+    /// A mirror pod appeared or changed: the status manager writes its static pod's status there.
+    fn mirror_seen(&self, mirror: &Pod) {
+        let Some(hash) = static_pods::annotation(mirror, CONFIG_MIRROR_ANNOTATION) else {
+            return;
+        };
+        self.ctx.status.set_mirror(
+            hash,
+            Some(MirrorRef {
+                namespace: mirror.metadata.namespace.clone().unwrap_or_default(),
+                name: mirror.metadata.name.clone().unwrap_or_default(),
+                uid: mirror.metadata.uid.clone().unwrap_or_default(),
+            }),
+        );
+    }
+
+    fn mirror_gone(&self, mirror: &Pod) {
+        if let Some(hash) = static_pods::annotation(mirror, CONFIG_MIRROR_ANNOTATION) {
+            self.ctx.status.set_mirror(hash, None);
+        }
+    }
+
+    fn dispatch(&self, workers: &mut Workers, pod: Pod) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        known.insert(uid.clone(), pod.clone());
-        if let Some(w) = workers.get(&uid) {
+        workers.known.insert(uid.clone(), pod.clone());
+        if let Some(w) = workers.senders.get(&uid) {
             if w.send(PodUpdate::Pod(Box::new(pod.clone()))).is_ok() {
                 return;
             }
         }
         // A finished pod whose worker has ended stays finished.
-        if workers.contains_key(&uid) && pod.metadata.deletion_timestamp.is_some() {
+        if workers.senders.contains_key(&uid) && pod.metadata.deletion_timestamp.is_some() {
             return;
         }
-        workers.insert(uid, spawn_worker(self.ctx.clone(), pod));
+        workers
+            .senders
+            .insert(uid, spawn_worker(self.ctx.clone(), pod));
     }
+}
+
+fn plan_name(pod: &Pod) -> String {
+    crate::plan::pod_full_name(pod)
 }

@@ -12,7 +12,8 @@
 //! | projected | `kubernetes.io~projected/<name>` | tmpfs; configMap, secret, downwardAPI, serviceAccountToken (from a [`TokenProvider`]) |
 //! | persistentVolumeClaim | the bound PV's path | hostPath and local PVs |
 //!
-//! [`VolumeManager::refresh`] re-projects configMap/secret/downwardAPI/projected volumes and
+//! serviceAccountToken projections get their tokens from [`token`] (the TokenRequest API, fetched
+//! before setup, which is synchronous). [`VolumeManager::refresh`] re-projects configMap/secret/downwardAPI/projected volumes and
 //! writes only when the content differs (upstream's periodic remount). Sub-paths are resolved
 //! inside the volume with every symlink checked ([`resolve_subpath`]), refusing escapes.
 //! [`dns`] produces the per-pod `/etc/hosts` and resolv.conf; the files land in the pod
@@ -22,6 +23,7 @@
 pub mod atomic_writer;
 pub mod dns;
 pub mod mount;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -75,7 +77,8 @@ pub enum VolumeError {
     Unsupported(String),
     #[error("serviceAccountToken projection is not supported yet: no token provider (the TokenRequest API)")]
     TokenNotSupported,
-    #[error("requesting a service account token: {0}")]
+    /// The token manager's error, as upstream words it (`failed to fetch token: …`).
+    #[error("{0}")]
     Token(String),
     #[error("clusterTrustBundle projection is not supported")]
     ClusterTrustBundle,
@@ -225,13 +228,20 @@ impl VolumeManager {
         };
         if let Some(ed) = &volume.empty_dir {
             let dir = self.volume_dir(uid, EMPTY_DIR_PLUGIN, &name);
-            mkdir_all(&dir)?;
-            if ed.medium.as_deref() == Some("Memory") {
+            // Set up once: a re-sync leaves the directory (and what the pod did to it) alone.
+            let fresh = if ed.medium.as_deref() == Some("Memory") {
+                mkdir_all(&dir)?;
                 let size = memory_volume_size(pod, ed.size_limit.as_ref(), sources);
-                self.ensure_tmpfs(&dir, size)?;
+                self.ensure_tmpfs(&dir, size)?
+            } else {
+                let fresh = !dir.is_dir();
+                mkdir_all(&dir)?;
+                fresh
+            };
+            if fresh {
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))
+                    .map_err(io_err("chmod", &dir))?;
             }
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))
-                .map_err(io_err("chmod", &dir))?;
             return Ok(mounted(VolumeKind::EmptyDir, dir, false));
         }
         if let Some(hp) = &volume.host_path {
@@ -281,17 +291,19 @@ impl VolumeManager {
         Ok(AtomicWriter::new(&dir).write(&payload)?)
     }
 
-    fn ensure_tmpfs(&self, dir: &Path, size: Option<i64>) -> Result<(), VolumeError> {
-        if !self
+    /// Mounts a tmpfs on `dir` unless one is there; `true` when it mounted one.
+    fn ensure_tmpfs(&self, dir: &Path, size: Option<i64>) -> Result<bool, VolumeError> {
+        if self
             .mounter
             .is_mount_point(dir)
             .map_err(io_err("check mount", dir))?
         {
-            self.mounter
-                .mount_tmpfs(dir, size)
-                .map_err(io_err("mount tmpfs", dir))?;
+            return Ok(false);
         }
-        Ok(())
+        self.mounter
+            .mount_tmpfs(dir, size)
+            .map_err(io_err("mount tmpfs", dir))?;
+        Ok(true)
     }
 
     /// Tears down one volume of a pod (unmounting tmpfs, removing the directory). Volumes
@@ -781,6 +793,33 @@ fn fetch_secret(
     }
 }
 
+/// The TokenRequest a serviceAccountToken projection makes (default expiry one hour, the pod's
+/// service account or `default`).
+pub fn service_account_token_request(
+    pod: &Pod,
+    ns: &str,
+    t: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+) -> TokenRequest {
+    TokenRequest {
+        namespace: ns.to_string(),
+        service_account: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into()),
+        audiences: t
+            .audience
+            .iter()
+            .filter(|a| !a.is_empty())
+            .cloned()
+            .collect(),
+        expiration_seconds: t.expiration_seconds.unwrap_or(3600),
+        pod_name: pod.metadata.name.clone().unwrap_or_default(),
+        pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
 /// Upstream projected `collectData`.
 pub fn projected_payload(
     pod: &Pod,
@@ -809,22 +848,7 @@ pub fn projected_payload(
         } else if let Some(t) = &p.service_account_token {
             let provider = s.tokens.ok_or(VolumeError::TokenNotSupported)?;
             let spec = pod.spec.as_ref();
-            let req = TokenRequest {
-                namespace: ns.to_string(),
-                service_account: spec
-                    .and_then(|s| s.service_account_name.clone())
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| "default".into()),
-                audiences: t
-                    .audience
-                    .iter()
-                    .filter(|a| !a.is_empty())
-                    .cloned()
-                    .collect(),
-                expiration_seconds: t.expiration_seconds.unwrap_or(3600),
-                pod_name: pod.metadata.name.clone().unwrap_or_default(),
-                pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
-            };
+            let req = service_account_token_request(pod, ns, t);
             let token = provider.token(&req).map_err(VolumeError::Token)?;
             let fs_group = spec
                 .and_then(|s| s.security_context.as_ref())

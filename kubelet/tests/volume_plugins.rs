@@ -844,3 +844,65 @@ fn unsupported_volume_types_say_so() {
         "volume \"share\": unsupported volume type"
     );
 }
+
+#[test]
+fn re_setup_on_every_sync_is_idempotent_and_cheap() {
+    let e = setup_env();
+    let cfg = Volume {
+        config_map: Some(ConfigMapVolumeSource {
+            name: "cfg".into(),
+            ..Default::default()
+        }),
+        ..vol("config")
+    };
+    let scratch = Volume {
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..vol("scratch")
+    };
+    let p = pod(vec![cfg, scratch]);
+    let first = e.mgr.setup_all(&p, &e.sources()).unwrap();
+    let data = first["config"].host_path.join("..data");
+    let version = fs::read_link(&data).unwrap();
+    // What the pod did to its emptyDir stays: a re-sync sets it up no more.
+    let dir = &first["scratch"].host_path;
+    fs::write(dir.join("kept"), "x").unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o750)).unwrap();
+    let again = e.mgr.setup_all(&p, &e.sources()).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(mode(dir), 0o750);
+    assert!(dir.join("kept").exists());
+    // Unchanged API data: the same version directory, nothing rewritten.
+    assert_eq!(fs::read_link(&data).unwrap(), version);
+}
+
+#[test]
+fn token_errors_read_as_upstream() {
+    let e = setup_env();
+    let v = Volume {
+        projected: Some(ProjectedVolumeSource {
+            default_mode: None,
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: None,
+                    expiration_seconds: None,
+                    path: "token".into(),
+                }),
+                ..Default::default()
+            }]),
+        }),
+        ..vol("kube-api-access")
+    };
+    let p = pod(vec![]);
+    let provider = |_: &TokenRequest| -> Result<String, String> {
+        Err("failed to fetch token: the server could not find the requested resource".into())
+    };
+    let sources = VolumeSources {
+        tokens: Some(&provider),
+        ..e.sources()
+    };
+    let err = e.mgr.setup(&p, &v, &sources).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "failed to fetch token: the server could not find the requested resource"
+    );
+}
