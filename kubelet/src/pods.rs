@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::backoff::{Backoff, RealClock};
 use crate::config::Config;
+use crate::events::EventRecorder;
 use crate::node::machine::MachineInfo;
 use crate::node::object;
 use crate::node::{NodeState, NodeStatusInputs};
@@ -79,9 +80,13 @@ impl PodManager {
             }
         };
         let host_ips: Vec<String> = config.node_ips.iter().map(|ip| ip.to_string()).collect();
-        let (probes, probe_updates) = ProbeManager::new(Arc::new(RuntimeProber {
-            runtime: runtime.clone(),
-        }));
+        let events = EventRecorder::start(client.clone(), config.node_name.clone());
+        let (probes, probe_updates) = ProbeManager::with_events(
+            Arc::new(RuntimeProber {
+                runtime: runtime.clone(),
+            }),
+            events.clone(),
+        );
         let (pleg_events, pleg_health) = pleg::start(runtime.clone());
         let ctx = Arc::new(PodContext {
             runtime,
@@ -105,6 +110,8 @@ impl PodManager {
             node_allocatable: allocatable,
             probes,
             backoff: Backoff::for_containers(Arc::new(RealClock)),
+            image_backoff: Backoff::for_image_pulls(Arc::new(RealClock)),
+            events,
             status: StatusManager::start(client.clone()),
             resync: Duration::from_secs(10),
         });
