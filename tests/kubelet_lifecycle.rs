@@ -107,7 +107,9 @@ fn state<'a>(p: &'a Value, c: &str, which: &str) -> &'a Value {
 }
 
 fn restart_count(p: &Value, c: &str) -> i64 {
-    container_status(p, c)["restartCount"].as_i64().unwrap_or(-1)
+    container_status(p, c)["restartCount"]
+        .as_i64()
+        .unwrap_or(-1)
 }
 
 fn unix_now() -> u64 {
@@ -132,9 +134,7 @@ fn pid_with_mark(mark: &str) -> Option<u32> {
         let Ok(env) = std::fs::read(e.path().join("environ")) else {
             continue;
         };
-        let has = env
-            .split(|b| *b == 0)
-            .any(|kv| kv == needle.as_bytes());
+        let has = env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes());
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
         if has && comm.trim() == "sh" {
             return Some(pid);
@@ -275,17 +275,33 @@ spec:
     node.apply(&api, "pods.yaml", &manifest);
 
     // Init containers and sidecars in order; sidecars keep running next to the app.
-    let p = wait_pod(&api, &mut node, "ordered", Duration::from_secs(90), "Ready", is_ready);
+    let p = wait_pod(
+        &api,
+        &mut node,
+        "ordered",
+        Duration::from_secs(90),
+        "Ready",
+        is_ready,
+    );
     for side in ["side-1", "side-2"] {
         assert!(state(&p, side, "running").is_object(), "{side}: {p}");
         assert_eq!(container_status(&p, side)["started"], true, "{side}");
     }
     for init in ["init-a", "init-b"] {
-        assert_eq!(state(&p, init, "terminated")["reason"], "Completed", "{init}");
+        assert_eq!(
+            state(&p, init, "terminated")["reason"],
+            "Completed",
+            "{init}"
+        );
     }
-    eventually(Duration::from_secs(10), "the app logs the start order", || {
-        node.container_log("default", "ordered", "app", 0) == "init-a\nside-1\ninit-b\nside-2\napp"
-    });
+    eventually(
+        Duration::from_secs(10),
+        "the app logs the start order",
+        || {
+            node.container_log("default", "ordered", "app", 0)
+                == "init-a\nside-1\ninit-b\nside-2\napp"
+        },
+    );
     wait_events(&api, "ordered", &["Created", "Started", "Pulled"]);
 
     // Liveness: the first instance of each container fails its probe and is restarted once.
@@ -308,23 +324,54 @@ spec:
 
     // Readiness gates Ready.
     let ready_file = Path::new(&host).join("ready");
-    wait_pod(&api, &mut node, "gated", Duration::from_secs(60), "running, not Ready", |p| {
-        state(p, "app", "running").is_object() && !is_ready(p)
-    });
+    wait_pod(
+        &api,
+        &mut node,
+        "gated",
+        Duration::from_secs(60),
+        "running, not Ready",
+        |p| state(p, "app", "running").is_object() && !is_ready(p),
+    );
     std::fs::write(&ready_file, "").unwrap();
-    wait_pod(&api, &mut node, "gated", Duration::from_secs(30), "Ready", is_ready);
+    wait_pod(
+        &api,
+        &mut node,
+        "gated",
+        Duration::from_secs(30),
+        "Ready",
+        is_ready,
+    );
     std::fs::remove_file(&ready_file).unwrap();
-    let p = wait_pod(&api, &mut node, "gated", Duration::from_secs(30), "not Ready", |p| {
-        !is_ready(p)
-    });
+    let p = wait_pod(
+        &api,
+        &mut node,
+        "gated",
+        Duration::from_secs(30),
+        "not Ready",
+        |p| !is_ready(p),
+    );
     assert_eq!(restart_count(&p, "app"), 0, "readiness never restarts");
     std::fs::write(&ready_file, "").unwrap();
-    wait_pod(&api, &mut node, "gated", Duration::from_secs(30), "Ready again", is_ready);
+    wait_pod(
+        &api,
+        &mut node,
+        "gated",
+        Duration::from_secs(30),
+        "Ready again",
+        is_ready,
+    );
 
     // Termination messages.
-    let p = wait_pod(&api, &mut node, "messages", Duration::from_secs(60), "both done", |p| {
-        state(p, "file", "terminated").is_object() && state(p, "logs", "terminated").is_object()
-    });
+    let p = wait_pod(
+        &api,
+        &mut node,
+        "messages",
+        Duration::from_secs(60),
+        "both done",
+        |p| {
+            state(p, "file", "terminated").is_object() && state(p, "logs", "terminated").is_object()
+        },
+    );
     assert_eq!(
         state(&p, "file", "terminated")["message"],
         "written to the file"
@@ -335,7 +382,14 @@ spec:
     assert_eq!(p["status"]["phase"], "Failed");
 
     // Adoption after kill -9 of the kubelet.
-    let before = wait_pod(&api, &mut node, "adopt", Duration::from_secs(60), "Ready", is_ready);
+    let before = wait_pod(
+        &api,
+        &mut node,
+        "adopt",
+        Duration::from_secs(60),
+        "Ready",
+        is_ready,
+    );
     let id = container_status(&before, "app")["containerID"].clone();
     let pid = pid_with_mark(&mark).expect("the adopt container's process on the host");
     let live_ids: Vec<Value> = ["exec", "http"]
@@ -344,7 +398,11 @@ spec:
         .collect();
     node.kill9();
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(pid_with_mark(&mark), Some(pid), "the container outlives the kubelet");
+    assert_eq!(
+        pid_with_mark(&mark),
+        Some(pid),
+        "the container outlives the kubelet"
+    );
     node.restart();
     node.wait_ready(&api);
     // A new pod proves the new kubelet syncs; the old ones are left as they were.
@@ -366,8 +424,22 @@ spec:
 "#
         ),
     );
-    wait_pod(&api, &mut node, "after", Duration::from_secs(60), "Ready", is_ready);
-    let after = wait_pod(&api, &mut node, "adopt", Duration::from_secs(30), "Ready", is_ready);
+    wait_pod(
+        &api,
+        &mut node,
+        "after",
+        Duration::from_secs(60),
+        "Ready",
+        is_ready,
+    );
+    let after = wait_pod(
+        &api,
+        &mut node,
+        "adopt",
+        Duration::from_secs(30),
+        "Ready",
+        is_ready,
+    );
     let c = container_status(&after, "app");
     assert_eq!(c["containerID"], id, "the same container");
     assert_eq!(c["restartCount"], 0, "no restart");
@@ -410,18 +482,33 @@ spec:
             marks = marks.display()
         ),
     );
-    wait_pod(&api, &mut node, "graceful", Duration::from_secs(60), "Ready", is_ready);
+    wait_pod(
+        &api,
+        &mut node,
+        "graceful",
+        Duration::from_secs(60),
+        "Ready",
+        is_ready,
+    );
     let deleted_at = unix_now();
     api.kubectl_ok(&["delete", "pod", "graceful", "--wait=false"]);
-    eventually(Duration::from_secs(grace + 20), "graceful is gone from the API", || {
-        pod(&api, "graceful").is_none()
-    });
+    eventually(
+        Duration::from_secs(grace + 20),
+        "graceful is gone from the API",
+        || pod(&api, "graceful").is_none(),
+    );
     let gone_at = unix_now();
     let prestop = read_secs(&marks.join("prestop")).expect("the preStop hook ran");
     let polite = read_secs(&marks.join("polite")).expect("polite got TERM");
     let alive = read_secs(&marks.join("alive")).expect("stubborn ran");
-    assert!(prestop <= deleted_at + 2, "preStop at {prestop}, deleted at {deleted_at}");
-    assert!(polite <= deleted_at + 2, "polite exited at {polite}, deleted at {deleted_at}");
+    assert!(
+        prestop <= deleted_at + 2,
+        "preStop at {prestop}, deleted at {deleted_at}"
+    );
+    assert!(
+        polite <= deleted_at + 2,
+        "polite exited at {polite}, deleted at {deleted_at}"
+    );
     assert!(
         alive + 1 >= deleted_at + grace as u64 - 1,
         "stubborn was killed at {alive}, before the grace period ({grace}s from {deleted_at}); kubelet log:\n{}",
@@ -432,7 +519,15 @@ spec:
     node.assert_alive();
 
     api.kubectl_ok(&[
-        "delete", "pod", "ordered", "live", "gated", "messages", "adopt", "after", "--wait=true",
+        "delete",
+        "pod",
+        "ordered",
+        "live",
+        "gated",
+        "messages",
+        "adopt",
+        "after",
+        "--wait=true",
         "--timeout=60s",
     ]);
     drop(node);

@@ -403,7 +403,9 @@ mod tests {
         let mut holds = Vec::new();
         for _ in 0..7 {
             b.next_now(key);
-            let hold = b.remaining_since_update(key).expect("in back-off after a failure");
+            let hold = b
+                .remaining_since_update(key)
+                .expect("in back-off after a failure");
             clock.step(hold - Duration::from_secs(1));
             assert!(b.remaining_since_update(key).is_some());
             clock.step(Duration::from_secs(1));

@@ -187,9 +187,13 @@ pub fn termination_log_tail(cri_log: &str) -> String {
     if !partial.is_empty() {
         lines.push(partial);
     }
-    let start = lines.len().saturating_sub(MAX_TERMINATION_MESSAGE_LOG_LINES);
+    let start = lines
+        .len()
+        .saturating_sub(MAX_TERMINATION_MESSAGE_LOG_LINES);
     let text: String = lines[start..].concat();
-    let mut cut = text.len().saturating_sub(MAX_TERMINATION_MESSAGE_LOG_LENGTH);
+    let mut cut = text
+        .len()
+        .saturating_sub(MAX_TERMINATION_MESSAGE_LOG_LENGTH);
     while !text.is_char_boundary(cut) {
         cut += 1;
     }

@@ -72,19 +72,31 @@ pub fn spawn_worker(ctx: Arc<PodContext>, pod: Pod) -> mpsc::UnboundedSender<Pod
     tokio::spawn(async move {
         let mut pod = pod;
         let mut worker = Worker::new(ctx.clone(), &pod);
-        loop {
-            let done = worker.sync(&pod).await;
-            if done {
+        'work: loop {
+            if worker.sync(&pod).await {
                 break;
             }
-            let wait = worker.next_wait(ctx.resync);
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(PodUpdate::Pod(p)) => pod = *p,
-                    Some(PodUpdate::Sync) => {}
-                    None => break,
-                },
-                _ = tokio::time::sleep(wait) => {}
+            // Wait for a reason to sync again: a pod change that matters, a runtime or probe
+            // event, or the resync / back-off timer. A status-only change (usually our own
+            // write coming back through the watch) updates the pod but does not sync, as
+            // upstream's config source only reconciles such updates.
+            let deadline = tokio::time::Instant::now() + worker.next_wait(ctx.resync);
+            loop {
+                let sync = tokio::select! {
+                    msg = rx.recv() => match msg {
+                        Some(PodUpdate::Pod(p)) => {
+                            let differs = differs_semantically(&pod, &p);
+                            pod = *p;
+                            differs
+                        }
+                        Some(PodUpdate::Sync) => true,
+                        None => break 'work,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => true,
+                };
+                if sync {
+                    break;
+                }
             }
             // Coalesce a burst of notifications into one sync.
             while let Ok(msg) = rx.try_recv() {
@@ -96,6 +108,18 @@ pub fn spawn_worker(ctx: Arc<PodContext>, pod: Pod) -> mpsc::UnboundedSender<Pod
         ctx.probes.remove_pod(worker.uid.as_str());
     });
     tx
+}
+
+/// Whether an update changes what the kubelet acts on (spec, labels, annotations, deletion), not
+/// just the status (upstream's `podsDifferSemantically` decides between UPDATE and RECONCILE).
+fn differs_semantically(old: &Pod, new: &Pod) -> bool {
+    let (o, n) = (&old.metadata, &new.metadata);
+    old.spec != new.spec
+        || o.labels != n.labels
+        || o.annotations != n.annotations
+        || o.deletion_timestamp != n.deletion_timestamp
+        || o.deletion_grace_period_seconds != n.deletion_grace_period_seconds
+        || o.uid != n.uid
 }
 
 struct Worker {
@@ -598,12 +622,8 @@ impl Worker {
         // postStart: exec or httpGet; a failure kills the container (upstream's behaviour).
         if let Some(handler) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
             if let Err(msg) = self.run_handler(pod, c, &id, handler, 30).await {
-                ctx.events.container_warning(
-                    pod,
-                    c,
-                    reason::FAILED_POST_START_HOOK,
-                    msg.clone(),
-                );
+                ctx.events
+                    .container_warning(pod, c, reason::FAILED_POST_START_HOOK, msg.clone());
                 ctx.events.container_normal(
                     pod,
                     c,
@@ -650,12 +670,8 @@ impl Worker {
             ("Never", None) => {
                 let message =
                     format!("Container image {image:?} is not present with pull policy of Never");
-                ctx.events.container_warning(
-                    pod,
-                    c,
-                    reason::ERR_IMAGE_NEVER_PULL,
-                    message.clone(),
-                );
+                ctx.events
+                    .container_warning(pod, c, reason::ERR_IMAGE_NEVER_PULL, message.clone());
                 Err(StartFailure {
                     reason: "ErrImageNeverPull".into(),
                     message,
@@ -790,12 +806,9 @@ impl Worker {
                 )),
             };
             if let Some(message) = message {
-                self.ctx.events.container_warning(
-                    pod,
-                    c,
-                    reason::FAILED_PRE_STOP_HOOK,
-                    message,
-                );
+                self.ctx
+                    .events
+                    .container_warning(pod, c, reason::FAILED_PRE_STOP_HOOK, message);
             }
         }
         started.elapsed()

@@ -557,7 +557,11 @@ impl Worker {
                 &self.pod,
                 &self.container,
                 crate::events::reason::UNHEALTHY,
-                format!("{} probe failed: {}", self.kind.name(), probe_description(spec)),
+                format!(
+                    "{} probe failed: {}",
+                    self.kind.name(),
+                    probe_description(spec)
+                ),
             );
         }
         if self.last == Some(result) {

@@ -1354,7 +1354,10 @@ fn termination_messages_come_from_the_file_or_the_log_tail() {
     let mut c = exited_with(2, "File");
     c.message = "OOM".into();
     c.add_termination_message(Some(&[b'x'; 5000]), String::new);
-    assert_eq!(c.message.len(), "OOM: ".len() + MAX_TERMINATION_MESSAGE_LENGTH);
+    assert_eq!(
+        c.message.len(),
+        "OOM: ".len() + MAX_TERMINATION_MESSAGE_LENGTH
+    );
     // A running container has none.
     let mut c = exited_with(1, "File");
     c.state = Some(ContainerState::Running);
