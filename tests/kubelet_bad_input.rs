@@ -7,6 +7,8 @@
 //!   upstream's message; the pod starts once the objects exist;
 //! - a command that does not exist: `CreateContainerError` with the runtime's message (the
 //!   built-in runtime, like CRI-O, makes the process at CreateContainer);
+//! - a configMap volume whose ConfigMap is missing: `ContainerCreating` and `FailedMount` until
+//!   it is created;
 //! - impossible resource values never reach the kubelet (the API rejects them);
 //! - meanwhile a healthy pod on the same node reaches Ready;
 //! - the API server away (kill -9) for ~20 s while a container exits: once it is back the
@@ -147,6 +149,19 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: no-volume}}
+spec:
+  nodeName: {name}
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: cfg, configMap: {{name: late-volume}}}}]
+  containers:
+  - name: app
+    image: busybox
+    command: ["sh", "-c", "cat /cfg/file; echo; trap 'exit 0' TERM; while true; do sleep 1; done"]
+    volumeMounts: [{{name: cfg, mountPath: /cfg}}]
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: healthy}}
 spec:
   nodeName: {name}
@@ -249,6 +264,36 @@ spec:
         node.container_log("default", "needs-config", "app", 0) == "v1 v2"
     });
     wait_events(&api, "needs-config", &["Failed", "Started"]);
+
+    // A configMap volume whose ConfigMap is missing: ContainerCreating and FailedMount until it
+    // exists.
+    let p = wait_pod(
+        &api,
+        &mut node,
+        "no-volume",
+        Duration::from_secs(30),
+        "ContainerCreating",
+        |p| waiting(p, "app").0 == "ContainerCreating",
+    );
+    assert!(waiting(&p, "app").1.contains("late-volume"), "{p}");
+    wait_events(&api, "no-volume", &["FailedMount"]);
+    api.kubectl_ok(&[
+        "create",
+        "configmap",
+        "late-volume",
+        "--from-literal=file=mounted",
+    ]);
+    wait_pod(
+        &api,
+        &mut node,
+        "no-volume",
+        Duration::from_secs(60),
+        "Ready",
+        is_ready,
+    );
+    common::eventually(Duration::from_secs(10), "the file reaches the app", || {
+        node.container_log("default", "no-volume", "app", 0) == "mounted"
+    });
 
     // A command that does not exist. The built-in runtime makes the container's process at
     // CreateContainer (as CRI-O does), so the failure is upstream's CreateContainerError with
