@@ -453,7 +453,7 @@ spec:
     // Graceful deletion.
     let marks = node.dir.join("marks");
     std::fs::create_dir_all(&marks).unwrap();
-    let grace = 6;
+    let grace: u64 = 6;
     node.apply(
         &api,
         "graceful.yaml",
@@ -510,11 +510,11 @@ spec:
         "polite exited at {polite}, deleted at {deleted_at}"
     );
     assert!(
-        alive + 1 >= deleted_at + grace as u64 - 1,
+        alive + 1 >= deleted_at + grace - 1,
         "stubborn was killed at {alive}, before the grace period ({grace}s from {deleted_at}); kubelet log:\n{}",
         node.log()
     );
-    assert!(gone_at >= deleted_at + grace as u64 - 1);
+    assert!(gone_at >= deleted_at + grace - 1);
     wait_events(&api, "graceful", &["Killing"]);
     node.assert_alive();
 
