@@ -213,6 +213,21 @@ spec:
             .all(|r| r == "ErrImagePull" || r == "ImagePullBackOff" || r == "ContainerCreating"),
         "{seen:?}"
     );
+    let p = wait_pod(
+        &api,
+        &mut node,
+        "no-image",
+        Duration::from_secs(30),
+        "ImagePullBackOff",
+        |p| waiting(p, "app").0 == "ImagePullBackOff",
+    );
+    let (_, msg) = waiting(&p, "app");
+    assert!(
+        msg.starts_with(
+            "Back-off pulling image \"127.0.0.1:5000/capstan-test/does-not-exist:1\": ErrImagePull: "
+        ),
+        "{msg}"
+    );
     wait_events(&api, "no-image", &["Pulling", "Failed", "BackOff"]);
 
     // Missing ConfigMap first (upstream checks env in order), then the Secret.
@@ -314,6 +329,27 @@ spec:
     );
     assert_eq!(container_status(&p, "app")["restartCount"], 0);
     wait_events(&api, "no-command", &["Failed"]);
+    // Failed creates leave no log files behind (they would count as restarts).
+    let logs: Vec<_> = std::fs::read_dir(&node.pod_logs_dir)
+        .unwrap()
+        .flatten()
+        .filter(|d| {
+            d.file_name()
+                .to_string_lossy()
+                .starts_with("default_no-command_")
+        })
+        .flat_map(|d| {
+            std::fs::read_dir(d.path().join("app"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        logs.is_empty(),
+        "log files of a container never created: {logs:?}"
+    );
 
     // Impossible resource values are rejected by the API; nothing reaches the kubelet.
     let bad = node.dir.join("bad.yaml");

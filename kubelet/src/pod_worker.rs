@@ -130,6 +130,8 @@ struct Worker {
     /// The earliest back-off expiry, so the worker wakes for it.
     next_retry: Option<Duration>,
     probes_added: bool,
+    /// The last pull error per image back-off key, quoted in the ImagePullBackOff message.
+    pull_errors: std::sync::Mutex<HashMap<String, String>>,
 }
 
 fn now_ns() -> i64 {
@@ -147,6 +149,7 @@ impl Worker {
             start_failures: HashMap::new(),
             next_retry: None,
             probes_added: false,
+            pull_errors: Default::default(),
         }
     }
 
@@ -689,9 +692,13 @@ impl Worker {
             _ => {
                 let key = format!("{}_{}", self.uid, image);
                 if ctx.image_backoff.remaining_since_update(&key).is_some() {
-                    let message = format!("Back-off pulling image {image:?}");
+                    let mut message = format!("Back-off pulling image {image:?}");
                     ctx.events
                         .container_normal(pod, c, reason::BACK_OFF, message.clone());
+                    // Upstream (1.30+) quotes the failed pull in the waiting message.
+                    if let Some(prev) = self.pull_errors.lock().unwrap().get(&key) {
+                        message = format!("{message}: {}: {prev}", pod_status::ERR_IMAGE_PULL);
+                    }
                     return Err(StartFailure {
                         reason: pod_status::IMAGE_PULL_BACK_OFF.into(),
                         message,
@@ -723,6 +730,10 @@ impl Worker {
                     Err(e) => {
                         ctx.image_backoff.next_now(&key);
                         let message = e.message().to_string();
+                        self.pull_errors
+                            .lock()
+                            .unwrap()
+                            .insert(key.clone(), message.clone());
                         ctx.events.container_warning(
                             pod,
                             c,
