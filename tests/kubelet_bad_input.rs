@@ -229,6 +229,33 @@ spec:
         "{msg}"
     );
     wait_events(&api, "no-image", &["Pulling", "Failed", "BackOff"]);
+    // Identical events aggregate into one object with a count (upstream's EventCorrelator).
+    common::eventually(
+        Duration::from_secs(30),
+        "one aggregated ErrImagePull event",
+        || {
+            let v = api.kubectl_json(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=no-image,reason=Failed",
+                "-o",
+                "json",
+            ]);
+            let same: Vec<&Value> = v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["message"] == "Error: ErrImagePull")
+                .collect();
+            same.len() == 1
+                && same[0]["count"].as_i64().unwrap_or(0) >= 2
+                && same[0]["involvedObject"]["fieldPath"] == "spec.containers{app}"
+                && same[0]["type"] == "Warning"
+                && same[0]["source"]["host"] == name.as_str()
+                && same[0]["firstTimestamp"] != same[0]["lastTimestamp"]
+        },
+    );
 
     // Missing ConfigMap first (upstream checks env in order), then the Secret.
     let p = wait_pod(
