@@ -1015,3 +1015,47 @@ fn qos_oom_score_adj(pod: &Pod, _c: &Container) -> i64 {
         qos::QosClass::Burstable => 999,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u", "resourceVersion": "1"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_spec_metadata_and_deletion_changes_sync() {
+        let old = pod();
+        let mut status_only = pod();
+        status_only.metadata.resource_version = Some("2".into());
+        status_only.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        });
+        assert!(!differs_semantically(&old, &status_only));
+
+        let mut deleted = pod();
+        deleted.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        assert!(differs_semantically(&old, &deleted));
+        let mut relabelled = pod();
+        relabelled.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        assert!(differs_semantically(&old, &relabelled));
+        let mut respecced = pod();
+        respecced.spec.as_mut().unwrap().containers[0].image = Some("other".into());
+        assert!(differs_semantically(&old, &respecced));
+    }
+
+    #[test]
+    fn pre_stop_time_comes_off_the_grace_period_with_a_floor() {
+        assert_eq!(remaining_grace(30, Duration::from_secs(10)), 20);
+        assert_eq!(remaining_grace(30, Duration::from_secs(29)), 2);
+        assert_eq!(remaining_grace(0, Duration::from_secs(1)), 0);
+    }
+}
