@@ -110,6 +110,32 @@ pub fn spawn_worker(ctx: Arc<PodContext>, pod: Pod) -> mpsc::UnboundedSender<Pod
     tx
 }
 
+/// The end of a CRI log file, enough for the termination message's tail (80 lines, 2 KiB of
+/// messages): the last 16 KiB, from the first whole line in it.
+fn read_log_end(path: &std::path::Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    const WINDOW: u64 = 16 * 1024;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(WINDOW);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.take(WINDOW).read_to_end(&mut buf);
+    let mut text = String::from_utf8_lossy(&buf).into_owned();
+    if start > 0 {
+        // The window starts mid-line: drop that line.
+        text = text
+            .split_once('\n')
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default();
+    }
+    text
+}
+
 /// Whether an update changes what the kubelet acts on (spec, labels, annotations, deletion), not
 /// just the status (upstream's `podsDifferSemantically` decides between UPDATE and RECONCILE).
 fn differs_semantically(old: &Pod, new: &Pod) -> bool {
@@ -231,7 +257,7 @@ impl Worker {
         let log = cfg::pod_log_dir(&self.ctx.pod_logs_dir, pod)
             .join(cfg::container_log_path(&rc.name, rc.restart_count));
         rc.add_termination_message(file.as_deref(), || {
-            plan::termination_log_tail(&std::fs::read_to_string(log).unwrap_or_default())
+            plan::termination_log_tail(&read_log_end(&log))
         });
     }
 
@@ -1050,6 +1076,29 @@ mod tests {
         let mut respecced = pod();
         respecced.spec.as_mut().unwrap().containers[0].image = Some("other".into());
         assert!(differs_semantically(&old, &respecced));
+    }
+
+    #[test]
+    fn the_log_end_starts_at_a_whole_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let line = format!("2026-01-01T00:00:00Z stdout F {}\n", "x".repeat(100));
+        std::fs::write(
+            &path,
+            line.repeat(1000) + "2026-01-01T00:00:00Z stdout F last\n",
+        )
+        .unwrap();
+        let end = read_log_end(&path);
+        assert!(end.len() <= 16 * 1024);
+        assert!(
+            end.starts_with("2026-01-01T00:00:00Z stdout F x"),
+            "{}",
+            &end[..40]
+        );
+        assert!(plan::termination_log_tail(&end).ends_with("x\nlast\n"));
+        std::fs::write(&path, "t stdout F short\n").unwrap();
+        assert_eq!(read_log_end(&path), "t stdout F short\n");
+        assert_eq!(read_log_end(&dir.path().join("none")), "");
     }
 
     #[test]
