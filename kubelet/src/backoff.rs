@@ -104,6 +104,12 @@ impl Backoff {
         }
     }
 
+    /// The kubelet's image pull back-off (upstream `kubelet/images`): also 10 s doubling to
+    /// 5 min, keyed by pod UID and image.
+    pub fn for_image_pulls(clock: Arc<dyn Clock>) -> Backoff {
+        Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF, clock)
+    }
+
     /// The kubelet's container back-off: 10 s doubling to 5 min.
     pub fn for_containers(clock: Arc<dyn Clock>) -> Backoff {
         Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF, clock)
@@ -159,6 +165,24 @@ impl Backoff {
             .duration_since(event_time)
             .unwrap_or_default();
         since < e.backoff
+    }
+
+    /// How long `id` stays in back-off counted from its last update (upstream's
+    /// `IsInBackOffSinceUpdate`, which the image puller uses); `None` when it is not.
+    pub fn remaining_since_update(&self, id: &str) -> Option<Duration> {
+        let entries = self.entries.lock().unwrap();
+        let e = entries.get(id)?;
+        let since = self
+            .clock
+            .now()
+            .duration_since(e.last_update)
+            .unwrap_or_default();
+        (since < e.backoff).then(|| e.backoff - since)
+    }
+
+    /// Advances `id` for an event now (a failed image pull).
+    pub fn next_now(&self, id: &str) {
+        self.next(id, self.clock.now());
     }
 
     /// Forgets `id`.
@@ -367,6 +391,28 @@ mod tests {
         assert!(b.check_restart(&other, Some(clock.now())).is_ok());
         // No exited instance: never held back.
         assert!(b.check_restart(&KEY, None).is_ok());
+    }
+
+    /// The image puller's back-off (upstream `kubelet/images`): a failed pull starts 10 s of
+    /// ImagePullBackOff counted from the failure; each failure after it doubles, up to 5 min.
+    #[test]
+    fn image_pull_back_off_counts_from_the_last_failure() {
+        let (clock, b) = setup();
+        let key = "uid_registry/nope:1";
+        assert_eq!(b.remaining_since_update(key), None);
+        let mut holds = Vec::new();
+        for _ in 0..7 {
+            b.next_now(key);
+            let hold = b
+                .remaining_since_update(key)
+                .expect("in back-off after a failure");
+            clock.step(hold - Duration::from_secs(1));
+            assert!(b.remaining_since_update(key).is_some());
+            clock.step(Duration::from_secs(1));
+            assert_eq!(b.remaining_since_update(key), None);
+            holds.push(hold.as_secs());
+        }
+        assert_eq!(holds, [10, 20, 40, 80, 160, 300, 300]);
     }
 
     #[test]

@@ -111,7 +111,8 @@ impl ObjectLookup for StaticObjects {
 /// Errors building the environment (upstream's messages).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvError {
-    /// An object is missing: `configmaps "x" not found` / `secrets "x" not found`.
+    /// An object is missing: `configmap "x" not found` / `secret "x" not found` (the kubelet's
+    /// object managers name the resource in the singular, as upstream's `corev1.Resource("configmap")`).
     #[error("{resource} \"{name}\" not found")]
     NotFound {
         resource: &'static str,
@@ -544,7 +545,7 @@ pub fn make_environment(
                         continue;
                     }
                     return Err(EnvError::NotFound {
-                        resource: "configmaps",
+                        resource: "configmap",
                         name: r.name.clone(),
                     });
                 };
@@ -557,7 +558,7 @@ pub fn make_environment(
                         continue;
                     }
                     return Err(EnvError::NotFound {
-                        resource: "secrets",
+                        resource: "secret",
                         name: r.name.clone(),
                     });
                 };
@@ -614,7 +615,7 @@ pub fn make_environment(
                         continue;
                     }
                     return Err(EnvError::NotFound {
-                        resource: "configmaps",
+                        resource: "configmap",
                         name: r.name.clone(),
                     });
                 };
@@ -637,7 +638,7 @@ pub fn make_environment(
                         continue;
                     }
                     return Err(EnvError::NotFound {
-                        resource: "secrets",
+                        resource: "secret",
                         name: r.name.clone(),
                     });
                 };
@@ -1028,7 +1029,7 @@ mod tests {
         let cases = [
             (
                 cm_key("X", "nope", "A", None),
-                "configmaps \"nope\" not found",
+                "configmap \"nope\" not found",
             ),
             (
                 cm_key("X", "cfg", "nope", Some(false)),
@@ -1036,7 +1037,7 @@ mod tests {
             ),
             (
                 secret_key("X", "nope", "pw", None),
-                "secrets \"nope\" not found",
+                "secret \"nope\" not found",
             ),
             (
                 secret_key("X", "sec", "nope", None),

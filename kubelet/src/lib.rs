@@ -13,6 +13,7 @@
 //! - `qos`: QoS classes, the pod cgroup hierarchy and the CPU shares / quota conversions.
 //! - `quantity`: resource quantities (`100m`, `1.5Gi`) as exact numbers.
 //! - `env`: container environment variables.
+//! - `events`: the event recorder (core/v1 Events, aggregated, written in the background).
 //! - `volume`: volumes, the atomic writer, per-pod DNS files.
 //! - `pods`, `pod_worker`, `pleg`, `status_manager`: the pod sources and dispatch, one task per
 //!   pod, runtime events, the status writer.
@@ -31,6 +32,7 @@ pub mod container_log_manager;
 pub mod env;
 pub mod image_gc;
 pub mod mirror_pods;
+pub mod events;
 pub mod node;
 pub mod object_cache;
 pub mod plan;

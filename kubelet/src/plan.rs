@@ -126,6 +126,80 @@ impl RuntimeContainer {
     }
 }
 
+/// Upstream's `MaxContainerTerminationMessageLength`: what is read of the message file.
+pub const MAX_TERMINATION_MESSAGE_LENGTH: usize = 4 * 1024;
+/// Upstream's `MaxContainerTerminationMessageLogLength`: the log tail's byte bound.
+pub const MAX_TERMINATION_MESSAGE_LOG_LENGTH: usize = 2 * 1024;
+/// Upstream's `MaxContainerTerminationMessageLogLines`: the log tail's line bound.
+pub const MAX_TERMINATION_MESSAGE_LOG_LINES: usize = 80;
+
+impl RuntimeContainer {
+    /// Whether an exited container's message should come from its log (upstream: policy
+    /// `FallbackToLogsOnError`, a non-zero exit, and a container that did run).
+    pub fn falls_back_to_logs(&self) -> bool {
+        self.state() == ContainerState::Exited
+            && self.termination_message_policy == "FallbackToLogsOnError"
+            && self.exit_code != 0
+            && self.reason != "ContainerCannotRun"
+    }
+
+    /// Adds the termination message of an exited container (upstream's `getTerminationMessage`
+    /// in `toKubeContainerStatus`): the message file's content (`file`, at most
+    /// [`MAX_TERMINATION_MESSAGE_LENGTH`] bytes), or — when that is empty and
+    /// [`falls_back_to_logs`](Self::falls_back_to_logs) — the tail of the CRI log `log`. The runtime's
+    /// own message, if any, comes first, separated by `": "`.
+    pub fn add_termination_message(&mut self, file: Option<&[u8]>, log: impl FnOnce() -> String) {
+        if self.state() != ContainerState::Exited {
+            return;
+        }
+        let file = file.unwrap_or_default();
+        let file = &file[..file.len().min(MAX_TERMINATION_MESSAGE_LENGTH)];
+        let mut msg = String::from_utf8_lossy(file).into_owned();
+        if msg.is_empty() && self.falls_back_to_logs() {
+            msg = log();
+        }
+        if msg.is_empty() {
+            return;
+        }
+        if !self.message.is_empty() {
+            self.message.push_str(": ");
+        }
+        self.message.push_str(&msg);
+    }
+}
+
+/// The last [`MAX_TERMINATION_MESSAGE_LOG_LINES`] lines of a CRI log file's messages, at most
+/// [`MAX_TERMINATION_MESSAGE_LOG_LENGTH`] bytes (the end is kept), as upstream's
+/// `readLastStringFromContainerLogs`. CRI lines are `<time> <stream> <P|F> <message>`; partial
+/// (`P`) lines continue on the next.
+pub fn termination_log_tail(cri_log: &str) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut partial = String::new();
+    for l in cri_log.lines() {
+        let mut parts = l.splitn(4, ' ');
+        let (_, _, tag, msg) = (parts.next(), parts.next(), parts.next(), parts.next());
+        let msg = msg.unwrap_or_default();
+        partial.push_str(msg);
+        if tag != Some("P") {
+            lines.push(std::mem::take(&mut partial) + "\n");
+        }
+    }
+    if !partial.is_empty() {
+        lines.push(partial);
+    }
+    let start = lines
+        .len()
+        .saturating_sub(MAX_TERMINATION_MESSAGE_LOG_LINES);
+    let text: String = lines[start..].concat();
+    let mut cut = text
+        .len()
+        .saturating_sub(MAX_TERMINATION_MESSAGE_LOG_LENGTH);
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    text[cut..].to_string()
+}
+
 /// What the runtime holds for one pod (upstream's `kubecontainer.PodStatus`): sandboxes and
 /// containers, newest first.
 #[derive(Clone, Debug, Default, PartialEq)]

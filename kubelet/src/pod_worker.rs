@@ -21,6 +21,7 @@ use kube::api::{Api, DeleteParams, Preconditions};
 use tokio::sync::mpsc;
 
 use crate::env::{self, EnvContext, ObjectLookup};
+use crate::events::{reason, EventRecorder};
 use crate::object_cache::{CacheLookup, ObjectCache};
 use crate::plan::config::{self as cfg, ContainerOptions, SandboxOptions};
 use crate::plan::{self, labels, Plan, PodRuntimeStatus, RuntimeContainer};
@@ -49,6 +50,10 @@ pub struct PodContext {
     pub node_allocatable: BTreeMap<String, Quantity>,
     pub probes: Arc<ProbeManager>,
     pub backoff: crate::backoff::Backoff,
+    /// Image pull back-off, keyed `<pod uid>_<image>` (ImagePullBackOff).
+    pub image_backoff: crate::backoff::Backoff,
+    /// Kubelet events (Pulling, Created, Started, Killing, BackOff, …).
+    pub events: EventRecorder,
     pub status: StatusManager,
     /// The watched ConfigMaps, Secrets and Services pods read.
     pub objects: ObjectCache,
@@ -73,19 +78,31 @@ pub fn spawn_worker(ctx: Arc<PodContext>, pod: Pod) -> mpsc::UnboundedSender<Pod
     tokio::spawn(async move {
         let mut pod = pod;
         let mut worker = Worker::new(ctx.clone(), &pod);
-        loop {
-            let done = worker.sync(&pod).await;
-            if done {
+        'work: loop {
+            if worker.sync(&pod).await {
                 break;
             }
-            let wait = worker.next_wait(ctx.resync);
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(PodUpdate::Pod(p)) => pod = *p,
-                    Some(PodUpdate::Sync) => {}
-                    None => break,
-                },
-                _ = tokio::time::sleep(wait) => {}
+            // Wait for a reason to sync again: a pod change that matters, a runtime or probe
+            // event, or the resync / back-off timer. A status-only change (usually our own
+            // write coming back through the watch) updates the pod but does not sync, as
+            // upstream's config source only reconciles such updates.
+            let deadline = tokio::time::Instant::now() + worker.next_wait(ctx.resync);
+            loop {
+                let sync = tokio::select! {
+                    msg = rx.recv() => match msg {
+                        Some(PodUpdate::Pod(p)) => {
+                            let differs = differs_semantically(&pod, &p);
+                            pod = *p;
+                            differs
+                        }
+                        Some(PodUpdate::Sync) => true,
+                        None => break 'work,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => true,
+                };
+                if sync {
+                    break;
+                }
             }
             // Coalesce a burst of notifications into one sync.
             while let Ok(msg) = rx.try_recv() {
@@ -99,6 +116,44 @@ pub fn spawn_worker(ctx: Arc<PodContext>, pod: Pod) -> mpsc::UnboundedSender<Pod
     tx
 }
 
+/// The end of a CRI log file, enough for the termination message's tail (80 lines, 2 KiB of
+/// messages): the last 16 KiB, from the first whole line in it.
+fn read_log_end(path: &std::path::Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    const WINDOW: u64 = 16 * 1024;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(WINDOW);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.take(WINDOW).read_to_end(&mut buf);
+    let mut text = String::from_utf8_lossy(&buf).into_owned();
+    if start > 0 {
+        // The window starts mid-line: drop that line.
+        text = text
+            .split_once('\n')
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default();
+    }
+    text
+}
+
+/// Whether an update changes what the kubelet acts on (spec, labels, annotations, deletion), not
+/// just the status (upstream's `podsDifferSemantically` decides between UPDATE and RECONCILE).
+fn differs_semantically(old: &Pod, new: &Pod) -> bool {
+    let (o, n) = (&old.metadata, &new.metadata);
+    old.spec != new.spec
+        || o.labels != n.labels
+        || o.annotations != n.annotations
+        || o.deletion_timestamp != n.deletion_timestamp
+        || o.deletion_grace_period_seconds != n.deletion_grace_period_seconds
+        || o.uid != n.uid
+}
+
 struct Worker {
     ctx: Arc<PodContext>,
     uid: String,
@@ -107,6 +162,8 @@ struct Worker {
     /// The earliest back-off expiry, so the worker wakes for it.
     next_retry: Option<Duration>,
     probes_added: bool,
+    /// The last pull error per image back-off key, quoted in the ImagePullBackOff message.
+    pull_errors: std::sync::Mutex<HashMap<String, String>>,
 }
 
 fn now_ns() -> i64 {
@@ -124,6 +181,7 @@ impl Worker {
             start_failures: HashMap::new(),
             next_retry: None,
             probes_added: false,
+            pull_errors: Default::default(),
         }
     }
 
@@ -142,7 +200,7 @@ impl Worker {
         false
     }
 
-    async fn runtime_status(&self) -> anyhow::Result<PodRuntimeStatus> {
+    async fn runtime_status(&self, pod: &Pod) -> anyhow::Result<PodRuntimeStatus> {
         let rt = &self.ctx.runtime;
         let selector = labels::pod_selector(&self.uid);
         let sandboxes = rt
@@ -166,10 +224,47 @@ impl Worker {
         let mut statuses = Vec::new();
         for c in containers {
             if let Ok(st) = rt.container_status(&c.id, false).await {
-                statuses.extend(st.status.as_ref().map(RuntimeContainer::from_cri));
+                if let Some(s) = st.status.as_ref() {
+                    let mut rc = RuntimeContainer::from_cri(s);
+                    self.add_termination_message(pod, &mut rc);
+                    statuses.push(rc);
+                }
             }
         }
         Ok(PodRuntimeStatus::new(sandbox_statuses, statuses))
+    }
+
+    /// Where the termination-message file of attempt `restart` of container `name` lives on the
+    /// host (mounted at the container's terminationMessagePath).
+    fn termination_message_file(&self, name: &str, restart: i32) -> PathBuf {
+        self.ctx
+            .volumes
+            .pod_dir(&self.uid)
+            .join("containers")
+            .join(name)
+            .join(format!("{restart}-termination-log"))
+    }
+
+    /// Reads an exited container's termination message back: its message file, or with
+    /// `FallbackToLogsOnError` the tail of its log.
+    fn add_termination_message(&self, pod: &Pod, rc: &mut RuntimeContainer) {
+        if rc.state() != plan::ContainerState::Exited {
+            return;
+        }
+        let file = std::fs::File::open(self.termination_message_file(&rc.name, rc.restart_count))
+            .and_then(|f| {
+                use std::io::Read;
+                let mut buf = Vec::new();
+                f.take(plan::MAX_TERMINATION_MESSAGE_LENGTH as u64)
+                    .read_to_end(&mut buf)
+                    .map(|_| buf)
+            })
+            .ok();
+        let log = cfg::pod_log_dir(&self.ctx.pod_logs_dir, pod)
+            .join(cfg::container_log_path(&rc.name, rc.restart_count));
+        rc.add_termination_message(file.as_deref(), || {
+            plan::termination_log_tail(&read_log_end(&log))
+        });
     }
 
     /// The ConfigMaps, Secrets and Services a pod's volumes and environment may read: the
@@ -214,6 +309,11 @@ impl Worker {
             Ok(v) => v,
             Err(e) => {
                 // Upstream: the pod waits in ContainerCreating and an event says why.
+                ctx.events.pod_warning(
+                    pod,
+                    reason::FAILED_MOUNT,
+                    format!("Unable to attach or mount volumes: {e}"),
+                );
                 for c in spec.containers.iter() {
                     self.start_failures.insert(
                         c.name.clone(),
@@ -223,7 +323,7 @@ impl Worker {
                         },
                     );
                 }
-                let st = self.runtime_status().await?;
+                let st = self.runtime_status(pod).await?;
                 self.report(pod, &st, false);
                 return Err(e.into());
             }
@@ -240,9 +340,21 @@ impl Worker {
             ..Default::default()
         };
 
-        let status = self.runtime_status().await?;
+        let status = self.runtime_status(pod).await?;
         let plan = plan::compute_pod_actions(pod, &status, ctx.probes.results(), &ctx.backoff);
         for b in &plan.back_off {
+            if let Some(c) = container_by_name(pod, &b.name) {
+                ctx.events.container_warning(
+                    pod,
+                    c,
+                    reason::BACK_OFF,
+                    format!(
+                        "Back-off restarting failed container {} in pod {}",
+                        b.name,
+                        plan::pod_full_name(pod)
+                    ),
+                );
+            }
             self.start_failures.insert(
                 b.name.clone(),
                 StartFailure {
@@ -255,7 +367,7 @@ impl Worker {
         self.apply(pod, &plan, &status, &sandbox_opts, &volumes, &objects)
             .await?;
 
-        let after = self.runtime_status().await?;
+        let after = self.runtime_status(pod).await?;
         self.update_probes(pod, &after);
         self.report(pod, &after, false);
         Ok(())
@@ -285,8 +397,17 @@ impl Worker {
             for k in &plan.kill_containers {
                 let c = container_by_name(pod, &k.name);
                 let grace = plan::termination_grace_period(pod, c, Some(k.reason));
+                let mut grace = grace;
                 if let Some(c) = c {
-                    self.run_pre_stop(pod, c, &k.id, grace).await;
+                    let message = match k.reason {
+                        plan::KillReason::LivenessProbe | plan::KillReason::StartupProbe => {
+                            k.message.clone()
+                        }
+                        _ => format!("Stopping container {}", c.name),
+                    };
+                    ctx.events
+                        .container_normal(pod, c, reason::KILLING, message);
+                    grace = remaining_grace(grace, self.run_pre_stop(pod, c, &k.id, grace).await);
                 }
                 let _ = rt.stop_container(&k.id, grace).await;
             }
@@ -299,10 +420,22 @@ impl Worker {
         let sandbox_config = cfg::sandbox_config(pod, plan.attempt, sandbox_opts);
         let mut pod_ips = status.ips.clone();
         if plan.create_sandbox {
-            sandbox_id = rt
-                .run_pod_sandbox(sandbox_config.clone(), "")
-                .await
-                .map_err(|e| anyhow::anyhow!("failed to create pod sandbox: {}", e.message()))?;
+            if !status.sandboxes.is_empty() {
+                ctx.events.pod_normal(
+                    pod,
+                    reason::SANDBOX_CHANGED,
+                    "Pod sandbox changed, it will be killed and re-created.".into(),
+                );
+            }
+            sandbox_id = match rt.run_pod_sandbox(sandbox_config.clone(), "").await {
+                Ok(id) => id,
+                Err(e) => {
+                    let msg = format!("Failed to create pod sandbox: {}", e.message());
+                    ctx.events
+                        .pod_warning(pod, reason::FAILED_CREATE_POD_SANDBOX, msg.clone());
+                    anyhow::bail!(msg);
+                }
+            };
             if let Ok(st) = rt.pod_sandbox_status(&sandbox_id, false).await {
                 if let Some(s) = st.status.as_ref() {
                     pod_ips = plan::sandbox_ips(s);
@@ -345,6 +478,20 @@ impl Worker {
                 )
                 .await;
             if let Err(f) = result {
+                if f.reason == pod_status::ERR_IMAGE_PULL
+                    || f.reason == pod_status::IMAGE_PULL_BACK_OFF
+                {
+                    // Upstream's pod worker retries a failed sync after its 10 s back-off
+                    // period; the image back-off decides whether that retry pulls.
+                    let retry = crate::backoff::INITIAL_BACKOFF;
+                    self.next_retry = Some(self.next_retry.map_or(retry, |r| r.min(retry)));
+                }
+                ctx.events.container_warning(
+                    pod,
+                    c,
+                    reason::FAILED,
+                    format!("Error: {}", failure_event_detail(&f)),
+                );
                 tracing::info!(
                     "pod {}: container {}: {}: {}",
                     plan::pod_full_name(pod),
@@ -438,12 +585,7 @@ impl Worker {
                 &cfg::pod_log_dir(&sandbox_opts.pod_logs_dir, pod).join(&c.name),
             )
         });
-        let term_host = ctx
-            .volumes
-            .pod_dir(&self.uid)
-            .join("containers")
-            .join(&c.name)
-            .join(format!("{restart}-termination-log"));
+        let term_host = self.termination_message_file(&c.name, restart);
         if let Some(parent) = term_host.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
@@ -470,12 +612,32 @@ impl Worker {
             .create_container(sandbox_id, config, sandbox_config.clone())
             .await
             .map_err(|e| fail("CreateContainerError", e.message().to_string()))?;
+        ctx.events.container_normal(
+            pod,
+            c,
+            reason::CREATED,
+            format!("Created container: {}", c.name),
+        );
         rt.start_container(&id)
             .await
             .map_err(|e| fail("RunContainerError", e.message().to_string()))?;
+        ctx.events.container_normal(
+            pod,
+            c,
+            reason::STARTED,
+            format!("Started container {}", c.name),
+        );
         // postStart: exec or httpGet; a failure kills the container (upstream's behaviour).
         if let Some(handler) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
             if let Err(msg) = self.run_handler(pod, c, &id, handler, 30).await {
+                ctx.events
+                    .container_warning(pod, c, reason::FAILED_POST_START_HOOK, msg.clone());
+                ctx.events.container_normal(
+                    pod,
+                    c,
+                    reason::KILLING,
+                    format!("FailedPostStartHook: stopping container {}", c.name),
+                );
                 let _ = rt.stop_container(&id, 0).await;
                 return Err(fail("PostStartHookError", msg));
             }
@@ -483,15 +645,17 @@ impl Worker {
         Ok(())
     }
 
-    /// Pulls per imagePullPolicy; returns the image reference to run.
+    /// Pulls per imagePullPolicy, under the image pull back-off (upstream's `imageManager`);
+    /// returns the image reference to run.
     async fn ensure_image(
         &self,
-        _pod: &Pod,
+        pod: &Pod,
         c: &Container,
         image: &str,
         sandbox_config: &pb::PodSandboxConfig,
     ) -> Result<String, StartFailure> {
-        let rt = &self.ctx.runtime;
+        let ctx = &self.ctx;
+        let rt = &ctx.runtime;
         let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
             let tagged_latest = !image.contains('@')
                 && (image
@@ -511,20 +675,83 @@ impl Worker {
             .ok()
             .flatten();
         match (policy.as_str(), present) {
-            ("Never", None) => Err(StartFailure {
-                reason: "ErrImageNeverPull".into(),
-                message: format!(
-                    "Container image {image:?} is not present with pull policy of Never"
-                ),
-            }),
-            ("Never", Some(img)) | ("IfNotPresent", Some(img)) => Ok(img.id),
-            _ => rt
-                .pull_image(image_spec(image), None, Some(sandbox_config.clone()))
-                .await
-                .map_err(|e| StartFailure {
-                    reason: "ErrImagePull".into(),
-                    message: e.message().to_string(),
-                }),
+            ("Never", None) => {
+                let message =
+                    format!("Container image {image:?} is not present with pull policy of Never");
+                ctx.events
+                    .container_warning(pod, c, reason::ERR_IMAGE_NEVER_PULL, message.clone());
+                Err(StartFailure {
+                    reason: "ErrImageNeverPull".into(),
+                    message,
+                })
+            }
+            ("Never", Some(img)) | ("IfNotPresent", Some(img)) => {
+                ctx.events.container_normal(
+                    pod,
+                    c,
+                    reason::PULLED,
+                    format!("Container image {image:?} already present on machine"),
+                );
+                Ok(img.id)
+            }
+            _ => {
+                let key = format!("{}_{}", self.uid, image);
+                if ctx.image_backoff.remaining_since_update(&key).is_some() {
+                    let mut message = format!("Back-off pulling image {image:?}");
+                    ctx.events
+                        .container_normal(pod, c, reason::BACK_OFF, message.clone());
+                    // Upstream (1.30+) quotes the failed pull in the waiting message.
+                    if let Some(prev) = self.pull_errors.lock().unwrap().get(&key) {
+                        message = format!("{message}: {}: {prev}", pod_status::ERR_IMAGE_PULL);
+                    }
+                    return Err(StartFailure {
+                        reason: pod_status::IMAGE_PULL_BACK_OFF.into(),
+                        message,
+                    });
+                }
+                ctx.events.container_normal(
+                    pod,
+                    c,
+                    reason::PULLING,
+                    format!("Pulling image {image:?}"),
+                );
+                let started = std::time::Instant::now();
+                match rt
+                    .pull_image(image_spec(image), None, Some(sandbox_config.clone()))
+                    .await
+                {
+                    Ok(id) => {
+                        ctx.events.container_normal(
+                            pod,
+                            c,
+                            reason::PULLED,
+                            format!(
+                                "Successfully pulled image {image:?} in {}",
+                                crate::backoff::go_duration(started.elapsed())
+                            ),
+                        );
+                        Ok(id)
+                    }
+                    Err(e) => {
+                        ctx.image_backoff.next_now(&key);
+                        let message = e.message().to_string();
+                        self.pull_errors
+                            .lock()
+                            .unwrap()
+                            .insert(key.clone(), message.clone());
+                        ctx.events.container_warning(
+                            pod,
+                            c,
+                            reason::FAILED,
+                            format!("Failed to pull image {image:?}: {message}"),
+                        );
+                        Err(StartFailure {
+                            reason: pod_status::ERR_IMAGE_PULL.into(),
+                            message,
+                        })
+                    }
+                }
+            }
         }
     }
 
@@ -576,14 +803,31 @@ impl Worker {
         Ok(())
     }
 
-    async fn run_pre_stop(&self, pod: &Pod, c: &Container, id: &str, grace: i64) {
+    /// Runs the preStop hook within the grace period; returns how long it took, which the
+    /// caller takes off the grace period left for the stop (upstream's `killContainer`).
+    async fn run_pre_stop(&self, pod: &Pod, c: &Container, id: &str, grace: i64) -> Duration {
+        let started = std::time::Instant::now();
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
-            let _ = tokio::time::timeout(
+            let result = tokio::time::timeout(
                 Duration::from_secs(grace.max(1) as u64),
                 self.run_handler(pod, c, id, h, grace),
             )
             .await;
+            let message = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(msg)) => Some(msg),
+                Err(_) => Some(format!(
+                    "PreStopHook failed: the hook of container {:?} did not finish within {grace}s",
+                    c.name
+                )),
+            };
+            if let Some(message) = message {
+                self.ctx
+                    .events
+                    .container_warning(pod, c, reason::FAILED_PRE_STOP_HOOK, message);
+            }
         }
+        started.elapsed()
     }
 
     /// Stops every container of the pod (preStop first, within the grace period) and its
@@ -601,8 +845,15 @@ impl Worker {
                 grace_override.unwrap_or_else(|| plan::termination_grace_period(pod, c, None));
             let id = rc.id.clone();
             stops.push(async move {
+                let mut grace = grace;
                 if let Some(c) = c {
-                    self.run_pre_stop(pod, c, &id, grace).await;
+                    self.ctx.events.container_normal(
+                        pod,
+                        c,
+                        reason::KILLING,
+                        format!("Stopping container {}", c.name),
+                    );
+                    grace = remaining_grace(grace, self.run_pre_stop(pod, c, &id, grace).await);
                 }
                 let _ = rt.stop_container(&id, grace).await;
             });
@@ -617,7 +868,7 @@ impl Worker {
     async fn terminate(&mut self, pod: &Pod) -> bool {
         let ctx = self.ctx.clone();
         let grace = pod.metadata.deletion_grace_period_seconds;
-        let status = match self.runtime_status().await {
+        let status = match self.runtime_status(pod).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(
@@ -732,6 +983,27 @@ impl Worker {
     }
 }
 
+/// The grace period left after a preStop hook took `spent` (upstream gives the stop at least
+/// 2 s more: `minimumGracePeriodInSeconds`).
+fn remaining_grace(grace: i64, spent: Duration) -> i64 {
+    const MINIMUM_GRACE_PERIOD: i64 = 2;
+    if grace <= 0 {
+        return grace;
+    }
+    (grace - spent.as_secs() as i64).max(MINIMUM_GRACE_PERIOD)
+}
+
+/// What upstream's `Failed` event says after `Error: `: the image errors by name, the others by
+/// their message.
+fn failure_event_detail(f: &StartFailure) -> &str {
+    match f.reason.as_str() {
+        pod_status::ERR_IMAGE_PULL | pod_status::IMAGE_PULL_BACK_OFF | "ErrImageNeverPull" => {
+            &f.reason
+        }
+        _ => &f.message,
+    }
+}
+
 fn container_by_name<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
     let spec = pod.spec.as_ref()?;
     spec.containers
@@ -746,5 +1018,72 @@ fn qos_oom_score_adj(pod: &Pod, _c: &Container) -> i64 {
         qos::QosClass::Guaranteed => -997,
         qos::QosClass::BestEffort => 1000,
         qos::QosClass::Burstable => 999,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u", "resourceVersion": "1"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_spec_metadata_and_deletion_changes_sync() {
+        let old = pod();
+        let mut status_only = pod();
+        status_only.metadata.resource_version = Some("2".into());
+        status_only.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        });
+        assert!(!differs_semantically(&old, &status_only));
+
+        let mut deleted = pod();
+        deleted.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        assert!(differs_semantically(&old, &deleted));
+        let mut relabelled = pod();
+        relabelled.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        assert!(differs_semantically(&old, &relabelled));
+        let mut respecced = pod();
+        respecced.spec.as_mut().unwrap().containers[0].image = Some("other".into());
+        assert!(differs_semantically(&old, &respecced));
+    }
+
+    #[test]
+    fn the_log_end_starts_at_a_whole_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let line = format!("2026-01-01T00:00:00Z stdout F {}\n", "x".repeat(100));
+        std::fs::write(
+            &path,
+            line.repeat(1000) + "2026-01-01T00:00:00Z stdout F last\n",
+        )
+        .unwrap();
+        let end = read_log_end(&path);
+        assert!(end.len() <= 16 * 1024);
+        assert!(
+            end.starts_with("2026-01-01T00:00:00Z stdout F x"),
+            "{}",
+            &end[..40]
+        );
+        assert!(plan::termination_log_tail(&end).ends_with("x\nlast\n"));
+        std::fs::write(&path, "t stdout F short\n").unwrap();
+        assert_eq!(read_log_end(&path), "t stdout F short\n");
+        assert_eq!(read_log_end(&dir.path().join("none")), "");
+    }
+
+    #[test]
+    fn pre_stop_time_comes_off_the_grace_period_with_a_floor() {
+        assert_eq!(remaining_grace(30, Duration::from_secs(10)), 20);
+        assert_eq!(remaining_grace(30, Duration::from_secs(29)), 2);
+        assert_eq!(remaining_grace(0, Duration::from_secs(1)), 0);
     }
 }

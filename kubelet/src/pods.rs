@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::backoff::{Backoff, RealClock};
 use crate::config::Config;
 use crate::mirror_pods::{MirrorManager, MirrorPods};
+use crate::events::EventRecorder;
 use crate::node::machine::MachineInfo;
 use crate::node::object;
 use crate::node::{NodeState, NodeStatusInputs};
@@ -121,9 +122,13 @@ impl PodManager {
             }
         };
         let host_ips: Vec<String> = config.node_ips.iter().map(|ip| ip.to_string()).collect();
-        let (probes, probe_updates) = ProbeManager::new(Arc::new(RuntimeProber {
-            runtime: runtime.clone(),
-        }));
+        let events = EventRecorder::start(client.clone(), config.node_name.clone());
+        let (probes, probe_updates) = ProbeManager::with_events(
+            Arc::new(RuntimeProber {
+                runtime: runtime.clone(),
+            }),
+            events.clone(),
+        );
         let (pleg_events, pleg_health) = pleg::start(runtime.clone());
         let (objects, object_changes) = ObjectCache::start(client.clone());
         let ctx = Arc::new(PodContext {
@@ -148,6 +153,8 @@ impl PodManager {
             node_allocatable: allocatable,
             probes,
             backoff: Backoff::for_containers(Arc::new(RealClock)),
+            image_backoff: Backoff::for_image_pulls(Arc::new(RealClock)),
+            events,
             status: StatusManager::start(client.clone()),
             objects,
             tokens: Arc::new(ApiTokenRequester::new(client.clone())),

@@ -53,6 +53,15 @@ impl ProbeKind {
         }
     }
 
+    /// `Liveness`, `Readiness`, `Startup` (as upstream's event messages name them).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Readiness => "Readiness",
+            ProbeKind::Liveness => "Liveness",
+            ProbeKind::Startup => "Startup",
+        }
+    }
+
     fn spec(self, c: &Container) -> Option<&Probe> {
         match self {
             ProbeKind::Liveness => c.liveness_probe.as_ref(),
@@ -178,11 +187,21 @@ pub struct ProbeManager {
     results: ResultsCache,
     updates: mpsc::UnboundedSender<ProbeUpdate>,
     pods: Mutex<HashMap<String, PodEntry>>,
+    /// Where failed probes are reported (`Unhealthy` events).
+    events: crate::events::EventRecorder,
 }
 
 impl ProbeManager {
     /// A manager and the receiving end of its result changes.
     pub fn new(prober: Arc<dyn Prober>) -> (Arc<Self>, mpsc::UnboundedReceiver<ProbeUpdate>) {
+        Self::with_events(prober, crate::events::EventRecorder::discard())
+    }
+
+    /// A manager that records an `Unhealthy` event for every failed probe, as upstream's prober.
+    pub fn with_events(
+        prober: Arc<dyn Prober>,
+        events: crate::events::EventRecorder,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<ProbeUpdate>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Arc::new(ProbeManager {
@@ -190,6 +209,7 @@ impl ProbeManager {
                 results: ResultsCache::default(),
                 updates: tx,
                 pods: Mutex::new(HashMap::new()),
+                events,
             }),
             rx,
         )
@@ -318,6 +338,28 @@ impl ProbeManager {
                 result: r,
             });
         }
+    }
+}
+
+/// What a failed probe checked, for the `Unhealthy` event's message.
+fn probe_description(p: &Probe) -> String {
+    if let Some(e) = &p.exec {
+        format!("exec {:?} failed", e.command.clone().unwrap_or_default())
+    } else if let Some(h) = &p.http_get {
+        format!(
+            "HTTP probe of {}:{} failed",
+            h.path.as_deref().unwrap_or("/"),
+            match &h.port {
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i.to_string(),
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
+            }
+        )
+    } else if let Some(t) = &p.tcp_socket {
+        format!("dial tcp port {:?} failed", t.port)
+    } else if p.grpc.is_some() {
+        "gRPC health check failed".to_string()
+    } else {
+        "probe failed".to_string()
     }
 }
 
@@ -509,6 +551,19 @@ impl Worker {
                 return true;
             }
         };
+        if result == ProbeResult::Failure {
+            // Upstream records every failed probe; identical events aggregate into one.
+            self.manager.events.container_warning(
+                &self.pod,
+                &self.container,
+                crate::events::reason::UNHEALTHY,
+                format!(
+                    "{} probe failed: {}",
+                    self.kind.name(),
+                    probe_description(spec)
+                ),
+            );
+        }
         if self.last == Some(result) {
             self.run += 1;
         } else {

@@ -307,3 +307,45 @@ async fn terminating_pods_and_exited_containers() {
     assert_eq!(m.results().liveness("c2"), Some(ProbeResult::Success));
     assert_eq!(m.worker_count("uid1"), 1);
 }
+
+/// Every failed probe is an `Unhealthy` Warning event about the container (upstream's prober
+/// records one per failure, below the threshold too); successes record nothing.
+#[tokio::test(start_paused = true)]
+async fn failed_probes_record_unhealthy_events() {
+    let fake = Arc::new(Fake::default());
+    let (tx, mut events) = tokio::sync::mpsc::channel(16);
+    let (m, _rx) =
+        ProbeManager::with_events(fake.clone(), kubelet::events::EventRecorder::to_channel(tx));
+    let mut p = probe(10, 0, 1, 3);
+    p.exec = Some(k8s_openapi::api::core::v1::ExecAction {
+        command: Some(vec!["test".into(), "-f".into(), "/ok".into()]),
+    });
+    let c = Container {
+        name: "c".into(),
+        readiness_probe: Some(p),
+        ..Default::default()
+    };
+    m.add_pod(&pod(c));
+    m.update_pod("uid1", running("c1"));
+    settle().await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    settle().await;
+    assert!(events.try_recv().is_err(), "a success records nothing");
+    fake.answer(ProbeKind::Readiness, ProbeResult::Failure);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    settle().await;
+    let mut got = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        got.push(e);
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    let e = &got[0];
+    assert_eq!(e.reason, "Unhealthy");
+    assert_eq!(e.type_, kubelet::events::EventType::Warning);
+    assert_eq!(e.object.field_path.as_deref(), Some("spec.containers{c}"));
+    assert_eq!(
+        e.message,
+        "Readiness probe failed: exec [\"test\", \"-f\", \"/ok\"] failed"
+    );
+    m.remove_pod("uid1");
+}

@@ -76,6 +76,15 @@ impl ApiServer {
         self.addr = addr;
     }
 
+    /// Restarts on the same data dir and the same address (clients holding the old kubeconfig,
+    /// such as a kubelet, reconnect).
+    pub fn restart_same_addr(&mut self) {
+        self.kill9();
+        let (child, addr) = spawn(self.dir.path(), &self.addr.clone(), &self.extra);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("kubectl");
         cmd.args(args)

@@ -273,9 +273,17 @@ impl Runtime {
                 max_log_files: 0,
             })
             .await
-            .map_err(|e| match e.kind() {
-                Some(ErrorKind::InvalidArgument) => Status::invalid_argument(e.to_string()),
-                _ => Status::unknown(e.to_string()),
+            .map_err(|e| {
+                // No container: no log file either, or the kubelet's restart count, which it
+                // reads from the log files when no container is left, would grow with every
+                // failed create.
+                if !log_path.is_empty() {
+                    let _ = std::fs::remove_file(&log_path);
+                }
+                match e.kind() {
+                    Some(ErrorKind::InvalidArgument) => Status::invalid_argument(e.to_string()),
+                    _ => Status::unknown(e.to_string()),
+                }
             })?;
 
         let resources = config.linux.as_ref().and_then(|l| l.resources.clone());

@@ -1322,3 +1322,65 @@ mod configs {
         assert_eq!(config::restart_count_from_log_dir(dir.path()), 5);
     }
 }
+
+fn exited_with(code: i32, policy: &str) -> RuntimeContainer {
+    RuntimeContainer {
+        id: "c1".into(),
+        name: "app".into(),
+        state: Some(ContainerState::Exited),
+        exit_code: code,
+        termination_message_policy: policy.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn termination_messages_come_from_the_file_or_the_log_tail() {
+    // The file wins, whatever the policy.
+    let mut c = exited_with(1, "FallbackToLogsOnError");
+    c.add_termination_message(Some(b"from the file"), || "from the log".into());
+    assert_eq!(c.message, "from the file");
+    // An empty file falls back to the log only on an error exit with that policy.
+    let mut c = exited_with(1, "FallbackToLogsOnError");
+    c.add_termination_message(Some(b""), || "from the log\n".into());
+    assert_eq!(c.message, "from the log\n");
+    let mut c = exited_with(0, "FallbackToLogsOnError");
+    c.add_termination_message(Some(b""), || "from the log".into());
+    assert_eq!(c.message, "");
+    let mut c = exited_with(1, "File");
+    c.add_termination_message(None, || "from the log".into());
+    assert_eq!(c.message, "");
+    // The runtime's own message comes first; the file is bounded to 4 KiB.
+    let mut c = exited_with(2, "File");
+    c.message = "OOM".into();
+    c.add_termination_message(Some(&[b'x'; 5000]), String::new);
+    assert_eq!(
+        c.message.len(),
+        "OOM: ".len() + MAX_TERMINATION_MESSAGE_LENGTH
+    );
+    // A running container has none.
+    let mut c = exited_with(1, "File");
+    c.state = Some(ContainerState::Running);
+    c.add_termination_message(Some(b"x"), String::new);
+    assert_eq!(c.message, "");
+}
+
+#[test]
+fn the_log_tail_keeps_the_last_80_lines_and_2_kib() {
+    let log: String = (0..100)
+        .map(|i| format!("2026-01-01T00:00:00Z stdout F line {i}\n"))
+        .collect();
+    let tail = termination_log_tail(&log);
+    assert!(tail.starts_with("line 20\n"), "{tail}");
+    assert!(tail.ends_with("line 99\n"));
+    assert_eq!(tail.lines().count(), MAX_TERMINATION_MESSAGE_LOG_LINES);
+    // Partial lines join.
+    let log = "t stderr P abc\nt stderr F def\nt stdout F end\n";
+    assert_eq!(termination_log_tail(log), "abcdef\nend\n");
+    let long: String = (0..80)
+        .map(|i| format!("t stdout F {}\n", "y".repeat(50) + &i.to_string()))
+        .collect();
+    let tail = termination_log_tail(&long);
+    assert_eq!(tail.len(), MAX_TERMINATION_MESSAGE_LOG_LENGTH);
+    assert!(tail.ends_with("79\n"));
+}
