@@ -4,7 +4,8 @@
 //! It starts the runtime (built-in in-process at
 //! [`BuiltInRuntime::root`](crate::config::BuiltInRuntime), also served on its CRI socket, or a
 //! remote CRI endpoint), the node agent (registration, status, Lease), the status manager, the
-//! PLEG, probes and one pod worker per pod bound to this node (watched from the API). Readiness
+//! PLEG, probes and one pod worker per pod bound to this node (watched from the API), and the
+//! kubelet server (`/containerLogs`, `/healthz`). Readiness
 //! inputs: the runtime reports its `name://version` and status conditions, PLEG its health.
 
 use std::future::Future;
@@ -25,6 +26,8 @@ pub enum KubeletError {
     Runtime(String),
     #[error("locating the capstan binary: {0}")]
     CurrentExe(std::io::Error),
+    #[error("starting the kubelet server: {0}")]
+    Server(#[from] crate::server::ServerError),
     #[error("creating {}: {source}", path.display())]
     CreateDir {
         path: PathBuf,
@@ -109,12 +112,20 @@ impl Kubelet {
         let pods = crate::pods::PodManager::start(
             self.client.clone(),
             self.config.clone(),
-            runtime,
+            runtime.clone(),
             self.inputs.clone(),
             agent.machine(),
         )
         .await
         .map_err(|e| KubeletError::Runtime(format!("{e:#}")))?;
+        let _server = crate::server::KubeletServer::start(
+            &self.config,
+            crate::server::ServerState {
+                runtime,
+                pods: pods.view(),
+            },
+        )
+        .await?;
         tokio::select! {
             _ = agent.run(shutdown) => {}
             _ = pods.run() => {}

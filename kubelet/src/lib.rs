@@ -16,6 +16,8 @@
 //! - `volume`: volumes, the atomic writer, per-pod DNS files.
 //! - `pods`, `pod_worker`, `pleg`, `status_manager`: the pod source and dispatch, one task per
 //!   pod, runtime events, the status writer.
+//! - `server`, `logs`: the kubelet's HTTPS server (`/containerLogs`, `/healthz`) and reading
+//!   CRI log files.
 //! - `agent`: [`Kubelet`], what `capstan kubelet` runs.
 
 pub mod agent;
@@ -23,6 +25,7 @@ pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod env;
+pub mod logs;
 pub mod node;
 pub mod plan;
 pub mod pleg;
@@ -33,6 +36,7 @@ pub mod probe;
 pub mod qos;
 pub mod quantity;
 pub mod runtime;
+pub mod server;
 pub mod status_manager;
 pub mod volume;
 

@@ -31,6 +31,8 @@ use crate::volume::dns::DnsSettings;
 use crate::volume::mount::HostMounter;
 use crate::volume::VolumeManager;
 
+pub mod view;
+
 pub struct PodManager {
     client: kube::Client,
     config: Arc<Config>,
@@ -39,6 +41,7 @@ pub struct PodManager {
     pleg_events: mpsc::UnboundedReceiver<String>,
     pleg_health: pleg::PlegHealth,
     probe_updates: mpsc::UnboundedReceiver<crate::probe::ProbeUpdate>,
+    view: view::PodView,
 }
 
 impl PodManager {
@@ -116,7 +119,13 @@ impl PodManager {
             pleg_events,
             pleg_health,
             probe_updates,
+            view: view::PodView::default(),
         })
+    }
+
+    /// The pods by namespace and name, for the kubelet server.
+    pub fn view(&self) -> view::PodView {
+        self.view.clone()
     }
 
     /// Runs until the pod watch ends for good (it retries on errors).
@@ -140,7 +149,8 @@ impl PodManager {
                             pod.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
                             pod.metadata.deletion_grace_period_seconds = Some(0);
                         }
-                        self.dispatch(&mut workers, &mut known, pod);
+                        self.dispatch(&mut workers, &mut known, pod.clone());
+                        self.view.remove(&pod);
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
@@ -179,6 +189,7 @@ impl PodManager {
         pod: Pod,
     ) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        self.view.upsert(&pod);
         known.insert(uid.clone(), pod.clone());
         if let Some(w) = workers.get(&uid) {
             if w.send(PodUpdate::Pod(Box::new(pod.clone()))).is_ok() {
