@@ -22,9 +22,12 @@ struct KubeletProcess {
 impl KubeletProcess {
     fn start(args: &[&str], log: &Path) -> KubeletProcess {
         let err = std::fs::File::create(log).expect("creating the kubelet log");
+        // A free server port and no /healthz server: kubelets of parallel tests share the host.
+        let port = common::free_port().to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
             .arg("kubelet")
             .args(args)
+            .args(["--port", &port, "--healthz-port", "0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(err)
