@@ -38,13 +38,19 @@ fn logs(api: &ApiServer, args: &[&str]) -> String {
 
 /// `date -u ARGS`, trimmed.
 fn date(args: &[&str]) -> String {
-    let out = Command::new("date").arg("-u").args(args).output().expect("running date");
+    let out = Command::new("date")
+        .arg("-u")
+        .args(args)
+        .output()
+        .expect("running date");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Seconds since the epoch of an RFC 3339 time (or `now`).
 fn epoch(t: &str) -> u64 {
-    date(&["-d", t, "+%s"]).parse().unwrap_or_else(|_| panic!("not a time: {t:?}"))
+    date(&["-d", t, "+%s"])
+        .parse()
+        .unwrap_or_else(|_| panic!("not a time: {t:?}"))
 }
 
 fn running(api: &ApiServer, pod: &str, container: &str) -> bool {
@@ -179,10 +185,19 @@ spec:
         logs(&api, &["talker", "-c", "counter"]) == expected
     });
     assert_eq!(logs(&api, &["talker", "-c", "other"]), "from other\n");
-    assert_eq!(logs(&api, &["pod/talker", "-c", "counter", "--tail=2"]), "line 5\nto-stderr\n");
+    assert_eq!(
+        logs(&api, &["pod/talker", "-c", "counter", "--tail=2"]),
+        "line 5\nto-stderr\n"
+    );
     assert_eq!(logs(&api, &["talker", "-c", "counter", "--tail=0"]), "");
-    assert_eq!(logs(&api, &["talker", "-c", "counter", "--limit-bytes=10"]), "line 1\nlin");
-    assert_eq!(logs(&api, &["talker", "-c", "counter", "--since=1h"]), expected);
+    assert_eq!(
+        logs(&api, &["talker", "-c", "counter", "--limit-bytes=10"]),
+        "line 1\nlin"
+    );
+    assert_eq!(
+        logs(&api, &["talker", "-c", "counter", "--since=1h"]),
+        expected
+    );
     let stamped = logs(&api, &["talker", "-c", "counter", "--timestamps"]);
     let stamped: Vec<&str> = stamped.lines().collect();
     assert_eq!(stamped.len(), 6, "{stamped:?}");
@@ -212,9 +227,11 @@ spec:
     // --since-time: once the clock has passed the second of the first lines, the container is
     // let go to write one more; a cut-off at that line's second keeps it and drops the others.
     let last_first = epoch(stamped[5].split(' ').next().unwrap());
-    eventually(Duration::from_secs(5), "the clock passes the first lines' second", || {
-        epoch("now") > last_first
-    });
+    eventually(
+        Duration::from_secs(5),
+        "the clock passes the first lines' second",
+        || epoch("now") > last_first,
+    );
     std::fs::write(trigger.join("later"), "").unwrap();
     let mut later = 0;
     eventually(Duration::from_secs(10), "talker's later line", || {
@@ -229,7 +246,10 @@ spec:
     });
     let cut = date(&["-d", &format!("@{later}"), "+%Y-%m-%dT%H:%M:%SZ"]);
     assert_eq!(
-        logs(&api, &["talker", "-c", "counter", &format!("--since-time={cut}")]),
+        logs(
+            &api,
+            &["talker", "-c", "counter", &format!("--since-time={cut}")]
+        ),
         "later\n"
     );
 
@@ -272,13 +292,17 @@ spec:
     assert!(rx.try_recv().is_err(), "nothing after the last line");
 
     // --previous: the attempt before the current one.
-    eventually(Duration::from_secs(60), "restarter runs its second attempt", || {
-        node.assert_alive();
-        get_pod(&api, "default", "restarter").is_some_and(|p| {
-            let c = container_status(&p, "app");
-            c["restartCount"] == 1 && !c["state"]["running"].is_null()
-        })
-    });
+    eventually(
+        Duration::from_secs(60),
+        "restarter runs its second attempt",
+        || {
+            node.assert_alive();
+            get_pod(&api, "default", "restarter").is_some_and(|p| {
+                let c = container_status(&p, "app");
+                c["restartCount"] == 1 && !c["state"]["running"].is_null()
+            })
+        },
+    );
     assert_eq!(logs(&api, &["restarter"]), "second run\n");
     assert_eq!(logs(&api, &["restarter", "--previous"]), "first run\n");
 

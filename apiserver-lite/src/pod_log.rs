@@ -107,16 +107,22 @@ impl PodLogOptions {
             ));
         }
         if let Some(b) = self.limit_bytes.filter(|b| *b < 1) {
-            causes.push(Cause::invalid("limitBytes", &json!(b), "must be greater than 0"));
+            causes.push(Cause::invalid(
+                "limitBytes",
+                &json!(b),
+                "must be greater than 0",
+            ));
         }
         match (self.since_seconds, &self.since_time) {
             (Some(_), Some(_)) => causes.push(Cause::forbidden(
                 "",
                 "at most one of `sinceTime` or `sinceSeconds` may be specified",
             )),
-            (Some(s), None) if s < 1 => {
-                causes.push(Cause::invalid("sinceSeconds", &json!(s), "must be greater than 0"))
-            }
+            (Some(s), None) if s < 1 => causes.push(Cause::invalid(
+                "sinceSeconds",
+                &json!(s),
+                "must be greater than 0",
+            )),
             _ => {}
         }
         if causes.is_empty() {
@@ -229,11 +235,18 @@ pub fn kubelet_address(node: &Value) -> Option<SocketAddr> {
 }
 
 /// `GET pods/{name}/log`.
-pub async fn get(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -> ApiResult<Response<Body>> {
+pub async fn get(
+    reg: &Registry,
+    res: &'static ResourceInfo,
+    req: &ApiRequest,
+) -> ApiResult<Response<Body>> {
     let name = &req.info.name;
     let opts = PodLogOptions::from_query(&req.query)?;
     opts.validate(name)?;
-    reg.cacher(res).wait_fresh().await.map_err(|e| ApiError::internal(e.to_string()))?;
+    reg.cacher(res)
+        .wait_fresh()
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let pod = reg
         .cacher(res)
         .get(&Registry::key(res, &req.info.namespace, name))
@@ -251,9 +264,8 @@ pub async fn get(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -
         .cacher(nodes)
         .get(&Registry::key(nodes, "", node_name))
         .ok_or_else(|| ApiError::not_found("", "nodes", node_name))?;
-    let addr = kubelet_address(&node.value).ok_or_else(|| {
-        ApiError::internal(format!("node {node_name:?} has no usable address"))
-    })?;
+    let addr = kubelet_address(&node.value)
+        .ok_or_else(|| ApiError::internal(format!("node {node_name:?} has no usable address")))?;
     let path = format!(
         "/containerLogs/{}/{}/{}",
         encode(&req.info.namespace),
@@ -275,10 +287,8 @@ pub async fn get(reg: &Registry, res: &'static ResourceInfo, req: &ApiRequest) -
         return Err(checked_error(status.as_u16(), name, body));
     }
     let mut out = Response::new(Body::new(resp.into_body()));
-    out.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
-    );
+    out.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     Ok(out)
 }
 
@@ -289,12 +299,30 @@ fn checked_error(code: u16, name: &str, body: String) -> ApiError {
         400 => ApiError::bad_request(body),
         _ => {
             let (reason, message) = match code {
-                401 => ("Unauthorized", "the server has asked for the client to provide credentials"),
-                403 => ("Forbidden", "the server does not allow access to the requested resource"),
-                404 => ("NotFound", "the server could not find the requested resource"),
-                422 => ("Invalid", "the server rejected our request due to an error in our request"),
-                503 => ("ServiceUnavailable", "the server is currently unable to handle the request"),
-                _ => ("InternalError", "an error on the server has prevented the request from succeeding"),
+                401 => (
+                    "Unauthorized",
+                    "the server has asked for the client to provide credentials",
+                ),
+                403 => (
+                    "Forbidden",
+                    "the server does not allow access to the requested resource",
+                ),
+                404 => (
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ),
+                422 => (
+                    "Invalid",
+                    "the server rejected our request due to an error in our request",
+                ),
+                503 => (
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request",
+                ),
+                _ => (
+                    "InternalError",
+                    "an error on the server has prevented the request from succeeding",
+                ),
             };
             let mut e = ApiError::new(code, reason, format!("{message} ( pods/log {name})"));
             e.details = json!({
@@ -433,7 +461,10 @@ mod tests {
     #[test]
     fn container_defaults_to_the_only_one() {
         assert_eq!(choose_container(&pod(&["a"], &[]), "p", "").unwrap(), "a");
-        assert_eq!(choose_container(&pod(&["a", "b"], &["i"]), "p", "i").unwrap(), "i");
+        assert_eq!(
+            choose_container(&pod(&["a", "b"], &["i"]), "p", "i").unwrap(),
+            "i"
+        );
         let e = choose_container(&pod(&["a", "b"], &["i"]), "p", "").unwrap_err();
         assert_eq!(e.code, 400);
         assert_eq!(
@@ -447,7 +478,10 @@ mod tests {
     #[test]
     fn options_are_checked_and_passed_on() {
         let q = |pairs: &[(&str, &str)]| -> crate::rest::Query {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         let o = PodLogOptions::from_query(&q(&[
             ("follow", "true"),
@@ -462,7 +496,9 @@ mod tests {
         );
         assert_eq!(o.container, "c");
         assert_eq!(
-            PodLogOptions::from_query(&q(&[("follow", "maybe")])).unwrap_err().code,
+            PodLogOptions::from_query(&q(&[("follow", "maybe")]))
+                .unwrap_err()
+                .code,
             400
         );
         let bad = PodLogOptions {
@@ -489,8 +525,12 @@ mod tests {
             "addresses": [{"type": "Hostname", "address": "n1"},
                           {"type": "InternalIP", "address": "192.0.2.7"}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 12345}}}});
-        assert_eq!(kubelet_address(&node).unwrap().to_string(), "192.0.2.7:12345");
-        let node = json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}});
+        assert_eq!(
+            kubelet_address(&node).unwrap().to_string(),
+            "192.0.2.7:12345"
+        );
+        let node =
+            json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}});
         assert_eq!(kubelet_address(&node).unwrap().port(), 10250);
         assert!(kubelet_address(&json!({"status": {}})).is_none());
     }

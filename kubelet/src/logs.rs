@@ -313,7 +313,10 @@ impl LogFilter {
 
 /// Opens the log at `path` positioned at the tail the options ask for. Errors here happen before
 /// any output, so the server can answer them with a status.
-pub async fn open_log(path: &Path, opts: &LogOptions) -> Result<(tokio::fs::File, PathBuf), LogError> {
+pub async fn open_log(
+    path: &Path,
+    opts: &LogOptions,
+) -> Result<(tokio::fs::File, PathBuf), LogError> {
     let path = path.to_path_buf();
     let tail = opts.tail.unwrap_or(-1);
     tokio::task::spawn_blocking(move || {
@@ -346,19 +349,49 @@ pub async fn open_log(path: &Path, opts: &LogOptions) -> Result<(tokio::fs::File
     })
 }
 
-/// Streams the log of container `container_id` from `file` (opened by [`open_log`] at `path`)
-/// into `tx` until the end (or, when following, until the container has stopped and its last
-/// output is sent, or the receiver is gone).
+/// Whether the container whose log is followed may still write.
+pub trait ContainerLiveness: Send + Sync {
+    fn running(&self) -> impl std::future::Future<Output = bool> + Send;
+}
+
+/// The runtime's answer for one container (upstream's `isContainerRunning`: created or running;
+/// an error or a missing container counts as stopped).
+pub struct RuntimeLiveness {
+    pub runtime: Runtime,
+    pub container_id: String,
+}
+
+impl ContainerLiveness for RuntimeLiveness {
+    async fn running(&self) -> bool {
+        match self
+            .runtime
+            .container_status(&self.container_id, false)
+            .await
+        {
+            Ok(r) => r.status.is_some_and(|s| {
+                s.state == cri::pb::ContainerState::ContainerRunning as i32
+                    || s.state == cri::pb::ContainerState::ContainerCreated as i32
+            }),
+            Err(e) => {
+                tracing::debug!(container = %self.container_id, "container status while following logs: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// Streams the log from `file` (opened by [`open_log`] at `path`) into `tx` until the end (or,
+/// when following, until the container has stopped and its last output is sent, or the receiver
+/// is gone).
 pub async fn stream_logs(
     file: tokio::fs::File,
     path: PathBuf,
     opts: LogOptions,
-    runtime: Runtime,
-    container_id: String,
+    liveness: impl ContainerLiveness,
     tx: mpsc::Sender<Result<Bytes, io::Error>>,
 ) {
-    if let Err(e) = stream_inner(file, &path, &opts, &runtime, &container_id, &tx).await {
-        tracing::warn!(container = %container_id, "streaming logs: {e}");
+    if let Err(e) = stream_inner(file, &path, &opts, &liveness, &tx).await {
+        tracing::warn!(path = %path.display(), "streaming logs: {e}");
         let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
     }
 }
@@ -367,8 +400,7 @@ async fn stream_inner(
     file: tokio::fs::File,
     path: &Path,
     opts: &LogOptions,
-    runtime: &Runtime,
-    container_id: &str,
+    liveness: &impl ContainerLiveness,
     tx: &mpsc::Sender<Result<Bytes, io::Error>>,
 ) -> Result<(), LogError> {
     let mut filter = LogFilter::new(opts);
@@ -378,6 +410,8 @@ async fn stream_inner(
     let mut watcher: Option<LogWatcher> = None;
     // Cleared once the container is seen stopped: one more read to the end, then done.
     let mut running = true;
+    // The path names a new file (rotated): switch once the open one is read to its end.
+    let mut switch_pending = false;
     let read_err = |source| LogError::Read {
         path: path.to_path_buf(),
         source,
@@ -386,7 +420,10 @@ async fn stream_inner(
         if filter.done() {
             break;
         }
-        let n = reader.read_until(b'\n', &mut line).await.map_err(read_err)?;
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(read_err)?;
         if n > 0 && line.last() == Some(&b'\n') {
             let flow = filter.line(&line, &mut out);
             line.clear();
@@ -408,28 +445,14 @@ async fn stream_inner(
         if !send(tx, &mut out).await {
             return Ok(());
         }
-        if !running {
-            break;
-        }
-        if watcher.is_none() {
-            watcher = Some(LogWatcher::new(path)?);
-            // Written between the read and the watch: look again before waiting.
-            continue;
-        }
-        if !container_running(runtime, container_id).await {
-            running = false;
-            continue;
-        }
-        let w = watcher.as_mut().expect("watcher is set");
-        let event = tokio::select! {
-            e = w.wait() => e,
-            _ = tx.closed() => return Ok(()),
-        };
-        if event == FileEvent::Recreated || w.replaced(reader.get_ref()).await {
+        // The old file is read to its end: go on in the new one.
+        if switch_pending {
+            switch_pending = false;
             match tokio::fs::File::open(path).await {
                 Ok(f) => {
                     reader = BufReader::new(f);
                     line.clear();
+                    continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(source) => {
@@ -440,6 +463,25 @@ async fn stream_inner(
                 }
             }
         }
+        if !running {
+            break;
+        }
+        let Some(w) = watcher.as_mut() else {
+            watcher = Some(LogWatcher::new(path)?);
+            // Written between the read and the watch: look again before waiting.
+            continue;
+        };
+        if !liveness.running().await {
+            running = false;
+            switch_pending = w.replaced(reader.get_ref()).await;
+            continue;
+        }
+        tokio::select! {
+            _ = w.wait() => {}
+            _ = tx.closed() => return Ok(()),
+        }
+        // A new file under the log's name (rotation): finish the old one first.
+        switch_pending = w.replaced(reader.get_ref()).await;
     }
     send(tx, &mut out).await;
     Ok(())
@@ -451,29 +493,6 @@ async fn send(tx: &mpsc::Sender<Result<Bytes, io::Error>>, out: &mut Vec<u8>) ->
         return !tx.is_closed();
     }
     tx.send(Ok(Bytes::from(std::mem::take(out)))).await.is_ok()
-}
-
-/// Whether the container may still write (upstream's `isContainerRunning`: created or running;
-/// an error or a missing container counts as stopped).
-async fn container_running(runtime: &Runtime, id: &str) -> bool {
-    match runtime.container_status(id, false).await {
-        Ok(r) => r.status.is_some_and(|s| {
-            s.state == cri::pb::ContainerState::ContainerRunning as i32
-                || s.state == cri::pb::ContainerState::ContainerCreated as i32
-        }),
-        Err(e) => {
-            tracing::debug!(container = %id, "container status while following logs: {e}");
-            false
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FileEvent {
-    /// Written to, or the periodic check.
-    Changed,
-    /// A new file appeared under the log's name (rotation).
-    Recreated,
 }
 
 /// inotify on the log's directory, for writes to and re-creation of the log file.
@@ -521,41 +540,30 @@ impl LogWatcher {
         })
     }
 
-    /// Waits for the next event on the log file, at most [`FORCE_CHECK_PERIOD`].
-    async fn wait(&mut self) -> FileEvent {
+    /// Waits for the next event on the log file (written to, or a new file under its name), at
+    /// most [`FORCE_CHECK_PERIOD`].
+    async fn wait(&mut self) {
         let deadline = tokio::time::sleep(FORCE_CHECK_PERIOD);
         tokio::pin!(deadline);
         loop {
             let mut guard = tokio::select! {
                 g = self.fd.readable() => match g {
                     Ok(g) => g,
-                    Err(_) => return FileEvent::Changed,
+                    Err(_) => return,
                 },
-                _ = &mut deadline => return FileEvent::Changed,
+                _ = &mut deadline => return,
             };
-            let events = match guard.get_inner().0.read_events() {
-                Ok(ev) => ev,
-                Err(nix::Error::EAGAIN) => {
-                    guard.clear_ready();
-                    continue;
+            match guard.get_inner().0.read_events() {
+                Ok(events) => {
+                    if events
+                        .iter()
+                        .any(|e| e.name.as_deref() == Some(self.name.as_os_str()))
+                    {
+                        return;
+                    }
                 }
-                Err(_) => return FileEvent::Changed,
-            };
-            let mut result = None;
-            for e in events {
-                if e.name.as_deref() != Some(self.name.as_os_str()) {
-                    continue;
-                }
-                if e.mask
-                    .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
-                {
-                    result = Some(FileEvent::Recreated);
-                } else if result.is_none() {
-                    result = Some(FileEvent::Changed);
-                }
-            }
-            if let Some(r) = result {
-                return r;
+                Err(nix::Error::EAGAIN) => guard.clear_ready(),
+                Err(_) => return,
             }
         }
     }
@@ -614,7 +622,10 @@ mod tests {
         for (bad, why) in [
             (&b"garbage"[..], "timestamp is not found"),
             (b"notatime stdout F x\n", "unexpected timestamp format"),
-            (b"2026-01-01T00:00:01Z stdin F x\n", "unexpected stream type"),
+            (
+                b"2026-01-01T00:00:01Z stdin F x\n",
+                "unexpected stream type",
+            ),
             (b"2026-01-01T00:00:01Z stdout\n", "stream type is not found"),
             (b"2026-01-01T00:00:01Z stdout F\n", "log tag is not found"),
         ] {
@@ -626,7 +637,10 @@ mod tests {
     #[test]
     fn formats_like_go_rfc3339nano() {
         let f = |s: &str| format_rfc3339_nano(&DateTime::parse_from_rfc3339(s).unwrap());
-        assert_eq!(f("2026-01-01T00:00:01.500000000Z"), "2026-01-01T00:00:01.5Z");
+        assert_eq!(
+            f("2026-01-01T00:00:01.500000000Z"),
+            "2026-01-01T00:00:01.5Z"
+        );
         assert_eq!(f("2026-01-01T00:00:01Z"), "2026-01-01T00:00:01Z");
         assert_eq!(
             f("2026-01-01T00:00:01.000000001+05:30"),
@@ -663,9 +677,25 @@ mod tests {
         assert_eq!(run(LOG, &opts), "two\nthree\n");
         // sinceSeconds counts from now; the later of the two wins.
         let now = ts("2026-01-01T00:01:00Z");
-        let o = LogOptions::new(None, None, Some(30), Some(ts("2026-01-01T00:00:10Z")), false, false, now);
+        let o = LogOptions::new(
+            None,
+            None,
+            Some(30),
+            Some(ts("2026-01-01T00:00:10Z")),
+            false,
+            false,
+            now,
+        );
         assert_eq!(o.since, Some(ts("2026-01-01T00:00:30Z")));
-        let o = LogOptions::new(None, None, Some(55), Some(ts("2026-01-01T00:00:10Z")), false, false, now);
+        let o = LogOptions::new(
+            None,
+            None,
+            Some(55),
+            Some(ts("2026-01-01T00:00:10Z")),
+            false,
+            false,
+            now,
+        );
         assert_eq!(o.since, Some(ts("2026-01-01T00:00:10Z")));
     }
 
@@ -731,5 +761,112 @@ mod tests {
         assert_eq!(find_tail_start(&mut c, 1).unwrap(), 2);
         let mut c = Cursor::new(Vec::new());
         assert_eq!(find_tail_start(&mut c, 3).unwrap(), 0);
+    }
+}
+
+#[cfg(test)]
+mod follow_tests {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    struct Flag(Arc<AtomicBool>);
+
+    impl ContainerLiveness for Flag {
+        async fn running(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn append(path: &Path, lines: &[&str]) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        for l in lines {
+            writeln!(f, "2026-01-01T00:00:00Z stdout F {l}").unwrap();
+        }
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Result<Bytes, io::Error>>, got: &mut String, want: &str) {
+        while !got.contains(want) {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {want:?} in time; got {got:?}"))
+                .unwrap_or_else(|| panic!("stream ended before {want:?}; got {got:?}"))
+                .unwrap();
+            got.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn follows_growth_and_rotation_until_the_container_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        append(&path, &["one", "two", "three"]);
+        let opts = LogOptions {
+            tail: Some(1),
+            follow: true,
+            ..Default::default()
+        };
+        let (file, resolved) = open_log(&path, &opts).await.unwrap();
+        let alive = Arc::new(AtomicBool::new(true));
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = tokio::spawn(stream_logs(file, resolved, opts, Flag(alive.clone()), tx));
+        let mut got = String::new();
+        next(&mut rx, &mut got, "three\n").await;
+        assert_eq!(got, "three\n");
+        append(&path, &["four"]);
+        next(&mut rx, &mut got, "four\n").await;
+        // Rotation: the live file is renamed and a new one takes its name.
+        // What the runtime still wrote to the old file is read before the new one.
+        let rotated = dir.path().join("0.log.20260101-000000");
+        std::fs::rename(&path, &rotated).unwrap();
+        append(&rotated, &["four-b"]);
+        append(&path, &["five"]);
+        next(&mut rx, &mut got, "five\n").await;
+        append(&path, &["six"]);
+        alive.store(false, Ordering::SeqCst);
+        while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the stream ends once the container stopped")
+        {
+            got.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        }
+        assert_eq!(got, "three\nfour\nfour-b\nfive\nsix\n");
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_follow_the_stream_ends_at_the_end_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        append(&path, &["a", "b"]);
+        let opts = LogOptions::default();
+        let (file, resolved) = open_log(&path, &opts).await.unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        stream_logs(
+            file,
+            resolved,
+            opts,
+            Flag(Arc::new(AtomicBool::new(true))),
+            tx,
+        )
+        .await;
+        let mut got = String::new();
+        while let Some(c) = rx.recv().await {
+            got.push_str(std::str::from_utf8(&c.unwrap()).unwrap());
+        }
+        assert_eq!(got, "a\nb\n");
+        assert!(
+            open_log(&dir.path().join("missing.log"), &LogOptions::default())
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("missing.log")
+        );
     }
 }

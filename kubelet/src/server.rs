@@ -35,7 +35,10 @@ use crate::runtime::Runtime;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("invalid {setting} {value:?}: not an IP address")]
-    Address { setting: &'static str, value: String },
+    Address {
+        setting: &'static str,
+        value: String,
+    },
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -86,11 +89,20 @@ impl KubeletServer {
             let listener = bind(addr).await?;
             server.addr = Some(listener.local_addr().unwrap_or(addr));
             let app = routes(state).layer(axum::middleware::from_fn(auth::filter));
-            server.tasks.push(tokio::spawn(serve_tls(listener, tls, app)));
-            tracing::info!("kubelet server listening on https://{}", server.addr.unwrap_or(addr));
+            server
+                .tasks
+                .push(tokio::spawn(serve_tls(listener, tls, app)));
+            tracing::info!(
+                "kubelet server listening on https://{}",
+                server.addr.unwrap_or(addr)
+            );
         }
         if s.healthz_port > 0 {
-            let addr = socket_addr("healthzBindAddress", &s.healthz_bind_address, s.healthz_port)?;
+            let addr = socket_addr(
+                "healthzBindAddress",
+                &s.healthz_bind_address,
+                s.healthz_port,
+            )?;
             let listener = bind(addr).await?;
             server.healthz_addr = Some(listener.local_addr().unwrap_or(addr));
             let app = Router::new().route("/healthz", get(healthz));

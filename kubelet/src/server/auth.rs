@@ -64,7 +64,10 @@ pub fn attributes(method: &Method, path: &str) -> RequestAttributes {
 pub enum Decision {
     Allow,
     /// Refused with this status and message (401 unauthenticated, 403 forbidden).
-    Deny { code: StatusCode, message: String },
+    Deny {
+        code: StatusCode,
+        message: String,
+    },
 }
 
 /// Decides on a request. Until the security issue: every request is allowed.
@@ -103,6 +106,9 @@ mod tests {
         assert_eq!(a(Method::GET, "/logs/"), ("get", "log"));
         assert_eq!(a(Method::GET, "/healthz"), ("get", "healthz"));
         assert_eq!(a(Method::GET, "/podsx"), ("get", "proxy"));
-        assert_eq!(authorize(&attributes(&Method::GET, "/pods")), Decision::Allow);
+        assert_eq!(
+            authorize(&attributes(&Method::GET, "/pods")),
+            Decision::Allow
+        );
     }
 }

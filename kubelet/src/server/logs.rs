@@ -92,14 +92,11 @@ async fn serve(
         .await
         .map_err(|e| bad(e.to_string()))?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(logs::stream_logs(
-        file,
-        path,
-        log_opts,
-        state.runtime.clone(),
-        id,
-        tx,
-    ));
+    let liveness = logs::RuntimeLiveness {
+        runtime: state.runtime.clone(),
+        container_id: id,
+    };
+    tokio::spawn(logs::stream_logs(file, path, log_opts, liveness, tx));
     let mut r = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -145,15 +142,19 @@ impl PodLogQuery {
         let int = |k: &str| -> Result<Option<i64>, String> {
             q.get(k)
                 .filter(|v| !v.is_empty())
-                .map(|v| v.parse().map_err(|_| format!("{k}: {v:?} is not an integer")))
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| format!("{k}: {v:?} is not an integer"))
+                })
                 .transpose()
         };
         // The old `tail` parameter; `all` means no tail.
         let tail_lines = match q.get("tail").map(String::as_str) {
             Some("all") => None,
-            Some(t) if !t.is_empty() => {
-                Some(t.parse().map_err(|_| format!("tail: {t:?} is not an integer"))?)
-            }
+            Some(t) if !t.is_empty() => Some(
+                t.parse()
+                    .map_err(|_| format!("tail: {t:?} is not an integer"))?,
+            ),
             _ => int("tailLines")?,
         };
         let since_time = q
@@ -186,7 +187,9 @@ impl PodLogQuery {
             errs.push("limitBytes: Invalid value: must be greater than 0".into());
         }
         if self.since_seconds.is_some() && self.since_time.is_some() {
-            errs.push("Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified".into());
+            errs.push(
+                "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified".into(),
+            );
         }
         if self.since_seconds.is_some_and(|s| s < 1) {
             errs.push("sinceSeconds: Invalid value: must be greater than 0".into());
@@ -205,7 +208,11 @@ fn has_container(pod: &Pod, name: &str) -> bool {
         return false;
     };
     spec.containers.iter().any(|c| c.name == name)
-        || spec.init_containers.iter().flatten().any(|c| c.name == name)
+        || spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == name)
         || spec
             .ephemeral_containers
             .iter()
@@ -248,10 +255,18 @@ async fn find_container(
         .runtime
         .list_containers(Some(filter))
         .await
-        .map_err(|e| format!("listing the containers of pod {pod_name:?}: {}", e.message()))?;
+        .map_err(|e| {
+            format!(
+                "listing the containers of pod {pod_name:?}: {}",
+                e.message()
+            )
+        })?;
     // Newest attempt first.
     found.sort_by_key(|c| {
-        std::cmp::Reverse((c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0), c.created_at))
+        std::cmp::Reverse((
+            c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+            c.created_at,
+        ))
     });
     let api = api_status(pod, container);
     let waiting = api.and_then(|s| s.state.as_ref()?.waiting.as_ref());
@@ -316,7 +331,10 @@ mod tests {
         assert_eq!(o.tail_lines, Some(5));
         assert_eq!(o.limit_bytes, Some(10));
         assert!(o.since_time.is_some());
-        assert_eq!(PodLogQuery::parse(&q(&[("tail", "3")])).unwrap().tail_lines, Some(3));
+        assert_eq!(
+            PodLogQuery::parse(&q(&[("tail", "3")])).unwrap().tail_lines,
+            Some(3)
+        );
         assert_eq!(
             PodLogQuery::parse(&q(&[("tail", "all"), ("tailLines", "3")]))
                 .unwrap()

@@ -84,11 +84,12 @@ pub fn server_config(source: &CertSource) -> Result<Arc<rustls::ServerConfig>, T
         path: key_path,
         message: e.to_string(),
     })?;
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -151,7 +152,10 @@ fn generate(dir: &Path, host: &str, ips: &[IpAddr]) -> Result<(), TlsError> {
     if host != "localhost" {
         sans.push(SanType::DnsName("localhost".try_into()?));
     }
-    all_ips.extend([IpAddr::from([127, 0, 0, 1]), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])]);
+    all_ips.extend([
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+    ]);
     all_ips.dedup();
     sans.extend(all_ips.into_iter().map(SanType::IpAddress));
     params.subject_alt_names = sans;
@@ -165,7 +169,11 @@ fn generate(dir: &Path, host: &str, ips: &[IpAddr]) -> Result<(), TlsError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    write(&dir.join(CERT_FILE), format!("{}{}", cert.pem(), ca.pem()).as_bytes(), 0o644)?;
+    write(
+        &dir.join(CERT_FILE),
+        format!("{}{}", cert.pem(), ca.pem()).as_bytes(),
+        0o644,
+    )?;
     write(&dir.join(KEY_FILE), key.serialize_pem().as_bytes(), 0o600)?;
     tracing::info!(
         cert = %dir.join(CERT_FILE).display(),
@@ -180,8 +188,14 @@ fn validity() -> ((i32, u8, u8), (i32, u8, u8)) {
     let ymd = |d: chrono::NaiveDate| (d.year(), d.month() as u8, d.day().min(28) as u8);
     let today = chrono::Utc::now().date_naive();
     let from = today.pred_opt().unwrap_or(today);
-    let until = today.with_day(1).and_then(|d| d.with_year(d.year() + 1)).unwrap_or(today);
-    (ymd(from), ymd(until.with_day(today.day().min(28)).unwrap_or(until)))
+    let until = today
+        .with_day(1)
+        .and_then(|d| d.with_year(d.year() + 1))
+        .unwrap_or(today);
+    (
+        ymd(from),
+        ymd(until.with_day(today.day().min(28)).unwrap_or(until)),
+    )
 }
 
 fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
@@ -202,4 +216,52 @@ fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
     f.write_all(data).map_err(err)?;
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn self_signed_pair_is_made_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = CertSource::SelfSigned {
+            dir: dir.path().join("pki"),
+            host: "node-1".into(),
+            ips: vec![IpAddr::from([192, 0, 2, 9])],
+        };
+        server_config(&source).unwrap();
+        let cert = std::fs::read_to_string(dir.path().join("pki").join(CERT_FILE)).unwrap();
+        // The serving certificate, then its CA.
+        assert_eq!(cert.matches("BEGIN CERTIFICATE").count(), 2);
+        let key_mode = std::fs::metadata(dir.path().join("pki").join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(key_mode & 0o777, 0o600);
+        server_config(&source).unwrap();
+        let again = std::fs::read_to_string(dir.path().join("pki").join(CERT_FILE)).unwrap();
+        assert_eq!(cert, again, "an existing pair is reused");
+    }
+
+    #[test]
+    fn configured_files_must_exist_and_hold_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = CertSource::Files {
+            cert: dir.path().join("c.crt"),
+            key: dir.path().join("c.key"),
+        };
+        assert!(server_config(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("c.crt"));
+        std::fs::write(dir.path().join("c.crt"), "not pem").unwrap();
+        std::fs::write(dir.path().join("c.key"), "not pem").unwrap();
+        assert!(matches!(
+            server_config(&missing).unwrap_err(),
+            TlsError::Pem { .. }
+        ));
+    }
 }
