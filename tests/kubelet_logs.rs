@@ -2,8 +2,9 @@
 //! `/containerLogs` → the container's CRI log file. With the built-in runtime and with
 //! containerd: a container's output, `-c`, the default-container annotation, `--tail`,
 //! `--timestamps`, `--limit-bytes`, `--since` / `--since-time`, `--previous` of a container that
-//! restarted (and upstream's error when there is none), the API's error for a pod with several
-//! containers and none named, `-f` showing each line as the container writes it and ending when
+//! restarted (and upstream's error when there is none), the API's errors (a pod with several
+//! containers and none named, an unknown container, invalid options) and its empty answer for a
+//! pod not on a node yet, `-f` showing each line as the container writes it and ending when
 //! the container exits; the kubelet's /healthz answers on both servers and the Node reports the
 //! server's port.
 //!
@@ -218,6 +219,32 @@ spec:
         status["message"],
         "a container name must be specified for pod talker, choose one of: [counter other]"
     );
+    let (code, status) = api.http(
+        "GET",
+        "/api/v1/namespaces/default/pods/talker/log?container=counter&tailLines=-1",
+        "",
+        b"",
+    );
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        status["message"],
+        "PodLogOptions \"talker\" is invalid: tailLines: Invalid value: -1: must be greater than or equal to 0"
+    );
+    let err = api.kubectl_err(&["logs", "talker", "-c", "nosuch"]);
+    assert!(
+        err.contains("container nosuch is not valid for pod talker"),
+        "{err}"
+    );
+    // A pod no node has taken yet has no log: an empty answer, as upstream's.
+    api.kubectl_ok(&["run", "unscheduled", "--image=busybox", "--restart=Never"]);
+    let (code, _) = api.http(
+        "GET",
+        "/api/v1/namespaces/default/pods/unscheduled/log",
+        "",
+        b"",
+    );
+    assert_eq!(code, 204);
+    assert_eq!(logs(&api, &["unscheduled"]), "");
     let err = api.kubectl_err(&["logs", "talker", "-c", "counter", "--previous"]);
     assert!(
         err.contains(r#"previous terminated container "counter" in pod "talker" not found"#),
@@ -313,6 +340,7 @@ spec:
         "picked",
         "follower",
         "restarter",
+        "unscheduled",
         "--wait=true",
         "--timeout=60s",
     ]);

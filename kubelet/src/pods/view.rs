@@ -9,10 +9,13 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use parking_lot::RwLock;
 
+/// Pods by (namespace, name).
+type PodsByName = HashMap<(String, String), Arc<Pod>>;
+
 /// A shared, cloneable view of the pods bound to this node. Only the pod manager writes it.
 #[derive(Clone, Debug, Default)]
 pub struct PodView {
-    pods: Arc<RwLock<HashMap<(String, String), Arc<Pod>>>>,
+    pods: Arc<RwLock<PodsByName>>,
 }
 
 impl PodView {
