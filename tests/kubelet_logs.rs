@@ -318,6 +318,46 @@ spec:
     assert!(exit.unwrap().success(), "kubectl logs -f: {exit:?}");
     assert!(rx.try_recv().is_err(), "nothing after the last line");
 
+    // A client that goes away mid-stream: the kubelet stops following and closes the log file.
+    let kubelet_pid = node.pid();
+    let open_talker_logs = || {
+        std::fs::read_dir(format!("/proc/{kubelet_pid}/fd"))
+            .map(|fds| {
+                fds.flatten()
+                    .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                    .filter(|t| {
+                        let t = t.to_string_lossy();
+                        t.contains("/default_talker_") && t.ends_with("/counter/0.log")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(open_talker_logs(), 0);
+    let mut child = api
+        .kubectl_cmd(&["logs", "-f", "talker", "-c", "counter"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting kubectl logs -f");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "line 1\n");
+    let follower = ChildGuard(child);
+    eventually(
+        Duration::from_secs(10),
+        "the kubelet follows talker's log",
+        || open_talker_logs() == 1,
+    );
+    drop(follower);
+    eventually(
+        Duration::from_secs(15),
+        "the kubelet closes the log of a client that went away",
+        || open_talker_logs() == 0,
+    );
+
     // --previous: the attempt before the current one.
     eventually(
         Duration::from_secs(60),
