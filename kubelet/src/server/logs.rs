@@ -261,29 +261,16 @@ async fn find_container(
                 e.message()
             )
         })?;
-    // Newest attempt first.
-    found.sort_by_key(|c| {
-        std::cmp::Reverse((
-            c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
-            c.created_at,
-        ))
-    });
     let api = api_status(pod, container);
     let waiting = api.and_then(|s| s.state.as_ref()?.waiting.as_ref());
     if previous {
-        let newest_exited = found
-            .first()
-            .is_some_and(|c| c.state == cri::pb::ContainerState::ContainerExited as i32);
-        // Waiting to be restarted: the newest is the last terminated one.
-        let pick = if newest_exited && waiting.is_some() {
-            found.first()
-        } else {
-            found.get(1)
-        };
-        return pick.map(|c| c.id.clone()).ok_or_else(|| {
-            format!("previous terminated container {container:?} in pod {pod_name:?} not found")
-        });
+        return pick_previous(&mut found, waiting.is_some())
+            .map(|c| c.id.clone())
+            .ok_or_else(|| {
+                format!("previous terminated container {container:?} in pod {pod_name:?} not found")
+            });
     }
+    sort_newest_first(&mut found);
     if let Some(c) = found.first() {
         return Ok(c.id.clone());
     }
@@ -306,9 +293,65 @@ async fn find_container(
     })
 }
 
+/// Newest attempt first (creation time breaks ties).
+fn sort_newest_first(found: &mut [cri::pb::Container]) {
+    found.sort_by_key(|c| {
+        std::cmp::Reverse((
+            c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+            c.created_at,
+        ))
+    });
+}
+
+/// The container `previous` means: the attempt before the newest — or the newest itself when it
+/// has exited and the pod status shows the container waiting to be restarted (upstream reads
+/// `lastState.terminated`, which is then the newest).
+fn pick_previous(found: &mut [cri::pb::Container], waiting: bool) -> Option<&cri::pb::Container> {
+    sort_newest_first(found);
+    let newest_exited = found
+        .first()
+        .is_some_and(|c| c.state == cri::pb::ContainerState::ContainerExited as i32);
+    if newest_exited && waiting {
+        found.first()
+    } else {
+        found.get(1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn container(id: &str, attempt: u32, state: cri::pb::ContainerState) -> cri::pb::Container {
+        cri::pb::Container {
+            id: id.into(),
+            metadata: Some(cri::pb::ContainerMetadata {
+                name: "c".into(),
+                attempt,
+            }),
+            state: state as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn previous_is_the_attempt_before_or_the_last_terminated() {
+        use cri::pb::ContainerState::{ContainerExited as Exited, ContainerRunning as Running};
+        let pick = |cs: &[cri::pb::Container], waiting| {
+            let mut cs = cs.to_vec();
+            pick_previous(&mut cs, waiting).map(|c| c.id.clone())
+        };
+        // Restarted and running again: the attempt before.
+        let restarted = [container("a0", 0, Exited), container("a1", 1, Running)];
+        assert_eq!(pick(&restarted, false).as_deref(), Some("a0"));
+        // Crash-looping, waiting for the next start: the newest exited one.
+        let looping = [container("a0", 0, Exited), container("a1", 1, Exited)];
+        assert_eq!(pick(&looping, true).as_deref(), Some("a1"));
+        // Exited for good (restartPolicy Never): the attempt before, here none.
+        assert_eq!(pick(&[container("a0", 0, Exited)], false), None);
+        assert_eq!(pick(&[container("a0", 0, Running)], false), None);
+        assert_eq!(pick(&[], true), None);
+    }
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
