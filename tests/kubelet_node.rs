@@ -16,15 +16,20 @@ use serde_json::Value;
 /// assertions print.
 struct KubeletProcess {
     child: Child,
+    /// The kubelet server's port (`--port`).
+    port: u16,
     log: std::path::PathBuf,
 }
 
 impl KubeletProcess {
     fn start(args: &[&str], log: &Path) -> KubeletProcess {
         let err = std::fs::File::create(log).expect("creating the kubelet log");
+        // A free server port and no /healthz server: kubelets of parallel tests share the host.
+        let port = common::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
             .arg("kubelet")
             .args(args)
+            .args(["--port", &port.to_string(), "--healthz-port", "0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(err)
@@ -32,6 +37,7 @@ impl KubeletProcess {
             .expect("starting capstan kubelet");
         KubeletProcess {
             child,
+            port,
             log: log.to_path_buf(),
         }
     }
@@ -231,7 +237,10 @@ fn node_registers_heartbeats_and_reregisters() {
         assert_eq!(c["status"], "False", "{t}: {c}");
         assert_eq!(c["reason"], reason, "{t}: {c}");
     }
-    assert_eq!(status["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    assert_eq!(
+        status["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+        kubelet.port
+    );
 
     // kubectl's table agrees.
     let table = api.kubectl_ok(&["get", "node", &name]);

@@ -43,6 +43,7 @@ fn subresource(
         "binding" => (name, "Binding", "", "v1", vec!["create"]),
         "eviction" => (name, "Eviction", "policy", "v1", vec!["create"]),
         "finalize" => (name, r.kind, r.group, r.version, vec!["update"]),
+        "log" => (name, r.kind, r.group, r.version, vec!["get"]),
         _ => (
             name,
             r.kind,

@@ -12,6 +12,7 @@ pub mod events_view;
 pub mod hooks;
 pub mod openapi;
 pub mod patch;
+pub mod pod_log;
 pub mod protobuf;
 pub mod registry;
 pub mod request;

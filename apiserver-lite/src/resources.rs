@@ -26,7 +26,8 @@ pub struct ResourceInfo {
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
     pub categories: &'static [&'static str],
-    /// Subresources served besides the main resource (`status`, `scale`, `binding`, `eviction`).
+    /// Subresources served besides the main resource (`status`, `scale`, `binding`, `eviction`,
+    /// `log`).
     pub subresources: &'static [&'static str],
     /// Key prefix in the store, as upstream lays out etcd (`/registry/pods`). Two resources may
     /// share one (core/v1 and events.k8s.io/v1 events): they are two views of one store.
@@ -184,7 +185,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short: ["ns"], cat: [], sub: ["status", "finalize"],
         prefix: "/registry/namespaces", def: "io.k8s.api.core.v1.Namespace"),
     resource!(core::Pod, "", "v1", "Pod", "pods", true,
-        short: ["po"], cat: ["all"], sub: ["status", "binding", "eviction"],
+        short: ["po"], cat: ["all"], sub: ["status", "binding", "eviction", "log"],
         prefix: "/registry/pods", def: "io.k8s.api.core.v1.Pod"),
     resource!(core::Node, "", "v1", "Node", "nodes", false,
         short: ["no"], cat: [], sub: ["status"],

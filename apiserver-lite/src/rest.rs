@@ -1,6 +1,6 @@
 //! The REST handlers (upstream's `endpoints/handlers`): get, list, watch, create, update, patch,
 //! delete and deletecollection for every resource of the table, plus the status, scale, binding,
-//! eviction and finalize subresources. They decode and check the body (size, JSON/YAML, kind and
+//! eviction and finalize subresources (and pods/log, proxied to the kubelet by `pod_log`). They decode and check the body (size, JSON/YAML, kind and
 //! apiVersion, unknown fields per `fieldValidation`), call the registry, and encode the result
 //! as the object, a Table or metadata as the client asked.
 
@@ -108,6 +108,10 @@ pub async fn handle(reg: Arc<Registry>, req: ApiRequest) -> Response<Body> {
         return error_response(&ApiError::not_found_generic());
     }
     let result = match info.verb.as_str() {
+        "get" if info.subresource == "log" => crate::pod_log::get(&reg, res, &req).await,
+        _ if info.subresource == "log" => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
         "get" => get(&reg, res, &req).await,
         "list" => list(&reg, res, &req).await,
         "watch" => {

@@ -5,8 +5,8 @@
 //! [`BuiltInRuntime::root`](crate::config::BuiltInRuntime), also served on its CRI socket, or a
 //! remote CRI endpoint), the node agent (registration, status, Lease), the status manager, the
 //! PLEG, probes and one pod worker per pod bound to this node (watched from the API) or read from
-//! the static pod manifests, and the housekeeping loops (container GC, image GC, container log
-//! rotation). Readiness
+//! the static pod manifests, the kubelet server (`/containerLogs`, `/healthz`) and the
+//! housekeeping loops (container GC, image GC, container log rotation). Readiness
 //! inputs: the runtime reports its `name://version` and status conditions, PLEG its health.
 
 use std::future::Future;
@@ -27,6 +27,8 @@ pub enum KubeletError {
     Runtime(String),
     #[error("locating the capstan binary: {0}")]
     CurrentExe(std::io::Error),
+    #[error("starting the kubelet server: {0}")]
+    Server(#[from] crate::server::ServerError),
     #[error("creating {}: {source}", path.display())]
     CreateDir {
         path: PathBuf,
@@ -107,17 +109,25 @@ impl Kubelet {
                 None,
             ),
         };
-        let housekeeping = self.housekeeping(runtime.clone());
         let agent = NodeAgent::new(self.client.clone(), self.config.clone(), &self.inputs);
         let pods = crate::pods::PodManager::start(
             self.client.clone(),
             self.config.clone(),
-            runtime,
+            runtime.clone(),
             self.inputs.clone(),
             agent.machine(),
         )
         .await
         .map_err(|e| KubeletError::Runtime(format!("{e:#}")))?;
+        let housekeeping = self.housekeeping(runtime.clone(), pods.view());
+        let _server = crate::server::KubeletServer::start(
+            &self.config,
+            crate::server::ServerState {
+                runtime,
+                pods: pods.view(),
+            },
+        )
+        .await?;
         tokio::select! {
             _ = agent.run(shutdown) => {}
             _ = pods.run() => {}
@@ -128,15 +138,26 @@ impl Kubelet {
 
     /// Container GC, image GC and container log rotation with upstream's periods and the
     /// configured policies; the future runs them until dropped.
-    fn housekeeping(&self, runtime: Runtime) -> impl Future<Output = ()> {
-        use crate::container_gc::{ApiPods, ContainerGc, GcPolicy};
+    fn housekeeping(
+        &self,
+        runtime: Runtime,
+        view: crate::pods::view::PodView,
+    ) -> impl Future<Output = ()> {
+        use crate::container_gc::{ApiPods, ContainerGc, GcPolicy, PodStateProvider};
         use crate::container_log_manager::{ContainerLogManager, LogRotatePolicy};
         use crate::image_gc::{ImageGcManager, ImageGcPolicy};
         let settings = &self.config.settings;
-        let (pods, reflector) = ApiPods::start(self.client.clone(), &self.config.node_name);
+        let (api_pods, reflector) = ApiPods::start(self.client.clone(), &self.config.node_name);
+        // A pod exists while the API has it or the pod manager runs it (static pods have no API
+        // object of their own UID, only a mirror).
+        let known = move || {
+            let mut uids = api_pods.known_pod_uids()?;
+            uids.extend(view.all().iter().filter_map(|p| p.metadata.uid.clone()));
+            Some(uids)
+        };
         let container_gc = ContainerGc::new(
             runtime.clone(),
-            Arc::new(pods),
+            Arc::new(known),
             self.config.pod_logs_dir.clone(),
             GcPolicy::default(),
         );

@@ -202,6 +202,18 @@ impl Config {
         if let Some(d) = &args.cluster_domain {
             settings.cluster_domain = Some(d.clone());
         }
+        if let Some(a) = args.address {
+            settings.address = a.to_string();
+        }
+        if let Some(p) = args.port {
+            settings.port = i32::from(p);
+        }
+        if let Some(p) = args.healthz_port {
+            settings.healthz_port = i32::from(p);
+        }
+        if let Some(a) = args.healthz_bind_address {
+            settings.healthz_bind_address = a.to_string();
+        }
         if let Some(e) = &args.container_runtime_endpoint {
             settings.container_runtime_endpoint = Some(e.clone());
         }

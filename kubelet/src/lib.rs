@@ -21,6 +21,8 @@
 //!   sandboxes, unused images, container log rotation.
 //! - `static_pods`, `mirror_pods`: pods from `--pod-manifest-path` and their mirrors in the API.
 //! - `object_cache`: the watched ConfigMaps, Secrets and Services pods read.
+//! - `server`, `logs`: the kubelet's HTTPS server (`/containerLogs`, `/healthz`) and reading
+//!   CRI log files.
 //! - `agent`: [`Kubelet`], what `capstan kubelet` runs.
 
 pub mod agent;
@@ -33,6 +35,7 @@ pub mod env;
 pub mod image_gc;
 pub mod mirror_pods;
 pub mod events;
+pub mod logs;
 pub mod node;
 pub mod object_cache;
 pub mod plan;
@@ -45,6 +48,7 @@ pub mod qos;
 pub mod quantity;
 pub mod runtime;
 pub mod static_pods;
+pub mod server;
 pub mod status_manager;
 pub mod volume;
 

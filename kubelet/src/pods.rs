@@ -45,6 +45,8 @@ use crate::volume::mount::HostMounter;
 use crate::volume::token::ApiTokenRequester;
 use crate::volume::VolumeManager;
 
+pub mod view;
+
 pub struct PodManager {
     client: kube::Client,
     config: Arc<Config>,
@@ -54,6 +56,7 @@ pub struct PodManager {
     pleg_health: pleg::PlegHealth,
     probe_updates: mpsc::UnboundedReceiver<crate::probe::ProbeUpdate>,
     object_changes: mpsc::UnboundedReceiver<ObjectKey>,
+    view: view::PodView,
 }
 
 /// The pod workers and what they were last told.
@@ -169,7 +172,13 @@ impl PodManager {
             pleg_health,
             probe_updates,
             object_changes,
+            view: view::PodView::default(),
         })
+    }
+
+    /// The pods by namespace and name, for the kubelet server.
+    pub fn view(&self) -> view::PodView {
+        self.view.clone()
     }
 
     /// Runs until the pod watch ends for good (it retries on errors).
@@ -253,7 +262,8 @@ impl PodManager {
                             pod.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
                             pod.metadata.deletion_grace_period_seconds = Some(0);
                         }
-                        self.dispatch(&mut workers, pod);
+                        self.dispatch(&mut workers, pod.clone());
+                        self.view.remove(&pod);
                     }
                     Some(Err(e)) => {
                         tracing::warn!("watching pods: {e}");
@@ -360,6 +370,7 @@ impl PodManager {
 
     fn dispatch(&self, workers: &mut Workers, pod: Pod) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        self.view.upsert(&pod);
         workers.known.insert(uid.clone(), pod.clone());
         if let Some(w) = workers.senders.get(&uid) {
             if w.send(PodUpdate::Pod(Box::new(pod.clone()))).is_ok() {

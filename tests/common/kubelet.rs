@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{eventually, free_subnet, ApiServer};
+use super::{eventually, free_port, free_subnet, ApiServer};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -62,6 +62,11 @@ pub struct Node {
     pub cgroup_root: String,
     /// The first three octets of the pod subnet, `10.a.b.`.
     pub subnet_prefix: String,
+    /// The kubelet server's HTTPS port (`--port`), free when the node started; kept across
+    /// restarts.
+    pub port: u16,
+    /// The plain-HTTP /healthz port on 127.0.0.1 (`--healthz-port`).
+    pub healthz_port: u16,
     pub options: NodeOptions,
     args: Vec<String>,
     log: PathBuf,
@@ -107,6 +112,8 @@ impl Node {
         make_cgroup_root(&cgroup_root);
         let root_dir = dir.join("kubelet");
         let pod_logs_dir = dir.join("logs");
+        // Fixed ports would collide between the nodes of one host.
+        let (port, healthz_port) = (free_port(), free_port());
         let mut args: Vec<String> = vec![
             "kubelet".into(),
             "--kubeconfig".into(),
@@ -129,6 +136,10 @@ impl Node {
             "/usr/lib/cni".into(),
             "--cni-cache-dir".into(),
             dir.join("cni-cache").to_string_lossy().into(),
+            "--port".into(),
+            port.to_string(),
+            "--healthz-port".into(),
+            healthz_port.to_string(),
         ];
         if options.runtime == NodeRuntime::Containerd {
             let out = Command::new("bash")
@@ -158,6 +169,8 @@ impl Node {
             manifest_dir,
             cgroup_root,
             subnet_prefix,
+            port,
+            healthz_port,
             options,
             args,
             child: None,

@@ -338,6 +338,15 @@ pub fn test_images() {
     assert!(status.success(), "scripts/test-images.sh failed");
 }
 
+/// A TCP port that is free on every interface right now (the kernel's pick for port 0), for
+/// servers a test starts with a fixed port (a kubelet's `--port`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a free port")
+}
+
 /// A `10.x.y.` prefix of a /24 that no route on this host covers yet; `seed` spreads callers.
 pub fn free_subnet(seed: usize) -> String {
     let routes = Command::new("ip")

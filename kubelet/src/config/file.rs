@@ -519,8 +519,10 @@ impl KubeletConfiguration {
         if self.max_pods < 0 {
             return fail("maxPods", format!("{} must not be negative", self.max_pods));
         }
+        // Port 0 turns a server off (upstream requires 1-65535 for `port` and uses
+        // enableServer instead; several kubelets on one host need the off switch per port).
         for (field, port, zero_ok) in [
-            ("port", self.port, false),
+            ("port", self.port, true),
             ("readOnlyPort", self.read_only_port, true),
             ("healthzPort", self.healthz_port, true),
         ] {

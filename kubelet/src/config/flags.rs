@@ -61,6 +61,18 @@ pub struct KubeletArgs {
     /// The cluster's DNS domain (e.g. cluster.local).
     #[arg(long, value_name = "DOMAIN")]
     pub cluster_domain: Option<String>,
+    /// The IP the kubelet server listens on (0.0.0.0 = all interfaces).
+    #[arg(long, value_name = "IP")]
+    pub address: Option<IpAddr>,
+    /// The kubelet server's HTTPS port (default 10250; 0 turns the server off).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// The port of the plain-HTTP /healthz (default 10248; 0 turns it off).
+    #[arg(long, value_name = "PORT")]
+    pub healthz_port: Option<u16>,
+    /// The IP /healthz listens on (default 127.0.0.1).
+    #[arg(long, value_name = "IP")]
+    pub healthz_bind_address: Option<IpAddr>,
     /// Built-in runtime: registry host configuration in containerd's layout (`DIR/<host>/hosts.toml`).
     #[arg(long, value_name = "DIR")]
     pub registry_config_dir: Option<PathBuf>,

@@ -566,4 +566,16 @@ mod tests {
         );
         assert!(status_changed(&a, &d));
     }
+
+    #[test]
+    fn daemon_endpoint_is_the_server_port() {
+        let port = |c: &Config| {
+            node_status(c, &machine(), &NodeState::initial(), &[], &[], &t(1))
+                .daemon_endpoints
+                .and_then(|d| d.kubelet_endpoint)
+                .map(|e| e.port)
+        };
+        assert_eq!(port(&config(|_| {})), Some(10250));
+        assert_eq!(port(&config(|a| a.port = Some(12345))), Some(12345));
+    }
 }

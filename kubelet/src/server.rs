@@ -1,0 +1,195 @@
+//! The kubelet's server (upstream's `pkg/kubelet/server`): HTTPS on `address:port` (10250) for
+//! the API server and clients, and plain-HTTP `/healthz` on `healthzBindAddress:healthzPort`
+//! (127.0.0.1:10248). Port 0 turns a server off (so does `enableServer: false` for the main one),
+//! because several kubelets may share a host.
+//!
+//! Endpoints so far: `/healthz` and `/containerLogs/{namespace}/{pod}/{container}` (`logs`).
+//! Every request of the main server passes the one check in `auth` first. Handlers get a
+//! [`ServerState`] — the runtime and the read-only [`PodView`] — and are axum routes, so the
+//! kubelet-server issue adds `/pods`, `/exec`, `/attach`, `/portForward`, `/metrics`, … as more
+//! routes in [`routes`].
+//!
+//! TLS: the serving certificate of `tls` (configured, or self-signed under `<root-dir>/pki`),
+//! rustls with the ring provider, HTTP/1.1. Each connection's handshake runs in its own task so a
+//! slow client never holds up the accept loop.
+
+pub mod auth;
+pub mod logs;
+pub mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::pods::view::PodView;
+use crate::runtime::Runtime;
+
+/// Failures to start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid {setting} {value:?}: not an IP address")]
+    Address {
+        setting: &'static str,
+        value: String,
+    },
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// What handlers read: the runtime and the pods.
+#[derive(Clone)]
+pub struct ServerState {
+    pub runtime: Runtime,
+    pub pods: PodView,
+}
+
+/// The running servers; dropping it stops accepting (streams in flight end with their tasks).
+pub struct KubeletServer {
+    /// Where the HTTPS server listens, if it runs.
+    pub addr: Option<SocketAddr>,
+    /// Where `/healthz` listens, if it runs.
+    pub healthz_addr: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for KubeletServer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl KubeletServer {
+    /// Binds both servers (a port that is taken is an error, as upstream's is fatal) and serves
+    /// them in the background.
+    pub async fn start(config: &Config, state: ServerState) -> Result<KubeletServer, ServerError> {
+        let s = &config.settings;
+        let mut server = KubeletServer {
+            addr: None,
+            healthz_addr: None,
+            tasks: Vec::new(),
+        };
+        if s.enable_server && s.port > 0 {
+            let addr = socket_addr("address", &s.address, s.port)?;
+            let tls = tls::server_config(&cert_source(config))?;
+            let listener = bind(addr).await?;
+            server.addr = Some(listener.local_addr().unwrap_or(addr));
+            let app = routes(state).layer(axum::middleware::from_fn(auth::filter));
+            server
+                .tasks
+                .push(tokio::spawn(serve_tls(listener, tls, app)));
+            tracing::info!(
+                "kubelet server listening on https://{}",
+                server.addr.unwrap_or(addr)
+            );
+        }
+        if s.healthz_port > 0 {
+            let addr = socket_addr(
+                "healthzBindAddress",
+                &s.healthz_bind_address,
+                s.healthz_port,
+            )?;
+            let listener = bind(addr).await?;
+            server.healthz_addr = Some(listener.local_addr().unwrap_or(addr));
+            let app = Router::new().route("/healthz", get(healthz));
+            server.tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!("healthz server stopped: {e}");
+                }
+            }));
+        }
+        Ok(server)
+    }
+}
+
+/// The main server's routes (without the auth filter).
+pub fn routes(state: ServerState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(logs::container_logs),
+        )
+        .with_state(state)
+}
+
+/// `/healthz`: the process serves (upstream's default checks are ping and log).
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+fn cert_source(config: &Config) -> tls::CertSource {
+    let s = &config.settings;
+    match (&s.tls_cert_file, &s.tls_private_key_file) {
+        (Some(cert), Some(key)) if !cert.is_empty() && !key.is_empty() => tls::CertSource::Files {
+            cert: cert.into(),
+            key: key.into(),
+        },
+        _ => tls::CertSource::SelfSigned {
+            dir: config.root_dir.join(tls::CERT_SUBDIR),
+            host: config.node_name.clone(),
+            ips: config.node_ips.clone(),
+        },
+    }
+}
+
+fn socket_addr(setting: &'static str, ip: &str, port: i32) -> Result<SocketAddr, ServerError> {
+    let ip: IpAddr = ip.parse().map_err(|_| ServerError::Address {
+        setting,
+        value: ip.to_string(),
+    })?;
+    Ok(SocketAddr::new(ip, port as u16))
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Listen { addr, source })
+}
+
+async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of fds and the like: wait a little instead of spinning.
+                tracing::warn!("kubelet server accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let stream = match acceptor.accept(tcp).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, "kubelet server TLS handshake: {e}");
+                    return;
+                }
+            };
+            let service = TowerToHyperService::new(app);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, "kubelet server connection: {e}");
+            }
+        });
+    }
+}
