@@ -115,7 +115,7 @@ EOF
 our_pids() {
   local p roots=()
   for p in /proc/[0-9]*; do
-    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$DIR/"; then roots+=("${p#/proc/}"); fi
+    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$DIR/"; then roots+=("${p#/proc/}"); fi
   done
   [ ${#roots[@]} -gt 0 ] || return 0
   ps -e -o pid=,ppid= | awk -v roots="${roots[*]}" '
