@@ -18,43 +18,16 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::kubelet::{container_status, get_pod, is_ready, Node, NodeOptions};
+use common::kubelet::{
+    container_status, get_pod, is_ready, wait_events, wait_pod, Node, NodeOptions,
+};
 use common::ApiServer;
 use serde_json::Value;
 
 fn pod(api: &ApiServer, name: &str) -> Option<Value> {
     get_pod(api, "default", name)
-}
-
-fn wait_pod(
-    api: &ApiServer,
-    node: &mut Node,
-    name: &str,
-    timeout: Duration,
-    what: &str,
-    mut pred: impl FnMut(&Value) -> bool,
-) -> Value {
-    let start = Instant::now();
-    loop {
-        let p = pod(api, name);
-        if let Some(p) = &p {
-            if pred(p) {
-                return p.clone();
-            }
-        }
-        node.assert_alive();
-        if start.elapsed() > timeout {
-            panic!(
-                "timed out after {timeout:?} waiting for pod {name}: {what}; its status: {}",
-                p.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap())
-                    .unwrap_or_else(|| "<no pod>".into())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn waiting(p: &Value, c: &str) -> (String, String) {
@@ -63,39 +36,6 @@ fn waiting(p: &Value, c: &str) -> (String, String) {
         w["reason"].as_str().unwrap_or_default().to_string(),
         w["message"].as_str().unwrap_or_default().to_string(),
     )
-}
-
-fn event_reasons(api: &ApiServer, name: &str) -> BTreeSet<String> {
-    let v = api.kubectl_json(&[
-        "get",
-        "events",
-        "-n",
-        "default",
-        "--field-selector",
-        &format!("involvedObject.name={name}"),
-        "-o",
-        "json",
-    ]);
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["source"]["component"] == "kubelet")
-        .filter_map(|e| e["reason"].as_str().map(str::to_string))
-        .collect()
-}
-
-fn wait_events(api: &ApiServer, name: &str, want: &[&str]) {
-    let mut last = BTreeSet::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        last = event_reasons(api, name);
-        if want.iter().all(|w| last.contains(*w)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    panic!("events of pod {name}: wanted {want:?}, got {last:?}");
 }
 
 #[test]

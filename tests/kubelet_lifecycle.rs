@@ -19,11 +19,12 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::kubelet::{container_status, get_pod, is_ready, Node, NodeOptions, NodeRuntime};
+use common::kubelet::{
+    container_status, get_pod, is_ready, wait_events, wait_pod, Node, NodeOptions, NodeRuntime,
+};
 use common::{eventually, ApiServer};
 use serde_json::Value;
 
@@ -37,69 +38,6 @@ fn root() -> bool {
 
 fn pod(api: &ApiServer, name: &str) -> Option<Value> {
     get_pod(api, "default", name)
-}
-
-/// Waits until pod `name` satisfies `pred`; panics with its last status otherwise.
-fn wait_pod(
-    api: &ApiServer,
-    node: &mut Node,
-    name: &str,
-    timeout: Duration,
-    what: &str,
-    mut pred: impl FnMut(&Value) -> bool,
-) -> Value {
-    let start = Instant::now();
-    loop {
-        let p = pod(api, name);
-        if let Some(p) = &p {
-            if pred(p) {
-                return p.clone();
-            }
-        }
-        node.assert_alive();
-        if start.elapsed() > timeout {
-            panic!(
-                "timed out after {timeout:?} waiting for pod {name}: {what}; its status: {}",
-                p.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap())
-                    .unwrap_or_else(|| "<no pod>".into())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The reasons of the events about pod `name` (`kubectl get events --field-selector`).
-fn event_reasons(api: &ApiServer, name: &str) -> BTreeSet<String> {
-    let v = api.kubectl_json(&[
-        "get",
-        "events",
-        "-n",
-        "default",
-        "--field-selector",
-        &format!("involvedObject.name={name}"),
-        "-o",
-        "json",
-    ]);
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["source"]["component"] == "kubelet")
-        .filter_map(|e| e["reason"].as_str().map(str::to_string))
-        .collect()
-}
-
-fn wait_events(api: &ApiServer, name: &str, want: &[&str]) {
-    let mut last = BTreeSet::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        last = event_reasons(api, name);
-        if want.iter().all(|w| last.contains(*w)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    panic!("events of pod {name}: wanted {want:?}, got {last:?}");
 }
 
 fn state<'a>(p: &'a Value, c: &str, which: &str) -> &'a Value {

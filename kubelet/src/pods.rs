@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::backoff::{Backoff, RealClock};
 use crate::config::Config;
-use crate::mirror_pods::{MirrorManager, MirrorPods};
 use crate::events::EventRecorder;
+use crate::mirror_pods::{MirrorManager, MirrorPods};
 use crate::node::machine::MachineInfo;
 use crate::node::object;
 use crate::node::{NodeState, NodeStatusInputs};

@@ -7,10 +7,11 @@
 //! shims), mounts, network namespaces, the bridge, the cgroups under its cgroup root and the
 //! directory — is removed by `Drop` through `scripts/containerd.sh stop`, also when a test fails.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -404,4 +405,67 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
             }
         }
     }
+}
+
+/// Waits until pod `default/name` satisfies `pred`; panics with its last status otherwise.
+pub fn wait_pod(
+    api: &ApiServer,
+    node: &mut Node,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    mut pred: impl FnMut(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let p = get_pod(api, "default", name);
+        if let Some(p) = &p {
+            if pred(p) {
+                return p.clone();
+            }
+        }
+        node.assert_alive();
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for pod {name}: {what}; its status: {}",
+                p.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap())
+                    .unwrap_or_else(|| "<no pod>".into())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The reasons of the events about pod `name` (`kubectl get events --field-selector`).
+pub fn event_reasons(api: &ApiServer, name: &str) -> BTreeSet<String> {
+    let v = api.kubectl_json(&[
+        "get",
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        &format!("involvedObject.name={name}"),
+        "-o",
+        "json",
+    ]);
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["source"]["component"] == "kubelet")
+        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .collect()
+}
+
+pub fn wait_events(api: &ApiServer, name: &str, want: &[&str]) {
+    let mut last = BTreeSet::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        last = event_reasons(api, name);
+        if want.iter().all(|w| last.contains(*w)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("events of pod {name}: wanted {want:?}, got {last:?}");
 }
