@@ -186,7 +186,9 @@ impl Bench {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let mut watch = WatchStream::open(
             &self.api.addr,
-            &format!("/api/v1/namespaces/default/pods?watch=true&labelSelector=capstan-bench%3D{label}"),
+            &format!(
+                "/api/v1/namespaces/default/pods?watch=true&labelSelector=capstan-bench%3D{label}"
+            ),
         );
         let w = seen.clone();
         std::thread::spawn(move || {
@@ -299,6 +301,8 @@ impl Bench {
         let mut rows = Vec::new();
         let mut cni_rows = Vec::new();
         let mut api_rows = Vec::new();
+        let mut plugins = [String::new(), String::new()];
+        let largest = batches.iter().copied().max().unwrap_or(1);
         for &n in batches {
             let reps = if n == 1 { single } else { 1 };
             let mut lat: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
@@ -325,7 +329,10 @@ impl Bench {
                     drop(seen);
                     cni[s].extend(self.cni.add_per_sandbox());
                     walls[s] += r.wall;
-                    if resources && n == *batches.iter().max().unwrap() && n >= 2 {
+                    if n == largest {
+                        plugins[s] = self.cni.per_plugin_summary();
+                    }
+                    if resources && n == largest && n >= 2 {
                         std::thread::sleep(Duration::from_secs(3));
                         eprintln!(
                             "{}: {n} pods running, {window:?} …",
@@ -375,7 +382,12 @@ impl Bench {
             );
         }
         println!();
-        println!("{}", self.cni.per_plugin_summary());
+        println!("Median time per ADD call of each plugin, {largest} pods at once (host-local runs inside bridge's call):");
+        println!();
+        for s in 0..2 {
+            println!("- {}: {}", name(self.nodes[s].options.runtime), plugins[s]);
+        }
+        println!();
         println!("Cross-check from the API's timestamps (Ready lastTransitionTime − creationTimestamp, whole seconds; max):");
         for (n, api) in &api_rows {
             println!(
@@ -469,14 +481,7 @@ fn sleep_arg(round: u32, i: usize) -> u64 {
     7_000_000 + round as u64 * 1000 + i as u64
 }
 
-fn pod_json(
-    pod: &str,
-    label: &str,
-    node: &str,
-    kind: PodKind,
-    round: u32,
-    i: usize,
-) -> Value {
+fn pod_json(pod: &str, label: &str, node: &str, kind: PodKind, round: u32, i: usize) -> Value {
     let (command, restart) = match kind {
         PodKind::Serve => (
             json!(["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]),
@@ -626,7 +631,7 @@ impl CniTrace {
             .collect()
     }
 
-    /// Median duration per plugin of the last round's ADD calls.
+    /// Median duration per plugin of the ADD calls since the last reset.
     fn per_plugin_summary(&self) -> String {
         let mut per: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
         for (plugin, cmd, _, s, e) in self.calls() {
@@ -640,10 +645,7 @@ impl CniTrace {
             .iter()
             .map(|(p, v)| format!("{p} {:.1} ms ({} calls)", stats(v)[0], v.len()))
             .collect();
-        format!(
-            "Median ADD per plugin call in the last round (host-local runs inside bridge): {}",
-            parts.join(", ")
-        )
+        parts.join(", ")
     }
 }
 

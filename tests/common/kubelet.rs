@@ -130,7 +130,11 @@ impl Node {
         ];
         // Debian's plugins, unless the caller names its own (the flag adds to a list, so a second
         // --cni-bin-dir in extra_args would only be searched after this one).
-        if !options.extra_args.iter().any(|a| a.starts_with("--cni-bin-dir")) {
+        if !options
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--cni-bin-dir"))
+        {
             args.extend(["--cni-bin-dir".into(), "/usr/lib/cni".into()]);
         }
         if options.runtime == NodeRuntime::Containerd {
