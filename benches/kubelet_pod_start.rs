@@ -34,7 +34,8 @@
 //!
 //! Run: `cargo bench --bench kubelet_pod_start` (as root; needs the packages of
 //! scripts/install-deps.sh; the harness runs scripts/test-images.sh itself).
-//! CAPSTAN_BENCH_ONLY=start,resources,exit picks parts.
+//! CAPSTAN_BENCH_ONLY=start,resources,exit picks parts; CAPSTAN_BENCH_LOGS=DIR keeps both
+//! kubelets' logs there (`kubelet-builtin.log`, `kubelet-containerd.log`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -114,6 +115,15 @@ fn main() {
     if part("exit") {
         bench.exit_latency(exits);
     }
+    if let Ok(dir) = std::env::var("CAPSTAN_BENCH_LOGS") {
+        for n in &bench.nodes {
+            let file =
+                PathBuf::from(&dir).join(format!("kubelet-{}.log", short(n.options.runtime)));
+            if let Err(e) = std::fs::write(&file, n.log()) {
+                eprintln!("writing {}: {e}", file.display());
+            }
+        }
+    }
     eprintln!("stopping both nodes …");
 }
 
@@ -163,6 +173,8 @@ struct Round {
     names: Vec<String>,
     /// When each pod's POST was sent.
     sent: HashMap<String, Instant>,
+    /// The same moment on the wall clock (to line up with the CNI wrappers' log).
+    sent_wall: HashMap<String, f64>,
     seen: Arc<Mutex<Seen>>,
     /// From the first POST until the last pod was seen Ready.
     wall: Duration,
@@ -227,6 +239,7 @@ impl Bench {
                 std::thread::spawn(move || {
                     let body = serde_json::to_vec(&body).unwrap();
                     barrier.wait();
+                    let wall = now_secs();
                     let t0 = Instant::now();
                     let (code, resp) = http_raw(
                         &addr,
@@ -241,12 +254,15 @@ impl Bench {
                         "creating pod {pod}: {}",
                         String::from_utf8_lossy(&resp)
                     );
-                    (pod, t0)
+                    (pod, t0, wall)
                 })
             })
             .collect();
-        let sent: HashMap<String, Instant> =
+        let posted: Vec<(String, Instant, f64)> =
             threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let sent: HashMap<String, Instant> =
+            posted.iter().map(|(p, t, _)| (p.clone(), *t)).collect();
+        let sent_wall: HashMap<String, f64> = posted.into_iter().map(|(p, _, w)| (p, w)).collect();
         let first = *sent.values().min().unwrap();
         let start = Instant::now();
         loop {
@@ -269,6 +285,7 @@ impl Bench {
             label,
             names,
             sent,
+            sent_wall,
             seen,
             wall,
         }
@@ -303,10 +320,13 @@ impl Bench {
         let mut api_rows = Vec::new();
         let mut plugins = [String::new(), String::new()];
         let largest = batches.iter().copied().max().unwrap_or(1);
+        let mut single_phases = None;
         for &n in batches {
             let reps = if n == 1 { single } else { 1 };
             let mut lat: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
             let mut cni: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+            // One pod at a time: POST → first CNI call, CNI, last CNI call → Ready seen.
+            let mut phases: [[Vec<Duration>; 3]; 2] = Default::default();
             let mut api: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
             let mut walls = [Duration::ZERO; 2];
             for rep in 0..reps {
@@ -328,6 +348,17 @@ impl Bench {
                     }
                     drop(seen);
                     cni[s].extend(self.cni.add_per_sandbox());
+                    if n == 1 {
+                        let pod = &r.names[0];
+                        let ready = r.sent_wall[pod]
+                            + (r.seen.lock().unwrap().ready[pod] - r.sent[pod]).as_secs_f64();
+                        if let Some((first, last)) = self.cni.add_span() {
+                            let d = |a: f64, b: f64| Duration::from_secs_f64((b - a).max(0.0));
+                            phases[s][0].push(d(r.sent_wall[pod], first));
+                            phases[s][1].push(d(first, last));
+                            phases[s][2].push(d(last, ready));
+                        }
+                    }
                     walls[s] += r.wall;
                     if n == largest {
                         plugins[s] = self.cni.per_plugin_summary();
@@ -346,6 +377,9 @@ impl Bench {
             }
             rows.push((n, lat, walls.map(|w| w / reps as u32)));
             cni_rows.push((n, cni));
+            if n == 1 {
+                single_phases = Some(phases);
+            }
             api_rows.push((n, api));
         }
         println!("### Pod start: creation (POST) → Ready seen by a watcher");
@@ -382,10 +416,29 @@ impl Bench {
             );
         }
         println!();
+        if let Some(p) = single_phases {
+            println!("One pod at a time, where the time goes (p50 / max ms):");
+            println!();
+            println!("| phase | capstan | containerd |");
+            println!("|---|---:|---:|");
+            let names = [
+                "POST → first CNI call (kubelet sees the pod, sandbox made)",
+                "CNI calls (first start → last end)",
+                "last CNI call → Ready seen (containers, status)",
+            ];
+            for (i, what) in names.iter().enumerate() {
+                let (c, d) = (stats(&p[0][i]), stats(&p[1][i]));
+                println!(
+                    "| {what} | {:.0} / {:.0} | {:.0} / {:.0} |",
+                    c[0], c[2], d[0], d[2]
+                );
+            }
+            println!();
+        }
         println!("Median time per ADD call of each plugin, {largest} pods at once (host-local runs inside bridge's call):");
         println!();
-        for s in 0..2 {
-            println!("- {}: {}", name(self.nodes[s].options.runtime), plugins[s]);
+        for (node, plugins) in self.nodes.iter().zip(&plugins) {
+            println!("- {}: {plugins}", name(node.options.runtime));
         }
         println!();
         println!("Cross-check from the API's timestamps (Ready lastTransitionTime − creationTimestamp, whole seconds; max):");
@@ -474,6 +527,14 @@ impl Bench {
         );
         println!();
     }
+}
+
+/// Seconds since the epoch, as the CNI wrappers log them.
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// The number a Sleep pod sleeps: unique per round and pod, so the bench finds its process.
@@ -629,6 +690,19 @@ impl CniTrace {
                 Duration::from_secs_f64(total.max(0.0))
             })
             .collect()
+    }
+
+    /// Start of the first and end of the last ADD call since the last reset.
+    fn add_span(&self) -> Option<(f64, f64)> {
+        let adds: Vec<(f64, f64)> = self
+            .calls()
+            .into_iter()
+            .filter(|c| c.1 == "ADD")
+            .map(|c| (c.3, c.4))
+            .collect();
+        let first = adds.iter().map(|a| a.0).reduce(f64::min)?;
+        let last = adds.iter().map(|a| a.1).reduce(f64::max)?;
+        Some((first, last))
     }
 
     /// Median duration per plugin of the ADD calls since the last reset.
