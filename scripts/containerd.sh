@@ -13,7 +13,8 @@
 #
 # Settings (see the config below): restrict_oom_score_adj (root here lacks CAP_SYS_RESOURCE),
 # cgroupfs driver, overlayfs snapshotter, registry mirrors from $CAPSTAN_TEST_DIR/certs.d, CNI
-# binaries from /usr/lib/cni (Debian's place). The sandbox image is busybox with
+# binaries from /usr/lib/cni (Debian's place; CAPSTAN_CNI_BIN_DIR overrides it, e.g. for the kubelet
+# bench's timing wrappers). The sandbox image is busybox with
 # `sleep 2147483647` as its command: containerd runs the sandbox image's process as the pod's
 # "pause" process, and busybox's default `sh` would exit at once without a terminal.
 set -euo pipefail
@@ -86,7 +87,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         Root = "$DIR/runc"
 
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "${CAPSTAN_CNI_BIN_DIR:-/usr/lib/cni}"
     conf_dir = "$DIR/net.d"
     max_conf_num = 1
 

@@ -133,8 +133,6 @@ impl Node {
             "/var/lib/capstan-test/certs.d".into(),
             "--cni-conf-dir".into(),
             dir.join("net.d").to_string_lossy().into(),
-            "--cni-bin-dir".into(),
-            "/usr/lib/cni".into(),
             "--cni-cache-dir".into(),
             dir.join("cni-cache").to_string_lossy().into(),
             "--port".into(),
@@ -142,6 +140,15 @@ impl Node {
             "--healthz-port".into(),
             healthz_port.to_string(),
         ];
+        // Debian's plugins, unless the caller names its own (the flag adds to a list, so a second
+        // --cni-bin-dir in extra_args would only be searched after this one).
+        if !options
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--cni-bin-dir"))
+        {
+            args.extend(["--cni-bin-dir".into(), "/usr/lib/cni".into()]);
+        }
         if options.runtime == NodeRuntime::Containerd {
             let out = Command::new("bash")
                 .arg(repo_dir().join("scripts/containerd.sh"))
