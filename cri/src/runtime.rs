@@ -378,10 +378,9 @@ impl pb::runtime_service_server::RuntimeService for Runtime {
         // The statuses of the pod's containers ride along (the kubelet's evented PLEG reads them).
         let sid = status.id.clone();
         let containers_statuses = self
-            .list_container_statuses()
+            .list_container_statuses(|r| r.sandbox_id == sid)
             .await
             .into_iter()
-            .filter(|(s, _)| *s == sid)
             .map(|(_, c)| c)
             .collect();
         let mut info = HashMap::new();
@@ -479,7 +478,13 @@ impl pb::runtime_service_server::RuntimeService for Runtime {
         req: Request<pb::ListContainersRequest>,
     ) -> Result<Response<pb::ListContainersResponse>, Status> {
         let filter = req.into_inner().filter.unwrap_or_default();
-        let containers = self.list_container_statuses().await;
+        let containers = self
+            .list_container_statuses(|r| {
+                filter::id_matches(&filter.id, &r.id)
+                    && filter::id_matches(&filter.pod_sandbox_id, &r.sandbox_id)
+                    && filter::labels_match(&filter.label_selector, &r.config.labels)
+            })
+            .await;
         let mut out = Vec::new();
         for (sandbox_id, s) in containers {
             if !filter::id_matches(&filter.id, &s.id)

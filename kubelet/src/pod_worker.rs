@@ -194,8 +194,21 @@ impl Worker {
         if pod.metadata.deletion_timestamp.is_some() {
             return self.terminate(pod).await;
         }
-        if let Err(e) = self.sync_running(pod).await {
-            tracing::warn!("syncing pod {}: {e:#}", plan::pod_full_name(pod));
+        let failed = match self.sync_running(pod).await {
+            Ok(()) => self
+                .start_failures
+                .values()
+                .any(|f| f.reason != pod_status::CRASH_LOOP_BACK_OFF),
+            Err(e) => {
+                tracing::warn!("syncing pod {}: {e:#}", plan::pod_full_name(pod));
+                true
+            }
+        };
+        if failed {
+            // Upstream's pod workers retry a failed sync after workerBackOffPeriod (10 s); a
+            // successful one waits for an event or the sync frequency.
+            let retry = crate::backoff::INITIAL_BACKOFF;
+            self.next_retry = Some(self.next_retry.map_or(retry, |r| r.min(retry)));
         }
         false
     }

@@ -161,7 +161,7 @@ impl PodManager {
             status: StatusManager::start(client.clone()),
             objects,
             tokens: Arc::new(ApiTokenRequester::new(client.clone())),
-            resync: Duration::from_secs(10),
+            resync: config.settings.sync_frequency,
         });
         Ok(PodManager {
             client,

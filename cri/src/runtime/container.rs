@@ -583,10 +583,23 @@ impl Runtime {
     }
 
     /// (sandbox id, status) of every container.
-    pub(crate) async fn list_container_statuses(&self) -> Vec<(String, pb::ContainerStatus)> {
-        let all: Vec<Arc<Container>> = self.containers.read().values().cloned().collect();
-        let mut out = Vec::with_capacity(all.len());
-        for c in all {
+    /// The statuses of the containers whose record passes `wanted`, with their sandbox IDs.
+    /// Only those are asked of their supervisors: the kubelet lists one pod's containers per
+    /// sync, and asking every supervisor each time made a node's sync cost grow with the square
+    /// of its pods.
+    pub(crate) async fn list_container_statuses(
+        &self,
+        wanted: impl Fn(&ContainerRecord) -> bool,
+    ) -> Vec<(String, pb::ContainerStatus)> {
+        let picked: Vec<Arc<Container>> = self
+            .containers
+            .read()
+            .values()
+            .filter(|c| wanted(&c.record.read()))
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(picked.len());
+        for c in picked {
             let sid = c.record.read().sandbox_id.clone();
             out.push((sid, self.container_status_of(&c).await));
         }
