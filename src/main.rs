@@ -174,6 +174,7 @@ async fn cri(args: CriArgs) -> anyhow::Result<()> {
         cni_bin_dirs,
         cni_cache_dir: args.cni_cache_dir,
         supervisor_exe: std::env::current_exe().context("locating the capstan binary")?,
+        supervisors_cgroup: cri::cgroups::SUPERVISORS_CGROUP.into(),
     };
     cri::server::serve(config, shutdown_signal()).await
 }

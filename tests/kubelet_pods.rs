@@ -103,6 +103,18 @@ spec:
         "{app}"
     );
     assert_eq!(app["ready"], true);
+    // The pods' supervisors sit under this kubelet's cgroup root, so kubelets sharing a host
+    // never share their cgroup.
+    let supervisors = node.supervisor_pids();
+    assert!(!supervisors.is_empty());
+    for pid in supervisors {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let want = format!("{}/capstan/supervisors", node.cgroup_root);
+        assert!(
+            cgroups.lines().any(|l| l.ends_with(&want)),
+            "supervisor {pid} is not in {want}: {cgroups}"
+        );
+    }
 
     eventually(
         Duration::from_secs(10),

@@ -3,8 +3,8 @@
 //! The kubelet hands the runtime a pod's cgroup parent (`LinuxPodSandboxConfig.cgroup_parent`,
 //! e.g. `/kubepods/burstable/pod<uid>` with the cgroupfs driver); each container lives at
 //! `<parent>/<container-id>`, as with containerd and runc's cgroupfs driver. Without a parent
-//! the pod goes under [`PODS_CGROUP`]. The per-pod supervisors live in [`SUPERVISORS_CGROUP`],
-//! outside every pod's limits. libcontainer (in the supervisor) creates the container cgroups and
+//! the pod goes under [`PODS_CGROUP`]. The per-pod supervisors live in [`SUPERVISORS_CGROUP`]
+//! (under a kubelet's cgroup root when the kubelet runs the runtime), outside every pod's limits. libcontainer (in the supervisor) creates the container cgroups and
 //! applies their initial resources; this module is what the runtime itself needs: the pod parents,
 //! `ContainerStats` (the counters the kubelet and cAdvisor read, working set computed as they do:
 //! usage − inactive_file) and `UpdateContainerResources` (runc's semantics: shares → weight,

@@ -42,6 +42,8 @@ pub struct RuntimeConfig {
     pub cni_cache_dir: PathBuf,
     /// The cgroup filesystem root (`/sys/fs/cgroup`; a fake tree in unit tests).
     pub cgroup_root: PathBuf,
+    /// The cgroup the supervisors run in (see [`crate::server::Config::supervisors_cgroup`]).
+    pub supervisors_cgroup: String,
 }
 
 /// A sandbox the runtime knows, with its supervisor connection once made.

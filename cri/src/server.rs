@@ -23,6 +23,10 @@ pub struct Config {
     pub cni_cache_dir: PathBuf,
     /// The binary started as `<exe> supervise …` for each pod.
     pub supervisor_exe: PathBuf,
+    /// The cgroup the pods' supervisors run in, outside the pods' limits:
+    /// [`SUPERVISORS_CGROUP`](crate::cgroups::SUPERVISORS_CGROUP) for `capstan cri`; a kubelet
+    /// puts it under its own cgroup root, so kubelets sharing a host never share it.
+    pub supervisors_cgroup: String,
 }
 
 /// The largest CRI message accepted or sent (the kubelet's own limit).
@@ -52,6 +56,7 @@ pub async fn open(config: &Config) -> anyhow::Result<(Arc<Runtime>, Arc<ImageSto
             cni_bin_dirs: config.cni_bin_dirs.clone(),
             cni_cache_dir: config.cni_cache_dir.clone(),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            supervisors_cgroup: config.supervisors_cgroup.clone(),
         },
         images.clone(),
     )

@@ -99,6 +99,11 @@ impl Kubelet {
                     cni_bin_dirs: b.cni_bin_dirs.clone(),
                     cni_cache_dir: b.cni_cache_dir.clone(),
                     supervisor_exe: std::env::current_exe().map_err(KubeletError::CurrentExe)?,
+                    supervisors_cgroup: format!(
+                        "{}{}",
+                        self.config.cgroup_root.trim_end_matches('/'),
+                        cri::cgroups::SUPERVISORS_CGROUP
+                    ),
                 })
                 .await
                 .map_err(|e| KubeletError::Runtime(e.to_string()))?;

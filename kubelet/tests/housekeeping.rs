@@ -135,6 +135,7 @@ impl Node {
             cni_bin_dirs: vec!["/usr/lib/cni".into()],
             cni_cache_dir: self.dir.join("cni-cache"),
             supervisor_exe: std::env::current_exe()?,
+            supervisors_cgroup: cri::cgroups::SUPERVISORS_CGROUP.into(),
         })
         .await
         .context("starting the built-in runtime")

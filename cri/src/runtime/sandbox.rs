@@ -11,7 +11,7 @@ use tonic::Status;
 
 use super::state::{self, SandboxRecord};
 use super::{sandbox_name, Runtime, Sandbox};
-use crate::cgroups::{self, CgroupManager, SUPERVISORS_CGROUP};
+use crate::cgroups::{self, CgroupManager};
 use crate::cni::{AttachRequest, PortMapping};
 use crate::namespaces::{NamespaceRequest, PodNamespaces};
 use crate::pb;
@@ -208,11 +208,12 @@ impl Runtime {
         }
 
         // The supervisor, in its own cgroup outside the pod's limits.
-        let _ = self.cgroups.create(SUPERVISORS_CGROUP);
+        let supervisors = self.config.supervisors_cgroup.as_str();
+        let _ = self.cgroups.create(supervisors);
         let client = SupervisorClient::spawn(
             &self.config.supervisor_exe,
             &self.supervisor_dir(id),
-            Some(Path::new(SUPERVISORS_CGROUP)),
+            Some(Path::new(supervisors)),
             pid_mode == pb::NamespaceMode::Pod,
         )
         .await
