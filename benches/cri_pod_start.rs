@@ -39,6 +39,8 @@ mod harness;
 mod instance;
 
 use std::collections::{BTreeMap, HashMap};
+
+use common::{processes, Proc};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -347,47 +349,6 @@ impl Mem {
             self.rss as f64 / n,
         ]
     }
-}
-
-/// One process of the host: parent and command line.
-struct Proc {
-    ppid: u32,
-    cmdline: String,
-}
-
-fn processes() -> HashMap<u32, Proc> {
-    let mut out = HashMap::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid …; comm may hold spaces, so split after the last ')'.
-        let mut rest = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace())
-            .into_iter()
-            .flatten();
-        if rest.next() == Some("Z") {
-            continue;
-        }
-        let ppid = rest.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        let cmdline = std::fs::read(e.path().join("cmdline"))
-            .map(|b| {
-                String::from_utf8_lossy(&b)
-                    .replace('\0', " ")
-                    .trim()
-                    .to_string()
-            })
-            .unwrap_or_default();
-        out.insert(pid, Proc { ppid, cmdline });
-    }
-    out
 }
 
 /// What one runtime instance runs, at one moment: its own process and, by kind, the processes

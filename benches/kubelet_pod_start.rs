@@ -46,7 +46,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::kubelet::{is_ready, Node, NodeOptions, NodeRuntime};
-use common::{eventually, http_raw, ApiServer, WatchStream};
+use common::{eventually, http_raw, processes, ApiServer, Proc, WatchStream};
 use serde_json::{json, Value};
 
 /// The CNI plugins the nodes' network uses (loopback: the runtime's own `lo` network).
@@ -729,46 +729,6 @@ impl Drop for CniTrace {
             let _ = std::fs::remove_dir_all(base);
         }
     }
-}
-
-/// One process of the host.
-struct Proc {
-    ppid: u32,
-    cmdline: String,
-}
-
-fn processes() -> HashMap<u32, Proc> {
-    let mut out = HashMap::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let mut rest = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace())
-            .into_iter()
-            .flatten();
-        if rest.next() == Some("Z") {
-            continue;
-        }
-        let ppid = rest.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        let cmdline = std::fs::read(e.path().join("cmdline"))
-            .map(|b| {
-                String::from_utf8_lossy(&b)
-                    .replace('\0', " ")
-                    .trim()
-                    .to_string()
-            })
-            .unwrap_or_default();
-        out.insert(pid, Proc { ppid, cmdline });
-    }
-    out
 }
 
 /// The processes a node runs for its pods, by kind (the workload excluded): the built-in

@@ -371,3 +371,45 @@ pub fn free_subnet(seed: usize) -> String {
     }
     panic!("no free 10.x.y.0/24 for the test network")
 }
+
+/// One process of the host: parent and command line.
+pub struct Proc {
+    pub ppid: u32,
+    pub cmdline: String,
+}
+
+/// Every live (not zombie) process of the host, by pid.
+pub fn processes() -> std::collections::HashMap<u32, Proc> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …; comm may hold spaces, so split after the last ')'.
+        let mut rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace())
+            .into_iter()
+            .flatten();
+        if rest.next() == Some("Z") {
+            continue;
+        }
+        let ppid = rest.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let cmdline = std::fs::read(e.path().join("cmdline"))
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .replace('\0', " ")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        out.insert(pid, Proc { ppid, cmdline });
+    }
+    out
+}
