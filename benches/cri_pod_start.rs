@@ -39,11 +39,11 @@ mod harness;
 mod instance;
 
 use std::collections::{BTreeMap, HashMap};
-
-use common::{processes, Proc};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::{processes, Proc};
 
 use anyhow::{bail, Context, Result};
 use futures::FutureExt;
