@@ -118,7 +118,7 @@ spec:
   - name: counter
     image: busybox
     volumeMounts: [{{name: trigger, mountPath: /trigger}}]
-    command: ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; echo to-stderr >&2; until [ -f /trigger/later ]; do sleep 0.1; done; echo later; trap 'exit 0' TERM; while true; do sleep 1; done"]
+    command: ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; sleep 0.5; echo to-stderr >&2; until [ -f /trigger/later ]; do sleep 0.1; done; echo later; trap 'exit 0' TERM; while true; do sleep 1; done"]
   - name: other
     image: busybox
     command: ["sh", "-c", "echo from other; trap 'exit 0' TERM; while true; do sleep 1; done"]
@@ -182,9 +182,15 @@ spec:
 
     // A container's output, both streams, through kubectl.
     let expected = "line 1\nline 2\nline 3\nline 4\nline 5\nto-stderr\n";
-    eventually(Duration::from_secs(10), "talker's first lines", || {
-        logs(&api, &["talker", "-c", "counter"]) == expected
-    });
+    // stdout and stderr reach the log through separate pipes (containerd copies each on its own),
+    // so the container waits a moment between them to make their order in the log certain.
+    let start = std::time::Instant::now();
+    let mut seen = logs(&api, &["talker", "-c", "counter"]);
+    while seen != expected && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        seen = logs(&api, &["talker", "-c", "counter"]);
+    }
+    assert_eq!(seen, expected, "talker's first lines");
     assert_eq!(logs(&api, &["talker", "-c", "other"]), "from other\n");
     assert_eq!(
         logs(&api, &["pod/talker", "-c", "counter", "--tail=2"]),
