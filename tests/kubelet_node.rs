@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::kubelet::CgroupRoot;
 use common::{eventually, ApiServer};
 use serde_json::Value;
 
@@ -110,6 +111,9 @@ fn node_registers_heartbeats_and_reregisters() {
     let root = dir.path().join("root");
     let name = unique_name();
     let kubeconfig = api.kubeconfig();
+    // The kubelet's QoS cgroups (and its runtime's supervisors) go under a cgroup of this test,
+    // removed after the kubelet by the guard (declared first, dropped last).
+    let cgroup_root = CgroupRoot::make(&format!("/capstan-test-{name}"));
     let mut kubelet = KubeletProcess::start(
         &[
             "--config",
@@ -125,7 +129,7 @@ fn node_registers_heartbeats_and_reregisters() {
             "--register-with-taints",
             "k=v:NoSchedule",
             "--cgroup-root",
-            "/",
+            &cgroup_root.0,
             "--node-ip",
             "127.0.0.1",
         ],

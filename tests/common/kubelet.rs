@@ -362,7 +362,7 @@ fn stop_dir(dir: &Path) {
 
 /// Makes the cgroup `path` in every hierarchy (the kubelet refuses a --cgroup-root that does not
 /// exist), with the cpuset of its parent (an empty cpuset takes no tasks).
-fn make_cgroup_root(path: &str) {
+pub fn make_cgroup_root(path: &str) {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
@@ -380,7 +380,7 @@ fn make_cgroup_root(path: &str) {
 }
 
 /// Removes the cgroup `path` and everything under it, deepest first, in every hierarchy.
-fn remove_cgroup_root(path: &str) {
+pub fn remove_cgroup_root(path: &str) {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
@@ -475,4 +475,21 @@ pub fn wait_events(api: &ApiServer, name: &str, want: &[&str]) {
         std::thread::sleep(Duration::from_millis(300));
     }
     panic!("events of pod {name}: wanted {want:?}, got {last:?}");
+}
+
+/// A cgroup made in every hierarchy for a test (see [`make_cgroup_root`]), removed with
+/// everything under it when dropped.
+pub struct CgroupRoot(pub String);
+
+impl CgroupRoot {
+    pub fn make(path: &str) -> CgroupRoot {
+        make_cgroup_root(path);
+        CgroupRoot(path.to_string())
+    }
+}
+
+impl Drop for CgroupRoot {
+    fn drop(&mut self) {
+        remove_cgroup_root(&self.0);
+    }
 }
