@@ -482,30 +482,17 @@ pub fn service_env_map(
     chosen.values().flat_map(|s| service_env_vars(s)).collect()
 }
 
-fn get_config_map(
-    cache: &mut HashMap<String, Option<ConfigMap>>,
-    lookup: &dyn ObjectLookup,
-    ns: &str,
+/// Looks `name` up once per environment: later references to the same ConfigMap or Secret read
+/// the first answer (upstream resolves each object once per container).
+fn cached<T: Clone>(
+    cache: &mut HashMap<String, Option<T>>,
     name: &str,
-) -> Result<Option<ConfigMap>, EnvError> {
+    fetch: impl FnOnce() -> Result<Option<T>, String>,
+) -> Result<Option<T>, EnvError> {
     if let Some(c) = cache.get(name) {
         return Ok(c.clone());
     }
-    let c = lookup.config_map(ns, name).map_err(EnvError::Lookup)?;
-    cache.insert(name.to_string(), c.clone());
-    Ok(c)
-}
-
-fn get_secret(
-    cache: &mut HashMap<String, Option<Secret>>,
-    lookup: &dyn ObjectLookup,
-    ns: &str,
-    name: &str,
-) -> Result<Option<Secret>, EnvError> {
-    if let Some(c) = cache.get(name) {
-        return Ok(c.clone());
-    }
-    let c = lookup.secret(ns, name).map_err(EnvError::Lookup)?;
+    let c = fetch().map_err(EnvError::Lookup)?;
     cache.insert(name.to_string(), c.clone());
     Ok(c)
 }
@@ -537,43 +524,44 @@ pub fn make_environment(
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.as_deref().unwrap_or("");
         let mut invalid = Vec::new();
-        let (kind, name, entries): (&str, String, Vec<(String, String)>) =
-            if let Some(r) = &from.config_map_ref {
-                let optional = r.optional.unwrap_or(false);
-                let Some(cm) = get_config_map(&mut cms, ctx.lookup, ns, &r.name)? else {
-                    if optional {
-                        continue;
-                    }
-                    return Err(EnvError::NotFound {
-                        resource: "configmap",
-                        name: r.name.clone(),
-                    });
-                };
-                let data = cm.data.unwrap_or_default().into_iter().collect();
-                ("configMap", r.name.clone(), data)
-            } else if let Some(r) = &from.secret_ref {
-                let optional = r.optional.unwrap_or(false);
-                let Some(s) = get_secret(&mut secrets, ctx.lookup, ns, &r.name)? else {
-                    if optional {
-                        continue;
-                    }
-                    return Err(EnvError::NotFound {
-                        resource: "secret",
-                        name: r.name.clone(),
-                    });
-                };
-                let mut data: Vec<(String, String)> = s
-                    .data
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), secret_value(v)))
-                    .collect();
-                // stringData is write-only in the API; honour it for unsubmitted objects.
-                data.extend(s.string_data.unwrap_or_default());
-                ("secret", r.name.clone(), data)
-            } else {
-                continue;
+        let (kind, name, entries): (&str, String, Vec<(String, String)>) = if let Some(r) =
+            &from.config_map_ref
+        {
+            let optional = r.optional.unwrap_or(false);
+            let Some(cm) = cached(&mut cms, &r.name, || ctx.lookup.config_map(ns, &r.name))? else {
+                if optional {
+                    continue;
+                }
+                return Err(EnvError::NotFound {
+                    resource: "configmap",
+                    name: r.name.clone(),
+                });
             };
+            let data = cm.data.unwrap_or_default().into_iter().collect();
+            ("configMap", r.name.clone(), data)
+        } else if let Some(r) = &from.secret_ref {
+            let optional = r.optional.unwrap_or(false);
+            let Some(s) = cached(&mut secrets, &r.name, || ctx.lookup.secret(ns, &r.name))? else {
+                if optional {
+                    continue;
+                }
+                return Err(EnvError::NotFound {
+                    resource: "secret",
+                    name: r.name.clone(),
+                });
+            };
+            let mut data: Vec<(String, String)> = s
+                .data
+                .unwrap_or_default()
+                .iter()
+                .map(|(k, v)| (k.clone(), secret_value(v)))
+                .collect();
+            // stringData is write-only in the API; honour it for unsubmitted objects.
+            data.extend(s.string_data.unwrap_or_default());
+            ("secret", r.name.clone(), data)
+        } else {
+            continue;
+        };
         for (k, v) in entries {
             let k = format!("{prefix}{k}");
             if !is_env_var_name(&k, ctx.relaxed_names) {
@@ -610,7 +598,8 @@ pub fn make_environment(
                 container_resource_value(rr, container, ctx.node_allocatable)?
             } else if let Some(r) = &from.config_map_key_ref {
                 let optional = r.optional.unwrap_or(false);
-                let Some(cm) = get_config_map(&mut cms, ctx.lookup, ns, &r.name)? else {
+                let Some(cm) = cached(&mut cms, &r.name, || ctx.lookup.config_map(ns, &r.name))?
+                else {
                     if optional {
                         continue;
                     }
@@ -633,7 +622,8 @@ pub fn make_environment(
                 }
             } else if let Some(r) = &from.secret_key_ref {
                 let optional = r.optional.unwrap_or(false);
-                let Some(s) = get_secret(&mut secrets, ctx.lookup, ns, &r.name)? else {
+                let Some(s) = cached(&mut secrets, &r.name, || ctx.lookup.secret(ns, &r.name))?
+                else {
                     if optional {
                         continue;
                     }
