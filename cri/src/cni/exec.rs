@@ -71,8 +71,8 @@ pub async fn run(
         command: inv.command.as_str(),
         source,
     };
-    let mut child = tokio::process::Command::new(binary)
-        .env("CNI_COMMAND", inv.command.as_str())
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.env("CNI_COMMAND", inv.command.as_str())
         .env("CNI_CONTAINERID", inv.container_id)
         .env("CNI_NETNS", inv.netns)
         .env("CNI_IFNAME", inv.ifname)
@@ -81,9 +81,8 @@ pub async fn run(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(exec_err)?;
+        .kill_on_drop(true);
+    let mut child = spawn_retrying_busy(&mut cmd).await.map_err(exec_err)?;
     let mut stdin = child.stdin.take();
     let feed = async move {
         if let Some(stdin) = stdin.as_mut() {
@@ -115,6 +114,24 @@ pub async fn run(
             truncate(&stdout)
         ),
     })
+}
+
+/// Spawns `cmd`, retrying for a short while on ETXTBSY: a plugin binary being replaced (an
+/// upgrade copying it in), or just written by another thread of this process while a concurrent
+/// fork still holds the write descriptor until its exec, cannot be executed for that moment.
+async fn spawn_retrying_busy(
+    cmd: &mut tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    let mut attempts = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Turns a failed plugin's output into the spec's error, or the raw output if it has none.
