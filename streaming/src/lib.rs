@@ -19,6 +19,8 @@
 //! - `client`: the SPDY client side, for the API server's WebSocket-to-SPDY translation and for
 //!   tests.
 
+pub mod proxy;
+
 use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncWrite};
