@@ -471,6 +471,25 @@ impl Runtime {
         )
     }
 
+    /// Asks the runtime for a streaming URL to exec in the container (CRI `Exec`); the kubelet
+    /// server proxies the client's upgraded connection to it.
+    pub async fn exec(&self, req: pb::ExecRequest) -> Result<pb::ExecResponse, Status> {
+        rt_call!(self, exec, req)
+    }
+
+    /// A streaming URL to attach to the container's stdio (CRI `Attach`).
+    pub async fn attach(&self, req: pb::AttachRequest) -> Result<pb::AttachResponse, Status> {
+        rt_call!(self, attach, req)
+    }
+
+    /// A streaming URL to forward ports into the sandbox (CRI `PortForward`).
+    pub async fn port_forward(
+        &self,
+        req: pb::PortForwardRequest,
+    ) -> Result<pb::PortForwardResponse, Status> {
+        rt_call!(self, port_forward, req)
+    }
+
     pub async fn reopen_container_log(&self, id: &str) -> Result<(), Status> {
         rt_call!(
             self,

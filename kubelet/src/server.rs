@@ -3,7 +3,8 @@
 //! (127.0.0.1:10248). Port 0 turns a server off (so does `enableServer: false` for the main one),
 //! because several kubelets may share a host.
 //!
-//! Endpoints so far: `/healthz` and `/containerLogs/{namespace}/{pod}/{container}` (`logs`).
+//! Endpoints: `/healthz`, `/containerLogs/{namespace}/{pod}/{container}` (`logs`), and `/exec`,
+//! `/attach`, `/portForward`, `/run` (`streaming`, proxied to the runtime's streaming server).
 //! Every request of the main server passes the one check in `auth` first. Handlers get a
 //! [`ServerState`] — the runtime and the read-only [`PodView`] — and are axum routes, so the
 //! kubelet-server issue adds `/pods`, `/exec`, `/attach`, `/portForward`, `/metrics`, … as more
@@ -15,12 +16,13 @@
 
 pub mod auth;
 pub mod logs;
+pub mod streaming;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -124,6 +126,33 @@ pub fn routes(state: ServerState) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(logs::container_logs),
         )
+        // Streaming: SPDY clients POST, WebSocket clients GET; the uid segment is optional.
+        .route(
+            "/exec/{ns}/{pod}/{c}",
+            get(streaming::exec).post(streaming::exec),
+        )
+        .route(
+            "/exec/{ns}/{pod}/{uid}/{c}",
+            get(streaming::exec).post(streaming::exec),
+        )
+        .route(
+            "/attach/{ns}/{pod}/{c}",
+            get(streaming::attach).post(streaming::attach),
+        )
+        .route(
+            "/attach/{ns}/{pod}/{uid}/{c}",
+            get(streaming::attach).post(streaming::attach),
+        )
+        .route(
+            "/portForward/{ns}/{pod}",
+            get(streaming::port_forward).post(streaming::port_forward),
+        )
+        .route(
+            "/portForward/{ns}/{pod}/{uid}",
+            get(streaming::port_forward).post(streaming::port_forward),
+        )
+        .route("/run/{ns}/{pod}/{c}", post(streaming::run))
+        .route("/run/{ns}/{pod}/{uid}/{c}", post(streaming::run))
         .with_state(state)
 }
 
@@ -186,6 +215,7 @@ async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: R
             let service = TowerToHyperService::new(app);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await
             {
                 tracing::debug!(%peer, "kubelet server connection: {e}");

@@ -155,8 +155,8 @@ fn empty() -> ProxyBody {
 
 /// A plain-text error answer.
 pub fn error(code: StatusCode, message: &str) -> Response<ProxyBody> {
-    let body = http_body_util::Full::new(Bytes::from(message.to_owned()))
-        .map_err(|never| match never {});
+    let body =
+        http_body_util::Full::new(Bytes::from(message.to_owned())).map_err(|never| match never {});
     let mut r = Response::new(http_body_util::combinators::UnsyncBoxBody::new(body));
     *r.status_mut() = code;
     r.headers_mut().insert(
@@ -226,11 +226,12 @@ mod tests {
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                        let io = tokio::net::TcpStream::connect(backend).await.unwrap();
-                        let pq = req.uri().path_and_query().unwrap().to_string();
-                        Ok::<_, hyper::Error>(forward(req, io, &backend.to_string(), &pq).await)
-                    });
+                    let svc =
+                        hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                            let io = tokio::net::TcpStream::connect(backend).await.unwrap();
+                            let pq = req.uri().path_and_query().unwrap().to_string();
+                            Ok::<_, hyper::Error>(forward(req, io, &backend.to_string(), &pq).await)
+                        });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), svc)
                         .with_upgrades()
