@@ -44,6 +44,22 @@ fn subresource(
         "eviction" => (name, "Eviction", "policy", "v1", vec!["create"]),
         "finalize" => (name, r.kind, r.group, r.version, vec!["update"]),
         "log" => (name, r.kind, r.group, r.version, vec!["get"]),
+        "exec" => (name, "PodExecOptions", "", "v1", vec!["create", "get"]),
+        "attach" => (name, "PodAttachOptions", "", "v1", vec!["create", "get"]),
+        "portforward" => (
+            name,
+            "PodPortForwardOptions",
+            "",
+            "v1",
+            vec!["create", "get"],
+        ),
+        "proxy" if r.plural == "nodes" => (
+            name,
+            "NodeProxyOptions",
+            "",
+            "v1",
+            vec!["create", "delete", "get", "patch", "update"],
+        ),
         _ => (
             name,
             r.kind,

@@ -7,6 +7,7 @@
 
 pub mod allocator;
 pub mod cacher;
+pub mod connect;
 pub mod discovery;
 pub mod events_view;
 pub mod hooks;

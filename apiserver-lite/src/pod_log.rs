@@ -360,13 +360,7 @@ async fn kubelet_get(
     addr: SocketAddr,
     uri: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, Box<dyn std::error::Error + Send + Sync>> {
-    let tcp = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| format!("dial tcp {addr}: i/o timeout"))??;
-    let _ = tcp.set_nodelay(true);
-    let connector = tokio_rustls::TlsConnector::from(insecure_tls_config());
-    let server_name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let tls = connector.connect(server_name, tcp).await?;
+    let tls = kubelet_connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -378,6 +372,23 @@ async fn kubelet_get(
         .header(header::USER_AGENT, "capstan-apiserver")
         .body(http_body_util::Empty::<bytes::Bytes>::new())?;
     Ok(sender.send_request(req).await?)
+}
+
+/// A TLS connection to the kubelet at `addr` (its certificate is not verified, see
+/// [`kubelet_get`]).
+pub async fn kubelet_connect(
+    addr: SocketAddr,
+) -> Result<
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let tcp = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("dial tcp {addr}: i/o timeout"))??;
+    let _ = tcp.set_nodelay(true);
+    let connector = tokio_rustls::TlsConnector::from(insecure_tls_config());
+    let server_name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    Ok(connector.connect(server_name, tcp).await?)
 }
 
 /// A TLS client configuration that accepts any server certificate (see [`kubelet_get`]);

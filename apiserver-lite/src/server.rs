@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use bytes::Bytes;
 
+use crate::connect;
 use crate::discovery;
 use crate::openapi;
 use crate::registry::{Registry, WriteOptions, SYSTEM_NAMESPACES};
@@ -171,6 +172,12 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
         .map(str::to_string);
     if !info.is_resource_request {
         return non_resource(&state, parts.uri.path(), accept.as_deref());
+    }
+    if connect::is_connect(&info) {
+        let req = Request::from_parts(parts, body);
+        return connect::handle(&state.registry, &info, req)
+            .await
+            .unwrap_or_else(|e| error_response(&e));
     }
     let body = match axum::body::to_bytes(body, rest::MAX_BODY).await {
         Ok(b) => b,

@@ -426,9 +426,10 @@ fn resource_paths(info: &'static ResourceInfo, out: &mut Vec<PathItem>) {
 
     // Subresources.
     for sub in info.subresources {
-        // pods/log answers a text stream, which the operation model here (JSON definitions)
-        // does not describe yet; clients do not need it to call the subresource.
-        if *sub == "log" {
+        // pods/log answers a text stream and the connect subresources upgrade the connection,
+        // which the operation model here (JSON definitions) does not describe yet; clients do
+        // not need it to call them.
+        if matches!(*sub, "log" | "exec" | "attach" | "portforward" | "proxy") {
             continue;
         }
         let path = format!("{scope}{}/{{name}}/{sub}", info.plural);

@@ -112,22 +112,10 @@ impl StreamOptions {
     }
 }
 
-/// The decoded `key=value` pairs of a query string, in order.
+/// The decoded `key=value` pairs of a query string, in order (repeated keys kept).
 fn form(query: Option<&str>) -> Vec<(String, String)> {
-    let decode = |s: &str| {
-        let s = s.replace('+', " ");
-        percent_encoding::percent_decode_str(&s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
