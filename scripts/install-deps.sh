@@ -52,3 +52,17 @@ fi
 if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
   rustup component add clippy rustfmt 2>/dev/null || { echo "install-deps: clippy and rustfmt are required" >&2; exit 1; }
 fi
+
+# The kubelet-server suite runs exec through the official Python client (its WebSocket stream),
+# from PyPI into a venv of its own so the system Python stays untouched.
+PYVENV=/var/lib/capstan-test/pyvenv
+if ! "$PYVENV/bin/python" -c 'import kubernetes' >/dev/null 2>&1; then
+  if ! /usr/bin/python3 -m venv --help >/dev/null 2>&1 || ! dpkg -s python3-venv >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-venv
+  fi
+  rm -rf "$PYVENV"
+  /usr/bin/python3 -m venv "$PYVENV"
+  "$PYVENV/bin/pip" install -q --disable-pip-version-check 'kubernetes==33.1.0'
+fi
