@@ -150,13 +150,23 @@ spec:
     );
     node.apply(&api, "pods.yaml", &manifest);
     for pod in ["shell", "web", "reader"] {
-        wait_pod(&api, &mut node, pod, Duration::from_secs(120), "running", |p| {
-            p["status"]["phase"] == "Running"
-        });
+        wait_pod(
+            &api,
+            &mut node,
+            pod,
+            Duration::from_secs(120),
+            "running",
+            |p| p["status"]["phase"] == "Running",
+        );
     }
-    wait_pod(&api, &mut node, "done", Duration::from_secs(120), "succeeded", |p| {
-        p["status"]["phase"] == "Succeeded"
-    });
+    wait_pod(
+        &api,
+        &mut node,
+        "done",
+        Duration::from_secs(120),
+        "succeeded",
+        |p| p["status"]["phase"] == "Succeeded",
+    );
 
     // exec: stdout, stderr, and the exit code passed on by kubectl.
     let out = api.kubectl(&[
@@ -215,9 +225,14 @@ spec:
         text(&out.stdout),
         text(&out.stderr)
     );
-    wait_pod(&api, &mut node, "reader", Duration::from_secs(60), "done", |p| {
-        p["status"]["phase"] == "Succeeded"
-    });
+    wait_pod(
+        &api,
+        &mut node,
+        "reader",
+        Duration::from_secs(60),
+        "done",
+        |p| p["status"]["phase"] == "Succeeded",
+    );
 
     // port-forward: concurrent requests through one forward.
     let local = common::free_port();
@@ -263,11 +278,7 @@ print(json.dumps({"out": out, "err": err, "code": code}))
         .env("KUBECONFIG", api.kubeconfig())
         .output()
         .expect("running the Python client (scripts/install-deps.sh installs it)");
-    assert!(
-        out.status.success(),
-        "python client: {}",
-        text(&out.stderr)
-    );
+    assert!(out.status.success(), "python client: {}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["out"], "py-out\n");
     assert_eq!(v["err"], "py-err\n");
@@ -295,7 +306,10 @@ print(json.dumps({"out": out, "err": err, "code": code}))
         "application/json",
         b"",
     );
-    assert!((400..500).contains(&code), "non-upgrade exec answered {code}");
+    assert!(
+        (400..500).contains(&code),
+        "non-upgrade exec answered {code}"
+    );
 
     // A client that goes away mid-stream leaves nothing behind in the kubelet.
     let kubelet = node.pid();
@@ -313,9 +327,11 @@ print(json.dumps({"out": out, "err": err, "code": code}))
         let _ = c.kill();
         let _ = c.wait();
     }
-    eventually(Duration::from_secs(30), "kubelet fds back to normal", || {
-        fd_count(kubelet) <= fds_before + 2
-    });
+    eventually(
+        Duration::from_secs(30),
+        "kubelet fds back to normal",
+        || fd_count(kubelet) <= fds_before + 2,
+    );
 }
 
 #[test]
