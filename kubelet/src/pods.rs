@@ -77,6 +77,42 @@ impl Workers {
         }
     }
 
+    /// Forgets pods whose worker has ended for good: an API pod once its deletion has been
+    /// observed (the view no longer holds that UID), a static pod once it left the manifests
+    /// (it leaves the view then too). A pod still in the view keeps its ended worker's entry, so
+    /// a late update of a finished pod does not start it again.
+    fn prune(&mut self, view: &view::PodView, statics: &HashMap<String, Pod>) {
+        let ended: Vec<String> = self
+            .senders
+            .iter()
+            .filter(|(_, s)| s.is_closed())
+            .map(|(u, _)| u.clone())
+            .collect();
+        for uid in ended {
+            let Some(pod) = self.known.get(&uid) else {
+                self.senders.remove(&uid);
+                continue;
+            };
+            let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let in_view = view
+                .get(ns, name)
+                .is_some_and(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
+            let gone = if static_pods::is_static_pod(pod) {
+                !statics.contains_key(&uid)
+            } else {
+                !in_view
+            };
+            if gone {
+                if in_view {
+                    view.remove(pod);
+                }
+                self.known.remove(&uid);
+                self.senders.remove(&uid);
+            }
+        }
+    }
+
     /// Whether a worker of another UID with the same full name still runs.
     fn name_taken(&self, pod: &Pod) -> bool {
         let name = static_pods::full_name(pod);
@@ -294,6 +330,7 @@ impl PodManager {
                 Some(uid) = self.pleg_events.recv() => workers.wake(&uid),
                 Some(u) = self.probe_updates.recv() => workers.wake(&u.pod_uid),
                 _ = health_tick.tick() => {
+                    workers.prune(&self.view, &static_pods);
                     let healthy = self.pleg_health.healthy();
                     self.inputs.update(|s| {
                         s.runtime_errors.retain(|e| !e.starts_with("PLEG is not healthy"));
@@ -389,4 +426,64 @@ impl PodManager {
 
 fn plan_name(pod: &Pod) -> String {
     crate::plan::pod_full_name(pod)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str, name: &str, static_pod: bool) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.uid = Some(uid.into());
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some("default".into());
+        if static_pod {
+            p.metadata.annotations = Some(
+                [(
+                    "kubernetes.io/config.source".to_string(),
+                    "file".to_string(),
+                )]
+                .into(),
+            );
+        }
+        p
+    }
+
+    /// A worker whose channel is already closed (its task ended).
+    fn ended() -> mpsc::UnboundedSender<PodUpdate> {
+        mpsc::unbounded_channel().0
+    }
+
+    #[test]
+    fn ended_workers_are_forgotten_once_their_pod_is_gone() {
+        let view = view::PodView::default();
+        let mut w = Workers::default();
+        let (live_tx, _live_rx) = mpsc::unbounded_channel();
+        for (uid, name, is_static, sender) in [
+            ("deleted", "a", false, ended()),
+            ("finished", "b", false, ended()),
+            ("running", "c", false, live_tx),
+            ("static-gone", "d", true, ended()),
+            ("static-kept", "e", true, ended()),
+        ] {
+            let p = pod(uid, name, is_static);
+            if uid != "deleted" {
+                view.upsert(&p);
+            }
+            w.known.insert(uid.into(), p);
+            w.senders.insert(uid.into(), sender);
+        }
+        let statics: HashMap<String, Pod> =
+            [("static-kept".to_string(), pod("static-kept", "e", true))].into();
+        w.prune(&view, &statics);
+        let mut left: Vec<&str> = w.known.keys().map(String::as_str).collect();
+        left.sort();
+        assert_eq!(left, ["finished", "running", "static-kept"]);
+        assert_eq!(w.senders.len(), 3);
+        assert!(
+            view.get("default", "d").is_none(),
+            "a removed static pod leaves the view"
+        );
+        assert!(view.get("default", "b").is_some());
+    }
 }
