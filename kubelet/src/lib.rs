@@ -5,7 +5,8 @@
 //!   [`config::Config`] (paths of the root dir, the built-in runtime, logs, CNI, cgroups).
 //! - `client`: the API client (kube-rs) built from a kubeconfig.
 //! - `node`: Node registration, status and the node Lease.
-//! - `runtime`: the kubelet's view of a CRI runtime (built-in in-process, or remote over gRPC).
+//! - `runtime`: the kubelet's view of a CRI runtime (built-in in-process, or remote over gRPC);
+//!   `runtime_status`: its periodic health check, feeding the Node's Ready condition.
 //! - `plan`: upstream's computePodActions as a pure function, and the CRI configs for a pod.
 //! - `pod_status`: upstream's generateAPIPodStatus as pure functions.
 //! - `probe`: liveness, readiness and startup probe workers.
@@ -47,6 +48,7 @@ pub mod probe;
 pub mod qos;
 pub mod quantity;
 pub mod runtime;
+pub mod runtime_status;
 pub mod server;
 pub mod static_pods;
 pub mod status_manager;

@@ -137,6 +137,7 @@ impl PodManager {
         let runtime_name = version.runtime_name.clone();
         let runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
         inputs.update(|s| *s = NodeState::healthy(runtime_version.clone()));
+        tokio::spawn(crate::runtime_status::run(runtime.clone(), inputs.clone()));
 
         let now = Time(Timestamp::now());
         let status = object::node_status(&config, machine, &inputs.current(), &[], &[], &now);

@@ -235,6 +235,39 @@ impl Node {
         }
     }
 
+    /// SIGKILL to the node's containerd alone (its shims and containers stay, as when containerd
+    /// crashes); a no-op for the built-in runtime.
+    pub fn kill9_containerd(&mut self) {
+        let Ok(pid) = std::fs::read_to_string(self.dir.join("containerd.pid")) else {
+            return;
+        };
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            // It is our grandchild (setsid in containerd.sh); wait until it is gone.
+            let until = Instant::now() + Duration::from_secs(10);
+            while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts the node's containerd again on its old state (`scripts/containerd.sh start`).
+    pub fn start_containerd(&mut self) {
+        let out = Command::new("bash")
+            .arg(repo_dir().join("scripts/containerd.sh"))
+            .arg("start")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running scripts/containerd.sh start");
+        assert!(
+            out.status.success(),
+            "containerd did not start again: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Starts the kubelet again with the same flags (after [`Node::kill9`]).
     pub fn restart(&mut self) {
         self.kill9();
