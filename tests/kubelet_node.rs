@@ -114,8 +114,20 @@ fn node_registers_heartbeats_and_reregisters() {
     // The kubelet's QoS cgroups (and its runtime's supervisors) go under a cgroup of this test,
     // removed after the kubelet by the guard (declared first, dropped last).
     let cgroup_root = CgroupRoot::make(&format!("/capstan-test-{name}"));
+    // A network configuration, so the runtime reports NetworkReady (no pod runs here).
+    let net_d = dir.path().join("net.d");
+    std::fs::create_dir_all(&net_d).unwrap();
+    std::fs::write(
+        net_d.join("10-lo.conflist"),
+        r#"{"cniVersion": "1.0.0", "name": "lo-only", "plugins": [{"type": "loopback"}]}"#,
+    )
+    .unwrap();
     let mut kubelet = KubeletProcess::start(
         &[
+            "--cni-conf-dir",
+            net_d.to_str().unwrap(),
+            "--cni-bin-dir",
+            "/usr/lib/cni",
             "--config",
             config.to_str().unwrap(),
             "--kubeconfig",
