@@ -16,7 +16,7 @@
 use axum::body::Body;
 use axum::http::{Method, Request, Response};
 
-use crate::pod_log::{choose_container, kubelet_address, kubelet_connect};
+use crate::pod_log::{choose_container, kubelet_connect, node_kubelet};
 use crate::registry::Registry;
 use crate::request::RequestInfo;
 use crate::resources;
@@ -144,13 +144,7 @@ async fn to_kubelet(
     req: Request<Body>,
     target: &str,
 ) -> ApiResult<Response<Body>> {
-    let nodes = resources::find("", "v1", "nodes").expect("nodes are served");
-    let node = reg
-        .cacher(nodes)
-        .get(&Registry::key(nodes, "", node_name))
-        .ok_or_else(|| ApiError::not_found("", "nodes", node_name))?;
-    let addr = kubelet_address(&node.value)
-        .ok_or_else(|| ApiError::internal(format!("node {node_name:?} has no usable address")))?;
+    let addr = node_kubelet(reg, node_name)?;
     let io = kubelet_connect(addr).await.map_err(|e| {
         ApiError::service_unavailable(format!("error dialing backend: dial tcp {addr}: {e}"))
     })?;

@@ -234,6 +234,17 @@ pub fn kubelet_address(node: &Value) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// Where the kubelet of Node `node_name` serves (the Node must exist and have an address).
+pub fn node_kubelet(reg: &Registry, node_name: &str) -> ApiResult<SocketAddr> {
+    let nodes = resources::find("", "v1", "nodes").expect("nodes are served");
+    let node = reg
+        .cacher(nodes)
+        .get(&Registry::key(nodes, "", node_name))
+        .ok_or_else(|| ApiError::not_found("", "nodes", node_name))?;
+    kubelet_address(&node.value)
+        .ok_or_else(|| ApiError::internal(format!("node {node_name:?} has no usable address")))
+}
+
 /// `GET pods/{name}/log`.
 pub async fn get(
     reg: &Registry,
@@ -259,13 +270,7 @@ pub async fn get(
         *r.status_mut() = StatusCode::NO_CONTENT;
         return Ok(r);
     }
-    let nodes = resources::find("", "v1", "nodes").expect("nodes are served");
-    let node = reg
-        .cacher(nodes)
-        .get(&Registry::key(nodes, "", node_name))
-        .ok_or_else(|| ApiError::not_found("", "nodes", node_name))?;
-    let addr = kubelet_address(&node.value)
-        .ok_or_else(|| ApiError::internal(format!("node {node_name:?} has no usable address")))?;
+    let addr = node_kubelet(reg, node_name)?;
     let path = format!(
         "/containerLogs/{}/{}/{}",
         encode(&req.info.namespace),

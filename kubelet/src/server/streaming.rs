@@ -121,6 +121,12 @@ fn form(query: Option<&str>) -> Vec<(String, String)> {
 
 type Failure = (StatusCode, String);
 
+/// The request's [`Target`]; a path of the wrong shape is a 404, as for any unknown path.
+fn target_of(req: &Request, with_container: bool) -> Result<Target, Failure> {
+    Target::parse(req.uri().path(), with_container)
+        .ok_or_else(|| (StatusCode::NOT_FOUND, "404 page not found".to_string()))
+}
+
 /// `GET|POST /exec/{namespace}/{pod}[/{uid}]/{container}?command=…&stdin=1&…`.
 pub async fn exec(State(state): State<ServerState>, req: Request) -> Response<Body> {
     respond(exec_or_attach(&state, req, true).await)
@@ -136,8 +142,7 @@ async fn exec_or_attach(
     req: Request,
     exec: bool,
 ) -> Result<Response<Body>, Failure> {
-    let target = Target::parse(req.uri().path(), true)
-        .ok_or_else(|| (StatusCode::NOT_FOUND, "404 page not found".to_string()))?;
+    let target = target_of(&req, true)?;
     let opts = StreamOptions::parse(req.uri().query()).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
     let pod = find_pod(state, &target)?;
     let container_id = running_container(state, &pod, &target.container).await?;
@@ -178,8 +183,7 @@ pub async fn port_forward(State(state): State<ServerState>, req: Request) -> Res
 }
 
 async fn port_forward_inner(state: &ServerState, req: Request) -> Result<Response<Body>, Failure> {
-    let target = Target::parse(req.uri().path(), false)
-        .ok_or_else(|| (StatusCode::NOT_FOUND, "404 page not found".to_string()))?;
+    let target = target_of(&req, false)?;
     let mut ports = Vec::new();
     for (k, v) in form(req.uri().query()) {
         if k == "port" || k == "ports" {
@@ -217,8 +221,7 @@ pub async fn run(State(state): State<ServerState>, req: Request) -> Response<Bod
 }
 
 async fn run_inner(state: &ServerState, req: Request) -> Result<Response<Body>, Failure> {
-    let target = Target::parse(req.uri().path(), true)
-        .ok_or_else(|| (StatusCode::NOT_FOUND, "404 page not found".to_string()))?;
+    let target = target_of(&req, true)?;
     let mut cmd = Vec::new();
     for (k, v) in form(req.uri().query()) {
         match k.as_str() {
