@@ -14,10 +14,16 @@
 //! - `portforward`: port-forward over SPDY, WebSockets, and SPDY tunnelled in a WebSocket
 //!   (`SPDY/3.1+portforward.k8s.io`);
 //! - `server`: the streaming server itself (single-use tokens, `/exec/{token}`, …);
-//! - `proxy`: the upgrade-aware reverse proxy the kubelet and the API server use to pass an
-//!   upgraded connection on;
 //! - `client`: the SPDY client side, for the API server's WebSocket-to-SPDY translation and for
 //!   tests.
+
+pub mod client;
+pub mod httpstream;
+pub mod portforward;
+pub mod remotecommand;
+pub mod server;
+pub mod spdy;
+pub mod wsstream;
 
 use std::pin::Pin;
 
