@@ -587,6 +587,7 @@ impl Session {
             .map_err(|_| io::Error::from(io::ErrorKind::NotConnected))?;
         let stream = Stream::new(id, headers, data_rx, self.out.clone(), self.shared.clone());
         tokio::select! {
+            biased;
             reply = reply_rx => match reply {
                 Ok(_) => Ok(stream),
                 Err(_) => Err(io::Error::new(
@@ -803,7 +804,9 @@ async fn read_loop<R: AsyncRead>(
                     let _ = out.send(Out::Frame(Frame::Ping(id))).await;
                 }
             }
-            Frame::GoAway { .. } => break,
+            // The peer opens no more streams; the ones open go on until it closes the
+            // connection.
+            Frame::GoAway { .. } => {}
             Frame::Headers { id, fin, .. } => {
                 if fin {
                     if let Some(slot) = shared.streams.lock().unwrap().get_mut(&id) {
