@@ -156,8 +156,9 @@ pub async fn exec(session: &Session, protocol: &str, io: ExecIo) -> Result<Statu
         });
     }
     if protocol == STREAM_PROTOCOL_V4 {
-        return serde_json::from_slice(&message)
-            .map_err(|e| ClientError::BadStatus(format!("{e}: {}", String::from_utf8_lossy(&message))));
+        return serde_json::from_slice(&message).map_err(|e| {
+            ClientError::BadStatus(format!("{e}: {}", String::from_utf8_lossy(&message)))
+        });
     }
     Ok(Status {
         status: Some("Failure".into()),
@@ -211,7 +212,10 @@ impl PortForwarder {
 
     /// Opens a connection to `port` of the pod (error stream first, as kubectl does).
     pub async fn open(&self, port: u16) -> Result<ForwardedConn, ClientError> {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed).to_string();
+        let id = self
+            .next_request
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string();
         let headers = |kind: &str| {
             Headers::new()
                 .with(STREAM_TYPE_HEADER, kind)

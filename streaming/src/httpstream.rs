@@ -191,9 +191,18 @@ mod tests {
     #[test]
     fn handshake_picks_the_clients_first_supported_protocol() {
         let mut h = HeaderMap::new();
-        h.append(HEADER_PROTOCOL_VERSION, "v5.channel.k8s.io".parse().unwrap());
-        h.append(HEADER_PROTOCOL_VERSION, "v4.channel.k8s.io".parse().unwrap());
-        h.append(HEADER_PROTOCOL_VERSION, "v3.channel.k8s.io".parse().unwrap());
+        h.append(
+            HEADER_PROTOCOL_VERSION,
+            "v5.channel.k8s.io".parse().unwrap(),
+        );
+        h.append(
+            HEADER_PROTOCOL_VERSION,
+            "v4.channel.k8s.io".parse().unwrap(),
+        );
+        h.append(
+            HEADER_PROTOCOL_VERSION,
+            "v3.channel.k8s.io".parse().unwrap(),
+        );
         let got = handshake(&h, &["v3.channel.k8s.io", "v4.channel.k8s.io"]).unwrap();
         assert_eq!(got, "v4.channel.k8s.io");
         let err = handshake(&h, &["portforward.k8s.io"]).unwrap_err();

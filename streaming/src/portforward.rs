@@ -188,7 +188,8 @@ async fn run_spdy(
             .to_owned();
         let id = request_id(&stream, &kind);
         let pair = pairs.entry(id.clone()).or_default();
-        pair.deadline.get_or_insert_with(|| Instant::now() + creation);
+        pair.deadline
+            .get_or_insert_with(|| Instant::now() + creation);
         let slot = match kind.as_str() {
             STREAM_TYPE_ERROR => &mut pair.error,
             STREAM_TYPE_DATA => &mut pair.data,
@@ -207,7 +208,12 @@ async fn run_spdy(
         if pair.data.is_some() && pair.error.is_some() {
             let pair = pairs.remove(&id).expect("the pair is present");
             let (data, error) = (pair.data.unwrap(), pair.error.unwrap());
-            forwards.spawn(forward_spdy(backend.clone(), sandbox_id.clone(), data, error));
+            forwards.spawn(forward_spdy(
+                backend.clone(),
+                sandbox_id.clone(),
+                data,
+                error,
+            ));
         }
     }
     // The client hung up: streams still open read end of file and end their forwards.
@@ -325,7 +331,9 @@ mod tests {
             [80, 8080, 9090]
         );
         assert!(ports_from_query(None).unwrap_err().contains("is required"));
-        assert!(ports_from_query(Some("port=0")).unwrap_err().contains("> 0"));
+        assert!(ports_from_query(Some("port=0"))
+            .unwrap_err()
+            .contains("> 0"));
         assert!(ports_from_query(Some("port=x")).is_err());
         assert!(ports_from_query(Some("port=")).is_err());
     }

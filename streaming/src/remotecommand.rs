@@ -144,7 +144,15 @@ pub fn serve<B: Send + 'static>(
     let resp = httpstream::spdy_switching_protocols(&protocol);
     httpstream::spawn_upgraded(req, move |io| async move {
         let session = Session::new(io, Role::Server, timeouts.idle);
-        run_spdy(session, &protocol, backend, command, opts, timeouts.creation).await;
+        run_spdy(
+            session,
+            &protocol,
+            backend,
+            command,
+            opts,
+            timeouts.creation,
+        )
+        .await;
     });
     resp
 }
@@ -213,9 +221,7 @@ async fn run_spdy(
     };
     let resize = streams.resize.map(spawn_resize_decoder);
     let io = StreamIo {
-        stdin: streams
-            .stdin
-            .map(|s| Box::pin(s) as crate::Reader),
+        stdin: streams.stdin.map(|s| Box::pin(s) as crate::Reader),
         stdout: streams.stdout.map(|s| Box::pin(s) as Writer),
         stderr: streams.stderr.map(|s| Box::pin(s) as Writer),
         tty: opts.tty,
@@ -258,9 +264,7 @@ async fn run_websocket<S>(
         CHANNEL_ERROR
     };
     let _ = conn.writer(first).send(&[]).await;
-    let resize = conn
-        .take_reader(CHANNEL_RESIZE)
-        .map(spawn_resize_decoder);
+    let resize = conn.take_reader(CHANNEL_RESIZE).map(spawn_resize_decoder);
     let io = StreamIo {
         stdin: conn
             .take_reader(CHANNEL_STDIN)

@@ -373,7 +373,9 @@ mod tests {
             cache.insert(exec()).unwrap();
         }
         let err = cache.insert(exec()).unwrap_err();
-        assert!(err.to_string().contains("maximum number of in-flight requests"));
+        assert!(err
+            .to_string()
+            .contains("maximum number of in-flight requests"));
         tokio::time::advance(TOKEN_TTL).await;
         cache.insert(exec()).unwrap();
     }
@@ -383,7 +385,12 @@ mod tests {
         struct NoBackend;
         #[async_trait::async_trait]
         impl Backend for NoBackend {
-            async fn exec(&self, _: &str, _: Vec<String>, _: crate::StreamIo) -> Result<i32, StreamError> {
+            async fn exec(
+                &self,
+                _: &str,
+                _: Vec<String>,
+                _: crate::StreamIo,
+            ) -> Result<i32, StreamError> {
                 unreachable!()
             }
             async fn attach(&self, _: &str, _: crate::StreamIo) -> Result<(), StreamError> {
@@ -408,10 +415,35 @@ mod tests {
         let url = server.get_exec(&ok).unwrap().url;
         assert!(url.starts_with(&format!("http://{}/exec/", server.addr())));
         let cases = [
-            (ExecRequest { container_id: String::new(), ..ok.clone() }, "missing required container_id"),
-            (ExecRequest { cmd: vec![], ..ok.clone() }, "missing required cmd"),
-            (ExecRequest { tty: true, stderr: true, ..ok.clone() }, "tty and stderr cannot both be true"),
-            (ExecRequest { stdout: false, ..ok.clone() }, "one of stdin, stdout, or stderr must be set"),
+            (
+                ExecRequest {
+                    container_id: String::new(),
+                    ..ok.clone()
+                },
+                "missing required container_id",
+            ),
+            (
+                ExecRequest {
+                    cmd: vec![],
+                    ..ok.clone()
+                },
+                "missing required cmd",
+            ),
+            (
+                ExecRequest {
+                    tty: true,
+                    stderr: true,
+                    ..ok.clone()
+                },
+                "tty and stderr cannot both be true",
+            ),
+            (
+                ExecRequest {
+                    stdout: false,
+                    ..ok.clone()
+                },
+                "one of stdin, stdout, or stderr must be set",
+            ),
         ];
         for (req, want) in cases {
             assert_eq!(server.get_exec(&req).unwrap_err().to_string(), want);

@@ -65,16 +65,71 @@ pub const RST_CANCEL: u32 = 5;
 /// Adler-32 are checked in the tests.
 static DICTIONARY: LazyLock<Vec<u8>> = LazyLock::new(|| {
     const WORDS: &[&str] = &[
-        "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset",
-        "accept-encoding", "accept-language", "accept-ranges", "age", "allow", "authorization",
-        "cache-control", "connection", "content-base", "content-encoding", "content-language",
-        "content-length", "content-location", "content-md5", "content-range", "content-type",
-        "date", "etag", "expect", "expires", "from", "host", "if-match", "if-modified-since",
-        "if-none-match", "if-range", "if-unmodified-since", "last-modified", "location",
-        "max-forwards", "pragma", "proxy-authenticate", "proxy-authorization", "range", "referer",
-        "retry-after", "server", "te", "trailer", "transfer-encoding", "upgrade", "user-agent",
-        "vary", "via", "warning", "www-authenticate", "method", "get", "status", "200 OK",
-        "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin",
+        "options",
+        "head",
+        "post",
+        "put",
+        "delete",
+        "trace",
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "accept-ranges",
+        "age",
+        "allow",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-base",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-location",
+        "content-md5",
+        "content-range",
+        "content-type",
+        "date",
+        "etag",
+        "expect",
+        "expires",
+        "from",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "last-modified",
+        "location",
+        "max-forwards",
+        "pragma",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "retry-after",
+        "server",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "vary",
+        "via",
+        "warning",
+        "www-authenticate",
+        "method",
+        "get",
+        "status",
+        "200 OK",
+        "version",
+        "HTTP/1.1",
+        "url",
+        "public",
+        "set-cookie",
+        "keep-alive",
+        "origin",
     ];
     const TAIL: &str = concat!(
         "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505",
@@ -183,7 +238,10 @@ impl HeaderEncoder {
     pub fn encode(&mut self, headers: &Headers) -> io::Result<Vec<u8>> {
         let mut grouped: Vec<(&str, Vec<&str>)> = Vec::new();
         for (name, value) in &headers.0 {
-            match grouped.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            match grouped
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
                 Some((_, values)) => values.push(value),
                 None => grouped.push((name, vec![value])),
             }
@@ -404,7 +462,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         }
         let version = ((first >> 16) & 0x7fff) as u16;
         if version != VERSION {
-            return Err(protocol_error(format!("unsupported SPDY version {version}")));
+            return Err(protocol_error(format!(
+                "unsupported SPDY version {version}"
+            )));
         }
         let kind = (first & 0xffff) as u16;
         let need = |n: usize| {
@@ -632,11 +692,7 @@ fn close_via(out: &mpsc::Sender<Out>) {
     }
 }
 
-async fn write_loop<W: AsyncWrite>(
-    write: W,
-    mut rx: mpsc::Receiver<Out>,
-    shared: Arc<Shared>,
-) {
+async fn write_loop<W: AsyncWrite>(write: W, mut rx: mpsc::Receiver<Out>, shared: Arc<Shared>) {
     let mut enc = HeaderEncoder::default();
     let mut buf = BytesMut::with_capacity(MAX_DATA + 64);
     let mut write = std::pin::pin!(write);

@@ -100,7 +100,9 @@ pub fn handshake(
 ) -> Result<(String, Response<Body>), Box<Response<Body>>> {
     let bad = |msg: &str| Box::new(error_response(StatusCode::BAD_REQUEST, msg));
     if !is_websocket_request(headers) {
-        return Err(bad("websocket: the client is not using the websocket protocol"));
+        return Err(bad(
+            "websocket: the client is not using the websocket protocol",
+        ));
     }
     let Some(key) = headers.get("Sec-WebSocket-Key") else {
         return Err(bad("websocket: missing Sec-WebSocket-Key"));
@@ -110,7 +112,9 @@ pub fn handshake(
         .and_then(|v| v.to_str().ok())
         != Some("13")
     {
-        return Err(bad("websocket: unsupported Sec-WebSocket-Version (13 is required)"));
+        return Err(bad(
+            "websocket: unsupported Sec-WebSocket-Version (13 is required)",
+        ));
     }
     let offered = client_protocols(headers);
     let chosen = if offered.is_empty() {

@@ -135,11 +135,7 @@ async fn api_server(backend: Arc<dyn Backend>) -> ApiServer {
          current-context: c\nusers:\n- name: u\n  user: {{}}\n"
     );
     std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
-    ApiServer {
-        seen,
-        dir,
-        task,
-    }
+    ApiServer { seen, dir, task }
 }
 
 impl ApiServer {
@@ -157,7 +153,9 @@ impl ApiServer {
 
     async fn exec(&self, websockets: bool, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
         let mut cmd = self.kubectl(websockets, args);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("kubectl runs");
         let mut input = child.stdin.take().unwrap();
         input.write_all(stdin).await.unwrap();
@@ -174,7 +172,12 @@ impl ApiServer {
     }
 
     fn last_upgrade(&self) -> String {
-        self.seen.lock().unwrap().last().cloned().unwrap_or_default()
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -182,26 +185,66 @@ impl ApiServer {
 async fn kubectl_exec_over_spdy_and_websockets() {
     let api = api_server(Arc::new(Fake::default())).await;
     for (websockets, upgrade) in [(false, "SPDY/3.1 "), (true, "websocket v5.channel.k8s.io")] {
-        let (code, out, err) = api.exec(websockets, &["exec", "p", "-c", "c1", "--", "echo", "hello", "world"], b"").await;
-        assert_eq!((code, out.as_str(), err.as_str()), (0, "hello world\n", "err\n"), "websockets={websockets}");
+        let (code, out, err) = api
+            .exec(
+                websockets,
+                &["exec", "p", "-c", "c1", "--", "echo", "hello", "world"],
+                b"",
+            )
+            .await;
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (0, "hello world\n", "err\n"),
+            "websockets={websockets}"
+        );
         let seen = api.last_upgrade();
-        assert!(seen.starts_with(upgrade), "websockets={websockets}: the request was {seen:?}");
+        assert!(
+            seen.starts_with(upgrade),
+            "websockets={websockets}: the request was {seen:?}"
+        );
 
-        let (code, _, err) = api.exec(websockets, &["exec", "p", "-c", "c1", "--", "exit", "3"], b"").await;
-        assert_eq!(code, 3, "websockets={websockets}: kubectl's exit code comes from the status ({err})");
+        let (code, _, err) = api
+            .exec(
+                websockets,
+                &["exec", "p", "-c", "c1", "--", "exit", "3"],
+                b"",
+            )
+            .await;
+        assert_eq!(
+            code, 3,
+            "websockets={websockets}: kubectl's exit code comes from the status ({err})"
+        );
 
-        let (code, _, err) = api.exec(websockets, &["exec", "p", "-c", "c1", "--", "nope"], b"").await;
+        let (code, _, err) = api
+            .exec(websockets, &["exec", "p", "-c", "c1", "--", "nope"], b"")
+            .await;
         assert_ne!(code, 0);
-        assert!(err.contains("executable file not found: nope"), "websockets={websockets}: {err}");
+        assert!(
+            err.contains("executable file not found: nope"),
+            "websockets={websockets}: {err}"
+        );
 
-        let (code, out, err) = api.exec(websockets, &["exec", "-i", "p", "-c", "c1", "--", "cat"], b"piped through cat").await;
-        assert_eq!((code, out.as_str()), (0, "piped through cat"), "websockets={websockets}: {err}");
+        let (code, out, err) = api
+            .exec(
+                websockets,
+                &["exec", "-i", "p", "-c", "c1", "--", "cat"],
+                b"piped through cat",
+            )
+            .await;
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "piped through cat"),
+            "websockets={websockets}: {err}"
+        );
     }
 }
 
 async fn forward_once(api: &ApiServer, websockets: bool, remote: u16) -> String {
     let mut child = api
-        .kubectl(websockets, &["port-forward", "pod/p", &format!(":{remote}")])
+        .kubectl(
+            websockets,
+            &["port-forward", "pod/p", &format!(":{remote}")],
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -244,8 +287,14 @@ async fn kubectl_port_forward_over_spdy_and_the_websocket_tunnel() {
         (true, "websocket SPDY/3.1+portforward.k8s.io"),
     ] {
         let got = forward_once(&api, websockets, remote).await;
-        assert_eq!(got, "pod:hello 0|pod:hello 1|pod:hello 2", "websockets={websockets}");
+        assert_eq!(
+            got, "pod:hello 0|pod:hello 1|pod:hello 2",
+            "websockets={websockets}"
+        );
         let seen = api.last_upgrade();
-        assert!(seen.starts_with(upgrade), "websockets={websockets}: the request was {seen:?}");
+        assert!(
+            seen.starts_with(upgrade),
+            "websockets={websockets}: the request was {seen:?}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use streaming::wsstream::MessageStream;
 
 mod fake;
 use fake::{echo_listener, Fake};
-use streaming::{Backend, Duplex, StreamError, StreamIo, TerminalSize};
+use streaming::TerminalSize;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -69,7 +69,11 @@ impl Sink {
     }
 }
 impl AsyncWrite for Sink {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.0.lock().unwrap().extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -81,24 +85,39 @@ impl AsyncWrite for Sink {
     }
 }
 
-async fn spdy_connect(server: &Server, url: &str, protocols: &[&str]) -> Result<(Session, String), client::ClientError> {
+async fn spdy_connect(
+    server: &Server,
+    url: &str,
+    protocols: &[&str],
+) -> Result<(Session, String), client::ClientError> {
     let tcp = TcpStream::connect(server.addr()).await.unwrap();
     client::connect(tcp, &path_of(url), protocols).await
 }
 
-async fn spdy_exec(server: &Server, req: ExecRequest, protocol: &str, stdin: Option<&'static [u8]>) -> (Status, String, String) {
+async fn spdy_exec(
+    server: &Server,
+    req: ExecRequest,
+    protocol: &str,
+    stdin: Option<&'static [u8]>,
+) -> (Status, String, String) {
     let url = server.get_exec(&req).unwrap().url;
     let (session, proto) = spdy_connect(server, &url, &[protocol]).await.unwrap();
     assert_eq!(proto, protocol);
     let (out, err) = (Sink::default(), Sink::default());
     let io = ExecIo {
         stdin: stdin.map(|s| Box::pin(s) as streaming::Reader),
-        stdout: req.stdout.then(|| Box::pin(out.clone()) as streaming::Writer),
-        stderr: req.stderr.then(|| Box::pin(err.clone()) as streaming::Writer),
+        stdout: req
+            .stdout
+            .then(|| Box::pin(out.clone()) as streaming::Writer),
+        stderr: req
+            .stderr
+            .then(|| Box::pin(err.clone()) as streaming::Writer),
         tty: req.tty,
         resize: None,
     };
-    let status = within("spdy exec", client::exec(&session, &proto, io)).await.unwrap();
+    let status = within("spdy exec", client::exec(&session, &proto, io))
+        .await
+        .unwrap();
     (status, out.text(), err.text())
 }
 
@@ -107,11 +126,23 @@ async fn exec_over_spdy_v4_reports_output_and_exit_status() {
     let server = start(Arc::new(Fake::default()));
     let v4 = "v4.channel.k8s.io";
 
-    let (status, out, err) = spdy_exec(&server, exec_req(&["echo", "hello", "world"], false, true, true, false), v4, None).await;
+    let (status, out, err) = spdy_exec(
+        &server,
+        exec_req(&["echo", "hello", "world"], false, true, true, false),
+        v4,
+        None,
+    )
+    .await;
     assert_eq!(status.status.as_deref(), Some("Success"), "{status:?}");
     assert_eq!((out.as_str(), err.as_str()), ("hello world\n", "err\n"));
 
-    let (status, _, _) = spdy_exec(&server, exec_req(&["exit", "3"], false, true, true, false), v4, None).await;
+    let (status, _, _) = spdy_exec(
+        &server,
+        exec_req(&["exit", "3"], false, true, true, false),
+        v4,
+        None,
+    )
+    .await;
     assert_eq!(client::exit_code(&status), Some(3), "{status:?}");
     assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
     assert_eq!(
@@ -119,7 +150,13 @@ async fn exec_over_spdy_v4_reports_output_and_exit_status() {
         Some("command terminated with non-zero exit code: error executing command [exit 3], exit code 3")
     );
 
-    let (status, _, _) = spdy_exec(&server, exec_req(&["nope"], false, true, false, false), v4, None).await;
+    let (status, _, _) = spdy_exec(
+        &server,
+        exec_req(&["nope"], false, true, false, false),
+        v4,
+        None,
+    )
+    .await;
     assert_eq!(status.status.as_deref(), Some("Failure"));
     assert_eq!(status.reason.as_deref(), Some("InternalError"));
     assert_eq!(
@@ -133,10 +170,22 @@ async fn exec_over_spdy_v4_reports_output_and_exit_status() {
 async fn exec_over_older_spdy_protocols_reports_errors_as_text() {
     let server = start(Arc::new(Fake::default()));
     for proto in ["v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"] {
-        let (status, out, _) = spdy_exec(&server, exec_req(&["echo", "hi"], false, true, false, false), proto, None).await;
+        let (status, out, _) = spdy_exec(
+            &server,
+            exec_req(&["echo", "hi"], false, true, false, false),
+            proto,
+            None,
+        )
+        .await;
         assert_eq!(status.status.as_deref(), Some("Success"), "{proto}");
         assert_eq!(out, "hi\n", "{proto}");
-        let (status, _, _) = spdy_exec(&server, exec_req(&["exit", "2"], false, true, false, false), proto, None).await;
+        let (status, _, _) = spdy_exec(
+            &server,
+            exec_req(&["exit", "2"], false, true, false, false),
+            proto,
+            None,
+        )
+        .await;
         assert_eq!(
             status.message.as_deref(),
             Some("command terminated with non-zero exit code: error executing command [exit 2], exit code 2"),
@@ -169,14 +218,18 @@ async fn attach_over_spdy() {
         ..Default::default()
     };
     let url = server.get_attach(&req).unwrap().url;
-    let (session, proto) = spdy_connect(&server, &url, &["v4.channel.k8s.io"]).await.unwrap();
+    let (session, proto) = spdy_connect(&server, &url, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
     let out = Sink::default();
     let io = ExecIo {
         stdin: Some(Box::pin(&b"attached"[..])),
         stdout: Some(Box::pin(out.clone())),
         ..Default::default()
     };
-    let status = within("attach", client::exec(&session, &proto, io)).await.unwrap();
+    let status = within("attach", client::exec(&session, &proto, io))
+        .await
+        .unwrap();
     assert_eq!(status.status.as_deref(), Some("Success"));
     assert_eq!(out.text(), "attached");
 }
@@ -185,11 +238,26 @@ async fn attach_over_spdy() {
 async fn resize_over_spdy_reaches_the_backend() {
     let fake = Arc::new(Fake::default());
     let server = start(fake.clone());
-    let url = server.get_exec(&exec_req(&["resize", "2"], false, true, false, true)).unwrap().url;
-    let (session, proto) = spdy_connect(&server, &url, &["v4.channel.k8s.io"]).await.unwrap();
+    let url = server
+        .get_exec(&exec_req(&["resize", "2"], false, true, false, true))
+        .unwrap()
+        .url;
+    let (session, proto) = spdy_connect(&server, &url, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(TerminalSize { width: 80, height: 24 }).await.unwrap();
-    tx.send(TerminalSize { width: 120, height: 40 }).await.unwrap();
+    tx.send(TerminalSize {
+        width: 80,
+        height: 24,
+    })
+    .await
+    .unwrap();
+    tx.send(TerminalSize {
+        width: 120,
+        height: 40,
+    })
+    .await
+    .unwrap();
     let out = Sink::default();
     let io = ExecIo {
         stdout: Some(Box::pin(out.clone())),
@@ -197,23 +265,40 @@ async fn resize_over_spdy_reaches_the_backend() {
         resize: Some(rx),
         ..Default::default()
     };
-    let status = within("tty exec", client::exec(&session, &proto, io)).await.unwrap();
+    let status = within("tty exec", client::exec(&session, &proto, io))
+        .await
+        .unwrap();
     assert_eq!(status.status.as_deref(), Some("Success"));
     assert_eq!(out.text(), "resized\n");
     assert_eq!(
         *fake.resizes.lock().unwrap(),
-        [TerminalSize { width: 80, height: 24 }, TerminalSize { width: 120, height: 40 }]
+        [
+            TerminalSize {
+                width: 80,
+                height: 24
+            },
+            TerminalSize {
+                width: 120,
+                height: 40
+            }
+        ]
     );
 }
 
 type Ws = WebSocketStream<TcpStream>;
 
-async fn ws_connect(server: &Server, path: &str, protocols: &[&str]) -> Result<(Ws, Option<String>), tokio_tungstenite::tungstenite::Error> {
+async fn ws_connect(
+    server: &Server,
+    path: &str,
+    protocols: &[&str],
+) -> Result<(Ws, Option<String>), tokio_tungstenite::tungstenite::Error> {
     let tcp = TcpStream::connect(server.addr()).await.unwrap();
     let mut req = format!("ws://{}{}", server.addr(), path).into_client_request()?;
     if !protocols.is_empty() {
-        req.headers_mut()
-            .insert("Sec-WebSocket-Protocol", protocols.join(", ").parse().unwrap());
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            protocols.join(", ").parse().unwrap(),
+        );
     }
     let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await?;
     let proto = resp
@@ -237,24 +322,39 @@ async fn ws_drain(ws: &mut Ws) -> Vec<(u8, Vec<u8>)> {
 }
 
 fn channel(msgs: &[(u8, Vec<u8>)], ch: u8) -> Vec<u8> {
-    msgs.iter().filter(|(c, _)| *c == ch).flat_map(|(_, d)| d.clone()).collect()
+    msgs.iter()
+        .filter(|(c, _)| *c == ch)
+        .flat_map(|(_, d)| d.clone())
+        .collect()
 }
 
 #[tokio::test]
 async fn exec_over_websocket_v5_and_v4() {
     let server = start(Arc::new(Fake::default()));
     for proto in ["v5.channel.k8s.io", "v4.channel.k8s.io"] {
-        let url = server.get_exec(&exec_req(&["echo", "hi"], false, true, true, false)).unwrap().url;
-        let (mut ws, chosen) = ws_connect(&server, &path_of(&url), &[proto, "channel.k8s.io"]).await.unwrap();
+        let url = server
+            .get_exec(&exec_req(&["echo", "hi"], false, true, true, false))
+            .unwrap()
+            .url;
+        let (mut ws, chosen) = ws_connect(&server, &path_of(&url), &[proto, "channel.k8s.io"])
+            .await
+            .unwrap();
         assert_eq!(chosen.as_deref(), Some(proto));
         let msgs = ws_drain(&mut ws).await;
-        assert_eq!(msgs[0], (1, vec![]), "{proto}: first an empty message on stdout");
+        assert_eq!(
+            msgs[0],
+            (1, vec![]),
+            "{proto}: first an empty message on stdout"
+        );
         assert_eq!(channel(&msgs, 1), b"hi\n", "{proto}");
         assert_eq!(channel(&msgs, 2), b"err\n", "{proto}");
         let status: Status = serde_json::from_slice(&channel(&msgs, 3)).unwrap();
         assert_eq!(status.status.as_deref(), Some("Success"), "{proto}");
 
-        let url = server.get_exec(&exec_req(&["exit", "7"], false, true, false, false)).unwrap().url;
+        let url = server
+            .get_exec(&exec_req(&["exit", "7"], false, true, false, false))
+            .unwrap()
+            .url;
         let (mut ws, _) = ws_connect(&server, &path_of(&url), &[proto]).await.unwrap();
         let msgs = ws_drain(&mut ws).await;
         let status: Status = serde_json::from_slice(&channel(&msgs, 3)).unwrap();
@@ -265,10 +365,19 @@ async fn exec_over_websocket_v5_and_v4() {
 #[tokio::test]
 async fn stdin_through_cat_over_websocket_ends_with_the_v5_close_signal() {
     let server = start(Arc::new(Fake::default()));
-    let url = server.get_exec(&exec_req(&["cat"], true, true, false, false)).unwrap().url;
-    let (mut ws, _) = ws_connect(&server, &path_of(&url), &["v5.channel.k8s.io"]).await.unwrap();
-    ws.send(Message::Binary(b"\x00hello ".to_vec().into())).await.unwrap();
-    ws.send(Message::Binary(b"\x00cat".to_vec().into())).await.unwrap();
+    let url = server
+        .get_exec(&exec_req(&["cat"], true, true, false, false))
+        .unwrap()
+        .url;
+    let (mut ws, _) = ws_connect(&server, &path_of(&url), &["v5.channel.k8s.io"])
+        .await
+        .unwrap();
+    ws.send(Message::Binary(b"\x00hello ".to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(Message::Binary(b"\x00cat".to_vec().into()))
+        .await
+        .unwrap();
     ws.send(Message::Binary(vec![255, 0].into())).await.unwrap();
     let msgs = ws_drain(&mut ws).await;
     assert_eq!(channel(&msgs, 1), b"hello cat");
@@ -280,26 +389,48 @@ async fn stdin_through_cat_over_websocket_ends_with_the_v5_close_signal() {
 async fn resize_over_websocket_reaches_the_backend() {
     let fake = Arc::new(Fake::default());
     let server = start(fake.clone());
-    let url = server.get_exec(&exec_req(&["resize", "1"], true, true, false, true)).unwrap().url;
-    let (mut ws, _) = ws_connect(&server, &path_of(&url), &["v5.channel.k8s.io"]).await.unwrap();
-    ws.send(Message::Binary(b"\x04{\"Width\":100,\"Height\":30}".to_vec().into())).await.unwrap();
+    let url = server
+        .get_exec(&exec_req(&["resize", "1"], true, true, false, true))
+        .unwrap()
+        .url;
+    let (mut ws, _) = ws_connect(&server, &path_of(&url), &["v5.channel.k8s.io"])
+        .await
+        .unwrap();
+    ws.send(Message::Binary(
+        b"\x04{\"Width\":100,\"Height\":30}".to_vec().into(),
+    ))
+    .await
+    .unwrap();
     let msgs = ws_drain(&mut ws).await;
     assert_eq!(channel(&msgs, 1), b"resized\n");
-    assert_eq!(*fake.resizes.lock().unwrap(), [TerminalSize { width: 100, height: 30 }]);
+    assert_eq!(
+        *fake.resizes.lock().unwrap(),
+        [TerminalSize {
+            width: 100,
+            height: 30
+        }]
+    );
 }
 
 #[tokio::test]
 async fn exec_over_base64_websocket() {
     let server = start(Arc::new(Fake::default()));
-    let url = server.get_exec(&exec_req(&["echo", "b64"], false, true, false, false)).unwrap().url;
-    let (mut ws, chosen) = ws_connect(&server, &path_of(&url), &["v4.base64.channel.k8s.io"]).await.unwrap();
+    let url = server
+        .get_exec(&exec_req(&["echo", "b64"], false, true, false, false))
+        .unwrap()
+        .url;
+    let (mut ws, chosen) = ws_connect(&server, &path_of(&url), &["v4.base64.channel.k8s.io"])
+        .await
+        .unwrap();
     assert_eq!(chosen.as_deref(), Some("v4.base64.channel.k8s.io"));
     let mut stdout = String::new();
     while let Some(Ok(msg)) = within("message", ws.next()).await {
         if let Message::Text(t) = msg {
             if let Some(data) = t.strip_prefix('1') {
                 use base64::Engine;
-                let d = base64::engine::general_purpose::STANDARD.decode(data).unwrap();
+                let d = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .unwrap();
                 stdout.push_str(std::str::from_utf8(&d).unwrap());
             }
         }
@@ -337,7 +468,9 @@ async fn port_forward_over_spdy_with_concurrent_streams() {
     let server = start(Arc::new(Fake::default()));
     let port = echo_listener("a").await;
     let url = server.get_port_forward(&pf_req("s1")).unwrap().url;
-    let (session, proto) = spdy_connect(&server, &url, &["portforward.k8s.io"]).await.unwrap();
+    let (session, proto) = spdy_connect(&server, &url, &["portforward.k8s.io"])
+        .await
+        .unwrap();
     assert_eq!(proto, "portforward.k8s.io");
     let pf = PortForwarder::new(session);
     forward_many(&pf, port, "a", 8).await;
@@ -347,12 +480,19 @@ async fn port_forward_over_spdy_with_concurrent_streams() {
 async fn port_forward_errors_go_to_the_error_stream() {
     let server = start(Arc::new(Fake::default()));
     let url = server.get_port_forward(&pf_req("bad")).unwrap().url;
-    let (session, _) = spdy_connect(&server, &url, &["portforward.k8s.io"]).await.unwrap();
+    let (session, _) = spdy_connect(&server, &url, &["portforward.k8s.io"])
+        .await
+        .unwrap();
     let pf = PortForwarder::new(session);
     let mut c = pf.open(8080).await.unwrap();
     let mut err = String::new();
-    within("error stream", c.error.read_to_string(&mut err)).await.unwrap();
-    assert_eq!(err, "error forwarding port 8080 to pod bad, uid : sandbox bad not found");
+    within("error stream", c.error.read_to_string(&mut err))
+        .await
+        .unwrap();
+    assert_eq!(
+        err,
+        "error forwarding port 8080 to pod bad, uid : sandbox bad not found"
+    );
 }
 
 #[tokio::test]
@@ -360,9 +500,13 @@ async fn port_forward_over_the_spdy_websocket_tunnel() {
     let server = start(Arc::new(Fake::default()));
     let port = echo_listener("t").await;
     let url = server.get_port_forward(&pf_req("s1")).unwrap().url;
-    let (ws, chosen) = ws_connect(&server, &path_of(&url), &["SPDY/3.1+portforward.k8s.io", "v4.channel.k8s.io"])
-        .await
-        .unwrap();
+    let (ws, chosen) = ws_connect(
+        &server,
+        &path_of(&url),
+        &["SPDY/3.1+portforward.k8s.io", "v4.channel.k8s.io"],
+    )
+    .await
+    .unwrap();
     assert_eq!(chosen.as_deref(), Some("SPDY/3.1+portforward.k8s.io"));
     let session = Session::new(MessageStream::new(ws), Role::Client, None);
     let pf = PortForwarder::new(session);
@@ -375,7 +519,9 @@ async fn port_forward_over_websocket_channels() {
     let (p1, p2) = (echo_listener("one").await, echo_listener("two").await);
     let url = server.get_port_forward(&pf_req("s1")).unwrap().url;
     let path = format!("{}?port={p1}&port={p2}", path_of(&url));
-    let (mut ws, chosen) = ws_connect(&server, &path, &["v4.channel.k8s.io"]).await.unwrap();
+    let (mut ws, chosen) = ws_connect(&server, &path, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
     assert_eq!(chosen.as_deref(), Some("v4.channel.k8s.io"));
     // Before any data, every channel gets its port, little-endian: data then error, per port.
     let mut first = Vec::new();
@@ -407,15 +553,25 @@ async fn port_forward_over_websocket_carries_data_both_ways() {
         s.write_all(&buf[..n]).await.unwrap();
     });
     let url = server.get_port_forward(&pf_req("s1")).unwrap().url;
-    let (mut ws, _) = ws_connect(&server, &format!("{}?port={port}", path_of(&url)), &["v4.channel.k8s.io"])
+    let (mut ws, _) = ws_connect(
+        &server,
+        &format!("{}?port={port}", path_of(&url)),
+        &["v4.channel.k8s.io"],
+    )
+    .await
+    .unwrap();
+    ws.send(Message::Binary(b"\x00ping".to_vec().into()))
         .await
         .unwrap();
-    ws.send(Message::Binary(b"\x00ping".to_vec().into())).await.unwrap();
     let msgs = ws_drain(&mut ws).await;
     let data = channel(&msgs, 0);
     assert_eq!(&data[..2], port.to_le_bytes());
     assert_eq!(&data[2..], b"got ping");
-    assert_eq!(channel(&msgs, 1), port.to_le_bytes(), "no error after the port");
+    assert_eq!(
+        channel(&msgs, 1),
+        port.to_le_bytes(),
+        "no error after the port"
+    );
 }
 
 /// Sends a raw HTTP/1.1 request and returns (status code, body).
@@ -423,10 +579,15 @@ async fn raw_http(server: &Server, request: String) -> (u16, String) {
     let mut tcp = TcpStream::connect(server.addr()).await.unwrap();
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut resp = Vec::new();
-    within("raw response", tcp.read_to_end(&mut resp)).await.unwrap();
+    within("raw response", tcp.read_to_end(&mut resp))
+        .await
+        .unwrap();
     let resp = String::from_utf8_lossy(&resp).into_owned();
     let code = resp[9..12].parse().unwrap();
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -436,58 +597,105 @@ async fn malformed_requests_are_refused_with_a_reason() {
     let req = exec_req(&["echo"], false, true, false, false);
 
     let path = path_of(&server.get_exec(&req).unwrap().url);
-    let (code, body) = raw_http(&server, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await;
+    let (code, body) = raw_http(
+        &server,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("missing upgrade headers"), "{body}");
 
     let url = server.get_exec(&req).unwrap().url;
-    let err = spdy_connect(&server, &url, &["v9.channel.k8s.io"]).await.err().unwrap();
-    let client::ClientError::Refused { status, body } = err else { panic!("{err}") };
-    assert_eq!(status, 403, "an unknown sub-protocol, as httpstream.Handshake answers");
+    let err = spdy_connect(&server, &url, &["v9.channel.k8s.io"])
+        .await
+        .err()
+        .unwrap();
+    let client::ClientError::Refused { status, body } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        status, 403,
+        "an unknown sub-protocol, as httpstream.Handshake answers"
+    );
     assert!(body.contains("unable to negotiate protocol"), "{body}");
 
     let url = server.get_exec(&req).unwrap().url;
     let err = spdy_connect(&server, &url, &[]).await.err().unwrap();
-    let client::ClientError::Refused { status, body } = err else { panic!("{err}") };
+    let client::ClientError::Refused { status, body } = err else {
+        panic!("{err}")
+    };
     assert_eq!(status, 400);
-    assert!(body.contains("X-Stream-Protocol-Version is required"), "{body}");
+    assert!(
+        body.contains("X-Stream-Protocol-Version is required"),
+        "{body}"
+    );
 
     let url = server.get_exec(&req).unwrap().url;
-    let err = ws_connect(&server, &path_of(&url), &["nonsense.k8s.io"]).await.err().unwrap();
-    let tokio_tungstenite::tungstenite::Error::Http(resp) = err else { panic!("{err}") };
+    let err = ws_connect(&server, &path_of(&url), &["nonsense.k8s.io"])
+        .await
+        .err()
+        .unwrap();
+    let tokio_tungstenite::tungstenite::Error::Http(resp) = err else {
+        panic!("{err}")
+    };
     assert_eq!(resp.status(), 403);
 
     let url = server.get_port_forward(&pf_req("s1")).unwrap().url;
-    let err = ws_connect(&server, &path_of(&url), &["v4.channel.k8s.io"]).await.err().unwrap();
-    let tokio_tungstenite::tungstenite::Error::Http(resp) = err else { panic!("{err}") };
+    let err = ws_connect(&server, &path_of(&url), &["v4.channel.k8s.io"])
+        .await
+        .err()
+        .unwrap();
+    let tokio_tungstenite::tungstenite::Error::Http(resp) = err else {
+        panic!("{err}")
+    };
     assert_eq!(resp.status(), 400, "a WebSocket port-forward needs ?port=");
 
     for path in ["/exec/unknowntoken", "/nothing", "/portforward/"] {
-        let (code, _) = raw_http(&server, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await;
+        let (code, _) = raw_http(
+            &server,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
         assert_eq!(code, 404, "{path}");
     }
 
     // A token of one kind does not open another.
     let url = server.get_exec(&req).unwrap().url;
     let path = path_of(&url).replace("/exec/", "/portforward/");
-    let (code, _) = raw_http(&server, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await;
+    let (code, _) = raw_http(
+        &server,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
     assert_eq!(code, 400);
 }
 
 #[tokio::test]
 async fn a_token_is_single_use() {
     let server = start(Arc::new(Fake::default()));
-    let url = server.get_exec(&exec_req(&["echo", "once"], false, true, false, false)).unwrap().url;
-    let (session, proto) = spdy_connect(&server, &url, &["v4.channel.k8s.io"]).await.unwrap();
+    let url = server
+        .get_exec(&exec_req(&["echo", "once"], false, true, false, false))
+        .unwrap()
+        .url;
+    let (session, proto) = spdy_connect(&server, &url, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
     let out = Sink::default();
     let io = ExecIo {
         stdout: Some(Box::pin(out.clone())),
         ..Default::default()
     };
-    within("exec", client::exec(&session, &proto, io)).await.unwrap();
+    within("exec", client::exec(&session, &proto, io))
+        .await
+        .unwrap();
     assert_eq!(out.text(), "once\n");
-    let err = spdy_connect(&server, &url, &["v4.channel.k8s.io"]).await.err().unwrap();
-    let client::ClientError::Refused { status, .. } = err else { panic!("{err}") };
+    let err = spdy_connect(&server, &url, &["v4.channel.k8s.io"])
+        .await
+        .err()
+        .unwrap();
+    let client::ClientError::Refused { status, .. } = err else {
+        panic!("{err}")
+    };
     assert_eq!(status, 404);
 }
 
@@ -511,33 +719,68 @@ async fn a_client_vanishing_mid_stream_leaves_no_task_or_fd_behind() {
     let echo = echo_listener("x").await;
     let metrics = tokio::runtime::Handle::current().metrics();
     // Warm up once so lazily created things (the blocking pool, the listener task) exist.
-    spdy_exec(&server, exec_req(&["echo", "warm"], false, true, false, false), "v4.channel.k8s.io", None).await;
+    spdy_exec(
+        &server,
+        exec_req(&["echo", "warm"], false, true, false, false),
+        "v4.channel.k8s.io",
+        None,
+    )
+    .await;
     settle("warm-up done", || fake.running.load(Ordering::SeqCst) == 0).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (fds, tasks) = (open_fds(), metrics.num_alive_tasks());
 
     // SPDY exec: cat is running with stdin open when the client's connection disappears.
-    let url = server.get_exec(&exec_req(&["cat"], true, true, false, false)).unwrap().url;
-    let (session, _) = spdy_connect(&server, &url, &["v4.channel.k8s.io"]).await.unwrap();
-    let mut stdin = session.open(streaming::spdy::Headers::new().with("streamType", "stdin")).await.unwrap();
-    let _error = session.open(streaming::spdy::Headers::new().with("streamType", "error")).await.unwrap();
-    let _stdout = session.open(streaming::spdy::Headers::new().with("streamType", "stdout")).await.unwrap();
+    let url = server
+        .get_exec(&exec_req(&["cat"], true, true, false, false))
+        .unwrap()
+        .url;
+    let (session, _) = spdy_connect(&server, &url, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    let mut stdin = session
+        .open(streaming::spdy::Headers::new().with("streamType", "stdin"))
+        .await
+        .unwrap();
+    let _error = session
+        .open(streaming::spdy::Headers::new().with("streamType", "error"))
+        .await
+        .unwrap();
+    let _stdout = session
+        .open(streaming::spdy::Headers::new().with("streamType", "stdout"))
+        .await
+        .unwrap();
     stdin.write_all(b"half a line").await.unwrap();
     settle("cat runs", || fake.running.load(Ordering::SeqCst) == 1).await;
 
     // WebSocket exec and a port-forward mid-stream too.
-    let url = server.get_exec(&exec_req(&["cat"], true, true, false, false)).unwrap().url;
-    let (mut ws, _) = ws_connect(&server, &path_of(&url), &["v5.channel.k8s.io"]).await.unwrap();
-    ws.send(Message::Binary(b"\x00partial".to_vec().into())).await.unwrap();
-    settle("the second cat runs", || fake.running.load(Ordering::SeqCst) == 2).await;
+    let url = server
+        .get_exec(&exec_req(&["cat"], true, true, false, false))
+        .unwrap()
+        .url;
+    let (mut ws, _) = ws_connect(&server, &path_of(&url), &["v5.channel.k8s.io"])
+        .await
+        .unwrap();
+    ws.send(Message::Binary(b"\x00partial".to_vec().into()))
+        .await
+        .unwrap();
+    settle("the second cat runs", || {
+        fake.running.load(Ordering::SeqCst) == 2
+    })
+    .await;
     let url = server.get_port_forward(&pf_req("s1")).unwrap().url;
-    let (pf_session, _) = spdy_connect(&server, &url, &["portforward.k8s.io"]).await.unwrap();
+    let (pf_session, _) = spdy_connect(&server, &url, &["portforward.k8s.io"])
+        .await
+        .unwrap();
     let pf = PortForwarder::new(pf_session);
     let mut conn = pf.open(echo).await.unwrap();
     conn.data.write_all(b"unfinished").await.unwrap();
 
     drop((session, stdin, _error, _stdout, ws, conn, pf));
-    settle("the backend's execs end", || fake.running.load(Ordering::SeqCst) == 0).await;
+    settle("the backend's execs end", || {
+        fake.running.load(Ordering::SeqCst) == 0
+    })
+    .await;
     settle("file descriptors are closed", || open_fds() <= fds).await;
     settle("tasks end", || metrics.num_alive_tasks() <= tasks).await;
 }
@@ -551,11 +794,25 @@ async fn an_idle_connection_is_closed() {
         ..Config::default()
     };
     let server = Server::start(config, fake.clone()).unwrap();
-    let url = server.get_exec(&exec_req(&["cat"], true, true, false, false)).unwrap().url;
-    let (session, _) = spdy_connect(&server, &url, &["v4.channel.k8s.io"]).await.unwrap();
-    let _stdin = session.open(streaming::spdy::Headers::new().with("streamType", "stdin")).await.unwrap();
-    let _error = session.open(streaming::spdy::Headers::new().with("streamType", "error")).await.unwrap();
-    let _stdout = session.open(streaming::spdy::Headers::new().with("streamType", "stdout")).await.unwrap();
+    let url = server
+        .get_exec(&exec_req(&["cat"], true, true, false, false))
+        .unwrap()
+        .url;
+    let (session, _) = spdy_connect(&server, &url, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    let _stdin = session
+        .open(streaming::spdy::Headers::new().with("streamType", "stdin"))
+        .await
+        .unwrap();
+    let _error = session
+        .open(streaming::spdy::Headers::new().with("streamType", "error"))
+        .await
+        .unwrap();
+    let _stdout = session
+        .open(streaming::spdy::Headers::new().with("streamType", "stdout"))
+        .await
+        .unwrap();
     within("the idle session closes", session.closed()).await;
     settle("cat ends", || fake.running.load(Ordering::SeqCst) == 0).await;
 }

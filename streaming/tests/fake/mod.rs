@@ -31,7 +31,12 @@ impl Drop for Running<'_> {
 
 #[async_trait::async_trait]
 impl Backend for Fake {
-    async fn exec(&self, container_id: &str, cmd: Vec<String>, io: StreamIo) -> Result<i32, StreamError> {
+    async fn exec(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        io: StreamIo,
+    ) -> Result<i32, StreamError> {
         let _running = Running::new(&self.running);
         assert_eq!(container_id, "c1");
         let StreamIo {
@@ -44,7 +49,8 @@ impl Backend for Fake {
         match cmd[0].as_str() {
             "echo" => {
                 let mut out = stdout.expect("echo needs stdout");
-                out.write_all(format!("{}\n", cmd[1..].join(" ")).as_bytes()).await?;
+                out.write_all(format!("{}\n", cmd[1..].join(" ")).as_bytes())
+                    .await?;
                 if let Some(mut err) = stderr {
                     err.write_all(b"err\n").await?;
                 }
@@ -52,7 +58,10 @@ impl Backend for Fake {
             }
             "exit" => Ok(cmd[1].parse().unwrap()),
             "cat" => {
-                let (mut inp, mut out) = (stdin.expect("cat needs stdin"), stdout.expect("cat needs stdout"));
+                let (mut inp, mut out) = (
+                    stdin.expect("cat needs stdin"),
+                    stdout.expect("cat needs stdout"),
+                );
                 tokio::io::copy(&mut inp, &mut out).await?;
                 out.shutdown().await?;
                 Ok(0)
@@ -67,7 +76,9 @@ impl Backend for Fake {
                 stdout.unwrap().write_all(b"resized\n").await?;
                 Ok(0)
             }
-            other => Err(StreamError::NotFound(format!("executable file not found: {other}"))),
+            other => Err(StreamError::NotFound(format!(
+                "executable file not found: {other}"
+            ))),
         }
     }
 
@@ -77,7 +88,12 @@ impl Backend for Fake {
         Ok(())
     }
 
-    async fn port_forward(&self, sandbox_id: &str, port: u16, mut stream: Box<dyn Duplex>) -> Result<(), StreamError> {
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+        mut stream: Box<dyn Duplex>,
+    ) -> Result<(), StreamError> {
         if sandbox_id == "bad" {
             return Err(StreamError::NotFound("sandbox bad not found".into()));
         }
@@ -120,4 +136,3 @@ pub async fn echo_listener(tag: &'static str) -> u16 {
     });
     port
 }
-
