@@ -20,8 +20,8 @@ use streaming::{portforward, Backend};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-mod fake;
-use fake::{echo_listener, Fake};
+mod support;
+use support::{echo_listener, Fake};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 

@@ -2,124 +2,24 @@
 //! WebSockets and the SPDY-in-WebSocket tunnel, against a fake backend; malformed requests;
 //! tokens; and that a client vanishing mid-stream leaves no task or file descriptor behind.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
+use k8s_cri::v1::AttachRequest;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use streaming::client::{self, ExecIo, PortForwarder};
 use streaming::server::{Config, Server};
 use streaming::spdy::{Role, Session};
 use streaming::wsstream::MessageStream;
 
-mod fake;
-use fake::{echo_listener, Fake};
+mod support;
 use streaming::TerminalSize;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-/// What a test waits for at most before it fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-fn start(fake: Arc<Fake>) -> Server {
-    let config = Config {
-        stream_idle_timeout: Duration::from_secs(300),
-        stream_creation_timeout: Duration::from_secs(10),
-        ..Config::default()
-    };
-    Server::start(config, fake).expect("the streaming server starts")
-}
-
-fn path_of(url: &str) -> String {
-    let rest = url.strip_prefix("http://").expect("an http URL");
-    rest[rest.find('/').unwrap()..].to_owned()
-}
-
-fn exec_req(cmd: &[&str], stdin: bool, stdout: bool, stderr: bool, tty: bool) -> ExecRequest {
-    ExecRequest {
-        container_id: "c1".into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        stdin,
-        stdout,
-        stderr,
-        tty,
-    }
-}
-
-/// Collects what a stream writes.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-impl Sink {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-impl AsyncWrite for Sink {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-async fn spdy_connect(
-    server: &Server,
-    url: &str,
-    protocols: &[&str],
-) -> Result<(Session, String), client::ClientError> {
-    let tcp = TcpStream::connect(server.addr()).await.unwrap();
-    client::connect(tcp, &path_of(url), protocols).await
-}
-
-async fn spdy_exec(
-    server: &Server,
-    req: ExecRequest,
-    protocol: &str,
-    stdin: Option<&'static [u8]>,
-) -> (Status, String, String) {
-    let url = server.get_exec(&req).unwrap().url;
-    let (session, proto) = spdy_connect(server, &url, &[protocol]).await.unwrap();
-    assert_eq!(proto, protocol);
-    let (out, err) = (Sink::default(), Sink::default());
-    let io = ExecIo {
-        stdin: stdin.map(|s| Box::pin(s) as streaming::Reader),
-        stdout: req
-            .stdout
-            .then(|| Box::pin(out.clone()) as streaming::Writer),
-        stderr: req
-            .stderr
-            .then(|| Box::pin(err.clone()) as streaming::Writer),
-        tty: req.tty,
-        resize: None,
-    };
-    let status = within("spdy exec", client::exec(&session, &proto, io))
-        .await
-        .unwrap();
-    (status, out.text(), err.text())
-}
 
 #[tokio::test]
 async fn exec_over_spdy_v4_reports_output_and_exit_status() {
@@ -285,29 +185,6 @@ async fn resize_over_spdy_reaches_the_backend() {
     );
 }
 
-type Ws = WebSocketStream<TcpStream>;
-
-async fn ws_connect(
-    server: &Server,
-    path: &str,
-    protocols: &[&str],
-) -> Result<(Ws, Option<String>), tokio_tungstenite::tungstenite::Error> {
-    let tcp = TcpStream::connect(server.addr()).await.unwrap();
-    let mut req = format!("ws://{}{}", server.addr(), path).into_client_request()?;
-    if !protocols.is_empty() {
-        req.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            protocols.join(", ").parse().unwrap(),
-        );
-    }
-    let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await?;
-    let proto = resp
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .map(|v| v.to_str().unwrap().to_owned());
-    Ok((ws, proto))
-}
-
 /// Reads binary messages until the server closes; returns them as (channel, payload).
 async fn ws_drain(ws: &mut Ws) -> Vec<(u8, Vec<u8>)> {
     let mut got = Vec::new();
@@ -453,13 +330,6 @@ async fn forward_many(pf: &PortForwarder, port: u16, tag: &str, n: usize) {
     for (payload, back, err) in within("concurrent forwards", conns).await {
         assert_eq!(back, format!("{tag}:{payload}"));
         assert_eq!(err, "");
-    }
-}
-
-fn pf_req(sandbox: &str) -> PortForwardRequest {
-    PortForwardRequest {
-        pod_sandbox_id: sandbox.into(),
-        port: vec![],
     }
 }
 
@@ -697,92 +567,6 @@ async fn a_token_is_single_use() {
         panic!("{err}")
     };
     assert_eq!(status, 404);
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-async fn settle<F: Fn() -> bool>(what: &str, done: F) {
-    within(what, async {
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_vanishing_mid_stream_leaves_no_task_or_fd_behind() {
-    let fake = Arc::new(Fake::default());
-    let server = start(fake.clone());
-    let echo = echo_listener("x").await;
-    let metrics = tokio::runtime::Handle::current().metrics();
-    // Warm up once so lazily created things (the blocking pool, the listener task) exist.
-    spdy_exec(
-        &server,
-        exec_req(&["echo", "warm"], false, true, false, false),
-        "v4.channel.k8s.io",
-        None,
-    )
-    .await;
-    settle("warm-up done", || fake.running.load(Ordering::SeqCst) == 0).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (fds, tasks) = (open_fds(), metrics.num_alive_tasks());
-
-    // SPDY exec: cat is running with stdin open when the client's connection disappears.
-    let url = server
-        .get_exec(&exec_req(&["cat"], true, true, false, false))
-        .unwrap()
-        .url;
-    let (session, _) = spdy_connect(&server, &url, &["v4.channel.k8s.io"])
-        .await
-        .unwrap();
-    let mut stdin = session
-        .open(streaming::spdy::Headers::new().with("streamType", "stdin"))
-        .await
-        .unwrap();
-    let _error = session
-        .open(streaming::spdy::Headers::new().with("streamType", "error"))
-        .await
-        .unwrap();
-    let _stdout = session
-        .open(streaming::spdy::Headers::new().with("streamType", "stdout"))
-        .await
-        .unwrap();
-    stdin.write_all(b"half a line").await.unwrap();
-    settle("cat runs", || fake.running.load(Ordering::SeqCst) == 1).await;
-
-    // WebSocket exec and a port-forward mid-stream too.
-    let url = server
-        .get_exec(&exec_req(&["cat"], true, true, false, false))
-        .unwrap()
-        .url;
-    let (mut ws, _) = ws_connect(&server, &path_of(&url), &["v5.channel.k8s.io"])
-        .await
-        .unwrap();
-    ws.send(Message::Binary(b"\x00partial".to_vec().into()))
-        .await
-        .unwrap();
-    settle("the second cat runs", || {
-        fake.running.load(Ordering::SeqCst) == 2
-    })
-    .await;
-    let url = server.get_port_forward(&pf_req("s1")).unwrap().url;
-    let (pf_session, _) = spdy_connect(&server, &url, &["portforward.k8s.io"])
-        .await
-        .unwrap();
-    let pf = PortForwarder::new(pf_session);
-    let mut conn = pf.open(echo).await.unwrap();
-    conn.data.write_all(b"unfinished").await.unwrap();
-
-    drop((session, stdin, _error, _stdout, ws, conn, pf));
-    settle("the backend's execs end", || {
-        fake.running.load(Ordering::SeqCst) == 0
-    })
-    .await;
-    settle("file descriptors are closed", || open_fds() <= fds).await;
-    settle("tasks end", || metrics.num_alive_tasks() <= tasks).await;
 }
 
 #[tokio::test]
