@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -558,6 +558,8 @@ enum Out {
 struct Slot {
     data: Option<mpsc::Sender<Bytes>>,
     reply: Option<oneshot::Sender<Headers>>,
+    /// Set when the peer resets the stream: writes fail from then on.
+    reset: Arc<AtomicBool>,
 }
 
 struct Shared {
@@ -624,6 +626,7 @@ impl Session {
         let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
         let (data_tx, data_rx) = mpsc::channel(STREAM_BUFFER);
         let (reply_tx, reply_rx) = oneshot::channel();
+        let reset = Arc::new(AtomicBool::new(false));
         if self.shared.closed.is_cancelled() {
             return Err(io::ErrorKind::NotConnected.into());
         }
@@ -632,6 +635,7 @@ impl Session {
             Slot {
                 data: Some(data_tx),
                 reply: Some(reply_tx),
+                reset: reset.clone(),
             },
         );
         let syn = Frame::SynStream {
@@ -645,7 +649,14 @@ impl Session {
             .send(Out::Frame(syn))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::NotConnected))?;
-        let stream = Stream::new(id, headers, data_rx, self.out.clone(), self.shared.clone());
+        let stream = Stream::new(
+            id,
+            headers,
+            data_rx,
+            reset,
+            self.out.clone(),
+            self.shared.clone(),
+        );
         tokio::select! {
             biased;
             reply = reply_rx => match reply {
@@ -697,54 +708,44 @@ async fn write_loop<W: AsyncWrite>(write: W, mut rx: mpsc::Receiver<Out>, shared
     let mut buf = BytesMut::with_capacity(MAX_DATA + 64);
     let mut write = std::pin::pin!(write);
     loop {
-        let msg = tokio::select! {
+        let mut next = tokio::select! {
             msg = rx.recv() => msg,
             _ = shared.closed.cancelled() => None,
         };
-        let frame = match msg {
-            Some(Out::Frame(frame)) => frame,
-            Some(Out::Close) | None => {
-                let goaway = Frame::GoAway {
-                    last_good: shared.last_good.load(Ordering::Relaxed),
-                    status: 0,
-                };
-                buf.clear();
-                if encode_frame(&goaway, &mut enc, &mut buf).is_ok() {
-                    let _ = write.write_all(&buf).await;
-                }
-                let _ = write.shutdown().await;
-                break;
-            }
-        };
+        // Encode what is queued (up to about one DATA frame's worth) for one write.
         buf.clear();
-        if let Err(e) = encode_frame(&frame, &mut enc, &mut buf) {
-            tracing::debug!(error = %e, "spdy: encoding a frame");
-            break;
-        }
-        // Write whatever else is queued in the same syscall.
-        while buf.len() < MAX_DATA {
-            match rx.try_recv() {
-                Ok(Out::Frame(next)) => {
-                    if encode_frame(&next, &mut enc, &mut buf).is_err() {
+        let mut closing = false;
+        loop {
+            match next {
+                Some(Out::Frame(frame)) => {
+                    if let Err(e) = encode_frame(&frame, &mut enc, &mut buf) {
+                        tracing::debug!(error = %e, "spdy: encoding a frame");
+                        closing = true;
                         break;
                     }
                 }
-                Ok(Out::Close) => {
-                    // Put the close back in front by handling it next round.
-                    let _ = write.write_all(&buf).await;
-                    buf.clear();
-                    let goaway = Frame::GoAway {
-                        last_good: shared.last_good.load(Ordering::Relaxed),
-                        status: 0,
-                    };
-                    let _ = encode_frame(&goaway, &mut enc, &mut buf);
-                    let _ = write.write_all(&buf).await;
-                    let _ = write.shutdown().await;
-                    shared.closed.cancel();
-                    return;
+                Some(Out::Close) | None => {
+                    closing = true;
+                    break;
                 }
+            }
+            if buf.len() >= MAX_DATA {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(out) => next = Some(out),
                 Err(_) => break,
             }
+        }
+        if closing {
+            let goaway = Frame::GoAway {
+                last_good: shared.last_good.load(Ordering::Relaxed),
+                status: 0,
+            };
+            let _ = encode_frame(&goaway, &mut enc, &mut buf);
+            let _ = write.write_all(&buf).await;
+            let _ = write.shutdown().await;
+            break;
         }
         if write.write_all(&buf).await.is_err() || write.flush().await.is_err() {
             break;
@@ -791,11 +792,13 @@ async fn read_loop<R: AsyncRead>(
                     continue;
                 }
                 let (data_tx, data_rx) = mpsc::channel(STREAM_BUFFER);
+                let reset = Arc::new(AtomicBool::new(false));
                 shared.streams.lock().unwrap().insert(
                     id,
                     Slot {
                         data: (!fin).then_some(data_tx),
                         reply: None,
+                        reset: reset.clone(),
                     },
                 );
                 shared.last_good.fetch_max(id, Ordering::Relaxed);
@@ -807,7 +810,7 @@ async fn read_loop<R: AsyncRead>(
                 if out.send(Out::Frame(reply)).await.is_err() {
                     break;
                 }
-                let stream = Stream::new(id, headers, data_rx, out.clone(), shared.clone());
+                let stream = Stream::new(id, headers, data_rx, reset, out.clone(), shared.clone());
                 if let Err(refused) = incoming.send(stream) {
                     // Nobody accepts streams any more: refuse it.
                     let mut stream = refused.0;
@@ -852,7 +855,9 @@ async fn read_loop<R: AsyncRead>(
                 }
             }
             Frame::RstStream { id, .. } => {
-                shared.streams.lock().unwrap().remove(&id);
+                if let Some(slot) = shared.streams.lock().unwrap().remove(&id) {
+                    slot.reset.store(true, Ordering::Relaxed);
+                }
             }
             Frame::Ping(id) => {
                 let ours = if shared.role == Role::Client { 1 } else { 0 };
@@ -903,6 +908,7 @@ pub struct Stream {
     headers: Headers,
     data: mpsc::Receiver<Bytes>,
     pending: Bytes,
+    reset: Arc<AtomicBool>,
     out: PollSender<Out>,
     shared: Arc<Shared>,
     fin_sent: bool,
@@ -913,6 +919,7 @@ impl Stream {
         id: u32,
         headers: Headers,
         data: mpsc::Receiver<Bytes>,
+        reset: Arc<AtomicBool>,
         out: mpsc::Sender<Out>,
         shared: Arc<Shared>,
     ) -> Self {
@@ -921,6 +928,7 @@ impl Stream {
             headers,
             data,
             pending: Bytes::new(),
+            reset,
             out: PollSender::new(out),
             shared,
             fin_sent: false,
@@ -980,6 +988,12 @@ impl AsyncWrite for Stream {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "spdy stream closed for writing",
+            )));
+        }
+        if self.reset.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "spdy stream reset by the peer",
             )));
         }
         if buf.is_empty() {
@@ -1144,7 +1158,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn session_streams_half_close_and_ping() {
+    async fn session_streams_carry_data_both_ways_with_half_close() {
         let (a, b) = tokio::io::duplex(1024);
         let client = Session::new(a, Role::Client, None);
         let server = Session::new(b, Role::Server, None);
@@ -1170,5 +1184,70 @@ mod tests {
         let server = srv.await.unwrap();
         drop(client);
         server.closed().await;
+    }
+
+    /// Against a peer speaking raw frames: its PING is echoed, its SYN_STREAM answered, and
+    /// after its RST_STREAM our writes on the stream fail; closing the session sends GOAWAY.
+    #[tokio::test]
+    async fn pings_are_echoed_and_a_reset_stops_writes() {
+        let (a, mut peer) = tokio::io::duplex(64 * 1024);
+        let server = Session::new(a, Role::Server, None);
+        let (mut enc, mut dec) = (HeaderEncoder::default(), HeaderDecoder::default());
+        let send = |f: Frame, enc: &mut HeaderEncoder| {
+            let mut b = BytesMut::new();
+            encode_frame(&f, enc, &mut b).unwrap();
+            b
+        };
+        peer.write_all(&send(Frame::Ping(1), &mut enc))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_frame(&mut peer, &mut dec).await.unwrap(),
+            Some(Frame::Ping(1))
+        );
+        let syn = Frame::SynStream {
+            id: 1,
+            associated: 0,
+            priority: 0,
+            fin: false,
+            headers: Headers::new().with("streamType", "data"),
+        };
+        peer.write_all(&send(syn, &mut enc)).await.unwrap();
+        let mut stream = server.accept().await.unwrap();
+        assert!(matches!(
+            read_frame(&mut peer, &mut dec).await.unwrap(),
+            Some(Frame::SynReply { id: 1, .. })
+        ));
+        stream.write_all(b"before").await.unwrap();
+        assert!(matches!(
+            read_frame(&mut peer, &mut dec).await.unwrap(),
+            Some(Frame::Data {
+                id: 1,
+                fin: false,
+                ..
+            })
+        ));
+        let rst = Frame::RstStream {
+            id: 1,
+            status: RST_CANCEL,
+        };
+        peer.write_all(&send(rst, &mut enc)).await.unwrap();
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await.unwrap();
+        assert!(got.is_empty(), "a reset stream reads end of file");
+        let err = stream.write_all(b"after").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+        drop(stream);
+        drop(server);
+        loop {
+            match read_frame(&mut peer, &mut dec).await.unwrap() {
+                Some(Frame::GoAway { last_good, .. }) => {
+                    assert_eq!(last_good, 1);
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("the connection ended without GOAWAY"),
+            }
+        }
     }
 }
