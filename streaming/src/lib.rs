@@ -19,7 +19,14 @@
 //! - `client`: the SPDY client side, for the API server's WebSocket-to-SPDY translation and for
 //!   tests.
 
+pub mod client;
+pub mod httpstream;
+pub mod portforward;
 pub mod proxy;
+pub mod remotecommand;
+pub mod server;
+pub mod spdy;
+pub mod wsstream;
 
 use std::pin::Pin;
 
