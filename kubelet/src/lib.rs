@@ -35,6 +35,7 @@ pub mod env;
 pub mod events;
 pub mod image_gc;
 pub mod logs;
+pub mod metrics;
 pub mod mirror_pods;
 pub mod node;
 pub mod object_cache;
@@ -49,6 +50,7 @@ pub mod quantity;
 pub mod runtime;
 pub mod server;
 pub mod static_pods;
+pub mod stats;
 pub mod status_manager;
 pub mod volume;
 
