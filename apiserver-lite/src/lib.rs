@@ -10,6 +10,7 @@ pub mod cacher;
 pub mod discovery;
 pub mod events_view;
 pub mod hooks;
+pub mod metrics_api;
 pub mod openapi;
 pub mod patch;
 pub mod pod_log;
