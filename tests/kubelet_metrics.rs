@@ -155,7 +155,10 @@ spec:
         );
     }
     let count = sample(&metrics, "kubelet_pod_start_duration_seconds_count").unwrap_or(0.0);
-    assert!(count >= 2.0, "two pod starts observed, got {count}:\n{metrics}");
+    assert!(
+        count >= 2.0,
+        "two pod starts observed, got {count}:\n{metrics}"
+    );
     assert!(sample(&metrics, "kubelet_started_pods_total").unwrap_or(0.0) >= 2.0);
     assert!(
         sample(
@@ -173,8 +176,11 @@ spec:
     eventually(Duration::from_secs(30), "the PLEG counts the pods", || {
         let (_, m) = kubelet_get(&node, "/metrics");
         sample(&m, "kubelet_running_pods").unwrap_or(0.0) >= 2.0
-            && sample(&m, "kubelet_running_containers{container_state=\"running\"}")
-                .unwrap_or(0.0)
+            && sample(
+                &m,
+                "kubelet_running_containers{container_state=\"running\"}",
+            )
+            .unwrap_or(0.0)
                 >= 2.0
     });
 
@@ -187,11 +193,18 @@ spec:
             .unwrap_or(Value::Null)
     };
     let mut summary = Value::Null;
-    eventually(Duration::from_secs(30), "the summary has a CPU rate of the busy pod", || {
-        summary = kubelet_json(&node, "/stats/summary");
-        let busy = pod_stats(&summary, "busy");
-        busy["containers"][0]["cpu"]["usageNanoCores"].as_u64().unwrap_or(0) > 0
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the summary has a CPU rate of the busy pod",
+        || {
+            summary = kubelet_json(&node, "/stats/summary");
+            let busy = pod_stats(&summary, "busy");
+            busy["containers"][0]["cpu"]["usageNanoCores"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+        },
+    );
     assert_eq!(summary["node"]["nodeName"], name.as_str());
     for path in [
         "/node/cpu/usageCoreNanoSeconds",
@@ -254,7 +267,10 @@ spec:
         .iter()
         .filter_map(|p| p["metadata"]["name"].as_str())
         .collect();
-    assert!(names.contains(&"busy") && names.contains(&"idle"), "{names:?}");
+    assert!(
+        names.contains(&"busy") && names.contains(&"idle"),
+        "{names:?}"
+    );
     let configz = kubelet_json(&node, "/configz");
     let cfg = &configz["kubeletconfig"];
     assert_eq!(cfg["kind"], "KubeletConfiguration");
@@ -262,21 +278,34 @@ spec:
     assert_eq!(cfg["cgroupRoot"], node.cgroup_root.as_str());
 
     // kubectl top, through apiserver-lite's metrics.k8s.io.
-    eventually(Duration::from_secs(60), "kubectl top nodes shows usage", || {
-        let out = api.kubectl(&["top", "nodes"]);
-        let table = String::from_utf8_lossy(&out.stdout);
-        out.status.success()
-            && top_row(&table, &name).is_some_and(|cols| {
-                cols.len() >= 5 && millicores(&cols[1]) > 0 && cols[3] != "0Mi"
-            })
-    });
-    eventually(Duration::from_secs(60), "kubectl top pods shows the busy loop", || {
-        let out = api.kubectl(&["top", "pods"]);
-        let table = String::from_utf8_lossy(&out.stdout);
-        out.status.success()
-            && top_row(&table, "busy").is_some_and(|cols| millicores(&cols[1]) > 0)
-            && top_row(&table, "idle").is_some()
-    });
+    eventually(
+        Duration::from_secs(60),
+        "kubectl top nodes shows usage",
+        || {
+            let out = api.kubectl(&["top", "nodes"]);
+            let table = String::from_utf8_lossy(&out.stdout);
+            out.status.success()
+                && top_row(&table, &name).is_some_and(|cols| {
+                    cols.len() >= 5 && millicores(&cols[1]) > 0 && cols[3] != "0Mi"
+                })
+        },
+    );
+    eventually(
+        Duration::from_secs(60),
+        "kubectl top pods shows the busy loop",
+        || {
+            let out = api.kubectl(&["top", "pods"]);
+            let table = String::from_utf8_lossy(&out.stdout);
+            out.status.success()
+                && top_row(&table, "busy").is_some_and(|cols| millicores(&cols[1]) > 0)
+                && top_row(&table, "idle").is_some()
+        },
+    );
+    eprintln!(
+        "{}\n{}",
+        api.kubectl_ok(&["top", "nodes"]),
+        api.kubectl_ok(&["top", "pods"])
+    );
     let selected = api.kubectl_ok(&["top", "pods", "-l", "app=busy", "--containers"]);
     let row = top_row(&selected, "busy").unwrap_or_else(|| panic!("{selected}"));
     assert_eq!(row[1], "spin", "{selected}");
@@ -297,7 +326,10 @@ spec:
         "--raw",
         "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nope",
     ]);
-    assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+    assert!(
+        err.contains("NotFound") || err.contains("not found"),
+        "{err}"
+    );
 
     api.kubectl_ok(&[
         "delete",

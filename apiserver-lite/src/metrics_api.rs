@@ -71,7 +71,12 @@ impl MetricsApi {
     /// The (older, newer) scrapes of a node, fresh enough; `None` when the kubelet cannot be
     /// scraped and nothing is cached.
     async fn pair(&self, node: &str, addr: SocketAddr) -> Option<(Arc<Scrape>, Arc<Scrape>)> {
-        let entry = self.nodes.lock().entry(node.to_string()).or_default().clone();
+        let entry = self
+            .nodes
+            .lock()
+            .entry(node.to_string())
+            .or_default()
+            .clone();
         let mut st = entry.lock().await;
         for _ in 0..3 {
             if let (Some(prev), Some(last)) = (&st.prev, &st.last) {
@@ -219,9 +224,10 @@ async fn serve(
             })
             .collect();
         if !info.name.is_empty() {
-            return items.into_iter().next().ok_or_else(|| {
-                ApiError::not_found(GROUP, "nodemetrics", &info.name)
-            });
+            return items
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::not_found(GROUP, "nodemetrics", &info.name));
         }
         return Ok(json!({
             "kind": "NodeMetricsList",
@@ -240,7 +246,11 @@ async fn serve(
         .map(|o| o.value.clone())
         .filter(|p| info.name.is_empty() || p["metadata"]["name"] == info.name.as_str())
         .filter(|p| selector.matches(p["metadata"]["labels"].as_object()))
-        .filter(|p| p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()))
+        .filter(|p| {
+            p["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty())
+        })
         .collect();
     let node_names: Vec<&str> = pods
         .iter()
@@ -283,7 +293,12 @@ fn is_ready(node: &Value) -> bool {
 }
 
 /// A NodeMetrics from two scrapes of its kubelet.
-pub fn node_metrics(node: &Value, prev: &Scrape, last: &Scrape, now: DateTime<Utc>) -> Option<Value> {
+pub fn node_metrics(
+    node: &Value,
+    prev: &Scrape,
+    last: &Scrape,
+    now: DateTime<Utc>,
+) -> Option<Value> {
     let cpu = last.node_cpu?;
     let memory = last.node_memory?;
     let (rate, window_ms) = rate(prev.node_cpu?, cpu)?;
@@ -329,7 +344,9 @@ pub fn pod_metrics(pod: &Value, prev: &Scrape, last: &Scrape, now: DateTime<Utc>
             ts_ms: (s * 1000.0) as i64,
         });
         let base = match before.and_then(|b| b.cpu) {
-            Some(b) if b.value <= cpu.value && before.and_then(|b| b.start_time) == pts.start_time => {
+            Some(b)
+                if b.value <= cpu.value && before.and_then(|b| b.start_time) == pts.start_time =>
+            {
                 Some(b)
             }
             _ => start.filter(|s| s.ts_ms < cpu.ts_ms),
@@ -389,7 +406,7 @@ pub fn cpu_quantity(nanocores: u64) -> String {
         return "0".into();
     }
     for (div, suffix) in [(1_000_000_000, ""), (1_000_000, "m"), (1_000, "u")] {
-        if nanocores % div == 0 {
+        if nanocores.is_multiple_of(div) {
             return decimal_si(nanocores / div, suffix);
         }
     }
@@ -400,7 +417,7 @@ pub fn cpu_quantity(nanocores: u64) -> String {
 fn decimal_si(mut n: u64, suffix: &str) -> String {
     const UP: &[&str] = &["n", "u", "m", "", "k", "M", "G", "T", "P", "E"];
     let mut i = UP.iter().position(|s| *s == suffix).unwrap_or(3);
-    while n != 0 && n % 1000 == 0 && i + 1 < UP.len() {
+    while n != 0 && n.is_multiple_of(1000) && i + 1 < UP.len() {
         n /= 1000;
         i += 1;
     }
@@ -416,7 +433,7 @@ pub fn memory_quantity(bytes: u64) -> String {
     let mut n = bytes;
     let mut i = 0;
     const SUFFIX: &[&str] = &["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
-    while n % 1024 == 0 && i + 1 < SUFFIX.len() {
+    while n.is_multiple_of(1024) && i + 1 < SUFFIX.len() {
         n /= 1024;
         i += 1;
     }
@@ -515,7 +532,10 @@ async fn scrape_kubelet(addr: SocketAddr) -> Result<Scrape, String> {
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        Ok(Scrape::parse(&String::from_utf8_lossy(&body), Instant::now()))
+        Ok(Scrape::parse(
+            &String::from_utf8_lossy(&body),
+            Instant::now(),
+        ))
     };
     tokio::time::timeout(SCRAPE_TIMEOUT, fut)
         .await
@@ -567,8 +587,14 @@ mod tests {
                     (
                         ("ns".to_string(), "p".to_string(), c.to_string()),
                         ContainerPoints {
-                            cpu: Some(Point { value: *cpu, ts_ms: ts }),
-                            memory: Some(Point { value: 2048.0, ts_ms: ts }),
+                            cpu: Some(Point {
+                                value: *cpu,
+                                ts_ms: ts,
+                            }),
+                            memory: Some(Point {
+                                value: 2048.0,
+                                ts_ms: ts,
+                            }),
                             start_time: Some(*start),
                         },
                     )
@@ -609,6 +635,9 @@ mod tests {
     fn discovery_documents() {
         assert_eq!(api_resource_list()["resources"][1]["namespaced"], true);
         assert_eq!(api_group()["preferredVersion"]["version"], VERSION);
-        assert_eq!(aggregated_item()["versions"][0]["resources"][0]["scope"], "Cluster");
+        assert_eq!(
+            aggregated_item()["versions"][0]["resources"][0]["scope"],
+            "Cluster"
+        );
     }
 }

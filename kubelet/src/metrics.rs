@@ -18,7 +18,9 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 /// Prometheus' default buckets (`metrics.DefBuckets`).
-pub const DEF_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const DEF_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Upstream's `podStartupDurationBuckets`.
 pub const POD_STARTUP_BUCKETS: &[f64] = &[
@@ -492,7 +494,11 @@ pub fn format_float(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if f == 0.0 {
         return if f.is_sign_negative() { "-0" } else { "0" }.into();
@@ -650,7 +656,11 @@ mod tests {
     #[test]
     fn the_registry_has_upstreams_names() {
         let m = metrics();
-        m.record_operation(operation_type("list_pod_sandbox"), Duration::from_millis(3), true);
+        m.record_operation(
+            operation_type("list_pod_sandbox"),
+            Duration::from_millis(3),
+            true,
+        );
         m.node_name.with("n1").set(1);
         let text = m.render();
         for name in [
@@ -667,10 +677,15 @@ mod tests {
             "kubelet_started_containers_total",
             "process_cpu_seconds_total",
         ] {
-            assert!(text.contains(&format!("# TYPE {name} ")), "{name} in\n{text}");
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} in\n{text}"
+            );
         }
         assert!(text.contains("kubelet_node_name{node=\"n1\"} 1\n"));
-        assert!(text.contains("kubelet_runtime_operations_errors_total{operation_type=\"list_podsandbox\"} "));
+        assert!(text.contains(
+            "kubelet_runtime_operations_errors_total{operation_type=\"list_podsandbox\"} "
+        ));
         let names: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -119,7 +119,10 @@ fn record_container_states(containers: &[pb::Container]) {
         counts[i] += 1;
     }
     let family = &crate::metrics::metrics().running_containers;
-    for (state, n) in ["created", "running", "exited", "unknown"].iter().zip(counts) {
+    for (state, n) in ["created", "running", "exited", "unknown"]
+        .iter()
+        .zip(counts)
+    {
         family.with(state).set(n);
     }
 }

@@ -128,12 +128,10 @@ impl KubeletServer {
 
 /// The main server's routes (without the auth filter).
 pub fn routes(state: ServerState) -> Router {
-    let router = Router::new()
-        .route("/healthz", get(healthz))
-        .route(
-            "/containerLogs/{namespace}/{pod}/{container}",
-            get(logs::container_logs),
-        );
+    let router = Router::new().route("/healthz", get(healthz)).route(
+        "/containerLogs/{namespace}/{pod}/{container}",
+        get(logs::container_logs),
+    );
     // Observability: pods, configuration, metrics and stats.
     let router = router
         .route("/pods", get(pods::pods))

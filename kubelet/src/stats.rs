@@ -112,7 +112,9 @@ impl StatsProvider {
     fn node_stats(&self, now: i64, image_fs: Option<pb::ImageFsInfoResponse>) -> NodeStats {
         let read = |name: &str| std::fs::read_to_string(self.proc_dir.join(name)).ok();
         let time = Time::from_ns(now);
-        let proc_stat = read("stat").map(|s| parse_proc_stat(&s)).unwrap_or_default();
+        let proc_stat = read("stat")
+            .map(|s| parse_proc_stat(&s))
+            .unwrap_or_default();
         let cpu = proc_stat.cpu_usage_ns.map(|usage| CpuStats {
             time,
             usage_nano_cores: self.rates.nano_cores("node", now, usage),
@@ -276,7 +278,11 @@ pub fn build_pods(
             (!vals.is_empty()).then(|| vals.iter().sum())
         };
         let latest = |f: &dyn Fn(&ContainerStats) -> Option<Time>| -> Time {
-            p.containers.iter().filter_map(f).max_by_key(|t| t.0).unwrap_or_default()
+            p.containers
+                .iter()
+                .filter_map(f)
+                .max_by_key(|t| t.0)
+                .unwrap_or_default()
         };
         let cpu_usage = sum(&|c| c.cpu.as_ref()?.usage_core_nano_seconds);
         let cpu_time = latest(&|c| c.cpu.as_ref().map(|x| x.time));
@@ -465,7 +471,12 @@ pub fn default_route_interface(text: &str) -> Option<String> {
 
 /// The number of processes (scheduling entities) from `/proc/loadavg` (`0.1 0.2 0.3 2/345 …`).
 pub fn parse_loadavg_procs(text: &str) -> Option<i64> {
-    text.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok()
+    text.split_whitespace()
+        .nth(3)?
+        .split_once('/')?
+        .1
+        .parse()
+        .ok()
 }
 
 /// Capacity, availability and inodes of the filesystem holding `path`.
@@ -520,7 +531,10 @@ mod tests {
         let s = parse_proc_stat(
             "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\nbtime 1700000000\n",
         );
-        assert_eq!(s.cpu_usage_ns, Some((100 + 5 + 50 + 3 + 2 + 1) * NS_PER_TICK));
+        assert_eq!(
+            s.cpu_usage_ns,
+            Some((100 + 5 + 50 + 3 + 2 + 1) * NS_PER_TICK)
+        );
         assert_eq!(s.boot_time, Some(1_700_000_000));
     }
 
@@ -545,9 +559,13 @@ mod tests {
             (i[0].rx_bytes, i[0].rx_errors, i[0].tx_bytes, i[0].tx_errors),
             (Some(500), Some(1), Some(700), Some(2))
         );
-        let route = "Iface\tDestination\tGateway\nbr0\t0000FEA9\t00000000\neth0\t00000000\t0101A8C0\n";
+        let route =
+            "Iface\tDestination\tGateway\nbr0\t0000FEA9\t00000000\neth0\t00000000\t0101A8C0\n";
         assert_eq!(default_route_interface(route).as_deref(), Some("eth0"));
-        assert_eq!(parse_loadavg_procs("0.00 0.01 0.05 2/345 6789\n"), Some(345));
+        assert_eq!(
+            parse_loadavg_procs("0.00 0.01 0.05 2/345 6789\n"),
+            Some(345)
+        );
     }
 
     #[test]
@@ -555,10 +573,19 @@ mod tests {
         let r = CpuRates::default();
         assert_eq!(r.nano_cores("c", 0, 0), None);
         // Half a core over half a second; the first sample is kept.
-        assert_eq!(r.nano_cores("c", 500_000_000, 250_000_000), Some(500_000_000));
+        assert_eq!(
+            r.nano_cores("c", 500_000_000, 250_000_000),
+            Some(500_000_000)
+        );
         // Still against the first sample; then replaced.
-        assert_eq!(r.nano_cores("c", 2_000_000_000, 2_000_000_000), Some(1_000_000_000));
-        assert_eq!(r.nano_cores("c", 3_000_000_000, 2_100_000_000), Some(100_000_000));
+        assert_eq!(
+            r.nano_cores("c", 2_000_000_000, 2_000_000_000),
+            Some(1_000_000_000)
+        );
+        assert_eq!(
+            r.nano_cores("c", 3_000_000_000, 2_100_000_000),
+            Some(100_000_000)
+        );
         // A restarted container's counter goes back: no rate, and a new start.
         assert_eq!(r.nano_cores("c", 4_000_000_000, 10), None);
         assert_eq!(r.nano_cores("c", 5_000_000_000, 10 + 1_000), Some(1_000));
@@ -631,7 +658,10 @@ mod tests {
         ];
         let rates = CpuRates::default();
         let logs = |_: &PodReference, c: &str| (c == "app").then_some((8192, 3));
-        let first = [stats("a", 1_000_000_000, 100, 10), stats("b", 1_000_000_000, 50, 5)];
+        let first = [
+            stats("a", 1_000_000_000, 100, 10),
+            stats("b", 1_000_000_000, 50, 5),
+        ];
         let pods = build_pods(&sandboxes, &containers, &first, &rates, None, logs);
         assert_eq!(pods.len(), 2);
         let p = &pods[0];
@@ -642,7 +672,10 @@ mod tests {
         assert_eq!(p.cpu.as_ref().unwrap().usage_core_nano_seconds, Some(150));
         assert_eq!(p.cpu.as_ref().unwrap().usage_nano_cores, None);
         assert_eq!(p.memory.as_ref().unwrap().working_set_bytes, Some(15));
-        assert_eq!(p.containers[0].logs.as_ref().unwrap().used_bytes, Some(8192));
+        assert_eq!(
+            p.containers[0].logs.as_ref().unwrap().used_bytes,
+            Some(8192)
+        );
         assert_eq!(
             p.ephemeral_storage.as_ref().unwrap().used_bytes,
             Some(4096 + 8192 + 4096)
@@ -655,7 +688,10 @@ mod tests {
         ];
         let pods = build_pods(&sandboxes, &containers, &second, &rates, None, logs);
         let p = &pods[0];
-        assert_eq!(p.containers[0].cpu.as_ref().unwrap().usage_nano_cores, Some(500_000_000));
+        assert_eq!(
+            p.containers[0].cpu.as_ref().unwrap().usage_nano_cores,
+            Some(500_000_000)
+        );
         assert_eq!(p.cpu.as_ref().unwrap().usage_nano_cores, Some(750_000_000));
     }
 }

@@ -194,13 +194,20 @@ mod tests {
 
     #[test]
     fn a_kubelets_answer() {
-        let text = "# HELP node_cpu_usage_seconds_total x\n# TYPE node_cpu_usage_seconds_total counter\n\
+        let text =
+            "# HELP node_cpu_usage_seconds_total x\n# TYPE node_cpu_usage_seconds_total counter\n\
 node_cpu_usage_seconds_total 10 1000\nnode_memory_working_set_bytes 2048 1000\n\
 container_cpu_usage_seconds_total{container=\"c\",namespace=\"n\",pod=\"p\"} 2 1000\n\
 container_memory_working_set_bytes{container=\"c\",namespace=\"n\",pod=\"p\"} 4096 1000\n\
 container_start_time_seconds{container=\"c\",namespace=\"n\",pod=\"p\"} 1.5e+09\nscrape_error 0\n";
         let s = Scrape::parse(text, Instant::now());
-        assert_eq!(s.node_cpu, Some(Point { value: 10.0, ts_ms: 1000 }));
+        assert_eq!(
+            s.node_cpu,
+            Some(Point {
+                value: 10.0,
+                ts_ms: 1000
+            })
+        );
         assert_eq!(s.node_memory.unwrap().value, 2048.0);
         let c = &s.containers[&("n".into(), "p".into(), "c".into())];
         assert_eq!(c.cpu.unwrap().value, 2.0);

@@ -142,22 +142,42 @@ pub fn render_resource_metrics(summary: Option<&Summary>) -> String {
         for p in &s.pods {
             let (pod, ns) = (p.pod_ref.name.as_str(), p.pod_ref.namespace.as_str());
             let pod_labels = [("namespace", ns), ("pod", pod)];
-            if let Some(u) = p.cpu.as_ref().and_then(|c| Some((c.usage_core_nano_seconds?, c.time))) {
+            if let Some(u) = p
+                .cpu
+                .as_ref()
+                .and_then(|c| Some((c.usage_core_nano_seconds?, c.time)))
+            {
                 pod_cpu.add(&pod_labels, seconds(u.0), Some(u.1));
             }
-            if let Some(m) = p.memory.as_ref().and_then(|m| Some((m.working_set_bytes?, m.time))) {
+            if let Some(m) = p
+                .memory
+                .as_ref()
+                .and_then(|m| Some((m.working_set_bytes?, m.time)))
+            {
                 pod_mem.add(&pod_labels, m.0 as f64, Some(m.1));
             }
             for c in &p.containers {
-                let labels = [("container", c.name.as_str()), ("namespace", ns), ("pod", pod)];
+                let labels = [
+                    ("container", c.name.as_str()),
+                    ("namespace", ns),
+                    ("pod", pod),
+                ];
                 let start = c.start_time.0.timestamp_nanos_opt().unwrap_or(0);
                 if start > 0 {
                     c_start.add(&labels, start as f64 / 1e9, None);
                 }
-                if let Some(u) = c.cpu.as_ref().and_then(|x| Some((x.usage_core_nano_seconds?, x.time))) {
+                if let Some(u) = c
+                    .cpu
+                    .as_ref()
+                    .and_then(|x| Some((x.usage_core_nano_seconds?, x.time)))
+                {
                     c_cpu.add(&labels, seconds(u.0), Some(u.1));
                 }
-                if let Some(m) = c.memory.as_ref().and_then(|x| Some((x.working_set_bytes?, x.time))) {
+                if let Some(m) = c
+                    .memory
+                    .as_ref()
+                    .and_then(|x| Some((x.working_set_bytes?, x.time)))
+                {
                     c_mem.add(&labels, m.0 as f64, Some(m.1));
                 }
             }
@@ -264,7 +284,9 @@ scrape_error 0
 "
         );
         let failed = render_resource_metrics(None);
-        assert!(failed.contains("\nresource_scrape_error 1\n") && failed.contains("\nscrape_error 1\n"));
+        assert!(
+            failed.contains("\nresource_scrape_error 1\n") && failed.contains("\nscrape_error 1\n")
+        );
         assert!(!failed.contains("node_cpu"));
     }
 }

@@ -2,9 +2,9 @@
 //! pod manager's [`PodView`](crate::pods::view::PodView) — what the kubelet was told to run (API
 //! and static pods), not the runtime's view.
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, Response, StatusCode};
-use axum::body::Body;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::List;
 
