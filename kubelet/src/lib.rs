@@ -21,8 +21,10 @@
 //!   sandboxes, unused images, container log rotation.
 //! - `static_pods`, `mirror_pods`: pods from `--pod-manifest-path` and their mirrors in the API.
 //! - `object_cache`: the watched ConfigMaps, Secrets and Services pods read.
-//! - `server`, `logs`: the kubelet's HTTPS server (`/containerLogs`, `/healthz`) and reading
-//!   CRI log files.
+//! - `server`, `logs`: the kubelet's HTTPS server (`/containerLogs`, `/healthz`, `/pods`,
+//!   `/configz`, `/metrics`, `/metrics/resource`, `/stats/summary`) and reading CRI log files.
+//! - `metrics`, `stats`: the kubelet's Prometheus registry and the stats provider (node and pod
+//!   usage, the `stats/v1alpha1` Summary).
 //! - `agent`: [`Kubelet`], what `capstan kubelet` runs.
 
 pub mod agent;
