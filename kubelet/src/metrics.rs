@@ -210,11 +210,6 @@ impl<M: Metric> Family<M> {
             .clone()
     }
 
-    /// Drops every child (a gauge family recomputed as a whole).
-    pub fn reset(&self) {
-        self.children.write().clear();
-    }
-
     fn render(&self, out: &mut String) {
         header(out, &self.info);
         let children = self.children.read();
