@@ -1,7 +1,7 @@
 //! API discovery: `/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>` in the legacy
 //! (APIVersions / APIGroupList / APIResourceList) form, and the aggregated discovery document
 //! (`apidiscovery.k8s.io/v2` APIGroupDiscoveryList) that kubectl 1.32 asks for first. All built
-//! from the resource table.
+//! from the resource table, plus `metrics.k8s.io` (served by `metrics_api`).
 
 use serde_json::{json, Value};
 
@@ -85,12 +85,16 @@ pub fn api_group_list() -> Value {
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, _)| api_group(g))
+        .chain(std::iter::once(crate::metrics_api::api_group()))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/<group>` (APIGroup).
 pub fn api_group(group: &str) -> Value {
+    if group == crate::metrics_api::GROUP {
+        return crate::metrics_api::api_group();
+    }
     let versions: Vec<Value> = group_versions()
         .into_iter()
         .filter(|(g, _)| *g == group)
@@ -102,6 +106,10 @@ pub fn api_group(group: &str) -> Value {
 
 /// `/api/v1` or `/apis/<group>/<version>` (APIResourceList); None if not served.
 pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
+    if group == crate::metrics_api::GROUP {
+        return (version == crate::metrics_api::VERSION)
+            .then(crate::metrics_api::api_resource_list);
+    }
     let mut resources = Vec::new();
     for r in RESOURCES
         .iter()
@@ -195,6 +203,10 @@ pub fn aggregated(core: bool) -> Value {
         items.push(
             json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}),
         );
+    }
+    if !core {
+        // Served by `metrics_api`, outside the resource table (no k8s-openapi type).
+        items.push(crate::metrics_api::aggregated_item());
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }

@@ -11,6 +11,7 @@ pub mod connect;
 pub mod discovery;
 pub mod events_view;
 pub mod hooks;
+pub mod metrics_api;
 pub mod openapi;
 pub mod patch;
 pub mod pod_log;

@@ -361,7 +361,7 @@ async fn read_limited(body: hyper::body::Incoming) -> String {
 /// The kubelet's serving certificate is not verified: upstream's API server does not verify it
 /// either unless `--kubelet-certificate-authority` is given, and kubelets here serve self-signed
 /// certificates until the security issue brings a cluster CA.
-async fn kubelet_get(
+pub(crate) async fn kubelet_get(
     addr: SocketAddr,
     uri: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, Box<dyn std::error::Error + Send + Sync>> {

@@ -74,6 +74,8 @@ pub fn primary_address() -> IpAddr {
 struct AppState {
     registry: Arc<Registry>,
     advertise: String,
+    /// `metrics.k8s.io`: the kubelets' scrapes.
+    metrics: Arc<crate::metrics_api::MetricsApi>,
 }
 
 /// A running server.
@@ -110,6 +112,7 @@ impl Server {
         let state = AppState {
             registry: registry.clone(),
             advertise: SocketAddr::new(config.advertise_address, local_addr.port()).to_string(),
+            metrics: Arc::new(crate::metrics_api::MetricsApi::new()),
         };
         let app = handler_chain(state);
         let task = tokio::spawn(async move {
@@ -178,6 +181,9 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
         return connect::handle(&state.registry, &info, req)
             .await
             .unwrap_or_else(|e| error_response(&e));
+    }
+    if info.group == crate::metrics_api::GROUP {
+        return crate::metrics_api::handle(&state.metrics, &state.registry, &info, &query).await;
     }
     let body = match axum::body::to_bytes(body, rest::MAX_BODY).await {
         Ok(b) => b,
@@ -250,7 +256,10 @@ fn non_resource(state: &AppState, path: &str, accept: Option<&str>) -> Response<
             Some(l) => json_response(StatusCode::OK, &l),
             None => error_response(&ApiError::not_found_generic()),
         },
-        ["apis", g] if resources::group_versions().iter().any(|(gg, _)| gg == g) => {
+        ["apis", g]
+            if resources::group_versions().iter().any(|(gg, _)| gg == g)
+                || *g == crate::metrics_api::GROUP =>
+        {
             json_response(StatusCode::OK, &discovery::api_group(g))
         }
         ["apis", g, v] => match discovery::api_resource_list(g, v) {

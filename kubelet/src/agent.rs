@@ -5,7 +5,8 @@
 //! [`BuiltInRuntime::root`](crate::config::BuiltInRuntime), also served on its CRI socket, or a
 //! remote CRI endpoint), the node agent (registration, status, Lease), the status manager, the
 //! PLEG, probes and one pod worker per pod bound to this node (watched from the API) or read from
-//! the static pod manifests, the kubelet server (`/containerLogs`, `/healthz`) and the
+//! the static pod manifests, the kubelet server (`/containerLogs`, `/healthz`, `/pods`, `/configz`, `/metrics`,
+//! `/metrics/resource`, `/stats/summary`) and the
 //! housekeeping loops (container GC, image GC, container log rotation). Readiness
 //! inputs: the runtime reports its `name://version` and status conditions, PLEG its health.
 
@@ -125,11 +126,23 @@ impl Kubelet {
         .await
         .map_err(|e| KubeletError::Runtime(format!("{e:#}")))?;
         let housekeeping = self.housekeeping(runtime.clone(), pods.view());
+        crate::metrics::metrics()
+            .node_name
+            .with(&self.config.node_name)
+            .set(1);
+        let stats = Arc::new(crate::stats::StatsProvider::new(
+            runtime.clone(),
+            &self.config.node_name,
+            &self.config.root_dir,
+            &self.config.pod_logs_dir,
+        ));
         let _server = crate::server::KubeletServer::start(
             &self.config,
             crate::server::ServerState {
                 runtime,
                 pods: pods.view(),
+                config: self.config.clone(),
+                stats,
             },
         )
         .await?;

@@ -22,8 +22,10 @@
 //!   sandboxes, unused images, container log rotation.
 //! - `static_pods`, `mirror_pods`: pods from `--pod-manifest-path` and their mirrors in the API.
 //! - `object_cache`: the watched ConfigMaps, Secrets and Services pods read.
-//! - `server`, `logs`: the kubelet's HTTPS server (`/containerLogs`, `/healthz`) and reading
-//!   CRI log files.
+//! - `server`, `logs`: the kubelet's HTTPS server (`/containerLogs`, `/healthz`, `/pods`,
+//!   `/configz`, `/metrics`, `/metrics/resource`, `/stats/summary`) and reading CRI log files.
+//! - `metrics`, `stats`: the kubelet's Prometheus registry and the stats provider (node and pod
+//!   usage, the `stats/v1alpha1` Summary).
 //! - `agent`: [`Kubelet`], what `capstan kubelet` runs.
 
 pub mod agent;
@@ -36,6 +38,7 @@ pub mod env;
 pub mod events;
 pub mod image_gc;
 pub mod logs;
+pub mod metrics;
 pub mod mirror_pods;
 pub mod node;
 pub mod object_cache;
@@ -51,6 +54,7 @@ pub mod runtime;
 pub mod runtime_status;
 pub mod server;
 pub mod static_pods;
+pub mod stats;
 pub mod status_manager;
 pub mod volume;
 

@@ -3,7 +3,9 @@
 //! relist as the safety net: every second when the runtime has no event stream (a remote runtime
 //! such as containerd 1.6), every ten seconds when it has. A relist compares each container's
 //! state with the previous relist and reports the pods whose containers changed. Its health
-//! (the age of the last relist) feeds node readiness.
+//! (the age of the last relist) feeds node readiness. Each relist records upstream's
+//! `kubelet_pleg_relist_{duration,interval}_seconds`, `kubelet_pleg_last_seen_seconds`,
+//! `kubelet_running_pods` (ready sandboxes) and `kubelet_running_containers` by state.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,8 +60,24 @@ pub fn start(runtime: Runtime) -> (mpsc::UnboundedReceiver<String>, PlegHealth) 
             RELIST_WITHOUT_EVENTS
         };
         let mut last: HashMap<String, (String, i32)> = HashMap::new();
+        let m = crate::metrics::metrics();
+        let mut last_relist: Option<Instant> = None;
         loop {
+            let started = Instant::now();
+            if let Some(prev) = last_relist {
+                m.pleg_relist_interval
+                    .observe_duration(started.duration_since(prev));
+            }
+            last_relist = Some(started);
+            if let Ok(sandboxes) = runtime.list_pod_sandbox(None).await {
+                let ready = sandboxes
+                    .iter()
+                    .filter(|s| s.state == pb::PodSandboxState::SandboxReady as i32)
+                    .count();
+                m.running_pods.set(ready as i64);
+            }
             if let Ok(containers) = runtime.list_containers(None).await {
+                record_container_states(&containers);
                 let mut now = HashMap::new();
                 for c in containers {
                     let uid = c.labels.get(labels::POD_UID).cloned().unwrap_or_default();
@@ -78,11 +96,35 @@ pub fn start(runtime: Runtime) -> (mpsc::UnboundedReceiver<String>, PlegHealth) 
                 }
                 last = now;
                 *h.0.lock() = Instant::now();
+                m.pleg_relist_duration.observe_duration(started.elapsed());
+                m.pleg_last_seen.set(chrono::Utc::now().timestamp());
             }
             tokio::time::sleep(period).await;
         }
     });
     (rx, health)
+}
+
+/// `kubelet_running_containers{container_state}`: the relisted containers by state, with
+/// upstream's state names.
+fn record_container_states(containers: &[pb::Container]) {
+    let mut counts = [0i64; 4];
+    for c in containers {
+        let i = match pb::ContainerState::try_from(c.state) {
+            Ok(pb::ContainerState::ContainerCreated) => 0,
+            Ok(pb::ContainerState::ContainerRunning) => 1,
+            Ok(pb::ContainerState::ContainerExited) => 2,
+            _ => 3,
+        };
+        counts[i] += 1;
+    }
+    let family = &crate::metrics::metrics().running_containers;
+    for (state, n) in ["created", "running", "exited", "unknown"]
+        .iter()
+        .zip(counts)
+    {
+        family.with(state).set(n);
+    }
 }
 
 /// The pod a container event is about, from the labels the kubelet put on it.

@@ -78,10 +78,20 @@ pub fn spawn_worker(ctx: Arc<PodContext>, pod: Pod) -> mpsc::UnboundedSender<Pod
     tokio::spawn(async move {
         let mut pod = pod;
         let mut worker = Worker::new(ctx.clone(), &pod);
+        // upstream's operation types: the first sync creates, a changed pod updates, the rest
+        // (events, timers) sync.
+        let mut operation = "create";
         'work: loop {
-            if worker.sync(&pod).await {
+            let started = std::time::Instant::now();
+            let done = worker.sync(&pod).await;
+            crate::metrics::metrics()
+                .pod_worker_duration
+                .with(operation)
+                .observe_duration(started.elapsed());
+            if done {
                 break;
             }
+            operation = "sync";
             // Wait for a reason to sync again: a pod change that matters, a runtime or probe
             // event, or the resync / back-off timer. A status-only change (usually our own
             // write coming back through the watch) updates the pod but does not sync, as
@@ -93,6 +103,9 @@ pub fn spawn_worker(ctx: Arc<PodContext>, pod: Pod) -> mpsc::UnboundedSender<Pod
                         Some(PodUpdate::Pod(p)) => {
                             let differs = differs_semantically(&pod, &p);
                             pod = *p;
+                            if differs {
+                                operation = "update";
+                            }
                             differs
                         }
                         Some(PodUpdate::Sync) => true,
@@ -164,6 +177,11 @@ struct Worker {
     probes_added: bool,
     /// The last pull error per image back-off key, quoted in the ImagePullBackOff message.
     pull_errors: std::sync::Mutex<HashMap<String, String>>,
+    /// When this kubelet first saw the pod (`kubelet_pod_start_duration_seconds` runs from here
+    /// to the first Running status).
+    first_seen: std::time::Instant,
+    /// Whether the pod's start was recorded (or it was running already when first seen).
+    start_recorded: std::sync::atomic::AtomicBool,
 }
 
 fn now_ns() -> i64 {
@@ -182,6 +200,11 @@ impl Worker {
             next_retry: None,
             probes_added: false,
             pull_errors: Default::default(),
+            first_seen: std::time::Instant::now(),
+            // A pod already running when first seen (adopted after a restart) did not start now.
+            start_recorded: std::sync::atomic::AtomicBool::new(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"),
+            ),
         }
     }
 
@@ -440,7 +463,13 @@ impl Worker {
                     "Pod sandbox changed, it will be killed and re-created.".into(),
                 );
             }
-            sandbox_id = match rt.run_pod_sandbox(sandbox_config.clone(), "").await {
+            let started = rt.run_pod_sandbox(sandbox_config.clone(), "").await;
+            let m = crate::metrics::metrics();
+            match &started {
+                Ok(_) => m.started_pods.inc(),
+                Err(_) => m.started_pods_errors.inc(),
+            }
+            sandbox_id = match started {
                 Ok(id) => id,
                 Err(e) => {
                     let msg = format!("Failed to create pod sandbox: {}", e.message());
@@ -490,6 +519,12 @@ impl Worker {
                     &hosts_path,
                 )
                 .await;
+            let container_type = if init { "init_container" } else { "container" };
+            let m = crate::metrics::metrics();
+            match &result {
+                Ok(()) => m.started_containers.with(container_type).inc(),
+                Err(_) => m.started_containers_errors.with(container_type).inc(),
+            }
             if let Err(f) = result {
                 if f.reason == pod_status::ERR_IMAGE_PULL
                     || f.reason == pod_status::IMAGE_PULL_BACK_OFF
@@ -992,6 +1027,15 @@ impl Worker {
                 now: Timestamp::now(),
             },
         );
+        if status.phase.as_deref() == Some("Running")
+            && !self
+                .start_recorded
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            crate::metrics::metrics()
+                .pod_start_duration
+                .observe_duration(self.first_seen.elapsed());
+        }
         ctx.status.set(pod, status);
     }
 }

@@ -130,7 +130,8 @@ impl Drop for BuiltinServer {
 }
 
 /// Calls one method of a CRI service on either backend, with the call's deadline: `$field` names
-/// both the built-in service and the remote client (`runtime`, `images`).
+/// both the built-in service and the remote client (`runtime`, `images`). Every call is counted
+/// and timed in `kubelet_runtime_operations_*` (upstream's instrumented runtime service).
 macro_rules! cri_call {
     ($self:ident, $field:ident: $service:ident, $method:ident, $req:expr, $deadline:expr) => {{
         let req = $req;
@@ -147,7 +148,14 @@ macro_rules! cri_call {
                     .map(|r| r.into_inner()),
             }
         };
-        with_deadline(stringify!($method), $deadline, fut).await
+        let started = std::time::Instant::now();
+        let res = with_deadline(stringify!($method), $deadline, fut).await;
+        crate::metrics::metrics().record_operation(
+            crate::metrics::operation_type(stringify!($method)),
+            started.elapsed(),
+            res.is_err(),
+        );
+        res
     }};
 }
 

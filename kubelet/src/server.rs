@@ -3,11 +3,12 @@
 //! (127.0.0.1:10248). Port 0 turns a server off (so does `enableServer: false` for the main one),
 //! because several kubelets may share a host.
 //!
-//! Endpoints: `/healthz`, `/containerLogs/{namespace}/{pod}/{container}` (`logs`), and `/exec`,
-//! `/attach`, `/portForward`, `/run` (`streaming`, proxied to the runtime's streaming server).
-//! Every request of the main server passes the one check in `auth` first. Handlers get a
-//! [`ServerState`] — the runtime and the read-only [`PodView`] — and are axum routes, so the
-//! kubelet-server issue adds `/pods`, `/exec`, `/attach`, `/portForward`, `/metrics`, … as more
+//! Endpoints: `/healthz`, `/containerLogs/{namespace}/{pod}/{container}` (`logs`); streaming —
+//! `/exec`, `/attach`, `/portForward`, `/run` (`streaming`, proxied to the runtime's streaming
+//! server); and the observability block — `/pods` (`pods`), `/configz` (`configz`), `/metrics`
+//! and `/metrics/resource` (`metrics`), `/stats/summary` (`stats`). Every request of the main
+//! server passes the one check in `auth` first. Handlers get a [`ServerState`] — the runtime, the
+//! read-only [`PodView`], the effective configuration and the stats provider — and are axum
 //! routes in [`routes`].
 //!
 //! TLS: the serving certificate of `tls` (configured, or self-signed under `<root-dir>/pki`),
@@ -15,7 +16,11 @@
 //! slow client never holds up the accept loop.
 
 pub mod auth;
+pub mod configz;
 pub mod logs;
+pub mod metrics;
+pub mod pods;
+pub mod stats;
 pub mod streaming;
 pub mod tls;
 
@@ -32,6 +37,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::pods::view::PodView;
 use crate::runtime::Runtime;
+use crate::stats::StatsProvider;
 
 /// Failures to start serving.
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +57,15 @@ pub enum ServerError {
     Tls(#[from] tls::TlsError),
 }
 
-/// What handlers read: the runtime and the pods.
+/// What handlers read: the runtime, the pods, the configuration and the stats provider.
 #[derive(Clone)]
 pub struct ServerState {
     pub runtime: Runtime,
     pub pods: PodView,
+    /// The effective configuration (`/configz`).
+    pub config: Arc<Config>,
+    /// Node and pod usage (`/stats/summary`, `/metrics/resource`).
+    pub stats: Arc<StatsProvider>,
 }
 
 /// The running servers; dropping it stops accepting (streams in flight end with their tasks).
@@ -120,13 +130,19 @@ impl KubeletServer {
 
 /// The main server's routes (without the auth filter).
 pub fn routes(state: ServerState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route(
-            "/containerLogs/{namespace}/{pod}/{container}",
-            get(logs::container_logs),
-        )
-        // Streaming: SPDY clients POST, WebSocket clients GET; the uid segment is optional.
+    let router = Router::new().route("/healthz", get(healthz)).route(
+        "/containerLogs/{namespace}/{pod}/{container}",
+        get(logs::container_logs),
+    );
+    // Observability: pods, configuration, metrics and stats.
+    let router = router
+        .route("/pods", get(pods::pods))
+        .route("/configz", get(configz::configz))
+        .route("/metrics", get(metrics::kubelet_metrics))
+        .route("/metrics/resource", get(metrics::resource_metrics))
+        .route("/stats/summary", get(stats::summary));
+    // Streaming: SPDY clients POST, WebSocket clients GET; the uid segment is optional.
+    let router = router
         .route(
             "/exec/{ns}/{pod}/{c}",
             get(streaming::exec).post(streaming::exec),
@@ -152,8 +168,8 @@ pub fn routes(state: ServerState) -> Router {
             get(streaming::port_forward).post(streaming::port_forward),
         )
         .route("/run/{ns}/{pod}/{c}", post(streaming::run))
-        .route("/run/{ns}/{pod}/{uid}/{c}", post(streaming::run))
-        .with_state(state)
+        .route("/run/{ns}/{pod}/{uid}/{c}", post(streaming::run));
+    router.with_state(state)
 }
 
 /// `/healthz`: the process serves (upstream's default checks are ping and log).
