@@ -11,7 +11,9 @@
 //! what kubelets read), `/attach/…` or `/portForward/{namespace}/{pod}?port=…`. `nodes/{name}/
 //! proxy/{path}` forwards any method to `https://{kubelet}/{path}` with the query as given.
 //! A kubelet's error answer reaches the client as it is (kubectl shows it after "unable to upgrade
-//! connection:").
+//! connection:"). WebSocket exec and attach are translated to SPDY toward the kubelet
+//! (`stream_translator`), as upstream's API server does; port-forward passes through as the
+//! client negotiated it (the kubelet serves SPDY, WebSockets and the tunnel alike).
 
 use axum::body::Body;
 use axum::http::{Method, Request, Response};
@@ -117,6 +119,13 @@ pub async fn handle(
     } else {
         format!("{path}?{query}")
     };
+    if info.subresource != "portforward" && streaming::wsstream::is_websocket_request(req.headers())
+    {
+        // WebSocket clients are answered here and relayed to the kubelet over SPDY.
+        let addr = node_kubelet(reg, node_name)?;
+        let exec = info.subresource == "exec";
+        return Ok(crate::stream_translator::serve(req, addr, target, exec).map(Body::new));
+    }
     to_kubelet(reg, node_name, req, &target).await
 }
 

@@ -25,4 +25,5 @@ pub mod server;
 pub mod status;
 pub mod storage;
 pub mod strategy;
+pub mod stream_translator;
 pub mod table;
