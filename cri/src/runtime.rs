@@ -11,6 +11,7 @@
 mod container;
 mod filter;
 mod sandbox;
+pub mod streaming;
 pub mod state;
 
 use std::collections::HashMap;
