@@ -666,7 +666,7 @@ async fn a_client_that_goes_away_leaves_nothing_behind() {
             )
             .await
         });
-        read_until(&mut stdout, "y\n").await;
+        read_until(&mut stdout, "y").await;
         assert_eq!(children(supervisor), before_children + 1, "the exec runs");
         // The client goes away: its streams are closed.
         drop(stdout);
