@@ -142,7 +142,9 @@ impl Env {
             supervisor_exe: PathBuf::from(env!("CARGO_BIN_EXE_capstan")),
             supervisors_cgroup: format!("{cgroup_parent}/supervisors"),
         };
-        let (rt, images) = cri::server::open(&config).await.expect("opening the runtime");
+        let (rt, images) = cri::server::open(&config)
+            .await
+            .expect("opening the runtime");
         images
             .pull_image(tonic::Request::new(pb::PullImageRequest {
                 image: Some(image()),
@@ -189,7 +191,14 @@ impl Env {
     }
 
     /// Creates and starts a container; `stdin`/`tty` as CRI's ContainerConfig has them.
-    async fn run(&self, name: &str, cmd: &[&str], stdin: bool, stdin_once: bool, tty: bool) -> String {
+    async fn run(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        stdin: bool,
+        stdin_once: bool,
+        tty: bool,
+    ) -> String {
         let config = pb::ContainerConfig {
             metadata: Some(pb::ContainerMetadata {
                 name: name.into(),
@@ -394,12 +403,18 @@ macro_rules! setup {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_streams_stdout_stderr_and_exit_code() {
     let (_serial, env) = setup!("exec-out");
-    let id = env.run("main", &["sleep", "3600"], false, false, false).await;
+    let id = env
+        .run("main", &["sleep", "3600"], false, false, false)
+        .await;
     let (io, client) = streams(false, true, false);
     let (code, out, err) = tokio::join!(
         env.backend.exec(
             &id,
-            vec!["sh".into(), "-c".into(), "echo out; echo err >&2; exit 3".into()],
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "echo out; echo err >&2; exit 3".into()
+            ],
             io
         ),
         read_all(client.stdout),
@@ -414,7 +429,9 @@ async fn exec_streams_stdout_stderr_and_exit_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_with_stdin_pipes_bytes_through_cat() {
     let (_serial, env) = setup!("exec-stdin");
-    let id = env.run("main", &["sleep", "3600"], false, false, false).await;
+    let id = env
+        .run("main", &["sleep", "3600"], false, false, false)
+        .await;
     let (io, mut client) = streams(true, true, false);
     let data: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let mut stdin = client.stdin.take().unwrap();
@@ -430,17 +447,25 @@ async fn exec_with_stdin_pipes_bytes_through_cat() {
     );
     assert_eq!(code.expect("exec runs"), 0);
     assert_eq!(out.len(), data.len());
-    assert!(out.as_bytes() == data.as_slice(), "cat returned other bytes");
+    assert!(
+        out.as_bytes() == data.as_slice(),
+        "cat returned other bytes"
+    );
     env.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_with_a_tty() {
     let (_serial, env) = setup!("exec-tty");
-    let id = env.run("main", &["sleep", "3600"], false, false, false).await;
+    let id = env
+        .run("main", &["sleep", "3600"], false, false, false)
+        .await;
 
     let (io, client) = streams(false, false, true);
-    let (code, out) = tokio::join!(env.backend.exec(&id, vec!["tty".into()], io), read_all(client.stdout));
+    let (code, out) = tokio::join!(
+        env.backend.exec(&id, vec!["tty".into()], io),
+        read_all(client.stdout)
+    );
     assert_eq!(code.expect("exec runs"), 0);
     assert!(out.starts_with("/dev/pts/"), "tty printed {out:?}");
 
@@ -478,7 +503,13 @@ async fn exec_with_a_tty() {
 async fn attach_with_stdin_once() {
     let (_serial, env) = setup!("attach-stdin");
     let id = env
-        .run("main", &["sh", "-c", "read x; echo got $x"], true, true, false)
+        .run(
+            "main",
+            &["sh", "-c", "read x; echo got $x"],
+            true,
+            true,
+            false,
+        )
         .await;
     let (io, mut client) = streams(true, true, false);
     let mut stdin = client.stdin.take().unwrap();
@@ -490,7 +521,11 @@ async fn attach_with_stdin_once() {
     res.expect("attach");
     assert_eq!(out, "got hello\n");
     env.wait_exited(&id).await;
-    assert!(env.log("main").contains("stdout F got hello"), "log: {}", env.log("main"));
+    assert!(
+        env.log("main").contains("stdout F got hello"),
+        "log: {}",
+        env.log("main")
+    );
 
     // stdin_once: stdin closing gave `cat` EOF, so it ends on its own.
     let cat = env.run("cat", &["cat"], true, true, false).await;
@@ -511,7 +546,13 @@ async fn attach_with_stdin_once() {
 async fn attach_to_a_tty_container() {
     let (_serial, env) = setup!("attach-tty");
     let id = env
-        .run("main", &["sh", "-c", "read x; echo got $x; tty"], true, false, true)
+        .run(
+            "main",
+            &["sh", "-c", "read x; echo got $x; tty"],
+            true,
+            false,
+            true,
+        )
         .await;
     let (io, mut client) = streams(true, false, true);
     let mut stdin = client.stdin.take().unwrap();
@@ -531,7 +572,12 @@ async fn attach_to_a_tty_container() {
     env.finish().await;
 }
 
-async fn port_forward_roundtrip(rt: &Arc<dyn Backend>, pod: &str, port: u16, msg: &[u8]) -> Vec<u8> {
+async fn port_forward_roundtrip(
+    rt: &Arc<dyn Backend>,
+    pod: &str,
+    port: u16,
+    msg: &[u8],
+) -> Vec<u8> {
     let (mut client, backend) = tokio::io::duplex(64 * 1024);
     let forward = rt.port_forward(pod, port, Box::new(backend));
     let talk = async {
@@ -549,14 +595,24 @@ async fn port_forward_roundtrip(rt: &Arc<dyn Backend>, pod: &str, port: u16, msg
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_into_the_pod() {
     let (_serial, env) = setup!("port-forward");
-    env.run("echo", &["nc", "-ll", "-p", "8080", "-e", "cat"], false, false, false)
-        .await;
+    env.run(
+        "echo",
+        &["nc", "-ll", "-p", "8080", "-e", "cat"],
+        false,
+        false,
+        false,
+    )
+    .await;
     // The server may not listen yet: a refused connection is an error; retry until it answers.
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let (mut client, backend) = tokio::io::duplex(1024);
         drop(client.shutdown().await);
-        match env.backend.port_forward(&env.pod, 8080, Box::new(backend)).await {
+        match env
+            .backend
+            .port_forward(&env.pod, 8080, Box::new(backend))
+            .await
+        {
             Ok(()) => break,
             Err(e) => {
                 assert!(
@@ -597,10 +653,15 @@ async fn port_forward_into_the_pod() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_and_attach_errors() {
     let (_serial, env) = setup!("errors");
-    let id = env.run("main", &["sleep", "3600"], false, false, false).await;
+    let id = env
+        .run("main", &["sleep", "3600"], false, false, false)
+        .await;
 
     let (io, _c) = streams(false, false, false);
-    let e = env.backend.exec("nosuchcontainer", vec!["true".into()], io).await;
+    let e = env
+        .backend
+        .exec("nosuchcontainer", vec!["true".into()], io)
+        .await;
     assert!(
         matches!(&e, Err(StreamError::NotFound(m)) if m.contains("\"nosuchcontainer\": not found")),
         "{e:?}"
@@ -648,7 +709,9 @@ fn children(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_leaves_nothing_behind() {
     let (_serial, env) = setup!("leak");
-    let id = env.run("main", &["sleep", "3600"], false, false, false).await;
+    let id = env
+        .run("main", &["sleep", "3600"], false, false, false)
+        .await;
     let supervisor = env.supervisor_pid();
     let before_fds = fd_count();
     let before_children = children(supervisor);
@@ -661,7 +724,11 @@ async fn a_client_that_goes_away_leaves_nothing_behind() {
         let exec = tokio::spawn(async move {
             rt.exec(
                 &id2,
-                vec!["sh".into(), "-c".into(), "while true; do echo y; done".into()],
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "while true; do echo y; done".into(),
+                ],
                 io,
             )
             .await
@@ -685,7 +752,11 @@ async fn a_client_that_goes_away_leaves_nothing_behind() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(fd_count(), before_fds, "fds of the runtime leaked (tty {tty})");
+        assert_eq!(
+            fd_count(),
+            before_fds,
+            "fds of the runtime leaked (tty {tty})"
+        );
     }
     env.finish().await;
 }

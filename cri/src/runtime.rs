@@ -11,8 +11,8 @@
 mod container;
 mod filter;
 mod sandbox;
-pub mod streaming;
 pub mod state;
+pub mod streaming;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

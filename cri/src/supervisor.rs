@@ -23,8 +23,8 @@ pub use client::{
     SupervisorError,
 };
 pub use proto::{
-    ContainerState, CreateRequest, ErrorKind, Event, EventKind, ExecStreamRequest,
-    ExecSyncRequest, ExecSyncResponse, InfoResponse, Status,
+    ContainerState, CreateRequest, ErrorKind, Event, EventKind, ExecStreamRequest, ExecSyncRequest,
+    ExecSyncResponse, InfoResponse, Status,
 };
 
 /// Entry point of `capstan supervise …`; never returns.

@@ -235,7 +235,10 @@ async fn attach(mut session: supervisor::AttachSession, io: StreamIo) -> Result<
             .map_err(|e| StreamError::Internal(format!("attach: {e}")))?
         {
             match ev {
-                AttachEvent::Output { stderr: false, data } => write_to(&mut stdout, &data).await?,
+                AttachEvent::Output {
+                    stderr: false,
+                    data,
+                } => write_to(&mut stdout, &data).await?,
                 AttachEvent::Output { stderr: true, data } => {
                     // With a TTY the terminal merged everything into stdout anyway.
                     let target = if tty { &mut stdout } else { &mut stderr };
@@ -378,7 +381,7 @@ impl AsyncRead for FdStream {
         loop {
             let mut guard = ready!(this.fd.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|f| (&*f.get_ref()).read(unfilled)) {
+            match guard.try_io(|f| f.get_ref().read(unfilled)) {
                 Ok(Ok(n)) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -403,7 +406,7 @@ impl AsyncWrite for FdStream {
         let this = self.get_mut();
         loop {
             let mut guard = ready!(this.fd.poll_write_ready(cx))?;
-            match guard.try_io(|f| (&*f.get_ref()).write(data)) {
+            match guard.try_io(|f| f.get_ref().write(data)) {
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(r) => return Poll::Ready(r),
                 Err(_would_block) => {}

@@ -310,7 +310,9 @@ impl SupervisorClient {
             Some((Response::ExecStarted { pid }, fds)) => {
                 let want = if tty { 1 } else { 2 + usize::from(stdin) };
                 if fds.len() != want {
-                    return Err(self.protocol(format!("{} fds for the exec, not {want}", fds.len())));
+                    return Err(
+                        self.protocol(format!("{} fds for the exec, not {want}", fds.len()))
+                    );
                 }
                 Ok(ExecSession { pid, fds, conn })
             }
@@ -541,7 +543,10 @@ impl ExecSession {
 /// What an attached connection reports.
 #[derive(Debug, PartialEq)]
 pub enum AttachEvent {
-    Output { stderr: bool, data: Vec<u8> },
+    Output {
+        stderr: bool,
+        data: Vec<u8>,
+    },
     /// The container exited; nothing follows.
     Exited(i32),
 }

@@ -118,7 +118,9 @@ pub struct InfoResponse {
 pub enum Response {
     Ok,
     State(ContainerState),
-    List { containers: Vec<ContainerState> },
+    List {
+        containers: Vec<ContainerState>,
+    },
     Exec(ExecSyncResponse),
     Info(InfoResponse),
     /// The exec'd process runs; the fds ride on this line: the pty master with a TTY, else

@@ -63,8 +63,8 @@ pub(crate) fn socket_address(dir: &Path) -> io::Result<(Option<File>, PathBuf)> 
     Ok((Some(handle), path))
 }
 use super::proto::{
-    ContainerState, CreateRequest, ErrorKind, Event, EventKind, ExecStreamRequest,
-    ExecSyncRequest, ExecSyncResponse, InfoResponse, Request, Response, Status, WireError,
+    ContainerState, CreateRequest, ErrorKind, Event, EventKind, ExecStreamRequest, ExecSyncRequest,
+    ExecSyncResponse, InfoResponse, Request, Response, Status, WireError,
 };
 use crate::logs::{LineSplitter, LogFile, Stream, DEFAULT_MAX_LINE};
 
@@ -1062,7 +1062,11 @@ impl Supervisor {
         }
         let tty = c.console.is_some();
         let fd = if let Some(master) = &c.console {
-            Some(master.try_clone().map_err(|e| werr(ErrorKind::Internal, Some(id), e))?)
+            Some(
+                master
+                    .try_clone()
+                    .map_err(|e| werr(ErrorKind::Internal, Some(id), e))?,
+            )
         } else if want_stdin && c.stdin.is_some() {
             if c.stdin_once {
                 // The attach owns it now: when it lets go, the container reads EOF.
