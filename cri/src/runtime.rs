@@ -12,6 +12,7 @@ mod container;
 mod filter;
 mod sandbox;
 pub mod state;
+pub mod streaming;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

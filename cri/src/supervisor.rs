@@ -18,10 +18,13 @@ mod pidns;
 pub mod proto;
 pub mod server;
 
-pub use client::{next_event, EventStream, SupervisorClient, SupervisorError};
+pub use client::{
+    next_event, AttachEvent, AttachSession, EventStream, ExecSession, SupervisorClient,
+    SupervisorError,
+};
 pub use proto::{
-    ContainerState, CreateRequest, ErrorKind, Event, EventKind, ExecSyncRequest, ExecSyncResponse,
-    InfoResponse, Status,
+    ContainerState, CreateRequest, ErrorKind, Event, EventKind, ExecStreamRequest, ExecSyncRequest,
+    ExecSyncResponse, InfoResponse, Status,
 };
 
 /// Entry point of `capstan supervise …`; never returns.

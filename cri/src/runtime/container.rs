@@ -268,6 +268,8 @@ impl Runtime {
                 bundle: dir.to_path_buf(),
                 log_path: (!log_path.is_empty()).then(|| PathBuf::from(&log_path)),
                 tty: config.tty,
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
                 // The kubelet rotates container logs itself (ReopenContainerLog).
                 max_log_size: 0,
                 max_log_files: 0,
@@ -309,7 +311,7 @@ impl Runtime {
     }
 
     /// A container's full id, its pod's supervisor and the state the supervisor records for it.
-    async fn supervised(
+    pub(super) async fn supervised(
         &self,
         c: &Container,
     ) -> Result<

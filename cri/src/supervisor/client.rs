@@ -5,19 +5,23 @@
 //! and turns it into a stream of events. The supervisor outlives the runtime: after a restart
 //! `connect` finds it again and `list`/`state` report exits that happened meanwhile (they are
 //! also in `DIR/containers/<id>.json`).
+//!
+//! `exec_stream` and `attach` keep their connection too: its first reply line carries file
+//! descriptors (`SCM_RIGHTS`), so it is read with `recvmsg` rather than through a buffered reader.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::UnixStream;
 
 use super::proto::{
-    ContainerState, CreateRequest, ErrorKind, Event, ExecSyncRequest, ExecSyncResponse,
-    InfoResponse, Request, Response, WireError,
+    ContainerState, CreateRequest, ErrorKind, Event, ExecStreamRequest, ExecSyncRequest,
+    ExecSyncResponse, InfoResponse, Request, Response, WireError,
 };
 use super::server::{socket_address, SOCKET_NAME};
 
@@ -293,6 +297,65 @@ impl SupervisorClient {
         }
     }
 
+    /// Starts a process in a running container with its stdio handed to us (see
+    /// [`ExecSession`]).
+    pub async fn exec_stream(
+        &self,
+        req: ExecStreamRequest,
+    ) -> Result<ExecSession, SupervisorError> {
+        let tty = req.tty;
+        let stdin = req.stdin;
+        let mut conn = self.open_stream(&Request::ExecStream(req)).await?;
+        match conn.next().await? {
+            Some((Response::ExecStarted { pid }, fds)) => {
+                let want = if tty { 1 } else { 2 + usize::from(stdin) };
+                if fds.len() != want {
+                    return Err(
+                        self.protocol(format!("{} fds for the exec, not {want}", fds.len()))
+                    );
+                }
+                Ok(ExecSession { pid, fds, conn })
+            }
+            Some((Response::Error(e), _)) => Err(e.into()),
+            other => Err(self.protocol(other.map(|(r, _)| r))),
+        }
+    }
+
+    /// Attaches to a running container's stdio (see [`AttachSession`]); `stdin` asks for its
+    /// stdin (a container without one gives none).
+    pub async fn attach(&self, id: &str, stdin: bool) -> Result<AttachSession, SupervisorError> {
+        let mut conn = self
+            .open_stream(&Request::Attach {
+                id: id.into(),
+                stdin,
+            })
+            .await?;
+        match conn.next().await? {
+            Some((Response::Attached { tty, fd }, mut fds)) => {
+                if fds.len() != usize::from(fd) {
+                    return Err(self.protocol(format!("{} fds for the attach", fds.len())));
+                }
+                Ok(AttachSession {
+                    tty,
+                    fd: fds.pop(),
+                    conn,
+                })
+            }
+            Some((Response::Error(e), _)) => Err(e.into()),
+            other => Err(self.protocol(other.map(|(r, _)| r))),
+        }
+    }
+
+    async fn open_stream(&self, req: &Request) -> Result<StreamConn, SupervisorError> {
+        let reader = self.open(req).await?;
+        Ok(StreamConn {
+            stream: reader.into_inner(),
+            buf: Vec::new(),
+            fds: Vec::new(),
+            socket: self.socket.clone(),
+        })
+    }
+
     /// ReopenContainerLog: the log file path is opened afresh.
     pub async fn reopen_log(&self, id: &str) -> Result<(), SupervisorError> {
         self.call_ok(Request::ReopenLog { id: id.into() }).await
@@ -361,6 +424,166 @@ impl SupervisorClient {
             context: "waiting for the supervisor to exit",
             source: io::Error::new(io::ErrorKind::TimedOut, format!("pid {pid} still running")),
         })
+    }
+}
+
+/// The dedicated connection of a streaming exec or attach: reply lines, the first with fds.
+#[derive(Debug)]
+pub struct StreamConn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    socket: PathBuf,
+}
+
+impl StreamConn {
+    /// The next line and the fds that came with it; `None` once the supervisor closed it.
+    pub async fn next(&mut self) -> Result<Option<(Response, Vec<OwnedFd>)>, SupervisorError> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                let reply = serde_json::from_slice::<Response>(&line).map_err(|_| {
+                    SupervisorError::Protocol {
+                        socket: self.socket.clone(),
+                        reply: String::from_utf8_lossy(&line).trim().to_owned(),
+                    }
+                })?;
+                return Ok(Some((reply, std::mem::take(&mut self.fds))));
+            }
+            let io_err = |source| SupervisorError::Io {
+                socket: self.socket.clone(),
+                context: "reading the stream",
+                source,
+            };
+            self.stream.readable().await.map_err(io_err)?;
+            let fd = self.stream.as_raw_fd();
+            let got = self
+                .stream
+                .try_io(Interest::READABLE, || recv_with_fds(fd))
+                .map(Some)
+                .or_else(|e| {
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        Ok(None)
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(io_err)?;
+            let Some((data, fds)) = got else { continue };
+            self.fds.extend(fds);
+            if data.is_empty() {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&data);
+        }
+    }
+}
+
+/// One `recvmsg`: the bytes and any fds that came with them.
+fn recv_with_fds(fd: RawFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let (n, raw) = {
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<UnixAddr>(
+            fd,
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+        )?;
+        let mut raw = Vec::new();
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                raw.extend(fds);
+            }
+        }
+        (msg.bytes, raw)
+    };
+    buf.truncate(n);
+    let fds = raw
+        .into_iter()
+        .map(|fd| {
+            // SAFETY: the kernel just installed these fds in this process for this message;
+            // nothing else owns them.
+            #[allow(unsafe_code)]
+            unsafe {
+                OwnedFd::from_raw_fd(fd)
+            }
+        })
+        .collect();
+    Ok((buf, fds))
+}
+
+/// A running streaming exec. `fds` are our ends of its stdio: with a TTY the pty master alone,
+/// else `[stdin write end (when asked for)], stdout read end, stderr read end`. Dropping the
+/// session closes the connection; the process keeps running (upstream does not kill it either)
+/// and the supervisor still reaps it.
+#[derive(Debug)]
+pub struct ExecSession {
+    pub pid: i32,
+    pub fds: Vec<OwnedFd>,
+    conn: StreamConn,
+}
+
+impl ExecSession {
+    /// Waits for the process's exit code (128+signal when killed).
+    pub async fn wait(&mut self) -> Result<i32, SupervisorError> {
+        match self.conn.next().await? {
+            Some((Response::Exited { exit_code }, _)) => Ok(exit_code),
+            Some((Response::Error(e), _)) => Err(e.into()),
+            other => Err(SupervisorError::Protocol {
+                socket: self.conn.socket.clone(),
+                reply: format!("{:?}", other.map(|(r, _)| r)),
+            }),
+        }
+    }
+}
+
+/// What an attached connection reports.
+#[derive(Debug, PartialEq)]
+pub enum AttachEvent {
+    Output {
+        stderr: bool,
+        data: Vec<u8>,
+    },
+    /// The container exited; nothing follows.
+    Exited(i32),
+}
+
+/// An attach to a container's stdio. `fd` is the write end of its stdin (or, with `tty`, its
+/// pty master), when one was asked for and the container has one.
+#[derive(Debug)]
+pub struct AttachSession {
+    pub tty: bool,
+    pub fd: Option<OwnedFd>,
+    conn: StreamConn,
+}
+
+impl AttachSession {
+    /// The next output chunk or the exit; `None` when the supervisor closed the connection.
+    pub async fn next(&mut self) -> Result<Option<AttachEvent>, SupervisorError> {
+        use base64::Engine;
+        match self.conn.next().await? {
+            None => Ok(None),
+            Some((Response::Output { stream, data }, _)) => {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(data.as_bytes())
+                    .map_err(|_| SupervisorError::Protocol {
+                        socket: self.conn.socket.clone(),
+                        reply: "output that is not base64".into(),
+                    })?;
+                Ok(Some(AttachEvent::Output {
+                    stderr: stream == "stderr",
+                    data,
+                }))
+            }
+            Some((Response::Exited { exit_code }, _)) => Ok(Some(AttachEvent::Exited(exit_code))),
+            Some((r, _)) => Err(SupervisorError::Protocol {
+                socket: self.conn.socket.clone(),
+                reply: format!("{r:?}"),
+            }),
+        }
     }
 }
 

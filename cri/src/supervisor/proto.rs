@@ -31,6 +31,18 @@ pub enum Request {
     },
     List,
     ExecSync(ExecSyncRequest),
+    /// Starts a process in a running container and hands its stdio (pipes, or the pty master
+    /// with `tty`) to the caller with `SCM_RIGHTS` on the `ExecStarted` reply; the connection
+    /// then carries one `Exited` line when the process has been reaped.
+    ExecStream(ExecStreamRequest),
+    /// Attaches to a running container's own stdio: the `Attached` reply carries the stdin
+    /// write end (or the pty master) when asked for and available, then the connection carries
+    /// `Output` lines with what the container writes, and `Exited` when it exits.
+    Attach {
+        id: String,
+        #[serde(default)]
+        stdin: bool,
+    },
     ReopenLog {
         id: String,
     },
@@ -48,6 +60,11 @@ pub struct CreateRequest {
     /// The CRI log file; `None` discards the output.
     pub log_path: Option<PathBuf>,
     pub tty: bool,
+    /// Keep a pipe open on the container's stdin, for Attach (CRI `ContainerConfig.stdin`).
+    pub stdin: bool,
+    /// Close the container's stdin once the first attach that took it lets go (CRI
+    /// `stdin_once`).
+    pub stdin_once: bool,
     /// Rotate the log when it would grow past this many bytes; 0 = never.
     pub max_log_size: u64,
     /// Files kept, the live one included (kubelet's `containerLogMaxFiles`).
@@ -63,6 +80,19 @@ pub struct ExecSyncRequest {
     pub env: Vec<String>,
     /// 0 = no timeout.
     pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExecStreamRequest {
+    pub id: String,
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries added to (and overriding) the container's environment.
+    pub env: Vec<String>,
+    /// Run the process on a new pseudo-terminal; its master is the only fd handed back.
+    pub tty: bool,
+    /// Without `tty`: give the process a stdin pipe (else it reads `/dev/null`).
+    pub stdin: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -88,9 +118,31 @@ pub struct InfoResponse {
 pub enum Response {
     Ok,
     State(ContainerState),
-    List { containers: Vec<ContainerState> },
+    List {
+        containers: Vec<ContainerState>,
+    },
     Exec(ExecSyncResponse),
     Info(InfoResponse),
+    /// The exec'd process runs; the fds ride on this line: the pty master with a TTY, else
+    /// `[stdin write end (when asked for)], stdout read end, stderr read end`.
+    ExecStarted {
+        pid: i32,
+    },
+    /// The attach is set up; with `fd` one fd rides on this line (stdin's write end, or the
+    /// pty master when `tty`).
+    Attached {
+        tty: bool,
+        fd: bool,
+    },
+    /// Output of an attached container (`stream` is `stdout` or `stderr`), base64.
+    Output {
+        stream: String,
+        data: String,
+    },
+    /// The exec'd process or the attached container exited (128+signal when killed).
+    Exited {
+        exit_code: i32,
+    },
     Error(WireError),
 }
 

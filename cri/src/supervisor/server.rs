@@ -10,7 +10,15 @@
 //! - a signalfd for SIGCHLD (reap with `waitpid(-1, WNOHANG|__WALL)`: libcontainer clones the
 //!   container init with `CLONE_PARENT`) and SIGTERM/SIGINT (shut down);
 //! - every container's stdout/stderr pipe, copied into the CRI log file (`crate::logs`);
-//! - the pipes of running ExecSync calls, whose reply waits for the exit.
+//! - the pipes of running ExecSync calls, whose reply waits for the exit;
+//! - streaming execs and attaches (`ExecStream`, `Attach`, each on a connection of its own): the
+//!   process's pipes or pty master are handed to the runtime with `SCM_RIGHTS`, so the bytes of
+//!   an exec never pass through this loop; only the exit is reported. An attach gets a dup of
+//!   the container's stdin pipe (or its pty master) and a copy of its output, as `Output` lines.
+//!
+//! TTY containers and execs get their pty from libcontainer's console socket (runc's
+//! `--console-socket`): the container's init opens the pty inside the container's devpts and
+//! sends the master here; a container's master is read into the CRI log as stdout.
 //!
 //! Every state change is written to `DIR/containers/<id>.json` (write + rename) before anybody
 //! is told, so a runtime that was away reads the truth from disk or from `State`/`List`.
@@ -55,8 +63,8 @@ pub(crate) fn socket_address(dir: &Path) -> io::Result<(Option<File>, PathBuf)> 
     Ok((Some(handle), path))
 }
 use super::proto::{
-    ContainerState, CreateRequest, ErrorKind, Event, EventKind, ExecSyncRequest, ExecSyncResponse,
-    InfoResponse, Request, Response, Status, WireError,
+    ContainerState, CreateRequest, ErrorKind, Event, EventKind, ExecStreamRequest, ExecSyncRequest,
+    ExecSyncResponse, InfoResponse, Request, Response, Status, WireError,
 };
 use crate::logs::{LineSplitter, LogFile, Stream, DEFAULT_MAX_LINE};
 
@@ -137,6 +145,16 @@ struct Container {
     state: ContainerState,
     pipes: Vec<OutPipe>,
     log: Option<LogFile>,
+    /// The write end of the container's stdin pipe (CRI `stdin`), until it exits.
+    stdin: Option<OwnedFd>,
+    stdin_once: bool,
+    /// The pty master of a TTY container (its reading dup is one of `pipes`).
+    console: Option<OwnedFd>,
+    /// Connections attached to this container, and the `Output` lines queued for them.
+    attached: Vec<u64>,
+    attach_buf: Vec<u8>,
+    /// Set at exit: tell the attached connections and close them.
+    attach_exit: Option<i32>,
     /// The OCI `linux.cgroupsPath`, for the OOM counters.
     cgroups_path: Option<PathBuf>,
     oom_base: u64,
@@ -152,6 +170,8 @@ struct ExecProc {
     timed_out: bool,
     exit_code: Option<i32>,
     process_file: PathBuf,
+    /// A streaming exec: its stdio went to the runtime; the reply is only the exit.
+    stream: bool,
 }
 
 struct Conn {
@@ -160,6 +180,8 @@ struct Conn {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     subscribed: bool,
+    /// Dedicated to one streaming exec or attach: no further requests are read.
+    streaming: bool,
     /// Waiting for an ExecSync reply; further requests wait in `rbuf`.
     busy: bool,
     eof: bool,
@@ -272,6 +294,12 @@ impl Supervisor {
                 log: None,
                 cgroups_path: None,
                 oom_base: 0,
+                stdin: None,
+                stdin_once: false,
+                console: None,
+                attached: Vec::new(),
+                attach_buf: Vec::new(),
+                attach_exit: None,
             };
             self.persist(&c.state);
             self.containers.insert(c.state.id.clone(), c);
@@ -295,6 +323,7 @@ impl Supervisor {
             self.reap();
             self.check_exec_deadlines();
             self.finish_execs();
+            self.deliver_attach();
             self.flush_conns();
             if let Some(conn) = self.shutdown {
                 self.do_shutdown(conn);
@@ -409,6 +438,7 @@ impl Supervisor {
                         rbuf: Vec::new(),
                         wbuf: Vec::new(),
                         subscribed: false,
+                        streaming: false,
                         busy: false,
                         eof: false,
                         closing: false,
@@ -447,7 +477,7 @@ impl Supervisor {
     fn process_requests(&mut self, i: usize) {
         loop {
             let c = &mut self.conns[i];
-            if c.busy || c.subscribed || c.closing || self.shutdown.is_some() {
+            if c.busy || c.subscribed || c.streaming || c.closing || self.shutdown.is_some() {
                 return;
             }
             let Some(nl) = c.rbuf.iter().position(|&b| b == b'\n') else {
@@ -502,6 +532,14 @@ impl Supervisor {
                 }
                 Err(e) => Response::Error(e),
             },
+            Request::ExecStream(r) => match self.exec_stream(i, r) {
+                Ok(()) => return None,
+                Err(e) => Response::Error(e),
+            },
+            Request::Attach { id, stdin } => match self.attach(i, &id, stdin) {
+                Ok(()) => return None,
+                Err(e) => Response::Error(e),
+            },
             Request::ReopenLog { id } => match self.containers.get_mut(&id) {
                 None => not_found(&id),
                 Some(c) => match c.log.as_mut().map(|l| l.reopen()) {
@@ -547,13 +585,6 @@ impl Supervisor {
                 "container already exists",
             ));
         }
-        if r.tty {
-            return Err(werr(
-                ErrorKind::InvalidArgument,
-                Some(&id),
-                "tty containers are not supported yet",
-            ));
-        }
         let config = r.bundle.join("config.json");
         let mut spec = Spec::load(&config).map_err(|e| {
             werr(
@@ -587,19 +618,35 @@ impl Supervisor {
             ),
             None => None,
         };
-        let (out_r, out_w) = pipe().map_err(|e| werr(ErrorKind::Internal, Some(&id), e))?;
-        let (err_r, err_w) = pipe().map_err(|e| werr(ErrorKind::Internal, Some(&id), e))?;
-        let built = ContainerBuilder::new(id.clone(), SyscallType::default())
+        let ierr = |e: io::Error| werr(ErrorKind::Internal, Some(&id), e);
+        let mut builder = ContainerBuilder::new(id.clone(), SyscallType::default())
             .with_root_path(&self.lc_root)
-            .map(|b| {
-                b.with_stdout(out_w)
-                    .with_stderr(err_w)
-                    .with_executor(SupervisorExecutor::default())
-                    .as_init(&r.bundle)
-                    .with_systemd(false)
-                    .with_detach(true)
-            })
-            .and_then(|b| b.build());
+            .map_err(|e| werr(ErrorKind::Internal, Some(&id), chain(&e)))?
+            .with_executor(SupervisorExecutor::default());
+        let mut outputs = Vec::new();
+        let mut stdin = None;
+        let console = if r.tty {
+            let cs = ConsoleSocket::bind(&self.dir, &format!("{id}.console.sock")).map_err(ierr)?;
+            builder = builder.with_console_socket(Some(cs.path.clone()));
+            Some(cs)
+        } else {
+            let (out_r, out_w) = pipe().map_err(ierr)?;
+            let (err_r, err_w) = pipe().map_err(ierr)?;
+            builder = builder.with_stdout(out_w).with_stderr(err_w);
+            outputs.push((out_r, Stream::Stdout));
+            outputs.push((err_r, Stream::Stderr));
+            None
+        };
+        if r.stdin && !r.tty {
+            let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| ierr(e.into()))?;
+            builder = builder.with_stdin(rd);
+            stdin = Some(wr);
+        }
+        let built = builder
+            .as_init(&r.bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build();
         let lc = match built {
             Ok(c) => c,
             Err(e) => {
@@ -610,6 +657,31 @@ impl Supervisor {
             }
         };
         let pid = lc.pid().map(|p| p.as_raw()).unwrap_or(0);
+        let mut master = None;
+        if let Some(cs) = console {
+            match cs.receive() {
+                Ok(m) => {
+                    let reader = m.try_clone().map_err(ierr)?;
+                    fcntl(&reader, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                        .map_err(|e| ierr(e.into()))?;
+                    outputs.push((reader, Stream::Stdout));
+                    master = Some(m);
+                }
+                Err(e) => {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    if let Ok(mut lc) = self.load_lc(&id) {
+                        let _ = lc.delete(true);
+                    }
+                    self.reap();
+                    let _ = fs::remove_dir_all(self.lc_root.join(&id));
+                    return Err(werr(
+                        ErrorKind::Create,
+                        Some(&id),
+                        format!("receiving the container's pty master: {e}"),
+                    ));
+                }
+            }
+        }
         let mut message = String::new();
         if let Some(want) = oom_score_adj {
             if let Some(note) = apply_oom_score_adj(pid, want) {
@@ -631,7 +703,7 @@ impl Supervisor {
             ..Default::default()
         };
         let mut pipes = Vec::new();
-        for (fd, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
+        for (fd, stream) in outputs {
             pipes.push(OutPipe {
                 file: File::from(fd),
                 stream,
@@ -646,6 +718,12 @@ impl Supervisor {
                 log,
                 cgroups_path,
                 oom_base,
+                stdin,
+                stdin_once: r.stdin_once,
+                console: master,
+                attached: Vec::new(),
+                attach_buf: Vec::new(),
+                attach_exit: None,
             },
         );
         self.changed(&id, EventKind::Created);
@@ -767,8 +845,15 @@ impl Supervisor {
         }
     }
 
-    fn exec_sync(&mut self, conn: u64, r: ExecSyncRequest) -> Result<(), WireError> {
-        let id = r.id.as_str();
+    /// Checks that `id` runs and writes the OCI process of an exec (the container's, with
+    /// `args`, `env` on top and `tty`) to a file of its own under `DIR/exec`.
+    fn exec_process_file(
+        &mut self,
+        id: &str,
+        args: &[String],
+        extra_env: &[String],
+        tty: bool,
+    ) -> Result<PathBuf, WireError> {
         let c = self.containers.get(id).ok_or_else(|| nf(id))?;
         if c.state.status != Status::Running {
             return Err(werr(
@@ -777,7 +862,7 @@ impl Supervisor {
                 "container is not running",
             ));
         }
-        if r.args.is_empty() {
+        if args.is_empty() {
             return Err(werr(
                 ErrorKind::InvalidArgument,
                 Some(id),
@@ -788,14 +873,14 @@ impl Supervisor {
             .map_err(|e| werr(ErrorKind::Internal, Some(id), format!("loading spec: {e}")))?;
         let mut process = spec.process().clone().unwrap_or_default();
         let mut env: Vec<String> = process.env().clone().unwrap_or_default();
-        for kv in &r.env {
+        for kv in extra_env {
             let key = kv.split('=').next().unwrap_or("");
             env.retain(|e| e.split('=').next() != Some(key));
             env.push(kv.clone());
         }
-        process.set_args(Some(r.args.clone()));
+        process.set_args(Some(args.to_vec()));
         process.set_env(Some(env));
-        process.set_terminal(Some(false));
+        process.set_terminal(Some(tty));
         process.set_oom_score_adj(None);
         let exec_dir = self.dir.join(EXEC_DIR);
         fs::create_dir_all(&exec_dir).map_err(|e| werr(ErrorKind::Internal, Some(id), e))?;
@@ -804,6 +889,12 @@ impl Supervisor {
         let json =
             serde_json::to_vec(&process).map_err(|e| werr(ErrorKind::Internal, Some(id), e))?;
         fs::write(&process_file, json).map_err(|e| werr(ErrorKind::Internal, Some(id), e))?;
+        Ok(process_file)
+    }
+
+    fn exec_sync(&mut self, conn: u64, r: ExecSyncRequest) -> Result<(), WireError> {
+        let id = r.id.as_str();
+        let process_file = self.exec_process_file(id, &r.args, &r.env, false)?;
         let (out_r, out_w) = pipe().map_err(|e| werr(ErrorKind::Internal, Some(id), e))?;
         let (err_r, err_w) = pipe().map_err(|e| werr(ErrorKind::Internal, Some(id), e))?;
         let built = ContainerBuilder::new(id.to_owned(), SyscallType::default())
@@ -836,8 +927,211 @@ impl Supervisor {
             timed_out: false,
             exit_code: None,
             process_file,
+            stream: false,
         });
         Ok(())
+    }
+
+    /// Starts a streaming exec and sends its stdio fds on connection `i` (see
+    /// `Request::ExecStream`).
+    fn exec_stream(&mut self, i: usize, r: ExecStreamRequest) -> Result<(), WireError> {
+        let id = r.id.clone();
+        let process_file = self.exec_process_file(&id, &r.args, &r.env, r.tty)?;
+        let started = self.start_exec_stream(&id, &r, &process_file);
+        let (pid, theirs) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fs::remove_file(&process_file);
+                return Err(e);
+            }
+        };
+        let c = &mut self.conns[i];
+        c.streaming = true;
+        let conn = c.id;
+        let reply = Response::ExecStarted { pid: pid.as_raw() };
+        if let Err(e) = send_with_fds(c, &reply, &theirs) {
+            log(format!("exec {id}: handing over the stdio: {e}"));
+            c.eof = true;
+            c.closing = true;
+        }
+        drop(theirs);
+        self.execs.push(ExecProc {
+            pid,
+            conn,
+            pipes: Vec::new(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            deadline: None,
+            timed_out: false,
+            exit_code: None,
+            process_file,
+            stream: true,
+        });
+        Ok(())
+    }
+
+    /// Starts the process of a streaming exec; returns its pid and the runtime's ends of its
+    /// stdio in the order `Response::ExecStarted` documents.
+    fn start_exec_stream(
+        &mut self,
+        id: &str,
+        r: &ExecStreamRequest,
+        process_file: &Path,
+    ) -> Result<(Pid, Vec<OwnedFd>), WireError> {
+        let ierr = |e: io::Error| werr(ErrorKind::Internal, Some(id), e);
+        let new_pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| ierr(e.into()));
+        let mut builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+            .with_root_path(&self.lc_root)
+            .map_err(|e| werr(ErrorKind::Internal, Some(id), chain(&e)))?
+            .with_executor(SupervisorExecutor::default());
+        let mut theirs: Vec<OwnedFd> = Vec::new();
+        let console = if r.tty {
+            let name = format!("{}-{}.console.sock", id, self.next_exec);
+            let cs = ConsoleSocket::bind(&self.dir, &name).map_err(ierr)?;
+            builder = builder.with_console_socket(Some(cs.path.clone()));
+            Some(cs)
+        } else {
+            if r.stdin {
+                let (rd, wr) = new_pipe()?;
+                builder = builder.with_stdin(rd);
+                theirs.push(wr);
+            }
+            let (out_r, out_w) = new_pipe()?;
+            let (err_r, err_w) = new_pipe()?;
+            builder = builder.with_stdout(out_w).with_stderr(err_w);
+            theirs.push(out_r);
+            theirs.push(err_r);
+            None
+        };
+        let built = builder
+            .as_tenant()
+            .with_process(Some(process_file))
+            .with_detach(true)
+            .build();
+        let pid = match built {
+            Ok(pid) => Pid::from_raw(pid.as_raw()),
+            Err(e) => {
+                self.reap();
+                return Err(werr(ErrorKind::Exec, Some(id), create_message(&e)));
+            }
+        };
+        if let Some(cs) = console {
+            let received = cs.receive();
+            cs.remove_links(&self.lc_root.join(id));
+            match received {
+                Ok(master) => theirs.push(master),
+                Err(e) => {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    self.orphan_exec(pid);
+                    return Err(werr(
+                        ErrorKind::Exec,
+                        Some(id),
+                        format!("receiving the exec's pty master: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok((pid, theirs))
+    }
+
+    /// An exec that failed after its process started: reap it without telling anybody.
+    fn orphan_exec(&mut self, pid: Pid) {
+        self.execs.push(ExecProc {
+            pid,
+            conn: 0,
+            pipes: Vec::new(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            deadline: None,
+            timed_out: false,
+            exit_code: None,
+            process_file: PathBuf::new(),
+            stream: true,
+        });
+    }
+
+    /// Attaches connection `i` to container `id` (see `Request::Attach`).
+    fn attach(&mut self, i: usize, id: &str, want_stdin: bool) -> Result<(), WireError> {
+        let c = self.containers.get_mut(id).ok_or_else(|| nf(id))?;
+        if c.state.status != Status::Running {
+            return Err(werr(
+                ErrorKind::InvalidState,
+                Some(id),
+                "container is not running",
+            ));
+        }
+        let tty = c.console.is_some();
+        let fd = if let Some(master) = &c.console {
+            Some(
+                master
+                    .try_clone()
+                    .map_err(|e| werr(ErrorKind::Internal, Some(id), e))?,
+            )
+        } else if want_stdin && c.stdin.is_some() {
+            if c.stdin_once {
+                // The attach owns it now: when it lets go, the container reads EOF.
+                c.stdin.take()
+            } else {
+                c.stdin
+                    .as_ref()
+                    .map(|w| w.try_clone())
+                    .transpose()
+                    .map_err(|e| werr(ErrorKind::Internal, Some(id), e))?
+            }
+        } else {
+            None
+        };
+        let conn = &mut self.conns[i];
+        conn.streaming = true;
+        let reply = Response::Attached {
+            tty,
+            fd: fd.is_some(),
+        };
+        let fds: Vec<OwnedFd> = fd.into_iter().collect();
+        if let Err(e) = send_with_fds(conn, &reply, &fds) {
+            log(format!("attach {id}: {e}"));
+            conn.eof = true;
+            conn.closing = true;
+            return Ok(());
+        }
+        c.attached.push(conn.id);
+        Ok(())
+    }
+
+    /// Hands queued output to the attached connections, and tells them about an exit.
+    fn deliver_attach(&mut self) {
+        let conns = &mut self.conns;
+        for c in self.containers.values_mut() {
+            if c.attached.is_empty() {
+                c.attach_buf.clear();
+                c.attach_exit = None;
+                continue;
+            }
+            c.attached
+                .retain(|id| conns.iter().any(|x| x.id == *id && !x.closing));
+            let exit_line = c.attach_exit.take().map(|exit_code| {
+                let mut l = serde_json::to_vec(&Response::Exited { exit_code }).unwrap_or_default();
+                l.push(b'\n');
+                l
+            });
+            for conn in conns.iter_mut().filter(|x| c.attached.contains(&x.id)) {
+                if conn.wbuf.len() > MAX_QUEUED {
+                    // A client that does not read loses its attach, not our memory.
+                    conn.eof = true;
+                    conn.closing = true;
+                    continue;
+                }
+                conn.wbuf.extend_from_slice(&c.attach_buf);
+                if let Some(l) = &exit_line {
+                    conn.wbuf.extend_from_slice(l);
+                    conn.closing = true;
+                }
+            }
+            c.attach_buf.clear();
+            if exit_line.is_some() {
+                c.attached.clear();
+            }
+        }
     }
 
     fn check_exec_deadlines(&mut self) {
@@ -858,6 +1152,19 @@ impl Supervisor {
                 continue;
             }
             let mut e = self.execs.remove(i);
+            if e.stream {
+                let _ = fs::remove_file(&e.process_file);
+                if let Some(c) = self.conns.iter_mut().find(|c| c.id == e.conn) {
+                    send(
+                        c,
+                        &Response::Exited {
+                            exit_code: e.exit_code.unwrap_or(-1),
+                        },
+                    );
+                    c.closing = true;
+                }
+                continue;
+            }
             // Output written before the exit is in the pipes; whatever a left-behind child
             // writes later is not part of this exec's answer.
             for pi in (0..e.pipes.len()).rev() {
@@ -931,6 +1238,12 @@ impl Supervisor {
         c.state.exit_code = code;
         c.state.signal = signal;
         c.state.oom_killed = oom;
+        // Attached clients get what was drained above, then the exit, then EOF.
+        if !c.attached.is_empty() {
+            c.attach_exit = Some(code);
+        }
+        c.stdin = None;
+        c.console = None;
         c.state.reason = if oom {
             "OOMKilled"
         } else if code == 0 {
@@ -1076,6 +1389,9 @@ fn read_container_pipe(c: &mut Container, pi: usize, drain_only: bool) -> bool {
                         let _ = l.write_record(now, stream, partial, line);
                     }
                 });
+                if !c.attached.is_empty() {
+                    push_output(&mut c.attach_buf, stream, &buf[..n]);
+                }
                 if !drain_only && n < buf.len() {
                     return true;
                 }
@@ -1124,6 +1440,146 @@ fn read_exec_pipe(e: &mut ExecProc, pi: usize) -> bool {
             Err(err) if err.kind() == IoErrorKind::Interrupted => {}
             Err(err) if err.kind() == IoErrorKind::WouldBlock => return true,
             Err(_) => return false,
+        }
+    }
+}
+
+/// Queues an `Output` line with `data` for attached clients.
+fn push_output(buf: &mut Vec<u8>, stream: Stream, data: &[u8]) {
+    use base64::Engine;
+    let line = Response::Output {
+        stream: stream.as_str().to_owned(),
+        data: base64::engine::general_purpose::STANDARD.encode(data),
+    };
+    if let Ok(l) = serde_json::to_vec(&line) {
+        buf.extend_from_slice(&l);
+        buf.push(b'\n');
+    }
+}
+
+/// Sends a reply line with `fds` attached (`SCM_RIGHTS`). It is the first line on a fresh
+/// connection, so it fits the socket buffer; whatever does not is queued without the fds.
+fn send_with_fds(c: &mut Conn, reply: &Response, fds: &[OwnedFd]) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    use std::os::fd::AsRawFd;
+    flush_conn(c);
+    if !c.wbuf.is_empty() {
+        return Err(io::Error::other("the connection has unsent data"));
+    }
+    let mut line = serde_json::to_vec(reply).map_err(io::Error::other)?;
+    line.push(b'\n');
+    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsgs = if raw.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(&raw)]
+    };
+    let iov = [io::IoSlice::new(&line)];
+    let n = loop {
+        match sendmsg::<UnixAddr>(
+            c.stream.as_raw_fd(),
+            &iov,
+            &cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => break n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    c.wbuf.extend_from_slice(&line[n..]);
+    Ok(())
+}
+
+/// A listening socket for libcontainer's `--console-socket`: the container's init (or an exec's
+/// process) connects through it and sends its pty master.
+struct ConsoleSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+/// How long the pty master may take to arrive after libcontainer's build returned (it is sent
+/// before the process is reported started, so it is normally there already).
+const CONSOLE_WAIT: Duration = Duration::from_secs(10);
+
+impl ConsoleSocket {
+    fn bind(dir: &Path, name: &str) -> io::Result<Self> {
+        let sub = dir.join("console");
+        fs::create_dir_all(&sub)?;
+        let path = sub.join(name);
+        let _ = fs::remove_file(&path);
+        let handle = File::open(&sub)?;
+        let addr = format!(
+            "/proc/self/fd/{}/{name}",
+            std::os::fd::AsRawFd::as_raw_fd(&handle)
+        );
+        let listener = UnixListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(Self { listener, path })
+    }
+
+    /// Accepts the connection and receives the pty master; the socket file is removed.
+    fn receive(&self) -> io::Result<OwnedFd> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let _ = fs::remove_file(&self.path);
+        wait_readable(self.listener.as_fd(), CONSOLE_WAIT)?;
+        let (stream, _) = self.listener.accept()?;
+        wait_readable(stream.as_fd(), CONSOLE_WAIT)?;
+        let mut buf = [0u8; 256];
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+        let msg = recvmsg::<UnixAddr>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut master = None;
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for fd in fds {
+                    // SAFETY: the kernel just installed `fd` in this process for us; nobody
+                    // else owns it.
+                    #[allow(unsafe_code)]
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    master.get_or_insert(owned);
+                }
+            }
+        }
+        master.ok_or_else(|| io::Error::other("no pty master came with the console message"))
+    }
+
+    /// Removes the symlinks libcontainer made to this socket in the container's directory.
+    fn remove_links(&self, container_dir: &Path) {
+        let Ok(rd) = fs::read_dir(container_dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if fs::read_link(e.path()).is_ok_and(|t| t == self.path) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, limit: Duration) -> io::Result<()> {
+    let until = Instant::now() + limit;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                IoErrorKind::TimedOut,
+                "timed out waiting for the console socket",
+            ));
+        }
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        let ms = left.as_millis().min(u16::MAX as u128) as u16;
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return Ok(()),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
