@@ -75,6 +75,9 @@ pub struct Runtime {
     pub(crate) events: broadcast::Sender<pb::ContainerEventResponse>,
     /// Itself, for the background tasks it starts (supervisor event watchers).
     pub(crate) this: std::sync::Weak<Runtime>,
+    /// The streaming server `Exec`/`Attach`/`PortForward` answer with, on loopback (as
+    /// containerd's `stream_server_address = 127.0.0.1`, port 0), started on first use.
+    pub(crate) streaming: parking_lot::Mutex<Option<Arc<::streaming::server::Server>>>,
 }
 
 impl Runtime {
@@ -93,6 +96,7 @@ impl Runtime {
         let (events, _) = broadcast::channel(1024);
         let rt = Arc::new_cyclic(|this| Runtime {
             this: this.clone(),
+            streaming: parking_lot::Mutex::new(None),
             config,
             images,
             cni,
@@ -199,6 +203,22 @@ impl Runtime {
             ))
         })?;
         Ok(map[&full].clone())
+    }
+
+    /// The streaming server, started on first use (on the caller's tokio runtime). It holds the
+    /// runtime weakly, so dropping the runtime ends it.
+    fn streaming_server(&self) -> Result<Arc<::streaming::server::Server>, Status> {
+        let mut slot = self.streaming.lock();
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let backend: Arc<dyn ::streaming::Backend> = Arc::new(WeakBackend(self.this.clone()));
+        let server = ::streaming::server::Server::start(Default::default(), backend)
+            .map(Arc::new)
+            .map_err(|e| Status::internal(format!("starting the streaming server: {e}")))?;
+        tracing::info!("streaming server listening on http://{}", server.addr());
+        *slot = Some(server.clone());
+        Ok(server)
     }
 
     pub(crate) fn container(&self, id: &str) -> Result<Arc<Container>, Status> {
@@ -567,26 +587,35 @@ impl pb::runtime_service_server::RuntimeService for Runtime {
 
     async fn exec(
         &self,
-        _: Request<pb::ExecRequest>,
+        req: Request<pb::ExecRequest>,
     ) -> Result<Response<pb::ExecResponse>, Status> {
-        Err(Status::unimplemented("streaming Exec is served by the kubelet's streaming server (not built yet); use ExecSync"))
+        let req = req.into_inner();
+        self.container(&req.container_id)?;
+        let server = self.streaming_server()?;
+        Ok(Response::new(server.get_exec(&req).map_err(stream_status)?))
     }
 
     async fn attach(
         &self,
-        _: Request<pb::AttachRequest>,
+        req: Request<pb::AttachRequest>,
     ) -> Result<Response<pb::AttachResponse>, Status> {
-        Err(Status::unimplemented(
-            "streaming Attach is served by the kubelet's streaming server (not built yet)",
+        let req = req.into_inner();
+        self.container(&req.container_id)?;
+        let server = self.streaming_server()?;
+        Ok(Response::new(
+            server.get_attach(&req).map_err(stream_status)?,
         ))
     }
 
     async fn port_forward(
         &self,
-        _: Request<pb::PortForwardRequest>,
+        req: Request<pb::PortForwardRequest>,
     ) -> Result<Response<pb::PortForwardResponse>, Status> {
-        Err(Status::unimplemented(
-            "PortForward is served by the kubelet's streaming server (not built yet)",
+        let req = req.into_inner();
+        self.sandbox(&req.pod_sandbox_id)?;
+        let server = self.streaming_server()?;
+        Ok(Response::new(
+            server.get_port_forward(&req).map_err(stream_status)?,
         ))
     }
 
@@ -766,5 +795,54 @@ impl pb::runtime_service_server::RuntimeService for Runtime {
                 cgroup_driver: pb::CgroupDriver::Cgroupfs as i32,
             }),
         }))
+    }
+}
+
+/// The runtime as the streaming server's backend, held weakly (the runtime owns the server).
+struct WeakBackend(std::sync::Weak<Runtime>);
+
+impl WeakBackend {
+    fn get(&self) -> Result<Arc<Runtime>, ::streaming::StreamError> {
+        self.0.upgrade().ok_or_else(|| {
+            ::streaming::StreamError::Internal("the runtime is shutting down".into())
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ::streaming::Backend for WeakBackend {
+    async fn exec(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        io: ::streaming::StreamIo,
+    ) -> Result<i32, ::streaming::StreamError> {
+        ::streaming::Backend::exec(&*self.get()?, container_id, cmd, io).await
+    }
+
+    async fn attach(
+        &self,
+        container_id: &str,
+        io: ::streaming::StreamIo,
+    ) -> Result<(), ::streaming::StreamError> {
+        ::streaming::Backend::attach(&*self.get()?, container_id, io).await
+    }
+
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+        stream: Box<dyn ::streaming::Duplex>,
+    ) -> Result<(), ::streaming::StreamError> {
+        ::streaming::Backend::port_forward(&*self.get()?, sandbox_id, port, stream).await
+    }
+}
+
+/// A streaming request the server refused, as a gRPC status.
+fn stream_status(e: ::streaming::StreamError) -> Status {
+    match e {
+        ::streaming::StreamError::InvalidArgument(m) => Status::invalid_argument(m),
+        ::streaming::StreamError::NotFound(m) => Status::not_found(m),
+        e => Status::internal(e.to_string()),
     }
 }
