@@ -734,7 +734,8 @@ async fn a_client_that_goes_away_leaves_nothing_behind() {
             .await
         });
         read_until(&mut stdout, "y").await;
-        assert_eq!(children(supervisor), before_children + 1, "the exec runs");
+        // (libcontainer's short-lived intermediate process may be counted too.)
+        assert!(children(supervisor) > before_children, "the exec runs");
         // The client goes away: its streams are closed.
         drop(stdout);
         drop(client);

@@ -1519,11 +1519,10 @@ impl ConsoleSocket {
         Ok(Self { listener, path })
     }
 
-    /// Accepts the connection and receives the pty master; the socket file is removed.
+    /// Accepts the connection and receives the pty master.
     fn receive(&self) -> io::Result<OwnedFd> {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
         use std::os::fd::{AsRawFd, FromRawFd};
-        let _ = fs::remove_file(&self.path);
         wait_readable(self.listener.as_fd(), CONSOLE_WAIT)?;
         let (stream, _) = self.listener.accept()?;
         wait_readable(stream.as_fd(), CONSOLE_WAIT)?;
@@ -1561,6 +1560,12 @@ impl ConsoleSocket {
                 let _ = fs::remove_file(e.path());
             }
         }
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 
