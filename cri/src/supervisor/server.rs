@@ -659,11 +659,13 @@ impl Supervisor {
         let pid = lc.pid().map(|p| p.as_raw()).unwrap_or(0);
         let mut master = None;
         if let Some(cs) = console {
-            match cs.receive() {
-                Ok(m) => {
-                    let reader = m.try_clone().map_err(ierr)?;
-                    fcntl(&reader, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                        .map_err(|e| ierr(e.into()))?;
+            let received = cs.receive().and_then(|m| {
+                let reader = m.try_clone()?;
+                fcntl(&reader, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+                Ok((m, reader))
+            });
+            match received {
+                Ok((m, reader)) => {
                     outputs.push((reader, Stream::Stdout));
                     master = Some(m);
                 }
