@@ -500,6 +500,24 @@ async fn exec_with_a_tty() {
     );
     assert_eq!(code.expect("exec runs"), 0);
     assert!(out.contains("45 123"), "stty size printed {out:?}");
+    // The console sockets and libcontainer's links to them are gone.
+    let sup = env
+        .dir
+        .path()
+        .join("root/sandboxes")
+        .join(&env.pod)
+        .join("supervisor");
+    let left: Vec<_> = std::fs::read_dir(sup.join("console"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "console sockets left: {left:?}");
+    let links: Vec<_> = std::fs::read_dir(sup.join("libcontainer").join(&id))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("tty"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(links.is_empty(), "console links left: {links:?}");
     env.finish().await;
 }
 
