@@ -224,6 +224,7 @@ fn capstan_side(
                         tty: false,
                         max_log_size: 0,
                         max_log_files: 0,
+                        ..Default::default()
                     })
                     .await
                     .expect("create");

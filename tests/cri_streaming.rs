@@ -279,10 +279,14 @@ impl Env {
     /// The pod supervisor's pid (its command line names the sandbox's directory).
     fn supervisor_pid(&self) -> u32 {
         let needle = format!("sandboxes/{}/supervisor", self.pod);
-        common::processes()
-            .into_iter()
-            .find(|(_, p)| p.cmdline.contains("supervise") && p.cmdline.contains(&needle))
-            .map(|(pid, _)| pid)
+        let procs = common::processes();
+        let matches =
+            |p: &common::Proc| p.cmdline.contains("supervise") && p.cmdline.contains(&needle);
+        // The pod's PID-namespace init is a fork of the supervisor with the same command line.
+        procs
+            .iter()
+            .find(|(_, p)| matches(p) && !procs.get(&p.ppid).is_some_and(&matches))
+            .map(|(pid, _)| *pid)
             .expect("the pod's supervisor runs")
     }
 }
@@ -496,6 +500,24 @@ async fn exec_with_a_tty() {
     );
     assert_eq!(code.expect("exec runs"), 0);
     assert!(out.contains("45 123"), "stty size printed {out:?}");
+    // The console sockets and libcontainer's links to them are gone.
+    let sup = env
+        .dir
+        .path()
+        .join("root/sandboxes")
+        .join(&env.pod)
+        .join("supervisor");
+    let left: Vec<_> = std::fs::read_dir(sup.join("console"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "console sockets left: {left:?}");
+    let links: Vec<_> = std::fs::read_dir(sup.join("libcontainer").join(&id))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("tty"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(links.is_empty(), "console links left: {links:?}");
     env.finish().await;
 }
 
@@ -699,11 +721,22 @@ fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-fn children(pid: u32) -> usize {
+/// The supervisor's live children (pid → command line).
+fn children(pid: u32) -> std::collections::BTreeMap<u32, String> {
     common::processes()
-        .values()
-        .filter(|p| p.ppid == pid)
-        .count()
+        .into_iter()
+        .filter(|(_, p)| p.ppid == pid)
+        .map(|(c, p)| (c, p.cmdline))
+        .collect()
+}
+
+/// Polls `check` until it holds; panics with `what` after [`TIMEOUT`].
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -713,28 +746,27 @@ async fn a_client_that_goes_away_leaves_nothing_behind() {
         .run("main", &["sleep", "3600"], false, false, false)
         .await;
     let supervisor = env.supervisor_pid();
-    let before_fds = fd_count();
-    let before_children = children(supervisor);
+    const SCRIPT: &str = "while true; do echo y; done";
 
     for tty in [false, true] {
+        // Measured once the container's start has settled (libcontainer's intermediate process
+        // of the start, or of the previous exec, is gone).
+        let before_children = children(supervisor);
+        let before_fds = fd_count();
         let (io, mut client) = streams(true, !tty, tty);
         let mut stdout = client.stdout.take().unwrap();
         let rt = env.backend.clone();
         let id2 = id.clone();
         let exec = tokio::spawn(async move {
-            rt.exec(
-                &id2,
-                vec![
-                    "sh".into(),
-                    "-c".into(),
-                    "while true; do echo y; done".into(),
-                ],
-                io,
-            )
-            .await
+            rt.exec(&id2, vec!["sh".into(), "-c".into(), SCRIPT.into()], io)
+                .await
         });
         read_until(&mut stdout, "y").await;
-        assert_eq!(children(supervisor), before_children + 1, "the exec runs");
+        assert!(
+            children(supervisor).values().any(|c| c.contains(SCRIPT)),
+            "the exec runs as the supervisor's child: {:?}",
+            children(supervisor)
+        );
         // The client goes away: its streams are closed.
         drop(stdout);
         drop(client);
@@ -743,20 +775,21 @@ async fn a_client_that_goes_away_leaves_nothing_behind() {
             .expect("the exec ends when its client is gone")
             .unwrap();
         assert!(res.is_err(), "writing to a gone client fails: {res:?}");
-        // Writing into the closed output kills the process (SIGPIPE/EIO→SIGHUP); it is reaped.
-        let deadline = Instant::now() + TIMEOUT;
-        while children(supervisor) != before_children {
-            assert!(
-                Instant::now() < deadline,
-                "the exec's process is still there (tty {tty})"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(
-            fd_count(),
-            before_fds,
-            "fds of the runtime leaked (tty {tty})"
-        );
+        // Writing into the closed output kills the process (SIGPIPE, or SIGHUP when its
+        // terminal goes); the supervisor reaps it and has no child the exec added.
+        eventually(
+            &format!("the exec's process is still there (tty {tty})"),
+            || {
+                children(supervisor)
+                    .keys()
+                    .all(|c| before_children.contains_key(c))
+            },
+        )
+        .await;
+        eventually(&format!("fds of the runtime leaked (tty {tty})"), || {
+            fd_count() <= before_fds
+        })
+        .await;
     }
     env.finish().await;
 }

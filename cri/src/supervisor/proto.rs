@@ -250,4 +250,44 @@ mod tests {
         let back: Response = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(back, e);
     }
+
+    #[test]
+    fn streaming_wire_shapes() {
+        let r: Request =
+            serde_json::from_str(r#"{"op":"exec_stream","id":"c","args":["sh"],"tty":true}"#)
+                .unwrap();
+        assert_eq!(
+            r,
+            Request::ExecStream(ExecStreamRequest {
+                id: "c".into(),
+                args: vec!["sh".into()],
+                env: vec![],
+                tty: true,
+                stdin: false,
+            })
+        );
+        let a: Request = serde_json::from_str(r#"{"op":"attach","id":"c"}"#).unwrap();
+        assert_eq!(
+            a,
+            Request::Attach {
+                id: "c".into(),
+                stdin: false
+            }
+        );
+        let out = Response::Output {
+            stream: "stdout".into(),
+            data: "aGk=".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&out).unwrap(),
+            r#"{"reply":"output","stream":"stdout","data":"aGk="}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Response::Exited { exit_code: 3 }).unwrap(),
+            r#"{"reply":"exited","exit_code":3}"#
+        );
+        // A create request from an older runtime has no stdin fields.
+        let c: CreateRequest = serde_json::from_str(r#"{"id":"c","tty":false}"#).unwrap();
+        assert!(!c.stdin && !c.stdin_once);
+    }
 }

@@ -659,11 +659,13 @@ impl Supervisor {
         let pid = lc.pid().map(|p| p.as_raw()).unwrap_or(0);
         let mut master = None;
         if let Some(cs) = console {
-            match cs.receive() {
-                Ok(m) => {
-                    let reader = m.try_clone().map_err(ierr)?;
-                    fcntl(&reader, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                        .map_err(|e| ierr(e.into()))?;
+            let received = cs.receive().and_then(|m| {
+                let reader = m.try_clone()?;
+                fcntl(&reader, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+                Ok((m, reader))
+            });
+            match received {
+                Ok((m, reader)) => {
                     outputs.push((reader, Stream::Stdout));
                     master = Some(m);
                 }
@@ -1519,11 +1521,10 @@ impl ConsoleSocket {
         Ok(Self { listener, path })
     }
 
-    /// Accepts the connection and receives the pty master; the socket file is removed.
+    /// Accepts the connection and receives the pty master.
     fn receive(&self) -> io::Result<OwnedFd> {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
         use std::os::fd::{AsRawFd, FromRawFd};
-        let _ = fs::remove_file(&self.path);
         wait_readable(self.listener.as_fd(), CONSOLE_WAIT)?;
         let (stream, _) = self.listener.accept()?;
         wait_readable(stream.as_fd(), CONSOLE_WAIT)?;
@@ -1561,6 +1562,12 @@ impl ConsoleSocket {
                 let _ = fs::remove_file(e.path());
             }
         }
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 
