@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::kubelet::{wait_pod, Node, NodeOptions, NodeRuntime};
+use common::kubelet::{wait_pod, Node, NodeRuntime};
 use common::{eventually, ApiServer};
 
 /// A child process killed when dropped (a `kubectl port-forward` that must not outlive a failure).
@@ -88,16 +88,8 @@ fn streaming_end_to_end(runtime: NodeRuntime) {
         return;
     }
     let api = ApiServer::start();
-    let name = format!("kubelet-exec-{}-{runtime:?}", std::process::id()).to_lowercase();
-    let mut node = Node::start(
-        &api,
-        &name,
-        NodeOptions {
-            runtime,
-            ..Default::default()
-        },
-    );
-    node.wait_ready(&api);
+    let mut node = Node::start_ready(&api, "kubelet-exec", runtime);
+    let name = node.name.clone();
     let manifest = format!(
         r#"
 apiVersion: v1

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::kubelet::{container_status, get_pod, Node, NodeOptions, NodeRuntime};
+use common::kubelet::{container_status, get_pod, Node, NodeRuntime};
 use common::{eventually, ApiServer};
 
 /// A child process killed when dropped (a `kubectl logs -f` that must not outlive a failure).
@@ -65,16 +65,8 @@ fn logs_end_to_end(runtime: NodeRuntime) {
         return;
     }
     let api = ApiServer::start();
-    let name = format!("kubelet-logs-{}-{runtime:?}", std::process::id()).to_lowercase();
-    let mut node = Node::start(
-        &api,
-        &name,
-        NodeOptions {
-            runtime,
-            ..Default::default()
-        },
-    );
-    node.wait_ready(&api);
+    let mut node = Node::start_ready(&api, "kubelet-logs", runtime);
+    let name = node.name.clone();
     let trigger = node.dir.join("trigger");
     std::fs::create_dir_all(&trigger).unwrap();
 

@@ -15,7 +15,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::kubelet::{container_status, get_pod, Node, NodeOptions, NodeRuntime};
+use common::kubelet::{container_status, get_pod, Node, NodeRuntime};
 use common::{eventually, ApiServer};
 use serde_json::Value;
 
@@ -82,16 +82,8 @@ fn metrics_end_to_end(runtime: NodeRuntime) {
         return;
     }
     let api = ApiServer::start();
-    let name = format!("kubelet-metrics-{}-{runtime:?}", std::process::id()).to_lowercase();
-    let mut node = Node::start(
-        &api,
-        &name,
-        NodeOptions {
-            runtime,
-            ..Default::default()
-        },
-    );
-    node.wait_ready(&api);
+    let mut node = Node::start_ready(&api, "kubelet-metrics", runtime);
+    let name = node.name.clone();
 
     let manifest = format!(
         r#"

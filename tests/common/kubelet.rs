@@ -227,6 +227,21 @@ impl Node {
         );
     }
 
+    /// A node named `{prefix}-{pid}-{runtime}` on `runtime`, started and Ready.
+    pub fn start_ready(api: &ApiServer, prefix: &str, runtime: NodeRuntime) -> Node {
+        let name = format!("{prefix}-{}-{runtime:?}", std::process::id()).to_lowercase();
+        let mut node = Node::start(
+            api,
+            &name,
+            NodeOptions {
+                runtime,
+                ..Default::default()
+            },
+        );
+        node.wait_ready(api);
+        node
+    }
+
     /// SIGKILL to the kubelet alone (supervisors, containers and containerd stay).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
