@@ -375,9 +375,8 @@ fn discovery_explain_and_every_resource() {
     let names = s.kubectl_ok(&["api-resources", "-o", "name"]);
     // metrics.k8s.io is served apart from the resource table (from the kubelets' figures, as
     // metrics-server would); it has no OpenAPI to explain.
-    let (metrics, names): (Vec<&str>, Vec<&str>) = names
-        .lines()
-        .partition(|n| n.ends_with(".metrics.k8s.io"));
+    let (metrics, names): (Vec<&str>, Vec<&str>) =
+        names.lines().partition(|n| n.ends_with(".metrics.k8s.io"));
     assert_eq!(metrics, ["nodes.metrics.k8s.io", "pods.metrics.k8s.io"]);
     for r in &metrics {
         s.kubectl_ok(&["get", r, "-A"]);
