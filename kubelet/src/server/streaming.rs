@@ -19,7 +19,10 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Response, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
+use streaming::httpstream::query_values;
+use streaming::portforward::ports_from_query;
 use streaming::proxy;
+use streaming::remotecommand::Options;
 
 use super::ServerState;
 use crate::plan::labels;
@@ -77,48 +80,6 @@ impl Target {
     }
 }
 
-/// The stream options of the query (upstream's `remotecommand.NewOptions`: a flag is set only
-/// by the value `1`, which is what API servers send).
-#[derive(Debug, Default, PartialEq)]
-struct StreamOptions {
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
-    command: Vec<String>,
-}
-
-impl StreamOptions {
-    fn parse(query: Option<&str>) -> Result<StreamOptions, String> {
-        let mut o = StreamOptions::default();
-        for (k, v) in form(query) {
-            match k.as_str() {
-                "stdin" => o.stdin = v == "1",
-                "stdout" => o.stdout = v == "1",
-                "stderr" => o.stderr = v == "1",
-                "tty" => o.tty = v == "1",
-                "command" => o.command.push(v),
-                _ => {}
-            }
-        }
-        if o.tty && o.stderr {
-            // Upstream drops stderr with a TTY (the terminal merges it into stdout).
-            o.stderr = false;
-        }
-        if !o.stdin && !o.stdout && !o.stderr {
-            return Err("you must specify at least 1 of stdin, stdout, stderr".into());
-        }
-        Ok(o)
-    }
-}
-
-/// The decoded `key=value` pairs of a query string, in order (repeated keys kept).
-fn form(query: Option<&str>) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
 type Failure = (StatusCode, String);
 
 /// The request's [`Target`]; a path of the wrong shape is a 404, as for any unknown path.
@@ -143,7 +104,9 @@ async fn exec_or_attach(
     exec: bool,
 ) -> Result<Response<Body>, Failure> {
     let target = target_of(&req, true)?;
-    let opts = StreamOptions::parse(req.uri().query()).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+    // Upstream's `remotecommand.NewOptions` (a TTY drops stderr; some stream is required).
+    let (opts, command) =
+        Options::from_query(req.uri().query()).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
     let pod = find_pod(state, &target)?;
     let container_id = running_container(state, &pod, &target.container).await?;
     let url = if exec {
@@ -151,7 +114,7 @@ async fn exec_or_attach(
             .runtime
             .exec(cri::pb::ExecRequest {
                 container_id,
-                cmd: opts.command,
+                cmd: command,
                 tty: opts.tty,
                 stdin: opts.stdin,
                 stdout: opts.stdout,
@@ -184,22 +147,17 @@ pub async fn port_forward(State(state): State<ServerState>, req: Request) -> Res
 
 async fn port_forward_inner(state: &ServerState, req: Request) -> Result<Response<Body>, Failure> {
     let target = target_of(&req, false)?;
-    let mut ports = Vec::new();
-    for (k, v) in form(req.uri().query()) {
-        if k == "port" || k == "ports" {
-            for p in v.split(',').filter(|p| !p.is_empty()) {
-                let port: i32 = p.trim().parse().ok().filter(|p| (1..=65535).contains(p)).ok_or_else(
-                    || {
-                        (
-                            StatusCode::BAD_REQUEST,
-                            format!("unable to parse {p:?} as a port: must be between 1 and 65535, inclusive"),
-                        )
-                    },
-                )?;
-                ports.push(port);
-            }
-        }
-    }
+    // WebSocket clients name the ports in the query; SPDY clients in each stream's headers.
+    let query = req.uri().query();
+    let ports: Vec<i32> = if query_values(query, "port").is_empty() {
+        Vec::new()
+    } else {
+        ports_from_query(query)
+            .map_err(|m| (StatusCode::BAD_REQUEST, m))?
+            .into_iter()
+            .map(i32::from)
+            .collect()
+    };
     let pod = find_pod(state, &target)?;
     let sandbox_id = pod_sandbox(state, &pod).await?;
     let url = state
@@ -222,14 +180,12 @@ pub async fn run(State(state): State<ServerState>, req: Request) -> Response<Bod
 
 async fn run_inner(state: &ServerState, req: Request) -> Result<Response<Body>, Failure> {
     let target = target_of(&req, true)?;
-    let mut cmd = Vec::new();
-    for (k, v) in form(req.uri().query()) {
-        match k.as_str() {
-            "cmd" => cmd.extend(v.split_whitespace().map(str::to_string)),
-            "command" => cmd.push(v),
-            _ => {}
-        }
-    }
+    let query = req.uri().query();
+    let mut cmd: Vec<String> = query_values(query, "cmd")
+        .iter()
+        .flat_map(|c| c.split_whitespace().map(str::to_string))
+        .collect();
+    cmd.extend(query_values(query, "command"));
     if cmd.is_empty() {
         return Err((StatusCode::BAD_REQUEST, "no command given (?cmd=)".into()));
     }
@@ -394,19 +350,5 @@ mod tests {
         assert_eq!(Target::parse("/portForward/ns/p", false).unwrap().pod, "p");
         assert_eq!(Target::parse("/exec/ns/p", true), None);
         assert_eq!(Target::parse("/portForward/ns/p/u/x", false), None);
-    }
-
-    #[test]
-    fn stream_options_as_upstream() {
-        let o = StreamOptions::parse(Some(
-            "command=sh&command=-c&command=echo+a%20b&stdout=1&stderr=1&tty=1",
-        ))
-        .unwrap();
-        assert_eq!(o.command, ["sh", "-c", "echo a b"]);
-        assert!(o.stdout && o.tty && !o.stderr, "stderr goes with a tty");
-        assert_eq!(
-            StreamOptions::parse(Some("command=ls&stdin=true")).unwrap_err(),
-            "you must specify at least 1 of stdin, stdout, stderr"
-        );
     }
 }
