@@ -39,18 +39,9 @@ async fn a_client_vanishing_mid_stream_leaves_no_task_or_fd_behind() {
     let (session, _) = spdy_connect(&server, &url, &["v4.channel.k8s.io"])
         .await
         .unwrap();
-    let mut stdin = session
-        .open(streaming::spdy::Headers::new().with("streamType", "stdin"))
-        .await
-        .unwrap();
-    let _error = session
-        .open(streaming::spdy::Headers::new().with("streamType", "error"))
-        .await
-        .unwrap();
-    let _stdout = session
-        .open(streaming::spdy::Headers::new().with("streamType", "stdout"))
-        .await
-        .unwrap();
+    let mut stdin = open_stream(&session, "stdin").await;
+    let _error = open_stream(&session, "error").await;
+    let _stdout = open_stream(&session, "stdout").await;
     stdin.write_all(b"half a line").await.unwrap();
     settle("cat runs", || fake.running.load(Ordering::SeqCst) == 1).await;
 

@@ -585,18 +585,9 @@ async fn an_idle_connection_is_closed() {
     let (session, _) = spdy_connect(&server, &url, &["v4.channel.k8s.io"])
         .await
         .unwrap();
-    let _stdin = session
-        .open(streaming::spdy::Headers::new().with("streamType", "stdin"))
-        .await
-        .unwrap();
-    let _error = session
-        .open(streaming::spdy::Headers::new().with("streamType", "error"))
-        .await
-        .unwrap();
-    let _stdout = session
-        .open(streaming::spdy::Headers::new().with("streamType", "stdout"))
-        .await
-        .unwrap();
+    let _stdin = open_stream(&session, "stdin").await;
+    let _error = open_stream(&session, "error").await;
+    let _stdout = open_stream(&session, "stdout").await;
     within("the idle session closes", session.closed()).await;
     settle("cat ends", || fake.running.load(Ordering::SeqCst) == 0).await;
 }

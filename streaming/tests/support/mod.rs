@@ -288,3 +288,14 @@ pub async fn settle<F: Fn() -> bool>(what: &str, done: F) {
     })
     .await
 }
+
+/// Opens a client stream of `stream_type` (exec/attach) on a SPDY session.
+pub async fn open_stream(
+    session: &streaming::spdy::Session,
+    stream_type: &str,
+) -> streaming::spdy::Stream {
+    session
+        .open(streaming::spdy::Headers::new().with("streamType", stream_type))
+        .await
+        .unwrap()
+}
