@@ -95,7 +95,14 @@ pub struct Registry {
     pub service_ips: IpAllocator,
     pub node_ports: PortAllocator,
     pub event_ttl: i64,
+    /// Namespaces deleted lately, with when (upstream's NamespaceLifecycle
+    /// `forceLiveLookupCache`): admission reads them fresh, so a create right after the delete
+    /// sees the namespace Terminating even before the watch cache has caught up.
+    recently_deleted_namespaces: parking_lot::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long a deleted namespace is looked up fresh (upstream's `forceLiveLookupTTL`).
+const FORCE_LIVE_LOOKUP_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Registry {
     pub async fn new(
@@ -120,6 +127,7 @@ impl Registry {
             service_ips: IpAllocator::new(service_cidr).map_err(|e| e.to_string())?,
             node_ports: PortAllocator::new(node_port_range).map_err(|e| e.to_string())?,
             event_ttl,
+            recently_deleted_namespaces: parking_lot::Mutex::new(HashMap::new()),
         };
         // Rebuild the allocators from what is stored.
         let services = resources::find("", "v1", "services").expect("services are served");
@@ -180,7 +188,9 @@ impl Registry {
 
     /// NamespaceLifecycle admission. Reads the namespace from the cache; on a miss it waits for
     /// the cache to catch up with every acknowledged write and looks again (upstream does a live
-    /// lookup on a miss), so a namespace created just before is always seen.
+    /// lookup on a miss), so a namespace created just before is always seen; a namespace deleted
+    /// in the last 30 s is read only once the cache has caught up (upstream's forced live
+    /// lookup), so it is seen Terminating.
     async fn namespace_lifecycle(&self, info: &ResourceInfo, ns: &str) -> ApiResult<()> {
         if !info.namespaced {
             return Ok(());
@@ -188,6 +198,17 @@ impl Registry {
         let nsinfo = resources::find("", "v1", "namespaces").expect("namespaces are served");
         let cacher = self.cacher(nsinfo);
         let key = Self::key(nsinfo, "", ns);
+        let deleted_lately = {
+            let mut recent = self.recently_deleted_namespaces.lock();
+            recent.retain(|_, at| at.elapsed() < FORCE_LIVE_LOOKUP_TTL);
+            recent.contains_key(ns)
+        };
+        if deleted_lately {
+            cacher
+                .wait_fresh()
+                .await
+                .map_err(|e| ApiError::timeout(e.to_string()))?;
+        }
         let mut found = cacher.get(&key);
         if found.is_none() {
             cacher
@@ -504,6 +525,11 @@ impl Registry {
         name: &str,
         opts: &DeleteOptions,
     ) -> ApiResult<Value> {
+        if info.plural == "namespaces" && info.group.is_empty() {
+            self.recently_deleted_namespaces
+                .lock()
+                .insert(name.to_string(), std::time::Instant::now());
+        }
         let key = Self::key(info, ns, name);
         let mut outcome: Option<Value> = None;
         let out = guaranteed_update::<ApiError, _>(&*self.store, &key, |cur| {
