@@ -1,54 +1,15 @@
-//! The kubelet's API client: a `kube::Client` built from the kubeconfig `--kubeconfig` names, or
-//! from the in-cluster service account when there is none (upstream's kubelet needs a kubeconfig;
-//! in-cluster is for running Capstan's kubelet as a pod in tests and labs). Requests carry the
-//! user agent `capstan-kubelet/<version>` so that API server logs and audit tell us apart from
-//! kubectl and controllers.
+//! The kubelet's API client: [`machinery::client`] with the user agent
+//! `capstan-kubelet/<version>` (upstream's kubelet needs a kubeconfig; in-cluster is for running
+//! Capstan's kubelet as a pod in tests and labs).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+pub use machinery::client::ClientError;
 
 /// The User-Agent header the kubelet sends.
 pub const USER_AGENT: &str = concat!("capstan-kubelet/", env!("CARGO_PKG_VERSION"));
 
-/// Errors building the client.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("reading kubeconfig {}: {source}", path.display())]
-    Kubeconfig {
-        path: PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error("no --kubeconfig and not in a cluster: {0}")]
-    InCluster(#[source] kube::config::InClusterError),
-    #[error("building the API client: {0}")]
-    Build(#[source] kube::Error),
-}
-
-/// Builds a client from a kubeconfig file (its current context), or in-cluster when `None`.
+/// Builds the kubelet's client from a kubeconfig file, or in-cluster when `None`.
 pub async fn build_client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientError> {
-    // The binary links two rustls providers (ring for kube, aws-lc-rs through the image client),
-    // so rustls cannot pick one by itself; choose ring. An error means one is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| {
-                ClientError::Kubeconfig {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|source| ClientError::Kubeconfig {
-                    path: path.to_path_buf(),
-                    source,
-                })?
-        }
-        None => kube::Config::incluster().map_err(ClientError::InCluster)?,
-    };
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static(USER_AGENT),
-    ));
-    kube::Client::try_from(config).map_err(ClientError::Build)
+    machinery::client::build_client(kubeconfig, USER_AGENT).await
 }

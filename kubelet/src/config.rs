@@ -13,7 +13,7 @@
 //! runtime's state, `<root-dir>/cri`, and its CRI socket, `<root-dir>/cri.sock`), the cgroup root,
 //! the pod logs dir and the CNI dirs.
 
-pub mod duration;
+pub use machinery::duration;
 pub mod file;
 pub mod flags;
 pub mod quantity;

@@ -49,7 +49,6 @@ pub mod pod_worker;
 pub mod pods;
 pub mod probe;
 pub mod qos;
-pub mod quantity;
 pub mod runtime;
 pub mod runtime_status;
 pub mod server;
@@ -57,5 +56,7 @@ pub mod static_pods;
 pub mod stats;
 pub mod status_manager;
 pub mod volume;
+
+pub use machinery::quantity;
 
 pub use agent::Kubelet;

@@ -162,7 +162,7 @@ impl PodManager {
             }
         };
         let host_ips: Vec<String> = config.node_ips.iter().map(|ip| ip.to_string()).collect();
-        let events = EventRecorder::start(client.clone(), config.node_name.clone());
+        let events = EventRecorder::start(client.clone(), "kubelet", &config.node_name);
         let (probes, probe_updates) = ProbeManager::with_events(
             Arc::new(RuntimeProber {
                 runtime: runtime.clone(),

@@ -1,5 +1,6 @@
-//! Go's `time.Duration` text form (`1m0s`, `10s`, `1h30m`, `500ms`, `1.5h`), as KubeletConfiguration
-//! writes durations (they are `metav1.Duration`, which marshals through `time.ParseDuration` and
+//! Go's `time.Duration` text form (`1m0s`, `10s`, `1h30m`, `500ms`, `1.5h`), as component configuration
+//! files (KubeletConfiguration, KubeProxyConfiguration, KubeSchedulerConfiguration) and duration flags write
+//! durations (they are `metav1.Duration`, which marshals through `time.ParseDuration` and
 //! `Duration.String`). Parsing accepts everything Go accepts except a leading sign; formatting
 //! produces Go's canonical form so that a configuration we print reads like upstream's.
 

@@ -1,0 +1,20 @@
+//! The client-go and apimachinery pieces that Capstan's components share, so that the kubelet,
+//! the proxy, the scheduler and the controllers do not each grow their own:
+//!
+//! - `client`: the API client (kube-rs) from a kubeconfig or in-cluster, with a per-component
+//!   user agent.
+//! - `informer`: shared informers (list + watch into a local store, with add/update/delete
+//!   handlers) and the per-process informer factory.
+//! - `workqueue`: the rate-limited, de-duplicating work queue controllers sync keys from.
+//! - `leaderelection`: leader election through a Lease, for replicated control-plane components.
+//! - `events`: the event recorder (core/v1 Events, aggregated, written in the background).
+//! - `duration`: Go's duration text form (`1m30s`), for configuration files and flags.
+//! - `quantity`: resource quantities (`100m`, `1.5Gi`) as exact numbers.
+
+pub mod client;
+pub mod duration;
+pub mod events;
+pub mod informer;
+pub mod leaderelection;
+pub mod quantity;
+pub mod workqueue;
