@@ -38,6 +38,8 @@ use crate::selectors::LabelSelector;
 use crate::status::{ApiError, ApiResult};
 use scrape::{ContainerPoints, Point, Scrape};
 
+pub use machinery::duration::format as go_duration;
+
 pub const GROUP: &str = "metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
 /// A scrape younger than this is reused.
@@ -438,44 +440,6 @@ pub fn memory_quantity(bytes: u64) -> String {
         i += 1;
     }
     format!("{n}{}", SUFFIX[i])
-}
-
-/// A duration as Go's `time.Duration.String()` writes it (`1.004s`, `15s`, `1m0.5s`, `500ms`).
-pub fn go_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".into();
-    }
-    if ns < 1_000_000_000 {
-        let (unit, div) = if ns < 1_000 {
-            ("ns", 1)
-        } else if ns < 1_000_000 {
-            ("µs", 1_000)
-        } else {
-            ("ms", 1_000_000)
-        };
-        return format!("{}{unit}", fraction(ns, div));
-    }
-    let total_s = ns / 1_000_000_000;
-    let (h, m) = (total_s / 3600, (total_s / 60) % 60);
-    let secs = fraction(ns % 60_000_000_000, 1_000_000_000);
-    match (h, m) {
-        (0, 0) => format!("{secs}s"),
-        (0, m) => format!("{m}m{secs}s"),
-        (h, m) => format!("{h}h{m}m{secs}s"),
-    }
-}
-
-/// `n / div` with the fraction's trailing zeros trimmed.
-fn fraction(n: u128, div: u128) -> String {
-    let whole = n / div;
-    let rem = n % div;
-    if rem == 0 {
-        return whole.to_string();
-    }
-    let width = div.to_string().len() - 1;
-    let frac = format!("{rem:0width$}");
-    format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
 /// `/apis/metrics.k8s.io` (APIGroup) and its entry in `/apis`.

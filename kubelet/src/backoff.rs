@@ -263,23 +263,10 @@ pub fn unix_nanos(ns: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64)
 }
 
-/// Formats whole-second durations as Go's `time.Duration.String` does (`10s`, `1m20s`, `5m0s`).
+/// Formats as Go's `time.Duration.String` does, to the millisecond (`10s`, `1m20s`, `1.5s`), as
+/// upstream's messages print `d.Truncate(time.Millisecond)`.
 pub fn go_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let ms = d.subsec_millis();
-    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    let sec = if ms == 0 {
-        format!("{s}s")
-    } else {
-        format!("{s}.{ms:03}").trim_end_matches('0').to_string() + "s"
-    };
-    if h > 0 {
-        format!("{h}h{m}m{sec}")
-    } else if m > 0 {
-        format!("{m}m{sec}")
-    } else {
-        sec
-    }
+    machinery::duration::format(Duration::from_millis(d.as_millis() as u64))
 }
 
 #[cfg(test)]

@@ -47,41 +47,42 @@ pub fn parse(s: &str) -> Option<Duration> {
     Some(Duration::from_nanos(nanos.round() as u64))
 }
 
-/// Formats as Go's `Duration.String`: `1m0s`, `10s`, `1h30m0s`, `500ms`, `0s`.
+/// Formats as Go's `Duration.String`, exactly: `1m0s`, `10s`, `1h30m0s`, `1.004s`, `500ms`, `0s`.
 pub fn format(d: Duration) -> String {
-    let nanos = d.as_nanos();
-    if nanos == 0 {
+    let ns = d.as_nanos();
+    if ns == 0 {
         return "0s".into();
     }
-    if nanos < 1_000_000_000 {
-        let (v, unit) = if nanos < 1_000 {
-            (nanos as f64, "ns")
-        } else if nanos < 1_000_000 {
-            (nanos as f64 / 1e3, "µs")
+    if ns < 1_000_000_000 {
+        let (unit, div) = if ns < 1_000 {
+            ("ns", 1)
+        } else if ns < 1_000_000 {
+            ("µs", 1_000)
         } else {
-            (nanos as f64 / 1e6, "ms")
+            ("ms", 1_000_000)
         };
-        return format!("{}{unit}", trim_float(v));
+        return format!("{}{unit}", fraction(ns, div));
     }
-    let total_secs = d.as_secs();
-    let h = total_secs / 3600;
-    let m = (total_secs % 3600) / 60;
-    let s = (total_secs % 60) as f64 + f64::from(d.subsec_nanos()) / 1e9;
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
+    let total_s = ns / 1_000_000_000;
+    let (h, m) = (total_s / 3600, (total_s / 60) % 60);
+    let secs = fraction(ns % 60_000_000_000, 1_000_000_000);
+    match (h, m) {
+        (0, 0) => format!("{secs}s"),
+        (0, m) => format!("{m}m{secs}s"),
+        (h, m) => format!("{h}h{m}m{secs}s"),
     }
-    if h > 0 || m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    out.push_str(&format!("{}s", trim_float(s)));
-    out
 }
 
-fn trim_float(v: f64) -> String {
-    let s = format!("{v:.9}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_string()
+/// `n / div` with the fraction's trailing zeros trimmed.
+fn fraction(n: u128, div: u128) -> String {
+    let whole = n / div;
+    let rem = n % div;
+    if rem == 0 {
+        return whole.to_string();
+    }
+    let width = div.to_string().len() - 1;
+    let frac = format!("{rem:0width$}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
 /// serde adapter for `Option<Duration>` fields written as Go duration strings.

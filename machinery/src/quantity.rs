@@ -11,24 +11,40 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 const NANO: i128 = 1_000_000_000;
 
 /// Parses a Kubernetes quantity (`100m`, `1.5Gi`, `2e3`, `1k`) to nano-units (1 = 10^9),
-/// rounding the sub-nano part up. `None` for malformed input.
+/// rounding the sub-nano part up as upstream's `ScaledValue` does and saturating where upstream's
+/// arbitrary precision goes beyond an `i128` (exact enough to compare requests with limits and to
+/// add them up). `None` for malformed input.
 pub fn parse_quantity(s: &str) -> Option<i128> {
     let s = s.trim();
-    let (neg, rest) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
+    if s.is_empty() {
+        return None;
+    }
+    let (sign, rest) = match s.as_bytes()[0] {
+        b'-' => (-1i128, &s[1..]),
+        b'+' => (1, &s[1..]),
+        _ => (1, s),
     };
-    let end = rest
+    // (a non-ASCII char starts with a non-digit byte, so bytes find the same index)
+    let num_end = rest
         .bytes()
         .position(|c| !(c.is_ascii_digit() || c == b'.'))
         .unwrap_or(rest.len());
-    let (num, suffix) = rest.split_at(end);
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
+    let (num, suffix) = rest.split_at(num_end);
+    if num.is_empty() || num == "." || num.bytes().filter(|b| *b == b'.').count() > 1 {
         return None;
     }
-    let mut exp10: i32 = -(frac.len() as i32);
+    let (int_part, frac_part) = match num.bytes().position(|b| b == b'.') {
+        Some(i) => (&num[..i], &num[i + 1..]),
+        None => (num, ""),
+    };
+    // mantissa as integer digits with a decimal exponent
+    let mut mantissa: i128 = 0;
+    for d in int_part.bytes().chain(frac_part.bytes()) {
+        mantissa = mantissa
+            .saturating_mul(10)
+            .saturating_add((d - b'0') as i128);
+    }
+    let mut exp10: i32 = -(frac_part.len() as i32);
     let mut mult: i128 = 1;
     match suffix {
         "" => {}
@@ -47,22 +63,33 @@ pub fn parse_quantity(s: &str) -> Option<i128> {
         "Ti" => mult = 1 << 40,
         "Pi" => mult = 1 << 50,
         "Ei" => mult = 1 << 60,
-        e if e.starts_with(['e', 'E']) => exp10 += e[1..].parse::<i32>().ok()?,
+        e if e.starts_with(['e', 'E']) => {
+            let n: i32 = e[1..].parse().ok()?;
+            exp10 += n;
+        }
         _ => return None,
     }
-    let mut mantissa: i128 = 0;
-    for d in int.bytes().chain(frac.bytes()) {
-        mantissa = mantissa.checked_mul(10)?.checked_add((d - b'0') as i128)?;
-    }
-    let mut v = mantissa.checked_mul(mult)?;
-    let exp = exp10 + 9;
-    if exp >= 0 {
-        v = v.checked_mul(10i128.checked_pow(exp as u32)?)?;
+    exp10 += 9; // nano units
+                // v >= 0: the mantissa has no sign and mult is positive
+    let mut v = mantissa.saturating_mul(mult);
+    // one multiplication or (ceiling) division by 10^k gives what k steps by 10 would: both
+    // saturate the same way, and nested ceilings of divisions are the ceiling of the whole one
+    if exp10 >= 0 {
+        let k = exp10.min(60) as u32;
+        v = match 10i128.checked_pow(k) {
+            Some(p) => v.saturating_mul(p),
+            None if v == 0 => 0,
+            None => i128::MAX,
+        };
     } else {
-        let d = 10i128.checked_pow((-exp) as u32).unwrap_or(i128::MAX);
-        v = (v + d - 1) / d;
+        // round up like upstream's ScaledValue when precision is lost
+        let k = (-exp10).min(60) as u32;
+        v = match 10i128.checked_pow(k) {
+            Some(p) => v / p + i128::from(v % p != 0),
+            None => i128::from(v != 0),
+        };
     }
-    Some(if neg { -v } else { v })
+    Some(sign * v)
 }
 
 fn ceil_div(v: i128, d: i128) -> i128 {
@@ -136,5 +163,29 @@ mod tests {
         assert_eq!(value(&q("64k")), 64_000);
         assert_eq!(value(&q("1Gi")), 1 << 30);
         assert_eq!(value(&q("bogus")), 0);
+    }
+
+    #[test]
+    fn saturating_quantities() {
+        let cases: &[(&str, Option<i128>)] = &[
+            ("1", Some(1_000_000_000)),
+            ("100m", Some(100_000_000)),
+            ("0.5", Some(500_000_000)),
+            ("1Ki", Some(1024 * 1_000_000_000)),
+            ("1k", Some(1000 * 1_000_000_000)),
+            ("1e3", Some(1000 * 1_000_000_000)),
+            ("128Mi", Some(128 * (1 << 20) * 1_000_000_000)),
+            ("-1", Some(-1_000_000_000)),
+            ("1n", Some(1)),
+            ("", None),
+            ("abc", None),
+            ("1Xi", None),
+            ("1.2.3", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_quantity(s), *want, "{s}");
+        }
+        assert_eq!(parse_quantity("1Gi"), parse_quantity("1024Mi"));
+        assert!(parse_quantity("500m") < parse_quantity("1"));
     }
 }

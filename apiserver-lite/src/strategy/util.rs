@@ -4,6 +4,8 @@
 
 use serde_json::{Map, Value};
 
+pub use machinery::quantity::parse_quantity;
+
 /// `v[key]` as an object, created (replacing null or a non-object) when missing.
 pub fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !v.is_object() {
@@ -259,86 +261,6 @@ pub fn entries<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = (&'a String,
         .flat_map(|m| m.iter())
 }
 
-/// A quantity scaled to nano-units (`1` = 1_000_000_000), saturating: exact enough to compare
-/// requests with limits and to add them up.
-pub fn parse_quantity(s: &str) -> Option<i128> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    let (sign, rest) = match s.as_bytes()[0] {
-        b'-' => (-1i128, &s[1..]),
-        b'+' => (1, &s[1..]),
-        _ => (1, s),
-    };
-    // (a non-ASCII char starts with a non-digit byte, so bytes find the same index)
-    let num_end = rest
-        .bytes()
-        .position(|c| !(c.is_ascii_digit() || c == b'.'))
-        .unwrap_or(rest.len());
-    let (num, suffix) = rest.split_at(num_end);
-    if num.is_empty() || num == "." || num.bytes().filter(|b| *b == b'.').count() > 1 {
-        return None;
-    }
-    let (int_part, frac_part) = match num.bytes().position(|b| b == b'.') {
-        Some(i) => (&num[..i], &num[i + 1..]),
-        None => (num, ""),
-    };
-    // mantissa as integer digits with a decimal exponent
-    let mut mantissa: i128 = 0;
-    for d in int_part.bytes().chain(frac_part.bytes()) {
-        mantissa = mantissa
-            .saturating_mul(10)
-            .saturating_add((d - b'0') as i128);
-    }
-    let mut exp10: i32 = -(frac_part.len() as i32);
-    let mut mult: i128 = 1;
-    match suffix {
-        "" => {}
-        "n" => exp10 -= 9,
-        "u" => exp10 -= 6,
-        "m" => exp10 -= 3,
-        "k" => exp10 += 3,
-        "M" => exp10 += 6,
-        "G" => exp10 += 9,
-        "T" => exp10 += 12,
-        "P" => exp10 += 15,
-        "E" => exp10 += 18,
-        "Ki" => mult = 1 << 10,
-        "Mi" => mult = 1 << 20,
-        "Gi" => mult = 1 << 30,
-        "Ti" => mult = 1 << 40,
-        "Pi" => mult = 1 << 50,
-        "Ei" => mult = 1 << 60,
-        e if e.starts_with(['e', 'E']) => {
-            let n: i32 = e[1..].parse().ok()?;
-            exp10 += n;
-        }
-        _ => return None,
-    }
-    exp10 += 9; // nano units
-                // v >= 0: the mantissa has no sign and mult is positive
-    let mut v = mantissa.saturating_mul(mult);
-    // one multiplication or (ceiling) division by 10^k gives what k steps by 10 would: both
-    // saturate the same way, and nested ceilings of divisions are the ceiling of the whole one
-    if exp10 >= 0 {
-        let k = exp10.min(60) as u32;
-        v = match 10i128.checked_pow(k) {
-            Some(p) => v.saturating_mul(p),
-            None if v == 0 => 0,
-            None => i128::MAX,
-        };
-    } else {
-        // round up like upstream's ScaledValue when precision is lost
-        let k = (-exp10).min(60) as u32;
-        v = match 10i128.checked_pow(k) {
-            Some(p) => v / p + i128::from(v % p != 0),
-            None => i128::from(v != 0),
-        };
-    }
-    Some(sign * v)
-}
-
 /// Quantity value of a JSON quantity (string or number).
 pub fn quantity(v: &Value) -> Option<i128> {
     match v {
@@ -359,30 +281,6 @@ pub fn quantity_text(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities() {
-        let cases: &[(&str, Option<i128>)] = &[
-            ("1", Some(1_000_000_000)),
-            ("100m", Some(100_000_000)),
-            ("0.5", Some(500_000_000)),
-            ("1Ki", Some(1024 * 1_000_000_000)),
-            ("1k", Some(1000 * 1_000_000_000)),
-            ("1e3", Some(1000 * 1_000_000_000)),
-            ("128Mi", Some(128 * (1 << 20) * 1_000_000_000)),
-            ("-1", Some(-1_000_000_000)),
-            ("1n", Some(1)),
-            ("", None),
-            ("abc", None),
-            ("1Xi", None),
-            ("1.2.3", None),
-        ];
-        for (s, want) in cases {
-            assert_eq!(parse_quantity(s), *want, "{s}");
-        }
-        assert_eq!(parse_quantity("1Gi"), parse_quantity("1024Mi"));
-        assert!(parse_quantity("500m") < parse_quantity("1"));
-    }
 
     #[test]
     fn defaulting_helpers() {
