@@ -510,7 +510,7 @@ fn normalize(subsets: Vec<EndpointSubset>) -> Vec<EndpointSubset> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
         Container, ContainerPort, PodCondition, PodIP, PodSpec, PodStatus, ServiceSpec,
