@@ -342,6 +342,7 @@ impl Registry {
         self.namespace_lifecycle(info, ns).await?;
         self.admission_caches_fresh(info, &obj).await?;
         hooks::prepare_create(info, &mut obj, &Lookup(self))?;
+        crate::quota::admit_create(self, info, ns, &obj, opts.dry_run).await?;
         let allocated = if info.plural == "services" {
             self.allocate_service(&mut obj, None)?
         } else {
