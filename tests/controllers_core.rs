@@ -92,7 +92,12 @@ impl Drop for Controllers {
 }
 
 fn post(api: &ApiServer, path: &str, body: Value) -> Value {
-    let (code, out) = api.http("POST", path, "application/json", body.to_string().as_bytes());
+    let (code, out) = api.http(
+        "POST",
+        path,
+        "application/json",
+        body.to_string().as_bytes(),
+    );
     assert!(code == 201 || code == 200, "POST {path}: {code} {out}");
     out
 }
@@ -126,11 +131,19 @@ fn now() -> String {
 }
 
 fn create_ns(api: &ApiServer, ns: &str) {
-    post(api, "/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    post(
+        api,
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    );
 }
 
 fn create_node(api: &ApiServer, name: &str) {
-    post(api, "/api/v1/nodes", json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}}));
+    post(
+        api,
+        "/api/v1/nodes",
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}}),
+    );
     heartbeat(api, name);
 }
 
@@ -159,7 +172,13 @@ impl Heartbeats {
                 let body = json!({"status": {"conditions": [
                     {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": t, "lastTransitionTime": t}
                 ]}});
-                common::http_raw(&addr, "PATCH", &format!("/api/v1/nodes/{node}/status"), "application/merge-patch+json", body.to_string().as_bytes());
+                common::http_raw(
+                    &addr,
+                    "PATCH",
+                    &format!("/api/v1/nodes/{node}/status"),
+                    "application/merge-patch+json",
+                    body.to_string().as_bytes(),
+                );
                 std::thread::sleep(Duration::from_millis(300));
             }
         });
@@ -206,10 +225,12 @@ fn mark_running(api: &ApiServer, ns: &str, name: &str, ip: &str, ready: bool) {
 
 fn delete(api: &ApiServer, path: &str, grace: Option<i64>) -> u16 {
     let body = match grace {
-        Some(g) => json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": g}).to_string(),
+        Some(g) => json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": g})
+            .to_string(),
         None => String::new(),
     };
-    api.http("DELETE", path, "application/json", body.as_bytes()).0
+    api.http("DELETE", path, "application/json", body.as_bytes())
+        .0
 }
 
 fn slices(api: &ApiServer, ns: &str, svc: &str) -> Vec<Value> {
@@ -250,39 +271,61 @@ fn endpoints_and_slices_follow_pod_readiness_and_termination() {
     service(&api, "default", "web");
     for (i, ready) in [(1, true), (2, true), (3, false)] {
         let name = format!("web-{i}");
-        create_pod(&api, "default", pod_json(&name, json!({"app": "web"}), Some("n1"), json!({})));
+        create_pod(
+            &api,
+            "default",
+            pod_json(&name, json!({"app": "web"}), Some("n1"), json!({})),
+        );
         mark_running(&api, "default", &name, &format!("10.1.0.{i}"), ready);
     }
     // A pod of another app is not selected.
-    create_pod(&api, "default", pod_json("other", json!({"app": "other"}), Some("n1"), json!({})));
+    create_pod(
+        &api,
+        "default",
+        pod_json("other", json!({"app": "other"}), Some("n1"), json!({})),
+    );
     mark_running(&api, "default", "other", "10.1.0.9", true);
 
-    eventually(WAIT, "endpoints with 2 ready and 1 not ready address", || {
-        let Some(ep) = get(&api, "/api/v1/namespaces/default/endpoints/web") else {
-            return false;
-        };
-        let ss = &ep["subsets"][0];
-        let ips = |k: &str| -> BTreeSet<String> {
-            ss[k].as_array().into_iter().flatten().map(|a| a["ip"].as_str().unwrap().to_string()).collect()
-        };
-        ips("addresses") == BTreeSet::from(["10.1.0.1".into(), "10.1.0.2".into()])
-            && ips("notReadyAddresses") == BTreeSet::from(["10.1.0.3".into()])
-            && ss["ports"][0]["port"] == 8080
-            && ss["ports"][0]["name"] == "web"
-            && ep["metadata"]["annotations"]["endpoints.kubernetes.io/last-change-trigger-time"].is_string()
-    });
+    eventually(
+        WAIT,
+        "endpoints with 2 ready and 1 not ready address",
+        || {
+            let Some(ep) = get(&api, "/api/v1/namespaces/default/endpoints/web") else {
+                return false;
+            };
+            let ss = &ep["subsets"][0];
+            let ips = |k: &str| -> BTreeSet<String> {
+                ss[k]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a["ip"].as_str().unwrap().to_string())
+                    .collect()
+            };
+            ips("addresses") == BTreeSet::from(["10.1.0.1".into(), "10.1.0.2".into()])
+                && ips("notReadyAddresses") == BTreeSet::from(["10.1.0.3".into()])
+                && ss["ports"][0]["port"] == 8080
+                && ss["ports"][0]["name"] == "web"
+                && ep["metadata"]["annotations"]["endpoints.kubernetes.io/last-change-trigger-time"]
+                    .is_string()
+        },
+    );
     eventually(WAIT, "one slice with three endpoints", || {
         let s = slices(&api, "default", "web");
         s.len() == 1
             && s[0]["endpoints"].as_array().map_or(0, Vec::len) == 3
             && s[0]["addressType"] == "IPv4"
-            && s[0]["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] == "endpointslice-controller.k8s.io"
+            && s[0]["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"]
+                == "endpointslice-controller.k8s.io"
             && s[0]["metadata"]["ownerReferences"][0]["kind"] == "Service"
             && s[0]["ports"][0]["port"] == 8080
     });
     let eps = slice_endpoints(&api, "default", "web");
     let e3 = endpoint_of(&eps, "web-3").unwrap();
-    assert_eq!(e3["conditions"], json!({"ready": false, "serving": false, "terminating": false}));
+    assert_eq!(
+        e3["conditions"],
+        json!({"ready": false, "serving": false, "terminating": false})
+    );
     assert_eq!(endpoint_of(&eps, "web-1").unwrap()["nodeName"], "n1");
 
     // Pod 3 becomes ready.
@@ -295,19 +338,34 @@ fn endpoints_and_slices_follow_pod_readiness_and_termination() {
     });
 
     // Pod 1 terminates (graceful: its node has not confirmed yet).
-    assert_eq!(delete(&api, "/api/v1/namespaces/default/pods/web-1", Some(30)), 200);
-    eventually(WAIT, "pod 1 terminating: out of endpoints, serving+terminating in the slice", || {
-        let ep = get(&api, "/api/v1/namespaces/default/endpoints/web").unwrap();
-        let ips: Vec<&str> = ep["subsets"][0]["addresses"].as_array().into_iter().flatten().filter_map(|a| a["ip"].as_str()).collect();
-        let eps = slice_endpoints(&api, "default", "web");
-        !ips.contains(&"10.1.0.1")
-            && ips.len() == 2
-            && endpoint_of(&eps, "web-1").is_some_and(|e| {
-                e["conditions"] == json!({"ready": false, "serving": true, "terminating": true})
-            })
-    });
+    assert_eq!(
+        delete(&api, "/api/v1/namespaces/default/pods/web-1", Some(30)),
+        200
+    );
+    eventually(
+        WAIT,
+        "pod 1 terminating: out of endpoints, serving+terminating in the slice",
+        || {
+            let ep = get(&api, "/api/v1/namespaces/default/endpoints/web").unwrap();
+            let ips: Vec<&str> = ep["subsets"][0]["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["ip"].as_str())
+                .collect();
+            let eps = slice_endpoints(&api, "default", "web");
+            !ips.contains(&"10.1.0.1")
+                && ips.len() == 2
+                && endpoint_of(&eps, "web-1").is_some_and(|e| {
+                    e["conditions"] == json!({"ready": false, "serving": true, "terminating": true})
+                })
+        },
+    );
     // The node confirms: gone from the slice too.
-    assert_eq!(delete(&api, "/api/v1/namespaces/default/pods/web-1", Some(0)), 200);
+    assert_eq!(
+        delete(&api, "/api/v1/namespaces/default/pods/web-1", Some(0)),
+        200
+    );
     eventually(WAIT, "pod 1 gone from the slice", || {
         let eps = slice_endpoints(&api, "default", "web");
         endpoint_of(&eps, "web-1").is_none() && eps.len() == 2
@@ -322,8 +380,18 @@ fn more_than_100_endpoints_are_split_into_slices() {
     service(&api, "default", "big");
     for i in 0..150 {
         let name = format!("big-{i}");
-        create_pod(&api, "default", pod_json(&name, json!({"app": "big"}), Some("n1"), json!({})));
-        mark_running(&api, "default", &name, &format!("10.2.{}.{}", i / 200, i % 200 + 1), true);
+        create_pod(
+            &api,
+            "default",
+            pod_json(&name, json!({"app": "big"}), Some("n1"), json!({})),
+        );
+        mark_running(
+            &api,
+            "default",
+            &name,
+            &format!("10.2.{}.{}", i / 200, i % 200 + 1),
+            true,
+        );
     }
     c.run("endpoint").run("endpointslice");
     eventually(WAIT, "150 endpoints in slices of 100 and 50", || {
@@ -339,8 +407,18 @@ fn more_than_100_endpoints_are_split_into_slices() {
     // Ten more fill the slice with room; no third slice.
     for i in 150..160 {
         let name = format!("big-{i}");
-        create_pod(&api, "default", pod_json(&name, json!({"app": "big"}), Some("n1"), json!({})));
-        mark_running(&api, "default", &name, &format!("10.2.{}.{}", i / 200, i % 200 + 1), true);
+        create_pod(
+            &api,
+            "default",
+            pod_json(&name, json!({"app": "big"}), Some("n1"), json!({})),
+        );
+        mark_running(
+            &api,
+            "default",
+            &name,
+            &format!("10.2.{}.{}", i / 200, i % 200 + 1),
+            true,
+        );
     }
     eventually(WAIT, "160 endpoints in slices of 100 and 60", || {
         let mut sizes: Vec<usize> = slices(&api, "default", "big")
@@ -358,35 +436,73 @@ fn a_namespace_deletion_empties_it_and_the_namespace_goes() {
     let c = Controllers::new(&api, &[]);
     c.run("namespace");
     create_ns(&api, "doomed");
-    post(&api, "/api/v1/namespaces/doomed/configmaps", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}}));
-    post(&api, "/api/v1/namespaces/doomed/secrets", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}));
+    post(
+        &api,
+        "/api/v1/namespaces/doomed/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}}),
+    );
+    post(
+        &api,
+        "/api/v1/namespaces/doomed/secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}),
+    );
     service(&api, "doomed", "svc");
-    create_pod(&api, "doomed", pod_json("p", json!({"app": "x"}), None, json!({})));
-    post(&api, "/apis/apps/v1/namespaces/doomed/deployments", json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
-        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}));
+    create_pod(
+        &api,
+        "doomed",
+        pod_json("p", json!({"app": "x"}), None, json!({})),
+    );
+    post(
+        &api,
+        "/apis/apps/v1/namespaces/doomed/deployments",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}),
+    );
     // Content with a finalizer keeps the namespace until the finalizer goes.
-    post(&api, "/api/v1/namespaces/doomed/configmaps", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["example.com/hold"]}}));
+    post(
+        &api,
+        "/api/v1/namespaces/doomed/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+    );
     assert_eq!(delete(&api, "/api/v1/namespaces/doomed", None), 200);
-    eventually(WAIT, "the finalizer reported in the namespace conditions", || {
-        let ns = get(&api, "/api/v1/namespaces/doomed").unwrap();
-        ns["status"]["phase"] == "Terminating"
+    eventually(
+        WAIT,
+        "the finalizer reported in the namespace conditions",
+        || {
+            let ns = get(&api, "/api/v1/namespaces/doomed").unwrap();
+            ns["status"]["phase"] == "Terminating"
             && ns["status"]["conditions"].as_array().into_iter().flatten().any(|c| {
                 c["type"] == "NamespaceFinalizersRemaining"
                     && c["status"] == "True"
                     && c["message"] == "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
             })
-    });
+        },
+    );
     for path in ["configmaps/cm", "secrets/s", "services/svc", "pods/p"] {
-        assert!(get(&api, &format!("/api/v1/namespaces/doomed/{path}")).is_none(), "{path} deleted");
+        assert!(
+            get(&api, &format!("/api/v1/namespaces/doomed/{path}")).is_none(),
+            "{path} deleted"
+        );
     }
     assert!(get(&api, "/apis/apps/v1/namespaces/doomed/deployments/d").is_none());
-    let (code, out) = api.http("PATCH", "/api/v1/namespaces/doomed/configmaps/held", "application/merge-patch+json", br#"{"metadata":{"finalizers":null}}"#);
+    let (code, out) = api.http(
+        "PATCH",
+        "/api/v1/namespaces/doomed/configmaps/held",
+        "application/merge-patch+json",
+        br#"{"metadata":{"finalizers":null}}"#,
+    );
     assert_eq!(code, 200, "{out}");
-    eventually(WAIT, "the namespace gone", || get(&api, "/api/v1/namespaces/doomed").is_none());
+    eventually(WAIT, "the namespace gone", || {
+        get(&api, "/api/v1/namespaces/doomed").is_none()
+    });
 
     // kubectl delete ns waits for it and returns.
     create_ns(&api, "second");
-    post(&api, "/api/v1/namespaces/second/configmaps", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}}));
+    post(
+        &api,
+        "/api/v1/namespaces/second/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}}),
+    );
     let out = api.kubectl_ok(&["delete", "ns", "second", "--timeout=30s"]);
     assert!(out.contains("namespace \"second\" deleted"), "{out}");
     assert!(get(&api, "/api/v1/namespaces/second").is_none());
@@ -407,8 +523,20 @@ fn a_new_namespace_gets_the_default_service_account_and_the_root_ca() {
                 .is_some_and(|cm| cm["data"]["ca.crt"] == pem)
     });
     // Deleted or changed: put back.
-    assert_eq!(delete(&api, "/api/v1/namespaces/fresh/serviceaccounts/default", None), 200);
-    let (code, _) = api.http("PATCH", "/api/v1/namespaces/fresh/configmaps/kube-root-ca.crt", "application/merge-patch+json", br#"{"data":{"ca.crt":"tampered"}}"#);
+    assert_eq!(
+        delete(
+            &api,
+            "/api/v1/namespaces/fresh/serviceaccounts/default",
+            None
+        ),
+        200
+    );
+    let (code, _) = api.http(
+        "PATCH",
+        "/api/v1/namespaces/fresh/configmaps/kube-root-ca.crt",
+        "application/merge-patch+json",
+        br#"{"data":{"ca.crt":"tampered"}}"#,
+    );
     assert_eq!(code, 200);
     eventually(WAIT, "both repaired", || {
         get(&api, "/api/v1/namespaces/fresh/serviceaccounts/default").is_some()
@@ -416,7 +544,11 @@ fn a_new_namespace_gets_the_default_service_account_and_the_root_ca() {
                 .is_some_and(|cm| cm["data"]["ca.crt"] == pem)
     });
     // Existing namespaces too.
-    assert!(get(&api, "/api/v1/namespaces/kube-system/serviceaccounts/default").is_some());
+    assert!(get(
+        &api,
+        "/api/v1/namespaces/kube-system/serviceaccounts/default"
+    )
+    .is_some());
 }
 
 fn taints(node: &Value) -> BTreeSet<(String, String)> {
@@ -424,14 +556,25 @@ fn taints(node: &Value) -> BTreeSet<(String, String)> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|t| (t["key"].as_str().unwrap().to_string(), t["effect"].as_str().unwrap().to_string()))
+        .map(|t| {
+            (
+                t["key"].as_str().unwrap().to_string(),
+                t["effect"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
 #[test]
 fn a_node_that_stops_heartbeating_is_unknown_tainted_and_its_pods_evicted_after_their_toleration() {
     let api = ApiServer::start();
-    let c = Controllers::new(&api, &["--node-monitor-period=200ms", "--node-monitor-grace-period=3s"]);
+    let c = Controllers::new(
+        &api,
+        &[
+            "--node-monitor-period=200ms",
+            "--node-monitor-grace-period=3s",
+        ],
+    );
     create_node(&api, "alive");
     create_node(&api, "dying");
     let _alive = Heartbeats::start(&api, "alive");
@@ -443,47 +586,100 @@ fn a_node_that_stops_heartbeating_is_unknown_tainted_and_its_pods_evicted_after_
         }
         json!({"tolerations": [t]})
     };
-    create_pod(&api, "default", pod_json("short", json!({}), Some("dying"), tol(Some(2))));
-    create_pod(&api, "default", pod_json("forever", json!({}), Some("dying"), tol(None)));
-    create_pod(&api, "default", pod_json("default-300s", json!({}), Some("dying"), json!({})));
-    create_pod(&api, "default", pod_json("elsewhere", json!({}), Some("alive"), tol(Some(1))));
-    for (p, ip) in [("short", "10.3.0.1"), ("forever", "10.3.0.2"), ("default-300s", "10.3.0.3"), ("elsewhere", "10.3.0.4")] {
+    create_pod(
+        &api,
+        "default",
+        pod_json("short", json!({}), Some("dying"), tol(Some(2))),
+    );
+    create_pod(
+        &api,
+        "default",
+        pod_json("forever", json!({}), Some("dying"), tol(None)),
+    );
+    create_pod(
+        &api,
+        "default",
+        pod_json("default-300s", json!({}), Some("dying"), json!({})),
+    );
+    create_pod(
+        &api,
+        "default",
+        pod_json("elsewhere", json!({}), Some("alive"), tol(Some(1))),
+    );
+    for (p, ip) in [
+        ("short", "10.3.0.1"),
+        ("forever", "10.3.0.2"),
+        ("default-300s", "10.3.0.3"),
+        ("elsewhere", "10.3.0.4"),
+    ] {
         mark_running(&api, "default", p, ip, true);
     }
     c.run("nodelifecycle");
     std::thread::sleep(Duration::from_secs(1));
     let node = get(&api, "/api/v1/nodes/dying").unwrap();
-    assert!(taints(&node).is_empty(), "a heartbeating node is not tainted: {node}");
+    assert!(
+        taints(&node).is_empty(),
+        "a heartbeating node is not tainted: {node}"
+    );
     drop(dying);
-    eventually(WAIT, "the silent node Unknown and tainted unreachable", || {
-        let node = get(&api, "/api/v1/nodes/dying").unwrap();
-        let ready = node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").cloned().unwrap();
-        ready["status"] == "Unknown"
-            && ready["reason"] == "NodeStatusUnknown"
-            && ready["message"] == "Kubelet stopped posting node status."
-            && taints(&node)
-                == BTreeSet::from([
-                    ("node.kubernetes.io/unreachable".into(), "NoExecute".into()),
-                    ("node.kubernetes.io/unreachable".into(), "NoSchedule".into()),
-                ])
-    });
+    eventually(
+        WAIT,
+        "the silent node Unknown and tainted unreachable",
+        || {
+            let node = get(&api, "/api/v1/nodes/dying").unwrap();
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .cloned()
+                .unwrap();
+            ready["status"] == "Unknown"
+                && ready["reason"] == "NodeStatusUnknown"
+                && ready["message"] == "Kubelet stopped posting node status."
+                && taints(&node)
+                    == BTreeSet::from([
+                        ("node.kubernetes.io/unreachable".into(), "NoExecute".into()),
+                        ("node.kubernetes.io/unreachable".into(), "NoSchedule".into()),
+                    ])
+        },
+    );
     let ready_of = |p: &str| {
         get(&api, &format!("/api/v1/namespaces/default/pods/{p}")).map(|pod| {
-            pod["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap()["status"].clone()
+            pod["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .unwrap()["status"]
+                .clone()
         })
     };
-    eventually(WAIT, "pods of the node marked not ready", || ready_of("forever") == Some(json!("False")));
+    eventually(WAIT, "pods of the node marked not ready", || {
+        ready_of("forever") == Some(json!("False"))
+    });
     let deleting = |p: &str| {
-        get(&api, &format!("/api/v1/namespaces/default/pods/{p}")).is_none_or(|pod| pod["metadata"]["deletionTimestamp"].is_string())
+        get(&api, &format!("/api/v1/namespaces/default/pods/{p}"))
+            .is_none_or(|pod| pod["metadata"]["deletionTimestamp"].is_string())
     };
     eventually(WAIT, "the pod tolerating 2s evicted", || deleting("short"));
     let short = get(&api, "/api/v1/namespaces/default/pods/short");
     if let Some(short) = short {
-        assert!(short["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "DisruptionTarget" && c["reason"] == "DeletionByTaintManager"));
+        assert!(short["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "DisruptionTarget" && c["reason"] == "DeletionByTaintManager"));
     }
     std::thread::sleep(Duration::from_secs(2));
-    assert!(!deleting("forever"), "a pod tolerating the taint for ever stays");
-    assert!(!deleting("default-300s"), "the admission's default 300s toleration keeps it for now");
+    assert!(
+        !deleting("forever"),
+        "a pod tolerating the taint for ever stays"
+    );
+    assert!(
+        !deleting("default-300s"),
+        "the admission's default 300s toleration keeps it for now"
+    );
     assert!(!deleting("elsewhere"), "pods of a healthy node stay");
     assert_eq!(ready_of("elsewhere"), Some(json!("True")));
     let alive = get(&api, "/api/v1/nodes/alive").unwrap();
@@ -501,16 +697,34 @@ fn a_node_that_stops_heartbeating_is_unknown_tainted_and_its_pods_evicted_after_
 fn pod_cidrs_are_allocated_from_the_cluster_cidr() {
     let api = ApiServer::start();
     // One node already has a subnet: it is not handed out again.
-    post(&api, "/api/v1/nodes", json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "old"}, "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]}}));
-    let c = Controllers::new(&api, &["--allocate-node-cidrs=true", "--cluster-cidr=10.244.0.0/22", "--node-cidr-mask-size=24"]);
+    post(
+        &api,
+        "/api/v1/nodes",
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "old"}, "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]}}),
+    );
+    let c = Controllers::new(
+        &api,
+        &[
+            "--allocate-node-cidrs=true",
+            "--cluster-cidr=10.244.0.0/22",
+            "--node-cidr-mask-size=24",
+        ],
+    );
     c.run("nodeipam");
     for n in ["a", "b", "c"] {
         create_node(&api, n);
     }
-    let cidr = |n: &str| get(&api, &format!("/api/v1/nodes/{n}")).and_then(|n| n["spec"]["podCIDR"].as_str().map(String::from));
+    let cidr = |n: &str| {
+        get(&api, &format!("/api/v1/nodes/{n}"))
+            .and_then(|n| n["spec"]["podCIDR"].as_str().map(String::from))
+    };
     eventually(WAIT, "three nodes with distinct subnets", || {
         let got: BTreeSet<Option<String>> = ["a", "b", "c"].iter().map(|n| cidr(n)).collect();
-        got == BTreeSet::from([Some("10.244.1.0/24".into()), Some("10.244.2.0/24".into()), Some("10.244.3.0/24".into())])
+        got == BTreeSet::from([
+            Some("10.244.1.0/24".into()),
+            Some("10.244.2.0/24".into()),
+            Some("10.244.3.0/24".into()),
+        ])
     });
     let a = get(&api, "/api/v1/nodes/a").unwrap();
     assert_eq!(a["spec"]["podCIDRs"], json!([a["spec"]["podCIDR"].clone()]));
@@ -518,12 +732,18 @@ fn pod_cidrs_are_allocated_from_the_cluster_cidr() {
     create_node(&api, "d");
     eventually(WAIT, "CIDRNotAvailable event", || {
         let ev = get(&api, "/api/v1/namespaces/default/events").unwrap();
-        ev["items"].as_array().into_iter().flatten().any(|e| e["reason"] == "CIDRNotAvailable" && e["involvedObject"]["name"] == "d")
+        ev["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["reason"] == "CIDRNotAvailable" && e["involvedObject"]["name"] == "d")
     });
     assert_eq!(cidr("d"), None);
     let freed = cidr("b").unwrap();
     assert_eq!(delete(&api, "/api/v1/nodes/b", None), 200);
-    eventually(WAIT, "the freed subnet given to the waiting node", || cidr("d") == Some(freed.clone()));
+    eventually(WAIT, "the freed subnet given to the waiting node", || {
+        cidr("d") == Some(freed.clone())
+    });
 }
 
 #[test]
@@ -531,14 +751,30 @@ fn podgc_deletes_orphaned_unscheduled_terminating_and_excess_terminated_pods() {
     let api = ApiServer::start();
     let c = Controllers::new(&api, &["--terminated-pod-gc-threshold=2"]);
     create_node(&api, "n1");
-    create_pod(&api, "default", pod_json("orphan", json!({}), Some("ghost"), json!({})));
+    create_pod(
+        &api,
+        "default",
+        pod_json("orphan", json!({}), Some("ghost"), json!({})),
+    );
     mark_running(&api, "default", "orphan", "10.4.0.1", true);
-    create_pod(&api, "default", pod_json("fine", json!({}), Some("n1"), json!({})));
+    create_pod(
+        &api,
+        "default",
+        pod_json("fine", json!({}), Some("n1"), json!({})),
+    );
     mark_running(&api, "default", "fine", "10.4.0.2", true);
     for i in 0..4 {
         let name = format!("done-{i}");
-        create_pod(&api, "default", pod_json(&name, json!({}), Some("n1"), json!({})));
-        patch_status(&api, &format!("/api/v1/namespaces/default/pods/{name}"), json!({"status": {"phase": "Succeeded"}}));
+        create_pod(
+            &api,
+            "default",
+            pod_json(&name, json!({}), Some("n1"), json!({})),
+        );
+        patch_status(
+            &api,
+            &format!("/api/v1/namespaces/default/pods/{name}"),
+            json!({"status": {"phase": "Succeeded"}}),
+        );
         // Creation timestamps have one-second resolution.
         std::thread::sleep(Duration::from_millis(1100));
     }
@@ -553,7 +789,9 @@ fn podgc_deletes_orphaned_unscheduled_terminating_and_excess_terminated_pods() {
     ));
     let exists = |p: &str| get(&api, &format!("/api/v1/namespaces/default/pods/{p}")).is_some();
     eventually(WAIT, "the orphan deleted", || !exists("orphan"));
-    eventually(WAIT, "the two oldest terminated pods deleted", || !exists("done-0") && !exists("done-1"));
+    eventually(WAIT, "the two oldest terminated pods deleted", || {
+        !exists("done-0") && !exists("done-1")
+    });
     assert!(exists("done-2") && exists("done-3") && exists("fine"));
 }
 
@@ -565,38 +803,82 @@ fn pdb_status_and_evictions_that_would_violate_it_are_refused() {
     create_node(&api, "n1");
     for i in 0..3 {
         let name = format!("db-{i}");
-        create_pod(&api, "default", pod_json(&name, json!({"app": "db"}), Some("n1"), json!({})));
+        create_pod(
+            &api,
+            "default",
+            pod_json(&name, json!({"app": "db"}), Some("n1"), json!({})),
+        );
         mark_running(&api, "default", &name, &format!("10.5.0.{}", i + 1), true);
     }
-    post(&api, "/apis/policy/v1/namespaces/default/poddisruptionbudgets", json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": "db"}, "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "db"}}}}));
+    post(
+        &api,
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "db"}, "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "db"}}}}),
+    );
     eventually(WAIT, "PDB status", || {
-        let pdb = get(&api, "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db").unwrap();
+        let pdb = get(
+            &api,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db",
+        )
+        .unwrap();
         let s = &pdb["status"];
-        s["currentHealthy"] == 3 && s["desiredHealthy"] == 2 && s["expectedPods"] == 3 && s["disruptionsAllowed"] == 1
+        s["currentHealthy"] == 3
+            && s["desiredHealthy"] == 2
+            && s["expectedPods"] == 3
+            && s["disruptionsAllowed"] == 1
             && s["observedGeneration"] == 1
-            && s["conditions"][0]["type"] == "DisruptionAllowed" && s["conditions"][0]["status"] == "True"
+            && s["conditions"][0]["type"] == "DisruptionAllowed"
+            && s["conditions"][0]["status"] == "True"
     });
     let evict = |p: &str| {
-        api.http("POST", &format!("/api/v1/namespaces/default/pods/{p}/eviction"), "application/json",
-            json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": p}}).to_string().as_bytes())
+        api.http(
+            "POST",
+            &format!("/api/v1/namespaces/default/pods/{p}/eviction"),
+            "application/json",
+            json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": p}})
+                .to_string()
+                .as_bytes(),
+        )
     };
     assert_eq!(evict("db-0").0, 201);
     let (code, out) = evict("db-1");
     assert_eq!(code, 429, "{out}");
-    assert!(out["message"].as_str().unwrap().contains("Cannot evict pod as it would violate the pod's disruption budget"), "{out}");
-    let pdb = get(&api, "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db").unwrap();
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{out}"
+    );
+    let pdb = get(
+        &api,
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db",
+    )
+    .unwrap();
     assert_eq!(pdb["status"]["disruptionsAllowed"], 0);
     // db-0 is terminating (its node has not confirmed): not healthy, so still no disruption.
     eventually(WAIT, "the controller sees 2 healthy pods", || {
-        let pdb = get(&api, "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db").unwrap();
-        pdb["status"]["currentHealthy"] == 2 && pdb["status"]["disruptionsAllowed"] == 0
+        let pdb = get(
+            &api,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db",
+        )
+        .unwrap();
+        pdb["status"]["currentHealthy"] == 2
+            && pdb["status"]["disruptionsAllowed"] == 0
             && pdb["status"]["conditions"][0]["reason"] == "InsufficientPods"
     });
     // kubectl drain gives up on the budget.
-    let err = api.kubectl_err(&["drain", "n1", "--force", "--ignore-daemonsets", "--timeout=4s"]);
+    let err = api.kubectl_err(&[
+        "drain",
+        "n1",
+        "--force",
+        "--ignore-daemonsets",
+        "--timeout=4s",
+    ]);
     assert!(err.contains("disruption budget"), "{err}");
-    assert!(get(&api, "/api/v1/namespaces/default/pods/db-1").is_some_and(|p| p["metadata"]["deletionTimestamp"].is_null()));
+    assert!(get(&api, "/api/v1/namespaces/default/pods/db-1")
+        .is_some_and(|p| p["metadata"]["deletionTimestamp"].is_null()));
 }
 
 #[test]
@@ -605,13 +887,23 @@ fn quota_usage_is_tracked_and_the_third_pod_is_refused() {
     let c = Controllers::new(&api, &[]);
     c.run("resourcequota");
     create_ns(&api, "q");
-    post(&api, "/api/v1/namespaces/q/configmaps", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}}));
-    post(&api, "/api/v1/namespaces/q/resourcequotas", json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"},
-        "spec": {"hard": {"pods": "2", "requests.cpu": "1", "configmaps": "5", "count/secrets": "3"}}}));
+    post(
+        &api,
+        "/api/v1/namespaces/q/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}}),
+    );
+    post(
+        &api,
+        "/api/v1/namespaces/q/resourcequotas",
+        json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"},
+        "spec": {"hard": {"pods": "2", "requests.cpu": "1", "configmaps": "5", "count/secrets": "3"}}}),
+    );
     let quota = || get(&api, "/api/v1/namespaces/q/resourcequotas/q").unwrap();
     eventually(WAIT, "quota status mirrors hard and counts usage", || {
         let q = quota();
-        q["status"]["hard"]["pods"] == "2" && q["status"]["used"]["pods"] == "0" && q["status"]["used"]["configmaps"] == "1"
+        q["status"]["hard"]["pods"] == "2"
+            && q["status"]["used"]["pods"] == "0"
+            && q["status"]["used"]["configmaps"] == "1"
     });
     let cpu = |c: &str| json!({"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": c}}}]});
     for (p, c) in [("p1", "300m"), ("p2", "200m")] {
@@ -625,7 +917,12 @@ fn quota_usage_is_tracked_and_the_third_pod_is_refused() {
     });
     let mut third = pod_json("p3", json!({}), None, json!({}));
     third["spec"] = cpu("100m");
-    let (code, out) = api.http("POST", "/api/v1/namespaces/q/pods", "application/json", third.to_string().as_bytes());
+    let (code, out) = api.http(
+        "POST",
+        "/api/v1/namespaces/q/pods",
+        "application/json",
+        third.to_string().as_bytes(),
+    );
     assert_eq!(code, 403, "{out}");
     assert_eq!(
         out["message"],
@@ -633,7 +930,14 @@ fn quota_usage_is_tracked_and_the_third_pod_is_refused() {
     );
     // A deleted pod frees its share.
     assert_eq!(delete(&api, "/api/v1/namespaces/q/pods/p1", Some(0)), 200);
-    eventually(WAIT, "usage after the delete", || quota()["status"]["used"]["pods"] == "1");
-    let (code, out) = api.http("POST", "/api/v1/namespaces/q/pods", "application/json", third.to_string().as_bytes());
+    eventually(WAIT, "usage after the delete", || {
+        quota()["status"]["used"]["pods"] == "1"
+    });
+    let (code, out) = api.http(
+        "POST",
+        "/api/v1/namespaces/q/pods",
+        "application/json",
+        third.to_string().as_bytes(),
+    );
     assert_eq!(code, 201, "{out}");
 }

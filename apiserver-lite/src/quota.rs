@@ -36,7 +36,10 @@ pub fn usage(info: &ResourceInfo, obj: &Value) -> BTreeMap<String, i128> {
     u.insert(count_name, NANO);
     match (info.group, info.plural) {
         ("", "pods") => {
-            if matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
+            if matches!(
+                obj["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed")
+            ) {
                 return BTreeMap::new();
             }
             u.insert("pods".into(), NANO);
@@ -87,7 +90,11 @@ fn pod_resource(pod: &Value, kind: &str, res: &str) -> i128 {
         c["resources"][kind][res]
             .as_str()
             .and_then(parse_quantity)
-            .or_else(|| c["resources"][kind][res].as_f64().map(|f| (f * NANO as f64) as i128))
+            .or_else(|| {
+                c["resources"][kind][res]
+                    .as_f64()
+                    .map(|f| (f * NANO as f64) as i128)
+            })
             .unwrap_or(0)
     };
     let list = |k: &str| pod["spec"][k].as_array().cloned().unwrap_or_default();
@@ -105,7 +112,12 @@ pub fn format_quantity(resource: &str, nano: i128) -> String {
     let v = nano / NANO;
     let bytes = resource.contains("memory") || resource.contains("storage");
     if bytes && v != 0 {
-        for (suffix, unit) in [("Ti", 1i128 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+        for (suffix, unit) in [
+            ("Ti", 1i128 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
             if v % unit == 0 {
                 return format!("{}{suffix}", v / unit);
             }
@@ -138,12 +150,12 @@ fn pretty(m: &BTreeMap<String, String>) -> String {
 }
 
 /// Checks `delta` against one quota; the quota with the usage charged, or the refusal.
-pub fn charge(
-    quota: &Value,
-    delta: &BTreeMap<String, i128>,
-) -> Result<Option<Value>, String> {
+pub fn charge(quota: &Value, delta: &BTreeMap<String, i128>) -> Result<Option<Value>, String> {
     let name = quota["metadata"]["name"].as_str().unwrap_or_default();
-    let hard = quota["spec"]["hard"].as_object().cloned().unwrap_or_default();
+    let hard = quota["spec"]["hard"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let relevant: Vec<&String> = delta.keys().filter(|k| hard.contains_key(*k)).collect();
     if relevant.is_empty() {
         return Ok(None);
@@ -160,7 +172,10 @@ pub fn charge(
             unknown.join(",")
         ));
     }
-    let used = quota["status"]["used"].as_object().cloned().unwrap_or_default();
+    let used = quota["status"]["used"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let mut new_used = used.clone();
     let (mut req, mut was, mut lim) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     for k in relevant {
@@ -220,7 +235,10 @@ pub async fn admit_create(
     let obj_name = obj["metadata"]["name"].as_str().unwrap_or_default();
     let refuse = |why: String| ApiError::forbidden(info.group, info.plural, obj_name, &why);
     for q in &quotas {
-        let name = q.value["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = q.value["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         // Checked against the cache first (cheap refusal), then charged on the stored quota.
         match charge(&q.value, &delta) {
             Err(why) => return Err(refuse(why)),
@@ -230,16 +248,21 @@ pub async fn admit_create(
         }
         let mut refused: Option<String> = None;
         let result = reg
-            .update(qinfo, ns, &name, Some("status"), &WriteOptions::default(), |cur| {
-                match charge(cur, &delta) {
+            .update(
+                qinfo,
+                ns,
+                &name,
+                Some("status"),
+                &WriteOptions::default(),
+                |cur| match charge(cur, &delta) {
                     Ok(Some(new)) => Ok(new),
                     Ok(None) => Ok(cur.clone()),
                     Err(why) => {
                         refused = Some(why.clone());
                         Err(ApiError::forbidden(info.group, info.plural, obj_name, &why))
                     }
-                }
-            })
+                },
+            )
             .await;
         match result {
             Ok(_) => {}
@@ -266,7 +289,10 @@ mod tests {
         assert_eq!(u["count/pods"], NANO);
         assert_eq!(format_quantity("requests.cpu", u["requests.cpu"]), "500m");
         assert_eq!(format_quantity("memory", u["memory"]), "64Mi");
-        assert_eq!(format_quantity("limits.memory", u["limits.memory"]), "128Mi");
+        assert_eq!(
+            format_quantity("limits.memory", u["limits.memory"]),
+            "128Mi"
+        );
         let quota = json!({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "2", "cpu": "1"}},
             "status": {"hard": {"pods": "2", "cpu": "1"}, "used": {"pods": "1", "cpu": "400m"}}});
         let charged = charge(&quota, &u).unwrap().unwrap();

@@ -423,7 +423,10 @@ impl Registry {
                 return Ok(UpdateDecision::Keep);
             }
             // An object being deleted goes once its last finalizer is removed.
-            let finalizers_empty = new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+            // A namespace also waits for its spec finalizers (removed through namespaces/finalize),
+            // so that a status update of a terminating namespace does not remove it.
+            let finalizers_empty = new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
+                && (info.plural != "namespaces" || new["spec"]["finalizers"].as_array().is_none_or(|f| f.is_empty()));
             if new["metadata"]["deletionTimestamp"].is_string() && finalizers_empty && !opts.dry_run {
                 result = Some(new.clone());
                 return Ok(UpdateDecision::Delete);

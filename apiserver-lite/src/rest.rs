@@ -1184,14 +1184,21 @@ async fn take_disruption(reg: &Registry, pod: &Value, dry_run: bool) -> ApiResul
         }
     };
     let name = pdb["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let ready = pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    let ready = pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
     if !ready {
-        let policy = pdb["spec"]["unhealthyPodEvictionPolicy"].as_str().unwrap_or("IfHealthyBudget");
+        let policy = pdb["spec"]["unhealthyPodEvictionPolicy"]
+            .as_str()
+            .unwrap_or("IfHealthyBudget");
         let healthy = pdb["status"]["currentHealthy"].as_i64().unwrap_or(0);
         let desired = pdb["status"]["desiredHealthy"].as_i64().unwrap_or(0);
-        if policy == "AlwaysAllow" || healthy >= desired && pdb["status"]["observedGeneration"].as_i64() >= pdb["metadata"]["generation"].as_i64() {
+        if policy == "AlwaysAllow"
+            || healthy >= desired
+                && pdb["status"]["observedGeneration"].as_i64()
+                    >= pdb["metadata"]["generation"].as_i64()
+        {
             return Ok(());
         }
     }
@@ -1226,7 +1233,10 @@ async fn take_disruption(reg: &Registry, pod: &Value, dry_run: bool) -> ApiResul
         return Ok(());
     }
     let opts = WriteOptions { dry_run: false };
-    match reg.update(info, ns, &name, Some("status"), &opts, check).await {
+    match reg
+        .update(info, ns, &name, Some("status"), &opts, check)
+        .await
+    {
         Ok(_) => Ok(()),
         // Deleted meanwhile: nothing protects the pod any more.
         Err(e) if e.code == 404 => Ok(()),

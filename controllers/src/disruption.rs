@@ -102,7 +102,9 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
     let pods = ctx.informers.informer::<Pod>();
     let (q1, q2) = (queue.clone(), queue.clone());
     pdbs.add_handler(HandlerFns {
-        add: Some(Box::new(move |p: &Arc<PodDisruptionBudget>| q1.add(key_of(p.as_ref())))),
+        add: Some(Box::new(move |p: &Arc<PodDisruptionBudget>| {
+            q1.add(key_of(p.as_ref()))
+        })),
         update: Some(Box::new(move |_, p: &Arc<PodDisruptionBudget>| {
             q2.add(key_of(p.as_ref()))
         })),
@@ -113,7 +115,11 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
         move |pod: &Pod| {
             let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
             for pdb in pdbs.list_namespace(ns) {
-                let sel = pdb.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+                let sel = pdb
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.clone())
+                    .unwrap_or_default();
                 if selector_matches(&sel, pod.metadata.labels.as_ref()) {
                     queue.add(key_of(pdb.as_ref()));
                 }
@@ -162,13 +168,18 @@ impl State {
         let Some(pdb) = self.pdbs.get(ns, name) else {
             return Ok(());
         };
-        let sel = pdb.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+        let sel = pdb
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default();
         let pods = self.pods.list_filtered(|p| {
             p.metadata.namespace.as_deref() == Some(ns)
                 && selector_matches(&sel, p.metadata.labels.as_ref())
         });
         if pods.is_empty() {
-            self.recorder.normal(pdb.as_ref(), "NoPods", "No matching pods found".into());
+            self.recorder
+                .normal(pdb.as_ref(), "NoPods", "No matching pods found".into());
         }
         let scale = self.controllers_scale(ns, &pods).await;
         let result = expected_and_desired(&pdb, pods.len() as i32, || scale.clone());
@@ -183,13 +194,25 @@ impl State {
             }
             Err(e) => {
                 if e.starts_with("found no controllers") {
-                    self.recorder.warning(pdb.as_ref(), "NoControllers", e.clone());
+                    self.recorder
+                        .warning(pdb.as_ref(), "NoControllers", e.clone());
                 } else {
-                    self.recorder.warning(pdb.as_ref(), "CalculateExpectedPodCountFailed", format!("Failed to calculate the number of expected pods: {e}"));
+                    self.recorder.warning(
+                        pdb.as_ref(),
+                        "CalculateExpectedPodCountFailed",
+                        format!("Failed to calculate the number of expected pods: {e}"),
+                    );
                 }
                 // Fail safe: no disruptions.
                 let cur = pdb.status.clone().unwrap_or_default();
-                build_status(&pdb, cur.expected_pods, cur.desired_healthy, cur.current_healthy, cur.disrupted_pods.clone().unwrap_or_default(), Some(e))
+                build_status(
+                    &pdb,
+                    cur.expected_pods,
+                    cur.desired_healthy,
+                    cur.current_healthy,
+                    cur.disrupted_pods.clone().unwrap_or_default(),
+                    Some(e),
+                )
             }
         };
         if same_status(pdb.status.as_ref(), &status) {
@@ -224,7 +247,8 @@ impl State {
                     pod.metadata.name.as_deref().unwrap_or_default()
                 ));
             };
-            let (mut kind, mut name, mut uid) = (owner.kind.clone(), owner.name.clone(), owner.uid.clone());
+            let (mut kind, mut name, mut uid) =
+                (owner.kind.clone(), owner.name.clone(), owner.uid.clone());
             if kind == "ReplicaSet" {
                 // A Deployment's ReplicaSet counts as the Deployment.
                 let rs = Api::<ReplicaSet>::namespaced(self.client.clone(), ns)
@@ -232,7 +256,12 @@ impl State {
                     .await
                     .map_err(|e| e.to_string())?;
                 if let Some(d) = rs.as_ref().and_then(|rs| {
-                    rs.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true) && o.kind == "Deployment").cloned()
+                    rs.metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .find(|o| o.controller == Some(true) && o.kind == "Deployment")
+                        .cloned()
                 }) {
                     (kind, name, uid) = (d.kind, d.name, d.uid);
                 }
@@ -241,18 +270,22 @@ impl State {
                 continue;
             }
             let c = self.client.clone();
-            let scale = match kind.as_str() {
-                "Deployment" => Api::<Deployment>::namespaced(c, ns).get_scale(&name).await,
-                "ReplicaSet" => Api::<ReplicaSet>::namespaced(c, ns).get_scale(&name).await,
-                "StatefulSet" => Api::<StatefulSet>::namespaced(c, ns).get_scale(&name).await,
-                "ReplicationController" => {
-                    Api::<ReplicationController>::namespaced(c, ns).get_scale(&name).await
+            let scale =
+                match kind.as_str() {
+                    "Deployment" => Api::<Deployment>::namespaced(c, ns).get_scale(&name).await,
+                    "ReplicaSet" => Api::<ReplicaSet>::namespaced(c, ns).get_scale(&name).await,
+                    "StatefulSet" => Api::<StatefulSet>::namespaced(c, ns).get_scale(&name).await,
+                    "ReplicationController" => {
+                        Api::<ReplicationController>::namespaced(c, ns)
+                            .get_scale(&name)
+                            .await
+                    }
+                    other => return Err(format!(
+                        "found no controllers for pod {:?} (unsupported controller kind {other})",
+                        pod.metadata.name.as_deref().unwrap_or_default()
+                    )),
                 }
-                other => {
-                    return Err(format!("found no controllers for pod {:?} (unsupported controller kind {other})", pod.metadata.name.as_deref().unwrap_or_default()))
-                }
-            }
-            .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?;
             total += scale.spec.and_then(|s| s.replicas).unwrap_or(0);
         }
         Ok(total)
@@ -280,7 +313,8 @@ pub fn count_healthy(
         }
         if let Some(t) = disrupted.get(&name) {
             let age = now.duration_since(t.0);
-            let timeout = k8s_openapi::jiff::SignedDuration::try_from(DELETION_TIMEOUT).unwrap_or_default();
+            let timeout =
+                k8s_openapi::jiff::SignedDuration::try_from(DELETION_TIMEOUT).unwrap_or_default();
             if age < timeout {
                 kept.insert(name, t.clone());
                 let left = Duration::try_from(timeout - age).unwrap_or_default();
@@ -303,7 +337,11 @@ fn build_status(
     disrupted: BTreeMap<String, Time>,
     error: Option<String>,
 ) -> PodDisruptionBudgetStatus {
-    let allowed = if error.is_some() { 0 } else { (healthy - desired).max(0) };
+    let allowed = if error.is_some() {
+        0
+    } else {
+        (healthy - desired).max(0)
+    };
     let (status, reason, message) = match (&error, allowed > 0) {
         (Some(e), _) => ("False", "SyncFailed", e.clone()),
         (None, true) => ("True", "SufficientPods", String::new()),
@@ -361,33 +399,67 @@ mod tests {
     #[test]
     fn pdb_arithmetic_int_and_percent() {
         let ten = || Ok(10);
-        assert_eq!(expected_and_desired(&pdb(Some(IntOrString::Int(2)), None), 3, ten), Ok((3, 2)));
+        assert_eq!(
+            expected_and_desired(&pdb(Some(IntOrString::Int(2)), None), 3, ten),
+            Ok((3, 2))
+        );
         assert_eq!(
             expected_and_desired(&pdb(Some(IntOrString::String("25%".into())), None), 3, ten),
             Ok((10, 3)),
             "25% of 10 rounds up to 3"
         );
-        assert_eq!(expected_and_desired(&pdb(None, Some(IntOrString::Int(1))), 3, ten), Ok((10, 9)));
+        assert_eq!(
+            expected_and_desired(&pdb(None, Some(IntOrString::Int(1))), 3, ten),
+            Ok((10, 9))
+        );
         assert_eq!(
             expected_and_desired(&pdb(None, Some(IntOrString::String("15%".into()))), 3, ten),
             Ok((10, 8)),
             "15% of 10 rounds up to 2 unavailable"
         );
-        assert!(expected_and_desired(&pdb(None, Some(IntOrString::Int(1))), 3, || Err("found no controllers".into())).is_err());
+        assert!(
+            expected_and_desired(&pdb(None, Some(IntOrString::Int(1))), 3, || Err(
+                "found no controllers".into()
+            ))
+            .is_err()
+        );
         assert!(scaled(&IntOrString::String("x".into()), 10).is_err());
-        let status = build_status(&pdb(Some(IntOrString::Int(2)), None), 3, 2, 3, BTreeMap::new(), None);
+        let status = build_status(
+            &pdb(Some(IntOrString::Int(2)), None),
+            3,
+            2,
+            3,
+            BTreeMap::new(),
+            None,
+        );
         assert_eq!(status.disruptions_allowed, 1);
-        assert_eq!(status.conditions.as_ref().unwrap()[0].reason, "SufficientPods");
-        let status = build_status(&pdb(Some(IntOrString::Int(2)), None), 3, 2, 2, BTreeMap::new(), None);
+        assert_eq!(
+            status.conditions.as_ref().unwrap()[0].reason,
+            "SufficientPods"
+        );
+        let status = build_status(
+            &pdb(Some(IntOrString::Int(2)), None),
+            3,
+            2,
+            2,
+            BTreeMap::new(),
+            None,
+        );
         assert_eq!(status.disruptions_allowed, 0);
-        assert_eq!(status.conditions.as_ref().unwrap()[0].reason, "InsufficientPods");
+        assert_eq!(
+            status.conditions.as_ref().unwrap()[0].reason,
+            "InsufficientPods"
+        );
     }
 
     #[test]
     fn disrupted_pods_do_not_count_until_they_expire() {
         let mut p = crate::endpoints::tests::pod("a", "10.0.0.1", true);
         p.metadata.name = Some("a".into());
-        let pods = vec![Arc::new(p), Arc::new(crate::endpoints::tests::pod("b", "10.0.0.2", true))];
+        let pods = vec![
+            Arc::new(p),
+            Arc::new(crate::endpoints::tests::pod("b", "10.0.0.2", true)),
+        ];
         let mut b = pdb(Some(IntOrString::Int(1)), None);
         let now = k8s_openapi::jiff::Timestamp::now();
         b.status = Some(PodDisruptionBudgetStatus {

@@ -72,7 +72,11 @@ pub fn pod_ips(pod: &Pod) -> Vec<String> {
     if !ips.is_empty() {
         return ips;
     }
-    s.pod_ip.iter().filter(|ip| !ip.is_empty()).cloned().collect()
+    s.pod_ip
+        .iter()
+        .filter(|ip| !ip.is_empty())
+        .cloned()
+        .collect()
 }
 
 /// The container port a service port reaches on `pod` (upstream's `podutil.FindPort`): a
@@ -260,8 +264,14 @@ fn address_key(a: &EndpointAddress) -> (String, String) {
 /// same port set share a subset; everything sorted. Truncated to [`MAX_CAPACITY`] addresses.
 fn repack(entries: Vec<Entry>) -> (Vec<EndpointSubset>, bool) {
     // address -> (address, ready, ports)
-    let mut by_addr: BTreeMap<(String, String), (EndpointAddress, bool, BTreeMap<(String, i32, String), EndpointPort>)> =
-        BTreeMap::new();
+    let mut by_addr: BTreeMap<
+        (String, String),
+        (
+            EndpointAddress,
+            bool,
+            BTreeMap<(String, i32, String), EndpointPort>,
+        ),
+    > = BTreeMap::new();
     for e in entries {
         let slot = by_addr
             .entry(address_key(&e.address))
@@ -270,8 +280,14 @@ fn repack(entries: Vec<Entry>) -> (Vec<EndpointSubset>, bool) {
             slot.2.insert(port_key(&p), p);
         }
     }
-    let mut by_ports: BTreeMap<Vec<(String, i32, String)>, (Vec<EndpointPort>, Vec<EndpointAddress>, Vec<EndpointAddress>)> =
-        BTreeMap::new();
+    let mut by_ports: BTreeMap<
+        Vec<(String, i32, String)>,
+        (
+            Vec<EndpointPort>,
+            Vec<EndpointAddress>,
+            Vec<EndpointAddress>,
+        ),
+    > = BTreeMap::new();
     for (_, (addr, ready, ports)) in by_addr {
         let key: Vec<_> = ports.keys().cloned().collect();
         let slot = by_ports
@@ -328,7 +344,9 @@ fn truncate(subsets: &mut [EndpointSubset]) -> bool {
         let take_nr = if last {
             left_not_ready
         } else {
-            (nr * keep_not_ready).div_ceil(not_ready.max(1)).min(left_not_ready)
+            (nr * keep_not_ready)
+                .div_ceil(not_ready.max(1))
+                .min(left_not_ready)
         };
         left_ready -= take_r.min(r);
         left_not_ready -= take_nr.min(nr);
@@ -368,14 +386,18 @@ pub fn watch_services_and_pods(ctx: &ControllerContext, queue: &WorkQueue<String
     let (s1, s2, s3) = (services.clone(), services.clone(), services);
     let (q1, q2, q3) = (queue.clone(), queue.clone(), queue.clone());
     pods.add_handler(HandlerFns {
-        add: Some(Box::new(move |p: &Arc<Pod>| enqueue_services_of(&s1, &q1, p))),
+        add: Some(Box::new(move |p: &Arc<Pod>| {
+            enqueue_services_of(&s1, &q1, p)
+        })),
         update: Some(Box::new(move |old: &Arc<Pod>, new: &Arc<Pod>| {
             enqueue_services_of(&s2, &q2, new);
             if old.metadata.labels != new.metadata.labels {
                 enqueue_services_of(&s2, &q2, old);
             }
         })),
-        delete: Some(Box::new(move |p: &Arc<Pod>| enqueue_services_of(&s3, &q3, p))),
+        delete: Some(Box::new(move |p: &Arc<Pod>| {
+            enqueue_services_of(&s3, &q3, p)
+        })),
     });
 }
 
@@ -390,16 +412,20 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
     ctx.informers.wait_synced().await;
     let client = ctx.client.clone();
     let recorder = Arc::new(ctx.recorder("endpoint-controller"));
-    run_workers(queue, ctx.options.concurrent_endpoint_syncs, move |key: String| {
-        let (services, pods, endpoints, client, recorder) = (
-            services.clone(),
-            pods.clone(),
-            endpoints.clone(),
-            client.clone(),
-            recorder.clone(),
-        );
-        async move { sync(&client, &services, &pods, &endpoints, &recorder, &key).await }
-    })
+    run_workers(
+        queue,
+        ctx.options.concurrent_endpoint_syncs,
+        move |key: String| {
+            let (services, pods, endpoints, client, recorder) = (
+                services.clone(),
+                pods.clone(),
+                endpoints.clone(),
+                client.clone(),
+                recorder.clone(),
+            );
+            async move { sync(&client, &services, &pods, &endpoints, &recorder, &key).await }
+        },
+    )
     .await;
     Ok(())
 }
@@ -424,9 +450,8 @@ async fn sync(
     if !is_managed(&svc) || svc.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
-    let selected = pods.list_filtered(|p| {
-        p.metadata.namespace.as_deref() == Some(ns) && selects(&svc, p)
-    });
+    let selected =
+        pods.list_filtered(|p| p.metadata.namespace.as_deref() == Some(ns) && selects(&svc, p));
     let selected: Vec<&Pod> = selected.iter().map(|p| p.as_ref()).collect();
     let (subsets, truncated) = desired_subsets(&svc, &selected);
     let current = endpoints.get(ns, name);
@@ -617,7 +642,13 @@ pub(crate) mod tests {
     fn over_capacity_truncates_keeping_ready_addresses() {
         let s = svc(vec![port("http", IntOrString::Int(80))]);
         let pods: Vec<Pod> = (0..1200)
-            .map(|i| pod(&format!("p{i}"), &format!("10.1.{}.{}", i / 250, i % 250), i < 900))
+            .map(|i| {
+                pod(
+                    &format!("p{i}"),
+                    &format!("10.1.{}.{}", i / 250, i % 250),
+                    i < 900,
+                )
+            })
             .collect();
         let refs: Vec<&Pod> = pods.iter().collect();
         let (subsets, truncated) = desired_subsets(&s, &refs);

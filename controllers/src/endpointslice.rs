@@ -21,9 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::{
-    Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
-};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, PostParams};
 use machinery::informer::{split_key, HandlerFns, Informer};
@@ -32,8 +30,7 @@ use parking_lot::Mutex;
 
 use crate::endpoints::{
     self, find_port, hostname, is_headless, is_managed, is_pod_ready, pod_ips, selects,
-    should_pod_be_in_endpoints, target_ref, trigger_time, HEADLESS_LABEL,
-    TRIGGER_TIME_ANNOTATION,
+    should_pod_be_in_endpoints, target_ref, trigger_time, HEADLESS_LABEL, TRIGGER_TIME_ANNOTATION,
 };
 use crate::ControllerContext;
 
@@ -224,7 +221,13 @@ pub fn reconcile(
             .iter()
             .position(|s| s.endpoints.is_empty() && s.ports.as_ref().is_none_or(|p| p.is_empty()));
         match reusable {
-            Some(i) if existing.iter().any(|e| e.metadata.name == plan.delete[i].metadata.name && e.endpoints.is_empty() && same_meta(e, template)) => {
+            Some(i)
+                if existing.iter().any(|e| {
+                    e.metadata.name == plan.delete[i].metadata.name
+                        && e.endpoints.is_empty()
+                        && same_meta(e, template)
+                }) =>
+            {
                 plan.delete.remove(i);
             }
             _ => {
@@ -312,11 +315,13 @@ impl Tracker {
             .as_deref()
             .and_then(|r| r.parse().ok());
         let name = slice.metadata.name.clone().unwrap_or_default();
-        self.0
-            .lock()
-            .entry(service.into())
-            .or_default()
-            .insert(name, (if deleted { None } else { Some(rv.unwrap_or(0)) }, Instant::now()));
+        self.0.lock().entry(service.into()).or_default().insert(
+            name,
+            (
+                if deleted { None } else { Some(rv.unwrap_or(0)) },
+                Instant::now(),
+            ),
+        );
     }
 
     /// Whether the informer shows everything written for `service` (and forgets what it shows).
@@ -352,7 +357,10 @@ fn service_key_of_slice(s: &EndpointSlice) -> Option<String> {
         return None;
     }
     let svc = labels.get(SERVICE_NAME_LABEL)?;
-    Some(format!("{}/{svc}", s.metadata.namespace.as_deref().unwrap_or_default()))
+    Some(format!(
+        "{}/{svc}",
+        s.metadata.namespace.as_deref().unwrap_or_default()
+    ))
 }
 
 /// Runs the EndpointSlice controller.
@@ -390,10 +398,14 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
         max: MAX_ENDPOINTS_PER_SLICE,
         recorder: ctx.recorder("endpoint-slice-controller"),
     });
-    run_workers(queue, ctx.options.concurrent_service_endpoint_syncs, move |key: String| {
-        let state = state.clone();
-        async move { state.sync(&key).await }
-    })
+    run_workers(
+        queue,
+        ctx.options.concurrent_service_endpoint_syncs,
+        move |key: String| {
+            let state = state.clone();
+            async move { state.sync(&key).await }
+        },
+    )
     .await;
     Ok(())
 }
@@ -633,7 +645,10 @@ mod tests {
         let slices = apply(slices, plan, &mut n);
         // Removing endpoints touches only their slice.
         let plan = reconcile(&t, &desired(5..160), &slices, 100);
-        assert_eq!((plan.create.len(), plan.update.len(), plan.delete.len()), (0, 1, 0));
+        assert_eq!(
+            (plan.create.len(), plan.update.len(), plan.delete.len()),
+            (0, 1, 0)
+        );
         // A changed condition updates that slice only.
         let mut d = desired(0..160);
         d.values_mut().next().unwrap().1[0].conditions = Some(EndpointConditions {
@@ -642,7 +657,10 @@ mod tests {
             terminating: Some(true),
         });
         let plan = reconcile(&t, &d, &slices, 100);
-        assert_eq!((plan.create.len(), plan.update.len(), plan.delete.len()), (0, 1, 0));
+        assert_eq!(
+            (plan.create.len(), plan.update.len(), plan.delete.len()),
+            (0, 1, 0)
+        );
     }
 
     #[test]
@@ -665,14 +683,21 @@ mod tests {
         let mut pod = crate::endpoints::tests::pod("a", "10.0.0.1", true);
         let (_, e) = pod_endpoint(&s, &pod, "IPv4", Some("z1".into())).unwrap();
         let c = e.conditions.unwrap();
-        assert_eq!((c.ready, c.serving, c.terminating), (Some(true), Some(true), Some(false)));
-        assert_eq!(e.zone.as_deref(), Some("z1"));
-        pod.metadata.deletion_timestamp = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+        assert_eq!(
+            (c.ready, c.serving, c.terminating),
+            (Some(true), Some(true), Some(false))
         );
+        assert_eq!(e.zone.as_deref(), Some("z1"));
+        pod.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
         let (_, e) = pod_endpoint(&s, &pod, "IPv4", None).unwrap();
         let c = e.conditions.unwrap();
-        assert_eq!((c.ready, c.serving, c.terminating), (Some(false), Some(true), Some(true)));
+        assert_eq!(
+            (c.ready, c.serving, c.terminating),
+            (Some(false), Some(true), Some(true))
+        );
         assert!(pod_endpoint(&s, &pod, "IPv6", None).is_none());
     }
 }

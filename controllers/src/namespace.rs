@@ -35,7 +35,9 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
     let namespaces = ctx.informers.informer::<Namespace>();
     let (qa, qu) = (queue.clone(), queue.clone());
     namespaces.add_handler(HandlerFns {
-        add: Some(Box::new(move |ns: &Arc<Namespace>| qa.add(key_of(ns.as_ref())))),
+        add: Some(Box::new(move |ns: &Arc<Namespace>| {
+            qa.add(key_of(ns.as_ref()))
+        })),
         update: Some(Box::new(move |_, ns: &Arc<Namespace>| {
             qu.add(key_of(ns.as_ref()))
         })),
@@ -45,21 +47,25 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
     ctx.informers.wait_synced().await;
     let client = ctx.client.clone();
     let q = queue.clone();
-    run_workers(queue, ctx.options.concurrent_namespace_syncs, move |name: String| {
-        let (client, namespaces, q) = (client.clone(), namespaces.clone(), q.clone());
-        async move {
-            let Some(ns) = namespaces.get("", &name) else {
-                return Ok::<(), kube::Error>(());
-            };
-            match sync(&client, &ns).await? {
-                Outcome::Done => Ok(()),
-                Outcome::Remaining => {
-                    q.add_after(name, RECHECK);
-                    Ok(())
+    run_workers(
+        queue,
+        ctx.options.concurrent_namespace_syncs,
+        move |name: String| {
+            let (client, namespaces, q) = (client.clone(), namespaces.clone(), q.clone());
+            async move {
+                let Some(ns) = namespaces.get("", &name) else {
+                    return Ok::<(), kube::Error>(());
+                };
+                match sync(&client, &ns).await? {
+                    Outcome::Done => Ok(()),
+                    Outcome::Remaining => {
+                        q.add_after(name, RECHECK);
+                        Ok(())
+                    }
                 }
             }
-        }
-    })
+        },
+    )
     .await;
     Ok(())
 }
@@ -128,23 +134,32 @@ async fn sync(client: &kube::Client, ns: &Namespace) -> Result<Outcome, kube::Er
                 continue;
             }
         };
-        let mut left = 0;
-        for obj in list.items {
-            let obj_name = obj.metadata.name.clone().unwrap_or_default();
-            if obj.metadata.deletion_timestamp.is_none() {
-                match api.delete(&obj_name, &delete).await {
-                    // Right: gone at once; Left: still there (finalizers, grace period).
-                    Ok(r) if r.is_right() => continue,
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => continue,
-                    Err(e) => {
-                        errors.push(format!("{}/{obj_name}: {e}", ar.plural));
-                    }
-                }
+        for obj in &list.items {
+            if obj.metadata.deletion_timestamp.is_some() {
+                continue;
             }
-            left += 1;
-            for f in obj.metadata.finalizers.iter().flatten() {
-                *finalizers_left.entry(f.clone()).or_default() += 1;
+            let obj_name = obj.metadata.name.clone().unwrap_or_default();
+            match api.delete(&obj_name, &delete).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => errors.push(format!("{}/{obj_name}: {e}", ar.plural)),
+            }
+        }
+        // What is left once the deletes went out (graceful deletion, finalizers).
+        let mut left = 0;
+        if !list.items.is_empty() {
+            let after = match api.list(&ListParams::default()).await {
+                Ok(l) => l.items,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", ar.plural));
+                    list.items
+                }
+            };
+            for obj in after {
+                left += 1;
+                for f in obj.metadata.finalizers.iter().flatten() {
+                    *finalizers_left.entry(f.clone()).or_default() += 1;
+                }
             }
         }
         if left > 0 {
@@ -228,7 +243,11 @@ impl Conditions {
                 "NamespaceDeletionContentFailure",
                 true,
                 "ContentDeletionFailed",
-                format!("Failed to delete all resource types, {} remaining: {}", errors.len(), errors.join(", ")),
+                format!(
+                    "Failed to delete all resource types, {} remaining: {}",
+                    errors.len(),
+                    errors.join(", ")
+                ),
             )
         });
     }

@@ -33,8 +33,12 @@ impl Cidr {
             .trim()
             .split_once('/')
             .ok_or_else(|| format!("invalid CIDR address: {s}"))?;
-        let addr: IpAddr = a.parse().map_err(|_| format!("invalid CIDR address: {s}"))?;
-        let prefix: u8 = p.parse().map_err(|_| format!("invalid CIDR address: {s}"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("invalid CIDR address: {s}"))?;
+        let prefix: u8 = p
+            .parse()
+            .map_err(|_| format!("invalid CIDR address: {s}"))?;
         if prefix > bits(&addr) {
             return Err(format!("invalid CIDR address: {s}"));
         }
@@ -80,7 +84,11 @@ fn mask(bits: u8, prefix: u8) -> u128 {
     if prefix == 0 {
         0
     } else {
-        let all: u128 = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+        let all: u128 = if bits == 128 {
+            u128::MAX
+        } else {
+            (1u128 << bits) - 1
+        };
         all & !((1u128 << (bits - prefix)) - 1) & all
     }
 }
@@ -225,7 +233,11 @@ impl RangeAllocator {
     }
 
     fn release_one(&mut self, c: &Cidr) {
-        if let Some(s) = self.sets.iter_mut().find(|s| s.contains_family(c) && s.index(c).is_some()) {
+        if let Some(s) = self
+            .sets
+            .iter_mut()
+            .find(|s| s.contains_family(c) && s.index(c).is_some())
+        {
             s.release(c);
         }
     }
@@ -282,7 +294,9 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
                 q2.add(key_of(n.as_ref()))
             }
         })),
-        delete: Some(Box::new(move |n: &Arc<Node>| a.lock().release(&node_cidrs(n)))),
+        delete: Some(Box::new(move |n: &Arc<Node>| {
+            a.lock().release(&node_cidrs(n))
+        })),
     });
     let client = ctx.client.clone();
     let recorder = Arc::new(ctx.recorder("cidrAllocator"));
@@ -313,7 +327,9 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
                             "CIDRNotAvailable",
                             format!("Node {name} status is now: CIDRNotAvailable"),
                         );
-                        anyhow::bail!("failed to allocate cidr from cluster cidr: cidr range is exhausted");
+                        anyhow::bail!(
+                            "failed to allocate cidr from cluster cidr: cidr range is exhausted"
+                        );
                     };
                     got.iter().map(Cidr::to_string).collect()
                 }
@@ -364,6 +380,9 @@ mod tests {
         assert!(RangeAllocator::new("10.0.0.0/24", 16).is_err());
         assert!(RangeAllocator::new("nonsense", 24).is_err());
         assert!(RangeAllocator::new("10.0.0.0/8", 30).is_err());
-        assert_eq!(Cidr::parse("10.1.2.3/16").unwrap().to_string(), "10.1.0.0/16");
+        assert_eq!(
+            Cidr::parse("10.1.2.3/16").unwrap().to_string(),
+            "10.1.0.0/16"
+        );
     }
 }

@@ -133,8 +133,7 @@ pub enum ZoneState {
 }
 
 pub fn zone_state(ready: usize, not_ready: usize) -> ZoneState {
-    if not_ready > 2 && not_ready as f64 / (ready + not_ready) as f64 >= UNHEALTHY_ZONE_THRESHOLD
-    {
+    if not_ready > 2 && not_ready as f64 / (ready + not_ready) as f64 >= UNHEALTHY_ZONE_THRESHOLD {
         ZoneState::PartialDisruption
     } else if ready == 0 && not_ready > 0 {
         ZoneState::FullDisruption
@@ -182,12 +181,13 @@ impl Monitor {
             .iter()
             .map(|(z, (r, nr))| (z.clone(), zone_state(*r, *nr)))
             .collect();
-        let all_disrupted = !states.is_empty()
-            && states.values().all(|s| *s == ZoneState::FullDisruption);
+        let all_disrupted =
+            !states.is_empty() && states.values().all(|s| *s == ZoneState::FullDisruption);
         for n in &current {
             let state = states[&zone_of(n)];
             let may_evict = !all_disrupted
-                && !(state == ZoneState::PartialDisruption && current.len() <= LARGE_CLUSTER_THRESHOLD);
+                && !(state == ZoneState::PartialDisruption
+                    && current.len() <= LARGE_CLUSTER_THRESHOLD);
             if let Err(e) = self.update_taints(n, may_evict, all_disrupted).await {
                 tracing::warn!("nodelifecycle: tainting {}: {e}", key_of(n));
             }
@@ -201,10 +201,13 @@ impl Monitor {
         let heartbeat = condition(node, "Ready")
             .and_then(|c| c.last_heartbeat_time.as_ref())
             .map(|t| t.0.to_string());
-        let lease_renew = self
-            .leases
-            .get("kube-node-lease", &name)
-            .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0.to_string()));
+        let lease_renew = self.leases.get("kube-node-lease", &name).and_then(|l| {
+            l.spec
+                .as_ref()?
+                .renew_time
+                .as_ref()
+                .map(|t| t.0.to_string())
+        });
         let now = Instant::now();
         let h = self.health.entry(name.clone()).or_insert(Health {
             heartbeat: heartbeat.clone(),
@@ -217,7 +220,11 @@ impl Monitor {
             h.probe = now;
         }
         let never_posted = condition(node, "Ready").is_none();
-        let grace = if never_posted { self.startup_grace } else { self.grace };
+        let grace = if never_posted {
+            self.startup_grace
+        } else {
+            self.grace
+        };
         if h.probe.elapsed() <= grace {
             return Ok((**node).clone());
         }
@@ -242,14 +249,17 @@ impl Monitor {
 
     /// Upstream's `MarkPodsNotReady`: the pods of an unreachable node are not ready.
     async fn mark_pods_not_ready(&self, node: &str) {
-        let pods = self.pods.list_filtered(|p| {
-            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
-        });
+        let pods = self
+            .pods
+            .list_filtered(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node));
         for pod in pods {
             let Some(conds) = pod.status.as_ref().and_then(|s| s.conditions.clone()) else {
                 continue;
             };
-            if !conds.iter().any(|c| c.type_ == "Ready" && c.status == "True") {
+            if !conds
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+            {
                 continue;
             }
             let conds: Vec<_> = conds
@@ -271,17 +281,23 @@ impl Monitor {
             {
                 tracing::warn!("nodelifecycle: marking pod {ns}/{name} not ready: {e}");
             } else {
-                self.recorder.pod_warning(
-                    &pod,
-                    "NodeNotReady",
-                    "Node is not ready".into(),
-                );
+                self.recorder
+                    .pod_warning(&pod, "NodeNotReady", "Node is not ready".into());
             }
         }
     }
 
-    async fn update_taints(&self, node: &Node, may_evict: bool, all_disrupted: bool) -> anyhow::Result<()> {
-        let current = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    async fn update_taints(
+        &self,
+        node: &Node,
+        may_evict: bool,
+        all_disrupted: bool,
+    ) -> anyhow::Result<()> {
+        let current = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
         let desired = desired_taints(node, &current, may_evict, all_disrupted);
         if desired == current {
             return Ok(());
@@ -319,8 +335,22 @@ pub fn mark_unknown(node: &mut Node, never_posted: bool) -> bool {
                 conds.push(NodeCondition {
                     type_: t.into(),
                     status: "Unknown".into(),
-                    reason: Some(if never_posted { "NodeStatusNeverUpdated" } else { "NodeStatusUnknown" }.into()),
-                    message: Some(if never_posted { "Kubelet never posted node status." } else { "Kubelet stopped posting node status." }.into()),
+                    reason: Some(
+                        if never_posted {
+                            "NodeStatusNeverUpdated"
+                        } else {
+                            "NodeStatusUnknown"
+                        }
+                        .into(),
+                    ),
+                    message: Some(
+                        if never_posted {
+                            "Kubelet never posted node status."
+                        } else {
+                            "Kubelet stopped posting node status."
+                        }
+                        .into(),
+                    ),
                     last_heartbeat_time: created.clone(),
                     last_transition_time: Some(now_time()),
                 });
@@ -333,7 +363,12 @@ pub fn mark_unknown(node: &mut Node, never_posted: bool) -> bool {
 
 /// The taints the node should have: the controller's own ones from its conditions, the
 /// others kept as they are.
-pub fn desired_taints(node: &Node, current: &[Taint], may_evict: bool, all_disrupted: bool) -> Vec<Taint> {
+pub fn desired_taints(
+    node: &Node,
+    current: &[Taint],
+    may_evict: bool,
+    all_disrupted: bool,
+) -> Vec<Taint> {
     let ready = ready_status(node);
     let cond_true = |t: &str| condition(node, t).is_some_and(|c| c.status == "True");
     let mut no_schedule: Vec<&str> = Vec::new();
@@ -346,7 +381,10 @@ pub fn desired_taints(node: &Node, current: &[Taint], may_evict: bool, all_disru
         ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
         ("DiskPressure", "node.kubernetes.io/disk-pressure"),
         ("PIDPressure", "node.kubernetes.io/pid-pressure"),
-        ("NetworkUnavailable", "node.kubernetes.io/network-unavailable"),
+        (
+            "NetworkUnavailable",
+            "node.kubernetes.io/network-unavailable",
+        ),
     ] {
         if cond_true(cond) {
             no_schedule.push(taint);
@@ -372,7 +410,8 @@ pub fn desired_taints(node: &Node, current: &[Taint], may_evict: bool, all_disru
     let mut out: Vec<Taint> = Vec::new();
     for t in current {
         let owned_ns = t.effect == "NoSchedule" && OWNED_NO_SCHEDULE.contains(&t.key.as_str());
-        let owned_ne = t.effect == "NoExecute" && (t.key == TAINT_NOT_READY || t.key == TAINT_UNREACHABLE);
+        let owned_ne =
+            t.effect == "NoExecute" && (t.key == TAINT_NOT_READY || t.key == TAINT_UNREACHABLE);
         if owned_ns && !no_schedule.contains(&t.key.as_str()) {
             continue;
         }
@@ -486,7 +525,9 @@ fn watch_for_eviction(nodes: &Informer<Node>, pods: &Informer<Pod>, queue: &Work
     let (p1, q1) = (pods.clone(), queue.clone());
     let enqueue_node = move |n: &Node| {
         let name = n.metadata.name.clone().unwrap_or_default();
-        for p in p1.list_filtered(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())) {
+        for p in p1.list_filtered(|p| {
+            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
+        }) {
             q1.add(key_of(p.as_ref()));
         }
     };
@@ -541,13 +582,21 @@ impl TaintEviction {
             self.scheduled.lock().remove(key);
             return Ok(());
         }
-        let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        let node_name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
         let taints = self
             .nodes
             .get("", &node_name)
             .map(|n| no_execute_taints(&n))
             .unwrap_or_default();
-        let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
+        let tolerations = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.clone())
+            .unwrap_or_default();
         let wait = match eviction_for(&tolerations, &taints) {
             Eviction::Never => {
                 self.cancel(key, Some(&pod));
@@ -595,7 +644,10 @@ impl TaintEviction {
             "lastTransitionTime": crate::endpoints::rfc3339(k8s_openapi::jiff::Timestamp::now()),
         }));
         let patch = serde_json::json!({"status": {"conditions": conds}});
-        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
             Err(e) => return Err(e.into()),
@@ -634,7 +686,10 @@ mod tests {
     fn eviction_timing_follows_tolerations() {
         let unreachable = [taint(TAINT_UNREACHABLE, "NoExecute")];
         assert_eq!(eviction_for(&[], &unreachable), Eviction::Now);
-        assert_eq!(eviction_for(&[], &[taint("x", "NoSchedule")]), Eviction::Never);
+        assert_eq!(
+            eviction_for(&[], &[taint("x", "NoSchedule")]),
+            Eviction::Never
+        );
         let t300 = tol(TAINT_UNREACHABLE, "Exists", "NoExecute", Some(300));
         let t5 = tol(TAINT_UNREACHABLE, "Exists", "NoExecute", Some(5));
         assert_eq!(
@@ -647,7 +702,10 @@ mod tests {
             "tolerates everything for ever"
         );
         // Two taints, one not tolerated: now.
-        let both = [taint(TAINT_UNREACHABLE, "NoExecute"), taint("other", "NoExecute")];
+        let both = [
+            taint(TAINT_UNREACHABLE, "NoExecute"),
+            taint("other", "NoExecute"),
+        ];
         assert_eq!(eviction_for(&[t300], &both), Eviction::Now);
     }
 
@@ -660,8 +718,10 @@ mod tests {
         let ready = condition(&node, "Ready").unwrap();
         assert_eq!(ready.status, "Unknown");
         let taints = desired_taints(&node, &[], true, false);
-        let keys: Vec<(String, String)> =
-            taints.iter().map(|t| (t.key.clone(), t.effect.clone())).collect();
+        let keys: Vec<(String, String)> = taints
+            .iter()
+            .map(|t| (t.key.clone(), t.effect.clone()))
+            .collect();
         assert!(keys.contains(&(TAINT_UNREACHABLE.into(), "NoSchedule".into())));
         assert!(keys.contains(&(TAINT_UNREACHABLE.into(), "NoExecute".into())));
         // Master disruption: no NoExecute taint.

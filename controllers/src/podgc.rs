@@ -128,9 +128,13 @@ impl PodGc {
                 .spec
                 .as_ref()
                 .and_then(|s| s.taints.as_ref())
-                .is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT && t.effect == "NoExecute"));
+                .is_some_and(|t| {
+                    t.iter()
+                        .any(|t| t.key == OUT_OF_SERVICE_TAINT && t.effect == "NoExecute")
+                });
             if out_of_service && !node_ready(&node) {
-                self.delete(p, Some("PodGC: node is out of service")).await?;
+                self.delete(p, Some("PodGC: node is out of service"))
+                    .await?;
             }
         }
         // Orphans: pods on nodes that no longer exist.
@@ -191,7 +195,8 @@ impl PodGc {
                 .map(|c| serde_json::to_value(c).unwrap_or_default())
                 .collect();
             conditions.push(serde_json::json!({"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC", "message": why, "lastTransitionTime": now}));
-            let patch = serde_json::json!({"status": {"phase": "Failed", "conditions": conditions}});
+            let patch =
+                serde_json::json!({"status": {"phase": "Failed", "conditions": conditions}});
             match api
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -202,7 +207,10 @@ impl PodGc {
             }
         }
         tracing::info!("podgc: deleting pod {ns}/{name}");
-        match api.delete(name, &DeleteParams::default().grace_period(0)).await {
+        match api
+            .delete(name, &DeleteParams::default().grace_period(0))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(e.into()),
@@ -247,7 +255,10 @@ mod tests {
         let names = |v: Vec<Arc<Pod>>| -> Vec<String> {
             v.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
         };
-        assert_eq!(names(terminated_to_delete(&pods, 1)), ["old-done", "mid-failed"]);
+        assert_eq!(
+            names(terminated_to_delete(&pods, 1)),
+            ["old-done", "mid-failed"]
+        );
         assert!(terminated_to_delete(&pods, 3).is_empty());
         assert!(terminated_to_delete(&pods, 0).is_empty(), "0 turns it off");
     }

@@ -67,7 +67,13 @@ pub fn pod_usage(pod: &Pod) -> Usage {
                 q(m.and_then(|m| m.get(res)))
             };
             let sum: i128 = spec.containers.iter().map(of).sum();
-            let init = spec.init_containers.iter().flatten().map(of).max().unwrap_or(0);
+            let init = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .map(of)
+                .max()
+                .unwrap_or(0);
             let v = sum.max(init);
             if v > 0 {
                 add(&mut u, &format!("{prefix}{res}"), v);
@@ -90,7 +96,11 @@ pub fn service_usage(svc: &Service) -> Usage {
         add(&mut u, "services.loadbalancers", NANO);
     }
     if t == "NodePort" || t == "LoadBalancer" {
-        add(&mut u, "services.nodeports", spec.ports.map_or(0, |p| p.len()) as i128 * NANO);
+        add(
+            &mut u,
+            "services.nodeports",
+            spec.ports.map_or(0, |p| p.len()) as i128 * NANO,
+        );
     }
     u
 }
@@ -126,7 +136,12 @@ pub fn format_quantity(resource: &str, nano: i128) -> String {
     }
     let v = nano / NANO;
     if (resource.contains("memory") || resource.contains("storage")) && v != 0 {
-        for (suffix, unit) in [("Ti", 1i128 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+        for (suffix, unit) in [
+            ("Ti", 1i128 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
             if v % unit == 0 {
                 return format!("{}{suffix}", v / unit);
             }
@@ -167,7 +182,11 @@ struct State {
 }
 
 /// Queues every quota of the namespace an object of `K` changed in.
-fn replenish<K: Object>(informer: &Informer<K>, quotas: &Informer<ResourceQuota>, queue: &WorkQueue<String>) {
+fn replenish<K: Object>(
+    informer: &Informer<K>,
+    quotas: &Informer<ResourceQuota>,
+    queue: &WorkQueue<String>,
+) {
     let enqueue = {
         let (quotas, queue) = (quotas.clone(), queue.clone());
         move |o: &K| {
@@ -201,16 +220,21 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
     });
     let (q1, q2) = (queue.clone(), queue.clone());
     state.quotas.add_handler(HandlerFns {
-        add: Some(Box::new(move |r: &Arc<ResourceQuota>| q1.add(key_of(r.as_ref())))),
-        update: Some(Box::new(move |old: &Arc<ResourceQuota>, new: &Arc<ResourceQuota>| {
-            // Our own status writes come back as updates; only spec changes (or a status that
-            // no longer mirrors the spec) need a sync.
-            let hard = |r: &ResourceQuota| r.spec.as_ref().and_then(|s| s.hard.clone());
-            let status_hard = |r: &ResourceQuota| r.status.as_ref().and_then(|s| s.hard.clone());
-            if hard(old) != hard(new) || status_hard(new) != hard(new) {
-                q2.add(key_of(new.as_ref()))
-            }
+        add: Some(Box::new(move |r: &Arc<ResourceQuota>| {
+            q1.add(key_of(r.as_ref()))
         })),
+        update: Some(Box::new(
+            move |old: &Arc<ResourceQuota>, new: &Arc<ResourceQuota>| {
+                // Our own status writes come back as updates; only spec changes (or a status that
+                // no longer mirrors the spec) need a sync.
+                let hard = |r: &ResourceQuota| r.spec.as_ref().and_then(|s| s.hard.clone());
+                let status_hard =
+                    |r: &ResourceQuota| r.status.as_ref().and_then(|s| s.hard.clone());
+                if hard(old) != hard(new) || status_hard(new) != hard(new) {
+                    q2.add(key_of(new.as_ref()))
+                }
+            },
+        )),
         delete: None,
     });
     replenish(&state.pods, &state.quotas, &queue);
@@ -233,10 +257,14 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
             }
         })
     };
-    run_workers(queue, ctx.options.concurrent_resource_quota_syncs, move |key: String| {
-        let state = state.clone();
-        async move { state.sync(&key).await }
-    })
+    run_workers(
+        queue,
+        ctx.options.concurrent_resource_quota_syncs,
+        move |key: String| {
+            let state = state.clone();
+            async move { state.sync(&key).await }
+        },
+    )
     .await;
     resync.abort();
     Ok(())
@@ -251,9 +279,18 @@ impl State {
                 add(&mut total, &k, v);
             }
         };
-        self.pods.list_namespace(ns).iter().for_each(|p| merge(pod_usage(p)));
-        self.services.list_namespace(ns).iter().for_each(|s| merge(service_usage(s)));
-        self.pvcs.list_namespace(ns).iter().for_each(|p| merge(pvc_usage(p)));
+        self.pods
+            .list_namespace(ns)
+            .iter()
+            .for_each(|p| merge(pod_usage(p)));
+        self.services
+            .list_namespace(ns)
+            .iter()
+            .for_each(|s| merge(service_usage(s)));
+        self.pvcs
+            .list_namespace(ns)
+            .iter()
+            .for_each(|p| merge(pvc_usage(p)));
         for (plural, n) in [
             ("configmaps", self.configmaps.list_namespace(ns).len()),
             ("secrets", self.secrets.list_namespace(ns).len()),
@@ -272,7 +309,11 @@ impl State {
         let Some(quota) = self.quotas.get(ns, name) else {
             return Ok(());
         };
-        let hard = quota.spec.as_ref().and_then(|s| s.hard.clone()).unwrap_or_default();
+        let hard = quota
+            .spec
+            .as_ref()
+            .and_then(|s| s.hard.clone())
+            .unwrap_or_default();
         let used = used_for(&hard, &self.usage(ns));
         let status = quota.status.clone().unwrap_or_default();
         if status.hard.as_ref().is_some_and(|h| same_amounts(h, &hard))
@@ -308,7 +349,10 @@ mod tests {
                     name: "c".into(),
                     resources: Some(ResourceRequirements {
                         requests: Some(BTreeMap::from([("cpu".into(), Quantity(cpu.into()))])),
-                        limits: Some(BTreeMap::from([("memory".into(), Quantity(mem_limit.into()))])),
+                        limits: Some(BTreeMap::from([(
+                            "memory".into(),
+                            Quantity(mem_limit.into()),
+                        )])),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -326,15 +370,20 @@ mod tests {
     #[test]
     fn usage_math() {
         let mut total = Usage::new();
-        for p in [pod("250m", "64Mi", "Running"), pod("1", "1Gi", "Pending"), pod("8", "8Gi", "Succeeded")] {
+        for p in [
+            pod("250m", "64Mi", "Running"),
+            pod("1", "1Gi", "Pending"),
+            pod("8", "8Gi", "Succeeded"),
+        ] {
             for (k, v) in pod_usage(&p) {
                 add(&mut total, &k, v);
             }
         }
-        let hard: BTreeMap<String, Quantity> = ["pods", "requests.cpu", "cpu", "limits.memory", "services"]
-            .iter()
-            .map(|k| (k.to_string(), Quantity("10".into())))
-            .collect();
+        let hard: BTreeMap<String, Quantity> =
+            ["pods", "requests.cpu", "cpu", "limits.memory", "services"]
+                .iter()
+                .map(|k| (k.to_string(), Quantity("10".into())))
+                .collect();
         let used = used_for(&hard, &total);
         assert_eq!(used["pods"].0, "2", "terminal pods do not count");
         assert_eq!(used["requests.cpu"].0, "1250m");

@@ -43,14 +43,18 @@ fn namespace_queue<K: machinery::informer::Object>(
 ) -> WorkQueue<String> {
     let queue = WorkQueue::new(name);
     let q = queue.clone();
-    ctx.informers.informer::<Namespace>().add_handler(HandlerFns {
-        add: Some(Box::new(move |ns: &Arc<Namespace>| q.add(key_of(ns.as_ref())))),
-        update: Some(Box::new({
-            let q = queue.clone();
-            move |_, ns: &Arc<Namespace>| q.add(key_of(ns.as_ref()))
-        })),
-        delete: None,
-    });
+    ctx.informers
+        .informer::<Namespace>()
+        .add_handler(HandlerFns {
+            add: Some(Box::new(move |ns: &Arc<Namespace>| {
+                q.add(key_of(ns.as_ref()))
+            })),
+            update: Some(Box::new({
+                let q = queue.clone();
+                move |_, ns: &Arc<Namespace>| q.add(key_of(ns.as_ref()))
+            })),
+            delete: None,
+        });
     let enqueue_ns = move |q: &WorkQueue<String>, o: &K| {
         if o.meta().name.as_deref() == Some(watched) {
             if let Some(ns) = &o.meta().namespace {
@@ -140,7 +144,9 @@ pub fn root_ca(options: &crate::Options) -> anyhow::Result<Option<String>> {
     if let Some(file) = &cluster.certificate_authority {
         let file = std::path::Path::new(file);
         let file = if file.is_relative() {
-            path.parent().unwrap_or(std::path::Path::new(".")).join(file)
+            path.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(file)
         } else {
             file.to_path_buf()
         };
