@@ -270,22 +270,23 @@ impl State {
                 continue;
             }
             let c = self.client.clone();
-            let scale =
-                match kind.as_str() {
-                    "Deployment" => Api::<Deployment>::namespaced(c, ns).get_scale(&name).await,
-                    "ReplicaSet" => Api::<ReplicaSet>::namespaced(c, ns).get_scale(&name).await,
-                    "StatefulSet" => Api::<StatefulSet>::namespaced(c, ns).get_scale(&name).await,
-                    "ReplicationController" => {
-                        Api::<ReplicationController>::namespaced(c, ns)
-                            .get_scale(&name)
-                            .await
-                    }
-                    other => return Err(format!(
+            let scale = match kind.as_str() {
+                "Deployment" => Api::<Deployment>::namespaced(c, ns).get_scale(&name).await,
+                "ReplicaSet" => Api::<ReplicaSet>::namespaced(c, ns).get_scale(&name).await,
+                "StatefulSet" => Api::<StatefulSet>::namespaced(c, ns).get_scale(&name).await,
+                "ReplicationController" => {
+                    Api::<ReplicationController>::namespaced(c, ns)
+                        .get_scale(&name)
+                        .await
+                }
+                other => {
+                    return Err(format!(
                         "found no controllers for pod {:?} (unsupported controller kind {other})",
                         pod.metadata.name.as_deref().unwrap_or_default()
-                    )),
+                    ))
                 }
-                .map_err(|e| e.to_string())?;
+            }
+            .map_err(|e| e.to_string())?;
             total += scale.spec.and_then(|s| s.replicas).unwrap_or(0);
         }
         Ok(total)

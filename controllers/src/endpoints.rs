@@ -242,7 +242,7 @@ pub fn desired_subsets(svc: &Service, pods: &[&Pod]) -> (Vec<EndpointSubset>, bo
     repack(entries)
 }
 
-fn port_key(p: &EndpointPort) -> (String, i32, String) {
+fn port_key(p: &EndpointPort) -> PortKey {
     (
         p.name.clone().unwrap_or_default(),
         p.port,
@@ -260,18 +260,20 @@ fn address_key(a: &EndpointAddress) -> (String, String) {
     )
 }
 
+type PortKey = (String, i32, String);
+/// One address while packing: the address, whether ready, its ports.
+type Packed = (EndpointAddress, bool, BTreeMap<PortKey, EndpointPort>);
+/// One subset while packing: ports, ready and not-ready addresses.
+type Subset = (
+    Vec<EndpointPort>,
+    Vec<EndpointAddress>,
+    Vec<EndpointAddress>,
+);
+
 /// Upstream's `RepackSubsets`: every address gets the union of its ports; addresses with the
 /// same port set share a subset; everything sorted. Truncated to [`MAX_CAPACITY`] addresses.
 fn repack(entries: Vec<Entry>) -> (Vec<EndpointSubset>, bool) {
-    // address -> (address, ready, ports)
-    let mut by_addr: BTreeMap<
-        (String, String),
-        (
-            EndpointAddress,
-            bool,
-            BTreeMap<(String, i32, String), EndpointPort>,
-        ),
-    > = BTreeMap::new();
+    let mut by_addr: BTreeMap<(String, String), Packed> = BTreeMap::new();
     for e in entries {
         let slot = by_addr
             .entry(address_key(&e.address))
@@ -280,14 +282,7 @@ fn repack(entries: Vec<Entry>) -> (Vec<EndpointSubset>, bool) {
             slot.2.insert(port_key(&p), p);
         }
     }
-    let mut by_ports: BTreeMap<
-        Vec<(String, i32, String)>,
-        (
-            Vec<EndpointPort>,
-            Vec<EndpointAddress>,
-            Vec<EndpointAddress>,
-        ),
-    > = BTreeMap::new();
+    let mut by_ports: BTreeMap<Vec<PortKey>, Subset> = BTreeMap::new();
     for (_, (addr, ready, ports)) in by_addr {
         let key: Vec<_> = ports.keys().cloned().collect();
         let slot = by_ports

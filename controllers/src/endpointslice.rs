@@ -303,7 +303,10 @@ fn families(svc: &Service) -> Vec<String> {
 /// name -> resourceVersion written (`None`: deleted), and when. An expectation older than
 /// [`TRACKER_TTL`] is dropped (someone else changed the slice meanwhile).
 #[derive(Default)]
-struct Tracker(Mutex<HashMap<String, HashMap<String, (Option<u64>, Instant)>>>);
+struct Tracker(Mutex<HashMap<String, Pending>>);
+
+/// Slice name -> (resourceVersion written or `None` for deleted, when).
+type Pending = HashMap<String, (Option<u64>, Instant)>;
 
 const TRACKER_TTL: Duration = Duration::from_secs(10);
 

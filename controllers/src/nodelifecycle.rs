@@ -185,9 +185,9 @@ impl Monitor {
             !states.is_empty() && states.values().all(|s| *s == ZoneState::FullDisruption);
         for n in &current {
             let state = states[&zone_of(n)];
-            let may_evict = !all_disrupted
-                && !(state == ZoneState::PartialDisruption
-                    && current.len() <= LARGE_CLUSTER_THRESHOLD);
+            let small_partial =
+                state == ZoneState::PartialDisruption && current.len() <= LARGE_CLUSTER_THRESHOLD;
+            let may_evict = !(all_disrupted || small_partial);
             if let Err(e) = self.update_taints(n, may_evict, all_disrupted).await {
                 tracing::warn!("nodelifecycle: tainting {}: {e}", key_of(n));
             }

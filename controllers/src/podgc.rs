@@ -156,11 +156,8 @@ impl PodGc {
             if since.elapsed() < self.config.quarantine {
                 continue;
             }
-            match nodes_api.get_opt(n).await? {
-                None => {
-                    gone.insert(n.clone());
-                }
-                Some(_) => {}
+            if nodes_api.get_opt(n).await?.is_none() {
+                gone.insert(n.clone());
             }
         }
         for p in &pods {

@@ -63,7 +63,7 @@ fn namespace_queue<K: machinery::informer::Object>(
         }
     };
     let (q1, q2, q3) = (queue.clone(), queue.clone(), queue.clone());
-    let (e1, e2, e3) = (enqueue_ns.clone(), enqueue_ns.clone(), enqueue_ns);
+    let (e1, e2, e3) = (enqueue_ns, enqueue_ns, enqueue_ns);
     ctx.informers.informer::<K>().add_handler(HandlerFns {
         add: Some(Box::new(move |o: &Arc<K>| e1(&q1, o))),
         update: Some(Box::new(move |_, o: &Arc<K>| e2(&q2, o))),
