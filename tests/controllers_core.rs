@@ -941,3 +941,68 @@ fn quota_usage_is_tracked_and_the_third_pod_is_refused() {
     );
     assert_eq!(code, 201, "{out}");
 }
+
+#[test]
+fn a_percentage_pdb_counts_the_replicas_of_the_pods_controller() {
+    let api = ApiServer::start();
+    let c = Controllers::new(&api, &[]);
+    c.run("disruption");
+    create_node(&api, "n1");
+    let template = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let d = post(
+        &api,
+        "/apis/apps/v1/namespaces/default/deployments",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"}, "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}}, "template": template}}),
+    );
+    let rs = post(
+        &api,
+        "/apis/apps/v1/namespaces/default/replicasets",
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web-1", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": d["metadata"]["uid"], "controller": true}]},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}}, "template": template}}),
+    );
+    // Three of the four replicas exist and are ready.
+    for i in 0..3 {
+        let name = format!("web-1-{i}");
+        let mut pod = pod_json(&name, json!({"app": "web"}), Some("n1"), json!({}));
+        pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": rs["metadata"]["uid"], "controller": true}]);
+        create_pod(&api, "default", pod);
+        mark_running(&api, "default", &name, &format!("10.6.0.{}", i + 1), true);
+    }
+    post(
+        &api,
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web"}, "spec": {"maxUnavailable": "25%", "selector": {"matchLabels": {"app": "web"}}}}),
+    );
+    eventually(WAIT, "expected pods from the Deployment's scale", || {
+        let s = get(
+            &api,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/web",
+        )
+        .unwrap()["status"]
+            .clone();
+        // 25% of 4 is one unavailable: 3 desired, 3 healthy, no disruption left.
+        s["expectedPods"] == 4
+            && s["desiredHealthy"] == 3
+            && s["currentHealthy"] == 3
+            && s["disruptionsAllowed"] == 0
+    });
+    // A pod without a controller makes a percentage budget fail safe.
+    create_pod(
+        &api,
+        "default",
+        pod_json("stray", json!({"app": "web"}), Some("n1"), json!({})),
+    );
+    mark_running(&api, "default", "stray", "10.6.0.9", true);
+    eventually(WAIT, "SyncFailed for a pod without a controller", || {
+        let s = get(
+            &api,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/web",
+        )
+        .unwrap()["status"]
+            .clone();
+        s["disruptionsAllowed"] == 0 && s["conditions"][0]["reason"] == "SyncFailed"
+    });
+}

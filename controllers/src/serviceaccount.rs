@@ -228,3 +228,49 @@ pub async fn start_root_ca_publisher(ctx: ControllerContext) -> anyhow::Result<(
     .await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: crate::Options,
+    }
+
+    #[test]
+    fn the_root_ca_comes_from_the_flag_else_the_kubeconfig() {
+        use base64::Engine;
+        let dir = std::env::temp_dir().join(format!("capstan-rootca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {{cluster: k, user: u}}\nclusters:\n- name: k\n  cluster: {{server: 'https://127.0.0.1:6443', certificate-authority-data: {}}}\nusers:\n- name: u\n  user: {{}}\n",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            ),
+        )
+        .unwrap();
+        let o = Cli::parse_from(["x", &format!("--kubeconfig={}", kubeconfig.display())]).options;
+        assert_eq!(root_ca(&o).unwrap().as_deref(), Some(pem));
+        let file = dir.join("ca.crt");
+        std::fs::write(&file, "from the flag").unwrap();
+        let o = Cli::parse_from([
+            "x".to_string(),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--root-ca-file={}", file.display()),
+        ])
+        .options;
+        assert_eq!(root_ca(&o).unwrap().as_deref(), Some("from the flag"));
+        let o = Cli::parse_from(["x", "--root-ca-file=/nonexistent/ca.crt"]).options;
+        assert!(root_ca(&o)
+            .unwrap_err()
+            .to_string()
+            .contains("--root-ca-file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
