@@ -965,6 +965,19 @@ fn quota_usage_is_tracked_and_the_third_pod_is_refused() {
         out["message"],
         "pods \"p3\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2"
     );
+    // A quota on requests.cpu needs every container to request cpu.
+    let bare = pod_json("bare", json!({}), None, json!({}));
+    let (code, out) = api.http(
+        "POST",
+        "/api/v1/namespaces/q/pods",
+        "application/json",
+        bare.to_string().as_bytes(),
+    );
+    assert_eq!(code, 403, "{out}");
+    assert_eq!(
+        out["message"],
+        "pods \"bare\" is forbidden: failed quota: q: must specify requests.cpu for: c"
+    );
     // A deleted pod frees its share.
     assert_eq!(delete(&api, "/api/v1/namespaces/q/pods/p1", Some(0)), 200);
     eventually(WAIT, "usage after the delete", || {

@@ -36,11 +36,12 @@ pub fn usage(info: &ResourceInfo, obj: &Value) -> BTreeMap<String, i128> {
     u.insert(count_name, NANO);
     match (info.group, info.plural) {
         ("", "pods") => {
+            // count/pods counts every pod; the rest only pods that are not terminal.
             if matches!(
                 obj["status"]["phase"].as_str(),
                 Some("Succeeded" | "Failed")
             ) {
-                return BTreeMap::new();
+                return u;
             }
             u.insert("pods".into(), NANO);
             for (kind, prefix) in [("requests", "requests."), ("limits", "limits.")] {
@@ -81,6 +82,68 @@ pub fn usage(info: &ResourceInfo, obj: &Value) -> BTreeMap<String, i128> {
         _ => {}
     }
     u
+}
+
+/// The resources every container must state when a quota constrains them (upstream's pod
+/// evaluator `validationSet`: its backward-compatible `Constraints`).
+const MUST_SPECIFY: [&str; 6] = [
+    "cpu",
+    "memory",
+    "requests.cpu",
+    "requests.memory",
+    "limits.cpu",
+    "limits.memory",
+];
+
+/// Upstream's pod evaluator `Constraints`: with cpu or memory in a quota, every container must
+/// request (or limit) it. `Err("must specify limits.cpu for: a,b; …")`.
+pub fn constraints(info: &ResourceInfo, obj: &Value, quota: &Value) -> Result<(), String> {
+    if !info.group.is_empty() || info.plural != "pods" {
+        return Ok(());
+    }
+    let Some(hard) = quota["spec"]["hard"].as_object() else {
+        return Ok(());
+    };
+    let required: Vec<&str> = MUST_SPECIFY
+        .iter()
+        .copied()
+        .filter(|r| hard.contains_key(*r))
+        .collect();
+    if required.is_empty() {
+        return Ok(());
+    }
+    let mut missing: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for list in ["containers", "initContainers"] {
+        for c in obj["spec"][list].as_array().into_iter().flatten() {
+            let has = |kind: &str, res: &str| !c["resources"][kind][res].is_null();
+            for r in &required {
+                let present = match *r {
+                    "cpu" | "requests.cpu" => has("requests", "cpu"),
+                    "memory" | "requests.memory" => has("requests", "memory"),
+                    "limits.cpu" => has("limits", "cpu"),
+                    _ => has("limits", "memory"),
+                };
+                if !present {
+                    let name = c["name"].as_str().unwrap_or_default().to_string();
+                    let names = missing.entry(r).or_default();
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let parts: Vec<String> = missing
+        .into_iter()
+        .map(|(r, mut names)| {
+            names.sort();
+            format!("{r} for: {}", names.join(","))
+        })
+        .collect();
+    Err(format!("must specify {}", parts.join("; ")))
 }
 
 /// A pod's request or limit of `res`: the containers' sum, or the largest init container's
@@ -239,6 +302,9 @@ pub async fn admit_create(
             .as_str()
             .unwrap_or_default()
             .to_string();
+        if let Err(why) = constraints(info, obj, &q.value) {
+            return Err(refuse(format!("failed quota: {name}: {why}")));
+        }
         // Checked against the cache first (cheap refusal), then charged on the stored quota.
         match charge(&q.value, &delta) {
             Err(why) => return Err(refuse(why)),
@@ -307,6 +373,18 @@ mod tests {
             charge(&fresh, &u).unwrap_err(),
             "status unknown for quota: q, resources: pods"
         );
+        // A quota on cpu needs every container to request it.
+        let bare = json!({"spec": {"containers": [{"name": "b"}, {"name": "a", "resources": {"requests": {"cpu": "1"}}}]}});
+        let q =
+            json!({"spec": {"hard": {"requests.cpu": "1", "limits.memory": "1Gi", "pods": "3"}}});
+        assert_eq!(
+            constraints(pods, &bare, &q).unwrap_err(),
+            "must specify limits.memory for: a,b; requests.cpu for: b"
+        );
+        assert!(constraints(pods, &bare, &json!({"spec": {"hard": {"pods": "3"}}})).is_ok());
+        // A terminal pod still counts for count/pods, not for pods.
+        let done = usage(pods, &json!({"status": {"phase": "Succeeded"}}));
+        assert_eq!(done.keys().collect::<Vec<_>>(), ["count/pods"]);
         // Nothing the quota constrains: no charge.
         let cm = resources::find("", "v1", "configmaps").unwrap();
         assert!(charge(&quota, &usage(cm, &json!({}))).unwrap().is_none());

@@ -43,17 +43,32 @@ fn q(v: Option<&Quantity>) -> i128 {
     v.and_then(|q| parse_quantity(&q.0)).unwrap_or(0)
 }
 
-/// A pod's usage (nothing once it is terminal).
-pub fn pod_usage(pod: &Pod) -> Usage {
-    let mut u = Usage::new();
+/// Whether a pod is charged beyond its object count (upstream's `QuotaV1Pod`): not terminal,
+/// and not stuck terminating past its grace period (a lost node must not hold quota).
+fn charged(pod: &Pod, now: k8s_openapi::jiff::Timestamp) -> bool {
     if matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
     ) {
+        return false;
+    }
+    match (
+        &pod.metadata.deletion_timestamp,
+        pod.metadata.deletion_grace_period_seconds,
+    ) {
+        (Some(t), Some(grace)) => now <= t.0 + k8s_openapi::jiff::SignedDuration::from_secs(grace),
+        _ => true,
+    }
+}
+
+/// A pod's usage: `count/pods` always, the rest while it is charged.
+pub fn pod_usage(pod: &Pod, now: k8s_openapi::jiff::Timestamp) -> Usage {
+    let mut u = Usage::new();
+    add(&mut u, "count/pods", NANO);
+    if !charged(pod, now) {
         return u;
     }
     add(&mut u, "pods", NANO);
-    add(&mut u, "count/pods", NANO);
     let spec = pod.spec.clone().unwrap_or_default();
     for (kind, prefix) in [("requests", "requests."), ("limits", "limits.")] {
         for res in ["cpu", "memory", "ephemeral-storage"] {
@@ -279,10 +294,11 @@ impl State {
                 add(&mut total, &k, v);
             }
         };
+        let now = k8s_openapi::jiff::Timestamp::now();
         self.pods
             .list_namespace(ns)
             .iter()
-            .for_each(|p| merge(pod_usage(p)));
+            .for_each(|p| merge(pod_usage(p, now)));
         self.services
             .list_namespace(ns)
             .iter()
@@ -375,17 +391,24 @@ mod tests {
             pod("1", "1Gi", "Pending"),
             pod("8", "8Gi", "Succeeded"),
         ] {
-            for (k, v) in pod_usage(&p) {
+            for (k, v) in pod_usage(&p, k8s_openapi::jiff::Timestamp::now()) {
                 add(&mut total, &k, v);
             }
         }
-        let hard: BTreeMap<String, Quantity> =
-            ["pods", "requests.cpu", "cpu", "limits.memory", "services"]
-                .iter()
-                .map(|k| (k.to_string(), Quantity("10".into())))
-                .collect();
+        let hard: BTreeMap<String, Quantity> = [
+            "pods",
+            "count/pods",
+            "requests.cpu",
+            "cpu",
+            "limits.memory",
+            "services",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), Quantity("10".into())))
+        .collect();
         let used = used_for(&hard, &total);
         assert_eq!(used["pods"].0, "2", "terminal pods do not count");
+        assert_eq!(used["count/pods"].0, "3", "but they exist");
         assert_eq!(used["requests.cpu"].0, "1250m");
         assert_eq!(used["cpu"].0, "1250m");
         assert_eq!(used["limits.memory"].0, "1088Mi");
