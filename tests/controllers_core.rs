@@ -364,6 +364,15 @@ fn endpoints_and_slices_follow_pod_readiness_and_termination() {
     );
     assert_eq!(endpoint_of(&eps, "web-1").unwrap()["nodeName"], "n1");
 
+    // Endpoints deleted by hand come back.
+    assert_eq!(
+        delete(&api, "/api/v1/namespaces/default/endpoints/web", None),
+        200
+    );
+    eventually(WAIT, "endpoints recreated", || {
+        get(&api, "/api/v1/namespaces/default/endpoints/web").is_some()
+    });
+
     // Pod 3 becomes ready.
     mark_running(&api, "default", "web-3", "10.1.0.3", true);
     eventually(WAIT, "pod 3 ready in endpoints and slice", || {

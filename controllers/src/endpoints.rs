@@ -403,6 +403,15 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
     let services = ctx.informers.informer::<Service>();
     let pods = ctx.informers.informer::<Pod>();
     let endpoints = ctx.informers.informer::<Endpoints>();
+    // Endpoints deleted by someone else are put back (upstream's `onEndpointsDelete`).
+    let q = queue.clone();
+    endpoints.add_handler(HandlerFns {
+        add: None,
+        update: None,
+        delete: Some(Box::new(move |e: &Arc<Endpoints>| {
+            q.add(key_of(e.as_ref()))
+        })),
+    });
     ctx.informers.start();
     ctx.informers.wait_synced().await;
     let client = ctx.client.clone();
