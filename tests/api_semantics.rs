@@ -389,6 +389,14 @@ fn eviction_respects_disruption_budgets() {
         "kind": "PodDisruptionBudget", "metadata": {"name": "db"},
         "spec": {"minAvailable": 1, "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db"]}]}}}),
     );
+    // Running: a pending pod may go whatever its budget says (upstream's `canIgnorePDB`).
+    let (code, body) = s.http(
+        "PATCH",
+        &format!("{pods}/guarded/status"),
+        "application/merge-patch+json",
+        br#"{"status":{"phase":"Running"}}"#,
+    );
+    assert_eq!(code, 200, "{body}");
     let evict = |name: &str| {
         let body =
             json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}});

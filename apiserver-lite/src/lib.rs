@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pod_log;
 pub mod protobuf;
+pub mod quota;
 pub mod registry;
 pub mod request;
 pub mod resources;

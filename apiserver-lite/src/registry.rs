@@ -342,6 +342,7 @@ impl Registry {
         self.namespace_lifecycle(info, ns).await?;
         self.admission_caches_fresh(info, &obj).await?;
         hooks::prepare_create(info, &mut obj, &Lookup(self))?;
+        crate::quota::admit_create(self, info, ns, &obj, opts.dry_run).await?;
         let allocated = if info.plural == "services" {
             self.allocate_service(&mut obj, None)?
         } else {
@@ -422,7 +423,10 @@ impl Registry {
                 return Ok(UpdateDecision::Keep);
             }
             // An object being deleted goes once its last finalizer is removed.
-            let finalizers_empty = new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+            // A namespace also waits for its spec finalizers (removed through namespaces/finalize),
+            // so that a status update of a terminating namespace does not remove it.
+            let finalizers_empty = new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
+                && (info.plural != "namespaces" || new["spec"]["finalizers"].as_array().is_none_or(|f| f.is_empty()));
             if new["metadata"]["deletionTimestamp"].is_string() && finalizers_empty && !opts.dry_run {
                 result = Some(new.clone());
                 return Ok(UpdateDecision::Delete);

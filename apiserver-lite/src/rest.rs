@@ -1122,7 +1122,7 @@ async fn create_subresource(
             if let Some(pdbs) = resources::find("policy", "v1", "poddisruptionbudgets") {
                 reg.cacher(pdbs).wait_fresh().await.map_err(cache_error)?;
             }
-            check_disruption_budgets(reg, &pod.value)?;
+            take_disruption(reg, &pod.value, opts.dry_run).await?;
             let mut dopts = DeleteOptions {
                 dry_run: opts.dry_run,
                 ..Default::default()
@@ -1140,49 +1140,108 @@ async fn create_subresource(
     }
 }
 
-/// The eviction check: a PodDisruptionBudget covering the pod must allow a disruption.
-fn check_disruption_budgets(reg: &Registry, pod: &Value) -> ApiResult<()> {
+/// The eviction check (upstream's `EvictionREST.Create`): a pod that is terminal, pending or
+/// already being deleted may go; otherwise the one PodDisruptionBudget covering it must allow a
+/// disruption, which is taken from it (disruptionsAllowed decremented, the pod recorded in
+/// disruptedPods) through the store's optimistic concurrency before the pod is deleted. An
+/// unready pod may go without a disruption when the budget is healthy (IfHealthyBudget) or
+/// always (AlwaysAllow).
+async fn take_disruption(reg: &Registry, pod: &Value, dry_run: bool) -> ApiResult<()> {
     let Some(info) = resources::find("policy", "v1", "poddisruptionbudgets") else {
         return Ok(());
     };
+    if pod["metadata"]["deletionTimestamp"].is_string()
+        || matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed" | "Pending")
+        )
+    {
+        return Ok(());
+    }
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    let pod_name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
     let all: Filter = Arc::new(|_| true);
     let labels = pod["metadata"]["labels"].as_object();
-    for pdb in reg
+    let covering: Vec<Value> = reg
         .cacher(info)
         .list(&Registry::key(info, ns, ""), &all, None, 0)
         .items
-    {
-        let covers = crate::selectors::label_selector_from_api(&pdb.value["spec"]["selector"])
-            .map(|sel| sel.matches(labels))
-            .unwrap_or(false);
-        if !covers {
-            continue;
+        .into_iter()
+        .filter(|pdb| {
+            crate::selectors::label_selector_from_api(&pdb.value["spec"]["selector"])
+                .map(|sel| sel.matches(labels))
+                .unwrap_or(false)
+        })
+        .map(|pdb| pdb.value.clone())
+        .collect();
+    let pdb = match covering.as_slice() {
+        [] => return Ok(()),
+        [one] => one,
+        _ => {
+            return Err(ApiError::internal(
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            ))
         }
-        let name = pdb.value["metadata"]["name"].as_str().unwrap_or("");
+    };
+    let name = pdb["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let ready = pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
+    if !ready {
+        let policy = pdb["spec"]["unhealthyPodEvictionPolicy"]
+            .as_str()
+            .unwrap_or("IfHealthyBudget");
+        let healthy = pdb["status"]["currentHealthy"].as_i64().unwrap_or(0);
+        let desired = pdb["status"]["desiredHealthy"].as_i64().unwrap_or(0);
+        if policy == "AlwaysAllow"
+            || healthy >= desired
+                && pdb["status"]["observedGeneration"].as_i64()
+                    >= pdb["metadata"]["generation"].as_i64()
+        {
+            return Ok(());
+        }
+    }
+    let check = |pdb: &Value| -> ApiResult<Value> {
         // As upstream: a budget the disruption controller has not processed yet blocks too.
-        let generation = pdb.value["metadata"]["generation"].as_i64().unwrap_or(0);
-        let observed = pdb.value["status"]["observedGeneration"]
-            .as_i64()
-            .unwrap_or(0);
+        let generation = pdb["metadata"]["generation"].as_i64().unwrap_or(0);
+        let observed = pdb["status"]["observedGeneration"].as_i64().unwrap_or(0);
         if observed < generation {
             return Err(ApiError::too_many_requests(
                 format!("Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {name} is still being processed by the server."),
                 10,
             ));
         }
-        if pdb.value["status"]["disruptionsAllowed"]
-            .as_i64()
-            .unwrap_or(0)
-            <= 0
-        {
+        let allowed = pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
+        if allowed <= 0 {
             return Err(ApiError::too_many_requests(
-                format!("Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {name} needs more healthy pods"),
+                format!("Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {name} needs {} healthy pods and has {} currently", pdb["status"]["desiredHealthy"].as_i64().unwrap_or(0), pdb["status"]["currentHealthy"].as_i64().unwrap_or(0)),
                 10,
             ));
         }
+        let mut new = pdb.clone();
+        new["status"]["disruptionsAllowed"] = json!(allowed - 1);
+        if !new["status"]["disruptedPods"].is_object() {
+            new["status"]["disruptedPods"] = json!({});
+        }
+        new["status"]["disruptedPods"][&pod_name] =
+            json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        Ok(new)
+    };
+    check(pdb)?;
+    if dry_run {
+        return Ok(());
     }
-    Ok(())
+    let opts = WriteOptions { dry_run: false };
+    match reg
+        .update(info, ns, &name, Some("status"), &opts, check)
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: nothing protects the pod any more.
+        Err(e) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

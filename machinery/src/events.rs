@@ -198,7 +198,13 @@ impl EventKey {
     pub fn of(e: &Recorded) -> EventKey {
         let o = &e.object;
         EventKey {
-            namespace: o.namespace.clone().unwrap_or_default(),
+            // Events about cluster-scoped objects (nodes) go to `default`, as client-go's
+            // recorder puts them.
+            namespace: o
+                .namespace
+                .clone()
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or_else(|| "default".into()),
             name: o.name.clone().unwrap_or_default(),
             uid: o.uid.clone().unwrap_or_default(),
             field_path: o.field_path.clone().unwrap_or_default(),

@@ -18,6 +18,8 @@ mod update;
 mod util;
 mod validation;
 
+pub use util::parse_quantity;
+
 use crate::resources::ResourceInfo;
 use crate::status::ApiError;
 use serde_json::Value;
