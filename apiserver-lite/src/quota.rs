@@ -21,9 +21,7 @@ use crate::cacher::Filter;
 use crate::registry::{Registry, WriteOptions};
 use crate::resources::{self, ResourceInfo};
 use crate::status::{ApiError, ApiResult};
-use crate::strategy::parse_quantity;
-
-const NANO: i128 = 1_000_000_000;
+use machinery::quantity::{format_quantity, parse_quantity, NANO};
 
 /// What creating `obj` (of `info`'s kind) adds to quota usage, in nano-units per resource.
 pub fn usage(info: &ResourceInfo, obj: &Value) -> BTreeMap<String, i128> {
@@ -164,29 +162,6 @@ fn pod_resource(pod: &Value, kind: &str, res: &str) -> i128 {
     let sum: i128 = list("containers").iter().map(of).sum();
     let init = list("initContainers").iter().map(of).max().unwrap_or(0);
     sum.max(init)
-}
-
-/// A quantity in nano-units as upstream would print it: a whole number (with a binary suffix
-/// for whole Ki/Mi/Gi of byte resources), else milli-units.
-pub fn format_quantity(resource: &str, nano: i128) -> String {
-    if nano % NANO != 0 {
-        return format!("{}m", (nano + 999_999) / 1_000_000);
-    }
-    let v = nano / NANO;
-    let bytes = resource.contains("memory") || resource.contains("storage");
-    if bytes && v != 0 {
-        for (suffix, unit) in [
-            ("Ti", 1i128 << 40),
-            ("Gi", 1 << 30),
-            ("Mi", 1 << 20),
-            ("Ki", 1 << 10),
-        ] {
-            if v % unit == 0 {
-                return format!("{}{suffix}", v / unit);
-            }
-        }
-    }
-    v.to_string()
 }
 
 fn quantity_of(v: &Value) -> Option<i128> {

@@ -23,14 +23,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, PostParams};
 use machinery::informer::{key_of, split_key, HandlerFns, Informer, Object};
-use machinery::quantity::parse_quantity;
+use machinery::quantity::{format_quantity, parse_quantity, NANO};
 use machinery::workqueue::{run_workers, WorkQueue};
 
 use crate::ControllerContext;
 
 /// Upstream's default `--resource-quota-sync-period`.
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(300);
-const NANO: i128 = 1_000_000_000;
 
 /// Usage in nano-units per resource name.
 pub type Usage = BTreeMap<String, i128>;
@@ -141,28 +140,6 @@ fn count_usage(plural: &str) -> Usage {
     add(&mut u, plural, NANO);
     add(&mut u, &format!("count/{plural}"), NANO);
     u
-}
-
-/// A quantity in nano-units as upstream prints it (whole numbers, binary suffixes for whole
-/// Ki/Mi/Gi of bytes, else milli-units).
-pub fn format_quantity(resource: &str, nano: i128) -> String {
-    if nano % NANO != 0 {
-        return format!("{}m", (nano + 999_999) / 1_000_000);
-    }
-    let v = nano / NANO;
-    if (resource.contains("memory") || resource.contains("storage")) && v != 0 {
-        for (suffix, unit) in [
-            ("Ti", 1i128 << 40),
-            ("Gi", 1 << 30),
-            ("Mi", 1 << 20),
-            ("Ki", 1 << 10),
-        ] {
-            if v % unit == 0 {
-                return format!("{}{suffix}", v / unit);
-            }
-        }
-    }
-    v.to_string()
 }
 
 /// `status.used` for `hard` from the namespace's total usage: every hard resource, 0 when

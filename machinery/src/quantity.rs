@@ -8,7 +8,8 @@
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-const NANO: i128 = 1_000_000_000;
+/// One unit in nano-units.
+pub const NANO: i128 = 1_000_000_000;
 
 /// Parses a Kubernetes quantity (`100m`, `1.5Gi`, `2e3`, `1k`) to nano-units (1 = 10^9),
 /// rounding the sub-nano part up as upstream's `ScaledValue` does and saturating where upstream's
@@ -123,6 +124,30 @@ pub fn value(q: &Quantity) -> i64 {
 /// Upstream `Quantity.MilliValue()`: thousandths of the unit, rounded up; malformed reads as 0.
 pub fn milli_value(q: &Quantity) -> i64 {
     nanos_to_milli(quantity_nanos(q))
+}
+
+/// A quantity of `resource` in nano-units as upstream prints it in quota messages and status: a
+/// whole number (with a binary suffix for whole Ki/Mi/Gi/Ti of byte resources — `memory`,
+/// `storage`), else milli-units.
+pub fn format_quantity(resource: &str, nano: i128) -> String {
+    if nano % NANO != 0 {
+        return format!("{}m", (nano + 999_999) / 1_000_000);
+    }
+    let v = nano / NANO;
+    let bytes = resource.contains("memory") || resource.contains("storage");
+    if bytes && v != 0 {
+        for (suffix, unit) in [
+            ("Ti", 1i128 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
+            if v % unit == 0 {
+                return format!("{}{suffix}", v / unit);
+            }
+        }
+    }
+    v.to_string()
 }
 
 #[cfg(test)]
