@@ -72,7 +72,9 @@ impl BoundedFrequencyRunner {
                 }
                 tokens -= 1.0;
             }
-            // A request that arrives from here on asks for another run.
+            // Requests made until now are served by this run; one that arrives from here on asks
+            // for another.
+            let _ = futures::FutureExt::now_or_never(self.notify.notified());
             f();
             last_run = Instant::now();
         }

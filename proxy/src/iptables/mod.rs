@@ -59,6 +59,8 @@ struct Restore {
     nat_rules: String,
     filter_chains: String,
     filter_rules: String,
+    /// `-X` lines of the nat table: after every rule, so no rule still jumps to them.
+    nat_deletes: String,
 }
 
 impl Restore {
@@ -101,6 +103,7 @@ impl Restore {
             s.push_str("*nat\n");
             s.push_str(&self.nat_chains);
             s.push_str(&self.nat_rules);
+            s.push_str(&self.nat_deletes);
             s.push_str("COMMIT\n");
         }
         s
@@ -219,7 +222,7 @@ impl<I: Iptables> IptablesProxier<I> {
             };
             if is_service_chain(name) && !active.contains(name) {
                 out.chain("nat", name);
-                out.rule("nat", &format!("-X {name}"));
+                out.nat_deletes.push_str(&format!("-X {name}\n"));
             }
         }
         Ok((out.render(), SyncState { rendered, shared }))
@@ -269,7 +272,7 @@ impl<I: Iptables> IptablesProxier<I> {
             for name in gone {
                 out.chain("nat", name);
                 // Deletions go last: the chains jumping to them are rewritten first.
-                out.nat_rules.push_str(&format!("-X {name}\n"));
+                out.nat_deletes.push_str(&format!("-X {name}\n"));
             }
             for (table, chain) in SHARED {
                 let a: Vec<&String> = old
@@ -286,15 +289,6 @@ impl<I: Iptables> IptablesProxier<I> {
             }
             rendered.extend(new);
         }
-        // Move the "-X" lines after every rule.
-        let (keep, deletes): (Vec<&str>, Vec<&str>) =
-            out.nat_rules.lines().partition(|l| !l.starts_with("-X "));
-        let mut nat_rules = String::new();
-        for l in keep.iter().chain(deletes.iter()) {
-            nat_rules.push_str(l);
-            nat_rules.push('\n');
-        }
-        out.nat_rules = nat_rules;
         let mut shared = std::mem::take(&mut self.shared);
         for (table, chain) in touched_shared {
             let body = self.shared_rules(table, chain, &rendered);
@@ -306,7 +300,6 @@ impl<I: Iptables> IptablesProxier<I> {
                 shared.insert((table, chain), body);
             }
         }
-        // Keep the shared chains first in each table's rules (readability only).
         (out.render(), SyncState { rendered, shared })
     }
 
@@ -448,7 +441,11 @@ impl<I: Iptables> Proxier for IptablesProxier<I> {
                     || (table == "filter" && rules::FILTER_CHAINS.contains(&name));
                 if ours {
                     out.chain(table, name);
-                    out.rule(table, &format!("-X {name}"));
+                    if table == "nat" {
+                        out.nat_deletes.push_str(&format!("-X {name}\n"));
+                    } else {
+                        out.rule(table, &format!("-X {name}"));
+                    }
                 }
             }
         }

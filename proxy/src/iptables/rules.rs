@@ -271,6 +271,13 @@ pub fn render_service_port(
                 ));
             }
         }
+        // What falls off the end was not allowed; KUBE-PROXY-FIREWALL drops it.
+        c.rules.push(format!(
+            "-A {fw_chain} -m comment --comment {}",
+            quoted(&format!(
+                "other traffic to {name} will be dropped by {KUBE_PROXY_FIREWALL}"
+            ))
+        ));
         chains.push(c);
     }
 
