@@ -85,8 +85,18 @@ fn create_all(addr: &str, items: Vec<(String, Value)>) {
         for chunk in chunks {
             s.spawn(move || {
                 for (path, body) in chunk {
-                    let (code, resp) = http_raw(addr, "POST", &path, "application/json", body.to_string().as_bytes());
-                    assert!(code == 201 || code == 200, "POST {path}: {code} {}", String::from_utf8_lossy(&resp));
+                    let (code, resp) = http_raw(
+                        addr,
+                        "POST",
+                        &path,
+                        "application/json",
+                        body.to_string().as_bytes(),
+                    );
+                    assert!(
+                        code == 201 || code == 200,
+                        "POST {path}: {code} {}",
+                        String::from_utf8_lossy(&resp)
+                    );
                 }
             });
         }
@@ -116,16 +126,26 @@ fn render_texts(services: &[Value], slices: &[Value], changes: usize) -> (String
     let mut sync = |st: &mut ServiceChangeTracker, et: &mut EndpointsChangeTracker, full: bool| {
         let a = st.apply(&mut state.services);
         let b = et.apply(&mut state.endpoints);
-        let changed: BTreeSet<_> = a.updated_services.into_iter().chain(b.updated_services).collect();
+        let changed: BTreeSet<_> = a
+            .updated_services
+            .into_iter()
+            .chain(b.updated_services)
+            .collect();
         proxier
-            .sync(SyncRequest { state: &state, changed: &changed, full })
+            .sync(SyncRequest {
+                state: &state,
+                changed: &changed,
+                full,
+            })
             .unwrap();
         fake.state.lock().restores.last().cloned().unwrap()
     };
     let full = sync(&mut st, &mut et, true);
     let mut deltas = Vec::new();
     for k in 1..=changes {
-        et.update(&serde_json::from_value::<EndpointSlice>(slice_json(0, &slice_ips(0, k))).unwrap());
+        et.update(
+            &serde_json::from_value::<EndpointSlice>(slice_json(0, &slice_ips(0, k))).unwrap(),
+        );
         deltas.push(sync(&mut st, &mut et, false));
     }
     (full, deltas)
@@ -145,7 +165,11 @@ fn restore_in(ns: &Netns, bin: &str, text: &str) -> Duration {
         c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
         let out = c.wait_with_output().unwrap();
         let took = started.elapsed();
-        assert!(out.status.success(), "{bin}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{bin}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         took
     })
 }
@@ -176,7 +200,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 struct Row {
@@ -203,14 +230,32 @@ fn main() {
     for &n in &sizes {
         let api = ApiServer::start();
         let t = Instant::now();
-        create_all(&api.addr, (0..n).map(|i| ("/api/v1/namespaces/default/services".to_string(), service_json(i))).collect());
         create_all(
             &api.addr,
             (0..n)
-                .map(|i| ("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices".to_string(), slice_json(i, &slice_ips(i, 0))))
+                .map(|i| {
+                    (
+                        "/api/v1/namespaces/default/services".to_string(),
+                        service_json(i),
+                    )
+                })
                 .collect(),
         );
-        eprintln!("proxy_sync: {n} Services and slices created in {:.1}s", t.elapsed().as_secs_f64());
+        create_all(
+            &api.addr,
+            (0..n)
+                .map(|i| {
+                    (
+                        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices".to_string(),
+                        slice_json(i, &slice_ips(i, 0)),
+                    )
+                })
+                .collect(),
+        );
+        eprintln!(
+            "proxy_sync: {n} Services and slices created in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
         let services = list(&api.addr, "/api/v1/services");
         let slices = list(&api.addr, "/apis/discovery.k8s.io/v1/endpointslices");
         let (full_text, deltas) = render_texts(&services, &slices, changes);
@@ -220,10 +265,15 @@ fn main() {
             deltas[0].len()
         );
         for (flavour, legacy) in [("nf_tables", false), ("legacy", true)] {
-            let bin = if legacy { "iptables-legacy" } else { "iptables-nft" };
+            let bin = if legacy {
+                "iptables-legacy"
+            } else {
+                "iptables-nft"
+            };
             // The floor first, in a fresh namespace.
             let floor_ns = Netns::new(&format!("cpb{}-floor", std::process::id() % 10000));
-            let full_floor = restore_in(&floor_ns, &format!("{bin}-restore"), &full_text).as_secs_f64();
+            let full_floor =
+                restore_in(&floor_ns, &format!("{bin}-restore"), &full_text).as_secs_f64();
             let change_floor = median(
                 deltas
                     .iter()
@@ -236,13 +286,16 @@ fn main() {
 
             let lab = Lab::new(n + legacy as usize);
             let fwd = Forwarder::start(&format!("{}:0", lab.uplink_ip), &api.addr);
-            let kc = std::fs::read_to_string(api.kubeconfig()).unwrap().replace(&api.addr, &fwd.addr.to_string());
+            let kc = std::fs::read_to_string(api.kubeconfig())
+                .unwrap()
+                .replace(&api.addr, &fwd.addr.to_string());
             let kubeconfig = api.dir.path().join("bench.kubeconfig");
             std::fs::write(&kubeconfig, kc).unwrap();
             let mut lab = lab;
             let node = lab.host("node", 2);
             if legacy {
-                node.ns.sh("iptables-legacy -A INPUT -m comment --comment capstan-bench -j ACCEPT");
+                node.ns
+                    .sh("iptables-legacy -A INPUT -m comment --comment capstan-bench -j ACCEPT");
             }
             let log = api.dir.path().join(format!("proxy-{flavour}.log"));
             let mut cmd = node.ns.command(env!("CARGO_BIN_EXE_capstan"));
@@ -256,7 +309,11 @@ fn main() {
             let pid = proxy.child.id();
             let mut full = 0.0;
             eventually(Duration::from_secs(900), "the first full sync", || {
-                assert!(proxy.is_running(), "proxy exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                assert!(
+                    proxy.is_running(),
+                    "proxy exited: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
                 let m = metrics(&node.ns);
                 match metric(&m, "kubeproxy_sync_full_proxy_rules_duration_seconds_sum") {
                     Some(v) if v > 0.0 => {
@@ -272,23 +329,38 @@ fn main() {
             let mut lat = Vec::new();
             for k in 1..=changes {
                 std::thread::sleep(Duration::from_millis(1500));
-                let before = metric(&metrics(&node.ns), "kubeproxy_sync_partial_proxy_rules_duration_seconds_count").unwrap_or(0.0);
+                let before = metric(
+                    &metrics(&node.ns),
+                    "kubeproxy_sync_partial_proxy_rules_duration_seconds_count",
+                )
+                .unwrap_or(0.0);
                 let t0 = now_secs();
                 put_slice(&api.addr, 0, k);
                 let mut t1 = 0.0;
                 eventually(Duration::from_secs(120), "the change's sync", || {
                     let m = metrics(&node.ns);
-                    let done = metric(&m, "kubeproxy_sync_partial_proxy_rules_duration_seconds_count").unwrap_or(0.0) > before;
+                    let done = metric(
+                        &m,
+                        "kubeproxy_sync_partial_proxy_rules_duration_seconds_count",
+                    )
+                    .unwrap_or(0.0)
+                        > before;
                     if done {
-                        t1 = metric(&m, "kubeproxy_sync_proxy_rules_last_timestamp_seconds").unwrap();
+                        t1 = metric(&m, "kubeproxy_sync_proxy_rules_last_timestamp_seconds")
+                            .unwrap();
                     } else {
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     done
                 });
                 let want = slice_ips(0, k)[0].clone();
-                let saved = node.ns.sh(&format!("{bin}-save -t nat | grep -c 'to-destination {want}:8080' || true"));
-                assert!(saved.trim() != "0", "the changed endpoint {want} is not in the kernel");
+                let saved = node.ns.sh(&format!(
+                    "{bin}-save -t nat | grep -c 'to-destination {want}:8080' || true"
+                ));
+                assert!(
+                    saved.trim() != "0",
+                    "the changed endpoint {want} is not in the kernel"
+                );
                 lat.push(t1 - t0);
             }
             let rss = rss_kib(pid) as f64 / 1024.0;
@@ -338,6 +410,12 @@ fn put_slice(addr: &str, i: usize, variant: usize) {
     let cur: Value = serde_json::from_slice(&cur).unwrap();
     let mut want = slice_json(i, &slice_ips(i, variant));
     want["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
-    let (code, body) = http_raw(addr, "PUT", &path, "application/json", want.to_string().as_bytes());
+    let (code, body) = http_raw(
+        addr,
+        "PUT",
+        &path,
+        "application/json",
+        want.to_string().as_bytes(),
+    );
     assert_eq!(code, 200, "PUT {path}: {}", String::from_utf8_lossy(&body));
 }

@@ -45,7 +45,10 @@ impl Cluster {
         let fwd = Forwarder::start(&format!("{}:0", lab.uplink_ip), &api.addr);
         let text = std::fs::read_to_string(api.kubeconfig()).expect("the admin kubeconfig");
         let text = text.replace(&api.addr, &fwd.addr.to_string());
-        assert!(text.contains(&fwd.addr.to_string()), "kubeconfig server not rewritten: {text}");
+        assert!(
+            text.contains(&fwd.addr.to_string()),
+            "kubeconfig server not rewritten: {text}"
+        );
         let kubeconfig = api.dir.path().join("lab.kubeconfig");
         std::fs::write(&kubeconfig, text).unwrap();
         Cluster {
@@ -60,12 +63,16 @@ impl Cluster {
         let kind = obj["kind"].as_str().unwrap().to_lowercase();
         let path = self.api.dir.path().join(format!("{kind}-{name}.json"));
         std::fs::write(&path, obj.to_string()).unwrap();
-        self.api.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+        self.api
+            .kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
     }
 
     fn cluster_ip(&self, svc: &str) -> String {
         let v = self.api.kubectl_json(&["get", "service", svc]);
-        v["spec"]["clusterIP"].as_str().expect("a cluster IP").to_string()
+        v["spec"]["clusterIP"]
+            .as_str()
+            .expect("a cluster IP")
+            .to_string()
     }
 }
 
@@ -101,7 +108,11 @@ impl Node {
         let proxy = ProcessGuard::spawn(cmd, &log);
         let mut node = Node { host, proxy, log };
         eventually(SYNC, "the proxy's first sync (healthz 200)", || {
-            assert!(node.proxy.is_running(), "capstan proxy exited:\n{}", node.log());
+            assert!(
+                node.proxy.is_running(),
+                "capstan proxy exited:\n{}",
+                node.log()
+            );
             http_get(&node.host, "127.0.0.1:10256", "/healthz").0 == 200
         });
         node
@@ -159,7 +170,11 @@ fn slice(svc: &str, eps: &[(&str, &str)]) -> Value {
 
 /// The answering backend's name.
 fn who(reply: &str) -> String {
-    reply.split_whitespace().next().unwrap_or_default().to_string()
+    reply
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Backends b1..bn at .11.. with echo servers.
@@ -198,10 +213,14 @@ fn cluster_ip_spreads_over_backends_and_session_affinity_pins_a_client() {
     let sticky = format!("{}:80", cluster.cluster_ip("sticky"));
 
     let ns = &node.host.ns;
-    eventually(SYNC, "the cluster IP answering", || tcp_request(ns, &echo, T).is_ok());
+    eventually(SYNC, "the cluster IP answering", || {
+        tcp_request(ns, &echo, T).is_ok()
+    });
     let mut seen = BTreeSet::new();
     for _ in 0..90 {
-        seen.insert(who(&tcp_request(ns, &echo, T).expect("a request to the cluster IP")));
+        seen.insert(who(
+            &tcp_request(ns, &echo, T).expect("a request to the cluster IP")
+        ));
     }
     assert_eq!(
         seen,
@@ -212,16 +231,26 @@ fn cluster_ip_spreads_over_backends_and_session_affinity_pins_a_client() {
     let udp = format!("{}:53", cluster.cluster_ip("echo"));
     let mut seen = BTreeSet::new();
     for _ in 0..40 {
-        seen.insert(who(&udp_request(ns, 0, &udp, T).expect("a UDP request to the cluster IP")));
+        seen.insert(who(
+            &udp_request(ns, 0, &udp, T).expect("a UDP request to the cluster IP")
+        ));
     }
     assert!(seen.len() > 1, "UDP flows should spread too, saw {seen:?}");
 
-    eventually(SYNC, "the sticky Service answering", || tcp_request(ns, &sticky, T).is_ok());
+    eventually(SYNC, "the sticky Service answering", || {
+        tcp_request(ns, &sticky, T).is_ok()
+    });
     let mut seen = BTreeSet::new();
     for _ in 0..30 {
-        seen.insert(who(&tcp_request(ns, &sticky, T).expect("a request to the sticky Service")));
+        seen.insert(who(
+            &tcp_request(ns, &sticky, T).expect("a request to the sticky Service")
+        ));
     }
-    assert_eq!(seen.len(), 1, "ClientIP affinity should pin the client, saw {seen:?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "ClientIP affinity should pin the client, saw {seen:?}"
+    );
     drop(node);
 }
 
@@ -241,27 +270,40 @@ fn no_endpoints_reject_and_a_removed_backend_loses_new_connections_and_udp_flows
     // A Service with no endpoints: refused at once (REJECT), not a timeout.
     cluster.apply(service("empty", json!({"ports": echo_ports()})));
     let empty = format!("{}:80", cluster.cluster_ip("empty"));
-    eventually(SYNC, "the endpoint-less Service refusing connections", || {
-        matches!(tcp_request(ns, &empty, T), Err(e) if e.kind() == ErrorKind::ConnectionRefused)
-    });
+    eventually(
+        SYNC,
+        "the endpoint-less Service refusing connections",
+        || matches!(tcp_request(ns, &empty, T), Err(e) if e.kind() == ErrorKind::ConnectionRefused),
+    );
 
     let all: Vec<(&str, &str)> = bs.iter().map(|(h, _)| (h.ip.as_str(), "node1")).collect();
     cluster.apply(service("echo", json!({"ports": echo_ports()})));
     cluster.apply(slice("echo", &all));
     let tcp = format!("{}:80", cluster.cluster_ip("echo"));
     let udp = format!("{}:53", cluster.cluster_ip("echo"));
-    eventually(SYNC, "the cluster IP answering", || tcp_request(ns, &tcp, T).is_ok());
+    eventually(SYNC, "the cluster IP answering", || {
+        tcp_request(ns, &tcp, T).is_ok()
+    });
 
     // A UDP flow (fixed source port) stays on one backend through conntrack.
     const PORT: u16 = 40053;
     let first = who(&udp_request(ns, PORT, &udp, T).expect("a UDP reply"));
     for _ in 0..5 {
-        assert_eq!(who(&udp_request(ns, PORT, &udp, T).unwrap()), first, "the flow moved by itself");
+        assert_eq!(
+            who(&udp_request(ns, PORT, &udp, T).unwrap()),
+            first,
+            "the flow moved by itself"
+        );
     }
     // Remove that backend from the slice (its server keeps running).
     let rest: Vec<(&str, &str)> = bs
         .iter()
-        .filter(|(h, _)| format!("b{}", h.ip.rsplit('.').next().unwrap().parse::<u8>().unwrap() - 10) != first)
+        .filter(|(h, _)| {
+            format!(
+                "b{}",
+                h.ip.rsplit('.').next().unwrap().parse::<u8>().unwrap() - 10
+            ) != first
+        })
         .map(|(h, _)| (h.ip.as_str(), "node1"))
         .collect();
     assert_eq!(rest.len(), 2);
@@ -269,15 +311,19 @@ fn no_endpoints_reject_and_a_removed_backend_loses_new_connections_and_udp_flows
     eventually(SYNC, "the UDP flow moving off the removed backend", || {
         udp_request(ns, PORT, &udp, T).is_ok_and(|r| who(&r) != first)
     });
-    eventually(SYNC, "new TCP connections avoiding the removed backend", || {
-        (0..20).all(|_| tcp_request(ns, &tcp, T).is_ok_and(|r| who(&r) != first))
-    });
+    eventually(
+        SYNC,
+        "new TCP connections avoiding the removed backend",
+        || (0..20).all(|_| tcp_request(ns, &tcp, T).is_ok_and(|r| who(&r) != first)),
+    );
 
     // The last endpoints go: the Service rejects again.
     cluster.apply(slice("echo", &[]));
-    eventually(SYNC, "the emptied Service refusing connections", || {
-        matches!(tcp_request(ns, &tcp, T), Err(e) if e.kind() == ErrorKind::ConnectionRefused)
-    });
+    eventually(
+        SYNC,
+        "the emptied Service refusing connections",
+        || matches!(tcp_request(ns, &tcp, T), Err(e) if e.kind() == ErrorKind::ConnectionRefused),
+    );
 }
 
 #[test]
@@ -293,7 +339,8 @@ fn node_port_from_another_host_and_external_traffic_policy_local() {
     let client = lab.host("client", 20);
     let bs = backends(&mut lab, 2);
     // Replies to the client go back through node1, as a pod's replies go through its node.
-    bs[0].0
+    bs[0]
+        .0
         .ns
         .sh(&format!("ip route add {}/32 via {}", client.ip, n1.ip));
     let node1 = Node::start(&lab, n1, "node1", &cluster, &[]);
@@ -306,7 +353,10 @@ fn node_port_from_another_host_and_external_traffic_policy_local() {
         json!({"type": "NodePort", "ports": [
             {"name": "tcp", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": np_port}]}),
     ));
-    cluster.apply(slice("np", &[(&bs[0].0.ip, "node1"), (&bs[1].0.ip, "node2")]));
+    cluster.apply(slice(
+        "np",
+        &[(&bs[0].0.ip, "node1"), (&bs[1].0.ip, "node2")],
+    ));
     for node in [&node1, &node2] {
         let to = format!("{}:{np_port}", node.host.ip);
         eventually(SYNC, "the node port answering from the client host", || {
@@ -356,7 +406,10 @@ fn node_port_from_another_host_and_external_traffic_policy_local() {
     assert_eq!(v["service"]["name"], "local", "{body}");
     let head = head.to_lowercase();
     assert!(head.contains("x-content-type-options: nosniff"), "{head}");
-    assert!(head.contains("x-load-balancing-endpoint-weight: 1"), "{head}");
+    assert!(
+        head.contains("x-load-balancing-endpoint-weight: 1"),
+        "{head}"
+    );
     let (status, _, body) = http_get(&client, &format!("{}:{hc_port}", node2.host.ip), "/");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"localEndpoints\":0"), "{body}");
@@ -368,7 +421,11 @@ fn flushed_nat_table_is_repaired(seed: usize, legacy: bool) {
     let cluster = Cluster::start(&lab);
     let node_host = lab.host("node1", 2);
     let bs = backends(&mut lab, 1);
-    let bin = if legacy { "iptables-legacy" } else { "iptables-nft" };
+    let bin = if legacy {
+        "iptables-legacy"
+    } else {
+        "iptables-nft"
+    };
     if legacy {
         // A host that already has legacy rules: the proxy must pick the legacy binaries.
         node_host
@@ -380,16 +437,28 @@ fn flushed_nat_table_is_repaired(seed: usize, legacy: bool) {
     cluster.apply(service("echo", json!({"ports": echo_ports()})));
     cluster.apply(slice("echo", &[(&bs[0].0.ip, "node1")]));
     let tcp = format!("{}:80", cluster.cluster_ip("echo"));
-    eventually(SYNC, "the cluster IP answering", || tcp_request(ns, &tcp, T).is_ok());
+    eventually(SYNC, "the cluster IP answering", || {
+        tcp_request(ns, &tcp, T).is_ok()
+    });
     let saved = ns.sh(&format!("{bin}-save -t nat"));
-    assert!(saved.contains("-A KUBE-SERVICES"), "rules should be in the {bin} tables:\n{saved}");
+    assert!(
+        saved.contains("-A KUBE-SERVICES"),
+        "rules should be in the {bin} tables:\n{saved}"
+    );
 
     ns.sh(&format!("{bin} -t nat -F && {bin} -t nat -X"));
-    assert!(tcp_request(ns, &tcp, T).is_err(), "without rules the cluster IP goes nowhere");
+    assert!(
+        tcp_request(ns, &tcp, T).is_err(),
+        "without rules the cluster IP goes nowhere"
+    );
     eventually(SYNC, "the proxy repairing the flushed nat table", || {
         tcp_request(ns, &tcp, T).is_ok()
     });
-    assert!(node.log().contains("canary"), "the repair should come from the canary:\n{}", node.log());
+    assert!(
+        node.log().contains("canary"),
+        "the repair should come from the canary:\n{}",
+        node.log()
+    );
 
     let (status, _, body) = http_get(&node.host, "127.0.0.1:10256", "/healthz");
     assert_eq!(status, 200, "{body}");

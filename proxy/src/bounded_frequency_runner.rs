@@ -94,7 +94,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn bursts_then_rate_limited_then_coalesced() {
-        let runner = BoundedFrequencyRunner::new(Duration::from_secs(1), Duration::from_secs(60), 2);
+        let runner =
+            BoundedFrequencyRunner::new(Duration::from_secs(1), Duration::from_secs(60), 2);
         let h = runner.handle();
         let runs = Arc::new(AtomicUsize::new(0));
         let r = runs.clone();
@@ -102,7 +103,11 @@ mod tests {
             r.fetch_add(1, Ordering::SeqCst);
         }));
         settle().await;
-        assert_eq!(runs.load(Ordering::SeqCst), 0, "no run before one is asked for");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            0,
+            "no run before one is asked for"
+        );
         h.run();
         settle().await;
         h.run();
@@ -115,16 +120,25 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 2, "out of tokens: waits");
         tokio::time::advance(Duration::from_millis(1100)).await;
         settle().await;
-        assert_eq!(runs.load(Ordering::SeqCst), 3, "five requests coalesce into one run");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "five requests coalesce into one run"
+        );
         tokio::time::advance(Duration::from_secs(5)).await;
         settle().await;
-        assert_eq!(runs.load(Ordering::SeqCst), 3, "nothing asked, max interval not reached");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "nothing asked, max interval not reached"
+        );
         task.abort();
     }
 
     #[tokio::test(start_paused = true)]
     async fn runs_at_least_every_max_interval() {
-        let runner = BoundedFrequencyRunner::new(Duration::from_secs(1), Duration::from_secs(10), 2);
+        let runner =
+            BoundedFrequencyRunner::new(Duration::from_secs(1), Duration::from_secs(10), 2);
         let runs = Arc::new(AtomicUsize::new(0));
         let r = runs.clone();
         let task = tokio::spawn(runner.run_loop(move || {

@@ -301,9 +301,8 @@ impl Config {
         let mode = match args.proxy_mode.clone().or(file.mode.clone()).as_deref() {
             None | Some("") | Some("iptables") => ProxyMode::Iptables,
             Some(other) => {
-                let message = format!(
-                    "proxy mode {other:?} is not supported (supported: \"iptables\")"
-                );
+                let message =
+                    format!("proxy mode {other:?} is not supported (supported: \"iptables\")");
                 return Err(match &args.proxy_mode {
                     Some(_) => ConfigError::Flag {
                         flag: "--proxy-mode",
@@ -408,10 +407,7 @@ impl Config {
             mode,
             cluster_cidrs,
             node_port_addresses,
-            masquerade_all: args
-                .masquerade_all
-                .or(ipt.masquerade_all)
-                .unwrap_or(false),
+            masquerade_all: args.masquerade_all.or(ipt.masquerade_all).unwrap_or(false),
             masquerade_bit: masquerade_bit as u8,
             sync_period,
             min_sync_period,
@@ -523,6 +519,9 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(e.contains("--proxy-mode") && e.contains("not supported"), "{e}");
+        assert!(
+            e.contains("--proxy-mode") && e.contains("not supported"),
+            "{e}"
+        );
     }
 }

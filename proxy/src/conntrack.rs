@@ -100,7 +100,9 @@ pub fn delete(filters: &[ConntrackFilter]) {
                     tracing::warn!(filter = ?f.0, %stderr, "conntrack -D failed");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "running conntrack (is conntrack-tools installed?)"),
+            Err(e) => {
+                tracing::warn!(error = %e, "running conntrack (is conntrack-tools installed?)")
+            }
         }
     }
 }

@@ -285,7 +285,11 @@ mod tests {
             "sorted by address"
         );
         assert!(eps[0].is_local && !eps[1].is_local);
-        assert_eq!(r.new_udp_service_ports.len(), 1, "first endpoints of a UDP port");
+        assert_eq!(
+            r.new_udp_service_ports.len(),
+            1,
+            "first endpoints of a UDP port"
+        );
         assert!(r.stale_endpoints.is_empty());
 
         // The same slice again is no change.

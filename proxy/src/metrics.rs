@@ -144,31 +144,102 @@ impl ProxyMetrics {
             header(out, name, help, "counter");
             let _ = writeln!(out, "{name} {v}");
         };
-        header(&mut out, "kubeproxy_sync_full_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds for full resyncs", "histogram");
+        header(
+            &mut out,
+            "kubeproxy_sync_full_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for full resyncs",
+            "histogram",
+        );
         self.sync_full_proxy_rules_duration
             .render("kubeproxy_sync_full_proxy_rules_duration_seconds", &mut out);
-        header(&mut out, "kubeproxy_sync_partial_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds for partial resyncs", "histogram");
-        self.sync_partial_proxy_rules_duration
-            .render("kubeproxy_sync_partial_proxy_rules_duration_seconds", &mut out);
-        header(&mut out, "kubeproxy_sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds", "histogram");
+        header(
+            &mut out,
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs",
+            "histogram",
+        );
+        self.sync_partial_proxy_rules_duration.render(
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            &mut out,
+        );
+        header(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            "histogram",
+        );
         self.sync_proxy_rules_duration
             .render("kubeproxy_sync_proxy_rules_duration_seconds", &mut out);
-        gauge(&mut out, "kubeproxy_sync_proxy_rules_endpoint_changes_pending", "Pending proxy rules Endpoint changes", self.endpoint_changes_pending.get());
-        counter(&mut out, "kubeproxy_sync_proxy_rules_endpoint_changes_total", "Cumulative proxy rules Endpoint changes", self.endpoint_changes_total.get());
-        counter(&mut out, "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total", "Cumulative proxy iptables partial restore failures", self.iptables_partial_restore_failures.get());
-        counter(&mut out, "kubeproxy_sync_proxy_rules_iptables_restore_failures_total", "Cumulative proxy iptables restore failures", self.iptables_restore_failures.get());
-        header(&mut out, "kubeproxy_sync_proxy_rules_iptables_total", "Total number of iptables rules owned by kube-proxy", "gauge");
+        gauge(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules Endpoint changes",
+            self.endpoint_changes_pending.get(),
+        );
+        counter(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+            "Cumulative proxy rules Endpoint changes",
+            self.endpoint_changes_total.get(),
+        );
+        counter(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total",
+            "Cumulative proxy iptables partial restore failures",
+            self.iptables_partial_restore_failures.get(),
+        );
+        counter(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
+            "Cumulative proxy iptables restore failures",
+            self.iptables_restore_failures.get(),
+        );
+        header(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_iptables_total",
+            "Total number of iptables rules owned by kube-proxy",
+            "gauge",
+        );
         for (table, n) in self.iptables_total.lock().iter() {
-            let _ = writeln!(out, "kubeproxy_sync_proxy_rules_iptables_total{{table=\"{}\"}} {n}", escape(table));
+            let _ = writeln!(
+                out,
+                "kubeproxy_sync_proxy_rules_iptables_total{{table=\"{}\"}} {n}",
+                escape(table)
+            );
         }
-        gauge(&mut out, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", "The last time a sync of proxy rules was queued", self.sync_proxy_rules_last_queued_timestamp.get());
-        gauge(&mut out, "kubeproxy_sync_proxy_rules_last_timestamp_seconds", "The last time proxy rules were successfully synced", self.sync_proxy_rules_last_timestamp.get());
-        header(&mut out, "kubeproxy_sync_proxy_rules_no_local_endpoints_total", "Number of services with a Local traffic policy and no endpoints", "gauge");
+        gauge(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+            self.sync_proxy_rules_last_queued_timestamp.get(),
+        );
+        gauge(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            self.sync_proxy_rules_last_timestamp.get(),
+        );
+        header(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints",
+            "gauge",
+        );
         let (internal, external) = *self.no_local_endpoints.lock();
         let _ = writeln!(out, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{{traffic_policy=\"external\"}} {external}");
         let _ = writeln!(out, "kubeproxy_sync_proxy_rules_no_local_endpoints_total{{traffic_policy=\"internal\"}} {internal}");
-        gauge(&mut out, "kubeproxy_sync_proxy_rules_service_changes_pending", "Pending proxy rules Service changes", self.service_changes_pending.get());
-        counter(&mut out, "kubeproxy_sync_proxy_rules_service_changes_total", "Cumulative proxy rules Service changes", self.service_changes_total.get());
+        gauge(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+            self.service_changes_pending.get(),
+        );
+        counter(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_service_changes_total",
+            "Cumulative proxy rules Service changes",
+            self.service_changes_total.get(),
+        );
         out
     }
 }
@@ -203,7 +274,10 @@ mod tests {
             .observe(std::time::Duration::from_millis(3));
         *m.iptables_total.lock() = vec![("filter".into(), 4), ("nat".into(), 10)];
         let text = m.render();
-        assert!(text.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\"} 1"), "{text}");
+        assert!(
+            text.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("kubeproxy_sync_proxy_rules_iptables_total{table=\"nat\"} 10"));
         assert!(text.contains("# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge"));
     }

@@ -94,8 +94,14 @@ impl ProxierHealth {
         let h1 = self.clone();
         let h2 = self;
         let app = axum::Router::new()
-            .route("/healthz", axum::routing::get(move || async move { h1.respond() }))
-            .route("/livez", axum::routing::get(move || async move { h2.respond() }));
+            .route(
+                "/healthz",
+                axum::routing::get(move || async move { h1.respond() }),
+            )
+            .route(
+                "/livez",
+                axum::routing::get(move || async move { h2.respond() }),
+            );
         let listener = tokio::net::TcpListener::bind(addr).await?;
         axum::serve(listener, app).await
     }

@@ -305,8 +305,9 @@ pub async fn watch_endpoint_slices(
     health: ProxierHealth,
 ) {
     // Upstream only watches slices that belong to a Service and are not headless.
-    let cfg = watcher::Config::default()
-        .labels(&format!("{LABEL_SERVICE_NAME},!service.kubernetes.io/headless"));
+    let cfg = watcher::Config::default().labels(&format!(
+        "{LABEL_SERVICE_NAME},!service.kubernetes.io/headless"
+    ));
     let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
     let mut listed: Option<BTreeSet<(NamespacedName, String)>> = None;
     while let Some(ev) = stream.next().await {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 
-use crate::service_port::{service_ports, NamespacedName, Protocol, ServicePortInfo, ServicePortName};
+use crate::service_port::{
+    service_ports, NamespacedName, Protocol, ServicePortInfo, ServicePortName,
+};
 
 /// Every proxied Service port, as applied by the last sync.
 pub type ServicePortMap = BTreeMap<ServicePortName, Arc<ServicePortInfo>>;
@@ -126,7 +128,11 @@ mod tests {
     fn pending_then_applied() {
         let mut t = ServiceChangeTracker::default();
         let mut map = ServicePortMap::new();
-        let a = svc("a", "10.0.0.1", serde_json::json!([{"name": "dns", "port": 53, "protocol": "UDP"}]));
+        let a = svc(
+            "a",
+            "10.0.0.1",
+            serde_json::json!([{"name": "dns", "port": 53, "protocol": "UDP"}]),
+        );
         assert!(t.update(&a));
         assert!(!t.update(&a), "the same object twice is one change");
         assert!(map.is_empty(), "handlers only record");
@@ -137,7 +143,11 @@ mod tests {
         // The same Service again: nothing pending.
         assert!(!t.update(&a));
         // Modified then back before a sync: nothing to do.
-        let b = svc("a", "10.0.0.1", serde_json::json!([{"name": "dns", "port": 54, "protocol": "UDP"}]));
+        let b = svc(
+            "a",
+            "10.0.0.1",
+            serde_json::json!([{"name": "dns", "port": 54, "protocol": "UDP"}]),
+        );
         assert!(t.update(&b));
         assert!(t.update(&a));
         assert_eq!(t.pending(), 0);

@@ -95,7 +95,11 @@ impl Drop for ServiceHealthServer {
     }
 }
 
-fn respond(svc: &NamespacedName, counts: &Shared, health: &ProxierHealth) -> axum::response::Response {
+fn respond(
+    svc: &NamespacedName,
+    counts: &Shared,
+    health: &ProxierHealth,
+) -> axum::response::Response {
     let n = counts
         .lock()
         .get(svc)

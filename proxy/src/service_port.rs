@@ -164,14 +164,15 @@ pub fn service_ports(svc: &Service) -> Vec<(ServicePortName, ServicePortInfo)> {
         .filter_map(|s| Cidr::parse(s))
         .filter(|c| c.addr.is_ipv4())
         .collect();
-    let session_affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-        spec.session_affinity_config
-            .as_ref()
-            .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds)
-            .map(|t| t.max(0) as u32)
-            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
-    });
+    let session_affinity_timeout =
+        (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .map(|t| t.max(0) as u32)
+                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+        });
     let etp_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let itp_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let hc = spec.health_check_node_port.unwrap_or(0).clamp(0, 65535) as u16;
@@ -232,7 +233,10 @@ mod tests {
         assert_eq!(n.to_string(), "ns1/svc1:p80");
         assert_eq!(i.protocol, Protocol::Tcp);
         assert_eq!(i.external_ips, vec!["1.2.3.4".parse::<IpAddr>().unwrap()]);
-        assert_eq!(i.load_balancer_ips, vec!["5.6.7.8".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            i.load_balancer_ips,
+            vec!["5.6.7.8".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(i.session_affinity_timeout, Some(DEFAULT_AFFINITY_TIMEOUT));
         assert!(i.external_policy_local);
         assert_eq!(i.health_check_node_port, 30000);
@@ -242,14 +246,20 @@ mod tests {
 
     #[test]
     fn headless_and_external_name_are_not_proxied() {
-        let s = svc(serde_json::json!({"metadata": {"namespace": "a", "name": "b"},
-            "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}));
+        let s = svc(
+            serde_json::json!({"metadata": {"namespace": "a", "name": "b"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}),
+        );
         assert!(service_ports(&s).is_empty());
-        let s = svc(serde_json::json!({"metadata": {"namespace": "a", "name": "b"},
-            "spec": {"type": "ExternalName", "externalName": "x.example"}}));
+        let s = svc(
+            serde_json::json!({"metadata": {"namespace": "a", "name": "b"},
+            "spec": {"type": "ExternalName", "externalName": "x.example"}}),
+        );
         assert!(service_ports(&s).is_empty());
-        let s = svc(serde_json::json!({"metadata": {"namespace": "a", "name": "b"},
-            "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}}));
+        let s = svc(
+            serde_json::json!({"metadata": {"namespace": "a", "name": "b"},
+            "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}}),
+        );
         let p = service_ports(&s);
         assert_eq!(p[0].0.to_string(), "a/b");
         assert!(!p[0].1.external_policy_local);

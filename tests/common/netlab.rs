@@ -139,9 +139,20 @@ impl Lab {
         bridge.sh("ip link add br0 type bridge && ip link set br0 up");
         let uplink = format!("{tag}u");
         let _ = ip(&["link", "del", &uplink]);
-        ip_ok(&["link", "add", &uplink, "type", "veth", "peer", "name", &format!("{tag}v")]);
+        ip_ok(&[
+            "link",
+            "add",
+            &uplink,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{tag}v"),
+        ]);
         ip_ok(&["link", "set", &format!("{tag}v"), "netns", &bridge.name]);
-        bridge.sh(&format!("ip link set {tag}v master br0 && ip link set {tag}v up"));
+        bridge.sh(&format!(
+            "ip link set {tag}v master br0 && ip link set {tag}v up"
+        ));
         let uplink_ip = format!("{prefix}1");
         ip_ok(&["addr", "add", &format!("{uplink_ip}/24"), "dev", &uplink]);
         ip_ok(&["link", "set", &uplink, "up"]);

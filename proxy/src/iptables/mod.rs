@@ -216,7 +216,9 @@ impl<I: Iptables> IptablesProxier<I> {
         // Leftovers from earlier runs or deleted Services.
         let existing = self.ipt.save("nat")?;
         for line in existing.lines() {
-            let Some(name) = line.strip_prefix(':').and_then(|l| l.split_whitespace().next())
+            let Some(name) = line
+                .strip_prefix(':')
+                .and_then(|l| l.split_whitespace().next())
             else {
                 continue;
             };
@@ -245,8 +247,16 @@ impl<I: Iptables> IptablesProxier<I> {
             let mut new: BTreeMap<ServicePortName, ServicePortRules> = BTreeMap::new();
             for p in new_ports {
                 let info = &req.state.services[&p];
-                let eps = req.state.endpoints.get(&p).map(Vec::as_slice).unwrap_or(&[]);
-                new.insert(p.clone(), rules::render_service_port(&self.ctx, &p, info, eps));
+                let eps = req
+                    .state
+                    .endpoints
+                    .get(&p)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                new.insert(
+                    p.clone(),
+                    rules::render_service_port(&self.ctx, &p, info, eps),
+                );
             }
             // Owned chains: write the ones that differ, delete the ones gone.
             let old_chains: HashMap<&str, &Vec<String>> = old
@@ -366,7 +376,12 @@ fn render_all(
         .services
         .iter()
         .map(|(spn, info)| {
-            let eps = req.state.endpoints.get(spn).map(Vec::as_slice).unwrap_or(&[]);
+            let eps = req
+                .state
+                .endpoints
+                .get(spn)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             (spn.clone(), rules::render_service_port(ctx, spn, info, eps))
         })
         .collect()
@@ -432,7 +447,9 @@ impl<I: Iptables> Proxier for IptablesProxier<I> {
         for table in ["nat", "filter"] {
             let saved = self.ipt.save(table)?;
             for line in saved.lines() {
-                let Some(name) = line.strip_prefix(':').and_then(|l| l.split_whitespace().next())
+                let Some(name) = line
+                    .strip_prefix(':')
+                    .and_then(|l| l.split_whitespace().next())
                 else {
                     continue;
                 };

@@ -110,8 +110,7 @@ pub fn render_service_port(
         && !svc.load_balancer_source_ranges.is_empty();
     let lb_chain = if uses_fw_chain { &fw_chain } else { &ext_chain };
 
-    let (internal_target, internal_comment, external_target, external_comment) = if !has_endpoints
-    {
+    let (internal_target, internal_comment, external_target, external_comment) = if !has_endpoints {
         let c = quoted(&format!("{name} has no endpoints"));
         ("REJECT", c.clone(), "REJECT", c)
     } else {
@@ -225,7 +224,9 @@ pub fn render_service_port(
         if !svc.external_policy_local {
             c.rules.push(format!(
                 "-A {ext_chain} -m comment --comment {} -j {KUBE_MARK_MASQ}",
-                quoted(&format!("masquerade traffic for {name} external destinations"))
+                quoted(&format!(
+                    "masquerade traffic for {name} external destinations"
+                ))
             ));
         } else {
             if let Some(cidr) = ctx.cluster_cidr {
@@ -315,10 +316,7 @@ pub fn render_service_port(
         if svc.session_affinity_timeout.is_some() {
             let _ = write!(dnat, " -m recent --name {sep} --set");
         }
-        let _ = write!(
-            dnat,
-            " -m {proto} -p {proto} -j DNAT --to-destination {ep}"
-        );
+        let _ = write!(dnat, " -m {proto} -p {proto} -j DNAT --to-destination {ep}");
         c.rules.push(dnat);
         chains.push(c);
     }
@@ -366,7 +364,8 @@ fn write_service_to_endpoint_rules(
 
 /// The last rule of nat KUBE-SERVICES: node ports, on every local address or on the chosen ones.
 pub fn nodeports_jump(ctx: &RenderContext) -> Vec<String> {
-    let comment = quoted("kubernetes service nodeports; NOTE: this must be the last rule in this chain");
+    let comment =
+        quoted("kubernetes service nodeports; NOTE: this must be the last rule in this chain");
     match &ctx.node_port_ips {
         None => vec![format!(
             "-A {KUBE_SERVICES} -m comment --comment {comment} -m addrtype --dst-type LOCAL -j {KUBE_NODEPORTS}"
@@ -420,27 +419,109 @@ pub fn static_rules(ctx: &RenderContext) -> Vec<(&'static str, &'static str, Vec
 /// The jumps from the built-in chains into ours: (table, built-in chain, our chain, extra match
 /// arguments, comment). Installed with `iptables -I` (not restore: that would flush the built-in
 /// chains others use).
-pub fn jump_rules() -> Vec<(&'static str, &'static str, &'static str, &'static [&'static str], &'static str)>
-{
+pub fn jump_rules() -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+)> {
     const NEW: &[&str] = &["-m", "conntrack", "--ctstate", "NEW"];
     vec![
-        ("filter", "INPUT", KUBE_PROXY_FIREWALL, NEW, "kubernetes load balancer firewall"),
-        ("filter", "OUTPUT", KUBE_PROXY_FIREWALL, NEW, "kubernetes load balancer firewall"),
-        ("filter", "FORWARD", KUBE_PROXY_FIREWALL, NEW, "kubernetes load balancer firewall"),
-        ("filter", "INPUT", KUBE_NODEPORTS, &[], "kubernetes health check service ports"),
-        ("filter", "INPUT", KUBE_EXTERNAL_SERVICES, NEW, "kubernetes externally-visible service portals"),
-        ("filter", "FORWARD", KUBE_EXTERNAL_SERVICES, NEW, "kubernetes externally-visible service portals"),
-        ("filter", "FORWARD", KUBE_FORWARD, &[], "kubernetes forwarding rules"),
-        ("filter", "OUTPUT", KUBE_SERVICES, NEW, "kubernetes service portals"),
-        ("filter", "FORWARD", KUBE_SERVICES, NEW, "kubernetes service portals"),
-        ("nat", "OUTPUT", KUBE_SERVICES, &[], "kubernetes service portals"),
-        ("nat", "PREROUTING", KUBE_SERVICES, &[], "kubernetes service portals"),
-        ("nat", "POSTROUTING", KUBE_POSTROUTING, &[], "kubernetes postrouting rules"),
+        (
+            "filter",
+            "INPUT",
+            KUBE_PROXY_FIREWALL,
+            NEW,
+            "kubernetes load balancer firewall",
+        ),
+        (
+            "filter",
+            "OUTPUT",
+            KUBE_PROXY_FIREWALL,
+            NEW,
+            "kubernetes load balancer firewall",
+        ),
+        (
+            "filter",
+            "FORWARD",
+            KUBE_PROXY_FIREWALL,
+            NEW,
+            "kubernetes load balancer firewall",
+        ),
+        (
+            "filter",
+            "INPUT",
+            KUBE_NODEPORTS,
+            &[],
+            "kubernetes health check service ports",
+        ),
+        (
+            "filter",
+            "INPUT",
+            KUBE_EXTERNAL_SERVICES,
+            NEW,
+            "kubernetes externally-visible service portals",
+        ),
+        (
+            "filter",
+            "FORWARD",
+            KUBE_EXTERNAL_SERVICES,
+            NEW,
+            "kubernetes externally-visible service portals",
+        ),
+        (
+            "filter",
+            "FORWARD",
+            KUBE_FORWARD,
+            &[],
+            "kubernetes forwarding rules",
+        ),
+        (
+            "filter",
+            "OUTPUT",
+            KUBE_SERVICES,
+            NEW,
+            "kubernetes service portals",
+        ),
+        (
+            "filter",
+            "FORWARD",
+            KUBE_SERVICES,
+            NEW,
+            "kubernetes service portals",
+        ),
+        (
+            "nat",
+            "OUTPUT",
+            KUBE_SERVICES,
+            &[],
+            "kubernetes service portals",
+        ),
+        (
+            "nat",
+            "PREROUTING",
+            KUBE_SERVICES,
+            &[],
+            "kubernetes service portals",
+        ),
+        (
+            "nat",
+            "POSTROUTING",
+            KUBE_POSTROUTING,
+            &[],
+            "kubernetes postrouting rules",
+        ),
     ]
 }
 
 /// The top-level chains of each table, in upstream's declaration order.
-pub const NAT_CHAINS: &[&str] = &[KUBE_NODEPORTS, KUBE_SERVICES, KUBE_MARK_MASQ, KUBE_POSTROUTING];
+pub const NAT_CHAINS: &[&str] = &[
+    KUBE_NODEPORTS,
+    KUBE_SERVICES,
+    KUBE_MARK_MASQ,
+    KUBE_POSTROUTING,
+];
 pub const FILTER_CHAINS: &[&str] = &[
     KUBE_NODEPORTS,
     KUBE_SERVICES,

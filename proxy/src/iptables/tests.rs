@@ -120,7 +120,12 @@ fn overall() -> Harness {
         }
         json!([p])
     };
-    h.service(svc("ns1", "svc1", json!({"clusterIP": "172.30.0.41", "ports": p80(None)}), json!({})));
+    h.service(svc(
+        "ns1",
+        "svc1",
+        json!({"clusterIP": "172.30.0.41", "ports": p80(None)}),
+        json!({}),
+    ));
     h.service(svc(
         "ns2",
         "svc2",
@@ -128,9 +133,19 @@ fn overall() -> Harness {
                "ports": p80(Some(3001)), "externalIPs": ["192.168.99.22"], "healthCheckNodePort": 30000}),
         json!({"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}),
     ));
-    h.service(svc("ns3", "svc3", json!({"type": "NodePort", "clusterIP": "172.30.0.43", "ports": p80(Some(3003))}), json!({})));
-    h.service(svc("ns4", "svc4", json!({"type": "NodePort", "clusterIP": "172.30.0.44",
-        "externalIPs": ["192.168.99.33"], "ports": p80(None)}), json!({})));
+    h.service(svc(
+        "ns3",
+        "svc3",
+        json!({"type": "NodePort", "clusterIP": "172.30.0.43", "ports": p80(Some(3003))}),
+        json!({}),
+    ));
+    h.service(svc(
+        "ns4",
+        "svc4",
+        json!({"type": "NodePort", "clusterIP": "172.30.0.44",
+        "externalIPs": ["192.168.99.33"], "ports": p80(None)}),
+        json!({}),
+    ));
     h.service(svc(
         "ns5",
         "svc5",
@@ -140,7 +155,12 @@ fn overall() -> Harness {
                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 10800}}}),
         json!({"loadBalancer": {"ingress": [{"ip": "5.6.7.8"}]}}),
     ));
-    h.service(svc("ns6", "svc6", json!({"type": "ClusterIP", "clusterIP": "172.30.0.46", "ports": p80(None)}), json!({})));
+    h.service(svc(
+        "ns6",
+        "svc6",
+        json!({"type": "ClusterIP", "clusterIP": "172.30.0.46", "ports": p80(None)}),
+        json!({}),
+    ));
     h.slice(slice("ns1", "svc1", "svc1-1", &[ready("10.180.0.1")]));
     h.slice(slice("ns2", "svc2", "svc2-1", &[ready("10.180.0.2")]));
     h.slice(slice("ns3", "svc3", "svc3-1", &[ready("10.180.0.3")]));
@@ -148,7 +168,10 @@ fn overall() -> Harness {
         "ns4",
         "svc4",
         "svc4-1",
-        &[ready("10.180.0.4"), ("10.180.0.5", Some(NODE), true, true, false)],
+        &[
+            ready("10.180.0.4"),
+            ("10.180.0.5", Some(NODE), true, true, false),
+        ],
     ));
     h.slice(slice("ns5", "svc5", "svc5-1", &[ready("10.180.0.3")]));
     h
@@ -256,7 +279,12 @@ fn overall_rules_match_upstream() {
     if got != OVERALL {
         let want: Vec<&str> = OVERALL.lines().collect();
         for (i, l) in got.lines().enumerate() {
-            assert_eq!(Some(&l), want.get(i), "line {} differs; whole output:\n{got}", i + 1);
+            assert_eq!(
+                Some(&l),
+                want.get(i),
+                "line {} differs; whole output:\n{got}",
+                i + 1
+            );
         }
         panic!("output shorter than expected:\n{got}");
     }
@@ -287,7 +315,12 @@ fn feature_table() {
         for (k, v) in extra.as_object().unwrap() {
             spec[k] = v.clone();
         }
-        svc("ns1", "svc1", spec, json!({"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}))
+        svc(
+            "ns1",
+            "svc1",
+            spec,
+            json!({"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}),
+        )
     };
     let cases = vec![
         Case {
@@ -306,7 +339,12 @@ fn feature_table() {
         Case {
             name: "only terminating endpoints that still serve are used",
             ctx: ctx(),
-            service: svc("ns1", "svc1", json!({"clusterIP": "172.30.0.41", "ports": [{"name": "p80", "port": 80}]}), json!({})),
+            service: svc(
+                "ns1",
+                "svc1",
+                json!({"clusterIP": "172.30.0.41", "ports": [{"name": "p80", "port": 80}]}),
+                json!({}),
+            ),
             endpoints: vec![
                 ("10.0.1.1", None, false, true, true),
                 ("10.0.1.2", None, false, false, true),
@@ -317,7 +355,12 @@ fn feature_table() {
         Case {
             name: "ready endpoints win over terminating ones",
             ctx: ctx(),
-            service: svc("ns1", "svc1", json!({"clusterIP": "172.30.0.41", "ports": [{"name": "p80", "port": 80}]}), json!({})),
+            service: svc(
+                "ns1",
+                "svc1",
+                json!({"clusterIP": "172.30.0.41", "ports": [{"name": "p80", "port": 80}]}),
+                json!({}),
+            ),
             endpoints: vec![
                 ("10.0.1.1", None, false, true, true),
                 ("10.0.1.2", None, true, true, false),
@@ -328,9 +371,17 @@ fn feature_table() {
         Case {
             name: "internal traffic policy Local with a local endpoint",
             ctx: ctx(),
-            service: svc("ns1", "svc1", json!({"clusterIP": "172.30.0.41", "internalTrafficPolicy": "Local",
-                "ports": [{"name": "p80", "port": 80}]}), json!({})),
-            endpoints: vec![("10.0.1.1", Some(NODE), true, true, false), ("10.0.1.2", None, true, true, false)],
+            service: svc(
+                "ns1",
+                "svc1",
+                json!({"clusterIP": "172.30.0.41", "internalTrafficPolicy": "Local",
+                "ports": [{"name": "p80", "port": 80}]}),
+                json!({}),
+            ),
+            endpoints: vec![
+                ("10.0.1.1", Some(NODE), true, true, false),
+                ("10.0.1.2", None, true, true, false),
+            ],
             want: &[
                 r#"-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVL-XPGD46QRK7WJZT7O"#,
                 r#"-A KUBE-SVL-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.0.1.1:80" -j KUBE-SEP-"#,
@@ -340,17 +391,27 @@ fn feature_table() {
         Case {
             name: "internal traffic policy Local without a local endpoint drops",
             ctx: ctx(),
-            service: svc("ns1", "svc1", json!({"clusterIP": "172.30.0.41", "internalTrafficPolicy": "Local",
-                "ports": [{"name": "p80", "port": 80}]}), json!({})),
+            service: svc(
+                "ns1",
+                "svc1",
+                json!({"clusterIP": "172.30.0.41", "internalTrafficPolicy": "Local",
+                "ports": [{"name": "p80", "port": 80}]}),
+                json!({}),
+            ),
             endpoints: vec![("10.0.1.2", None, true, true, false)],
-            want: &[r#"-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 has no local endpoints" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j DROP"#],
+            want: &[
+                r#"-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 has no local endpoints" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j DROP"#,
+            ],
             not: &["KUBE-SEP-", "REJECT"],
         },
         Case {
             name: "external traffic policy Local with a local endpoint",
             ctx: ctx(),
             service: lb(json!({"externalTrafficPolicy": "Local"})),
-            endpoints: vec![("10.0.1.1", Some(NODE), true, true, false), ("10.0.1.2", None, true, true, false)],
+            endpoints: vec![
+                ("10.0.1.1", Some(NODE), true, true, false),
+                ("10.0.1.2", None, true, true, false),
+            ],
             want: &[
                 "-A KUBE-EXT-XPGD46QRK7WJZT7O -j KUBE-SVL-XPGD46QRK7WJZT7O",
                 r#"-A KUBE-SVL-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.0.1.1:80" -j KUBE-SEP-"#,
@@ -360,27 +421,63 @@ fn feature_table() {
         },
         Case {
             name: "masquerade all",
-            ctx: RenderContext { masquerade_all: true, ..RenderContext::default() },
-            service: svc("ns1", "svc1", json!({"clusterIP": "172.30.0.41", "ports": [{"name": "p80", "port": 80}]}), json!({})),
+            ctx: RenderContext {
+                masquerade_all: true,
+                ..RenderContext::default()
+            },
+            service: svc(
+                "ns1",
+                "svc1",
+                json!({"clusterIP": "172.30.0.41", "ports": [{"name": "p80", "port": 80}]}),
+                json!({}),
+            ),
             endpoints: vec![("10.0.1.1", None, true, true, false)],
-            want: &[r#"-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-MARK-MASQ"#],
+            want: &[
+                r#"-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-MARK-MASQ"#,
+            ],
             not: &["! -s"],
         },
         Case {
             name: "node ports on chosen addresses only",
-            ctx: RenderContext { node_port_ips: Some(vec!["192.168.0.2".parse().unwrap()]), ..ctx() },
+            ctx: RenderContext {
+                node_port_ips: Some(vec!["192.168.0.2".parse().unwrap()]),
+                ..ctx()
+            },
             service: lb(json!({})),
             endpoints: vec![("10.0.1.1", None, true, true, false)],
-            want: &[r#"-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -d 192.168.0.2 -j KUBE-NODEPORTS"#],
+            want: &[
+                r#"-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -d 192.168.0.2 -j KUBE-NODEPORTS"#,
+            ],
             not: &["--dst-type LOCAL -j KUBE-NODEPORTS"],
         },
         Case {
             name: "UDP and SCTP ports",
             ctx: ctx(),
-            service: svc("ns1", "svc1", json!({"clusterIP": "172.30.0.41", "ports": [
-                {"name": "p80", "port": 80, "protocol": "UDP"}]}), json!({})),
+            service: svc(
+                "ns1",
+                "svc1",
+                json!({"clusterIP": "172.30.0.41", "ports": [
+                {"name": "p80", "port": 80, "protocol": "UDP"}]}),
+                json!({}),
+            ),
             endpoints: vec![],
-            want: &[r#"-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 has no endpoints" -m udp -p udp -d 172.30.0.41 --dport 80 -j REJECT"#],
+            want: &[
+                r#"-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 has no endpoints" -m udp -p udp -d 172.30.0.41 --dport 80 -j REJECT"#,
+            ],
+            not: &[],
+        },
+        Case {
+            name: "SCTP port",
+            ctx: ctx(),
+            service: svc(
+                "ns1",
+                "svc1",
+                json!({"clusterIP": "172.30.0.41", "ports": [
+                {"name": "p80", "port": 80, "protocol": "SCTP"}]}),
+                json!({}),
+            ),
+            endpoints: vec![],
+            want: &[r#"-m sctp -p sctp -d 172.30.0.41 --dport 80 -j REJECT"#],
             not: &[],
         },
     ];
@@ -389,11 +486,7 @@ fn feature_table() {
         h.service(c.service);
         if !c.endpoints.is_empty() {
             // The slice's port has the Service port's protocol.
-            let mut s = slice("ns1", "svc1", "svc1-1", &c.endpoints);
-            let proto = h.services.known().len(); // keep the borrow checker happy below
-            let _ = proto;
-            s["ports"][0]["protocol"] = json!("TCP");
-            h.slice(s);
+            h.slice(slice("ns1", "svc1", "svc1-1", &c.endpoints));
         }
         let got = h.sync(true);
         for w in c.want {
@@ -423,23 +516,52 @@ fn one_endpoint_change_rewrites_only_that_service() {
     assert_eq!(h.sync(false), "");
 
     // ns1/svc1 gets a second endpoint.
-    h.slice(slice("ns1", "svc1", "svc1-1", &[ready("10.180.0.1"), ready("10.180.0.9")]));
+    h.slice(slice(
+        "ns1",
+        "svc1",
+        "svc1-1",
+        &[ready("10.180.0.1"), ready("10.180.0.9")],
+    ));
     let delta = h.sync(false);
     let chains = chains_in(&delta);
-    assert!(!delta.contains("*filter"), "the filter table is untouched:\n{delta}");
+    assert!(
+        !delta.contains("*filter"),
+        "the filter table is untouched:\n{delta}"
+    );
     assert!(chains.contains("KUBE-SVC-XPGD46QRK7WJZT7O"), "{delta}");
-    assert_eq!(chains.len(), 2, "the SVC chain and the new SEP chain only:\n{delta}");
-    assert!(!chains.contains("KUBE-SEP-SXIVWICOYRO3J4NJ"), "the unchanged SEP is not rewritten");
-    assert!(!delta.contains("KUBE-SERVICES"), "KUBE-SERVICES is untouched:\n{delta}");
-    for other in ["GNZBNJ2PO5MGZ6GT", "X27LE4BHSL4DOUIK", "4SW47YFZTEDKD3PK", "NUKIZ6OKUXPJNT4C"] {
-        assert!(!delta.contains(other), "another Service's chain {other} was written:\n{delta}");
+    assert_eq!(
+        chains.len(),
+        2,
+        "the SVC chain and the new SEP chain only:\n{delta}"
+    );
+    assert!(
+        !chains.contains("KUBE-SEP-SXIVWICOYRO3J4NJ"),
+        "the unchanged SEP is not rewritten"
+    );
+    assert!(
+        !delta.contains("KUBE-SERVICES"),
+        "KUBE-SERVICES is untouched:\n{delta}"
+    );
+    for other in [
+        "GNZBNJ2PO5MGZ6GT",
+        "X27LE4BHSL4DOUIK",
+        "4SW47YFZTEDKD3PK",
+        "NUKIZ6OKUXPJNT4C",
+    ] {
+        assert!(
+            !delta.contains(other),
+            "another Service's chain {other} was written:\n{delta}"
+        );
     }
 
     // The endpoint goes again: its chain is deleted after the SVC chain is rewritten.
     h.slice(slice("ns1", "svc1", "svc1-1", &[ready("10.180.0.1")]));
     let delta = h.sync(false);
     let lines: Vec<&str> = delta.lines().collect();
-    let x = lines.iter().position(|l| l.starts_with("-X KUBE-SEP-")).expect("a deleted SEP chain");
+    let x = lines
+        .iter()
+        .position(|l| l.starts_with("-X KUBE-SEP-"))
+        .expect("a deleted SEP chain");
     let a = lines.iter().rposition(|l| l.starts_with("-A ")).unwrap();
     assert!(x > a, "deletions come after the rules:\n{delta}");
     assert_eq!(chains_in(&delta).len(), 2);
@@ -447,11 +569,16 @@ fn one_endpoint_change_rewrites_only_that_service() {
     // The last endpoint goes: the cluster IP now rejects (both tables' KUBE-SERVICES change).
     h.slice(slice("ns1", "svc1", "svc1-1", &[]));
     let delta = h.sync(false);
-    assert!(delta.contains(r#""ns1/svc1:p80 has no endpoints""#), "{delta}");
+    assert!(
+        delta.contains(r#""ns1/svc1:p80 has no endpoints""#),
+        "{delta}"
+    );
     assert!(delta.contains("-X KUBE-SVC-XPGD46QRK7WJZT7O"), "{delta}");
     assert!(delta.contains("-X KUBE-SEP-SXIVWICOYRO3J4NJ"), "{delta}");
     assert!(
-        !chains_in(&delta).iter().any(|c| c.contains("X27LE4BHSL4DOUIK")),
+        !chains_in(&delta)
+            .iter()
+            .any(|c| c.contains("X27LE4BHSL4DOUIK")),
         "{delta}"
     );
 
@@ -479,14 +606,25 @@ fn failed_restore_forces_a_full_sync_and_full_sync_removes_leftovers() {
     h.slice(slice("ns1", "svc1", "svc1-1", &[ready("10.180.0.7")]));
     let a = h.services.apply(&mut h.state.services);
     let b = h.endpoints.apply(&mut h.state.endpoints);
-    let changed: BTreeSet<_> = a.updated_services.into_iter().chain(b.updated_services).collect();
+    let changed: BTreeSet<_> = a
+        .updated_services
+        .into_iter()
+        .chain(b.updated_services)
+        .collect();
     assert!(h
         .proxier
-        .sync(SyncRequest { state: &h.state, changed: &changed, full: false })
+        .sync(SyncRequest {
+            state: &h.state,
+            changed: &changed,
+            full: false
+        })
         .is_err());
     // The next sync is full although nobody asked for it.
     let next = h.sync(false);
-    assert!(next.contains("*filter") && next.contains("KUBE-SVC-X27LE4BHSL4DOUIK - [0:0]"), "{next}");
+    assert!(
+        next.contains("*filter") && next.contains("KUBE-SVC-X27LE4BHSL4DOUIK - [0:0]"),
+        "{next}"
+    );
     assert!(next.contains("-X KUBE-SEP-LEFTOVER0000000"), "{next}");
     assert!(next.contains("10.180.0.7:80"));
 }
@@ -508,6 +646,9 @@ fn cleanup_removes_everything() {
     let s = h.fake.state.lock();
     assert!(s.rules.is_empty(), "jumps left: {:?}", s.rules);
     for (t, chains) in &s.chains {
-        assert!(chains.iter().all(|c| !c.starts_with("KUBE-")), "{t}: {chains:?}");
+        assert!(
+            chains.iter().all(|c| !c.starts_with("KUBE-")),
+            "{t}: {chains:?}"
+        );
     }
 }
