@@ -67,9 +67,10 @@ pub trait Proxier: Send {
     fn mode(&self) -> &'static str;
     /// Programs the kernel for `req.state`.
     fn sync(&mut self, req: SyncRequest<'_>) -> Result<SyncReport, ProxyError>;
-    /// Whether the kernel state was lost behind our back (someone flushed the tables); the
-    /// caller then forces a full sync. Checked every sync period, not on every sync.
-    fn kernel_state_lost(&mut self) -> bool;
+    /// A check, runnable on another thread, of whether the kernel state was lost behind our
+    /// back (someone flushed the tables); the caller then forces a full sync. Run every sync
+    /// period off the sync path, as upstream's canary monitor.
+    fn kernel_state_probe(&self) -> Box<dyn FnMut() -> bool + Send>;
     /// Removes everything the backend ever installed.
     fn cleanup(&mut self) -> Result<(), ProxyError>;
 }

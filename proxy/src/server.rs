@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -53,12 +54,12 @@ pub struct SyncDriver {
     proxier: Box<dyn Proxier>,
     health: ProxierHealth,
     service_health: Option<ServiceHealthServer>,
-    sync_period: Duration,
     /// Changes of a failed sync, retried with the next one.
     carry: BTreeSet<NamespacedName>,
     force_full: bool,
+    /// Set by the canary monitor when the kernel state was lost.
+    state_lost: Arc<AtomicBool>,
     last_full: Option<Instant>,
-    last_canary_check: Instant,
 }
 
 impl SyncDriver {
@@ -67,7 +68,7 @@ impl SyncDriver {
         proxier: Box<dyn Proxier>,
         health: ProxierHealth,
         service_health: Option<ServiceHealthServer>,
-        sync_period: Duration,
+        state_lost: Arc<AtomicBool>,
     ) -> Self {
         SyncDriver {
             trackers,
@@ -75,11 +76,10 @@ impl SyncDriver {
             proxier,
             health,
             service_health,
-            sync_period,
             carry: BTreeSet::new(),
             force_full: true,
+            state_lost,
             last_full: None,
-            last_canary_check: Instant::now(),
         }
     }
 
@@ -99,12 +99,8 @@ impl SyncDriver {
         let m = metrics();
         m.service_changes_pending.set(0.0);
         m.endpoint_changes_pending.set(0.0);
-        if self.last_canary_check.elapsed() >= self.sync_period {
-            self.last_canary_check = Instant::now();
-            if self.proxier.kernel_state_lost() {
-                tracing::warn!("canary chain missing: a table was flushed; full resync");
-                self.force_full = true;
-            }
+        if self.state_lost.swap(false, Ordering::Relaxed) {
+            self.force_full = true;
         }
         if self
             .last_full
@@ -350,6 +346,29 @@ pub async fn watch_endpoint_slices(
     }
 }
 
+/// Upstream's canary monitor: every sync period, off the sync path, checks that the backend's
+/// kernel state is still there; when it is not, the next sync is a full one, at once.
+async fn canary_monitor(
+    probe: Box<dyn FnMut() -> bool + Send>,
+    period: Duration,
+    state_lost: Arc<AtomicBool>,
+    runner: RunHandle,
+) {
+    let probe = Arc::new(Mutex::new(probe));
+    loop {
+        tokio::time::sleep(period).await;
+        let p = probe.clone();
+        let lost = tokio::task::spawn_blocking(move || (p.lock())())
+            .await
+            .unwrap_or(false);
+        if lost {
+            tracing::warn!("canary chain missing: a table was flushed; full resync");
+            state_lost.store(true, Ordering::Relaxed);
+            runner.run();
+        }
+    }
+}
+
 /// The node's IPv4 addresses (for --nodeport-addresses and load balancer source ranges).
 pub fn local_ipv4_addresses() -> Vec<IpAddr> {
     let out = std::process::Command::new("ip")
@@ -418,12 +437,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let bind_ip: IpAddr = "0.0.0.0".parse().expect("an address");
     let service_health =
         ServiceHealthServer::new(bind_ip, health.clone(), tokio::runtime::Handle::current());
+    let state_lost = Arc::new(AtomicBool::new(false));
+    let probe = proxier.kernel_state_probe();
     let mut driver = SyncDriver::new(
         trackers.clone(),
         Box::new(proxier),
         health.clone(),
         Some(service_health),
-        config.sync_period,
+        state_lost.clone(),
     );
     std::thread::Builder::new()
         .name("proxy-sync".into())
@@ -435,6 +456,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             rt.block_on(runner.run_loop(move || driver.sync_once()));
         })?;
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(canary_monitor(
+        probe,
+        config.sync_period,
+        state_lost,
+        handle.clone(),
+    ));
     if let Some(addr) = config.healthz_bind_address {
         let h = health.clone();
         tasks.spawn(async move {

@@ -387,7 +387,7 @@ fn render_all(
         .collect()
 }
 
-impl<I: Iptables> Proxier for IptablesProxier<I> {
+impl<I: Iptables + Clone + 'static> Proxier for IptablesProxier<I> {
     fn mode(&self) -> &'static str {
         "iptables"
     }
@@ -429,10 +429,13 @@ impl<I: Iptables> Proxier for IptablesProxier<I> {
         })
     }
 
-    fn kernel_state_lost(&mut self) -> bool {
-        CANARY_TABLES
-            .iter()
-            .any(|t| !self.ipt.chain_exists(t, KUBE_PROXY_CANARY))
+    fn kernel_state_probe(&self) -> Box<dyn FnMut() -> bool + Send> {
+        let mut ipt = self.ipt.clone();
+        Box::new(move || {
+            CANARY_TABLES
+                .iter()
+                .any(|t| !ipt.chain_exists(t, KUBE_PROXY_CANARY))
+        })
     }
 
     fn cleanup(&mut self) -> Result<(), ProxyError> {

@@ -633,9 +633,10 @@ fn failed_restore_forces_a_full_sync_and_full_sync_removes_leftovers() {
 fn canary_detects_a_flushed_table() {
     let mut h = overall();
     h.sync(true);
-    assert!(!h.proxier.kernel_state_lost());
+    let mut lost = h.proxier.kernel_state_probe();
+    assert!(!lost());
     h.fake.state.lock().chains.get_mut("nat").unwrap().clear();
-    assert!(h.proxier.kernel_state_lost());
+    assert!(lost());
 }
 
 #[test]
