@@ -493,3 +493,98 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tasks.abort_all();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxier::{ProxyError, SyncReport};
+
+    /// Records every sync: (full, changed Services, Service ports in the state).
+    #[derive(Clone, Default)]
+    struct Recorder {
+        calls: Arc<Mutex<Vec<(bool, Vec<String>, usize)>>>,
+        fail_next: Arc<AtomicBool>,
+    }
+
+    impl Proxier for Recorder {
+        fn mode(&self) -> &'static str {
+            "recorder"
+        }
+        fn sync(&mut self, req: SyncRequest<'_>) -> Result<SyncReport, ProxyError> {
+            self.calls.lock().push((
+                req.full,
+                req.changed.iter().map(|s| s.to_string()).collect(),
+                req.state.services.len(),
+            ));
+            if self.fail_next.swap(false, Ordering::Relaxed) {
+                return Err(ProxyError::Failed {
+                    command: "fake".into(),
+                    status: "1".into(),
+                    stderr: String::new(),
+                });
+            }
+            Ok(SyncReport {
+                full: req.full,
+                ..Default::default()
+            })
+        }
+        fn kernel_state_probe(&self) -> Box<dyn FnMut() -> bool + Send> {
+            Box::new(|| false)
+        }
+        fn cleanup(&mut self) -> Result<(), ProxyError> {
+            Ok(())
+        }
+    }
+
+    fn service(name: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "ns", "name": name},
+            "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn first_sync_waits_for_both_caches_then_is_full_then_partial() {
+        let trackers = Arc::new(Mutex::new(Trackers {
+            services: ServiceChangeTracker::default(),
+            endpoints: EndpointsChangeTracker::new("n"),
+            services_synced: false,
+            endpoints_synced: false,
+        }));
+        let rec = Recorder::default();
+        let lost = Arc::new(AtomicBool::new(false));
+        let mut d = SyncDriver::new(
+            trackers.clone(),
+            Box::new(rec.clone()),
+            ProxierHealth::new(Duration::from_secs(60)),
+            None,
+            lost.clone(),
+        );
+        trackers.lock().services.update(&service("a"));
+        trackers.lock().services_synced = true;
+        d.sync_once();
+        assert!(rec.calls.lock().is_empty(), "EndpointSlices not listed yet");
+        trackers.lock().endpoints_synced = true;
+        d.sync_once();
+        assert_eq!(rec.calls.lock()[0], (true, vec!["ns/a".to_string()], 1));
+
+        trackers.lock().services.update(&service("b"));
+        d.sync_once();
+        assert_eq!(rec.calls.lock()[1], (false, vec!["ns/b".to_string()], 2));
+
+        // A failed sync: its changes are carried into the next one, which is full.
+        rec.fail_next.store(true, Ordering::Relaxed);
+        trackers.lock().services.delete(&service("a"));
+        d.sync_once();
+        d.sync_once();
+        assert_eq!(rec.calls.lock()[3], (true, vec!["ns/a".to_string()], 1));
+
+        // The canary monitor's verdict makes the next sync full.
+        lost.store(true, Ordering::Relaxed);
+        d.sync_once();
+        assert!(rec.calls.lock()[4].0);
+        d.sync_once();
+        assert!(!rec.calls.lock()[5].0);
+    }
+}
