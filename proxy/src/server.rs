@@ -499,10 +499,12 @@ mod tests {
     use super::*;
     use crate::proxier::{ProxyError, SyncReport};
 
-    /// Records every sync: (full, changed Services, Service ports in the state).
+    /// One recorded sync: (full, changed Services, Service ports in the state).
+    type Call = (bool, Vec<String>, usize);
+
     #[derive(Clone, Default)]
     struct Recorder {
-        calls: Arc<Mutex<Vec<(bool, Vec<String>, usize)>>>,
+        calls: Arc<Mutex<Vec<Call>>>,
         fail_next: Arc<AtomicBool>,
     }
 
