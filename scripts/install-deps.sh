@@ -25,6 +25,8 @@ have umoci || need_apt+=(umoci)
 [ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
 have iptables || need_apt+=(iptables)
+# The service proxy removes stale UDP conntrack entries with conntrack-tools.
+have conntrack || need_apt+=(conntrack)
 have linux.uml || need_apt+=(user-mode-linux)
 # The benchmarks run Debian's etcd as the reference store.
 if [ "${CAPSTAN_BENCH:-0}" = 1 ]; then

@@ -34,6 +34,8 @@ enum Command {
     Image(ImageCommand),
     /// Run the kubelet: upstream's flags and KubeletConfiguration file.
     Kubelet(Box<kubelet::config::KubeletArgs>),
+    /// Run the service proxy (kube-proxy): upstream's flags and KubeProxyConfiguration file.
+    Proxy(Box<proxy::ProxyArgs>),
 }
 
 #[derive(clap::Args)]
@@ -160,6 +162,13 @@ async fn kubelet(args: kubelet::config::KubeletArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn proxy(args: proxy::ProxyArgs) -> anyhow::Result<()> {
+    let config = proxy::Config::resolve(&args)?;
+    proxy::run(config, shutdown_signal()).await?;
+    tracing::info!("capstan proxy: shutting down");
+    Ok(())
+}
+
 async fn cri(args: CriArgs) -> anyhow::Result<()> {
     let cni_bin_dirs = if args.cni_bin_dir.is_empty() {
         vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
@@ -198,6 +207,7 @@ fn main() -> anyhow::Result<()> {
         Command::Apiserver(a) => rt.block_on(apiserver(a)),
         Command::Cri(a) => rt.block_on(cri(a)),
         Command::Kubelet(a) => rt.block_on(kubelet(*a)),
+        Command::Proxy(a) => rt.block_on(proxy(*a)),
         Command::Image(ImageCommand::Import { root, files }) => {
             for name in cri::image::import_files(&root, &files)? {
                 println!("imported {name}");

@@ -7,6 +7,7 @@
 //!   handlers) and the per-process informer factory.
 //! - `workqueue`: the rate-limited, de-duplicating work queue controllers sync keys from.
 //! - `leaderelection`: leader election through a Lease, for replicated control-plane components.
+//! - `metrics`: Prometheus counters, gauges, histograms and families in the text format.
 //! - `events`: the event recorder (core/v1 Events, aggregated, written in the background).
 //! - `duration`: Go's duration text form (`1m30s`), for configuration files and flags.
 //! - `quantity`: resource quantities (`100m`, `1.5Gi`) as exact numbers.
@@ -16,5 +17,6 @@ pub mod duration;
 pub mod events;
 pub mod informer;
 pub mod leaderelection;
+pub mod metrics;
 pub mod quantity;
 pub mod workqueue;

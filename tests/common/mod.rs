@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod kubelet;
+pub mod netlab;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
