@@ -1,0 +1,65 @@
+//! A `capstan controller-manager` process for controller tests and benchmarks: its log goes to
+//! a file in the API server's data dir (so tests can see which replica leads), and it is killed
+//! on `Drop`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use super::ApiServer;
+
+/// A `capstan controller-manager` process, killed on drop.
+pub struct ControllerManager {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ControllerManager {
+    pub fn start(api: &ApiServer, name: &str, extra: &[&str]) -> ControllerManager {
+        let log = api.dir.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("creating the log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args(["controller-manager", "--kubeconfig"])
+            .arg(api.kubeconfig())
+            .args(["--bind-address", "127.0.0.1:0"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting capstan controller-manager");
+        ControllerManager {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn leading(&self) -> bool {
+        self.log().contains("successfully acquired lease")
+    }
+
+    /// The address of the health and metrics server.
+    pub fn health_addr(&self) -> Option<String> {
+        let log = self.log();
+        let at = log.find("/metrics on http://")? + "/metrics on http://".len();
+        Some(log[at..].split_whitespace().next()?.to_string())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ControllerManager {
+    pub fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
