@@ -58,7 +58,7 @@ impl ControllerManager {
 }
 
 impl Drop for ControllerManager {
-    pub fn drop(&mut self) {
+    fn drop(&mut self) {
         self.kill9();
     }
 }

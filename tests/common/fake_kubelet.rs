@@ -163,10 +163,9 @@ async fn mark_ready(client: kube::Client, ns: &str, name: &str, node: &str) {
             "metadata": {"name": name, "namespace": ns},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         });
-        let body = serde_json::to_vec(&binding).expect("binding JSON");
         // Already bound (a retry) is fine.
         let _ = api
-            .create_subresource::<serde_json::Value>("binding", name, &PostParams::default(), body)
+            .create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding)
             .await;
     }
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
