@@ -141,20 +141,30 @@ fn a_deployment_scales_from_zero_to_fifty_and_down_to_five() {
     assert_eq!(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
 }
 
-/// Follows the pods of `app` from `rv` on and checks, after every event, that at most `max_pods`
+/// What a pod watch saw.
+#[derive(Default)]
+struct Watched {
+    /// Events after which the bounds did not hold.
+    violations: Vec<String>,
+    /// Every pod name seen.
+    seen: HashSet<String>,
+    /// The most pods (not being deleted) at once.
+    max_live: usize,
+}
+
+/// Follows the pods of `app` from now on and checks, after every event, that at most `max_pods`
 /// exist (not being deleted) and at least `min_ready` of those are ready.
-fn watch_invariants(api: &ApiServer, app: &str, max_pods: usize, min_ready: usize) -> (Arc<Mutex<Vec<String>>>, Arc<Mutex<HashSet<String>>>) {
+fn watch_invariants(api: &ApiServer, app: &str, max_pods: usize, min_ready: usize) -> Arc<Mutex<Watched>> {
     let list = get(api, &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{app}"));
     let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
     let mut pods: HashMap<String, (bool, bool)> = HashMap::new();
-    let seen: Arc<Mutex<HashSet<String>>> = Default::default();
+    let watched: Arc<Mutex<Watched>> = Default::default();
     for p in list["items"].as_array().unwrap() {
         let name = p["metadata"]["name"].as_str().unwrap().to_string();
-        seen.lock().unwrap().insert(name.clone());
+        watched.lock().unwrap().seen.insert(name.clone());
         pods.insert(name, (p["metadata"]["deletionTimestamp"].is_null(), pod_ready(p)));
     }
-    let violations: Arc<Mutex<Vec<String>>> = Default::default();
-    let (v, s) = (violations.clone(), seen.clone());
+    let w = watched.clone();
     let mut stream = WatchStream::open(
         &api.addr,
         &format!("/api/v1/namespaces/default/pods?watch=1&labelSelector=app%3D{app}&resourceVersion={rv}"),
@@ -163,7 +173,8 @@ fn watch_invariants(api: &ApiServer, app: &str, max_pods: usize, min_ready: usiz
         while let Some(ev) = stream.next_event() {
             let obj = &ev["object"];
             let Some(name) = obj["metadata"]["name"].as_str() else { continue };
-            s.lock().unwrap().insert(name.to_string());
+            let mut w = w.lock().unwrap();
+            w.seen.insert(name.to_string());
             if ev["type"] == "DELETED" {
                 pods.remove(name);
             } else {
@@ -171,12 +182,13 @@ fn watch_invariants(api: &ApiServer, app: &str, max_pods: usize, min_ready: usiz
             }
             let live = pods.values().filter(|(alive, _)| *alive).count();
             let ready = pods.values().filter(|(alive, ready)| *alive && *ready).count();
+            w.max_live = w.max_live.max(live);
             if live > max_pods || ready < min_ready {
-                v.lock().unwrap().push(format!("after {} {name}: {live} pods, {ready} ready", ev["type"]));
+                w.violations.push(format!("after {} {name}: {live} pods, {ready} ready", ev["type"]));
             }
         }
     });
-    (violations, seen)
+    watched
 }
 
 #[test]
@@ -187,7 +199,7 @@ fn a_rolling_update_stays_within_max_surge_and_max_unavailable_and_undo_restores
     apply(&api, &deployment("web", 6, "busybox:1", "2", "1"));
     eventually(T, "6 available replicas", || available(&api, "web", 6));
     let first_rs = replica_sets(&api, "web")[0]["metadata"]["name"].as_str().unwrap().to_string();
-    let (violations, _) = watch_invariants(&api, "web", 8, 5);
+    let watched = watch_invariants(&api, "web", 8, 5);
     api.kubectl_ok(&["set", "image", "deployment/web", "app=busybox:2"]);
     api.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     eventually(T, "the old pods gone", || {
@@ -195,7 +207,12 @@ fn a_rolling_update_stays_within_max_surge_and_max_unavailable_and_undo_restores
         pods.len() == 6 && pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "busybox:2")
     });
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(*violations.lock().unwrap(), Vec::<String>::new());
+    {
+        let w = watched.lock().unwrap();
+        assert_eq!(w.violations, Vec::<String>::new());
+        assert!(w.max_live > 6, "the rollout surged ({} pods at most)", w.max_live);
+        assert_eq!(w.seen.len(), 12, "6 old and 6 new pods: {:?}", w.seen);
+    }
     let sets = replica_sets(&api, "web");
     assert_eq!(sets.len(), 2);
     let new_rs = sets.iter().find(|r| r["metadata"]["name"] != first_rs.as_str()).unwrap();
@@ -208,7 +225,7 @@ fn a_rolling_update_stays_within_max_surge_and_max_unavailable_and_undo_restores
 
     // kubectl rollout undo copies revision 1's template back; its replica set becomes the new one
     // again, as revision 3 with 1 in its history.
-    let (violations, _) = watch_invariants(&api, "web", 8, 5);
+    let watched = watch_invariants(&api, "web", 8, 5);
     api.kubectl_ok(&["rollout", "undo", "deployment/web"]);
     api.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     let d = get_deployment(&api, "web");
@@ -221,7 +238,7 @@ fn a_rolling_update_stays_within_max_surge_and_max_unavailable_and_undo_restores
             && first["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] == "1"
             && live_pods(&api, "web").iter().all(|p| p["spec"]["containers"][0]["image"] == "busybox:1")
     });
-    assert_eq!(*violations.lock().unwrap(), Vec::<String>::new());
+    assert_eq!(watched.lock().unwrap().violations, Vec::<String>::new());
     let history = api.kubectl_ok(&["rollout", "history", "deployment/web"]);
     assert!(history.contains('2') && history.contains('3'), "{history}");
     drop(cm);
@@ -325,7 +342,7 @@ fn a_standby_controller_manager_takes_over_a_rollout_without_duplicate_pods() {
 
     apply(&api, &deployment("web", 4, "busybox:1", "1", "0"));
     eventually(T, "4 available replicas", || available(&api, "web", 4));
-    let (violations, seen) = watch_invariants(&api, "web", 5, 4);
+    let watched = watch_invariants(&api, "web", 5, 4);
     // Hold the rollout after its first surge pod, then kill the leader.
     kubelet.set_ready(false);
     api.kubectl_ok(&["set", "image", "deployment/web", "app=busybox:2"]);
@@ -339,7 +356,71 @@ fn a_standby_controller_manager_takes_over_a_rollout_without_duplicate_pods() {
         pods.len() == 4 && pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "busybox:2")
     });
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(*violations.lock().unwrap(), Vec::<String>::new());
+    let w = watched.lock().unwrap();
+    assert_eq!(w.violations, Vec::<String>::new());
     // 4 old pods + exactly 4 new ones were ever created.
-    assert_eq!(seen.lock().unwrap().len(), 8, "{:?}", seen.lock().unwrap());
+    assert_eq!(w.seen.len(), 8, "{:?}", w.seen);
+}
+
+fn condition(d: &Value, type_: &str) -> Value {
+    d["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn recreate_replaces_every_pod_at_once_and_a_paused_deployment_waits_for_resume() {
+    let api = ApiServer::start();
+    let (_cm, _kubelet) = start_all(&api);
+    let yaml = deployment("web", 3, "busybox:1", "1", "0").replace(
+        "    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n",
+        "    type: Recreate\n",
+    );
+    apply(&api, &yaml);
+    eventually(T, "3 available replicas", || available(&api, "web", 3));
+    // Paused: the template change starts no rollout.
+    api.kubectl_ok(&["rollout", "pause", "deployment/web"]);
+    eventually(T, "the pause recorded", || {
+        condition(&get_deployment(&api, "web"), "Progressing")["reason"] == "DeploymentPaused"
+    });
+    api.kubectl_ok(&["set", "image", "deployment/web", "app=busybox:2"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(replica_sets(&api, "web").len(), 1, "no new replica set while paused");
+    assert!(live_pods(&api, "web").iter().all(|p| p["spec"]["containers"][0]["image"] == "busybox:1"));
+    // Resumed: Recreate never runs old and new pods together.
+    let watched = watch_invariants(&api, "web", 3, 0);
+    api.kubectl_ok(&["rollout", "resume", "deployment/web"]);
+    api.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    eventually(T, "only new pods", || {
+        let pods = live_pods(&api, "web");
+        pods.len() == 3 && pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "busybox:2")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let w = watched.lock().unwrap();
+    assert_eq!(w.violations, Vec::<String>::new());
+    assert_eq!(w.seen.len(), 6);
+}
+
+#[test]
+fn a_rollout_without_progress_exceeds_its_deadline() {
+    let api = ApiServer::start();
+    let (_cm, kubelet) = start_all(&api);
+    let yaml = deployment("web", 2, "busybox:1", "1", "0").replace("  revisionHistoryLimit: 5\n", "  revisionHistoryLimit: 5\n  progressDeadlineSeconds: 2\n");
+    apply(&api, &yaml);
+    eventually(T, "2 available replicas", || available(&api, "web", 2));
+    kubelet.set_ready(false);
+    api.kubectl_ok(&["set", "image", "deployment/web", "app=busybox:2"]);
+    eventually(T, "ProgressDeadlineExceeded", || {
+        let c = condition(&get_deployment(&api, "web"), "Progressing");
+        c["status"] == "False" && c["reason"] == "ProgressDeadlineExceeded"
+    });
+    let err = api.kubectl_err(&["rollout", "status", "deployment/web", "--timeout=20s"]);
+    assert!(err.contains("exceeded its progress deadline"), "{err}");
+    // Progress again: the rollout completes and says so.
+    kubelet.set_ready(true);
+    eventually(T, "NewReplicaSetAvailable", || {
+        condition(&get_deployment(&api, "web"), "Progressing")["reason"] == "NewReplicaSetAvailable"
+    });
+    api.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
 }
