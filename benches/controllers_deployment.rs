@@ -25,7 +25,10 @@ use common::{eventually, ApiServer, WatchStream};
 use serde_json::json;
 
 fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn deployment(name: &str, replicas: usize) -> Vec<u8> {
@@ -45,7 +48,12 @@ fn deployment(name: &str, replicas: usize) -> Vec<u8> {
 }
 
 fn available(api: &ApiServer, name: &str) -> i64 {
-    let (_, d) = api.http("GET", &format!("/apis/apps/v1/namespaces/default/deployments/{name}"), "", b"");
+    let (_, d) = api.http(
+        "GET",
+        &format!("/apis/apps/v1/namespaces/default/deployments/{name}"),
+        "",
+        b"",
+    );
     d["status"]["availableReplicas"].as_i64().unwrap_or(0)
 }
 
@@ -59,15 +67,32 @@ fn main() {
     let _cm = ControllerManager::start(&api, "cm", &["--leader-elect=false"]);
     let _kubelet = FakeKubelet::start(&api, "", Duration::ZERO);
     // Warm-up: the controllers' caches synced and a first rollout done.
-    let (code, body) = api.http("POST", "/apis/apps/v1/namespaces/default/deployments", "application/json", &deployment("warm", 1));
+    let (code, body) = api.http(
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "application/json",
+        &deployment("warm", 1),
+    );
     assert_eq!(code, 201, "{body}");
-    eventually(Duration::from_secs(60), "the warm-up deployment available", || available(&api, "warm") == 1);
+    eventually(
+        Duration::from_secs(60),
+        "the warm-up deployment available",
+        || available(&api, "warm") == 1,
+    );
 
     let mut rows = Vec::new();
     for run in 0..runs {
         let name = format!("bench{run}");
-        let (_, list) = api.http("GET", &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{name}"), "", b"");
-        let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+        let (_, list) = api.http(
+            "GET",
+            &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{name}"),
+            "",
+            b"",
+        );
+        let rv = list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("0")
+            .to_string();
         let mut stream = WatchStream::open(&api.addr, &format!("/api/v1/namespaces/default/pods?watch=1&labelSelector=app%3D{name}&resourceVersion={rv}"));
         let all_created: Arc<Mutex<Option<Instant>>> = Default::default();
         let done = all_created.clone();
@@ -84,7 +109,12 @@ fn main() {
             }
         });
         let start = Instant::now();
-        let (code, body) = api.http("POST", "/apis/apps/v1/namespaces/default/deployments", "application/json", &deployment(&name, replicas));
+        let (code, body) = api.http(
+            "POST",
+            "/apis/apps/v1/namespaces/default/deployments",
+            "application/json",
+            &deployment(&name, replicas),
+        );
         assert_eq!(code, 201, "{body}");
         let mut available_at = None;
         while start.elapsed() < Duration::from_secs(300) {
@@ -103,14 +133,24 @@ fn main() {
         rows.push((created, avail));
         api.kubectl_ok(&["delete", "deployment", &name, "--wait=false"]);
         eventually(Duration::from_secs(300), "the pods of the run gone", || {
-            let (_, l) = api.http("GET", &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{name}"), "", b"");
+            let (_, l) = api.http(
+                "GET",
+                &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{name}"),
+                "",
+                b"",
+            );
             l["items"].as_array().is_some_and(Vec::is_empty)
         });
     }
     println!("| run | replicas | all pods created | deployment available |");
     println!("|---|---|---|---|");
     for (i, (c, a)) in rows.iter().enumerate() {
-        println!("| {} | {replicas} | {:.2} s | {:.2} s |", i + 1, c.as_secs_f64(), a.as_secs_f64());
+        println!(
+            "| {} | {replicas} | {:.2} s | {:.2} s |",
+            i + 1,
+            c.as_secs_f64(),
+            a.as_secs_f64()
+        );
     }
     println!(
         "| upstream (computed: {replicas} creates at the default 20 QPS) | {replicas} | ≥ {:.0} s | — |",

@@ -198,9 +198,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     match cli.command {
         Command::Apiserver(a) => rt.block_on(apiserver(a)),
-        Command::ControllerManager(o) => {
-            rt.block_on(controllers::controller_manager::run(*o))
-        }
+        Command::ControllerManager(o) => rt.block_on(controllers::controller_manager::run(*o)),
         Command::Cri(a) => rt.block_on(cri(a)),
         Command::Kubelet(a) => rt.block_on(kubelet(*a)),
         Command::Image(ImageCommand::Import { root, files }) => {

@@ -65,7 +65,10 @@ fn get(api: &ApiServer, path: &str) -> Value {
 
 /// The pods of `app` that are not being deleted.
 fn live_pods(api: &ApiServer, app: &str) -> Vec<Value> {
-    let list = get(api, &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{app}"));
+    let list = get(
+        api,
+        &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{app}"),
+    );
     list["items"]
         .as_array()
         .cloned()
@@ -76,13 +79,17 @@ fn live_pods(api: &ApiServer, app: &str) -> Vec<Value> {
 }
 
 fn pod_ready(p: &Value) -> bool {
-    p["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    p["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 fn get_deployment(api: &ApiServer, name: &str) -> Value {
-    get(api, &format!("/apis/apps/v1/namespaces/default/deployments/{name}"))
+    get(
+        api,
+        &format!("/apis/apps/v1/namespaces/default/deployments/{name}"),
+    )
 }
 
 fn available(api: &ApiServer, name: &str, n: i64) -> bool {
@@ -94,7 +101,10 @@ fn available(api: &ApiServer, name: &str, n: i64) -> bool {
 }
 
 fn replica_sets(api: &ApiServer, app: &str) -> Vec<Value> {
-    get(api, &format!("/apis/apps/v1/namespaces/default/replicasets?labelSelector=app%3D{app}"))["items"]
+    get(
+        api,
+        &format!("/apis/apps/v1/namespaces/default/replicasets?labelSelector=app%3D{app}"),
+    )["items"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -126,9 +136,19 @@ fn a_deployment_scales_from_zero_to_fifty_and_down_to_five() {
     let rs_name = rs["metadata"]["name"].as_str().unwrap();
     assert!(rs_name.starts_with("web-"), "{rs_name}");
     for p in &pods {
-        assert!(p["metadata"]["name"].as_str().unwrap().starts_with(&format!("{rs_name}-")));
+        assert!(p["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{rs_name}-")));
         let r = &p["metadata"]["ownerReferences"][0];
-        assert_eq!((r["kind"].as_str(), r["controller"].as_bool(), r["blockOwnerDeletion"].as_bool()), (Some("ReplicaSet"), Some(true), Some(true)));
+        assert_eq!(
+            (
+                r["kind"].as_str(),
+                r["controller"].as_bool(),
+                r["blockOwnerDeletion"].as_bool()
+            ),
+            (Some("ReplicaSet"), Some(true), Some(true))
+        );
     }
     api.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     api.kubectl_ok(&["scale", "deployment/web", "--replicas=5"]);
@@ -137,8 +157,14 @@ fn a_deployment_scales_from_zero_to_fifty_and_down_to_five() {
     });
     let rs = &replica_sets(&api, "web")[0];
     assert_eq!(rs["spec"]["replicas"], 5);
-    assert_eq!(rs["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"], "5");
-    assert_eq!(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+    assert_eq!(
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"],
+        "5"
+    );
+    assert_eq!(
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
 }
 
 /// What a pod watch saw.
@@ -154,15 +180,29 @@ struct Watched {
 
 /// Follows the pods of `app` from now on and checks, after every event, that at most `max_pods`
 /// exist (not being deleted) and at least `min_ready` of those are ready.
-fn watch_invariants(api: &ApiServer, app: &str, max_pods: usize, min_ready: usize) -> Arc<Mutex<Watched>> {
-    let list = get(api, &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{app}"));
-    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+fn watch_invariants(
+    api: &ApiServer,
+    app: &str,
+    max_pods: usize,
+    min_ready: usize,
+) -> Arc<Mutex<Watched>> {
+    let list = get(
+        api,
+        &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{app}"),
+    );
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut pods: HashMap<String, (bool, bool)> = HashMap::new();
     let watched: Arc<Mutex<Watched>> = Default::default();
     for p in list["items"].as_array().unwrap() {
         let name = p["metadata"]["name"].as_str().unwrap().to_string();
         watched.lock().unwrap().seen.insert(name.clone());
-        pods.insert(name, (p["metadata"]["deletionTimestamp"].is_null(), pod_ready(p)));
+        pods.insert(
+            name,
+            (p["metadata"]["deletionTimestamp"].is_null(), pod_ready(p)),
+        );
     }
     let w = watched.clone();
     let mut stream = WatchStream::open(
@@ -172,19 +212,33 @@ fn watch_invariants(api: &ApiServer, app: &str, max_pods: usize, min_ready: usiz
     std::thread::spawn(move || {
         while let Some(ev) = stream.next_event() {
             let obj = &ev["object"];
-            let Some(name) = obj["metadata"]["name"].as_str() else { continue };
+            let Some(name) = obj["metadata"]["name"].as_str() else {
+                continue;
+            };
             let mut w = w.lock().unwrap();
             w.seen.insert(name.to_string());
             if ev["type"] == "DELETED" {
                 pods.remove(name);
             } else {
-                pods.insert(name.to_string(), (obj["metadata"]["deletionTimestamp"].is_null(), pod_ready(obj)));
+                pods.insert(
+                    name.to_string(),
+                    (
+                        obj["metadata"]["deletionTimestamp"].is_null(),
+                        pod_ready(obj),
+                    ),
+                );
             }
             let live = pods.values().filter(|(alive, _)| *alive).count();
-            let ready = pods.values().filter(|(alive, ready)| *alive && *ready).count();
+            let ready = pods
+                .values()
+                .filter(|(alive, ready)| *alive && *ready)
+                .count();
             w.max_live = w.max_live.max(live);
             if live > max_pods || ready < min_ready {
-                w.violations.push(format!("after {} {name}: {live} pods, {ready} ready", ev["type"]));
+                w.violations.push(format!(
+                    "after {} {name}: {live} pods, {ready} ready",
+                    ev["type"]
+                ));
             }
         }
     });
@@ -198,30 +252,56 @@ fn a_rolling_update_stays_within_max_surge_and_max_unavailable_and_undo_restores
     let _kubelet = FakeKubelet::start(&api, "fake-node", Duration::from_millis(150));
     apply(&api, &deployment("web", 6, "busybox:1", "2", "1"));
     eventually(T, "6 available replicas", || available(&api, "web", 6));
-    let first_rs = replica_sets(&api, "web")[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let first_rs = replica_sets(&api, "web")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let watched = watch_invariants(&api, "web", 8, 5);
     api.kubectl_ok(&["set", "image", "deployment/web", "app=busybox:2"]);
     api.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     eventually(T, "the old pods gone", || {
         let pods = live_pods(&api, "web");
-        pods.len() == 6 && pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "busybox:2")
+        pods.len() == 6
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "busybox:2")
     });
     std::thread::sleep(Duration::from_millis(300));
     {
         let w = watched.lock().unwrap();
         assert_eq!(w.violations, Vec::<String>::new());
-        assert!(w.max_live > 6, "the rollout surged ({} pods at most)", w.max_live);
+        assert!(
+            w.max_live > 6,
+            "the rollout surged ({} pods at most)",
+            w.max_live
+        );
         assert_eq!(w.seen.len(), 12, "6 old and 6 new pods: {:?}", w.seen);
     }
     let sets = replica_sets(&api, "web");
     assert_eq!(sets.len(), 2);
-    let new_rs = sets.iter().find(|r| r["metadata"]["name"] != first_rs.as_str()).unwrap();
-    assert_eq!(new_rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+    let new_rs = sets
+        .iter()
+        .find(|r| r["metadata"]["name"] != first_rs.as_str())
+        .unwrap();
+    assert_eq!(
+        new_rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
     let d = get_deployment(&api, "web");
-    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
     let conditions = d["status"]["conditions"].as_array().unwrap();
-    assert!(conditions.iter().any(|c| c["type"] == "Progressing" && c["reason"] == "NewReplicaSetAvailable"), "{conditions:?}");
-    assert!(conditions.iter().any(|c| c["type"] == "Available" && c["status"] == "True"));
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c["type"] == "Progressing" && c["reason"] == "NewReplicaSetAvailable"),
+        "{conditions:?}"
+    );
+    assert!(conditions
+        .iter()
+        .any(|c| c["type"] == "Available" && c["status"] == "True"));
 
     // kubectl rollout undo copies revision 1's template back; its replica set becomes the new one
     // again, as revision 3 with 1 in its history.
@@ -229,14 +309,23 @@ fn a_rolling_update_stays_within_max_surge_and_max_unavailable_and_undo_restores
     api.kubectl_ok(&["rollout", "undo", "deployment/web"]);
     api.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     let d = get_deployment(&api, "web");
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "busybox:1");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:1"
+    );
     eventually(T, "the first replica set serving again", || {
         let sets = replica_sets(&api, "web");
-        let first = sets.iter().find(|r| r["metadata"]["name"] == first_rs.as_str()).cloned().unwrap_or_default();
+        let first = sets
+            .iter()
+            .find(|r| r["metadata"]["name"] == first_rs.as_str())
+            .cloned()
+            .unwrap_or_default();
         first["spec"]["replicas"] == 6
             && first["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
             && first["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] == "1"
-            && live_pods(&api, "web").iter().all(|p| p["spec"]["containers"][0]["image"] == "busybox:1")
+            && live_pods(&api, "web")
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "busybox:1")
     });
     assert_eq!(watched.lock().unwrap().violations, Vec::<String>::new());
     let history = api.kubectl_ok(&["rollout", "history", "deployment/web"]);
@@ -250,13 +339,21 @@ fn foreground_deletion_deletes_the_pods_before_the_deployment() {
     let (_cm, _kubelet) = start_all(&api);
     apply(&api, &deployment("web", 3, "busybox:1", "25%", "25%"));
     eventually(T, "3 available replicas", || available(&api, "web", 3));
-    api.kubectl_ok(&["delete", "deployment/web", "--cascade=foreground", "--wait=false"]);
+    api.kubectl_ok(&[
+        "delete",
+        "deployment/web",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
     let mut saw_waiting = false;
     eventually(T, "the deployment and its pods gone", || {
         // Deployment first, then pods: pods still there after the deployment went would be a
         // violation.
         let d = get_deployment(&api, "web");
-        let pods = get(&api, "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")["items"]
+        let pods = get(
+            &api,
+            "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb",
+        )["items"]
             .as_array()
             .map_or(0, Vec::len);
         if d.is_null() {
@@ -280,9 +377,11 @@ fn orphan_deletion_keeps_the_replica_set_and_its_pods() {
     api.kubectl_ok(&["delete", "deployment/web", "--cascade=orphan"]);
     eventually(T, "the replica set orphaned", || {
         get_deployment(&api, "web").is_null()
-            && replica_sets(&api, "web")
-                .first()
-                .is_some_and(|r| r["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty))
+            && replica_sets(&api, "web").first().is_some_and(|r| {
+                r["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_none_or(Vec::is_empty)
+            })
     });
     // The garbage collector leaves them alone; the replica set keeps its pods.
     std::thread::sleep(Duration::from_secs(2));
@@ -290,7 +389,9 @@ fn orphan_deletion_keeps_the_replica_set_and_its_pods() {
     assert_eq!(live_pods(&api, "web").len(), 3);
     // Deleting the replica set now (background) takes its pods with it.
     api.kubectl_ok(&["delete", "replicaset", "-l", "app=web"]);
-    eventually(T, "the pods collected", || live_pods(&api, "web").is_empty());
+    eventually(T, "the pods collected", || {
+        live_pods(&api, "web").is_empty()
+    });
 }
 
 #[test]
@@ -304,14 +405,27 @@ fn a_replication_controller_adopts_a_matching_orphan_and_releases_a_relabelled_p
         rc["status"]["readyReplicas"] == 3 && rc["status"]["fullyLabeledReplicas"] == 3
     });
     let pods = live_pods(&api, "rc");
-    assert_eq!(pods.len(), 3, "the stray pod was adopted, so only two were created");
-    let stray = pods.iter().find(|p| p["metadata"]["name"] == "stray").expect("the stray pod kept");
-    assert_eq!(stray["metadata"]["ownerReferences"][0]["kind"], "ReplicationController");
+    assert_eq!(
+        pods.len(),
+        3,
+        "the stray pod was adopted, so only two were created"
+    );
+    let stray = pods
+        .iter()
+        .find(|p| p["metadata"]["name"] == "stray")
+        .expect("the stray pod kept");
+    assert_eq!(
+        stray["metadata"]["ownerReferences"][0]["kind"],
+        "ReplicationController"
+    );
     // Relabelled out of the selector: released, and replaced.
     api.kubectl_ok(&["label", "pod", "stray", "app=other", "--overwrite"]);
     eventually(T, "the stray pod released and replaced", || {
         let p = get(&api, "/api/v1/namespaces/default/pods/stray");
-        p["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty) && live_pods(&api, "rc").len() == 3
+        p["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+            && live_pods(&api, "rc").len() == 3
     });
 }
 
@@ -335,8 +449,12 @@ fn a_standby_controller_manager_takes_over_a_rollout_without_duplicate_pods() {
         String::from_utf8_lossy(&body).into_owned()
     };
     eventually(T, "cm-b serving", || b.health_addr().is_some());
-    assert!(metric(&a).contains("leader_election_master_status{name=\"kube-controller-manager\"} 1"));
-    assert!(metric(&b).contains("leader_election_master_status{name=\"kube-controller-manager\"} 0"));
+    assert!(
+        metric(&a).contains("leader_election_master_status{name=\"kube-controller-manager\"} 1")
+    );
+    assert!(
+        metric(&b).contains("leader_election_master_status{name=\"kube-controller-manager\"} 0")
+    );
     let (code, _) = common::http_raw(&b.health_addr().unwrap(), "GET", "/healthz", "", b"");
     assert_eq!(code, 200);
 
@@ -346,14 +464,19 @@ fn a_standby_controller_manager_takes_over_a_rollout_without_duplicate_pods() {
     // Hold the rollout after its first surge pod, then kill the leader.
     kubelet.set_ready(false);
     api.kubectl_ok(&["set", "image", "deployment/web", "app=busybox:2"]);
-    eventually(T, "the surge pod created", || live_pods(&api, "web").len() == 5);
+    eventually(T, "the surge pod created", || {
+        live_pods(&api, "web").len() == 5
+    });
     a.kill9();
     kubelet.set_ready(true);
     eventually(T, "cm-b leading", || b.leading());
     api.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     eventually(T, "only new pods left", || {
         let pods = live_pods(&api, "web");
-        pods.len() == 4 && pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "busybox:2")
+        pods.len() == 4
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "busybox:2")
     });
     std::thread::sleep(Duration::from_millis(300));
     let w = watched.lock().unwrap();
@@ -386,15 +509,24 @@ fn recreate_replaces_every_pod_at_once_and_a_paused_deployment_waits_for_resume(
     });
     api.kubectl_ok(&["set", "image", "deployment/web", "app=busybox:2"]);
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(replica_sets(&api, "web").len(), 1, "no new replica set while paused");
-    assert!(live_pods(&api, "web").iter().all(|p| p["spec"]["containers"][0]["image"] == "busybox:1"));
+    assert_eq!(
+        replica_sets(&api, "web").len(),
+        1,
+        "no new replica set while paused"
+    );
+    assert!(live_pods(&api, "web")
+        .iter()
+        .all(|p| p["spec"]["containers"][0]["image"] == "busybox:1"));
     // Resumed: Recreate never runs old and new pods together.
     let watched = watch_invariants(&api, "web", 3, 0);
     api.kubectl_ok(&["rollout", "resume", "deployment/web"]);
     api.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     eventually(T, "only new pods", || {
         let pods = live_pods(&api, "web");
-        pods.len() == 3 && pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "busybox:2")
+        pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "busybox:2")
     });
     std::thread::sleep(Duration::from_millis(300));
     let w = watched.lock().unwrap();
@@ -406,7 +538,10 @@ fn recreate_replaces_every_pod_at_once_and_a_paused_deployment_waits_for_resume(
 fn a_rollout_without_progress_exceeds_its_deadline() {
     let api = ApiServer::start();
     let (_cm, kubelet) = start_all(&api);
-    let yaml = deployment("web", 2, "busybox:1", "1", "0").replace("  revisionHistoryLimit: 5\n", "  revisionHistoryLimit: 5\n  progressDeadlineSeconds: 2\n");
+    let yaml = deployment("web", 2, "busybox:1", "1", "0").replace(
+        "  revisionHistoryLimit: 5\n",
+        "  revisionHistoryLimit: 5\n  progressDeadlineSeconds: 2\n",
+    );
     apply(&api, &yaml);
     eventually(T, "2 available replicas", || available(&api, "web", 2));
     kubelet.set_ready(false);

@@ -33,7 +33,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "controller-manager serving /healthz and /metrics on http://{}",
         listener.local_addr()?
     );
-    tokio::spawn(serve_health(listener, leading.clone(), options.leader_elect_resource_name.clone()));
+    tokio::spawn(serve_health(
+        listener,
+        leading.clone(),
+        options.leader_elect_resource_name.clone(),
+    ));
     let options = Arc::new(options);
     if !options.leader_elect {
         return run_controllers(client, options).await;

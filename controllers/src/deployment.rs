@@ -213,13 +213,19 @@ impl DeploymentController {
         };
         if !self.writes_observed(key) {
             // The replica-set event that completes the picture queues the key again.
-            self.queue.add_after(key.to_string(), Duration::from_secs(1));
+            self.queue
+                .add_after(key.to_string(), Duration::from_secs(1));
             return Ok(());
         }
         let mut d = (*cached).clone();
         let (ns, _) = split_key(key);
-        let selector_spec = d.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
-        let selector = Selector::from_label_selector(Some(&selector_spec)).map_err(SyncError::Other)?;
+        let selector_spec = d
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
+        let selector =
+            Selector::from_label_selector(Some(&selector_spec)).map_err(SyncError::Other)?;
         if selector.is_empty() {
             self.recorder.warning(
                 &d,

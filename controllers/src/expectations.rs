@@ -131,7 +131,10 @@ impl UidTrackingExpectations {
         let mut deleting = self.deleting.lock();
         let set = deleting.entry(key.to_string()).or_default();
         if !set.is_empty() {
-            tracing::warn!("{key}: expecting deletions while {} are still pending", set.len());
+            tracing::warn!(
+                "{key}: expecting deletions while {} are still pending",
+                set.len()
+            );
         }
         set.extend(pod_keys.iter().cloned());
         self.counts.expect_deletions(key, pod_keys.len());

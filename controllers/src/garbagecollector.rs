@@ -24,16 +24,21 @@ pub mod graph;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Node as CoreNode, PersistentVolumeClaim, Pod, ReplicationController, Secret, Service,
-    ServiceAccount,
+    ConfigMap, Endpoints, Node as CoreNode, PersistentVolumeClaim, Pod, ReplicationController,
+    Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions,
+    PropagationPolicy,
+};
 use machinery::informer::{HandlerFns, Object};
 use machinery::workqueue::{run_workers, WorkQueue};
 use parking_lot::Mutex;
@@ -116,7 +121,10 @@ impl GarbageCollector {
         let resource = ApiResource::erase::<K>(&());
         self.kinds.lock().insert(
             (resource.group.clone(), resource.kind.clone()),
-            Kind { resource, namespaced },
+            Kind {
+                resource,
+                namespaced,
+            },
         );
         let informer = ctx.informers.informer::<K>();
         let (a, u, d) = (self.clone(), self.clone(), self.clone());
@@ -131,11 +139,16 @@ impl GarbageCollector {
                 u.dispatch(w);
             })),
             delete: Some(Box::new(move |o| {
-                let w = d.graph.lock().remove(o.meta().uid.as_deref().unwrap_or_default());
+                let w = d
+                    .graph
+                    .lock()
+                    .remove(o.meta().uid.as_deref().unwrap_or_default());
                 d.dispatch(w);
             })),
         });
-        self.synced.lock().push(Box::new(move || informer.has_synced()));
+        self.synced
+            .lock()
+            .push(Box::new(move || informer.has_synced()));
     }
 
     fn dispatch(&self, w: Work) {
@@ -151,7 +164,10 @@ impl GarbageCollector {
         while !self.synced.lock().iter().all(|s| s()) {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        tracing::info!("garbage collector: graph synced ({} objects)", self.graph.lock().len());
+        tracing::info!(
+            "garbage collector: graph synced ({} objects)",
+            self.graph.lock().len()
+        );
         let (a, b) = (self.clone(), self.clone());
         tokio::join!(
             run_workers(self.delete_queue.clone(), workers, move |uid: String| {
@@ -182,7 +198,10 @@ impl GarbageCollector {
     }
 
     /// The live object of a node, if it still is the same object.
-    async fn latest(&self, node: &Node) -> Result<Option<(Api<DynamicObject>, DynamicObject)>, GcError> {
+    async fn latest(
+        &self,
+        node: &Node,
+    ) -> Result<Option<(Api<DynamicObject>, DynamicObject)>, GcError> {
         let Some(kind) = self.kind(&node.api_version, &node.kind) else {
             return Ok(None);
         };
@@ -198,7 +217,11 @@ impl GarbageCollector {
 
     /// Whether an owner exists: `None` gone (or replaced), `Some(true)` exists and waits for its
     /// dependents (foreground), `Some(false)` exists.
-    async fn owner_state(&self, dependent_ns: &str, r: &OwnerReference) -> Result<Option<bool>, GcError> {
+    async fn owner_state(
+        &self,
+        dependent_ns: &str,
+        r: &OwnerReference,
+    ) -> Result<Option<bool>, GcError> {
         if let Some(n) = self.graph.lock().get(&r.uid) {
             return Ok(Some(n.deleting_dependents()));
         }
@@ -210,10 +233,16 @@ impl GarbageCollector {
             .get_opt(&r.name)
             .await
             .map_err(api_err(format!("getting owner {} {}", r.kind, r.name)))?;
-        Ok(owner.filter(|o| o.metadata.uid.as_deref() == Some(r.uid.as_str())).map(|o| {
-            o.metadata.deletion_timestamp.is_some()
-                && o.metadata.finalizers.iter().flatten().any(|f| f == FOREGROUND)
-        }))
+        Ok(owner
+            .filter(|o| o.metadata.uid.as_deref() == Some(r.uid.as_str()))
+            .map(|o| {
+                o.metadata.deletion_timestamp.is_some()
+                    && o.metadata
+                        .finalizers
+                        .iter()
+                        .flatten()
+                        .any(|f| f == FOREGROUND)
+            }))
     }
 
     /// Upstream's `attemptToDeleteItem` (and `processDeletingDependentsItem` for an owner being
@@ -243,7 +272,11 @@ impl GarbageCollector {
                 })
                 .collect();
             if blocking.is_empty() {
-                tracing::debug!("{} {}: no blocking dependents left, removing {FOREGROUND}", node.kind, node.name);
+                tracing::debug!(
+                    "{} {}: no blocking dependents left, removing {FOREGROUND}",
+                    node.kind,
+                    node.name
+                );
                 return remove_finalizer(&api, &latest, FOREGROUND).await;
             }
             for d in blocking.iter().filter(|d| !d.deleting) {
@@ -284,7 +317,12 @@ impl GarbageCollector {
         } else {
             PropagationPolicy::Background
         };
-        tracing::debug!("deleting {} {}/{} (owners gone), propagation {policy:?}", node.kind, node.namespace, node.name);
+        tracing::debug!(
+            "deleting {} {}/{} (owners gone), propagation {policy:?}",
+            node.kind,
+            node.namespace,
+            node.name
+        );
         let params = DeleteParams {
             propagation_policy: Some(policy),
             preconditions: Some(Preconditions {
@@ -295,7 +333,9 @@ impl GarbageCollector {
         };
         match api.delete(&node.name, &params).await {
             Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) => Ok(()),
+            Err(e) if is_not_found(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) => {
+                Ok(())
+            }
             Err(e) => Err(api_err(format!("deleting {} {}", node.kind, node.name))(e)),
         }
     }
@@ -328,10 +368,17 @@ impl GarbageCollector {
 }
 
 /// Replaces an object's owner references (guarded by its resourceVersion).
-async fn patch_owner_refs(api: &Api<DynamicObject>, obj: &DynamicObject, refs: &[&OwnerReference]) -> Result<(), GcError> {
+async fn patch_owner_refs(
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    refs: &[&OwnerReference],
+) -> Result<(), GcError> {
     let name = obj.metadata.name.clone().unwrap_or_default();
     let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": obj.metadata.resource_version}});
-    match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(api_err(format!("removing owner references of {name}"))(e)),
@@ -339,14 +386,27 @@ async fn patch_owner_refs(api: &Api<DynamicObject>, obj: &DynamicObject, refs: &
 }
 
 /// Removes one finalizer (guarded by the resourceVersion).
-async fn remove_finalizer(api: &Api<DynamicObject>, obj: &DynamicObject, finalizer: &str) -> Result<(), GcError> {
+async fn remove_finalizer(
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    finalizer: &str,
+) -> Result<(), GcError> {
     let name = obj.metadata.name.clone().unwrap_or_default();
-    let finalizers: Vec<&String> = obj.metadata.finalizers.iter().flatten().filter(|f| *f != finalizer).collect();
+    let finalizers: Vec<&String> = obj
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != finalizer)
+        .collect();
     if finalizers.len() == obj.metadata.finalizers.as_ref().map_or(0, Vec::len) {
         return Ok(());
     }
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.metadata.resource_version}});
-    match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(api_err(format!("removing finalizer {finalizer} of {name}"))(e)),

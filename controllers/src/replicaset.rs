@@ -33,7 +33,9 @@ use serde_json::json;
 use crate::expectations::UidTrackingExpectations;
 use crate::ControllerContext;
 use controller_ref::{is_not_found, RefManager};
-use pods::{controller_of, controller_ref as new_controller_ref, is_active, is_available, is_ready};
+use pods::{
+    controller_of, controller_ref as new_controller_ref, is_active, is_available, is_ready,
+};
 use selector::Selector;
 
 /// Most pods created or deleted in one sync (upstream's `BurstReplicas`).
@@ -107,7 +109,10 @@ impl Workload for ReplicaSet {
         self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
     }
     fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
     }
     fn selector(&self) -> Result<Selector, String> {
         Selector::from_label_selector(self.spec.as_ref().map(|s| &s.selector))
@@ -123,9 +128,18 @@ impl Workload for ReplicaSet {
             ready_replicas: s.ready_replicas.unwrap_or(0),
             available_replicas: s.available_replicas.unwrap_or(0),
             observed_generation: s.observed_generation.unwrap_or(0),
-            failure: s.conditions.unwrap_or_default().into_iter().find(|c| c.type_ == "ReplicaFailure").map(|c| {
-                (c.reason.unwrap_or_default(), c.message.unwrap_or_default(), c.last_transition_time)
-            }),
+            failure: s
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "ReplicaFailure")
+                .map(|c| {
+                    (
+                        c.reason.unwrap_or_default(),
+                        c.message.unwrap_or_default(),
+                        c.last_transition_time,
+                    )
+                }),
         }
     }
 }
@@ -138,7 +152,10 @@ impl Workload for ReplicationController {
         self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
     }
     fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
     }
     fn selector(&self) -> Result<Selector, String> {
         // A nil or empty RC selector means "match nothing" (the API server defaults it from the
@@ -159,21 +176,34 @@ impl Workload for ReplicationController {
             ready_replicas: s.ready_replicas.unwrap_or(0),
             available_replicas: s.available_replicas.unwrap_or(0),
             observed_generation: s.observed_generation.unwrap_or(0),
-            failure: s.conditions.unwrap_or_default().into_iter().find(|c| c.type_ == "ReplicaFailure").map(|c| {
-                (c.reason.unwrap_or_default(), c.message.unwrap_or_default(), c.last_transition_time)
-            }),
+            failure: s
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "ReplicaFailure")
+                .map(|c| {
+                    (
+                        c.reason.unwrap_or_default(),
+                        c.message.unwrap_or_default(),
+                        c.last_transition_time,
+                    )
+                }),
         }
     }
 }
 
 pub async fn start_replicaset(ctx: ControllerContext) -> anyhow::Result<()> {
     let workers = ctx.options.concurrent_replicaset_syncs;
-    ReplicaController::<ReplicaSet>::new(&ctx).run(workers).await
+    ReplicaController::<ReplicaSet>::new(&ctx)
+        .run(workers)
+        .await
 }
 
 pub async fn start_replication_controller(ctx: ControllerContext) -> anyhow::Result<()> {
     let workers = ctx.options.concurrent_rc_syncs;
-    ReplicaController::<ReplicationController>::new(&ctx).run(workers).await
+    ReplicaController::<ReplicationController>::new(&ctx)
+        .run(workers)
+        .await
 }
 
 /// Errors of one sync.
@@ -258,7 +288,9 @@ impl<K: Workload> ReplicaController<K> {
         if r.kind != K::KIND {
             return None;
         }
-        let set = self.sets.get(pod.metadata.namespace.as_deref().unwrap_or(""), &r.name)?;
+        let set = self
+            .sets
+            .get(pod.metadata.namespace.as_deref().unwrap_or(""), &r.name)?;
         (set.meta().uid.as_deref() == Some(r.uid.as_str())).then_some(set)
     }
 
@@ -268,7 +300,10 @@ impl<K: Workload> ReplicaController<K> {
         self.sets
             .list_namespace(ns)
             .into_iter()
-            .filter(|s| s.selector().is_ok_and(|sel| !sel.is_empty() && sel.matches(pod.metadata.labels.as_ref())))
+            .filter(|s| {
+                s.selector()
+                    .is_ok_and(|sel| !sel.is_empty() && sel.matches(pod.metadata.labels.as_ref()))
+            })
             .collect()
     }
 
@@ -328,7 +363,8 @@ impl<K: Workload> ReplicaController<K> {
     fn delete_pod(&self, pod: &Arc<Pod>) {
         if let Some(set) = self.resolve(pod) {
             let key = key_of(set.as_ref());
-            self.expectations.deletion_observed(&key, &key_of(pod.as_ref()));
+            self.expectations
+                .deletion_observed(&key, &key_of(pod.as_ref()));
             self.queue.add(key);
         }
     }
@@ -380,10 +416,11 @@ impl<K: Workload> ReplicaController<K> {
                 return Ok(());
             }
         };
-        let needs_sync = self.expectations.satisfied(key) && set.meta().deletion_timestamp.is_none();
-        let candidates: Vec<Arc<Pod>> = self.pods.list_filtered(|p| {
-            p.metadata.namespace.as_deref() == Some(ns) && is_active(p)
-        });
+        let needs_sync =
+            self.expectations.satisfied(key) && set.meta().deletion_timestamp.is_none();
+        let candidates: Vec<Arc<Pod>> = self
+            .pods
+            .list_filtered(|p| p.metadata.namespace.as_deref() == Some(ns) && is_active(p));
         let manager = RefManager::new(
             self.client.clone(),
             Api::<K>::namespaced(self.client.clone(), ns),
@@ -403,7 +440,11 @@ impl<K: Workload> ReplicaController<K> {
         let current = set.status_of();
         if !status.same(&current) {
             Api::<K>::namespaced(self.client.clone(), ns)
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(status.to_json()))
+                .patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(status.to_json()),
+                )
                 .await
                 .map_err(|source| SyncError::Status {
                     key: key.into(),
@@ -426,7 +467,12 @@ impl<K: Workload> ReplicaController<K> {
     }
 
     /// Creates or deletes pods so `owned` reaches the desired count (`manageReplicas`).
-    async fn manage_replicas(&self, key: &str, set: &Arc<K>, owned: &[Arc<Pod>]) -> Result<(), SyncError> {
+    async fn manage_replicas(
+        &self,
+        key: &str,
+        set: &Arc<K>,
+        owned: &[Arc<Pod>],
+    ) -> Result<(), SyncError> {
         let (ns, name) = split_key(key);
         let diff = owned.len() as i64 - i64::from(set.desired());
         let api = Api::<Pod>::namespaced(self.client.clone(), ns);
@@ -438,7 +484,10 @@ impl<K: Workload> ReplicaController<K> {
             self.expectations.expect_creations(key, n);
             let owner = new_controller_ref(K::API_VERSION, K::KIND, set.meta());
             let pod = pods::pod_from_template(template, ns, name, owner);
-            tracing::debug!("{key}: too few replicas, need {}, creating {n}", set.desired());
+            tracing::debug!(
+                "{key}: too few replicas, need {}, creating {n}",
+                set.desired()
+            );
             let (ok, err) = pods::slow_start_batch(n, pods::SLOW_START_INITIAL_BATCH, || {
                 let api = api.clone();
                 let pod = pod.clone();
@@ -455,7 +504,11 @@ impl<K: Workload> ReplicaController<K> {
                             Ok(())
                         }
                         Err(e) => {
-                            recorder.warning(set.as_ref(), "FailedCreate", format!("Error creating: {e}"));
+                            recorder.warning(
+                                set.as_ref(),
+                                "FailedCreate",
+                                format!("Error creating: {e}"),
+                            );
                             Err(e)
                         }
                     }
@@ -471,7 +524,10 @@ impl<K: Workload> ReplicaController<K> {
             }
         } else if diff > 0 {
             let n = (diff as usize).min(self.burst);
-            tracing::debug!("{key}: too many replicas, need {}, deleting {n}", set.desired());
+            tracing::debug!(
+                "{key}: too many replicas, need {}, deleting {n}",
+                set.desired()
+            );
             let related = self.related_pods(set);
             let victims = ranking::pods_to_delete(owned, &related, n, Timestamp::now());
             let keys: Vec<String> = victims.iter().map(|p| key_of(p.as_ref())).collect();
@@ -479,7 +535,12 @@ impl<K: Workload> ReplicaController<K> {
             let results = futures::future::join_all(victims.iter().map(|p| {
                 let api = api.clone();
                 let pod_name = p.metadata.name.clone().unwrap_or_default();
-                async move { (pod_name.clone(), api.delete(&pod_name, &DeleteParams::default()).await) }
+                async move {
+                    (
+                        pod_name.clone(),
+                        api.delete(&pod_name, &DeleteParams::default()).await,
+                    )
+                }
             }))
             .await;
             let mut first_err = None;
@@ -494,8 +555,11 @@ impl<K: Workload> ReplicaController<K> {
                         // The deletion will not be observed (a pod already gone was).
                         if !is_not_found(&e) {
                             self.expectations.deletion_observed(key, pod_key);
-                            self.recorder
-                                .warning(set.as_ref(), "FailedDelete", format!("Error deleting: {e}"));
+                            self.recorder.warning(
+                                set.as_ref(),
+                                "FailedDelete",
+                                format!("Error deleting: {e}"),
+                            );
                             first_err.get_or_insert(format!("deleting pod {pod_name}: {e}"));
                         }
                     }
@@ -530,7 +594,10 @@ pub fn calculate_status<K: Workload>(
     };
     for p in owned {
         let labels = p.metadata.labels.clone().unwrap_or_default();
-        if template_labels.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        if template_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+        {
             st.fully_labeled_replicas += 1;
         }
         if is_ready(p) {
@@ -542,7 +609,11 @@ pub fn calculate_status<K: Workload>(
     }
     match manage_err {
         Some(e) if st.failure.is_none() => {
-            let reason = if owned.len() < set.desired() as usize { "FailedCreate" } else { "FailedDelete" };
+            let reason = if owned.len() < set.desired() as usize {
+                "FailedCreate"
+            } else {
+                "FailedDelete"
+            };
             st.failure = Some((reason.into(), e.to_string(), Some(Time(now))));
         }
         None => st.failure = None,
@@ -559,7 +630,11 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
     fn rs(replicas: i32, min_ready: i32) -> ReplicaSet {
-        let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string()), ("v".to_string(), "1".to_string())].into();
+        let labels: BTreeMap<String, String> = [
+            ("app".to_string(), "web".to_string()),
+            ("v".to_string(), "1".to_string()),
+        ]
+        .into();
         ReplicaSet {
             metadata: ObjectMeta {
                 name: Some("web".into()),
@@ -612,13 +687,22 @@ mod tests {
         let pods = vec![pod(true, Some(990)), pod(true, Some(900)), pod(false, None)];
         let st = calculate_status(&rs(3, 30), &pods, None, now);
         assert_eq!(
-            (st.replicas, st.fully_labeled_replicas, st.ready_replicas, st.available_replicas, st.observed_generation),
+            (
+                st.replicas,
+                st.fully_labeled_replicas,
+                st.ready_replicas,
+                st.available_replicas,
+                st.observed_generation
+            ),
             (3, 2, 2, 1, 3)
         );
         assert!(st.failure.is_none());
         let err = SyncError::Manage("quota exceeded".into());
         let st = calculate_status(&rs(5, 0), &pods, Some(&err), now);
-        assert_eq!(st.failure.as_ref().map(|f| f.0.as_str()), Some("FailedCreate"));
+        assert_eq!(
+            st.failure.as_ref().map(|f| f.0.as_str()),
+            Some("FailedCreate")
+        );
         assert_eq!(st.available_replicas, 2);
     }
 
@@ -630,12 +714,18 @@ mod tests {
             selector: Some([("a".to_string(), "b".to_string())].into()),
             ..Default::default()
         });
-        assert!(rc.selector().unwrap().matches(Some(&[("a".to_string(), "b".to_string())].into())));
+        assert!(rc
+            .selector()
+            .unwrap()
+            .matches(Some(&[("a".to_string(), "b".to_string())].into())));
         let set = rs(1, 0);
         let owner = new_controller_ref("apps/v1", "ReplicaSet", &set.metadata);
         let p = pods::pod_from_template(set.template().unwrap(), "ns", "web", owner);
         assert_eq!(p.metadata.generate_name.as_deref(), Some("web-"));
         let r = &p.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((r.controller, r.block_owner_deletion), (Some(true), Some(true)));
+        assert_eq!(
+            (r.controller, r.block_owner_deletion),
+            (Some(true), Some(true))
+        );
     }
 }

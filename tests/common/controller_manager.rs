@@ -62,4 +62,3 @@ impl Drop for ControllerManager {
         self.kill9();
     }
 }
-

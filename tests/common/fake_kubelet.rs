@@ -90,7 +90,12 @@ async fn run(client: kube::Client, node: String, ready: Arc<AtomicBool>, ready_a
     let pending: Pending = Default::default();
     let limit = Arc::new(tokio::sync::Semaphore::new(64));
     let ticker = {
-        let (client, pending, limit, ready) = (client.clone(), pending.clone(), limit.clone(), ready.clone());
+        let (client, pending, limit, ready) = (
+            client.clone(),
+            pending.clone(),
+            limit.clone(),
+            ready.clone(),
+        );
         let node = node.clone();
         async move {
             loop {
@@ -127,7 +132,9 @@ async fn run(client: kube::Client, node: String, ready: Arc<AtomicBool>, ready_a
             let pod = match ev {
                 Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => p,
                 Ok(watcher::Event::Delete(p)) => {
-                    pending.lock().remove(p.metadata.uid.as_deref().unwrap_or(""));
+                    pending
+                        .lock()
+                        .remove(p.metadata.uid.as_deref().unwrap_or(""));
                     continue;
                 }
                 _ => continue,
@@ -148,7 +155,10 @@ async fn run(client: kube::Client, node: String, ready: Arc<AtomicBool>, ready_a
                 continue;
             }
             if !is_ready(&pod) {
-                pending.lock().entry(uid).or_insert((ns, name, Instant::now()));
+                pending
+                    .lock()
+                    .entry(uid)
+                    .or_insert((ns, name, Instant::now()));
             }
         }
     };
@@ -165,7 +175,12 @@ async fn mark_ready(client: kube::Client, ns: &str, name: &str, node: &str) {
         });
         // Already bound (a retry) is fine.
         let _ = api
-            .create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding)
+            .create_subresource::<_, serde_json::Value>(
+                "binding",
+                name,
+                &PostParams::default(),
+                &binding,
+            )
             .await;
     }
     let now = k8s_openapi::jiff::Timestamp::now().to_string();

@@ -15,7 +15,12 @@ use super::{DeploymentController, SyncError};
 
 impl DeploymentController {
     /// `syncRolloutStatus`.
-    pub(super) async fn sync_rollout_status(&self, d: &mut Deployment, new: Option<&ReplicaSet>, old: &[ReplicaSet]) -> Result<(), SyncError> {
+    pub(super) async fn sync_rollout_status(
+        &self,
+        d: &mut Deployment,
+        new: Option<&ReplicaSet>,
+        old: &[ReplicaSet],
+    ) -> Result<(), SyncError> {
         let mut status = calculate_status(d, new, old);
         if util::progress_deadline(d).is_none() {
             util::remove_condition(&mut status, "Progressing");
@@ -24,10 +29,15 @@ impl DeploymentController {
         let is_complete = status.replicas == status.updated_replicas
             && current.as_ref().and_then(|c| c.reason.as_deref()) == Some(util::NEW_RS_AVAILABLE);
         if util::progress_deadline(d).is_some() && !is_complete {
-            let name = new.and_then(|r| r.metadata.name.clone()).unwrap_or_default();
+            let name = new
+                .and_then(|r| r.metadata.name.clone())
+                .unwrap_or_default();
             if util::complete(d, &status) {
                 let msg = format!("ReplicaSet {name:?} has successfully progressed.");
-                util::set_condition(&mut status, util::new_condition("Progressing", "True", util::NEW_RS_AVAILABLE, msg));
+                util::set_condition(
+                    &mut status,
+                    util::new_condition("Progressing", "True", util::NEW_RS_AVAILABLE, msg),
+                );
             } else if util::progressing(d, &status) {
                 let msg = format!("ReplicaSet {name:?} is progressing.");
                 let mut c = util::new_condition("Progressing", "True", util::RS_UPDATED, msg);
@@ -40,7 +50,10 @@ impl DeploymentController {
                 util::set_condition(&mut status, c);
             } else if util::timed_out(d, &status, Timestamp::now()) {
                 let msg = format!("ReplicaSet {name:?} has timed out progressing.");
-                util::set_condition(&mut status, util::new_condition("Progressing", "False", util::TIMED_OUT, msg));
+                util::set_condition(
+                    &mut status,
+                    util::new_condition("Progressing", "False", util::TIMED_OUT, msg),
+                );
             }
         }
         match replica_failure(new, old) {
@@ -63,7 +76,10 @@ impl DeploymentController {
         let Some(c) = util::condition(&status, "Progressing") else {
             return;
         };
-        if c.status != "True" || util::complete(d, &status) || c.reason.as_deref() == Some(util::NEW_RS_AVAILABLE) {
+        if c.status != "True"
+            || util::complete(d, &status)
+            || c.reason.as_deref() == Some(util::NEW_RS_AVAILABLE)
+        {
             return;
         }
         let Some(updated) = c.last_update_time.as_ref() else {
@@ -76,7 +92,10 @@ impl DeploymentController {
 
     /// Marks a pause or a resume in the Progressing condition, so the deadline does not count
     /// paused time.
-    pub(super) async fn check_paused_conditions(&self, d: &mut Deployment) -> Result<(), SyncError> {
+    pub(super) async fn check_paused_conditions(
+        &self,
+        d: &mut Deployment,
+    ) -> Result<(), SyncError> {
         if util::progress_deadline(d).is_none() {
             return Ok(());
         }
@@ -88,9 +107,19 @@ impl DeploymentController {
         let paused_marked = cond.and_then(|c| c.reason.as_deref()) == Some(util::PAUSED);
         let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
         let c = if paused && !paused_marked {
-            util::new_condition("Progressing", "Unknown", util::PAUSED, "Deployment is paused".into())
+            util::new_condition(
+                "Progressing",
+                "Unknown",
+                util::PAUSED,
+                "Deployment is paused".into(),
+            )
         } else if !paused && paused_marked {
-            util::new_condition("Progressing", "Unknown", util::RESUMED, "Deployment is resumed".into())
+            util::new_condition(
+                "Progressing",
+                "Unknown",
+                util::RESUMED,
+                "Deployment is resumed".into(),
+            )
         } else {
             return Ok(());
         };

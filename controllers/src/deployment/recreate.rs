@@ -10,7 +10,12 @@ use crate::replicaset::pods::controller_of;
 
 impl DeploymentController {
     /// `rolloutRecreate`.
-    pub(super) async fn rollout_recreate(&self, key: &str, d: &mut Deployment, rs_list: Vec<ReplicaSet>) -> Result<(), SyncError> {
+    pub(super) async fn rollout_recreate(
+        &self,
+        key: &str,
+        d: &mut Deployment,
+        rs_list: Vec<ReplicaSet>,
+    ) -> Result<(), SyncError> {
         let (new, mut old) = self.get_all_rs(key, d, rs_list.clone(), false).await?;
         let mut scaled = false;
         for rs in old.iter_mut().filter(|r| is_active(r)) {
@@ -23,7 +28,10 @@ impl DeploymentController {
             Some(n) => (n, old),
             None => {
                 let (n, o) = self.get_all_rs(key, d, rs_list, true).await?;
-                (n.ok_or_else(|| SyncError::Other("no new replica set".into()))?, o)
+                (
+                    n.ok_or_else(|| SyncError::Other("no new replica set".into()))?,
+                    o,
+                )
             }
         };
         let mut new = new;
@@ -42,7 +50,10 @@ impl DeploymentController {
         if old.iter().map(|r| rs_status(r).replicas).sum::<i32>() > 0 {
             return true;
         }
-        let old_uids: Vec<&str> = old.iter().filter_map(|r| r.metadata.uid.as_deref()).collect();
+        let old_uids: Vec<&str> = old
+            .iter()
+            .filter_map(|r| r.metadata.uid.as_deref())
+            .collect();
         let new_uid = new.and_then(|r| r.metadata.uid.as_deref());
         let ns = old
             .first()

@@ -9,7 +9,12 @@ use super::{DeploymentController, SyncError};
 
 impl DeploymentController {
     /// `rolloutRolling`.
-    pub(super) async fn rollout_rolling(&self, key: &str, d: &mut Deployment, rs_list: Vec<ReplicaSet>) -> Result<(), SyncError> {
+    pub(super) async fn rollout_rolling(
+        &self,
+        key: &str,
+        d: &mut Deployment,
+        rs_list: Vec<ReplicaSet>,
+    ) -> Result<(), SyncError> {
         let (new, mut old) = self.get_all_rs(key, d, rs_list, true).await?;
         let Some(mut new) = new else {
             return Err(SyncError::Other("no new replica set".into()));
@@ -28,7 +33,13 @@ impl DeploymentController {
     }
 
     /// `reconcileNewReplicaSet`: true when it scaled.
-    async fn reconcile_new(&self, key: &str, d: &Deployment, new: &mut ReplicaSet, old: &[ReplicaSet]) -> Result<bool, SyncError> {
+    async fn reconcile_new(
+        &self,
+        key: &str,
+        d: &Deployment,
+        new: &mut ReplicaSet,
+        old: &[ReplicaSet],
+    ) -> Result<bool, SyncError> {
         let n = desired(d);
         let cur = rs_replicas(new);
         if cur == n {
@@ -43,7 +54,13 @@ impl DeploymentController {
     }
 
     /// `reconcileOldReplicaSets`: true when it scaled down.
-    async fn reconcile_old(&self, key: &str, d: &Deployment, new: &ReplicaSet, old: &mut [ReplicaSet]) -> Result<bool, SyncError> {
+    async fn reconcile_old(
+        &self,
+        key: &str,
+        d: &Deployment,
+        new: &ReplicaSet,
+        old: &mut [ReplicaSet],
+    ) -> Result<bool, SyncError> {
         let old_pods: i32 = old.iter().map(rs_replicas).sum();
         if old_pods == 0 {
             return Ok(false);
@@ -63,7 +80,13 @@ impl DeploymentController {
 
     /// `cleanupUnhealthyReplicas`: old replica sets lose their unavailable pods first (they
     /// would block the rollout), at most `max` in all.
-    async fn cleanup_unhealthy(&self, key: &str, d: &Deployment, old: &mut [ReplicaSet], max: i32) -> Result<i32, SyncError> {
+    async fn cleanup_unhealthy(
+        &self,
+        key: &str,
+        d: &Deployment,
+        old: &mut [ReplicaSet],
+        max: i32,
+    ) -> Result<i32, SyncError> {
         let mut total = 0;
         for rs in old.iter_mut() {
             if total >= max {
@@ -82,9 +105,19 @@ impl DeploymentController {
     }
 
     /// `scaleDownOldReplicaSetsForRollingUpdate`: oldest first, as far as availability allows.
-    async fn scale_down_old_for_rolling(&self, key: &str, d: &Deployment, new: &ReplicaSet, old: &mut [ReplicaSet]) -> Result<i32, SyncError> {
+    async fn scale_down_old_for_rolling(
+        &self,
+        key: &str,
+        d: &Deployment,
+        new: &ReplicaSet,
+        old: &mut [ReplicaSet],
+    ) -> Result<i32, SyncError> {
         let min_available = desired(d) - util::max_unavailable(d);
-        let available: i32 = old.iter().chain(std::iter::once(new)).map(util::available_of).sum();
+        let available: i32 = old
+            .iter()
+            .chain(std::iter::once(new))
+            .map(util::available_of)
+            .sum();
         if available <= min_available {
             return Ok(0);
         }

@@ -14,7 +14,10 @@ use crate::replicaset::controller_ref::is_not_found;
 use crate::replicaset::pods::controller_ref;
 
 fn created(rs: &ReplicaSet) -> Option<i64> {
-    rs.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second())
+    rs.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
 }
 
 /// Oldest first, then by name (`ReplicaSetsByCreationTimestamp`).
@@ -41,7 +44,11 @@ impl DeploymentController {
         create: bool,
     ) -> Result<(Option<ReplicaSet>, Vec<ReplicaSet>), SyncError> {
         rs_list.sort_by(by_creation);
-        let template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let template = d
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
         let pos = rs_list.iter().position(|rs| {
             rs.spec
                 .as_ref()
@@ -83,9 +90,17 @@ impl DeploymentController {
             let rev = util::revision(&rs);
             self.set_deployment_revision(d, rev).await?;
             let mut status = d.status.clone().unwrap_or_default();
-            if util::progress_deadline(d).is_some() && util::condition(&status, "Progressing").is_none() {
-                let msg = format!("Found new replica set {:?}", rs.metadata.name.as_deref().unwrap_or(""));
-                util::set_condition(&mut status, util::new_condition("Progressing", "True", util::FOUND_NEW_RS, msg));
+            if util::progress_deadline(d).is_some()
+                && util::condition(&status, "Progressing").is_none()
+            {
+                let msg = format!(
+                    "Found new replica set {:?}",
+                    rs.metadata.name.as_deref().unwrap_or("")
+                );
+                util::set_condition(
+                    &mut status,
+                    util::new_condition("Progressing", "True", util::FOUND_NEW_RS, msg),
+                );
                 self.update_status(d, status).await?;
             }
             return Ok(Some(rs));
@@ -148,37 +163,64 @@ impl DeploymentController {
                 let mut status = d.status.clone().unwrap_or_default();
                 status.collision_count = Some(status.collision_count.unwrap_or(0) + 1);
                 self.update_status(d, status).await?;
-                return Err(SyncError::Other(format!("replica set {name} already exists (hash collision)")));
+                return Err(SyncError::Other(format!(
+                    "replica set {name} already exists (hash collision)"
+                )));
             }
             Err(e) => {
                 let msg = format!("Failed to create new replica set {name:?}: {e}");
                 if util::progress_deadline(d).is_some() {
                     let mut status = d.status.clone().unwrap_or_default();
-                    util::set_condition(&mut status, util::new_condition("Progressing", "False", util::FAILED_RS_CREATE, msg.clone()));
+                    util::set_condition(
+                        &mut status,
+                        util::new_condition(
+                            "Progressing",
+                            "False",
+                            util::FAILED_RS_CREATE,
+                            msg.clone(),
+                        ),
+                    );
                     let _ = self.update_status(d, status).await;
                 }
-                self.recorder.warning(d, util::FAILED_RS_CREATE, msg.clone());
+                self.recorder
+                    .warning(d, util::FAILED_RS_CREATE, msg.clone());
                 return Err(SyncError::Other(msg));
             }
         };
         self.wrote(key, &created);
         if n > 0 {
-            self.recorder.normal(d, "ScalingReplicaSet", format!("Scaled up replica set {name} from 0 to {n}"));
+            self.recorder.normal(
+                d,
+                "ScalingReplicaSet",
+                format!("Scaled up replica set {name} from 0 to {n}"),
+            );
         }
         self.set_deployment_revision(d, new_revision).await?;
         if util::progress_deadline(d).is_some() {
             let mut status = d.status.clone().unwrap_or_default();
             let msg = format!("Created new replica set {name:?}");
-            util::set_condition(&mut status, util::new_condition("Progressing", "True", util::NEW_RS_CREATED, msg));
+            util::set_condition(
+                &mut status,
+                util::new_condition("Progressing", "True", util::NEW_RS_CREATED, msg),
+            );
             self.update_status(d, status).await?;
         }
         Ok(Some(created))
     }
 
     /// Keeps the deployment's revision annotation at its new replica set's revision.
-    async fn set_deployment_revision(&self, d: &mut Deployment, revision: i64) -> Result<(), SyncError> {
+    async fn set_deployment_revision(
+        &self,
+        d: &mut Deployment,
+        revision: i64,
+    ) -> Result<(), SyncError> {
         let rev = revision.to_string();
-        if d.metadata.annotations.as_ref().and_then(|a| a.get(util::REVISION)) == Some(&rev) {
+        if d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(util::REVISION))
+            == Some(&rev)
+        {
             return Ok(());
         }
         let ns = d.metadata.namespace.clone().unwrap_or_default();
@@ -193,7 +235,11 @@ impl DeploymentController {
     }
 
     /// Writes `status` (a merge patch of the whole status) and keeps `d` current.
-    pub(super) async fn update_status(&self, d: &mut Deployment, status: DeploymentStatus) -> Result<(), SyncError> {
+    pub(super) async fn update_status(
+        &self,
+        d: &mut Deployment,
+        status: DeploymentStatus,
+    ) -> Result<(), SyncError> {
         let ns = d.metadata.namespace.clone().unwrap_or_default();
         let name = d.metadata.name.clone().unwrap_or_default();
         let patch = json!({"status": status});
@@ -208,11 +254,18 @@ impl DeploymentController {
 
     /// Sets `rs` to `replicas` (and its replica annotations); true when the size changed
     /// (upstream's `scaleReplicaSet`).
-    pub(super) async fn scale_rs(&self, key: &str, rs: &mut ReplicaSet, replicas: i32, d: &Deployment) -> Result<bool, SyncError> {
+    pub(super) async fn scale_rs(
+        &self,
+        key: &str,
+        rs: &mut ReplicaSet,
+        replicas: i32,
+        d: &Deployment,
+    ) -> Result<bool, SyncError> {
         let before = rs_replicas(rs);
         let size_changed = before != replicas;
         let mut copy = rs.clone();
-        let annotations_changed = util::set_replicas_annotations(&mut copy, desired(d), desired(d) + util::max_surge(d));
+        let annotations_changed =
+            util::set_replicas_annotations(&mut copy, desired(d), desired(d) + util::max_surge(d));
         if !size_changed && !annotations_changed {
             return Ok(false);
         }
@@ -237,21 +290,35 @@ impl DeploymentController {
     }
 
     /// `isScalingEvent`: an active replica set was sized for another replica count.
-    pub(super) async fn is_scaling_event(&self, key: &str, d: &mut Deployment, rs_list: &[ReplicaSet]) -> Result<bool, SyncError> {
+    pub(super) async fn is_scaling_event(
+        &self,
+        key: &str,
+        d: &mut Deployment,
+        rs_list: &[ReplicaSet],
+    ) -> Result<bool, SyncError> {
         let (new, old) = self.get_all_rs(key, d, rs_list.to_vec(), false).await?;
         let n = desired(d);
-        Ok(old.iter().chain(new.iter()).filter(|rs| is_active(rs)).any(|rs| {
-            rs.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(util::DESIRED_REPLICAS))
-                .and_then(|v| v.parse::<i32>().ok())
-                .is_some_and(|v| v != n)
-        }))
+        Ok(old
+            .iter()
+            .chain(new.iter())
+            .filter(|rs| is_active(rs))
+            .any(|rs| {
+                rs.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(util::DESIRED_REPLICAS))
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .is_some_and(|v| v != n)
+            }))
     }
 
     /// Scaling and (when paused) cleanup without a rollout (upstream's `sync`).
-    pub(super) async fn sync(&self, key: &str, d: &mut Deployment, rs_list: Vec<ReplicaSet>) -> Result<(), SyncError> {
+    pub(super) async fn sync(
+        &self,
+        key: &str,
+        d: &mut Deployment,
+        rs_list: Vec<ReplicaSet>,
+    ) -> Result<(), SyncError> {
         let (mut new, mut old) = self.get_all_rs(key, d, rs_list, false).await?;
         self.scale(key, d, &mut new, &mut old).await?;
         if d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false) {
@@ -260,13 +327,23 @@ impl DeploymentController {
         self.sync_status(d, new.as_ref(), &old).await
     }
 
-    pub(super) async fn sync_status_only(&self, key: &str, d: &mut Deployment, rs_list: Vec<ReplicaSet>) -> Result<(), SyncError> {
+    pub(super) async fn sync_status_only(
+        &self,
+        key: &str,
+        d: &mut Deployment,
+        rs_list: Vec<ReplicaSet>,
+    ) -> Result<(), SyncError> {
         let (new, old) = self.get_all_rs(key, d, rs_list, false).await?;
         self.sync_status(d, new.as_ref(), &old).await
     }
 
     /// `syncDeploymentStatus`.
-    pub(super) async fn sync_status(&self, d: &mut Deployment, new: Option<&ReplicaSet>, old: &[ReplicaSet]) -> Result<(), SyncError> {
+    pub(super) async fn sync_status(
+        &self,
+        d: &mut Deployment,
+        new: Option<&ReplicaSet>,
+        old: &[ReplicaSet],
+    ) -> Result<(), SyncError> {
         let status = calculate_status(d, new, old);
         if d.status.as_ref() == Some(&status) {
             return Ok(());
@@ -276,10 +353,17 @@ impl DeploymentController {
 
     /// `scale`: brings the replica sets to the deployment's size, proportionally during a
     /// rolling update.
-    pub(super) async fn scale(&self, key: &str, d: &Deployment, new: &mut Option<ReplicaSet>, old: &mut [ReplicaSet]) -> Result<(), SyncError> {
+    pub(super) async fn scale(
+        &self,
+        key: &str,
+        d: &Deployment,
+        new: &mut Option<ReplicaSet>,
+        old: &mut [ReplicaSet],
+    ) -> Result<(), SyncError> {
         let n = desired(d);
         // One active (or, with none active, the newest) replica set takes everything.
-        let active_count = old.iter().filter(|r| is_active(r)).count() + new.iter().filter(|r| is_active(r)).count();
+        let active_count = old.iter().filter(|r| is_active(r)).count()
+            + new.iter().filter(|r| is_active(r)).count();
         if new.is_some() || !old.is_empty() {
             let target: Option<&mut ReplicaSet> = match active_count {
                 0 => match new.as_mut() {
@@ -320,14 +404,26 @@ impl DeploymentController {
         if !util::is_rolling(d) {
             return Ok(());
         }
-        let mut all: Vec<&mut ReplicaSet> = old.iter_mut().chain(new.iter_mut()).filter(|r| is_active(r)).collect();
+        let mut all: Vec<&mut ReplicaSet> = old
+            .iter_mut()
+            .chain(new.iter_mut())
+            .filter(|r| is_active(r))
+            .collect();
         let current: i32 = all.iter().map(|r| rs_replicas(r)).sum();
         let allowed = if n > 0 { n + util::max_surge(d) } else { 0 };
         let to_add = allowed - current;
         match to_add.cmp(&0) {
             // Larger first; equal sizes: newer first when growing, older first when shrinking.
-            Ordering::Greater => all.sort_by(|a, b| rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| by_creation(b, a))),
-            Ordering::Less => all.sort_by(|a, b| rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| by_creation(a, b))),
+            Ordering::Greater => all.sort_by(|a, b| {
+                rs_replicas(b)
+                    .cmp(&rs_replicas(a))
+                    .then_with(|| by_creation(b, a))
+            }),
+            Ordering::Less => all.sort_by(|a, b| {
+                rs_replicas(b)
+                    .cmp(&rs_replicas(a))
+                    .then_with(|| by_creation(a, b))
+            }),
             Ordering::Equal => {}
         }
         let mut added = 0;
@@ -354,16 +450,27 @@ impl DeploymentController {
 
     /// `cleanupDeployment`: deletes the oldest scaled-down replica sets beyond
     /// revisionHistoryLimit.
-    pub(super) async fn cleanup(&self, d: &Deployment, old: &[ReplicaSet]) -> Result<(), SyncError> {
+    pub(super) async fn cleanup(
+        &self,
+        d: &Deployment,
+        old: &[ReplicaSet],
+    ) -> Result<(), SyncError> {
         let Some(limit) = d.spec.as_ref().and_then(|s| s.revision_history_limit) else {
             return Ok(());
         };
-        let mut cleanable: Vec<&ReplicaSet> = old.iter().filter(|r| r.metadata.deletion_timestamp.is_none()).collect();
+        let mut cleanable: Vec<&ReplicaSet> = old
+            .iter()
+            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .collect();
         let diff = cleanable.len() as i64 - i64::from(limit);
         if diff <= 0 {
             return Ok(());
         }
-        cleanable.sort_by(|a, b| util::revision(a).cmp(&util::revision(b)).then_with(|| by_creation(a, b)));
+        cleanable.sort_by(|a, b| {
+            util::revision(a)
+                .cmp(&util::revision(b))
+                .then_with(|| by_creation(a, b))
+        });
         for rs in cleanable.into_iter().take(diff as usize) {
             let st = rs_status(rs);
             if st.replicas != 0
@@ -374,7 +481,9 @@ impl DeploymentController {
             }
             let ns = rs.metadata.namespace.clone().unwrap_or_default();
             let name = rs.metadata.name.clone().unwrap_or_default();
-            tracing::debug!("deleting old replica set {ns}/{name} beyond the revision history limit");
+            tracing::debug!(
+                "deleting old replica set {ns}/{name} beyond the revision history limit"
+            );
             match Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
                 .delete(&name, &DeleteParams::default())
                 .await
@@ -389,16 +498,27 @@ impl DeploymentController {
 }
 
 /// `calculateStatus`: counts from the replica sets, conditions carried over, Available set.
-pub(super) fn calculate_status(d: &Deployment, new: Option<&ReplicaSet>, old: &[ReplicaSet]) -> DeploymentStatus {
+pub(super) fn calculate_status(
+    d: &Deployment,
+    new: Option<&ReplicaSet>,
+    old: &[ReplicaSet],
+) -> DeploymentStatus {
     let all: Vec<&ReplicaSet> = old.iter().chain(new).collect();
-    let available: i32 = all.iter().map(|r| rs_status(r).available_replicas.unwrap_or(0)).sum();
+    let available: i32 = all
+        .iter()
+        .map(|r| rs_status(r).available_replicas.unwrap_or(0))
+        .sum();
     let total: i32 = all.iter().map(|r| rs_replicas(r)).sum();
     let current = d.status.clone().unwrap_or_default();
     let mut status = DeploymentStatus {
         observed_generation: d.metadata.generation,
         replicas: Some(all.iter().map(|r| rs_status(r).replicas).sum()),
         updated_replicas: Some(new.map(|r| rs_status(r).replicas).unwrap_or(0)),
-        ready_replicas: Some(all.iter().map(|r| rs_status(r).ready_replicas.unwrap_or(0)).sum()),
+        ready_replicas: Some(
+            all.iter()
+                .map(|r| rs_status(r).ready_replicas.unwrap_or(0))
+                .sum(),
+        ),
         available_replicas: Some(available),
         unavailable_replicas: Some((total - available).max(0)),
         collision_count: current.collision_count,
@@ -406,9 +526,25 @@ pub(super) fn calculate_status(d: &Deployment, new: Option<&ReplicaSet>, old: &[
         terminating_replicas: current.terminating_replicas,
     };
     if available >= desired(d) - util::max_unavailable(d) {
-        util::set_condition(&mut status, util::new_condition("Available", "True", util::MIN_AVAILABLE, "Deployment has minimum availability.".into()));
+        util::set_condition(
+            &mut status,
+            util::new_condition(
+                "Available",
+                "True",
+                util::MIN_AVAILABLE,
+                "Deployment has minimum availability.".into(),
+            ),
+        );
     } else {
-        util::set_condition(&mut status, util::new_condition("Available", "False", util::MIN_UNAVAILABLE, "Deployment does not have minimum availability.".into()));
+        util::set_condition(
+            &mut status,
+            util::new_condition(
+                "Available",
+                "False",
+                util::MIN_UNAVAILABLE,
+                "Deployment does not have minimum availability.".into(),
+            ),
+        );
     }
     status
 }

@@ -73,7 +73,10 @@ pub fn is_rolling(d: &Deployment) -> bool {
     !is_recreate(d)
 }
 
-fn annotation<'a>(meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> Option<&'a str> {
+fn annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
@@ -109,7 +112,11 @@ pub fn scaled_value(v: &IntOrString, total: i32, round_up: bool) -> Result<i32, 
 
 /// `ResolveFenceposts`: (maxSurge, maxUnavailable) for `desired` replicas; surge rounds up,
 /// unavailable down, and both zero becomes unavailable 1.
-pub fn resolve_fenceposts(surge: Option<&IntOrString>, unavailable: Option<&IntOrString>, desired: i32) -> Result<(i32, i32), String> {
+pub fn resolve_fenceposts(
+    surge: Option<&IntOrString>,
+    unavailable: Option<&IntOrString>,
+    desired: i32,
+) -> Result<(i32, i32), String> {
     let quarter = IntOrString::String("25%".into());
     let s = scaled_value(surge.unwrap_or(&quarter), desired, true)?;
     let u = scaled_value(unavailable.unwrap_or(&quarter), desired, false)?;
@@ -156,7 +163,10 @@ pub fn pods_of(rs: &ReplicaSet) -> i32 {
 /// Available pods a replica set can be counted on for: never more than its spec (a set being
 /// scaled down still reports the pods it is about to delete).
 pub fn available_of(rs: &ReplicaSet) -> i32 {
-    rs_status(rs).available_replicas.unwrap_or(0).min(rs_replicas(rs))
+    rs_status(rs)
+        .available_replicas
+        .unwrap_or(0)
+        .min(rs_replicas(rs))
 }
 
 /// `NewRSNewReplicas`: the new replica set's next size.
@@ -196,7 +206,13 @@ fn rs_fraction(rs: &ReplicaSet, d: &Deployment) -> i32 {
     let before = annotation(&rs.metadata, MAX_REPLICAS)
         .and_then(|v| v.parse::<i32>().ok())
         .filter(|v| *v != 0)
-        .unwrap_or_else(|| d.status.as_ref().map(|s| s.replicas.unwrap_or(0)).unwrap_or(0).max(1));
+        .unwrap_or_else(|| {
+            d.status
+                .as_ref()
+                .map(|s| s.replicas.unwrap_or(0))
+                .unwrap_or(0)
+                .max(1)
+        });
     let size = f64::from(rs_replicas(rs)) * f64::from(max_replicas) / f64::from(before);
     size.round() as i32 - rs_replicas(rs)
 }
@@ -217,7 +233,12 @@ pub fn set_replicas_annotations(rs: &mut ReplicaSet, desired: i32, max: i32) -> 
 
 /// `SetNewReplicaSetAnnotations`: copies the deployment's annotations, sets the revision and
 /// keeps the replaced revision in the history (a rollback to this set). True when changed.
-pub fn set_new_rs_annotations(d: &Deployment, rs: &mut ReplicaSet, new_revision: i64, exists: bool) -> bool {
+pub fn set_new_rs_annotations(
+    d: &Deployment,
+    rs: &mut ReplicaSet,
+    new_revision: i64,
+    exists: bool,
+) -> bool {
     let mut changed = false;
     let a = rs.metadata.annotations.get_or_insert_with(BTreeMap::new);
     for (k, v) in d.metadata.annotations.iter().flatten() {
@@ -263,7 +284,9 @@ fn without_hash(t: &PodTemplateSpec) -> serde_json::Value {
     }
     let mut v = serde_json::to_value(&t).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
-        if o.get("metadata").is_some_and(|m| m.as_object().is_some_and(|m| m.is_empty())) {
+        if o.get("metadata")
+            .is_some_and(|m| m.as_object().is_some_and(|m| m.is_empty()))
+        {
             o.remove("metadata");
         }
     }
@@ -307,7 +330,12 @@ pub fn condition<'a>(s: &'a DeploymentStatus, type_: &str) -> Option<&'a Deploym
     s.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
 }
 
-pub fn new_condition(type_: &str, status: &str, reason: &str, message: String) -> DeploymentCondition {
+pub fn new_condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+) -> DeploymentCondition {
     let now = Some(Time(Timestamp::now()));
     DeploymentCondition {
         type_: type_.into(),
@@ -390,7 +418,10 @@ pub fn timed_out(d: &Deployment, s: &DeploymentStatus, now: Timestamp) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDeployment};
+    use k8s_openapi::api::apps::v1::{
+        DeploymentSpec, DeploymentStrategy, ReplicaSetSpec, ReplicaSetStatus,
+        RollingUpdateDeployment,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn is(s: &str) -> IntOrString {
@@ -400,9 +431,18 @@ mod tests {
     #[test]
     fn fenceposts_round_surge_up_and_unavailable_down() {
         assert_eq!(resolve_fenceposts(None, None, 10).unwrap(), (3, 2));
-        assert_eq!(resolve_fenceposts(Some(&is("10%")), Some(&is("10%")), 5).unwrap(), (1, 0));
-        assert_eq!(resolve_fenceposts(Some(&IntOrString::Int(0)), Some(&is("1%")), 50).unwrap(), (0, 1));
-        assert_eq!(resolve_fenceposts(Some(&IntOrString::Int(2)), Some(&IntOrString::Int(0)), 3).unwrap(), (2, 0));
+        assert_eq!(
+            resolve_fenceposts(Some(&is("10%")), Some(&is("10%")), 5).unwrap(),
+            (1, 0)
+        );
+        assert_eq!(
+            resolve_fenceposts(Some(&IntOrString::Int(0)), Some(&is("1%")), 50).unwrap(),
+            (0, 1)
+        );
+        assert_eq!(
+            resolve_fenceposts(Some(&IntOrString::Int(2)), Some(&IntOrString::Int(0)), 3).unwrap(),
+            (2, 0)
+        );
         assert!(resolve_fenceposts(Some(&is("x")), None, 3).is_err());
     }
 
@@ -464,7 +504,11 @@ mod tests {
         // Max after = 23; to add = 23 - 13 = 10.
         let p_old = proportion(&old, &d, 10, 0);
         let p_new = proportion(&new, &d, 10, p_old);
-        assert_eq!((p_old, p_new), (6, 4), "8*23/13=14.15 → +6, 5*23/13=8.85 → +4");
+        assert_eq!(
+            (p_old, p_new),
+            (6, 4),
+            "8*23/13=14.15 → +6, 5*23/13=8.85 → +4"
+        );
         let down = deploy(0, 3, 2);
         assert_eq!(proportion(&old, &down, -13, 0), -8);
     }
@@ -472,7 +516,13 @@ mod tests {
     #[test]
     fn revisions_and_history_on_rollback() {
         let mut d = deploy(1, 1, 0);
-        d.metadata.annotations = Some([("team".to_string(), "a".to_string()), (REVISION.to_string(), "9".to_string())].into());
+        d.metadata.annotations = Some(
+            [
+                ("team".to_string(), "a".to_string()),
+                (REVISION.to_string(), "9".to_string()),
+            ]
+            .into(),
+        );
         let mut r = rs(1, None);
         assert!(set_new_rs_annotations(&d, &mut r, 1, false));
         let a = r.metadata.annotations.clone().unwrap();

@@ -96,7 +96,10 @@ impl Graph {
         if old.as_ref() == Some(&node) {
             return work;
         }
-        let old_owners: HashSet<String> = old.iter().flat_map(|o| o.owners.iter().map(|r| r.uid.clone())).collect();
+        let old_owners: HashSet<String> = old
+            .iter()
+            .flat_map(|o| o.owners.iter().map(|r| r.uid.clone()))
+            .collect();
         let new_owners: HashSet<String> = node.owners.iter().map(|r| r.uid.clone()).collect();
         for gone in old_owners.difference(&new_owners) {
             if let Some(set) = self.dependents.get_mut(gone) {
@@ -111,7 +114,10 @@ impl Graph {
             }
         }
         for added in new_owners.difference(&old_owners) {
-            self.dependents.entry(added.clone()).or_default().insert(uid.clone());
+            self.dependents
+                .entry(added.clone())
+                .or_default()
+                .insert(uid.clone());
         }
         // A dependent whose owner the graph does not know (yet): check it.
         if node.owners.iter().any(|r| !self.nodes.contains_key(&r.uid)) {
@@ -130,7 +136,11 @@ impl Graph {
         // too, in case it had already gone.
         if node.deleting {
             for r in &node.owners {
-                if self.nodes.get(&r.uid).is_some_and(Node::deleting_dependents) {
+                if self
+                    .nodes
+                    .get(&r.uid)
+                    .is_some_and(Node::deleting_dependents)
+                {
                     work.delete.push(r.uid.clone());
                 }
             }
@@ -146,7 +156,8 @@ impl Graph {
         let Some(node) = self.nodes.remove(uid) else {
             return work;
         };
-        work.delete.extend(self.dependents.get(uid).into_iter().flatten().cloned());
+        work.delete
+            .extend(self.dependents.get(uid).into_iter().flatten().cloned());
         for r in &node.owners {
             if let Some(set) = self.dependents.get_mut(&r.uid) {
                 set.remove(uid);
@@ -154,7 +165,11 @@ impl Graph {
                     self.dependents.remove(&r.uid);
                 }
             }
-            if self.nodes.get(&r.uid).is_some_and(Node::deleting_dependents) {
+            if self
+                .nodes
+                .get(&r.uid)
+                .is_some_and(Node::deleting_dependents)
+            {
                 work.delete.push(r.uid.clone());
             }
         }
@@ -193,7 +208,10 @@ mod tests {
     fn dependents_of_a_deleted_owner_are_checked() {
         let mut g = Graph::default();
         assert!(g.upsert(node("owner", &[])).delete.is_empty());
-        assert!(g.upsert(node("dep", &["owner"])).delete.is_empty(), "owner known");
+        assert!(
+            g.upsert(node("dep", &["owner"])).delete.is_empty(),
+            "owner known"
+        );
         assert_eq!(g.dependents("owner").len(), 1);
         assert_eq!(g.remove("owner").delete, ["dep"]);
         // An owner the graph has never seen: the dependent is checked.

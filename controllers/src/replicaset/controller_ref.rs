@@ -96,7 +96,10 @@ impl<'a, O: Object> RefManager<'a, O> {
     }
 
     /// The objects among `objs` this owner controls after adopting and releasing.
-    pub async fn claim<K: Object + Resource<Scope = NamespaceResourceScope>>(&self, objs: Vec<Arc<K>>) -> Result<Vec<Arc<K>>, ClaimError> {
+    pub async fn claim<K: Object + Resource<Scope = NamespaceResourceScope>>(
+        &self,
+        objs: Vec<Arc<K>>,
+    ) -> Result<Vec<Arc<K>>, ClaimError> {
         let owner_uid = self.owner.uid.as_deref().unwrap_or_default();
         let owner_deleting = self.owner.deletion_timestamp.is_some();
         let mut claimed = Vec::new();
@@ -155,7 +158,10 @@ impl<'a, O: Object> RefManager<'a, O> {
         )
     }
 
-    async fn adopt<K: Object + Resource<Scope = NamespaceResourceScope>>(&self, obj: &K) -> Result<K, kube::Error> {
+    async fn adopt<K: Object + Resource<Scope = NamespaceResourceScope>>(
+        &self,
+        obj: &K,
+    ) -> Result<K, kube::Error> {
         let meta = obj.meta();
         let mut refs: Vec<OwnerReference> = meta.owner_references.clone().unwrap_or_default();
         refs.retain(|r| Some(&r.uid) != self.owner.uid.as_ref());
@@ -170,7 +176,10 @@ impl<'a, O: Object> RefManager<'a, O> {
             .await
     }
 
-    async fn release<K: Object + Resource<Scope = NamespaceResourceScope>>(&self, obj: &K) -> Result<K, kube::Error> {
+    async fn release<K: Object + Resource<Scope = NamespaceResourceScope>>(
+        &self,
+        obj: &K,
+    ) -> Result<K, kube::Error> {
         let meta = obj.meta();
         let refs: Vec<OwnerReference> = meta
             .owner_references

@@ -11,7 +11,9 @@ use k8s_openapi::jiff::Timestamp;
 /// A pod that is neither finished nor being deleted (`IsPodActive`).
 pub fn is_active(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    phase != Some("Succeeded") && phase != Some("Failed") && pod.metadata.deletion_timestamp.is_none()
+    phase != Some("Succeeded")
+        && phase != Some("Failed")
+        && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// The pod's Ready condition (`GetPodReadyCondition`).

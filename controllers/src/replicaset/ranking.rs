@@ -62,7 +62,13 @@ fn log_rank_diff(t1: Timestamp, t2: Timestamp, now: Timestamp) -> i64 {
 
 /// Newer first (ordering "less" = deleted first), with the logarithmic buckets; equal buckets go
 /// by UID. `None` when the times are equal.
-fn newer_first(a: Option<Timestamp>, b: Option<Timestamp>, pa: &Pod, pb: &Pod, now: Timestamp) -> Option<Ordering> {
+fn newer_first(
+    a: Option<Timestamp>,
+    b: Option<Timestamp>,
+    pa: &Pod,
+    pb: &Pod,
+    now: Timestamp,
+) -> Option<Ordering> {
     if a == b {
         return None;
     }
@@ -88,7 +94,11 @@ pub fn compare(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize, now: Timestamp) -
     // 1. Unassigned < assigned.
     let (na, nb) = (node_name(a).is_empty(), node_name(b).is_empty());
     if na != nb {
-        return if na { Ordering::Less } else { Ordering::Greater };
+        return if na {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
     }
     // 2. Pending < Unknown < Running.
     let o = phase_rank(a).cmp(&phase_rank(b));
@@ -98,7 +108,11 @@ pub fn compare(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize, now: Timestamp) -
     // 3. Not ready < ready.
     let (ra, rb) = (is_ready(a), is_ready(b));
     if ra != rb {
-        return if ra { Ordering::Greater } else { Ordering::Less };
+        return if ra {
+            Ordering::Greater
+        } else {
+            Ordering::Less
+        };
     }
     // 4. Lower deletion cost first.
     let o = deletion_cost(a).cmp(&deletion_cost(b));
@@ -128,7 +142,12 @@ pub fn compare(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize, now: Timestamp) -
 
 /// `getPodsToDelete`: the `diff` pods of `pods` to delete first, ranking by related pods (all
 /// active pods of the same owner, e.g. every replica set of one deployment) on the same node.
-pub fn pods_to_delete(pods: &[Arc<Pod>], related: &[Arc<Pod>], diff: usize, now: Timestamp) -> Vec<Arc<Pod>> {
+pub fn pods_to_delete(
+    pods: &[Arc<Pod>],
+    related: &[Arc<Pod>],
+    diff: usize,
+    now: Timestamp,
+) -> Vec<Arc<Pod>> {
     let mut pods = pods.to_vec();
     if diff < pods.len() {
         let mut on_node: HashMap<&str, usize> = HashMap::new();
@@ -184,7 +203,9 @@ mod tests {
     }
 
     fn names(pods: &[Arc<Pod>]) -> Vec<&str> {
-        pods.iter().map(|p| p.metadata.name.as_deref().unwrap()).collect()
+        pods.iter()
+            .map(|p| p.metadata.name.as_deref().unwrap())
+            .collect()
     }
 
     #[test]
@@ -198,7 +219,10 @@ mod tests {
             pod("unknown", "n1", "Unknown", None, 10),
         ];
         let order = pods_to_delete(&pods, &pods, 4, now);
-        assert_eq!(names(&order), ["unassigned", "pending", "unknown", "running-unready"]);
+        assert_eq!(
+            names(&order),
+            ["unassigned", "pending", "unknown", "running-unready"]
+        );
     }
 
     #[test]
@@ -209,7 +233,11 @@ mod tests {
         let c = pod("c", "crowded", "Running", Some(1000), 10);
         let related = vec![a.clone(), b.clone(), c.clone()];
         let first = pods_to_delete(&[b.clone(), a.clone()], &related, 1, now);
-        assert_eq!(names(&first), ["a"], "the pod on the node with more related pods");
+        assert_eq!(
+            names(&first),
+            ["a"],
+            "the pod on the node with more related pods"
+        );
         // Same node: ready 10 s ago beats ready ~11 days ago.
         let old = pod("old", "n", "Running", Some(1000), 10);
         let fresh = pod("fresh", "n", "Running", Some(999_990), 10);
@@ -227,7 +255,8 @@ mod tests {
         assert_eq!(compare(&newer, 0, &old, 0, now), Ordering::Less);
         // Lower deletion cost first, before anything about time.
         let mut cheap = (*pod("cheap", "n", "Running", Some(1000), 10)).clone();
-        cheap.metadata.annotations = Some([(POD_DELETION_COST.to_string(), "-5".to_string())].into());
+        cheap.metadata.annotations =
+            Some([(POD_DELETION_COST.to_string(), "-5".to_string())].into());
         assert_eq!(compare(&cheap, 0, &fresh, 5, now), Ordering::Less);
     }
 }

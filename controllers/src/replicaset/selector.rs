@@ -97,7 +97,9 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -120,12 +122,18 @@ mod tests {
         .unwrap();
         assert!(sel.matches(Some(&labels(&[("app", "web"), ("tier", "a")]))));
         assert!(!sel.matches(Some(&labels(&[("app", "web"), ("tier", "c")]))));
-        assert!(!sel.matches(Some(&labels(&[("app", "web"), ("tier", "a"), ("canary", "1")]))));
+        assert!(!sel.matches(Some(&labels(&[
+            ("app", "web"),
+            ("tier", "a"),
+            ("canary", "1")
+        ]))));
         assert!(!sel.matches(None));
         assert!(!Selector::from_label_selector(None).unwrap().matches(None));
-        assert!(Selector::from_label_selector(Some(&LabelSelector::default()))
-            .unwrap()
-            .is_empty());
+        assert!(
+            Selector::from_label_selector(Some(&LabelSelector::default()))
+                .unwrap()
+                .is_empty()
+        );
         let bad = LabelSelector {
             match_expressions: Some(vec![LabelSelectorRequirement {
                 key: "k".into(),
