@@ -66,6 +66,9 @@ fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> SyncError {
     move |source| SyncError::Api { what, source }
 }
 
+/// Replica set name → (spec.replicas written, when).
+type Written = HashMap<String, (i32, Instant)>;
+
 #[derive(Clone)]
 pub struct DeploymentController {
     client: kube::Client,
@@ -75,7 +78,7 @@ pub struct DeploymentController {
     queue: WorkQueue<String>,
     recorder: EventRecorder,
     /// Per deployment key: replica set name → (spec.replicas written, when).
-    written: Arc<Mutex<HashMap<String, HashMap<String, (i32, Instant)>>>>,
+    written: Arc<Mutex<HashMap<String, Written>>>,
 }
 
 impl DeploymentController {

@@ -75,6 +75,9 @@ fn group_of(api_version: &str) -> &str {
     api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
 }
 
+/// Whether one of the graph's informers has synced.
+type SyncedFn = Box<dyn Fn() -> bool + Send + Sync>;
+
 #[derive(Clone)]
 pub struct GarbageCollector {
     client: kube::Client,
@@ -82,7 +85,7 @@ pub struct GarbageCollector {
     kinds: Arc<Mutex<HashMap<(String, String), Kind>>>,
     delete_queue: WorkQueue<String>,
     orphan_queue: WorkQueue<String>,
-    synced: Arc<Mutex<Vec<Box<dyn Fn() -> bool + Send + Sync>>>>,
+    synced: Arc<Mutex<Vec<SyncedFn>>>,
 }
 
 pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
