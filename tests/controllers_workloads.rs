@@ -559,3 +559,53 @@ fn a_rollout_without_progress_exceeds_its_deadline() {
     });
     api.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
 }
+
+#[test]
+fn scaling_during_a_rollout_grows_old_and_new_replica_sets_proportionally() {
+    let api = ApiServer::start();
+    let (_cm, kubelet) = start_all(&api);
+    apply(&api, &deployment("web", 10, "busybox:1", "3", "2"));
+    eventually(T, "10 available replicas", || available(&api, "web", 10));
+    // Stuck mid-rollout: the new replica set's pods never become ready.
+    kubelet.set_ready(false);
+    api.kubectl_ok(&["set", "image", "deployment/web", "app=busybox:2"]);
+    let sizes = |api: &ApiServer| -> Vec<i64> {
+        let mut s: Vec<(String, i64)> = replica_sets(api, "web")
+            .iter()
+            .map(|r| {
+                (
+                    r["metadata"]["creationTimestamp"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                        + r["metadata"]["name"].as_str().unwrap(),
+                    r["spec"]["replicas"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        s.sort();
+        s.into_iter().map(|(_, n)| n).collect()
+    };
+    // 10 + 3 surge: the new set gets 5 (3 surge + 2 unavailable), the old one is down to 8.
+    eventually(T, "the rollout stuck at old 8, new 5", || {
+        sizes(&api).iter().sum::<i64>() == 13 && sizes(&api).len() == 2
+    });
+    let before = sizes(&api);
+    api.kubectl_ok(&["scale", "deployment/web", "--replicas=20"]);
+    // 20 + 3 surge = 23, shared in proportion to the sizes before (13 → 23).
+    eventually(T, "both replica sets scaled", || {
+        sizes(&api).iter().sum::<i64>() == 23
+    });
+    let after = sizes(&api);
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a > b),
+        "{before:?} → {after:?}"
+    );
+    let rs = replica_sets(&api, "web");
+    assert!(rs
+        .iter()
+        .all(|r| r["metadata"]["annotations"]["deployment.kubernetes.io/max-replicas"] == "23"));
+    kubelet.set_ready(true);
+    api.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    eventually(T, "20 new pods", || available(&api, "web", 20));
+}

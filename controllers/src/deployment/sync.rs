@@ -492,6 +492,10 @@ impl DeploymentController {
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(api_err(format!("deleting replica set {name}"))(e)),
             }
+            // A write of ours to it will never be observed now.
+            if let Some(w) = self.written.lock().get_mut(&machinery::informer::key_of(d)) {
+                w.remove(&name);
+            }
         }
         Ok(())
     }
