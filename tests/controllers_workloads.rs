@@ -609,3 +609,36 @@ fn scaling_during_a_rollout_grows_old_and_new_replica_sets_proportionally() {
     api.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     eventually(T, "20 new pods", || available(&api, "web", 20));
 }
+
+#[test]
+fn a_controller_manager_that_loses_its_lease_exits_with_an_error() {
+    let api = ApiServer::start();
+    let mut cm = ControllerManager::start(
+        &api,
+        "cm",
+        &[
+            "--leader-elect-lease-duration=3s",
+            "--leader-elect-renew-deadline=2s",
+            "--leader-elect-retry-period=500ms",
+        ],
+    );
+    eventually(T, "leading", || cm.leading());
+    // Another candidate takes the lease over (as after a long pause of this one).
+    api.kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "patch",
+        "lease",
+        "kube-controller-manager",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"holderIdentity":"intruder","leaseDurationSeconds":60}}"#,
+    ]);
+    let mut status = None;
+    eventually(T, "the process exited", || {
+        status = cm.exited();
+        status.is_some()
+    });
+    assert!(!status.unwrap().success());
+    assert!(cm.log().contains("leaderelection lost"), "{}", cm.log());
+}

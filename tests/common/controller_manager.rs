@@ -49,6 +49,11 @@ impl ControllerManager {
         Some(log[at..].split_whitespace().next()?.to_string())
     }
 
+    /// The exit status once the process has ended (None while it runs).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok()?
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

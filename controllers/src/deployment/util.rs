@@ -552,4 +552,56 @@ mod tests {
         });
         assert!(equal_ignore_hash(&t, &labelled));
     }
+
+    #[test]
+    fn completion_progress_and_deadline() {
+        let mut d = deploy(3, 1, 0);
+        d.metadata.generation = Some(2);
+        d.spec.as_mut().unwrap().progress_deadline_seconds = Some(60);
+        let done = DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(3),
+            updated_replicas: Some(3),
+            available_replicas: Some(3),
+            ..Default::default()
+        };
+        assert!(complete(&d, &done));
+        let stale = DeploymentStatus {
+            observed_generation: Some(1),
+            ..done.clone()
+        };
+        assert!(!complete(&d, &stale));
+        // More updated pods than the deployment's current status shows: progress.
+        d.status = Some(DeploymentStatus {
+            replicas: Some(3),
+            updated_replicas: Some(1),
+            ..Default::default()
+        });
+        let more = DeploymentStatus {
+            replicas: Some(4),
+            updated_replicas: Some(2),
+            ..Default::default()
+        };
+        assert!(progressing(&d, &more));
+        assert!(!progressing(&d, d.status.as_ref().unwrap()));
+        // The deadline counts from the Progressing condition's last update.
+        let mut s = DeploymentStatus::default();
+        let mut c = new_condition("Progressing", "True", RS_UPDATED, String::new());
+        c.last_update_time = Some(Time(Timestamp::from_second(1000).unwrap()));
+        set_condition(&mut s, c);
+        assert!(!timed_out(&d, &s, Timestamp::from_second(1060).unwrap()));
+        assert!(timed_out(&d, &s, Timestamp::from_second(1061).unwrap()));
+        set_condition(
+            &mut s,
+            new_condition("Progressing", "True", NEW_RS_AVAILABLE, String::new()),
+        );
+        assert!(!timed_out(&d, &s, Timestamp::from_second(99_999).unwrap()));
+        // Same status and reason: the condition is kept as it was.
+        let before = condition(&s, "Progressing").cloned();
+        set_condition(
+            &mut s,
+            new_condition("Progressing", "True", NEW_RS_AVAILABLE, "other".into()),
+        );
+        assert_eq!(condition(&s, "Progressing").cloned(), before);
+    }
 }
