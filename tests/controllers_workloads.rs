@@ -642,3 +642,67 @@ fn a_controller_manager_that_loses_its_lease_exits_with_an_error() {
     assert!(!status.unwrap().success());
     assert!(cm.log().contains("leaderelection lost"), "{}", cm.log());
 }
+
+#[test]
+fn the_garbage_collector_deletes_dependents_of_any_kind_and_keeps_those_with_a_live_owner() {
+    let api = ApiServer::start();
+    let _cm = ControllerManager::start(
+        &api,
+        "cm",
+        &["--leader-elect=false", "--controllers=garbagecollector"],
+    );
+    apply(&api, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owner\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other-owner\n");
+    let uid = |name: &str| {
+        get(
+            &api,
+            &format!("/api/v1/namespaces/default/configmaps/{name}"),
+        )["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (owner, other) = (uid("owner"), uid("other-owner"));
+    let r = |name: &str, uid: &str| {
+        format!("  - apiVersion: v1\n    kind: ConfigMap\n    name: {name}\n    uid: {uid}\n")
+    };
+    apply(
+        &api,
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: dep-role\n  ownerReferences:\n{}rules: []\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: dep-secret\n  ownerReferences:\n{}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: two-owners\n  ownerReferences:\n{}{}spec:\n  ports:\n  - port: 80\n",
+            r("owner", &owner),
+            r("owner", &owner),
+            r("owner", &owner),
+            r("other-owner", &other),
+        ),
+    );
+    // A dependent whose owner never existed goes too.
+    apply(
+        &api,
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dangling\n  ownerReferences:\n{}",
+            r("ghost", "00000000-0000-0000-0000-000000000000")
+        ),
+    );
+    eventually(T, "the dependent of a missing owner deleted", || {
+        get(&api, "/api/v1/namespaces/default/configmaps/dangling").is_null()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!get(
+        &api,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles/dep-role"
+    )
+    .is_null());
+    api.kubectl_ok(&["delete", "configmap", "owner"]);
+    eventually(T, "the dependents deleted and the shared one kept", || {
+        let svc = get(&api, "/api/v1/namespaces/default/services/two-owners");
+        get(
+            &api,
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles/dep-role",
+        )
+        .is_null()
+            && get(&api, "/api/v1/namespaces/default/secrets/dep-secret").is_null()
+            && svc["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|r| r.len() == 1 && r[0]["uid"] == other.as_str())
+    });
+}

@@ -1,9 +1,11 @@
 //! The garbage collector (upstream `pkg/controller/garbagecollector`): deletes objects whose
 //! owners are all gone, and carries out the foreground and orphan deletion policies.
 //!
-//! Informers over every resource kind that carries owner references here (pods, the workload
-//! kinds, controller revisions, endpoint slices and endpoints, config maps, secrets, services,
-//! service accounts, claims, nodes and leases) feed the [`graph::Graph`]. Two queues of UIDs are
+//! Informers over every kind apiserver-lite serves except events (it has no custom resources, so
+//! this is what discovery would find: pods, the workload kinds, controller revisions, endpoint
+//! slices and endpoints, config maps, secrets, services, service accounts, volumes and claims,
+//! quotas and limit ranges, ingresses, network policies, disruption budgets, RBAC objects, nodes,
+//! namespaces and leases) feed the [`graph::Graph`]. Two queues of UIDs are
 //! worked on:
 //!
 //! - attempt-to-delete: a dependent whose owners, checked in the graph and otherwise with a live
@@ -16,8 +18,8 @@
 //!   dependents, then the finalizer is removed.
 //!
 //! The API server sets these finalizers on DELETE with `propagationPolicy` Foreground / Orphan
-//! (`kubectl delete --cascade=foreground|orphan`), as upstream's registry does. Kinds outside the
-//! list are not collected; an owner of an unknown kind counts as present.
+//! (`kubectl delete --cascade=foreground|orphan`), as upstream's registry does. An owner of a kind
+//! outside the list counts as present.
 
 pub mod graph;
 
@@ -33,7 +35,11 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Node as CoreNode, PersistentVolumeClaim, Pod, ReplicationController,
     Secret, Service, ServiceAccount,
 };
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, PersistentVolume, ResourceQuota};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions,
@@ -115,6 +121,17 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
     gc.watch::<PersistentVolumeClaim>(&ctx, true);
     gc.watch::<Lease>(&ctx, true);
     gc.watch::<CoreNode>(&ctx, false);
+    gc.watch::<Namespace>(&ctx, false);
+    gc.watch::<PersistentVolume>(&ctx, false);
+    gc.watch::<ResourceQuota>(&ctx, true);
+    gc.watch::<LimitRange>(&ctx, true);
+    gc.watch::<Ingress>(&ctx, true);
+    gc.watch::<NetworkPolicy>(&ctx, true);
+    gc.watch::<PodDisruptionBudget>(&ctx, true);
+    gc.watch::<Role>(&ctx, true);
+    gc.watch::<RoleBinding>(&ctx, true);
+    gc.watch::<ClusterRole>(&ctx, false);
+    gc.watch::<ClusterRoleBinding>(&ctx, false);
     gc.run(ctx.options.concurrent_gc_syncs).await
 }
 
