@@ -24,6 +24,7 @@ impl ControllerManager {
             .args(extra)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
+            .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -65,5 +66,13 @@ impl ControllerManager {
 impl Drop for ControllerManager {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last lines of {} ---", self.log.display());
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
     }
 }

@@ -4,9 +4,9 @@
 //! Deleted first: unassigned before assigned; Pending before Unknown before Running; not ready
 //! before ready; lower `controller.kubernetes.io/pod-deletion-cost`; more related pods on the same
 //! node (so scale-down spreads); ready more recently (in log2 buckets of the time since); more
-//! container restarts; created more recently (log2 buckets). Ties within a bucket go by UID.
+//! container restarts; created more recently (log2 buckets); then by UID.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -47,97 +47,65 @@ fn uid(pod: &Pod) -> &str {
     pod.metadata.uid.as_deref().unwrap_or("")
 }
 
-/// `logarithmicRankDiff`: the difference of the log2 buckets of `now - t`.
-fn log_rank_diff(t1: Timestamp, t2: Timestamp, now: Timestamp) -> i64 {
-    fn bucket(t: Timestamp, now: Timestamp) -> i64 {
-        let d = now.as_nanosecond() - t.as_nanosecond();
-        if d > 0 {
-            (d as f64).log2() as i64
-        } else {
-            -1
-        }
+/// The log2 bucket of the time from `t` to `now` (upstream's `logarithmicRankDiff` compares
+/// these); -1 for a time not before `now`, -2 for no time at all (which goes first).
+fn log_bucket(t: Option<Timestamp>, now: Timestamp) -> i64 {
+    let Some(t) = t else { return -2 };
+    let d = now.as_nanosecond() - t.as_nanosecond();
+    if d > 0 {
+        (d as f64).log2() as i64
+    } else {
+        -1
     }
-    bucket(t1, now) - bucket(t2, now)
 }
 
-/// Newer first (ordering "less" = deleted first), with the logarithmic buckets; equal buckets go
-/// by UID. `None` when the times are equal.
-fn newer_first(
-    a: Option<Timestamp>,
-    b: Option<Timestamp>,
-    pa: &Pod,
-    pb: &Pod,
-    now: Timestamp,
-) -> Option<Ordering> {
-    if a == b {
-        return None;
-    }
-    match (a, b) {
-        (None, _) => Some(Ordering::Less),
-        (_, None) => Some(Ordering::Greater),
-        (Some(a), Some(b)) => {
-            let diff = log_rank_diff(a, b, now);
-            Some(if diff == 0 {
-                uid(pa).cmp(uid(pb))
-            } else if diff < 0 {
-                Ordering::Less
-            } else {
-                Ordering::Greater
-            })
-        }
-    }
+/// What a pod is ranked by, smallest deleted first. A key (rather than upstream's pairwise
+/// `Less`) makes the order total, which sorting needs; the one difference to upstream is that
+/// two pods whose ready (or creation) times differ within one log2 bucket are further compared by
+/// restarts and creation time before their UIDs, where upstream goes to the UIDs at once.
+type RankKey = (
+    bool,
+    u8,
+    bool,
+    i32,
+    Reverse<usize>,
+    i64,
+    Reverse<i32>,
+    i64,
+    String,
+);
+
+fn rank_key(p: &Pod, rank: usize, now: Timestamp) -> RankKey {
+    let ready = is_ready(p);
+    (
+        // 1. Unassigned < assigned.
+        !node_name(p).is_empty(),
+        // 2. Pending < Unknown < Running.
+        phase_rank(p),
+        // 3. Not ready < ready.
+        ready,
+        // 4. Lower deletion cost first.
+        deletion_cost(p),
+        // 5. More co-located related pods first.
+        Reverse(rank),
+        // 6. Ready more recently first (only between ready pods).
+        if ready {
+            log_bucket(ready_since(p), now)
+        } else {
+            0
+        },
+        // 7. More restarts first.
+        Reverse(max_restarts(p)),
+        // 8. Created more recently first.
+        log_bucket(p.metadata.creation_timestamp.as_ref().map(|t| t.0), now),
+        uid(p).to_string(),
+    )
 }
 
 /// Compares two pods for deletion: `Less` means `a` goes first. `rank_*` is the number of related
 /// active pods on each pod's node.
 pub fn compare(a: &Pod, rank_a: usize, b: &Pod, rank_b: usize, now: Timestamp) -> Ordering {
-    // 1. Unassigned < assigned.
-    let (na, nb) = (node_name(a).is_empty(), node_name(b).is_empty());
-    if na != nb {
-        return if na {
-            Ordering::Less
-        } else {
-            Ordering::Greater
-        };
-    }
-    // 2. Pending < Unknown < Running.
-    let o = phase_rank(a).cmp(&phase_rank(b));
-    if o != Ordering::Equal {
-        return o;
-    }
-    // 3. Not ready < ready.
-    let (ra, rb) = (is_ready(a), is_ready(b));
-    if ra != rb {
-        return if ra {
-            Ordering::Greater
-        } else {
-            Ordering::Less
-        };
-    }
-    // 4. Lower deletion cost first.
-    let o = deletion_cost(a).cmp(&deletion_cost(b));
-    if o != Ordering::Equal {
-        return o;
-    }
-    // 5. More co-located related pods first.
-    if rank_a != rank_b {
-        return rank_b.cmp(&rank_a);
-    }
-    // 6. Ready more recently first.
-    if ra && rb {
-        if let Some(o) = newer_first(ready_since(a), ready_since(b), a, b, now) {
-            return o;
-        }
-    }
-    // 7. More restarts first.
-    let o = max_restarts(b).cmp(&max_restarts(a));
-    if o != Ordering::Equal {
-        return o;
-    }
-    // 8. Created more recently first.
-    let ca = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let cb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    newer_first(ca, cb, a, b, now).unwrap_or(Ordering::Equal)
+    rank_key(a, rank_a, now).cmp(&rank_key(b, rank_b, now))
 }
 
 /// `getPodsToDelete`: the `diff` pods of `pods` to delete first, ranking by related pods (all
@@ -157,12 +125,9 @@ pub fn pods_to_delete(
                 *on_node.entry(n).or_default() += 1;
             }
         }
-        let mut ranked: Vec<(usize, Arc<Pod>)> = pods
-            .iter()
-            .map(|p| (on_node.get(node_name(p)).copied().unwrap_or(0), p.clone()))
-            .collect();
-        ranked.sort_by(|(ra, a), (rb, b)| compare(a, *ra, b, *rb, now));
-        pods = ranked.into_iter().map(|(_, p)| p).collect();
+        pods.sort_by_cached_key(|p| {
+            rank_key(p, on_node.get(node_name(p)).copied().unwrap_or(0), now)
+        });
     }
     pods.truncate(diff);
     pods
@@ -242,8 +207,7 @@ mod tests {
         let old = pod("old", "n", "Running", Some(1000), 10);
         let fresh = pod("fresh", "n", "Running", Some(999_990), 10);
         assert_eq!(compare(&fresh, 0, &old, 0, now), Ordering::Less);
-        // Same bucket of ready time: more restarts first is not reached (UID decides), so
-        // compare restarts with equal ready times.
+        // Equal ready times: more restarts first.
         let mut restarted = (*pod("r", "n", "Running", Some(1000), 10)).clone();
         restarted.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
             restart_count: 3,
@@ -258,5 +222,31 @@ mod tests {
         cheap.metadata.annotations =
             Some([(POD_DELETION_COST.to_string(), "-5".to_string())].into());
         assert_eq!(compare(&cheap, 0, &fresh, 5, now), Ordering::Less);
+    }
+
+    #[test]
+    fn ranking_many_pods_is_a_total_order() {
+        // Upstream's pairwise order is not transitive across log2 buckets; ours must sort
+        // without panicking and agree with itself.
+        let now = ts(10_000_000);
+        let pods: Vec<Arc<Pod>> = (0..300)
+            .map(|i: i64| {
+                let ready = (i % 3 != 0).then_some(10_000_000 - (i * 7919) % 9_000_000);
+                let node = if i % 5 == 0 { "" } else { "n" };
+                pod(
+                    &format!("p{i}"),
+                    node,
+                    "Running",
+                    ready,
+                    10_000_000 - (i * 104_729) % 9_999_000,
+                )
+            })
+            .collect();
+        let first = pods_to_delete(&pods, &pods, 150, now);
+        let again = pods_to_delete(&first, &pods, 150, now);
+        assert_eq!(names(&first), names(&again));
+        assert!(first[..60]
+            .iter()
+            .all(|p| node_name(p).is_empty() || !is_ready(p)));
     }
 }
