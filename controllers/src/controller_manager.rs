@@ -5,8 +5,9 @@
 //! Controllers register their informer handlers first; the informers start afterwards, so no
 //! controller misses the initial list. When leader election is on and the lease is lost, the
 //! process ends with an error (upstream exits with `klog.Fatalf("leaderelection lost")`), so a
-//! supervisor restarts it as a fresh candidate. The health and metrics server speaks plain HTTP
-//! (upstream serves HTTPS on 10257 with delegated authentication).
+//! supervisor restarts it as a fresh candidate; so does a panic in any controller. The health and
+//! metrics server speaks plain HTTP (upstream serves HTTPS on 10257 with delegated
+//! authentication).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,13 @@ use crate::{controllers, ControllerContext, Options};
 
 /// Runs the controller-manager until it fails or loses its lease.
 pub async fn run(options: Options) -> anyhow::Result<()> {
+    // A panicking controller ends the process, as a Go panic ends upstream's: a worker that died
+    // would otherwise leave its key marked as processing and its controller silently stuck.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(2);
+    }));
     let client = machinery::client::build_client(
         options.kubeconfig.as_deref(),
         &machinery::client::user_agent("controller-manager"),
