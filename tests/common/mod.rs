@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod controller_manager;
+pub mod fake_kubelet;
 pub mod kubelet;
 pub mod netlab;
 
