@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_nodes;
 pub mod kubelet;
 
 use std::io::{BufRead, BufReader, Read, Write};
