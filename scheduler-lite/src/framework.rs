@@ -538,6 +538,9 @@ impl Framework {
         node: &Arc<NodeInfo>,
         snapshot: &Snapshot,
     ) -> Status {
+        if snapshot.nominated.is_empty() {
+            return self.run_filter(state, pod, node);
+        }
         let nominated: Vec<&Arc<PodInfo>> = snapshot
             .nominated
             .get(&node.name)

@@ -101,6 +101,30 @@ impl Metrics {
             .observe(d.as_secs_f64());
     }
 
+    /// The `q` quantile (0–1) of the attempt durations of `profile`/`result` in seconds,
+    /// interpolated within the histogram's buckets as Prometheus' `histogram_quantile` and
+    /// upstream's scheduler_perf do.
+    pub fn attempt_quantile(&self, profile: &str, result: &'static str, q: f64) -> Option<f64> {
+        let inner = self.inner.lock();
+        let h = inner.attempts.get(&(profile.to_string(), result))?;
+        if h.count == 0 {
+            return None;
+        }
+        let rank = q * h.count as f64;
+        let mut prev_bound = 0.0;
+        let mut prev_count = 0u64;
+        for (i, b) in h.buckets.iter().enumerate() {
+            if h.counts[i] as f64 >= rank {
+                let in_bucket = (h.counts[i] - prev_count) as f64;
+                let frac = if in_bucket > 0.0 { (rank - prev_count as f64) / in_bucket } else { 0.0 };
+                return Some(prev_bound + (b - prev_bound) * frac);
+            }
+            prev_bound = *b;
+            prev_count = h.counts[i];
+        }
+        Some(prev_bound)
+    }
+
     /// The exposition, with the queue's current pending counts.
     pub fn render(&self, pending: Pending) -> String {
         let inner = self.inner.lock();

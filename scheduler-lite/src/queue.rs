@@ -222,12 +222,27 @@ impl SchedulingQueue {
             gated,
             failed_at: Instant::now(),
         };
-        let at = if gated { Where::Unschedulable } else { Where::Active };
+        let at = if gated { Where::Unschedulable } else { Where::Backoff };
         inner.entries.insert(key.clone(), Entry { pod, at });
         if !gated {
-            inner.entries.get_mut(&key).unwrap().at = Where::Backoff;
             self.to_active(&mut inner, &key);
         }
+    }
+
+    /// A pod whose binding failed: back in backoffQ with its attempts so far.
+    pub fn add_after_error(&self, info: Arc<PodInfo>, attempts: u32) {
+        let mut inner = self.inner.lock();
+        inner.seq += 1;
+        let pod = QueuedPod {
+            info: info.clone(),
+            seq: inner.seq,
+            attempts,
+            first_attempt: None,
+            unschedulable_plugins: HashSet::new(),
+            gated: false,
+            failed_at: Instant::now(),
+        };
+        inner.entries.insert(info.key.clone(), Entry { pod, at: Where::Backoff });
     }
 
     /// A pending pod changed (informer update).

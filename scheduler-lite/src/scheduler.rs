@@ -10,7 +10,7 @@
 //! must not stall the async runtime that serves the informers and the bindings.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,8 @@ pub struct Scheduler {
     client: Option<kube::Client>,
     recorder: EventRecorder,
     next_start: AtomicUsize,
+    /// Pods bound since start (benchmarks and tests wait on it).
+    pub bound: AtomicU64,
     rt: tokio::runtime::Handle,
     bind_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -124,6 +126,7 @@ impl Scheduler {
             client,
             recorder,
             next_start: AtomicUsize::new(0),
+            bound: AtomicU64::new(0),
             rt: tokio::runtime::Handle::current(),
             bind_slots: Arc::new(tokio::sync::Semaphore::new(256)),
         }))
@@ -371,6 +374,7 @@ impl Scheduler {
             }
             if s.is_success() {
                 fwk.run_post_bind(&pod, &node).await;
+                me.bound.fetch_add(1, Ordering::Relaxed);
                 if let Some(first) = qp.first_attempt {
                     me.metrics.scheduled(qp.attempts, first.elapsed());
                 }
@@ -390,7 +394,9 @@ impl Scheduler {
                 "FailedScheduling",
                 format!("Binding rejected: {}", s.message()),
             );
-            me.queue.add(pod);
+            if !s.message().contains("NotFound") && !s.message().contains("not found") {
+                me.queue.add_after_error(pod, qp.attempts);
+            }
         });
     }
 
