@@ -39,14 +39,22 @@ impl ApiServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
             .args(["apiserver", "--data-dir"])
             .arg(dir.path())
-            .args(["--listen", "127.0.0.1:0", "--advertise-address", "127.0.0.1"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--advertise-address",
+                "127.0.0.1",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting capstan apiserver");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        assert!(first.starts_with("capstan apiserver serving on"), "apiserver printed {first:?}");
+        assert!(
+            first.starts_with("capstan apiserver serving on"),
+            "apiserver printed {first:?}"
+        );
         std::thread::spawn(move || for _ in lines {});
         ApiServer { child, dir }
     }
@@ -209,13 +217,21 @@ fn workloads() -> Vec<Workload> {
             node: node_default,
             // Four 1-cpu low-priority pods fill each 4-cpu node.
             init: |i| {
-                let mut p = pod(format!("low-{i}"), json!({}), json!({"priorityClassName": "low"}));
+                let mut p = pod(
+                    format!("low-{i}"),
+                    json!({}),
+                    json!({"priorityClassName": "low"}),
+                );
                 p["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("1");
                 bound_to(p, i, 500)
             },
             // Each high-priority pod needs three of them gone.
             measure: |i| {
-                let mut p = pod(format!("high-{i}"), json!({}), json!({"priorityClassName": "high"}));
+                let mut p = pod(
+                    format!("high-{i}"),
+                    json!({}),
+                    json!({"priorityClassName": "high"}),
+                );
                 p["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("3");
                 p
             },
@@ -270,11 +286,18 @@ async fn run(w: &Workload, mode: &'static str, f: f64) -> Row {
     )
     .await
     .expect("a client");
-    let (nodes, init, measure) = (scale(w.nodes, f), scale(w.init_pods, f), scale(w.measure_pods, f));
+    let (nodes, init, measure) = (
+        scale(w.nodes, f),
+        scale(w.init_pods, f),
+        scale(w.measure_pods, f),
+    );
     let pcs: Api<PriorityClass> = Api::all(client.clone());
     for (name, value) in [("low", 1), ("high", 1000)] {
-        let pc: PriorityClass = serde_json::from_value(json!({"metadata": {"name": name}, "value": value})).unwrap();
-        pcs.create(&PostParams::default(), &pc).await.expect("a priority class");
+        let pc: PriorityClass =
+            serde_json::from_value(json!({"metadata": {"name": name}, "value": value})).unwrap();
+        pcs.create(&PostParams::default(), &pc)
+            .await
+            .expect("a priority class");
     }
     let node_objs: Vec<Value> = (0..nodes).map(w.node).collect();
     let t_nodes = create_all(Api::<Node>::all(client.clone()), node_objs).await;
@@ -331,7 +354,11 @@ async fn run(w: &Workload, mode: &'static str, f: f64) -> Row {
     let deadline = start + Duration::from_secs(600);
     while (sched.bound.load(Ordering::Relaxed) as usize) < measure {
         if Instant::now() > deadline {
-            panic!("{}: only {} of {measure} pods bound after 600 s", w.name, sched.bound.load(Ordering::Relaxed));
+            panic!(
+                "{}: only {} of {measure} pods bound after 600 s",
+                w.name,
+                sched.bound.load(Ordering::Relaxed)
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -360,7 +387,10 @@ async fn run(w: &Workload, mode: &'static str, f: f64) -> Row {
 }
 
 fn main() {
-    let f: f64 = std::env::var("SCHED_PERF_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    let f: f64 = std::env::var("SCHED_PERF_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
     let only: Option<Vec<String>> = std::env::var("SCHED_PERF_ONLY")
         .ok()
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
@@ -372,7 +402,10 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let mut rows = Vec::new();
     for w in workloads() {
-        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == w.name)) {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|n| n == w.name))
+        {
             continue;
         }
         for mode in &modes {

@@ -65,7 +65,11 @@ impl Inner {
         let node = st.node.clone();
         self.node_mut(&node).remove_pod(key);
         // A node info with neither a Node nor pods goes.
-        if self.nodes.get(&node).is_some_and(|n| n.node.is_none() && n.pods.is_empty()) {
+        if self
+            .nodes
+            .get(&node)
+            .is_some_and(|n| n.node.is_none() && n.pods.is_empty())
+        {
             self.nodes.remove(&node);
         }
         Some(st)
@@ -176,7 +180,8 @@ impl Cache {
                 if let (Some(i), Some(n)) = (snap.index.get(&name), inner.nodes.get(&name)) {
                     let old = &snap.nodes[*i];
                     affinity_changed |= old.pods_with_affinity != n.pods_with_affinity
-                        || old.pods_with_required_anti_affinity != n.pods_with_required_anti_affinity;
+                        || old.pods_with_required_anti_affinity
+                            != n.pods_with_required_anti_affinity;
                     snap.nodes[*i] = n.clone();
                 }
             }

@@ -394,7 +394,10 @@ impl Config {
             profiles.push(profile);
         }
         // Upstream: every profile must use the same queue sort plugin.
-        let sorts: Vec<_> = profiles.iter().map(|p| p.points["queueSort"].clone()).collect();
+        let sorts: Vec<_> = profiles
+            .iter()
+            .map(|p| p.points["queueSort"].clone())
+            .collect();
         if sorts.windows(2).any(|w| w[0] != w[1]) {
             return Err((
                 "profiles".into(),
@@ -446,7 +449,8 @@ fn set_of<'a>(plugins: &'a Option<Plugins>, point: &str) -> Option<&'a PluginSet
 fn default_profile(p: KubeSchedulerProfile) -> Result<Profile, (String, String)> {
     let registry = crate::plugins::registry();
     let multi = set_of(&p.plugins, "multiPoint");
-    let disabled_all = |s: Option<&PluginSet>| s.is_some_and(|s| s.disabled.iter().any(|d| d.name == "*"));
+    let disabled_all =
+        |s: Option<&PluginSet>| s.is_some_and(|s| s.disabled.iter().any(|d| d.name == "*"));
     let mut multi_list: Vec<(String, i32)> = Vec::new();
     if !disabled_all(multi) {
         for (name, w) in DEFAULT_PLUGINS {
@@ -532,11 +536,17 @@ fn default_profile(p: KubeSchedulerProfile) -> Result<Profile, (String, String)>
     if points["queueSort"].len() != 1 {
         return Err((
             "plugins.queueSort".into(),
-            format!("exactly one queue sort plugin must be enabled, got {}", points["queueSort"].len()),
+            format!(
+                "exactly one queue sort plugin must be enabled, got {}",
+                points["queueSort"].len()
+            ),
         ));
     }
     if points["bind"].is_empty() {
-        return Err(("plugins.bind".into(), "at least one bind plugin is needed".into()));
+        return Err((
+            "plugins.bind".into(),
+            "at least one bind plugin is needed".into(),
+        ));
     }
     let mut args = BTreeMap::new();
     for (i, pc) in p.plugin_config.into_iter().enumerate() {
@@ -616,7 +626,10 @@ mod tests {
         assert_eq!(c.profiles.len(), 1);
         let p = &c.profiles[0];
         assert_eq!(p.scheduler_name, "default-scheduler");
-        let score: Vec<_> = p.points["score"].iter().map(|(n, w)| format!("{n}={w}")).collect();
+        let score: Vec<_> = p.points["score"]
+            .iter()
+            .map(|(n, w)| format!("{n}={w}"))
+            .collect();
         assert_eq!(
             score,
             [
@@ -681,7 +694,10 @@ profiles:
         assert_eq!(c.parallelism, 4);
         assert!(!c.leader_elect);
         let p = &c.profiles[1];
-        let score: Vec<_> = p.points["score"].iter().map(|(n, w)| format!("{n}={w}")).collect();
+        let score: Vec<_> = p.points["score"]
+            .iter()
+            .map(|(n, w)| format!("{n}={w}"))
+            .collect();
         assert_eq!(
             score,
             [
@@ -702,7 +718,10 @@ profiles:
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("profiles[0].plugins.score.enabled[0].name"), "{e}");
+        assert!(
+            e.contains("profiles[0].plugins.score.enabled[0].name"),
+            "{e}"
+        );
         assert!(e.contains("sched-cfg-"), "{e}");
         let e = load("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nparallelizm: 3\n")
             .unwrap_err()
@@ -713,6 +732,9 @@ profiles:
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("pluginConfig[0].args.scoringStrategy.type"), "{e}");
+        assert!(
+            e.contains("pluginConfig[0].args.scoringStrategy.type"),
+            "{e}"
+        );
     }
 }

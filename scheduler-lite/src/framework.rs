@@ -135,10 +135,14 @@ impl CycleState {
         self.data.insert(key, Box::new(v));
     }
     pub fn read<T: 'static>(&self, key: &'static str) -> Option<&T> {
-        self.data.get(key).and_then(|b| (**b).as_any().downcast_ref())
+        self.data
+            .get(key)
+            .and_then(|b| (**b).as_any().downcast_ref())
     }
     pub fn read_mut<T: 'static>(&mut self, key: &'static str) -> Option<&mut T> {
-        self.data.get_mut(key).and_then(|b| (**b).as_any_mut().downcast_mut())
+        self.data
+            .get_mut(key)
+            .and_then(|b| (**b).as_any_mut().downcast_mut())
     }
 }
 
@@ -227,9 +231,25 @@ pub trait PreFilterPlugin: Send + Sync {
         snapshot: &Snapshot,
     ) -> (Option<PreFilterResult>, Status);
     /// PreFilterExtensions: the state after `added` joins `node` (nominated pods, preemption).
-    fn add_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _added: &Arc<PodInfo>, _node: &NodeInfo, _snapshot: &Snapshot) {}
+    fn add_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _added: &Arc<PodInfo>,
+        _node: &NodeInfo,
+        _snapshot: &Snapshot,
+    ) {
+    }
     /// PreFilterExtensions: the state after `removed` leaves `node`.
-    fn remove_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _removed: &Arc<PodInfo>, _node: &NodeInfo, _snapshot: &Snapshot) {}
+    fn remove_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _removed: &Arc<PodInfo>,
+        _node: &NodeInfo,
+        _snapshot: &Snapshot,
+    ) {
+    }
 }
 
 pub trait FilterPlugin: Send + Sync {
@@ -488,7 +508,14 @@ impl Framework {
     }
 
     /// PreFilter extensions: `added` joins `node` in the simulation.
-    pub fn run_add_pod(&self, state: &mut CycleState, pod: &PodInfo, added: &Arc<PodInfo>, node: &NodeInfo, snapshot: &Snapshot) {
+    pub fn run_add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        added: &Arc<PodInfo>,
+        node: &NodeInfo,
+        snapshot: &Snapshot,
+    ) {
         for e in &self.pre_filter {
             if state.skip_filter.contains(e.plugin.name()) {
                 continue;
@@ -500,7 +527,14 @@ impl Framework {
     }
 
     /// PreFilter extensions: `removed` leaves `node` in the simulation.
-    pub fn run_remove_pod(&self, state: &mut CycleState, pod: &PodInfo, removed: &Arc<PodInfo>, node: &NodeInfo, snapshot: &Snapshot) {
+    pub fn run_remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        removed: &Arc<PodInfo>,
+        node: &NodeInfo,
+        snapshot: &Snapshot,
+    ) {
         for e in &self.pre_filter {
             if state.skip_filter.contains(e.plugin.name()) {
                 continue;

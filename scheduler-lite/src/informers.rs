@@ -58,7 +58,8 @@ pub fn register(sched: &Arc<Scheduler>, factory: &InformerFactory) {
             }
         })),
         delete: Some(Box::new(move |n: &Arc<Node>| {
-            s3.cache.remove_node(n.metadata.name.as_deref().unwrap_or_default());
+            s3.cache
+                .remove_node(n.metadata.name.as_deref().unwrap_or_default());
             s3.queue.on_event(ClusterEvent::NodeDelete);
         })),
     });
@@ -161,30 +162,54 @@ pub fn register(sched: &Arc<Scheduler>, factory: &InformerFactory) {
     let rc = factory.informer::<ReplicationController>();
     let ss = factory.informer::<StatefulSet>();
     let refresh_owners = {
-        let (s, svc, rs, rc, ss) = (sched.clone(), svc.clone(), rs.clone(), rc.clone(), ss.clone());
+        let (s, svc, rs, rc, ss) = (
+            sched.clone(),
+            svc.clone(),
+            rs.clone(),
+            rc.clone(),
+            ss.clone(),
+        );
         Arc::new(move || {
             let mut m: HashMap<String, Vec<Selector>> = HashMap::new();
             let mut add = |ns: Option<&String>, sel: Selector| {
-                m.entry(ns.cloned().unwrap_or_default()).or_default().push(sel);
+                m.entry(ns.cloned().unwrap_or_default())
+                    .or_default()
+                    .push(sel);
             };
             for o in svc.list() {
-                if let Some(sel) = o.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty()) {
+                if let Some(sel) = o
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.as_ref())
+                    .filter(|s| !s.is_empty())
+                {
                     add(o.metadata.namespace.as_ref(), Selector::from_map(sel));
                 }
             }
             for o in rc.list() {
-                if let Some(sel) = o.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty()) {
+                if let Some(sel) = o
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.as_ref())
+                    .filter(|s| !s.is_empty())
+                {
                     add(o.metadata.namespace.as_ref(), Selector::from_map(sel));
                 }
             }
             for o in rs.list() {
                 if let Some(spec) = o.spec.as_ref() {
-                    add(o.metadata.namespace.as_ref(), Selector::from_label_selector(Some(&spec.selector)));
+                    add(
+                        o.metadata.namespace.as_ref(),
+                        Selector::from_label_selector(Some(&spec.selector)),
+                    );
                 }
             }
             for o in ss.list() {
                 if let Some(spec) = o.spec.as_ref() {
-                    add(o.metadata.namespace.as_ref(), Selector::from_label_selector(Some(&spec.selector)));
+                    add(
+                        o.metadata.namespace.as_ref(),
+                        Selector::from_label_selector(Some(&spec.selector)),
+                    );
                 }
             }
             *s.objects.owner_selectors.lock() = Arc::new(m);

@@ -40,7 +40,10 @@ pub struct Options {
 
 /// Runs the scheduler until `shutdown` resolves: informers, the health and metrics server,
 /// leader election (when enabled), then the scheduling loop while leading.
-pub async fn run(opts: Options, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let config = match &opts.config {
         Some(p) => config::Config::load(p)?,
         None => config::Config::default(),
@@ -51,15 +54,26 @@ pub async fn run(opts: Options, shutdown: impl std::future::Future<Output = ()>)
     )
     .await?;
     let recorder = machinery::events::EventRecorder::start(client.clone(), "default-scheduler", "");
-    let sched = Scheduler::new(config.clone(), &plugins::registry(), Some(client.clone()), recorder)
-        .map_err(anyhow::Error::msg)?;
+    let sched = Scheduler::new(
+        config.clone(),
+        &plugins::registry(),
+        Some(client.clone()),
+        recorder,
+    )
+    .map_err(anyhow::Error::msg)?;
     let factory = machinery::informer::InformerFactory::new(client.clone());
     informers::register(&sched, &factory);
     factory.start();
     let server = server::serve(opts.bind_address, sched.clone()).await?;
-    tracing::info!("scheduler serving /healthz and /metrics on http://{}", server);
+    tracing::info!(
+        "scheduler serving /healthz and /metrics on http://{}",
+        server
+    );
     factory.wait_synced().await;
-    tracing::info!("scheduler caches synced: {} nodes", sched.cache.node_count());
+    tracing::info!(
+        "scheduler caches synced: {} nodes",
+        sched.cache.node_count()
+    );
     let work = async {
         let sched = sched.clone();
         let loop_thread = sched.start();

@@ -46,8 +46,8 @@ const ATTEMPT_BUCKETS: &[f64] = &[
 ];
 /// `ExponentialBuckets(0.01, 2, 20)`.
 const SLI_BUCKETS: &[f64] = &[
-    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
-    163.84, 327.68, 655.36, 1310.72, 2621.44, 5242.88,
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92, 163.84,
+    327.68, 655.36, 1310.72, 2621.44, 5242.88,
 ];
 
 #[derive(Default)]
@@ -72,7 +72,12 @@ fn fmt_f(v: f64) -> String {
 fn write_hist(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let sep = if labels.is_empty() { "" } else { "," };
     for (i, b) in h.buckets.iter().enumerate() {
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{}\"}} {}", fmt_f(*b), h.counts[i]);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"{}\"}} {}",
+            fmt_f(*b),
+            h.counts[i]
+        );
     }
     let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
     let _ = writeln!(out, "{name}_sum{{{labels}}} {}", fmt_f(h.sum));
@@ -92,7 +97,11 @@ impl Metrics {
 
     /// A pod bound `d` after its first attempt began, after `attempts` attempts.
     pub fn scheduled(&self, attempts: u32, d: Duration) {
-        let bucket = if attempts >= 16 { "15+".to_string() } else { attempts.to_string() };
+        let bucket = if attempts >= 16 {
+            "15+".to_string()
+        } else {
+            attempts.to_string()
+        };
         self.inner
             .lock()
             .sli
@@ -116,7 +125,11 @@ impl Metrics {
         for (i, b) in h.buckets.iter().enumerate() {
             if h.counts[i] as f64 >= rank {
                 let in_bucket = (h.counts[i] - prev_count) as f64;
-                let frac = if in_bucket > 0.0 { (rank - prev_count as f64) / in_bucket } else { 0.0 };
+                let frac = if in_bucket > 0.0 {
+                    (rank - prev_count as f64) / in_bucket
+                } else {
+                    0.0
+                };
                 return Some(prev_bound + (b - prev_bound) * frac);
             }
             prev_bound = *b;
@@ -142,12 +155,21 @@ impl Metrics {
         out.push_str("# HELP scheduler_pod_scheduling_sli_duration_seconds [BETA] E2e latency for a pod being scheduled, from the time the pod enters the scheduling queue and might involve multiple scheduling attempts.\n");
         out.push_str("# TYPE scheduler_pod_scheduling_sli_duration_seconds histogram\n");
         for (attempts, h) in &inner.sli {
-            write_hist(&mut out, "scheduler_pod_scheduling_sli_duration_seconds", &format!("attempts=\"{attempts}\""), h);
+            write_hist(
+                &mut out,
+                "scheduler_pod_scheduling_sli_duration_seconds",
+                &format!("attempts=\"{attempts}\""),
+                h,
+            );
         }
         out.push_str("# HELP scheduler_schedule_attempts_total [STABLE] Number of attempts to schedule pods, by the result. 'unschedulable' means a pod could not be scheduled, while 'error' means an internal scheduler problem.\n");
         out.push_str("# TYPE scheduler_schedule_attempts_total counter\n");
         for ((profile, result), h) in &inner.attempts {
-            let _ = writeln!(out, "scheduler_schedule_attempts_total{{profile=\"{profile}\",result=\"{result}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "scheduler_schedule_attempts_total{{profile=\"{profile}\",result=\"{result}\"}} {}",
+                h.count
+            );
         }
         out.push_str("# HELP scheduler_scheduling_attempt_duration_seconds [STABLE] Scheduling attempt latency in seconds (scheduling algorithm + binding)\n");
         out.push_str("# TYPE scheduler_scheduling_attempt_duration_seconds histogram\n");
@@ -172,12 +194,20 @@ mod tests {
         let m = Metrics::default();
         m.attempt("default-scheduler", "scheduled", Duration::from_millis(3));
         m.scheduled(1, Duration::from_millis(50));
-        let text = m.render(Pending { active: 2, ..Default::default() });
-        assert!(text.contains("scheduler_pending_pods{queue=\"active\"} 2"), "{text}");
+        let text = m.render(Pending {
+            active: 2,
+            ..Default::default()
+        });
+        assert!(
+            text.contains("scheduler_pending_pods{queue=\"active\"} 2"),
+            "{text}"
+        );
         assert!(text.contains(
             "scheduler_scheduling_attempt_duration_seconds_bucket{profile=\"default-scheduler\",result=\"scheduled\",le=\"0.004\"} 1"
         ));
         assert!(text.contains("scheduler_scheduling_attempt_duration_seconds_bucket{profile=\"default-scheduler\",result=\"scheduled\",le=\"0.002\"} 0"));
-        assert!(text.contains("scheduler_pod_scheduling_sli_duration_seconds_count{attempts=\"1\"} 1"));
+        assert!(
+            text.contains("scheduler_pod_scheduling_sli_duration_seconds_count{attempts=\"1\"} 1")
+        );
     }
 }

@@ -119,7 +119,9 @@ impl Resource {
 pub fn is_scalar(name: &str) -> bool {
     name.starts_with("hugepages-")
         || name.starts_with("attachable-volumes-")
-        || (name.contains('/') && !name.starts_with("kubernetes.io/") && !name.contains("requests."))
+        || (name.contains('/')
+            && !name.starts_with("kubernetes.io/")
+            && !name.contains("requests."))
 }
 
 fn container_requests(c: &Container, non_zero: bool) -> Resource {
@@ -136,7 +138,9 @@ fn container_requests(c: &Container, non_zero: bool) -> Resource {
         let has = |n: &str| {
             res.and_then(|r| r.requests.as_ref())
                 .is_some_and(|m| m.contains_key(n))
-                || res.and_then(|r| r.limits.as_ref()).is_some_and(|m| m.contains_key(n))
+                || res
+                    .and_then(|r| r.limits.as_ref())
+                    .is_some_and(|m| m.contains_key(n))
         };
         if !has("cpu") {
             r.milli_cpu = DEFAULT_MILLI_CPU_REQUEST;
@@ -263,7 +267,10 @@ impl PodInfo {
         let pa = aff.and_then(|a| a.pod_affinity.as_ref());
         let paa = aff.and_then(|a| a.pod_anti_affinity.as_ref());
         let req = |ts: Option<&Vec<PodAffinityTerm>>| -> Vec<AffinityTerm> {
-            ts.into_iter().flatten().map(|t| AffinityTerm::new(&pod, t)).collect()
+            ts.into_iter()
+                .flatten()
+                .map(|t| AffinityTerm::new(&pod, t))
+                .collect()
         };
         let pref = |ts: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
             ts.into_iter()
@@ -296,10 +303,22 @@ impl PodInfo {
             priority: spec.and_then(|s| s.priority).unwrap_or(0),
             requests: pod_requests(&pod, false),
             non_zero: pod_requests(&pod, true),
-            required_affinity: req(pa.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())),
-            required_anti_affinity: req(paa.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())),
-            preferred_affinity: pref(pa.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())),
-            preferred_anti_affinity: pref(paa.and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())),
+            required_affinity: req(pa.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            required_anti_affinity: req(paa.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            preferred_affinity: pref(pa.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
+            preferred_anti_affinity: pref(paa.and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })),
             host_ports,
             terminating: pod.metadata.deletion_timestamp.is_some(),
             pod,
@@ -369,7 +388,13 @@ impl NodeInfo {
         self.allocatable =
             Resource::from_list(node.status.as_ref().and_then(|s| s.allocatable.as_ref()));
         self.images.clear();
-        for img in node.status.as_ref().and_then(|s| s.images.as_ref()).into_iter().flatten() {
+        for img in node
+            .status
+            .as_ref()
+            .and_then(|s| s.images.as_ref())
+            .into_iter()
+            .flatten()
+        {
             for n in img.names.iter().flatten() {
                 self.images
                     .insert(normalized_image_name(n), img.size_bytes.unwrap_or(0));

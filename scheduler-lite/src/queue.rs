@@ -58,7 +58,11 @@ struct Heap {
 }
 
 impl Heap {
-    fn less(sort: &dyn QueueSortPlugin, a: &(Arc<PodInfo>, u64, String), b: &(Arc<PodInfo>, u64, String)) -> bool {
+    fn less(
+        sort: &dyn QueueSortPlugin,
+        a: &(Arc<PodInfo>, u64, String),
+        b: &(Arc<PodInfo>, u64, String),
+    ) -> bool {
         sort.less((&a.0, a.1), (&b.0, b.1))
     }
     fn push(&mut self, sort: &dyn QueueSortPlugin, item: (Arc<PodInfo>, u64, String)) {
@@ -139,7 +143,11 @@ impl SchedulingQueue {
         initial_backoff: Duration,
         max_backoff: Duration,
     ) -> Self {
-        let sort = frameworks.values().next().expect("at least one profile").clone();
+        let sort = frameworks
+            .values()
+            .next()
+            .expect("at least one profile")
+            .clone();
         SchedulingQueue {
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
@@ -195,7 +203,11 @@ impl SchedulingQueue {
 
     /// Runs PreEnqueue (scheduling gates) for the pod's profile.
     fn gated(&self, info: &PodInfo) -> bool {
-        let name = info.spec().scheduler_name.as_deref().unwrap_or(crate::config::DEFAULT_SCHEDULER_NAME);
+        let name = info
+            .spec()
+            .scheduler_name
+            .as_deref()
+            .unwrap_or(crate::config::DEFAULT_SCHEDULER_NAME);
         self.frameworks
             .get(name)
             .is_some_and(|f| !f.run_pre_enqueue(info).is_success())
@@ -222,7 +234,11 @@ impl SchedulingQueue {
             gated,
             failed_at: Instant::now(),
         };
-        let at = if gated { Where::Unschedulable } else { Where::Backoff };
+        let at = if gated {
+            Where::Unschedulable
+        } else {
+            Where::Backoff
+        };
         inner.entries.insert(key.clone(), Entry { pod, at });
         if !gated {
             self.to_active(&mut inner, &key);
@@ -242,7 +258,13 @@ impl SchedulingQueue {
             gated: false,
             failed_at: Instant::now(),
         };
-        inner.entries.insert(info.key.clone(), Entry { pod, at: Where::Backoff });
+        inner.entries.insert(
+            info.key.clone(),
+            Entry {
+                pod,
+                at: Where::Backoff,
+            },
+        );
     }
 
     /// A pending pod changed (informer update).
@@ -269,7 +291,9 @@ impl SchedulingQueue {
                 let interested = was_gated
                     || e.pod.unschedulable_plugins.is_empty()
                     || e.pod.unschedulable_plugins.iter().any(|p| {
-                        self.sort.events_of(p).contains(&ClusterEvent::UnscheduledPodUpdate)
+                        self.sort
+                            .events_of(p)
+                            .contains(&ClusterEvent::UnscheduledPodUpdate)
                     });
                 if interested {
                     let backing = self.backing_off(&e.pod, now);
@@ -308,7 +332,9 @@ impl SchedulingQueue {
                 return None;
             }
             while let Some((_, seq, key)) = inner.active.pop(self.sorter()) {
-                let Some(e) = inner.entries.get_mut(&key) else { continue };
+                let Some(e) = inner.entries.get_mut(&key) else {
+                    continue;
+                };
                 if e.at != Where::Active || e.pod.seq != seq {
                     continue;
                 }
@@ -327,7 +353,11 @@ impl SchedulingQueue {
     /// The attempt succeeded (the pod is assumed): it leaves the queue.
     pub fn done(&self, key: &str) {
         let mut inner = self.inner.lock();
-        if inner.entries.get(key).is_some_and(|e| e.at == Where::InFlight) {
+        if inner
+            .entries
+            .get(key)
+            .is_some_and(|e| e.at == Where::InFlight)
+        {
             inner.entries.remove(key);
         }
     }
@@ -337,7 +367,9 @@ impl SchedulingQueue {
     pub fn requeue(&self, key: &str, plugins: HashSet<&'static str>, cycle: u64, error: bool) {
         let mut inner = self.inner.lock();
         let move_cycle = inner.move_request_cycle;
-        let Some(e) = inner.entries.get_mut(key) else { return };
+        let Some(e) = inner.entries.get_mut(key) else {
+            return;
+        };
         if e.at != Where::InFlight {
             return;
         }
@@ -360,10 +392,19 @@ impl SchedulingQueue {
             if e.at != Where::Unschedulable || e.pod.gated {
                 continue;
             }
-            let name = e.pod.info.spec().scheduler_name.as_deref().unwrap_or(crate::config::DEFAULT_SCHEDULER_NAME);
+            let name = e
+                .pod
+                .info
+                .spec()
+                .scheduler_name
+                .as_deref()
+                .unwrap_or(crate::config::DEFAULT_SCHEDULER_NAME);
             let fwk = self.frameworks.get(name).unwrap_or(&self.sort);
             let interested = e.pod.unschedulable_plugins.is_empty()
-                || e.pod.unschedulable_plugins.iter().any(|p| fwk.events_of(p).contains(&event));
+                || e.pod
+                    .unschedulable_plugins
+                    .iter()
+                    .any(|p| fwk.events_of(p).contains(&event));
             if !interested {
                 continue;
             }
@@ -388,7 +429,8 @@ impl SchedulingQueue {
             match e.at {
                 Where::Backoff if !self.backing_off(&e.pod, now) => ready.push(key.clone()),
                 Where::Unschedulable
-                    if !e.pod.gated && now.duration_since(e.pod.failed_at) > MAX_UNSCHEDULABLE_DURATION =>
+                    if !e.pod.gated
+                        && now.duration_since(e.pod.failed_at) > MAX_UNSCHEDULABLE_DURATION =>
                 {
                     ready.push(key.clone())
                 }
@@ -440,7 +482,9 @@ impl SchedulingQueue {
 
     fn nominate(inner: &mut Inner, info: Arc<PodInfo>, node: String) {
         Self::clear_nomination(inner, &info.key);
-        inner.nominated_node_of.insert(info.key.clone(), node.clone());
+        inner
+            .nominated_node_of
+            .insert(info.key.clone(), node.clone());
         inner.nominated.entry(node).or_default().push(info);
     }
 
@@ -485,9 +529,18 @@ mod tests {
     fn queue() -> SchedulingQueue {
         let c = Config::default();
         let mut reg = crate::plugins::registry();
-        reg.get_mut("DefaultBinder").unwrap().factory =
-            Arc::new(|_, _| Ok(Arc::new(crate::plugins::NodeName) as Arc<dyn crate::framework::Plugin>));
-        let fwk = Framework::new(&c.profiles[0], &reg, &Handle { client: None, parallelism: 1 }).unwrap();
+        reg.get_mut("DefaultBinder").unwrap().factory = Arc::new(|_, _| {
+            Ok(Arc::new(crate::plugins::NodeName) as Arc<dyn crate::framework::Plugin>)
+        });
+        let fwk = Framework::new(
+            &c.profiles[0],
+            &reg,
+            &Handle {
+                client: None,
+                parallelism: 1,
+            },
+        )
+        .unwrap();
         let mut m = HashMap::new();
         m.insert("default-scheduler".to_string(), Arc::new(fwk));
         SchedulingQueue::new(m, Duration::from_millis(1), Duration::from_millis(4))
@@ -505,7 +558,9 @@ mod tests {
         q.add(info("low", 1));
         q.add(info("high", 10));
         q.add(info("low2", 1));
-        let order: Vec<String> = (0..3).map(|_| q.pop().unwrap().0.info.name.clone()).collect();
+        let order: Vec<String> = (0..3)
+            .map(|_| q.pop().unwrap().0.info.name.clone())
+            .collect();
         assert_eq!(order, ["high", "low", "low2"]);
     }
 
@@ -542,7 +597,9 @@ mod tests {
         let q = queue();
         let mut p = pod("gated");
         p.spec.as_mut().unwrap().scheduling_gates =
-            Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate { name: "example.com/wait".into() }]);
+            Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+                name: "example.com/wait".into(),
+            }]);
         q.add(Arc::new(PodInfo::new(Arc::new(p.clone()))));
         assert_eq!(q.pending().gated, 1);
         q.on_event(ClusterEvent::NodeAdd);

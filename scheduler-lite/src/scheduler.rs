@@ -72,7 +72,11 @@ impl FitError {
 }
 
 pub enum Outcome {
-    Scheduled { node: String, evaluated: usize, feasible: usize },
+    Scheduled {
+        node: String,
+        evaluated: usize,
+        feasible: usize,
+    },
     Unschedulable(FitError),
     Error(String),
 }
@@ -173,7 +177,11 @@ impl Scheduler {
         };
         let start = Instant::now();
         let pod = qp.info.clone();
-        let name = pod.spec().scheduler_name.as_deref().unwrap_or(crate::config::DEFAULT_SCHEDULER_NAME);
+        let name = pod
+            .spec()
+            .scheduler_name
+            .as_deref()
+            .unwrap_or(crate::config::DEFAULT_SCHEDULER_NAME);
         let Some(fwk) = self.frameworks.get(name).cloned() else {
             self.queue.done(&pod.key);
             return true;
@@ -206,12 +214,14 @@ impl Scheduler {
                         }
                     }
                 }
-                self.metrics.attempt(&fwk.profile_name, "unschedulable", start.elapsed());
+                self.metrics
+                    .attempt(&fwk.profile_name, "unschedulable", start.elapsed());
                 self.fail(&pod, &fit.message(), "Unschedulable");
                 self.queue.requeue(&pod.key, fit.plugins, cycle, false);
             }
             Outcome::Error(msg) => {
-                self.metrics.attempt(&fwk.profile_name, "error", start.elapsed());
+                self.metrics
+                    .attempt(&fwk.profile_name, "error", start.elapsed());
                 self.fail(&pod, &msg, "SchedulerError");
                 self.queue.requeue(&pod.key, HashSet::new(), cycle, true);
             }
@@ -229,7 +239,13 @@ impl Scheduler {
     }
 
     /// The scheduling algorithm (upstream `schedulePod`), without side effects.
-    pub fn schedule_pod(&self, fwk: &Framework, state: &mut CycleState, pod: &PodInfo, snap: &Snapshot) -> Outcome {
+    pub fn schedule_pod(
+        &self,
+        fwk: &Framework,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+    ) -> Outcome {
         let n = snap.nodes.len();
         if n == 0 {
             return Outcome::Error("no nodes available to schedule pods".into());
@@ -239,7 +255,11 @@ impl Scheduler {
             if s.code == Code::Error {
                 return Outcome::Error(s.message());
             }
-            let statuses = snap.nodes.iter().map(|node| (node.name.clone(), s.clone())).collect();
+            let statuses = snap
+                .nodes
+                .iter()
+                .map(|node| (node.name.clone(), s.clone()))
+                .collect();
             return Outcome::Unschedulable(FitError {
                 num_all_nodes: n,
                 statuses,
@@ -251,18 +271,27 @@ impl Scheduler {
         let mut statuses: HashMap<String, Status> = HashMap::new();
         let mut feasible: Vec<Arc<NodeInfo>> = Vec::new();
         // A pod nominated by an earlier preemption tries its node first.
-        if let Some(nom) = pod.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()) {
+        if let Some(nom) = pod
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+        {
             if let Some(node) = snap.get(nom) {
-                if fwk.run_filter_with_nominated(state, pod, node, snap).is_success() {
+                if fwk
+                    .run_filter_with_nominated(state, pod, node, snap)
+                    .is_success()
+                {
                     feasible.push(node.clone());
                 }
             }
         }
         if feasible.is_empty() {
-            let candidates: Vec<&Arc<NodeInfo>> = match pre.as_ref().and_then(|p| p.node_names.as_ref()) {
-                Some(names) => names.iter().filter_map(|name| snap.get(name)).collect(),
-                None => snap.nodes.iter().collect(),
-            };
+            let candidates: Vec<&Arc<NodeInfo>> =
+                match pre.as_ref().and_then(|p| p.node_names.as_ref()) {
+                    Some(names) => names.iter().filter_map(|name| snap.get(name)).collect(),
+                    None => snap.nodes.iter().collect(),
+                };
             let total = candidates.len();
             if total > 0 {
                 let pct = fwk
@@ -286,7 +315,8 @@ impl Scheduler {
                         statuses.insert(node.name.clone(), s);
                     }
                 }
-                self.next_start.store((offset + processed) % total, Ordering::Relaxed);
+                self.next_start
+                    .store((offset + processed) % total, Ordering::Relaxed);
             }
             if let Some(names) = pre.as_ref().and_then(|p| p.node_names.as_ref()) {
                 // Nodes PreFilter excluded count as rejected by it.
@@ -333,7 +363,15 @@ impl Scheduler {
         }
     }
 
-    fn assume_and_bind(self: &Arc<Self>, fwk: Arc<Framework>, mut state: CycleState, qp: QueuedPod, cycle: u64, node: String, start: Instant) {
+    fn assume_and_bind(
+        self: &Arc<Self>,
+        fwk: Arc<Framework>,
+        mut state: CycleState,
+        qp: QueuedPod,
+        cycle: u64,
+        node: String,
+        start: Instant,
+    ) {
         let pod = qp.info.clone();
         // The assumed pod carries the node, as upstream's assumed copy does.
         let mut assumed = (*pod.pod).clone();
@@ -344,7 +382,8 @@ impl Scheduler {
         if !s.is_success() {
             fwk.run_unreserve(&mut state, &pod, &node);
             self.cache.forget(&pod.key);
-            self.metrics.attempt(&fwk.profile_name, "error", start.elapsed());
+            self.metrics
+                .attempt(&fwk.profile_name, "error", start.elapsed());
             self.fail(&pod, &s.message(), "SchedulerError");
             self.queue.requeue(&pod.key, HashSet::new(), cycle, true);
             return;
@@ -353,14 +392,17 @@ impl Scheduler {
         if let PermitVerdict::Reject(s) = &permit {
             fwk.run_unreserve(&mut state, &pod, &node);
             self.cache.forget(&pod.key);
-            self.metrics.attempt(&fwk.profile_name, "unschedulable", start.elapsed());
+            self.metrics
+                .attempt(&fwk.profile_name, "unschedulable", start.elapsed());
             self.fail(&pod, &s.message(), "Unschedulable");
-            self.queue.requeue(&pod.key, [s.plugin].into(), cycle, false);
+            self.queue
+                .requeue(&pod.key, [s.plugin].into(), cycle, false);
             return;
         }
         self.queue.done(&pod.key);
         self.queue.remove_nominated(&pod.key);
-        self.metrics.attempt(&fwk.profile_name, "scheduled", start.elapsed());
+        self.metrics
+            .attempt(&fwk.profile_name, "scheduled", start.elapsed());
         let me = self.clone();
         self.rt.spawn(async move {
             let _slot = me.bind_slots.clone().acquire_owned().await;
@@ -381,7 +423,10 @@ impl Scheduler {
                 me.recorder.normal(
                     pod.pod.as_ref(),
                     "Scheduled",
-                    format!("Successfully assigned {}/{} to {node}", pod.namespace, pod.name),
+                    format!(
+                        "Successfully assigned {}/{} to {node}",
+                        pod.namespace, pod.name
+                    ),
                 );
                 return;
             }
@@ -402,8 +447,11 @@ impl Scheduler {
 
     /// Records a failed attempt: the FailedScheduling event and PodScheduled=False.
     fn fail(&self, pod: &Arc<PodInfo>, msg: &str, reason: &str) {
-        self.recorder.warning(pod.pod.as_ref(), "FailedScheduling", msg.to_string());
-        let Some(client) = self.client.clone() else { return };
+        self.recorder
+            .warning(pod.pod.as_ref(), "FailedScheduling", msg.to_string());
+        let Some(client) = self.client.clone() else {
+            return;
+        };
         let current = pod
             .pod
             .status
@@ -411,7 +459,9 @@ impl Scheduler {
             .and_then(|s| s.conditions.as_ref())
             .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
         if current.is_some_and(|c| {
-            c.status == "False" && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(msg)
+            c.status == "False"
+                && c.reason.as_deref() == Some(reason)
+                && c.message.as_deref() == Some(msg)
         }) {
             return;
         }
@@ -428,7 +478,10 @@ impl Scheduler {
         let (ns, name) = (pod.namespace.clone(), pod.name.clone());
         self.rt.spawn(async move {
             let api: Api<Pod> = Api::namespaced(client, &ns);
-            if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch)).await {
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
+                .await
+            {
                 tracing::debug!("updating the PodScheduled condition of {ns}/{name}: {e}");
             }
         });
@@ -458,8 +511,15 @@ impl Scheduler {
                 format!("Preempted by pod {} on node {}", pod.uid, r.nominated_node),
             );
         }
-        let Some(client) = self.client.clone() else { return };
-        let (ns, name, node, uid) = (pod.namespace.clone(), pod.name.clone(), r.nominated_node.clone(), pod.uid.clone());
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let (ns, name, node, uid) = (
+            pod.namespace.clone(),
+            pod.name.clone(),
+            r.nominated_node.clone(),
+            pod.uid.clone(),
+        );
         let victims = r.victims;
         self.rt.spawn(async move {
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);

@@ -67,7 +67,12 @@ pub fn create_node(api: &ApiServer, n: &FakeNode) {
 
 /// POSTs `body` and panics unless it was created.
 pub fn post(api: &ApiServer, path: &str, body: &Value) -> Value {
-    let (code, out) = api.http("POST", path, "application/json", body.to_string().as_bytes());
+    let (code, out) = api.http(
+        "POST",
+        path,
+        "application/json",
+        body.to_string().as_bytes(),
+    );
     assert!(code == 201 || code == 200, "POST {path} → {code}: {out}");
     out
 }
@@ -99,7 +104,12 @@ pub fn create_pod(api: &ApiServer, pod: &Value) {
 }
 
 pub fn get_pod(api: &ApiServer, name: &str) -> Option<Value> {
-    let (code, v) = api.http("GET", &format!("/api/v1/namespaces/default/pods/{name}"), "", b"");
+    let (code, v) = api.http(
+        "GET",
+        &format!("/api/v1/namespaces/default/pods/{name}"),
+        "",
+        b"",
+    );
     (code == 200).then_some(v)
 }
 
@@ -220,7 +230,13 @@ impl Deleter {
                         p["metadata"]["name"].as_str().unwrap_or_default()
                     );
                     let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0});
-                    super::http_raw(&addr, "DELETE", &path, "application/json", body.to_string().as_bytes());
+                    super::http_raw(
+                        &addr,
+                        "DELETE",
+                        &path,
+                        "application/json",
+                        body.to_string().as_bytes(),
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }

@@ -34,11 +34,17 @@ pub fn register(r: &mut Registry) {
                 let a: DefaultPreemptionArgs = decode_args(v)?;
                 if let Some(p) = a.min_candidate_nodes_percentage {
                     if !(0..=100).contains(&p) {
-                        return Err(("minCandidateNodesPercentage".into(), "not in valid range [0, 100]".into()));
+                        return Err((
+                            "minCandidateNodesPercentage".into(),
+                            "not in valid range [0, 100]".into(),
+                        ));
                     }
                 }
                 if a.min_candidate_nodes_absolute.is_some_and(|n| n < 0) {
-                    return Err(("minCandidateNodesAbsolute".into(), "not in valid range [0, inf)".into()));
+                    return Err((
+                        "minCandidateNodesAbsolute".into(),
+                        "not in valid range [0, inf)".into(),
+                    ));
                 }
                 Ok(())
             },
@@ -85,7 +91,12 @@ pub fn split_by_pdb(
 ) -> (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) {
     let mut allowed: Vec<i64> = pdbs
         .iter()
-        .map(|p| p.status.as_ref().map(|s| s.disruptions_allowed as i64).unwrap_or(0))
+        .map(|p| {
+            p.status
+                .as_ref()
+                .map(|s| s.disruptions_allowed as i64)
+                .unwrap_or(0)
+        })
         .collect();
     let selectors: Vec<Selector> = pdbs
         .iter()
@@ -238,21 +249,37 @@ pub fn summary(num_nodes: usize, counts: &HashMap<String, usize>) -> String {
 }
 
 impl PostFilterPlugin for DefaultPreemption {
-    fn post_filter(&self, state: &CycleState, pod: &PodInfo, input: &PostFilterInput) -> (Option<PostFilterResult>, Status) {
+    fn post_filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        input: &PostFilterInput,
+    ) -> (Option<PostFilterResult>, Status) {
         let spec = pod.spec();
         if spec.preemption_policy.as_deref() == Some("Never") {
-            return (None, Status::unschedulable("preemption: not eligible due to preemptionPolicy=Never."));
+            return (
+                None,
+                Status::unschedulable("preemption: not eligible due to preemptionPolicy=Never."),
+            );
         }
         let snap = input.snapshot;
         // A preemptor already nominated waits while lower-priority pods there terminate.
-        if let Some(nom) = pod.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()) {
+        if let Some(nom) = pod
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+        {
             let unresolvable = input
                 .statuses
                 .get(nom)
                 .is_some_and(|s| s.code == Code::UnschedulableAndUnresolvable);
             if !unresolvable {
                 if let Some(n) = snap.get(nom) {
-                    if n.pods.iter().any(|p| p.terminating && p.priority < pod.priority) {
+                    if n.pods
+                        .iter()
+                        .any(|p| p.terminating && p.priority < pod.priority)
+                    {
                         return (
                             None,
                             Status::unschedulable("preemption: not eligible due to a terminating pod on the nominated node."),
@@ -275,7 +302,10 @@ impl PostFilterPlugin for DefaultPreemption {
             })
             .collect();
         if potential.is_empty() {
-            return (None, Status::unschedulable(format!("preemption: {}", summary(num_nodes, &counts))));
+            return (
+                None,
+                Status::unschedulable(format!("preemption: {}", summary(num_nodes, &counts))),
+            );
         }
         let want = (potential.len() * self.min_percentage / 100)
             .max(self.min_absolute)
@@ -297,7 +327,10 @@ impl PostFilterPlugin for DefaultPreemption {
             }
         }
         let Some(best) = pick_one(&candidates) else {
-            return (None, Status::unschedulable(format!("preemption: {}", summary(num_nodes, &counts))));
+            return (
+                None,
+                Status::unschedulable(format!("preemption: {}", summary(num_nodes, &counts))),
+            );
         };
         (
             Some(PostFilterResult {
@@ -334,7 +367,15 @@ mod tests {
                 validate_args: |_| Ok(()),
             },
         );
-        Framework::new(&c.profiles[0], &reg, &Handle { client: None, parallelism: 1 }).unwrap()
+        Framework::new(
+            &c.profiles[0],
+            &reg,
+            &Handle {
+                client: None,
+                parallelism: 1,
+            },
+        )
+        .unwrap()
     }
 
     /// Runs the filters, then DefaultPreemption (no random offset) on `snap`.
@@ -351,12 +392,26 @@ mod tests {
                 statuses.insert(n.name.clone(), s);
             }
         }
-        let input = PostFilterInput { snapshot: snap, statuses: &statuses, framework: &fwk };
-        PostFilterPlugin::post_filter(&DefaultPreemption::new(&Default::default(), false), &state, &pi, &input)
+        let input = PostFilterInput {
+            snapshot: snap,
+            statuses: &statuses,
+            framework: &fwk,
+        };
+        PostFilterPlugin::post_filter(
+            &DefaultPreemption::new(&Default::default(), false),
+            &state,
+            &pi,
+            &input,
+        )
     }
 
     fn victims(r: &Option<PostFilterResult>) -> Vec<String> {
-        r.as_ref().unwrap().victims.iter().map(|v| v.name.clone()).collect()
+        r.as_ref()
+            .unwrap()
+            .victims
+            .iter()
+            .map(|v| v.name.clone())
+            .collect()
     }
 
     /// Upstream TestSelectNodesForPreemption / TestPostFilter cases (nodes of 4 cpu units,
@@ -410,7 +465,10 @@ mod tests {
         );
         let snap = snapshot(vec![tainted_node], vec![]);
         let (_, s) = preempt(&snap, prio(pod_req("preemptor", &[(1000, 0)]), 100));
-        assert_eq!(s.message(), "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.");
+        assert_eq!(
+            s.message(),
+            "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+        );
     }
 
     /// Upstream TestSelectNodesForPreemption "pod with PDB is not preempted when an alternative
@@ -421,7 +479,10 @@ mod tests {
         let snap0 = snapshot(
             vec![n("node1"), n("node2")],
             vec![
-                on_node(with_labels(prio(pod_req("guarded", &[(4000, 0)]), 10), &[("app", "db")]), "node1"),
+                on_node(
+                    with_labels(prio(pod_req("guarded", &[(4000, 0)]), 10), &[("app", "db")]),
+                    "node1",
+                ),
                 on_node(prio(pod_req("free", &[(4000, 0)]), 10), "node2"),
             ],
         );

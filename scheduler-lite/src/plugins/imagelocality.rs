@@ -46,11 +46,22 @@ impl Plugin for ImageLocality {
 }
 
 impl PreScorePlugin for ImageLocality {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, _: &[Arc<NodeInfo>], snap: &Snapshot) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        _: &[Arc<NodeInfo>],
+        snap: &Snapshot,
+    ) -> Status {
         let spec = pod.spec();
         let mut images = Vec::new();
         let mut containers = 0;
-        for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+        {
             containers += 1;
             if let Some(img) = c.image.as_deref() {
                 let n = normalized_image_name(img);
@@ -138,7 +149,10 @@ mod tests {
                 ),
                 image_node(
                     "machine2",
-                    &[(&["gcr.io/250:latest"], 250), (&["gcr.io/10:latest", "gcr.io/10:v1"], 10)],
+                    &[
+                        (&["gcr.io/250:latest"], 250),
+                        (&["gcr.io/10:latest", "gcr.io/10:v1"], 10),
+                    ],
                 ),
             ]
         };

@@ -14,7 +14,8 @@ use crate::nodeinfo::{AffinityTerm, NodeInfo, PodInfo, Snapshot};
 pub const NAME: &str = "InterPodAffinity";
 pub const ERR_AFFINITY: &str = "node(s) didn't match pod affinity rules";
 pub const ERR_ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
-pub const ERR_EXISTING_ANTI_AFFINITY: &str = "node(s) didn't satisfy existing pods anti-affinity rules";
+pub const ERR_EXISTING_ANTI_AFFINITY: &str =
+    "node(s) didn't satisfy existing pods anti-affinity rules";
 
 pub fn register(r: &mut Registry) {
     r.insert(
@@ -48,7 +49,9 @@ impl InterPodAffinity {
     pub fn new(a: &InterPodAffinityArgs) -> Self {
         InterPodAffinity {
             hard_weight: a.hard_pod_affinity_weight.unwrap_or(1) as i64,
-            ignore_preferred_of_existing: a.ignore_preferred_terms_of_existing_pods.unwrap_or(false),
+            ignore_preferred_of_existing: a
+                .ignore_preferred_terms_of_existing_pods
+                .unwrap_or(false),
         }
     }
 }
@@ -79,7 +82,14 @@ fn matches_all(terms: &[AffinityTerm], pod: &PodInfo, snap: &Snapshot) -> bool {
 
 impl FilterState {
     /// Accounts for `existing` on `node` (delta +1 added, −1 removed).
-    fn update(&mut self, pod: &PodInfo, existing: &PodInfo, node: &NodeInfo, snap: &Snapshot, delta: i64) {
+    fn update(
+        &mut self,
+        pod: &PodInfo,
+        existing: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+        delta: i64,
+    ) {
         let incoming_ns = snap.ns_labels(&pod.namespace);
         for t in &existing.required_anti_affinity {
             if t.matches(pod, incoming_ns) {
@@ -130,7 +140,12 @@ impl Plugin for InterPodAffinity {
 }
 
 impl PreFilterPlugin for InterPodAffinity {
-    fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snap: &Snapshot) -> (Option<PreFilterResult>, Status) {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+    ) -> (Option<PreFilterResult>, Status) {
         let has_own = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();
         if !has_own && snap.have_required_anti_affinity.is_empty() {
             return (None, Status::skip());
@@ -168,13 +183,27 @@ impl PreFilterPlugin for InterPodAffinity {
         (None, Status::success())
     }
 
-    fn add_pod(&self, state: &mut CycleState, pod: &PodInfo, added: &Arc<PodInfo>, node: &NodeInfo, snap: &Snapshot) {
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        added: &Arc<PodInfo>,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) {
         if let Some((s, _)) = state.read_mut::<(FilterState, bool)>(NAME) {
             s.update(pod, added, node, snap, 1);
         }
     }
 
-    fn remove_pod(&self, state: &mut CycleState, pod: &PodInfo, removed: &Arc<PodInfo>, node: &NodeInfo, snap: &Snapshot) {
+    fn remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        removed: &Arc<PodInfo>,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) {
         if let Some((s, _)) = state.read_mut::<(FilterState, bool)>(NAME) {
             s.update(pod, removed, node, snap, -1);
         }
@@ -193,7 +222,12 @@ impl FilterPlugin for InterPodAffinity {
             match labels.get(&t.topology_key) {
                 None => return Status::unresolvable(ERR_AFFINITY),
                 Some(v) => {
-                    if s.affinity.get(&(t.topology_key.clone(), v.clone())).copied().unwrap_or(0) <= 0 {
+                    if s.affinity
+                        .get(&(t.topology_key.clone(), v.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                        <= 0
+                    {
                         pods_exist = false;
                     }
                 }
@@ -205,7 +239,12 @@ impl FilterPlugin for InterPodAffinity {
         }
         for t in &pod.required_anti_affinity {
             if let Some(v) = labels.get(&t.topology_key) {
-                if s.anti.get(&(t.topology_key.clone(), v.clone())).copied().unwrap_or(0) > 0 {
+                if s.anti
+                    .get(&(t.topology_key.clone(), v.clone()))
+                    .copied()
+                    .unwrap_or(0)
+                    > 0
+                {
                     return Status::unschedulable(ERR_ANTI_AFFINITY);
                 }
             }
@@ -240,7 +279,14 @@ impl ScoreState {
 }
 
 impl InterPodAffinity {
-    fn process_existing(&self, s: &mut ScoreState, pod: &PodInfo, existing: &PodInfo, node: &NodeInfo, snap: &Snapshot) {
+    fn process_existing(
+        &self,
+        s: &mut ScoreState,
+        pod: &PodInfo,
+        existing: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) {
         let existing_ns = snap.ns_labels(&existing.namespace);
         for t in &pod.preferred_affinity {
             if t.term.matches(existing, existing_ns) {
@@ -277,8 +323,15 @@ impl InterPodAffinity {
 }
 
 impl PreScorePlugin for InterPodAffinity {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, _: &[Arc<NodeInfo>], snap: &Snapshot) -> Status {
-        let has_constraints = !pod.preferred_affinity.is_empty() || !pod.preferred_anti_affinity.is_empty();
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        _: &[Arc<NodeInfo>],
+        snap: &Snapshot,
+    ) -> Status {
+        let has_constraints =
+            !pod.preferred_affinity.is_empty() || !pod.preferred_anti_affinity.is_empty();
         if !has_constraints && snap.have_affinity.is_empty() {
             return Status::skip();
         }
@@ -323,7 +376,10 @@ impl ScorePlugin for InterPodAffinity {
 
 impl NormalizeScorePlugin for InterPodAffinity {
     fn normalize_score(&self, state: &CycleState, _: &PodInfo, scores: &mut [NodeScore]) {
-        if state.read::<ScoreState>(NAME).is_none_or(|s| s.0.is_empty()) {
+        if state
+            .read::<ScoreState>(NAME)
+            .is_none_or(|s| s.0.is_empty())
+        {
             return;
         }
         let min = scores.iter().map(|s| s.score).min().unwrap_or(0);
@@ -390,23 +446,68 @@ mod tests {
     #[test]
     fn filter_single_node() {
         let labels = [("region", "r1"), ("zone", "z11")];
-        let sec1 = || on_node(with_labels(pod("e"), &[("service", "securityscan")]), "node1");
+        let sec1 = || {
+            on_node(
+                with_labels(pod("e"), &[("service", "securityscan")]),
+                "node1",
+            )
+        };
         // "A pod that has no required pod affinity scheduling rules can schedule onto a node with no existing pods"
         assert!(filter_one(vec![], pod("p"), &labels).is_success());
         // "satisfies with requiredDuringSchedulingIgnoredDuringExecution in PodAffinity using In operator that matches the existing pod"
-        let p = with_affinity(pod("p"), vec![term("service", "In", &["securityscan", "value2"], "region")], vec![]);
+        let p = with_affinity(
+            pod("p"),
+            vec![term("service", "In", &["securityscan", "value2"], "region")],
+            vec![],
+        );
         assert!(filter_one(vec![sec1()], p, &labels).is_success());
         // "satisfies the pod with requiredDuringSchedulingIgnoredDuringExecution in PodAffinity using not in operator in labelSelector that matches the existing pod"
-        let p = with_affinity(pod("p"), vec![term("service", "NotIn", &["securityscan3", "value3"], "region")], vec![]);
+        let p = with_affinity(
+            pod("p"),
+            vec![term(
+                "service",
+                "NotIn",
+                &["securityscan3", "value3"],
+                "region",
+            )],
+            vec![],
+        );
         assert!(filter_one(vec![sec1()], p, &labels).is_success());
         // "Does not satisfy the PodAffinity with labelSelector because of diff Namespace"
-        let mut p = with_affinity(pod("p"), vec![term("service", "In", &["securityscan", "value2"], "region")], vec![]);
-        p.spec.as_mut().unwrap().affinity.as_mut().unwrap().pod_affinity.as_mut().unwrap()
-            .required_during_scheduling_ignored_during_execution.as_mut().unwrap()[0].namespaces = Some(vec!["DiffNameSpace".into()]);
+        let mut p = with_affinity(
+            pod("p"),
+            vec![term("service", "In", &["securityscan", "value2"], "region")],
+            vec![],
+        );
+        p.spec
+            .as_mut()
+            .unwrap()
+            .affinity
+            .as_mut()
+            .unwrap()
+            .pod_affinity
+            .as_mut()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_mut()
+            .unwrap()[0]
+            .namespaces = Some(vec!["DiffNameSpace".into()]);
         let s = filter_one(vec![sec1()], p, &labels);
-        assert_eq!((s.code, s.message()), (Code::UnschedulableAndUnresolvable, ERR_AFFINITY.to_string()));
+        assert_eq!(
+            (s.code, s.message()),
+            (Code::UnschedulableAndUnresolvable, ERR_AFFINITY.to_string())
+        );
         // "Doesn't satisfy the PodAffinity because of unmatching labelSelector with the existing pod"
-        let p = with_affinity(pod("p"), vec![term("service", "In", &["antivirusscan", "value2"], "region")], vec![]);
+        let p = with_affinity(
+            pod("p"),
+            vec![term(
+                "service",
+                "In",
+                &["antivirusscan", "value2"],
+                "region",
+            )],
+            vec![],
+        );
         assert_eq!(filter_one(vec![sec1()], p, &labels).message(), ERR_AFFINITY);
         // "satisfies the PodAffinity and PodAntiAffinity with the existing pod"
         let p = with_affinity(
@@ -422,11 +523,22 @@ mod tests {
             vec![term("service", "In", &["securityscan", "value2"], "zone")],
         );
         let s = filter_one(vec![sec1()], p, &labels);
-        assert_eq!((s.code, s.message()), (Code::Unschedulable, ERR_ANTI_AFFINITY.to_string()));
+        assert_eq!(
+            (s.code, s.message()),
+            (Code::Unschedulable, ERR_ANTI_AFFINITY.to_string())
+        );
         // "satisfies the PodAffinity and PodAntiAffinity but doesn't satisfy PodAntiAffinity symmetry with the existing pod"
-        let existing = with_affinity(sec1(), vec![], vec![term("security", "In", &["S1"], "zone")]);
+        let existing = with_affinity(
+            sec1(),
+            vec![],
+            vec![term("security", "In", &["S1"], "zone")],
+        );
         let p = with_labels(
-            with_affinity(pod("p"), vec![term("service", "In", &["securityscan", "value2"], "region")], vec![]),
+            with_affinity(
+                pod("p"),
+                vec![term("service", "In", &["securityscan", "value2"], "region")],
+                vec![],
+            ),
             &[("security", "S1")],
         );
         let s = filter_one(vec![existing], p, &labels);
@@ -434,23 +546,46 @@ mod tests {
         // "pod matches its own Label in PodAffinity and that matches the existing pod Labels"
         // (the first pod of a self-affine group: no pod matches anywhere yet).
         let p = with_labels(
-            with_affinity(pod("p"), vec![term("service", "In", &["securityscan"], "region")], vec![]),
+            with_affinity(
+                pod("p"),
+                vec![term("service", "In", &["securityscan"], "region")],
+                vec![],
+            ),
             &[("service", "securityscan")],
         );
         assert!(filter_one(vec![], p, &labels).is_success());
         // "verify that PodAntiAffinity from existing pod is respected when pod has no AntiAffinity constraints. doesn't satisfy PodAntiAffinity symmetry with the existing pod"
-        let existing = with_affinity(sec1(), vec![], vec![term("service", "In", &["securityscan", "value2"], "zone")]);
+        let existing = with_affinity(
+            sec1(),
+            vec![],
+            vec![term("service", "In", &["securityscan", "value2"], "zone")],
+        );
         let p = with_labels(pod("p"), &[("service", "securityscan")]);
-        assert_eq!(filter_one(vec![existing], p, &labels).message(), ERR_EXISTING_ANTI_AFFINITY);
+        assert_eq!(
+            filter_one(vec![existing], p, &labels).message(),
+            ERR_EXISTING_ANTI_AFFINITY
+        );
     }
 
-    fn preferred(mut p: Pod, aff: Vec<(i32, PodAffinityTerm)>, anti: Vec<(i32, PodAffinityTerm)>) -> Pod {
+    fn preferred(
+        mut p: Pod,
+        aff: Vec<(i32, PodAffinityTerm)>,
+        anti: Vec<(i32, PodAffinityTerm)>,
+    ) -> Pod {
         let w = |v: Vec<(i32, PodAffinityTerm)>| {
             v.into_iter()
-                .map(|(weight, t)| WeightedPodAffinityTerm { weight, pod_affinity_term: t })
+                .map(|(weight, t)| WeightedPodAffinityTerm {
+                    weight,
+                    pod_affinity_term: t,
+                })
                 .collect::<Vec<_>>()
         };
-        let a = p.spec.as_mut().unwrap().affinity.get_or_insert_with(Default::default);
+        let a = p
+            .spec
+            .as_mut()
+            .unwrap()
+            .affinity
+            .get_or_insert_with(Default::default);
         if !aff.is_empty() {
             a.pod_affinity = Some(PodAffinity {
                 preferred_during_scheduling_ignored_during_execution: Some(w(aff)),
@@ -479,15 +614,32 @@ mod tests {
         };
         let s1 = |n: &str, name: &str| on_node(with_labels(pod(name), &[("security", "S1")]), n);
         let s2 = |n: &str, name: &str| on_node(with_labels(pod(name), &[("security", "S2")]), n);
-        let stay_with_s1 = || preferred(with_labels(pod("p"), &[("security", "S1")]), vec![(5, term("security", "In", &["S1"], "region"))], vec![]);
+        let stay_with_s1 = || {
+            preferred(
+                with_labels(pod("p"), &[("security", "S1")]),
+                vec![(5, term("security", "In", &["S1"], "region"))],
+                vec![],
+            )
+        };
         let score = |existing: Vec<Pod>, p: Pod, nodes: Vec<k8s_openapi::api::core::v1::Node>| {
             let snap = snapshot(nodes, existing);
             run_scores_on(&plugin(), p, &snap, &snap.nodes.clone())
         };
         // "all machines are same priority as Affinity is nil"
-        assert_eq!(score(vec![], with_labels(pod("p"), &[("security", "S1")]), nodes()), [0, 0, 0]);
+        assert_eq!(
+            score(
+                vec![],
+                with_labels(pod("p"), &[("security", "S1")]),
+                nodes()
+            ),
+            [0, 0, 0]
+        );
         // "Affinity: pod that matches topology key & pods in nodes will get high score comparing to others which doesn't match either pods in nodes or in topology key"
-        let existing = vec![s1("machine1", "e1"), s2("machine2", "e2"), s2("machine3", "e3")];
+        let existing = vec![
+            s1("machine1", "e1"),
+            s2("machine2", "e2"),
+            s2("machine3", "e3"),
+        ];
         assert_eq!(score(existing, stay_with_s1(), nodes()), [100, 0, 0]);
         // "All the nodes that have the same topology key & label value with one of them has an existing pod that match the affinity rules, have the same score"
         let mut ns = nodes();
@@ -496,7 +648,11 @@ mod tests {
         let existing = vec![s1("machine1", "e1")];
         assert_eq!(score(existing, stay_with_s1(), ns), [100, 100, 0, 100]);
         // "Anti Affinity: pod that does not match existing pods in node will get high score"
-        let avoid_s1 = preferred(with_labels(pod("p"), &[("security", "S1")]), vec![], vec![(5, term("security", "In", &["S1"], "region"))]);
+        let avoid_s1 = preferred(
+            with_labels(pod("p"), &[("security", "S1")]),
+            vec![],
+            vec![(5, term("security", "In", &["S1"], "region"))],
+        );
         let existing = vec![s1("machine1", "e1"), s2("machine2", "e2")];
         assert_eq!(score(existing, avoid_s1, nodes()), [0, 100, 100]);
     }

@@ -43,28 +43,42 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.insert(
         "PrioritySort",
-        info!(&["queueSort"], |_, _| Ok(Arc::new(PrioritySort) as Arc<dyn Plugin>)),
+        info!(&["queueSort"], |_, _| Ok(
+            Arc::new(PrioritySort) as Arc<dyn Plugin>
+        )),
     );
     r.insert(
         "SchedulingGates",
-        info!(&["preEnqueue"], |_, _| Ok(Arc::new(SchedulingGates) as Arc<dyn Plugin>)),
+        info!(&["preEnqueue"], |_, _| Ok(
+            Arc::new(SchedulingGates) as Arc<dyn Plugin>
+        )),
     );
     r.insert(
         "NodeName",
-        info!(&["filter"], |_, _| Ok(Arc::new(NodeName) as Arc<dyn Plugin>)),
+        info!(
+            &["filter"],
+            |_, _| Ok(Arc::new(NodeName) as Arc<dyn Plugin>)
+        ),
     );
     r.insert(
         "NodeUnschedulable",
-        info!(&["filter"], |_, _| Ok(Arc::new(NodeUnschedulable) as Arc<dyn Plugin>)),
+        info!(&["filter"], |_, _| Ok(
+            Arc::new(NodeUnschedulable) as Arc<dyn Plugin>
+        )),
     );
     r.insert(
         "NodePorts",
-        info!(&["preFilter", "filter"], |_, _| Ok(Arc::new(NodePorts) as Arc<dyn Plugin>)),
+        info!(&["preFilter", "filter"], |_, _| Ok(
+            Arc::new(NodePorts) as Arc<dyn Plugin>
+        )),
     );
     r.insert(
         "DefaultBinder",
         info!(&["bind"], |_, h: &Handle| {
-            let client = h.client.clone().ok_or("DefaultBinder needs an API client")?;
+            let client = h
+                .client
+                .clone()
+                .ok_or("DefaultBinder needs an API client")?;
             Ok(Arc::new(DefaultBinder { client }) as Arc<dyn Plugin>)
         }),
     );
@@ -119,7 +133,10 @@ impl PreEnqueuePlugin for SchedulingGates {
             return Status::success();
         }
         let names: Vec<&str> = gates.iter().map(|g| g.name.as_str()).collect();
-        Status::unresolvable(format!("waiting for scheduling gates: [{}]", names.join(" ")))
+        Status::unresolvable(format!(
+            "waiting for scheduling gates: [{}]",
+            names.join(" ")
+        ))
     }
 }
 
@@ -217,7 +234,12 @@ impl Plugin for NodePorts {
 }
 
 impl PreFilterPlugin for NodePorts {
-    fn pre_filter(&self, _: &mut CycleState, pod: &PodInfo, _: &crate::nodeinfo::Snapshot) -> (Option<PreFilterResult>, Status) {
+    fn pre_filter(
+        &self,
+        _: &mut CycleState,
+        pod: &PodInfo,
+        _: &crate::nodeinfo::Snapshot,
+    ) -> (Option<PreFilterResult>, Status) {
         if pod.host_ports.is_empty() {
             return (None, Status::skip());
         }

@@ -40,10 +40,16 @@ impl NodeAffinity {
         let added = args.added_affinity.as_ref();
         NodeAffinity {
             added_required: added
-                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+                .and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
                 .map(|r| NodeSelector::new(&r.node_selector_terms)),
             added_preferred: added
-                .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+                .and_then(|a| {
+                    a.preferred_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
                 .map(|p| preferred_terms(p))
                 .unwrap_or_default(),
         }
@@ -90,7 +96,10 @@ fn pre_filter_state(pod: &PodInfo) -> PreFilterState {
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .map(|r| NodeSelector::new(&r.node_selector_terms)),
     }
 }
@@ -118,12 +127,21 @@ impl Plugin for NodeAffinity {
         Some(self)
     }
     fn events(&self) -> &'static [ClusterEvent] {
-        &[ClusterEvent::NodeAdd, ClusterEvent::NodeUpdate, ClusterEvent::UnscheduledPodUpdate]
+        &[
+            ClusterEvent::NodeAdd,
+            ClusterEvent::NodeUpdate,
+            ClusterEvent::UnscheduledPodUpdate,
+        ]
     }
 }
 
 impl PreFilterPlugin for NodeAffinity {
-    fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, _: &Snapshot) -> (Option<PreFilterResult>, Status) {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        _: &Snapshot,
+    ) -> (Option<PreFilterResult>, Status) {
         let s = pre_filter_state(pod);
         if s.node_selector.is_empty() && s.required.is_none() && self.added_required.is_none() {
             return (None, Status::skip());
@@ -148,7 +166,10 @@ impl PreFilterPlugin for NodeAffinity {
             }
         }
         state.write(NAME, s);
-        (Some(PreFilterResult { node_names: names }), Status::success())
+        (
+            Some(PreFilterResult { node_names: names }),
+            Status::success(),
+        )
     }
 }
 
@@ -175,13 +196,22 @@ impl FilterPlugin for NodeAffinity {
 struct PreScoreState(Vec<(i32, NodeTerm)>);
 
 impl PreScorePlugin for NodeAffinity {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, _: &[Arc<NodeInfo>], _: &Snapshot) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        _: &[Arc<NodeInfo>],
+        _: &Snapshot,
+    ) -> Status {
         let terms: Vec<(i32, NodeTerm)> = pod
             .spec()
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| n.preferred_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|n| {
+                n.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .map(|p| preferred_terms(p))
             .unwrap_or_default();
         if terms.is_empty() && self.added_preferred.is_empty() {
@@ -203,7 +233,10 @@ impl ScorePlugin for NodeAffinity {
                     .affinity
                     .as_ref()
                     .and_then(|a| a.node_affinity.as_ref())
-                    .and_then(|n| n.preferred_during_scheduling_ignored_during_execution.as_ref())
+                    .and_then(|n| {
+                        n.preferred_during_scheduling_ignored_during_execution
+                            .as_ref()
+                    })
                     .map(|p| preferred_terms(p))
                     .unwrap_or_default();
                 &own
@@ -246,15 +279,17 @@ mod tests {
     fn with_required(mut p: Pod, terms: Vec<Vec<NodeSelectorRequirement>>) -> Pod {
         p.spec.as_mut().unwrap().affinity = Some(Affinity {
             node_affinity: Some(k8s_openapi::api::core::v1::NodeAffinity {
-                required_during_scheduling_ignored_during_execution: Some(k8s_openapi::api::core::v1::NodeSelector {
-                    node_selector_terms: terms
-                        .into_iter()
-                        .map(|r| NodeSelectorTerm {
-                            match_expressions: Some(r),
-                            match_fields: None,
-                        })
-                        .collect(),
-                }),
+                required_during_scheduling_ignored_during_execution: Some(
+                    k8s_openapi::api::core::v1::NodeSelector {
+                        node_selector_terms: terms
+                            .into_iter()
+                            .map(|r| NodeSelectorTerm {
+                                match_expressions: Some(r),
+                                match_fields: None,
+                            })
+                            .collect(),
+                    },
+                ),
                 ..Default::default()
             }),
             ..Default::default()
@@ -279,7 +314,8 @@ mod tests {
     fn filter_cases() {
         // "missing labels"
         let mut p = pod("p");
-        p.spec.as_mut().unwrap().node_selector = Some([("foo".to_string(), "bar".to_string())].into());
+        p.spec.as_mut().unwrap().node_selector =
+            Some([("foo".to_string(), "bar".to_string())].into());
         assert_eq!(filter(p.clone(), &[]).message(), ERR_REASON_POD);
         // "same labels"
         assert!(filter(p.clone(), &[("foo", "bar")]).is_success());
@@ -292,14 +328,23 @@ mod tests {
         let p = with_required(pod("p"), vec![vec![req("kernel-version", "Gt", &["0204"])]]);
         assert!(filter(p, &[("kernel-version", "0206")]).is_success());
         // "Pod with matchExpressions using NotIn operator that matches the existing node"
-        let p = with_required(pod("p"), vec![vec![req("mem-type", "NotIn", &["DDR", "DDR2"])]]);
+        let p = with_required(
+            pod("p"),
+            vec![vec![req("mem-type", "NotIn", &["DDR", "DDR2"])]],
+        );
         assert!(filter(p, &[("mem-type", "DDR3")]).is_success());
         // "Pod with matchExpressions using Exists operator that matches the existing node"
         let p = with_required(pod("p"), vec![vec![req("GPU", "Exists", &[])]]);
         assert!(filter(p, &[("GPU", "NVIDIA-GRID-K1")]).is_success());
         // "Pod with affinity that don't match node's labels won't schedule onto the node"
-        let p = with_required(pod("p"), vec![vec![req("foo", "In", &["value1", "value2"])]]);
-        assert_eq!(filter(p, &[("foo", "bar")]).code, Code::UnschedulableAndUnresolvable);
+        let p = with_required(
+            pod("p"),
+            vec![vec![req("foo", "In", &["value1", "value2"])]],
+        );
+        assert_eq!(
+            filter(p, &[("foo", "bar")]).code,
+            Code::UnschedulableAndUnresolvable
+        );
         // "Pod with a nil []NodeSelectorTerm in affinity, can't match the node's labels and won't schedule onto the node"
         let p = with_required(pod("p"), vec![]);
         assert!(!filter(p, &[("foo", "bar")]).is_success());
@@ -309,12 +354,21 @@ mod tests {
         // "Pod with multiple NodeSelectorTerms ORed in affinity, matches the node's labels and will schedule onto the node"
         let p = with_required(
             pod("p"),
-            vec![vec![req("foo", "In", &["bar", "value2"])], vec![req("diffkey", "In", &["wrong", "value2"])]],
+            vec![
+                vec![req("foo", "In", &["bar", "value2"])],
+                vec![req("diffkey", "In", &["wrong", "value2"])],
+            ],
         );
         assert!(filter(p, &[("foo", "bar")]).is_success());
         // "Pod with an Affinity matches node's labels but the PodSpec.NodeSelector(the old thing that we are deprecating) is not satisfied, won't schedule onto the node"
         let mut p = with_required(pod("p"), vec![vec![req("foo", "In", &["bar", "value2"])]]);
-        p.spec.as_mut().unwrap().node_selector = Some([("foo".to_string(), "bar".to_string()), ("baz".to_string(), "blah".to_string())].into());
+        p.spec.as_mut().unwrap().node_selector = Some(
+            [
+                ("foo".to_string(), "bar".to_string()),
+                ("baz".to_string(), "blah".to_string()),
+            ]
+            .into(),
+        );
         assert!(!filter(p, &[("foo", "bar")]).is_success());
     }
 
@@ -333,7 +387,14 @@ mod tests {
         let affinity = vec![
             pref(2, vec![req("foo", "In", &["bar"])]),
             pref(4, vec![req("key", "In", &["value"])]),
-            pref(5, vec![req("foo", "In", &["bar"]), req("key", "In", &["value"]), req("az", "In", &["az1"])]),
+            pref(
+                5,
+                vec![
+                    req("foo", "In", &["bar"]),
+                    req("key", "In", &["value"]),
+                    req("az", "In", &["az1"]),
+                ],
+            ),
         ];
         let mut p = pod("p");
         p.spec.as_mut().unwrap().affinity = Some(Affinity {
@@ -347,7 +408,12 @@ mod tests {
         let nodes = |ls: Vec<Vec<(&str, &str)>>| -> Vec<NodeInfo> {
             ls.into_iter()
                 .enumerate()
-                .map(|(i, l)| node_info(labeled(node(&format!("machine{}", i + 1), 0, 0), &l), vec![]))
+                .map(|(i, l)| {
+                    node_info(
+                        labeled(node(&format!("machine{}", i + 1), 0, 0), &l),
+                        vec![],
+                    )
+                })
                 .collect()
         };
         let got = run_scores(
@@ -378,7 +444,11 @@ mod tests {
             &pl,
             &[],
             only,
-            nodes(vec![vec![("foo", "bar")], vec![("key", "value")], vec![("az", "az1")]]),
+            nodes(vec![
+                vec![("foo", "bar")],
+                vec![("key", "value")],
+                vec![("az", "az1")],
+            ]),
         );
         assert_eq!(got, [100, 0, 0]);
     }

@@ -174,7 +174,12 @@ impl Plugin for Fit {
 }
 
 impl PreFilterPlugin for Fit {
-    fn pre_filter(&self, _: &mut CycleState, _: &PodInfo, _: &Snapshot) -> (Option<PreFilterResult>, Status) {
+    fn pre_filter(
+        &self,
+        _: &mut CycleState,
+        _: &PodInfo,
+        _: &Snapshot,
+    ) -> (Option<PreFilterResult>, Status) {
         // The requests are precomputed in PodInfo.
         (None, Status::success())
     }
@@ -325,7 +330,8 @@ pub fn strategy_score(strategy: &Strategy, pod: &PodInfo, node: &NodeInfo) -> i6
     let mut total = 0i64;
     let mut weight_sum = 0i64;
     for r in resources {
-        let (alloc, req) = allocatable_requested(node, &r.name, pod_request(pod, &r.name, true), true);
+        let (alloc, req) =
+            allocatable_requested(node, &r.name, pod_request(pod, &r.name, true), true);
         if alloc == 0 {
             continue;
         }
@@ -347,15 +353,19 @@ pub fn strategy_score(strategy: &Strategy, pod: &PodInfo, node: &NodeInfo) -> i6
         return 0;
     }
     match strategy {
-        Strategy::RequestedToCapacityRatio(..) => {
-            (total as f64 / weight_sum as f64).round() as i64
-        }
+        Strategy::RequestedToCapacityRatio(..) => (total as f64 / weight_sum as f64).round() as i64,
         _ => total / weight_sum,
     }
 }
 
 impl PreScorePlugin for Fit {
-    fn pre_score(&self, _: &mut CycleState, _: &PodInfo, _: &[Arc<NodeInfo>], _: &Snapshot) -> Status {
+    fn pre_score(
+        &self,
+        _: &mut CycleState,
+        _: &PodInfo,
+        _: &[Arc<NodeInfo>],
+        _: &Snapshot,
+    ) -> Status {
         Status::success()
     }
 }
@@ -395,7 +405,13 @@ impl Plugin for BalancedAllocation {
 }
 
 impl PreScorePlugin for BalancedAllocation {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, _: &[Arc<NodeInfo>], _: &Snapshot) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        _: &[Arc<NodeInfo>],
+        _: &Snapshot,
+    ) -> Status {
         let reqs: Vec<i64> = self
             .resources
             .iter()
@@ -437,7 +453,12 @@ impl ScorePlugin for BalancedAllocation {
             2 => (fractions[0] - fractions[1]).abs() / 2.0,
             n => {
                 let mean = fractions.iter().sum::<f64>() / n as f64;
-                (fractions.iter().map(|f| (f - mean) * (f - mean)).sum::<f64>() / n as f64).sqrt()
+                (fractions
+                    .iter()
+                    .map(|f| (f - mean) * (f - mean))
+                    .sum::<f64>()
+                    / n as f64)
+                    .sqrt()
             }
         };
         Ok(((1.0 - std) * MAX_NODE_SCORE as f64) as i64)
@@ -457,13 +478,22 @@ mod tests {
         on_node(pod_req("cpu-mem", &[(1000, 2000), (2000, 3000)]), node)
     }
 
-    fn balanced(existing: Vec<k8s_openapi::api::core::v1::Pod>, p: k8s_openapi::api::core::v1::Pod, nodes: Vec<(i64, i64)>) -> Vec<i64> {
+    fn balanced(
+        existing: Vec<k8s_openapi::api::core::v1::Pod>,
+        p: k8s_openapi::api::core::v1::Pod,
+        nodes: Vec<(i64, i64)>,
+    ) -> Vec<i64> {
         let infos = nodes
             .iter()
             .enumerate()
             .map(|(i, (c, m))| node_info(node(&format!("node{}", i + 1), *c, *m), vec![]))
             .collect();
-        run_scores(&BalancedAllocation::new(&Default::default()), &existing, p, infos)
+        run_scores(
+            &BalancedAllocation::new(&Default::default()),
+            &existing,
+            p,
+            infos,
+        )
     }
 
     /// Upstream TestNodeResourcesBalancedAllocation.
@@ -471,22 +501,53 @@ mod tests {
     fn balanced_allocation() {
         // "nothing scheduled, nothing requested, skip in PreScore"
         let pi = PodInfo::new(Arc::new(pod("p")));
-        let s = PreScorePlugin::pre_score(&BalancedAllocation::new(&Default::default()), &mut CycleState::default(), &pi, &[], &Snapshot::default());
+        let s = PreScorePlugin::pre_score(
+            &BalancedAllocation::new(&Default::default()),
+            &mut CycleState::default(),
+            &pi,
+            &[],
+            &Snapshot::default(),
+        );
         assert!(s.is_skip());
         // "nothing scheduled, resources requested, differently sized nodes"
         let p = pod_req("p", &[(1000, 2000), (2000, 3000)]);
-        assert_eq!(balanced(vec![], p.clone(), vec![(4000, 10000), (6000, 10000)]), [87, 100]);
+        assert_eq!(
+            balanced(vec![], p.clone(), vec![(4000, 10000), (6000, 10000)]),
+            [87, 100]
+        );
         // "resources requested, pods scheduled with resources"
         let existing = vec![cpu_only("node1"), cpu_and_memory("node2")];
-        assert_eq!(balanced(existing.clone(), p.clone(), vec![(10000, 20000), (10000, 20000)]), [82, 95]);
+        assert_eq!(
+            balanced(
+                existing.clone(),
+                p.clone(),
+                vec![(10000, 20000), (10000, 20000)]
+            ),
+            [82, 95]
+        );
         // "resources requested, pods scheduled with resources, differently sized nodes"
-        assert_eq!(balanced(existing.clone(), p.clone(), vec![(10000, 20000), (10000, 50000)]), [82, 80]);
+        assert_eq!(
+            balanced(
+                existing.clone(),
+                p.clone(),
+                vec![(10000, 20000), (10000, 50000)]
+            ),
+            [82, 80]
+        );
         // "requested resources at node capacity"
         let p2 = pod_req("p", &[(1000, 0), (2000, 0)]);
-        assert_eq!(balanced(existing, p2, vec![(6000, 10000), (6000, 10000)]), [50, 75]);
+        assert_eq!(
+            balanced(existing, p2, vec![(6000, 10000), (6000, 10000)]),
+            [50, 75]
+        );
     }
 
-    fn fit_scores(strategy: ScoringStrategy, existing: Vec<k8s_openapi::api::core::v1::Pod>, p: k8s_openapi::api::core::v1::Pod, nodes: Vec<(i64, i64)>) -> Vec<i64> {
+    fn fit_scores(
+        strategy: ScoringStrategy,
+        existing: Vec<k8s_openapi::api::core::v1::Pod>,
+        p: k8s_openapi::api::core::v1::Pod,
+        nodes: Vec<(i64, i64)>,
+    ) -> Vec<i64> {
         let fit = Fit::new(&NodeResourcesFitArgs {
             scoring_strategy: Some(strategy),
             ..Default::default()
@@ -514,16 +575,40 @@ mod tests {
         let p = pod_req("p", &[(1000, 2000), (2000, 3000)]);
         // "nothing scheduled, resources requested, differently sized nodes"
         // node1: cpu (4000-3000)*100/4000 = 25, memory 50 → 37; node2: 50, 50 → 50.
-        assert_eq!(fit_scores(strategy("LeastAllocated"), vec![], p.clone(), vec![(4000, 10000), (6000, 10000)]), [37, 50]);
+        assert_eq!(
+            fit_scores(
+                strategy("LeastAllocated"),
+                vec![],
+                p.clone(),
+                vec![(4000, 10000), (6000, 10000)]
+            ),
+            [37, 50]
+        );
         // "resources requested, pods scheduled with resources"
         // node1: cpu (10000-6000)*100/10000 = 40, memory (20000-5000)*100/20000 = 75 → 57;
         // node2: 40, (20000-10000)*100/20000 = 50 → 45.
         let existing = vec![cpu_only("node1"), cpu_and_memory("node2")];
-        assert_eq!(fit_scores(strategy("LeastAllocated"), existing, p.clone(), vec![(10000, 20000), (10000, 20000)]), [57, 45]);
+        assert_eq!(
+            fit_scores(
+                strategy("LeastAllocated"),
+                existing,
+                p.clone(),
+                vec![(10000, 20000), (10000, 20000)]
+            ),
+            [57, 45]
+        );
         // Ours: requested cpu beyond capacity scores 0 for that resource.
         let existing = vec![cpu_only("node1"), cpu_and_memory("node2")];
         let big = pod_req("p", &[(3000, 0), (3000, 5000)]);
-        assert_eq!(fit_scores(strategy("LeastAllocated"), existing, big, vec![(4000, 10000), (6000, 10000)]), [25, 0]);
+        assert_eq!(
+            fit_scores(
+                strategy("LeastAllocated"),
+                existing,
+                big,
+                vec![(4000, 10000), (6000, 10000)]
+            ),
+            [25, 0]
+        );
     }
 
     /// Upstream TestMostAllocatedScoringStrategy.
@@ -532,11 +617,27 @@ mod tests {
         let p = pod_req("p", &[(1000, 2000), (2000, 3000)]);
         // "nothing scheduled, resources requested, differently sized nodes"
         // node1: cpu 3000*100/4000 = 75, memory 50 → 62; node2: 50, 50 → 50.
-        assert_eq!(fit_scores(strategy("MostAllocated"), vec![], p.clone(), vec![(4000, 10000), (6000, 10000)]), [62, 50]);
+        assert_eq!(
+            fit_scores(
+                strategy("MostAllocated"),
+                vec![],
+                p.clone(),
+                vec![(4000, 10000), (6000, 10000)]
+            ),
+            [62, 50]
+        );
         // "resources requested, pods scheduled with resources"
         // node1: cpu 6000/10000 = 60, memory 5000/20000 = 25 → 42; node2: 60, 50 → 55.
         let existing = vec![cpu_only("node1"), cpu_and_memory("node2")];
-        assert_eq!(fit_scores(strategy("MostAllocated"), existing, p, vec![(10000, 20000), (10000, 20000)]), [42, 55]);
+        assert_eq!(
+            fit_scores(
+                strategy("MostAllocated"),
+                existing,
+                p,
+                vec![(10000, 20000), (10000, 20000)]
+            ),
+            [42, 55]
+        );
     }
 
     /// Upstream TestRequestedToCapacityRatioScoringStrategy ("nothing scheduled, nothing
@@ -548,16 +649,28 @@ mod tests {
             resources: default_resources(),
             requested_to_capacity_ratio: Some(RequestedToCapacityRatioParam {
                 shape: vec![
-                    UtilizationShapePoint { utilization: 0, score: 10 },
-                    UtilizationShapePoint { utilization: 100, score: 0 },
+                    UtilizationShapePoint {
+                        utilization: 0,
+                        score: 10,
+                    },
+                    UtilizationShapePoint {
+                        utilization: 100,
+                        score: 0,
+                    },
                 ],
             }),
         };
         let p = pod_req("p", &[(0, 0)]);
-        assert_eq!(fit_scores(s.clone(), vec![], p, vec![(4000, 10000), (4000, 10000)]), [100, 100]);
+        assert_eq!(
+            fit_scores(s.clone(), vec![], p, vec![(4000, 10000), (4000, 10000)]),
+            [100, 100]
+        );
         // 3000/4000 = 75 % → 25, 5000/10000 = 50 % → 50: round(37.5) = 38.
         let p = pod_req("p", &[(1000, 2000), (2000, 3000)]);
-        assert_eq!(fit_scores(s, vec![], p, vec![(4000, 10000), (6000, 10000)]), [38, 50]);
+        assert_eq!(
+            fit_scores(s, vec![], p, vec![(4000, 10000), (6000, 10000)]),
+            [38, 50]
+        );
     }
 
     /// Upstream TestEnoughRequests (node: 10 milli-cpu, 20 memory, 32 pods).
@@ -573,7 +686,12 @@ mod tests {
             node_info(with_allocatable(node("n", 10, 20), "pods", "32"), pods)
         };
         let run = |p: k8s_openapi::api::core::v1::Pod, node: &NodeInfo| {
-            FilterPlugin::filter(&fit, &CycleState::default(), &PodInfo::new(Arc::new(p)), node)
+            FilterPlugin::filter(
+                &fit,
+                &CycleState::default(),
+                &PodInfo::new(Arc::new(p)),
+                node,
+            )
         };
         // "no resources requested always fits"
         assert!(run(pod("p"), &n(vec![(10, 20)])).is_success());
@@ -600,7 +718,10 @@ mod tests {
             .requests
             .as_mut()
             .unwrap()
-            .insert("example.com/aaa".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("10".into()));
+            .insert(
+                "example.com/aaa".into(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("10".into()),
+            );
         let mut node = n(vec![]);
         node.allocatable.set_scalar("example.com/aaa", 5);
         assert_eq!(run(p, &node).reasons, ["Insufficient example.com/aaa"]);

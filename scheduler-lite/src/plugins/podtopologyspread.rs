@@ -18,7 +18,8 @@ use crate::plugins::nodeaffinity::pod_matches_node_selector_and_affinity;
 
 pub const NAME: &str = "PodTopologySpread";
 pub const ERR_CONSTRAINTS: &str = "node(s) didn't match pod topology spread constraints";
-pub const ERR_LABEL: &str = "node(s) didn't match pod topology spread constraints (missing required label)";
+pub const ERR_LABEL: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
 const HOSTNAME: &str = "kubernetes.io/hostname";
 const ZONE: &str = "topology.kubernetes.io/zone";
 
@@ -81,7 +82,10 @@ impl PodTopologySpread {
                 ));
             }
             if c.max_skew <= 0 {
-                return Err((format!("defaultConstraints[{i}].maxSkew"), "must be greater than zero".into()));
+                return Err((
+                    format!("defaultConstraints[{i}].maxSkew"),
+                    "must be greater than zero".into(),
+                ));
             }
         }
         let defaults = if system {
@@ -103,8 +107,17 @@ impl PodTopologySpread {
 
     /// The pod's constraints for `action` (`DoNotSchedule` or `ScheduleAnyway`), or the
     /// defaults when it has none; `requireAll` is upstream's requireAllTopologies.
-    fn constraints(&self, pod: &PodInfo, snapshot: &Snapshot, action: &str) -> (Vec<Constraint>, bool) {
-        let own = pod.spec().topology_spread_constraints.as_deref().unwrap_or(&[]);
+    fn constraints(
+        &self,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+        action: &str,
+    ) -> (Vec<Constraint>, bool) {
+        let own = pod
+            .spec()
+            .topology_spread_constraints
+            .as_deref()
+            .unwrap_or(&[]);
         if !own.is_empty() {
             return (compile(pod, own, action, None), true);
         }
@@ -122,7 +135,10 @@ impl PodTopologySpread {
         if owners.is_empty() {
             return (Vec::new(), !self.system_defaulted);
         }
-        (compile(pod, &self.defaults, action, Some(&owners)), !self.system_defaulted)
+        (
+            compile(pod, &self.defaults, action, Some(&owners)),
+            !self.system_defaulted,
+        )
     }
 }
 
@@ -214,7 +230,10 @@ impl FilterState {
     }
 
     fn update(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
-        if other.terminating || other.namespace != pod.namespace || !node_has_all_keys(node, &self.constraints) {
+        if other.terminating
+            || other.namespace != pod.namespace
+            || !node_has_all_keys(node, &self.constraints)
+        {
             return;
         }
         for (i, c) in self.constraints.iter().enumerate() {
@@ -257,7 +276,12 @@ impl Plugin for PodTopologySpread {
 }
 
 impl PreFilterPlugin for PodTopologySpread {
-    fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snapshot: &Snapshot) -> (Option<PreFilterResult>, Status) {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snapshot: &Snapshot,
+    ) -> (Option<PreFilterResult>, Status) {
         let (constraints, _) = self.constraints(pod, snapshot, "DoNotSchedule");
         if constraints.is_empty() {
             return (None, Status::skip());
@@ -272,20 +296,42 @@ impl PreFilterPlugin for PodTopologySpread {
                     continue;
                 }
                 let n = count_matching(&node.pods, &c.selector, &pod.namespace);
-                *counts[i].entry(node.labels()[&c.topology_key].clone()).or_insert(0) += n;
+                *counts[i]
+                    .entry(node.labels()[&c.topology_key].clone())
+                    .or_insert(0) += n;
             }
         }
-        state.write(NAME, FilterState { constraints, counts });
+        state.write(
+            NAME,
+            FilterState {
+                constraints,
+                counts,
+            },
+        );
         (None, Status::success())
     }
 
-    fn add_pod(&self, state: &mut CycleState, pod: &PodInfo, added: &Arc<PodInfo>, node: &NodeInfo, _: &Snapshot) {
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        added: &Arc<PodInfo>,
+        node: &NodeInfo,
+        _: &Snapshot,
+    ) {
         if let Some(s) = state.read_mut::<FilterState>(NAME) {
             s.update(pod, added, node, 1);
         }
     }
 
-    fn remove_pod(&self, state: &mut CycleState, pod: &PodInfo, removed: &Arc<PodInfo>, node: &NodeInfo, _: &Snapshot) {
+    fn remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        removed: &Arc<PodInfo>,
+        node: &NodeInfo,
+        _: &Snapshot,
+    ) {
         if let Some(s) = state.read_mut::<FilterState>(NAME) {
             s.update(pod, removed, node, -1);
         }
@@ -323,7 +369,13 @@ struct ScoreState {
 }
 
 impl PreScorePlugin for PodTopologySpread {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>], snapshot: &Snapshot) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        nodes: &[Arc<NodeInfo>],
+        snapshot: &Snapshot,
+    ) -> Status {
         let (constraints, require_all) = self.constraints(pod, snapshot, "ScheduleAnyway");
         if constraints.is_empty() {
             return Status::skip();
@@ -366,7 +418,9 @@ impl PreScorePlugin for PodTopologySpread {
                 if c.topology_key == HOSTNAME || !node_included(c, pod, node) {
                     continue;
                 }
-                let Some(v) = node.labels().get(&c.topology_key) else { continue };
+                let Some(v) = node.labels().get(&c.topology_key) else {
+                    continue;
+                };
                 if let Some(slot) = counts[i].get_mut(v) {
                     *slot += count_matching(&node.pods, &c.selector, &pod.namespace);
                 }
@@ -399,7 +453,9 @@ impl ScorePlugin for PodTopologySpread {
         let labels = node.labels();
         let mut score = 0f64;
         for (i, c) in s.constraints.iter().enumerate() {
-            let Some(v) = labels.get(&c.topology_key) else { continue };
+            let Some(v) = labels.get(&c.topology_key) else {
+                continue;
+            };
             let cnt = if c.topology_key == HOSTNAME {
                 count_matching(&node.pods, &c.selector, &pod.namespace)
             } else {
@@ -416,7 +472,9 @@ impl ScorePlugin for PodTopologySpread {
 
 impl NormalizeScorePlugin for PodTopologySpread {
     fn normalize_score(&self, state: &CycleState, _: &PodInfo, scores: &mut [NodeScore]) {
-        let Some(s) = state.read::<ScoreState>(NAME) else { return };
+        let Some(s) = state.read::<ScoreState>(NAME) else {
+            return;
+        };
         let mut min = i64::MAX;
         let mut max = 0i64;
         for sc in scores.iter_mut() {
@@ -485,12 +543,27 @@ mod tests {
     /// Upstream TestSingleConstraint cases (zone1: node-a, node-b; zone2: node-x, node-y).
     #[test]
     fn filter_single_constraint() {
-        let nodes = || vec![zone_node("node-a", "zone1"), zone_node("node-b", "zone1"), zone_node("node-x", "zone2"), zone_node("node-y", "zone2")];
+        let nodes = || {
+            vec![
+                zone_node("node-a", "zone1"),
+                zone_node("node-b", "zone1"),
+                zone_node("node-x", "zone2"),
+                zone_node("node-y", "zone2"),
+            ]
+        };
         let verdict = |pods: Vec<Pod>, p: Pod| -> Vec<bool> {
             let snap = snapshot(nodes(), pods);
-            run_filters(&plugin(), p, &snap).iter().map(|s| s.is_success()).collect()
+            run_filters(&plugin(), p, &snap)
+                .iter()
+                .map(|s| s.is_success())
+                .collect()
         };
-        let incoming = || spread(with_labels(pod("p"), &[("foo", "")]), &[(1, "zone", "DoNotSchedule")]);
+        let incoming = || {
+            spread(
+                with_labels(pod("p"), &[("foo", "")]),
+                &[(1, "zone", "DoNotSchedule")],
+            )
+        };
         // "no existing pods"
         assert_eq!(verdict(vec![], incoming()), [true, true, true, true]);
         // "no existing pods, incoming pod doesn't match itself"
@@ -502,14 +575,32 @@ mod tests {
         other.metadata.namespace = Some("ns1".into());
         let mut other2 = foo("p-b1", "node-b");
         other2.metadata.namespace = Some("ns2".into());
-        assert_eq!(verdict(vec![other, other2, foo("p-x1", "node-x"), foo("p-y1", "node-y")], incoming()), [true, true, false, false]);
+        assert_eq!(
+            verdict(
+                vec![other, other2, foo("p-x1", "node-x"), foo("p-y1", "node-y")],
+                incoming()
+            ),
+            [true, true, false, false]
+        );
         // "pods spread across zones as 3/3, all nodes fit"
-        let pods = vec![foo("p-a1", "node-a"), foo("p-b1", "node-b"), foo("p-b2", "node-b"), foo("p-x1", "node-x"), foo("p-y1", "node-y"), foo("p-y2", "node-y")];
+        let pods = vec![
+            foo("p-a1", "node-a"),
+            foo("p-b1", "node-b"),
+            foo("p-b2", "node-b"),
+            foo("p-x1", "node-x"),
+            foo("p-y1", "node-y"),
+            foo("p-y2", "node-y"),
+        ];
         assert_eq!(verdict(pods, incoming()), [true, true, true, true]);
         // "pods spread across zones as 1/2 due to absence of label 'zone' on node-b": here as
         // "incoming pod has nodeSelector, pods spread as 2/~1~/~0~/3, hence node-a fits" style:
         // zone1 has 3 matching pods, zone2 one → only zone2 nodes fit.
-        let pods = vec![foo("p-a1", "node-a"), foo("p-a2", "node-a"), foo("p-b1", "node-b"), foo("p-y1", "node-y")];
+        let pods = vec![
+            foo("p-a1", "node-a"),
+            foo("p-a2", "node-a"),
+            foo("p-b1", "node-b"),
+            foo("p-y1", "node-y"),
+        ];
         assert_eq!(verdict(pods, incoming()), [false, false, true, true]);
     }
 
@@ -517,7 +608,12 @@ mod tests {
     /// (constraint on `node`, maxSkew 1).
     #[test]
     fn filter_by_node() {
-        let nodes = vec![zone_node("node-a", "zone1"), zone_node("node-b", "zone1"), zone_node("node-x", "zone2"), zone_node("node-y", "zone2")];
+        let nodes = vec![
+            zone_node("node-a", "zone1"),
+            zone_node("node-b", "zone1"),
+            zone_node("node-x", "zone2"),
+            zone_node("node-y", "zone2"),
+        ];
         let pods = vec![
             foo("p-a1", "node-a"),
             foo("p-a2", "node-a"),
@@ -526,12 +622,21 @@ mod tests {
             foo("p-y2", "node-y"),
             foo("p-y3", "node-y"),
         ];
-        let p = spread(with_labels(pod("p"), &[("foo", "")]), &[(1, "node", "DoNotSchedule")]);
+        let p = spread(
+            with_labels(pod("p"), &[("foo", "")]),
+            &[(1, "node", "DoNotSchedule")],
+        );
         let snap = snapshot(nodes, pods);
-        let got: Vec<bool> = run_filters(&plugin(), p, &snap).iter().map(|s| s.is_success()).collect();
+        let got: Vec<bool> = run_filters(&plugin(), p, &snap)
+            .iter()
+            .map(|s| s.is_success())
+            .collect();
         assert_eq!(got, [false, false, true, false]);
         // A node without the key is unresolvable.
-        let p = spread(with_labels(pod("p"), &[("foo", "")]), &[(1, "rack", "DoNotSchedule")]);
+        let p = spread(
+            with_labels(pod("p"), &[("foo", "")]),
+            &[(1, "rack", "DoNotSchedule")],
+        );
         let s = run_filters(&plugin(), p, &snap);
         assert_eq!(s[0].message(), ERR_LABEL);
         assert_eq!(s[0].code, Code::UnschedulableAndUnresolvable);
@@ -545,9 +650,17 @@ mod tests {
             run_scores_on(&plugin(), p, &snap, &snap.nodes.clone())
         };
         let hn = |n: &str| labeled(node(n, 0, 0), &[]);
-        let incoming = || spread(with_labels(pod("p"), &[("foo", "")]), &[(1, HOSTNAME, "ScheduleAnyway")]);
+        let incoming = || {
+            spread(
+                with_labels(pod("p"), &[("foo", "")]),
+                &[(1, HOSTNAME, "ScheduleAnyway")],
+            )
+        };
         // "one constraint on node, no existing pods"
-        assert_eq!(score(vec![hn("node-a"), hn("node-b")], vec![], incoming()), [100, 100]);
+        assert_eq!(
+            score(vec![hn("node-a"), hn("node-b")], vec![], incoming()),
+            [100, 100]
+        );
         // "one constraint on node, only one node is candidate"
         // (as upstream "one constraint on node, all 4 nodes are candidates": 2/1/0/3 pods)
         let nodes = vec![hn("node-a"), hn("node-b"), hn("node-c"), hn("node-d")];
@@ -568,8 +681,15 @@ mod tests {
             labeled(node("node-x", 0, 0), &[("zone", "zone2")]),
             labeled(node("node-n", 0, 0), &[]),
         ];
-        let pods = vec![foo("p-a1", "node-a"), foo("p-b1", "node-b"), foo("p-x1", "node-x")];
-        let p = spread(with_labels(pod("p"), &[("foo", "")]), &[(1, "zone", "ScheduleAnyway")]);
+        let pods = vec![
+            foo("p-a1", "node-a"),
+            foo("p-b1", "node-b"),
+            foo("p-x1", "node-x"),
+        ];
+        let p = spread(
+            with_labels(pod("p"), &[("foo", "")]),
+            &[(1, "zone", "ScheduleAnyway")],
+        );
         // zone1: 2 pods, zone2: 1; weight ln(4): raw 3, 3, 1 → 100*(3+1-s)/3 = 33, 33, 100; node-n 0.
         assert_eq!(score(nodes, pods, p), [33, 33, 100, 0]);
     }

@@ -38,7 +38,11 @@ impl Plugin for TaintToleration {
         Some(self)
     }
     fn events(&self) -> &'static [ClusterEvent] {
-        &[ClusterEvent::NodeAdd, ClusterEvent::NodeUpdate, ClusterEvent::UnscheduledPodUpdate]
+        &[
+            ClusterEvent::NodeAdd,
+            ClusterEvent::NodeUpdate,
+            ClusterEvent::UnscheduledPodUpdate,
+        ]
     }
 }
 
@@ -61,13 +65,24 @@ impl FilterPlugin for TaintToleration {
 struct PreScoreState(Vec<Toleration>);
 
 impl PreScorePlugin for TaintToleration {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, _: &[Arc<NodeInfo>], _: &Snapshot) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        _: &[Arc<NodeInfo>],
+        _: &Snapshot,
+    ) -> Status {
         let tols = pod
             .spec()
             .tolerations
             .iter()
             .flatten()
-            .filter(|t| matches!(t.effect.as_deref(), None | Some("") | Some("PreferNoSchedule")))
+            .filter(|t| {
+                matches!(
+                    t.effect.as_deref(),
+                    None | Some("") | Some("PreferNoSchedule")
+                )
+            })
             .cloned()
             .collect();
         state.write(NAME, PreScoreState(tols));
@@ -83,7 +98,9 @@ impl ScorePlugin for TaintToleration {
         Ok(node
             .taints()
             .iter()
-            .filter(|t| t.effect == "PreferNoSchedule" && !tols.0.iter().any(|tol| tolerates(tol, t)))
+            .filter(|t| {
+                t.effect == "PreferNoSchedule" && !tols.0.iter().any(|tol| tolerates(tol, t))
+            })
             .count() as i64)
     }
     fn normalize(&self) -> Option<&dyn NormalizeScorePlugin> {
@@ -208,33 +225,76 @@ mod tests {
     fn filter() {
         let cases = vec![
             // "A pod having no tolerations can't be scheduled onto a node with nonempty taints"
-            (vec![], vec![taint("dedicated", "user1", "NoSchedule")], Some("node(s) had untolerated taint {dedicated: user1}")),
+            (
+                vec![],
+                vec![taint("dedicated", "user1", "NoSchedule")],
+                Some("node(s) had untolerated taint {dedicated: user1}"),
+            ),
             // "A pod which can be scheduled on a dedicated node assigned to user1 with effect NoSchedule"
-            (vec![tol("dedicated", "Equal", "user1", "NoSchedule")], vec![taint("dedicated", "user1", "NoSchedule")], None),
+            (
+                vec![tol("dedicated", "Equal", "user1", "NoSchedule")],
+                vec![taint("dedicated", "user1", "NoSchedule")],
+                None,
+            ),
             // "A pod which can't be scheduled on a dedicated node assigned to user2 with effect NoSchedule"
-            (vec![tol("dedicated", "Equal", "user2", "NoSchedule")], vec![taint("dedicated", "user1", "NoSchedule")], Some("node(s) had untolerated taint {dedicated: user1}")),
+            (
+                vec![tol("dedicated", "Equal", "user2", "NoSchedule")],
+                vec![taint("dedicated", "user1", "NoSchedule")],
+                Some("node(s) had untolerated taint {dedicated: user1}"),
+            ),
             // "A pod can be scheduled onto the node, with a toleration uses operator Exists that tolerates the taints on the node"
-            (vec![tol("foo", "Exists", "", "NoSchedule")], vec![taint("foo", "bar", "NoSchedule")], None),
+            (
+                vec![tol("foo", "Exists", "", "NoSchedule")],
+                vec![taint("foo", "bar", "NoSchedule")],
+                None,
+            ),
             // "A pod has multiple tolerations, node has multiple taints, all the taints are tolerated, pod can be scheduled onto the node"
             (
-                vec![tol("dedicated", "Equal", "user2", "NoSchedule"), tol("foo", "Exists", "", "NoSchedule")],
-                vec![taint("dedicated", "user2", "NoSchedule"), taint("foo", "bar", "NoSchedule")],
+                vec![
+                    tol("dedicated", "Equal", "user2", "NoSchedule"),
+                    tol("foo", "Exists", "", "NoSchedule"),
+                ],
+                vec![
+                    taint("dedicated", "user2", "NoSchedule"),
+                    taint("foo", "bar", "NoSchedule"),
+                ],
                 None,
             ),
             // "A pod has a toleration that keys and values match the taint on the node, but (non-empty) effect doesn't match, can't be scheduled onto the node"
-            (vec![tol("foo", "Equal", "bar", "PreferNoSchedule")], vec![taint("foo", "bar", "NoSchedule")], Some("node(s) had untolerated taint {foo: bar}")),
+            (
+                vec![tol("foo", "Equal", "bar", "PreferNoSchedule")],
+                vec![taint("foo", "bar", "NoSchedule")],
+                Some("node(s) had untolerated taint {foo: bar}"),
+            ),
             // "The pod has a toleration that keys and values match the taint on the node, the effect of toleration is empty, and the effect of taint is NoSchedule. Pod can be scheduled onto the node"
-            (vec![tol("foo", "Equal", "bar", "")], vec![taint("foo", "bar", "NoSchedule")], None),
+            (
+                vec![tol("foo", "Equal", "bar", "")],
+                vec![taint("foo", "bar", "NoSchedule")],
+                None,
+            ),
             // "The pod has a toleration that key and value don't match the taint on the node, but the effect of taint on node is PreferNoSchedule. Pod can be scheduled onto the node"
-            (vec![tol("dedicated", "Equal", "user2", "NoSchedule")], vec![taint("dedicated", "user1", "PreferNoSchedule")], None),
+            (
+                vec![tol("dedicated", "Equal", "user2", "NoSchedule")],
+                vec![taint("dedicated", "user1", "PreferNoSchedule")],
+                None,
+            ),
             // "The pod has no toleration, but the effect of taint on node is PreferNoSchedule. Pod can be scheduled onto the node"
-            (vec![], vec![taint("dedicated", "user1", "PreferNoSchedule")], None),
+            (
+                vec![],
+                vec![taint("dedicated", "user1", "PreferNoSchedule")],
+                None,
+            ),
         ];
         for (i, (tols, taints, want)) in cases.into_iter().enumerate() {
             let mut p = pod("p");
             p.spec.as_mut().unwrap().tolerations = Some(tols);
             let n = node_info(tainted(node("n", 0, 0), taints), vec![]);
-            let s = FilterPlugin::filter(&TaintToleration, &CycleState::default(), &PodInfo::new(Arc::new(p)), &n);
+            let s = FilterPlugin::filter(
+                &TaintToleration,
+                &CycleState::default(),
+                &PodInfo::new(Arc::new(p)),
+                &n,
+            );
             match want {
                 None => assert!(s.is_success(), "case {i}: {s:?}"),
                 Some(msg) => {

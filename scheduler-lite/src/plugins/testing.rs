@@ -148,7 +148,10 @@ pub fn run_filters(plugin: &dyn Plugin, p: Pod, snap: &Snapshot) -> Vec<Status> 
         }
     }
     let f = plugin.filter().expect("a filter plugin");
-    snap.nodes.iter().map(|n| f.filter(&state, &pi, n)).collect()
+    snap.nodes
+        .iter()
+        .map(|n| f.filter(&state, &pi, n))
+        .collect()
 }
 
 /// PreScore (when implemented), Score and NormalizeScore of one plugin over `nodes` (which are
@@ -165,7 +168,12 @@ pub fn run_scores(plugin: &dyn Plugin, existing: &[Pod], p: Pod, nodes: Vec<Node
     run_scores_on(plugin, p, &snap, &snap.nodes.clone())
 }
 
-pub fn run_scores_on(plugin: &dyn Plugin, p: Pod, snap: &Snapshot, nodes: &[Arc<NodeInfo>]) -> Vec<i64> {
+pub fn run_scores_on(
+    plugin: &dyn Plugin,
+    p: Pod,
+    snap: &Snapshot,
+    nodes: &[Arc<NodeInfo>],
+) -> Vec<i64> {
     let pi = PodInfo::new(Arc::new(p));
     let mut state = CycleState::default();
     if let Some(ps) = plugin.pre_score() {

@@ -67,7 +67,9 @@ fn claim_names(pod: &PodInfo) -> Vec<String> {
             if let Some(c) = &v.persistent_volume_claim {
                 return Some(c.claim_name.clone());
             }
-            v.ephemeral.as_ref().map(|_| format!("{}-{}", pod.name, v.name))
+            v.ephemeral
+                .as_ref()
+                .map(|_| format!("{}-{}", pod.name, v.name))
         })
         .collect()
 }
@@ -90,7 +92,11 @@ fn bound_volumes(pod: &PodInfo, snap: &Snapshot) -> Result<Vec<Arc<PersistentVol
                 "persistentvolumeclaim \"{name}\" is being deleted"
             )));
         }
-        let volume = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref()).unwrap_or("");
+        let volume = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.as_deref())
+            .unwrap_or("");
         if volume.is_empty() {
             return Err(Status::unresolvable(ERR_UNBOUND_IMMEDIATE));
         }
@@ -133,7 +139,12 @@ impl Plugin for VolumeBinding {
 }
 
 impl PreFilterPlugin for VolumeBinding {
-    fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snap: &Snapshot) -> (Option<PreFilterResult>, Status) {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+    ) -> (Option<PreFilterResult>, Status) {
         if claim_names(pod).is_empty() {
             return (None, Status::skip());
         }
@@ -181,12 +192,21 @@ impl Plugin for VolumeRestrictions {
         Some(self)
     }
     fn events(&self) -> &'static [ClusterEvent] {
-        &[ClusterEvent::AssignedPodDelete, ClusterEvent::PvcChange, ClusterEvent::NodeAdd]
+        &[
+            ClusterEvent::AssignedPodDelete,
+            ClusterEvent::PvcChange,
+            ClusterEvent::NodeAdd,
+        ]
     }
 }
 
 impl PreFilterPlugin for VolumeRestrictions {
-    fn pre_filter(&self, _: &mut CycleState, pod: &PodInfo, snap: &Snapshot) -> (Option<PreFilterResult>, Status) {
+    fn pre_filter(
+        &self,
+        _: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+    ) -> (Option<PreFilterResult>, Status) {
         let rwop: Vec<String> = claim_names(pod)
             .into_iter()
             .filter(|n| {
@@ -247,7 +267,12 @@ impl Plugin for VolumeZone {
 }
 
 impl PreFilterPlugin for VolumeZone {
-    fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snap: &Snapshot) -> (Option<PreFilterResult>, Status) {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+    ) -> (Option<PreFilterResult>, Status) {
         if claim_names(pod).is_empty() {
             return (None, Status::skip());
         }
