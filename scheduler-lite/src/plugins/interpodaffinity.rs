@@ -234,7 +234,8 @@ impl FilterPlugin for InterPodAffinity {
             }
         }
         // The first pod of a group with affinity to itself may go anywhere.
-        if !pods_exist && !(s.affinity.is_empty() && *self_match) {
+        let first_of_group = s.affinity.is_empty() && *self_match;
+        if !pods_exist && !first_of_group {
             return Status::unresolvable(ERR_AFFINITY);
         }
         for t in &pod.required_anti_affinity {
