@@ -10,7 +10,8 @@
 //! deletions).
 //!
 //! Environment: SCHED_PERF_SCALE (multiplies every node and pod count, default 1.0),
-//! SCHED_PERF_ONLY (comma list of workload names), SCHED_PERF_MODES ("real,recording").
+//! SCHED_PERF_ONLY (comma list of workload names), SCHED_PERF_MODES ("real,recording"),
+//! SCHED_PERF_TRACE (print bound/pending every 250 ms while measuring).
 //! Prints a markdown table on stdout, progress on stderr.
 
 use std::io::{BufRead, BufReader};
@@ -361,6 +362,9 @@ async fn run(w: &Workload, mode: &'static str, f: f64) -> Row {
             );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+        if std::env::var_os("SCHED_PERF_TRACE").is_some() && start.elapsed().as_millis() % 250 < 6 {
+            eprintln!("{:?} bound {} pending {:?}", start.elapsed(), sched.bound.load(Ordering::Relaxed), sched.queue.pending());
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     let q = |x| {
