@@ -363,7 +363,12 @@ async fn run(w: &Workload, mode: &'static str, f: f64) -> Row {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
         if std::env::var_os("SCHED_PERF_TRACE").is_some() && start.elapsed().as_millis() % 250 < 6 {
-            eprintln!("{:?} bound {} pending {:?}", start.elapsed(), sched.bound.load(Ordering::Relaxed), sched.queue.pending());
+            eprintln!(
+                "{:?} bound {} pending {:?}",
+                start.elapsed(),
+                sched.bound.load(Ordering::Relaxed),
+                sched.queue.pending()
+            );
         }
     }
     let secs = start.elapsed().as_secs_f64();

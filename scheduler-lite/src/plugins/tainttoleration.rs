@@ -140,7 +140,12 @@ mod tests {
     /// Upstream TestTaintTolerationScore cases.
     #[test]
     fn scores() {
-        type Case = (&'static str, Vec<Toleration>, Vec<Vec<k8s_openapi::api::core::v1::Taint>>, Vec<i64>);
+        type Case = (
+            &'static str,
+            Vec<Toleration>,
+            Vec<Vec<k8s_openapi::api::core::v1::Taint>>,
+            Vec<i64>,
+        );
         let cases: Vec<Case> = vec![
             (
                 // "node with taints tolerated by the pod, gets a higher score than those node with intolerable taints"
