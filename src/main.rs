@@ -38,6 +38,21 @@ enum Command {
     Kubelet(Box<kubelet::config::KubeletArgs>),
     /// Run the service proxy (kube-proxy): upstream's flags and KubeProxyConfiguration file.
     Proxy(Box<proxy::ProxyArgs>),
+    /// Run the scheduler (kube-scheduler's framework and default plugins).
+    Scheduler(SchedulerArgs),
+}
+
+#[derive(clap::Args)]
+struct SchedulerArgs {
+    /// Kubeconfig of the API server (in-cluster configuration when absent).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// A KubeSchedulerConfiguration file (kubescheduler.config.k8s.io/v1).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address for /healthz and /metrics (plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:10259")]
+    bind_address: SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -211,6 +226,14 @@ fn main() -> anyhow::Result<()> {
         Command::Cri(a) => rt.block_on(cri(a)),
         Command::Kubelet(a) => rt.block_on(kubelet(*a)),
         Command::Proxy(a) => rt.block_on(proxy(*a)),
+        Command::Scheduler(a) => rt.block_on(scheduler_lite::run(
+            scheduler_lite::Options {
+                kubeconfig: a.kubeconfig,
+                config: a.config,
+                bind_address: a.bind_address,
+            },
+            shutdown_signal(),
+        )),
         Command::Image(ImageCommand::Import { root, files }) => {
             for name in cri::image::import_files(&root, &files)? {
                 println!("imported {name}");

@@ -6,6 +6,7 @@
 
 pub mod controller_manager;
 pub mod fake_kubelet;
+pub mod fake_nodes;
 pub mod kubelet;
 pub mod netlab;
 

@@ -1,0 +1,611 @@
+//! The scheduling queue (upstream `internal/queue/scheduling_queue.go`): pods waiting to be
+//! scheduled, in three parts.
+//!
+//! - activeQ: ready to be tried, a heap ordered by the profile's QueueSort plugin.
+//! - backoffQ: failed recently; each waits `initial × 2^(attempts−1)` (capped) before going back
+//!   to activeQ, checked every second.
+//! - unschedulable: rejected by plugins; moved back only by a cluster event that one of the
+//!   rejecting plugins registered for (a node added, a pod deleted, …), never by polling — except
+//!   upstream's safety net that flushes pods unschedulable for more than five minutes. Pods held
+//!   by scheduling gates (PreEnqueue) wait here too, until an update removes the gates.
+//!
+//! A failure whose cycle overlapped a move request goes to backoffQ instead of unschedulable
+//! (the event may have fixed it), as upstream's `moveRequestCycle`. The queue also keeps the
+//! nominator: pods nominated to a node by preemption, which the filters count on that node.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::framework::{ClusterEvent, Framework, QueueSortPlugin};
+use crate::nodeinfo::PodInfo;
+
+/// Upstream `DefaultPodMaxInUnschedulablePodsDuration`.
+pub const MAX_UNSCHEDULABLE_DURATION: Duration = Duration::from_secs(300);
+
+/// A pod in the queue with its scheduling history.
+#[derive(Clone)]
+pub struct QueuedPod {
+    pub info: Arc<PodInfo>,
+    /// Queue order among equals (upstream: the time it was added).
+    pub seq: u64,
+    pub attempts: u32,
+    pub first_attempt: Option<Instant>,
+    pub unschedulable_plugins: HashSet<&'static str>,
+    pub gated: bool,
+    /// When the last attempt failed (backoff and the five-minute flush count from here).
+    pub failed_at: Instant,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Where {
+    Active,
+    Backoff,
+    Unschedulable,
+    InFlight,
+}
+
+struct Entry {
+    pod: QueuedPod,
+    at: Where,
+}
+
+/// A binary heap of pod keys ordered by the QueueSort plugin.
+struct Heap {
+    items: Vec<(Arc<PodInfo>, u64, String)>,
+}
+
+impl Heap {
+    fn less(
+        sort: &dyn QueueSortPlugin,
+        a: &(Arc<PodInfo>, u64, String),
+        b: &(Arc<PodInfo>, u64, String),
+    ) -> bool {
+        sort.less((&a.0, a.1), (&b.0, b.1))
+    }
+    fn push(&mut self, sort: &dyn QueueSortPlugin, item: (Arc<PodInfo>, u64, String)) {
+        self.items.push(item);
+        let mut i = self.items.len() - 1;
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if Self::less(sort, &self.items[i], &self.items[parent]) {
+                self.items.swap(i, parent);
+                i = parent;
+            } else {
+                break;
+            }
+        }
+    }
+    fn pop(&mut self, sort: &dyn QueueSortPlugin) -> Option<(Arc<PodInfo>, u64, String)> {
+        if self.items.is_empty() {
+            return None;
+        }
+        let last = self.items.len() - 1;
+        self.items.swap(0, last);
+        let top = self.items.pop();
+        let n = self.items.len();
+        let mut i = 0;
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut m = i;
+            if l < n && Self::less(sort, &self.items[l], &self.items[m]) {
+                m = l;
+            }
+            if r < n && Self::less(sort, &self.items[r], &self.items[m]) {
+                m = r;
+            }
+            if m == i {
+                break;
+            }
+            self.items.swap(i, m);
+            i = m;
+        }
+        top
+    }
+}
+
+struct Inner {
+    entries: HashMap<String, Entry>,
+    /// activeQ: entries whose `at` is Active (stale heap items are skipped).
+    active: Heap,
+    active_len: usize,
+    seq: u64,
+    scheduling_cycle: u64,
+    move_request_cycle: u64,
+    nominated: HashMap<String, Vec<Arc<PodInfo>>>,
+    nominated_node_of: HashMap<String, String>,
+    closed: bool,
+}
+
+/// Pending pods per queue, for `scheduler_pending_pods`.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Pending {
+    pub active: usize,
+    pub backoff: usize,
+    pub unschedulable: usize,
+    pub gated: usize,
+}
+
+pub struct SchedulingQueue {
+    inner: Mutex<Inner>,
+    ready: Condvar,
+    sort: Arc<Framework>,
+    frameworks: HashMap<String, Arc<Framework>>,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl SchedulingQueue {
+    pub fn new(
+        frameworks: HashMap<String, Arc<Framework>>,
+        initial_backoff: Duration,
+        max_backoff: Duration,
+    ) -> Self {
+        let sort = frameworks
+            .values()
+            .next()
+            .expect("at least one profile")
+            .clone();
+        SchedulingQueue {
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                active: Heap { items: Vec::new() },
+                active_len: 0,
+                seq: 0,
+                scheduling_cycle: 0,
+                move_request_cycle: 0,
+                nominated: HashMap::new(),
+                nominated_node_of: HashMap::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            sort,
+            frameworks,
+            initial_backoff,
+            max_backoff,
+        }
+    }
+
+    fn sorter(&self) -> &dyn QueueSortPlugin {
+        self.sort
+            .queue_sort
+            .plugin
+            .queue_sort()
+            .expect("the queue sort plugin implements QueueSort")
+    }
+
+    fn backoff_of(&self, p: &QueuedPod) -> Duration {
+        let mut d = self.initial_backoff;
+        for _ in 1..p.attempts.max(1) {
+            d = d.saturating_mul(2);
+            if d >= self.max_backoff {
+                return self.max_backoff;
+            }
+        }
+        d.min(self.max_backoff)
+    }
+
+    fn backing_off(&self, p: &QueuedPod, now: Instant) -> bool {
+        p.attempts > 0 && p.failed_at + self.backoff_of(p) > now
+    }
+
+    fn to_active(&self, inner: &mut Inner, key: &str) {
+        if let Some(e) = inner.entries.get_mut(key) {
+            e.at = Where::Active;
+            let item = (e.pod.info.clone(), e.pod.seq, key.to_string());
+            inner.active.push(self.sorter(), item);
+            inner.active_len += 1;
+            self.ready.notify_one();
+        }
+    }
+
+    /// Runs PreEnqueue (scheduling gates) for the pod's profile.
+    fn gated(&self, info: &PodInfo) -> bool {
+        let name = info
+            .spec()
+            .scheduler_name
+            .as_deref()
+            .unwrap_or(crate::config::DEFAULT_SCHEDULER_NAME);
+        self.frameworks
+            .get(name)
+            .is_some_and(|f| !f.run_pre_enqueue(info).is_success())
+    }
+
+    /// A new pending pod (informer add).
+    pub fn add(&self, info: Arc<PodInfo>) {
+        let mut inner = self.inner.lock();
+        let key = info.key.clone();
+        if inner.entries.contains_key(&key) {
+            drop(inner);
+            self.update(info);
+            return;
+        }
+        self.record_nomination(&mut inner, &info);
+        inner.seq += 1;
+        let gated = self.gated(&info);
+        let pod = QueuedPod {
+            info,
+            seq: inner.seq,
+            attempts: 0,
+            first_attempt: None,
+            unschedulable_plugins: HashSet::new(),
+            gated,
+            failed_at: Instant::now(),
+        };
+        let at = if gated {
+            Where::Unschedulable
+        } else {
+            Where::Backoff
+        };
+        inner.entries.insert(key.clone(), Entry { pod, at });
+        if !gated {
+            self.to_active(&mut inner, &key);
+        }
+    }
+
+    /// A pod whose binding failed: back in backoffQ with its attempts so far.
+    pub fn add_after_error(&self, info: Arc<PodInfo>, attempts: u32) {
+        let mut inner = self.inner.lock();
+        inner.seq += 1;
+        let pod = QueuedPod {
+            info: info.clone(),
+            seq: inner.seq,
+            attempts,
+            first_attempt: None,
+            unschedulable_plugins: HashSet::new(),
+            gated: false,
+            failed_at: Instant::now(),
+        };
+        inner.entries.insert(
+            info.key.clone(),
+            Entry {
+                pod,
+                at: Where::Backoff,
+            },
+        );
+    }
+
+    /// A pending pod changed (informer update).
+    pub fn update(&self, info: Arc<PodInfo>) {
+        let mut inner = self.inner.lock();
+        let key = info.key.clone();
+        self.record_nomination(&mut inner, &info);
+        let gated_now = self.gated(&info);
+        let now = Instant::now();
+        let Some(e) = inner.entries.get_mut(&key) else {
+            drop(inner);
+            self.add(info);
+            return;
+        };
+        e.pod.info = info;
+        match e.at {
+            Where::Unschedulable => {
+                let was_gated = e.pod.gated;
+                e.pod.gated = gated_now;
+                if gated_now {
+                    return;
+                }
+                // Gates removed, or an update one of the rejecting plugins cares about.
+                let interested = was_gated
+                    || e.pod.unschedulable_plugins.is_empty()
+                    || e.pod.unschedulable_plugins.iter().any(|p| {
+                        self.sort
+                            .events_of(p)
+                            .contains(&ClusterEvent::UnscheduledPodUpdate)
+                    });
+                if interested {
+                    let backing = self.backing_off(&e.pod, now);
+                    if backing {
+                        e.at = Where::Backoff;
+                    } else {
+                        self.to_active(&mut inner, &key);
+                    }
+                }
+            }
+            Where::Active => {
+                // Re-push so the heap sees the new priority; the old item goes stale.
+                self.to_active(&mut inner, &key);
+                inner.active_len -= 1;
+            }
+            Where::Backoff | Where::InFlight => {}
+        }
+    }
+
+    /// The pod was deleted or got bound by someone else.
+    pub fn delete(&self, key: &str) {
+        let mut inner = self.inner.lock();
+        if let Some(e) = inner.entries.remove(key) {
+            if e.at == Where::Active {
+                inner.active_len -= 1;
+            }
+        }
+        Self::clear_nomination(&mut inner, key);
+    }
+
+    /// Blocks until a pod is ready (None once closed); it is in flight until `done`/requeue.
+    pub fn pop(&self) -> Option<(QueuedPod, u64)> {
+        let mut inner = self.inner.lock();
+        loop {
+            if inner.closed {
+                return None;
+            }
+            while let Some((_, seq, key)) = inner.active.pop(self.sorter()) {
+                let Some(e) = inner.entries.get_mut(&key) else {
+                    continue;
+                };
+                if e.at != Where::Active || e.pod.seq != seq {
+                    continue;
+                }
+                e.at = Where::InFlight;
+                e.pod.attempts += 1;
+                e.pod.first_attempt.get_or_insert_with(Instant::now);
+                let pod = e.pod.clone();
+                inner.active_len -= 1;
+                inner.scheduling_cycle += 1;
+                return Some((pod, inner.scheduling_cycle));
+            }
+            self.ready.wait(&mut inner);
+        }
+    }
+
+    /// The attempt succeeded (the pod is assumed): it leaves the queue.
+    pub fn done(&self, key: &str) {
+        let mut inner = self.inner.lock();
+        if inner
+            .entries
+            .get(key)
+            .is_some_and(|e| e.at == Where::InFlight)
+        {
+            inner.entries.remove(key);
+        }
+    }
+
+    /// The attempt failed: back to unschedulable (or backoff after an error, or when a move
+    /// request came during the attempt).
+    pub fn requeue(&self, key: &str, plugins: HashSet<&'static str>, cycle: u64, error: bool) {
+        let mut inner = self.inner.lock();
+        let move_cycle = inner.move_request_cycle;
+        let Some(e) = inner.entries.get_mut(key) else {
+            return;
+        };
+        if e.at != Where::InFlight {
+            return;
+        }
+        e.pod.unschedulable_plugins = plugins;
+        e.pod.failed_at = Instant::now();
+        e.at = if error || move_cycle >= cycle {
+            Where::Backoff
+        } else {
+            Where::Unschedulable
+        };
+    }
+
+    /// A cluster event: move the unschedulable pods a rejecting plugin registered it for.
+    pub fn on_event(&self, event: ClusterEvent) {
+        let mut inner = self.inner.lock();
+        inner.move_request_cycle = inner.scheduling_cycle;
+        let now = Instant::now();
+        let mut to_active = Vec::new();
+        for (key, e) in inner.entries.iter_mut() {
+            if e.at != Where::Unschedulable || e.pod.gated {
+                continue;
+            }
+            let name = e
+                .pod
+                .info
+                .spec()
+                .scheduler_name
+                .as_deref()
+                .unwrap_or(crate::config::DEFAULT_SCHEDULER_NAME);
+            let fwk = self.frameworks.get(name).unwrap_or(&self.sort);
+            let interested = e.pod.unschedulable_plugins.is_empty()
+                || e.pod
+                    .unschedulable_plugins
+                    .iter()
+                    .any(|p| fwk.events_of(p).contains(&event));
+            if !interested {
+                continue;
+            }
+            if self.backing_off(&e.pod, now) {
+                e.at = Where::Backoff;
+            } else {
+                to_active.push(key.clone());
+            }
+        }
+        for key in to_active {
+            self.to_active(&mut inner, &key);
+        }
+    }
+
+    /// The periodic work: backoffQ → activeQ when the backoff ended (every second), and the
+    /// five-minute safety flush of unschedulable pods.
+    pub fn flush(&self) {
+        let mut inner = self.inner.lock();
+        let now = Instant::now();
+        let mut ready = Vec::new();
+        for (key, e) in inner.entries.iter() {
+            match e.at {
+                Where::Backoff if !self.backing_off(&e.pod, now) => ready.push(key.clone()),
+                Where::Unschedulable
+                    if !e.pod.gated
+                        && now.duration_since(e.pod.failed_at) > MAX_UNSCHEDULABLE_DURATION =>
+                {
+                    ready.push(key.clone())
+                }
+                _ => {}
+            }
+        }
+        for key in ready {
+            self.to_active(&mut inner, &key);
+        }
+    }
+
+    pub fn close(&self) {
+        self.inner.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    pub fn pending(&self) -> Pending {
+        let inner = self.inner.lock();
+        let mut p = Pending::default();
+        for e in inner.entries.values() {
+            match e.at {
+                Where::Active => p.active += 1,
+                Where::Backoff => p.backoff += 1,
+                Where::Unschedulable if e.pod.gated => p.gated += 1,
+                Where::Unschedulable => p.unschedulable += 1,
+                Where::InFlight => {}
+            }
+        }
+        p
+    }
+
+    fn record_nomination(&self, inner: &mut Inner, info: &Arc<PodInfo>) {
+        let nominated = info
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.clone())
+            .filter(|n| !n.is_empty());
+        match nominated {
+            Some(node) => Self::nominate(inner, info.clone(), node),
+            None => {
+                // Keep an in-memory nomination until the status catches up.
+                if let Some(node) = inner.nominated_node_of.get(&info.key).cloned() {
+                    Self::nominate(inner, info.clone(), node);
+                }
+            }
+        }
+    }
+
+    fn nominate(inner: &mut Inner, info: Arc<PodInfo>, node: String) {
+        Self::clear_nomination(inner, &info.key);
+        inner
+            .nominated_node_of
+            .insert(info.key.clone(), node.clone());
+        inner.nominated.entry(node).or_default().push(info);
+    }
+
+    fn clear_nomination(inner: &mut Inner, key: &str) {
+        if let Some(node) = inner.nominated_node_of.remove(key) {
+            if let Some(v) = inner.nominated.get_mut(&node) {
+                v.retain(|p| p.key != key);
+                if v.is_empty() {
+                    inner.nominated.remove(&node);
+                }
+            }
+        }
+    }
+
+    /// Records that `info` was nominated to `node` by preemption.
+    pub fn add_nominated(&self, info: Arc<PodInfo>, node: &str) {
+        Self::nominate(&mut self.inner.lock(), info, node.to_string());
+    }
+
+    /// Removes a nomination (the pod got scheduled or its nomination was cleared).
+    pub fn remove_nominated(&self, key: &str) {
+        Self::clear_nomination(&mut self.inner.lock(), key);
+    }
+
+    /// The pods nominated to each node.
+    pub fn nominated(&self) -> HashMap<String, Vec<Arc<PodInfo>>> {
+        let inner = self.inner.lock();
+        if inner.nominated.is_empty() {
+            return HashMap::new();
+        }
+        inner.nominated.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::framework::Handle;
+    use crate::plugins::testing::pod;
+
+    fn queue() -> SchedulingQueue {
+        let c = Config::default();
+        let mut reg = crate::plugins::registry();
+        reg.get_mut("DefaultBinder").unwrap().factory = Arc::new(|_, _| {
+            Ok(Arc::new(crate::plugins::NodeName) as Arc<dyn crate::framework::Plugin>)
+        });
+        let fwk = Framework::new(
+            &c.profiles[0],
+            &reg,
+            &Handle {
+                client: None,
+                parallelism: 1,
+            },
+        )
+        .unwrap();
+        let mut m = HashMap::new();
+        m.insert("default-scheduler".to_string(), Arc::new(fwk));
+        SchedulingQueue::new(m, Duration::from_millis(1), Duration::from_millis(4))
+    }
+
+    fn info(name: &str, priority: i32) -> Arc<PodInfo> {
+        let mut p = pod(name);
+        p.spec.as_mut().unwrap().priority = Some(priority);
+        Arc::new(PodInfo::new(Arc::new(p)))
+    }
+
+    #[test]
+    fn active_queue_orders_by_priority_then_arrival() {
+        let q = queue();
+        q.add(info("low", 1));
+        q.add(info("high", 10));
+        q.add(info("low2", 1));
+        let order: Vec<String> = (0..3)
+            .map(|_| q.pop().unwrap().0.info.name.clone())
+            .collect();
+        assert_eq!(order, ["high", "low", "low2"]);
+    }
+
+    #[test]
+    fn unschedulable_pods_move_only_on_registered_events() {
+        let q = queue();
+        q.add(info("p", 0));
+        let (p, cycle) = q.pop().unwrap();
+        q.requeue(&p.info.key, ["NodeResourcesFit"].into(), cycle, false);
+        assert_eq!(q.pending().unschedulable, 1);
+        // ImageLocality registers nothing; a namespace change is not a Fit event.
+        q.on_event(ClusterEvent::NamespaceChange);
+        assert_eq!(q.pending().unschedulable, 1);
+        std::thread::sleep(Duration::from_millis(5));
+        q.on_event(ClusterEvent::NodeAdd);
+        assert_eq!(q.pending().active, 1);
+    }
+
+    #[test]
+    fn a_move_during_the_attempt_sends_the_pod_to_backoff() {
+        let q = queue();
+        q.add(info("p", 0));
+        let (p, cycle) = q.pop().unwrap();
+        q.on_event(ClusterEvent::NodeAdd);
+        q.requeue(&p.info.key, ["NodeResourcesFit"].into(), cycle, false);
+        assert_eq!(q.pending().backoff, 1);
+        std::thread::sleep(Duration::from_millis(5));
+        q.flush();
+        assert_eq!(q.pending().active, 1);
+    }
+
+    #[test]
+    fn gated_pods_wait_for_their_gates_to_go() {
+        let q = queue();
+        let mut p = pod("gated");
+        p.spec.as_mut().unwrap().scheduling_gates =
+            Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+                name: "example.com/wait".into(),
+            }]);
+        q.add(Arc::new(PodInfo::new(Arc::new(p.clone()))));
+        assert_eq!(q.pending().gated, 1);
+        q.on_event(ClusterEvent::NodeAdd);
+        assert_eq!(q.pending().gated, 1);
+        p.spec.as_mut().unwrap().scheduling_gates = None;
+        q.update(Arc::new(PodInfo::new(Arc::new(p))));
+        assert_eq!(q.pending().active, 1);
+    }
+}
