@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Pod;
 use parking_lot::{Condvar, Mutex};
 
 use crate::framework::{ClusterEvent, Framework, QueueSortPlugin};
@@ -279,6 +280,7 @@ impl SchedulingQueue {
             self.add(info);
             return;
         };
+        let changed = pod_updated(&e.pod.info.pod, &info.pod);
         e.pod.info = info;
         match e.at {
             Where::Unschedulable => {
@@ -287,14 +289,17 @@ impl SchedulingQueue {
                 if gated_now {
                     return;
                 }
-                // Gates removed, or an update one of the rejecting plugins cares about.
+                // Gates removed, or an update one of the rejecting plugins cares about. A
+                // status-only update (such as our own PodScheduled=False) changes nothing a
+                // plugin looks at, so the pod stays where it is (upstream's `isPodUpdated`).
                 let interested = was_gated
-                    || e.pod.unschedulable_plugins.is_empty()
-                    || e.pod.unschedulable_plugins.iter().any(|p| {
-                        self.sort
-                            .events_of(p)
-                            .contains(&ClusterEvent::UnscheduledPodUpdate)
-                    });
+                    || changed
+                        && (e.pod.unschedulable_plugins.is_empty()
+                            || e.pod.unschedulable_plugins.iter().any(|p| {
+                                self.sort
+                                    .events_of(p)
+                                    .contains(&ClusterEvent::UnscheduledPodUpdate)
+                            }));
                 if interested {
                     let backing = self.backing_off(&e.pod, now);
                     if backing {
@@ -519,6 +524,20 @@ impl SchedulingQueue {
     }
 }
 
+/// Whether an update changed more than the pod's status and bookkeeping (upstream's
+/// `isPodUpdated`: resourceVersion, generation, managedFields, finalizers and status do not count).
+fn pod_updated(old: &Pod, new: &Pod) -> bool {
+    let strip = |p: &Pod| {
+        let mut m = p.metadata.clone();
+        m.resource_version = None;
+        m.generation = None;
+        m.managed_fields = None;
+        m.finalizers = None;
+        m
+    };
+    old.spec != new.spec || strip(old) != strip(new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,5 +626,28 @@ mod tests {
         p.spec.as_mut().unwrap().scheduling_gates = None;
         q.update(Arc::new(PodInfo::new(Arc::new(p))));
         assert_eq!(q.pending().active, 1);
+    }
+
+    #[test]
+    fn a_status_only_update_leaves_an_unschedulable_pod_where_it_is() {
+        let q = queue();
+        q.add(info("p", 0));
+        let (p, cycle) = q.pop().unwrap();
+        q.requeue(&p.info.key, ["NodeResourcesFit"].into(), cycle, false);
+        std::thread::sleep(Duration::from_millis(5));
+        // Our own PodScheduled=False write comes back through the informer.
+        let mut written = (*p.info.pod).clone();
+        written.metadata.resource_version = Some("2".into());
+        written.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        });
+        q.update(Arc::new(PodInfo::new(Arc::new(written.clone()))));
+        assert_eq!(q.pending().unschedulable, 1, "status-only: not moved");
+        // A change of what Fit looks at (the requests) moves it.
+        written.spec.as_mut().unwrap().containers[0].resources = Some(Default::default());
+        written.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        q.update(Arc::new(PodInfo::new(Arc::new(written))));
+        assert_eq!(q.pending().active, 1, "a spec change moves it");
     }
 }
