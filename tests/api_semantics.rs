@@ -330,12 +330,7 @@ fn events_expire_after_the_event_ttl() {
 fn the_kubeconfig_points_at_loopback_for_a_wildcard_listen_address() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    // A free port: bind, read it, release it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
         .args(["apiserver", "--data-dir"])
         .arg(&path)

@@ -342,13 +342,31 @@ pub fn test_images() {
     assert!(status.success(), "scripts/test-images.sh failed");
 }
 
-/// A TCP port that is free on every interface right now (the kernel's pick for port 0), for
-/// servers a test starts with a fixed port (a kubelet's `--port`).
+/// A TCP port that is free on every interface right now, for servers a test starts with a fixed
+/// port (a kubelet's `--port`). It is taken below the kernel's ephemeral range (32768–60999 here),
+/// so no outgoing connection of any process can grab it between this call and the server's bind
+/// (the kernel's own pick for port 0 can be); a per-process counter, started from the pid, keeps
+/// callers in one test binary apart, and the bind check skips ports someone already holds.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("0.0.0.0:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(97) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let tcp = std::net::TcpListener::bind(("0.0.0.0", port));
+        let udp = std::net::UdpSocket::bind(("0.0.0.0", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// A `10.x.y.` prefix of a /24 that no route on this host covers yet; `seed` spreads callers.
