@@ -12,6 +12,9 @@ use anyhow::Context;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
+mod server;
+mod uninstall;
+
 #[derive(Parser)]
 #[command(
     name = "capstan",
@@ -40,6 +43,12 @@ enum Command {
     Proxy(Box<proxy::ProxyArgs>),
     /// Run the scheduler (kube-scheduler's framework and default plugins).
     Scheduler(SchedulerArgs),
+    /// Run a single-node cluster in one process: API server, controller-manager, scheduler,
+    /// kubelet (built-in runtime) and proxy.
+    Server(Box<server::ServerArgs>),
+    /// Stop a `capstan server` and remove every trace of it (pods, cgroups, mounts, network
+    /// namespaces, iptables chains, bridge, CNI state, data dir).
+    Uninstall(uninstall::UninstallArgs),
 }
 
 #[derive(clap::Args)]
@@ -234,6 +243,13 @@ fn main() -> anyhow::Result<()> {
             },
             shutdown_signal(),
         )),
+        Command::Server(a) => {
+            let r = rt.block_on(server::run(*a, shutdown_signal()));
+            // Components that ignore the stop signal (blocking threads) must not hold the exit.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            r
+        }
+        Command::Uninstall(a) => rt.block_on(uninstall::run(a)),
         Command::Image(ImageCommand::Import { root, files }) => {
             for name in cri::image::import_files(&root, &files)? {
                 println!("imported {name}");

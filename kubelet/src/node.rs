@@ -64,6 +64,9 @@ pub enum NodeError {
 #[derive(Clone, Debug)]
 pub struct NodeStatusInputs {
     tx: watch::Sender<NodeState>,
+    /// Asks the runtime health check to ask again now rather than at its next period (an
+    /// embedder that just wrote the node's CNI configuration wants NetworkReady seen at once).
+    recheck: Arc<tokio::sync::Notify>,
 }
 
 impl NodeStatusInputs {
@@ -71,7 +74,19 @@ impl NodeStatusInputs {
     pub fn new(initial: NodeState) -> NodeStatusInputs {
         NodeStatusInputs {
             tx: watch::Sender::new(initial),
+            recheck: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Asks the runtime health check ([`crate::runtime_status`]) to run again now.
+    pub fn recheck_runtime(&self) {
+        self.recheck.notify_one();
+    }
+
+    /// Resolves when [`NodeStatusInputs::recheck_runtime`] was called (a call made while nobody
+    /// waited is kept for the next wait).
+    pub async fn runtime_recheck_requested(&self) {
+        self.recheck.notified().await
     }
 
     /// The sending half, for components that prefer to hold a `watch::Sender`.

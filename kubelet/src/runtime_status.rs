@@ -41,7 +41,10 @@ pub async fn run(runtime: Runtime, inputs: NodeStatusInputs) {
             s.runtime_errors.extend(runtime_errors);
             s.network_errors = network_errors;
         });
-        tokio::time::sleep(PERIOD).await;
+        tokio::select! {
+            _ = tokio::time::sleep(PERIOD) => {}
+            _ = inputs.runtime_recheck_requested() => {}
+        }
     }
 }
 

@@ -411,6 +411,21 @@ pub fn render_context(config: &Config, node_ips: &[IpAddr]) -> RenderContext {
     }
 }
 
+/// Removes every rule and chain the iptables proxier makes from this network namespace
+/// (upstream's `kube-proxy --cleanup`), for `capstan uninstall`. Nothing to remove is no error.
+pub fn cleanup() -> anyhow::Result<()> {
+    let config = Config::resolve(&crate::ProxyArgs::default())?;
+    let ctx = render_context(&config, &[]);
+    let mut proxier = IptablesProxier::new(
+        RealIptables {
+            flavour: Flavour::detect(),
+        },
+        ctx,
+    );
+    proxier.cleanup()?;
+    Ok(())
+}
+
 /// Runs the proxy until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let client = machinery::client::build_client(
