@@ -204,7 +204,8 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     ];
     cm_args.extend(args.kube_controller_manager_arg.iter().map(|a| extra_flag(a)));
     let cm_options: controllers::Options = parse_args("controller-manager", cm_args)?;
-    tasks.spawn(async move {
+    // It takes no stop signal: it is aborted at shutdown.
+    let controller_manager = tasks.spawn(async move {
         (
             "controller-manager",
             controllers::controller_manager::run(cm_options).await,
@@ -317,9 +318,15 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         r = wait_tasks(&mut tasks) => r,
     };
     let _ = stop_tx.send(true);
+    controller_manager.abort();
     // Components that take the stop signal end at once; the rest are dropped with the tasks.
+    let stopping = Instant::now();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async {
-        while tasks.join_next().await.is_some() {}
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((name, _)) = done {
+                tracing::debug!(component = name, elapsed = ?stopping.elapsed(), "stopped");
+            }
+        }
     })
     .await;
     tasks.abort_all();
