@@ -9,6 +9,7 @@ pub mod fake_kubelet;
 pub mod fake_nodes;
 pub mod kubelet;
 pub mod netlab;
+pub mod server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
