@@ -115,7 +115,7 @@ impl Server {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        let child = Command::new(capstan_exe())
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -223,7 +223,7 @@ impl Server {
 
     /// `capstan uninstall --data-dir …`.
     pub fn uninstall(&mut self) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        let out = Command::new(capstan_exe())
             .args(["uninstall", "--data-dir"])
             .arg(&self.data_dir)
             .stdin(Stdio::null())
@@ -246,6 +246,14 @@ impl Server {
             .map(|(pid, _)| pid)
             .collect()
     }
+}
+
+/// The binary under test: `CAPSTAN_SERVER_BIN` when set (the benchmark measures a release build
+/// that way), else the one cargo built for this test.
+pub fn capstan_exe() -> PathBuf {
+    std::env::var_os("CAPSTAN_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_capstan")))
 }
 
 impl Drop for Server {
