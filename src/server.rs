@@ -67,7 +67,11 @@ pub struct ServerArgs {
     #[arg(long, default_value = "/etc/cni/net.d")]
     pub cni_conf_dir: PathBuf,
     /// Where CNI plugins are looked for (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "/opt/cni/bin,/usr/lib/cni")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "/opt/cni/bin,/usr/lib/cni"
+    )]
     pub cni_bin_dir: Vec<PathBuf>,
     /// Where CNI results are cached (default `DIR/agent/cni-cache`).
     #[arg(long)]
@@ -129,10 +133,8 @@ fn parse_args<T: clap::Args>(program: &str, args: Vec<String>) -> anyhow::Result
 }
 
 /// Resolves when `rx` says stop.
-fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) -> impl Future<Output = ()> {
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Runs the server until SIGTERM or Ctrl-C (`shutdown`).
@@ -202,7 +204,11 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         "--allocate-node-cidrs=true".into(),
         format!("--node-cidr-mask-size={}", args.node_cidr_mask_size),
     ];
-    cm_args.extend(args.kube_controller_manager_arg.iter().map(|a| extra_flag(a)));
+    cm_args.extend(
+        args.kube_controller_manager_arg
+            .iter()
+            .map(|a| extra_flag(a)),
+    );
     let cm_options: controllers::Options = parse_args("controller-manager", cm_args)?;
     // It takes no stop signal: it is aborted at shutdown.
     let controller_manager = tasks.spawn(async move {

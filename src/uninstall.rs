@@ -233,7 +233,11 @@ fn delete_netns_in(cidr: &str) {
     let Some(net) = parse_v4_cidr(cidr) else {
         return;
     };
-    for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+    for e in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.starts_with("cni-") {
             continue;
@@ -261,7 +265,11 @@ fn parse_v4_cidr(cidr: &str) -> Option<(u32, u32)> {
     let (a, p) = cidr.split_once('/')?;
     let a: std::net::Ipv4Addr = a.parse().ok()?;
     let p: u32 = p.parse().ok()?;
-    let mask = if p == 0 { 0 } else { u32::MAX << (32 - p.min(32)) };
+    let mask = if p == 0 {
+        0
+    } else {
+        u32::MAX << (32 - p.min(32))
+    };
     Some((u32::from(a) & mask, mask))
 }
 

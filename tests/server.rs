@@ -128,7 +128,13 @@ fn single_node_cluster_runs_restarts_and_uninstalls() {
     let token = std::fs::read_to_string(server.data_dir.join("server/token")).unwrap();
     let (id, secret) = token.trim().split_once('.').expect("<id>.<secret>");
     assert_eq!((id.len(), secret.len()), (6, 16), "token {token:?}");
-    let s = server.kubectl_json(&["get", "secret", "-n", "kube-system", &format!("bootstrap-token-{id}")]);
+    let s = server.kubectl_json(&[
+        "get",
+        "secret",
+        "-n",
+        "kube-system",
+        &format!("bootstrap-token-{id}"),
+    ]);
     assert_eq!(s["type"], "bootstrap.kubernetes.io/token");
     let node = server.kubectl_json(&["get", "node", &server.node_name]);
     assert_eq!(
@@ -174,7 +180,10 @@ fn single_node_cluster_runs_restarts_and_uninstalls() {
             .collect::<BTreeSet<_>>()
     };
     assert_eq!(key(&after), key(&before), "pods changed across the restart");
-    assert!(after.iter().all(|p| p.2 == 0), "containers restarted: {after:?}");
+    assert!(
+        after.iter().all(|p| p.2 == 0),
+        "containers restarted: {after:?}"
+    );
     assert_eq!(service_addr(&server), addr, "the Service changed");
     server.kubectl_ok(&["get", "deployment", "web"]);
     wait_service_reaches(&mut server, addr, &names);
@@ -223,7 +232,11 @@ fn assert_no_trace(server: &Server) {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    for ns in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+    for ns in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = ns.file_name().to_string_lossy().into_owned();
         let out = Command::new("ip")
             .args(["-n", &name, "-o", "-4", "addr"])
@@ -236,7 +249,10 @@ fn assert_no_trace(server: &Server) {
         );
     }
     for table in ["nat", "filter"] {
-        let out = Command::new("iptables-save").args(["-t", table]).output().unwrap();
+        let out = Command::new("iptables-save")
+            .args(["-t", table])
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let left: Vec<&str> = text
             .lines()

@@ -113,7 +113,10 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<BootstrapToken> {
 /// Makes sure the token's Secret exists (it is kept as it is when it does).
 pub async fn ensure_secret(client: &kube::Client, token: &BootstrapToken) -> anyhow::Result<()> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
-    match secrets.create(&PostParams::default(), &token.secret()).await {
+    match secrets
+        .create(&PostParams::default(), &token.secret())
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(e).with_context(|| format!("creating Secret {}", token.secret_name())),

@@ -87,8 +87,7 @@ mod tests {
         let c = bridge_config("cni0", "10.42.0.0/24", Path::new("/x"));
         let p = write(d.path(), &c).unwrap();
         assert!(has_config(d.path()));
-        let back: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        let back: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
         assert_eq!(
             back["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
             "10.42.0.0/24"

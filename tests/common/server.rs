@@ -29,6 +29,8 @@ pub struct Server {
     /// The service subnet's first three octets.
     pub service_prefix: String,
     pub api_port: u16,
+    /// When the process was last spawned.
+    pub spawned: std::time::Instant,
     args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
@@ -102,6 +104,7 @@ impl Server {
             subnet_prefix,
             service_prefix,
             api_port,
+            spawned: std::time::Instant::now(),
             args,
             child: None,
         };
@@ -115,6 +118,7 @@ impl Server {
             .append(true)
             .open(&self.log)
             .unwrap();
+        self.spawned = std::time::Instant::now();
         let child = Command::new(capstan_exe())
             .args(&self.args)
             .env("RUST_LOG", "info")
