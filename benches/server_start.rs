@@ -10,10 +10,12 @@
 //! 2. **Start, warm**: a busybox pod is run once (pulling the image), the server is stopped with
 //!    SIGTERM and started again on the same data dir; the same two times, plus the time until a
 //!    new pod created as soon as the API answers is Running (image already in the store).
-//! 3. **Resources** at idle (no user pods, 15 s after Ready) and with N pods (CAPSTAN_BENCH_PODS,
+//! 3. **Resources** at idle (right after the cold start: no pod has run, 15 s after Ready) and
+//!    with N pods (CAPSTAN_BENCH_PODS,
 //!    default 100: a Deployment of `sleep` busybox pods) Running: USS and RSS of the server process
-//!    (smaps_rollup: USS = Private_Clean + Private_Dirty), the pod supervisors' USS and RSS summed
-//!    (with the PID-namespace init each forks), and CPU (utime + stime deltas of /proc/<pid>/stat
+//!    (smaps_rollup: USS = Private_Clean + Private_Dirty), the pod supervisors' USS, PSS and RSS
+//!    summed (with the PID-namespace init each forks; summed per-process USS misses the pages a
+//!    supervisor shares with its own init or other supervisors, so PSS is the fairer sum), and CPU (utime + stime deltas of /proc/<pid>/stat
 //!    over CAPSTAN_BENCH_WINDOW seconds, default 20) as a percentage of one core. The workload's
 //!    own processes are not counted.
 //!
@@ -85,6 +87,7 @@ fn pod_manifest(name: &str) -> String {
 #[derive(Default, Clone, Copy)]
 struct Mem {
     uss: u64,
+    pss: u64,
     rss: u64,
 }
 
@@ -99,6 +102,7 @@ fn mem(pid: u32) -> Mem {
             let kb: u64 = v.parse().unwrap_or(0);
             match k {
                 "Rss:" => m.rss += kb,
+                "Pss:" => m.pss += kb,
                 "Private_Clean:" | "Private_Dirty:" => m.uss += kb,
                 _ => {}
             }
@@ -159,6 +163,7 @@ fn sample(server: &Server, window: Duration) -> Sample {
     for p in &sups {
         let m = mem(*p);
         supervisors.uss += m.uss;
+        supervisors.pss += m.pss;
         supervisors.rss += m.rss;
     }
     Sample {
@@ -185,6 +190,9 @@ fn main() {
     let t0 = server.spawned;
     let (cold_api, cold_ready) = time_to_ready(&mut server, t0);
     eprintln!("cold: API {cold_api:?}, Ready {cold_ready:?}");
+    // Idle: node Ready, no pod has ever run.
+    std::thread::sleep(Duration::from_secs(15));
+    let idle = sample(&server, window);
 
     // Pull the image once.
     server.apply("warm.yaml", &pod_manifest("warm"));
@@ -233,9 +241,7 @@ fn main() {
     eprintln!("warm: first pod Running {first_pod:?}");
     server.kubectl_ok(&["delete", "pod", "first", "--wait=true"]);
 
-    // 3. Resources.
-    std::thread::sleep(Duration::from_secs(15));
-    let idle = sample(&server, window);
+    // 3. Resources with many pods.
     let deploy = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: many}}\nspec:\n  replicas: {n_pods}\n  selector: {{matchLabels: {{app: many}}}}\n  template:\n    metadata: {{labels: {{app: many}}}}\n    spec:\n      terminationGracePeriodSeconds: 0\n      containers:\n      - {{name: c, image: busybox, command: [sleep, '100000']}}\n"
     );

@@ -188,8 +188,10 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         &machinery::client::user_agent("server"),
     )
     .await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "API client built");
     let token = bootstrap_token::load_or_create(&layout.token())?;
     bootstrap_token::ensure_secret(&client, &token).await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "join token ready");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)> =
@@ -262,6 +264,7 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     std::fs::create_dir_all(layout.static_pods())?;
     let kubelet_config = kubelet::config::Config::resolve(&kubelet_args)?;
     let node_name = kubelet_config.node_name.clone();
+    tracing::debug!(elapsed = ?started.elapsed(), "kubelet configuration resolved");
     record.node_name = node_name.clone();
     record.save(&layout)?;
     let kubelet = kubelet::Kubelet::with_client(kubelet_config, client.clone());
@@ -305,6 +308,7 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
             }
             record.save(&layout)?;
             inputs.recheck_runtime();
+            tracing::debug!(elapsed = ?started.elapsed(), "pod network configured");
             anyhow::Ok(())
         }
     };
