@@ -298,20 +298,23 @@ fn main() {
         many_started.as_secs_f64()
     );
     println!();
-    println!("| | server USS MiB | server RSS MiB | supervisors USS MiB (n) | supervisors RSS MiB | total USS MiB | server CPU % of a core | supervisors CPU % |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| | server USS / PSS / RSS MiB | supervisors (n) USS / PSS / RSS MiB | total USS / PSS MiB | server CPU % of a core | supervisors CPU % |");
+    println!("|---|---|---|---|---|---|");
     for (label, s) in [
         ("idle".to_string(), &idle),
         (format!("{n_pods} pods"), &busy),
     ] {
         println!(
-            "| {label} | {} | {} | {} ({}) | {} | {} | {:.2} | {:.2} |",
+            "| {label} | {} / {} / {} | ({}) {} / {} / {} | {} / {} | {:.2} | {:.2} |",
             mib(s.server.uss),
+            mib(s.server.pss),
             mib(s.server.rss),
-            mib(s.supervisors.uss),
             s.n_supervisors,
+            mib(s.supervisors.uss),
+            mib(s.supervisors.pss),
             mib(s.supervisors.rss),
             mib(s.server.uss + s.supervisors.uss),
+            mib(s.server.pss + s.supervisors.pss),
             s.server_cpu,
             s.supervisors_cpu
         );
