@@ -267,7 +267,8 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     tracing::debug!(elapsed = ?started.elapsed(), "kubelet configuration resolved");
     record.node_name = node_name.clone();
     record.save(&layout)?;
-    let kubelet = kubelet::Kubelet::with_client(kubelet_config, client.clone());
+    // Its own client: the kubelet's user agent names its writes (field managers, audit).
+    let kubelet = kubelet::Kubelet::new(kubelet_config).await?;
     let inputs = kubelet.inputs().clone();
     let rx = stop_rx.clone();
     tasks.spawn(async move {
