@@ -2,7 +2,7 @@
 //! kubelet and proxy on this host, driven only through `kubectl` and plain HTTP. One server is
 //! shared by the steps of the main test (CI has two cores): the node turns Ready, a Deployment of
 //! busybox httpd pods runs through the scheduler and controllers, a ClusterIP Service reaches the
-//! pods from the host, SIGTERM leaves the pods (and the Service rules) running and a restart adopts
+//! pods from the host and from a pod, SIGTERM leaves the pods (and the Service rules) running and a restart adopts
 //! them unchanged, and `capstan uninstall` leaves no trace on the host.
 
 mod common;
@@ -153,6 +153,17 @@ fn single_node_cluster_runs_restarts_and_uninstalls() {
     let addr = service_addr(&server);
     let names: BTreeSet<String> = before.iter().map(|p| p.0.clone()).collect();
     wait_service_reaches(&mut server, addr, &names);
+    // And from a pod, through the bridge (hairpin when the proxy picks the pod itself).
+    let from = before[0].0.clone();
+    let request = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {} {}",
+        addr.ip(),
+        addr.port()
+    );
+    eventually(Duration::from_secs(30), "the Service answers a pod", || {
+        let out = server.kubectl(&["exec", &from, "--", "sh", "-c", &request]);
+        String::from_utf8_lossy(&out.stdout).contains("hello-from-web-")
+    });
 
     // SIGTERM: the process ends cleanly; the pods and the Service's rules stay.
     let supervisors = server.supervisor_pids();
