@@ -2,8 +2,8 @@
 //! kubelet and proxy on this host, driven only through `kubectl` and plain HTTP. One server is
 //! shared by the steps of the main test (CI has two cores): the node turns Ready, a Deployment of
 //! busybox httpd pods runs through the scheduler and controllers, a ClusterIP Service reaches the
-//! pods from the host and from a pod, SIGTERM leaves the pods (and the Service rules) running and a restart adopts
-//! them unchanged, and `capstan uninstall` leaves no trace on the host.
+//! pods from the host and from a pod, SIGTERM leaves the pods (and the Service rules) running and
+//! a restart adopts them unchanged, and `capstan uninstall` leaves no trace on the host.
 
 mod common;
 
