@@ -298,8 +298,10 @@ fn remove_cgroups(record: &HostRecord) {
             let mut dirs = Vec::new();
             collect_dirs(&top, &mut dirs);
             dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            // A cgroup whose last task just exited can be busy for a moment; one still in use
+            // (a shared parent another runtime uses) stays.
             for d in dirs {
-                for _ in 0..50 {
+                for _ in 0..10 {
                     if std::fs::remove_dir(&d).is_ok() || !d.exists() {
                         break;
                     }
