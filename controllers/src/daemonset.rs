@@ -146,15 +146,19 @@ impl DaemonSetController {
             }
         };
         let (o1, o2, o3) = (owner.clone(), owner.clone(), owner);
-        self.revisions.add_handler(HandlerFns::<ControllerRevision> {
-            add: Some(Box::new(move |r| o1(r))),
-            update: Some(Box::new(move |_, r| o2(r))),
-            delete: Some(Box::new(move |r| o3(r))),
-        });
+        self.revisions
+            .add_handler(HandlerFns::<ControllerRevision> {
+                add: Some(Box::new(move |r| o1(r))),
+                update: Some(Box::new(move |_, r| o2(r))),
+                delete: Some(Box::new(move |r| o3(r))),
+            });
     }
 
     /// The DaemonSet an object's controller reference names, if it still exists with that UID.
-    fn resolve(&self, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Arc<DaemonSet>> {
+    fn resolve(
+        &self,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) -> Option<Arc<DaemonSet>> {
         let r = controller_of(meta)?;
         if r.kind != KIND {
             return None;
@@ -171,7 +175,8 @@ impl DaemonSetController {
             .list_namespace(ns)
             .into_iter()
             .filter(|s| {
-                selector(s).is_ok_and(|sel| !sel.is_empty() && sel.matches(pod.metadata.labels.as_ref()))
+                selector(s)
+                    .is_ok_and(|sel| !sel.is_empty() && sel.matches(pod.metadata.labels.as_ref()))
             })
             .collect()
     }
@@ -327,17 +332,23 @@ impl DaemonSetController {
                     continue;
                 }
                 for p in pods {
-                    let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| !n.is_empty());
+                    let bound = p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_ref())
+                        .is_some_and(|n| !n.is_empty());
                     if !bound && p.metadata.deletion_timestamp.is_none() {
                         delete.extend(p.metadata.name.clone());
                     }
                 }
             }
             if is_rolling(&ds) {
-                let live: BTreeMap<String, Vec<Arc<Pod>>> = node_pods
+                // Nodes that should run a pod but have none count as unavailable
+                // (`updatedDesiredNodeCounts`).
+                let live: BTreeMap<String, Vec<Arc<Pod>>> = eligibility
                     .iter()
-                    .filter(|(n, _)| eligibility.contains_key(*n))
-                    .map(|(n, p)| (n.clone(), p.clone()))
+                    .filter(|(n, e)| e.0 || node_pods.contains_key(*n))
+                    .map(|(n, _)| (n.clone(), node_pods.get(n).cloned().unwrap_or_default()))
                     .collect();
                 let plan = util::rolling_plan(
                     &live,
@@ -358,12 +369,7 @@ impl DaemonSetController {
             }
             let delete: Vec<Arc<Pod>> = owned
                 .iter()
-                .filter(|p| {
-                    p.metadata
-                        .name
-                        .as_ref()
-                        .is_some_and(|n| delete.contains(n))
-                })
+                .filter(|p| p.metadata.name.as_ref().is_some_and(|n| delete.contains(n)))
                 .cloned()
                 .collect();
             manage_err = self
@@ -392,8 +398,8 @@ impl DaemonSetController {
             "observedGeneration": generation,
             "collisionCount": collision_count,
         }});
-        let current = serde_json::to_value(ds.status.clone().unwrap_or_default())
-            .unwrap_or_default();
+        let current =
+            serde_json::to_value(ds.status.clone().unwrap_or_default()).unwrap_or_default();
         let differs = status["status"]
             .as_object()
             .into_iter()
@@ -447,7 +453,11 @@ impl DaemonSetController {
     ) -> Result<(String, Vec<ControllerRevision>, Option<i32>), SyncError> {
         let ns = ds.metadata.namespace.as_deref().unwrap_or("");
         let api = Api::<ControllerRevision>::namespaced(self.client.clone(), ns);
-        let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let template = ds
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
         let data = history::template_patch(&template);
         let revs = self.owned_revisions(ds);
         let max = revs.iter().map(|r| r.revision).max().unwrap_or(0);
@@ -525,7 +535,9 @@ impl DaemonSetController {
                             }
                         }
                     }
-                    Err(source) => return Err(history::HistoryError::Create { name, source }.into()),
+                    Err(source) => {
+                        return Err(history::HistoryError::Create { name, source }.into())
+                    }
                 }
             }
         };
@@ -570,7 +582,11 @@ impl DaemonSetController {
             if excess == 0 {
                 break;
             }
-            let h = r.metadata.labels.as_ref().and_then(|l| l.get(REVISION_HASH_LABEL));
+            let h = r
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_HASH_LABEL));
             if h.is_some_and(|h| live.contains(h.as_str())) {
                 continue;
             }

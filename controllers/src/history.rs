@@ -179,7 +179,11 @@ pub async fn create(
     let mut count = collision_count;
     loop {
         let mut probe = rev.clone();
-        let data = rev.data.as_ref().map(|d| d.0.clone()).unwrap_or(Value::Null);
+        let data = rev
+            .data
+            .as_ref()
+            .map(|d| d.0.clone())
+            .unwrap_or(Value::Null);
         let h = hash(&data, Some(count));
         let name = revision_name(parent_name, &h);
         probe.metadata.name = Some(name.clone());
@@ -279,7 +283,10 @@ mod tests {
         let r = new_revision(&parent, "apps/v1", "DaemonSet", None, data.clone(), 1, None);
         assert_eq!(template_of(&r), Some(t.clone()));
         let h = r.metadata.labels.as_ref().unwrap()[HASH_LABEL].clone();
-        assert_eq!(r.metadata.name.as_deref(), Some(format!("web-{h}").as_str()));
+        assert_eq!(
+            r.metadata.name.as_deref(),
+            Some(format!("web-{h}").as_str())
+        );
         assert_ne!(hash(&data, Some(1)), hash(&data, None));
         assert_eq!(hash(&data, Some(1)), hash(&data, Some(1)));
         let other = new_revision(
@@ -311,12 +318,18 @@ mod tests {
         };
         let mut revs = vec![rev("c", 3), rev("a", 1), rev("b", 2), rev("d", 4)];
         sort(&mut revs);
-        let names: Vec<_> = revs.iter().map(|r| r.metadata.name.clone().unwrap()).collect();
+        let names: Vec<_> = revs
+            .iter()
+            .map(|r| r.metadata.name.clone().unwrap())
+            .collect();
         assert_eq!(names, ["a", "b", "c", "d"]);
         assert_eq!(next_revision(&revs), 5);
         assert_eq!(next_revision(&[]), 1);
         let gone = to_truncate(&revs, 1, |r| r.metadata.name.as_deref() == Some("a"));
-        let gone: Vec<_> = gone.iter().map(|r| r.metadata.name.clone().unwrap()).collect();
+        let gone: Vec<_> = gone
+            .iter()
+            .map(|r| r.metadata.name.clone().unwrap())
+            .collect();
         assert_eq!(gone, ["b", "c"]);
         assert!(to_truncate(&revs, 10, |_| false).is_empty());
     }

@@ -122,22 +122,24 @@ impl StatefulSetController {
         let this = self.clone();
         let on_rev = move |r: &Arc<ControllerRevision>| this.enqueue_for(&r.metadata, false);
         let (a, u, d) = (on_rev.clone(), on_rev.clone(), on_rev);
-        self.revisions.add_handler(HandlerFns::<ControllerRevision> {
-            add: Some(Box::new(move |r| a(r))),
-            update: Some(Box::new(move |_, r| u(r))),
-            delete: Some(Box::new(move |r| d(r))),
-        });
+        self.revisions
+            .add_handler(HandlerFns::<ControllerRevision> {
+                add: Some(Box::new(move |r| a(r))),
+                update: Some(Box::new(move |_, r| u(r))),
+                delete: Some(Box::new(move |r| d(r))),
+            });
         let this = self.clone();
-        self.claims.add_handler(HandlerFns::<PersistentVolumeClaim> {
-            // A claim being deleted blocks its replica until it is gone.
-            delete: Some(Box::new(move |c| {
-                let ns = c.metadata.namespace.as_deref().unwrap_or("");
-                for s in this.sets.list_namespace(ns) {
-                    this.queue.add(key_of(s.as_ref()));
-                }
-            })),
-            ..Default::default()
-        });
+        self.claims
+            .add_handler(HandlerFns::<PersistentVolumeClaim> {
+                // A claim being deleted blocks its replica until it is gone.
+                delete: Some(Box::new(move |c| {
+                    let ns = c.metadata.namespace.as_deref().unwrap_or("");
+                    for s in this.sets.list_namespace(ns) {
+                        this.queue.add(key_of(s.as_ref()));
+                    }
+                })),
+                ..Default::default()
+            });
     }
 
     /// Queues the set controlling `meta`, or (for an orphan pod) the sets that may adopt it.
@@ -155,7 +157,9 @@ impl StatefulSetController {
             }
             None if orphans => {
                 for s in self.sets.list_namespace(ns) {
-                    if selector(&s).is_ok_and(|sel| !sel.is_empty() && sel.matches(meta.labels.as_ref())) {
+                    if selector(&s)
+                        .is_ok_and(|sel| !sel.is_empty() && sel.matches(meta.labels.as_ref()))
+                    {
                         self.queue.add(key_of(s.as_ref()));
                     }
                 }
@@ -217,11 +221,13 @@ impl StatefulSetController {
         let upd_name = update.metadata.name.clone().unwrap_or_default();
 
         if set.metadata.deletion_timestamp.is_none() {
-            self.update_replicas(key, &set, &pods, &current, &update).await?;
+            self.update_replicas(key, &set, &pods, &current, &update)
+                .await?;
         }
         let now = Timestamp::now();
         let status = util::compute_status(&set, &pods, &cur_name, &upd_name, collision_count, now);
-        self.truncate_history(&set, &pods, &revisions, &status).await?;
+        self.truncate_history(&set, &pods, &revisions, &status)
+            .await?;
         let old = set.status.clone().unwrap_or_default();
         if status != old {
             let patch = json!({"status": status});
@@ -230,7 +236,11 @@ impl StatefulSetController {
                 .await
                 .map_err(Self::api_err("updating status", key))?;
         }
-        let min_ready = set.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0);
+        let min_ready = set
+            .spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0);
         if min_ready > 0 && status.available_replicas < status.ready_replicas {
             self.queue
                 .add_after(key.to_string(), Duration::from_secs(min_ready as u64));
@@ -264,7 +274,11 @@ impl StatefulSetController {
             .map(|r| (*r).clone())
             .collect();
         history::sort(&mut revs);
-        let template = set.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let template = set
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
         let data = history::template_patch(&template);
         let mut collision_count = set.status.as_ref().and_then(|s| s.collision_count);
         let next = history::next_revision(&revs);
@@ -329,13 +343,16 @@ impl StatefulSetController {
             != "Parallel";
         let start = util::start_ordinal(set);
         let count = util::replicas(set).max(0);
-        let min_ready = set.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0);
+        let min_ready = set
+            .spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0);
         let now = Timestamp::now();
         let mut replicas: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
         let mut condemned: Vec<(i32, Arc<Pod>)> = Vec::new();
         for p in pods {
-            let Some(ord) = util::ordinal_of(name, p.metadata.name.as_deref().unwrap_or(""))
-            else {
+            let Some(ord) = util::ordinal_of(name, p.metadata.name.as_deref().unwrap_or("")) else {
                 continue;
             };
             if ord >= start && ord < start + count {
@@ -345,9 +362,17 @@ impl StatefulSetController {
             }
         }
         condemned.sort_by_key(|(o, _)| *o);
-        let cur_template = history::template_of(current)
-            .unwrap_or_else(|| set.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default());
-        let upd_template = set.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let cur_template = history::template_of(current).unwrap_or_else(|| {
+            set.spec
+                .as_ref()
+                .map(|s| s.template.clone())
+                .unwrap_or_default()
+        });
+        let upd_template = set
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
         let cur_name = current.metadata.name.as_deref().unwrap_or("");
         let upd_name = update.metadata.name.as_deref().unwrap_or("");
 
@@ -423,7 +448,10 @@ impl StatefulSetController {
             now,
         );
         for v in victims {
-            if let Some(p) = live.iter().find(|p| p.metadata.name.as_deref() == Some(v.as_str())) {
+            if let Some(p) = live
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(v.as_str()))
+            {
                 tracing::info!("{key}: terminating {v} for update to {upd_name}");
                 self.delete_pod(key, set, p).await?;
             }
@@ -536,7 +564,9 @@ impl StatefulSetController {
                     Ok(_) => {}
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => {
-                        return Err(Self::api_err(format!("updating claim {claim_name}"), key)(e))
+                        return Err(Self::api_err(format!("updating claim {claim_name}"), key)(
+                            e,
+                        ))
                     }
                 }
             }

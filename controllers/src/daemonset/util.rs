@@ -79,7 +79,9 @@ pub fn pin_to_node(affinity: Option<Affinity>, node: &str) -> Affinity {
         }],
     };
     let mut affinity = affinity.unwrap_or_default();
-    let na = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    let na = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
     na.required_during_scheduling_ignored_during_execution = Some(selector);
     affinity
 }
@@ -102,7 +104,11 @@ pub fn target_node(pod: &Pod) -> Option<String> {
     terms.iter().find_map(|t| {
         t.match_fields.iter().flatten().find_map(|r| {
             (r.key == "metadata.name" && r.operator == "In")
-                .then(|| r.values.as_ref().and_then(|v| (v.len() == 1).then(|| v[0].clone())))
+                .then(|| {
+                    r.values
+                        .as_ref()
+                        .and_then(|v| (v.len() == 1).then(|| v[0].clone()))
+                })
                 .flatten()
         })
     })
@@ -139,7 +145,11 @@ pub fn node_should_run(node: &Node, ds: &DaemonSet) -> (bool, bool) {
         return (false, false);
     };
     let name = node.metadata.name.as_deref().unwrap_or("");
-    if spec.node_name.as_deref().is_some_and(|n| !n.is_empty() && n != name) {
+    if spec
+        .node_name
+        .as_deref()
+        .is_some_and(|n| !n.is_empty() && n != name)
+    {
         return (false, false);
     }
     let empty = BTreeMap::new();
@@ -153,7 +163,10 @@ pub fn node_should_run(node: &Node, ds: &DaemonSet) -> (bool, bool) {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
     {
         if !NodeSelector::new(&req.node_selector_terms).matches(name, labels) {
             return (false, false);
@@ -178,8 +191,8 @@ pub fn node_should_run(node: &Node, ds: &DaemonSet) -> (bool, bool) {
 pub fn is_pod_updated(pod: &Pod, hash: &str, generation: Option<i64>) -> bool {
     let labels = pod.metadata.labels.as_ref();
     let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
-    let by_generation =
-        generation.is_some_and(|g| label(TEMPLATE_GENERATION_LABEL) == Some(g.to_string().as_str()));
+    let by_generation = generation
+        .is_some_and(|g| label(TEMPLATE_GENERATION_LABEL) == Some(g.to_string().as_str()));
     let by_hash = !hash.is_empty() && label(REVISION_HASH_LABEL) == Some(hash);
     by_generation || by_hash
 }
@@ -189,7 +202,8 @@ pub fn is_pod_updated(pod: &Pod, hash: &str, generation: Option<i64>) -> bool {
 pub fn sort_oldest_first(pods: &mut [Arc<Pod>]) {
     pods.sort_by(|a, b| {
         let t = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let running = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let running =
+            |p: &Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
         t(a).cmp(&t(b))
             .then_with(|| running(b).cmp(&running(a)))
             .then_with(|| a.metadata.name.cmp(&b.metadata.name))
@@ -237,9 +251,10 @@ pub fn node_needs(
     }
     if running.is_empty() {
         // A pod still being deleted keeps its node from getting a new one until it is gone.
-        let terminating = pods
-            .iter()
-            .any(|p| p.metadata.deletion_timestamp.is_some() && !matches!(phase(p), Some("Failed") | Some("Succeeded")));
+        let terminating = pods.iter().any(|p| {
+            p.metadata.deletion_timestamp.is_some()
+                && !matches!(phase(p), Some("Failed") | Some("Succeeded"))
+        });
         return (should_run && !terminating, delete);
     }
     sort_oldest_first(&mut running);
@@ -256,7 +271,11 @@ pub fn node_needs(
             .and_then(|l| l.get(REVISION_HASH_LABEL))
             .map(String::as_str)
             == Some(hash);
-        let slot = if is_new { &mut oldest_new } else { &mut oldest_old };
+        let slot = if is_new {
+            &mut oldest_new
+        } else {
+            &mut oldest_old
+        };
         if slot.is_none() {
             *slot = Some(p.clone());
         } else {
@@ -275,7 +294,11 @@ pub fn node_needs(
 /// both rounded up; both zero means one unavailable). Zero and zero for OnDelete.
 pub fn surge_and_unavailable(ds: &DaemonSet, desired: i32) -> Result<(i32, i32), String> {
     let strategy = ds.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
-    if strategy.and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate") != "RollingUpdate" {
+    if strategy
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        != "RollingUpdate"
+    {
         return Ok((0, 0));
     }
     let ru = strategy.and_then(|s| s.rolling_update.as_ref());
@@ -303,7 +326,10 @@ fn updated_and_old(
     generation: Option<i64>,
 ) -> Option<(Option<Arc<Pod>>, Option<Arc<Pod>>)> {
     let (mut new, mut old) = (None, None);
-    for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    for p in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         let slot = if is_pod_updated(p, hash, generation) {
             &mut new
         } else {
@@ -365,8 +391,7 @@ pub fn rolling_plan(
         }
         let room = (max_unavailable - unavailable).max(0) as usize;
         plan.delete = replace;
-        plan.delete
-            .extend(candidates.into_iter().take(room));
+        plan.delete.extend(candidates.into_iter().take(room));
         return plan;
     }
     let mut surged = 0;
@@ -457,7 +482,9 @@ pub fn counts<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
+    use k8s_openapi::api::apps::v1::{
+        DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
+    };
     use k8s_openapi::api::core::v1::{NodeSpec, PodCondition, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -517,7 +544,10 @@ mod tests {
         let n = node(
             "a",
             &[],
-            &[("node.kubernetes.io/unschedulable", "NoSchedule"), ("node.kubernetes.io/not-ready", "NoExecute")],
+            &[
+                ("node.kubernetes.io/unschedulable", "NoSchedule"),
+                ("node.kubernetes.io/not-ready", "NoExecute"),
+            ],
         );
         assert_eq!(node_should_run(&n, &plain), (true, true));
         // An untolerated NoSchedule taint keeps new pods off, running ones stay.
@@ -545,7 +575,10 @@ mod tests {
             node_selector: Some([("disk".to_string(), "ssd".to_string())].into()),
             ..Default::default()
         });
-        assert_eq!(node_should_run(&node("a", &[], &[]), &selective), (false, false));
+        assert_eq!(
+            node_should_run(&node("a", &[], &[]), &selective),
+            (false, false)
+        );
         assert_eq!(
             node_should_run(&node("a", &[("disk", "ssd")], &[]), &selective),
             (true, true)
@@ -554,16 +587,25 @@ mod tests {
             affinity: Some(pin_to_node(None, "b")),
             ..Default::default()
         });
-        assert_eq!(node_should_run(&node("a", &[], &[]), &affine), (false, false));
+        assert_eq!(
+            node_should_run(&node("a", &[], &[]), &affine),
+            (false, false)
+        );
         assert_eq!(node_should_run(&node("b", &[], &[]), &affine), (true, true));
         // network-unavailable is tolerated by hostNetwork pods only.
         let taint = [(NETWORK_UNAVAILABLE, "NoSchedule")];
-        assert_eq!(node_should_run(&node("a", &[], &taint), &plain), (false, true));
+        assert_eq!(
+            node_should_run(&node("a", &[], &taint), &plain),
+            (false, true)
+        );
         let host = ds(PodSpec {
             host_network: Some(true),
             ..Default::default()
         });
-        assert_eq!(node_should_run(&node("a", &[], &taint), &host), (true, true));
+        assert_eq!(
+            node_should_run(&node("a", &[], &taint), &host),
+            (true, true)
+        );
     }
 
     #[test]
@@ -631,6 +673,11 @@ mod tests {
         assert_eq!(plan.delete, ["c"]);
         let plan = rolling_plan(&nodes, "new", None, 0, 2, 0, now, |_| true);
         assert_eq!(plan.delete, ["c", "b"]);
+        // A node whose old pod is gone and whose new one is not created yet is unavailable.
+        nodes.insert("a".to_string(), vec![]);
+        nodes.insert("c".to_string(), vec![pod("c", "old", true, 1)]);
+        let plan = rolling_plan(&nodes, "new", None, 0, 1, 0, now, |_| true);
+        assert!(plan.delete.is_empty(), "{plan:?}");
     }
 
     #[test]
@@ -641,21 +688,42 @@ mod tests {
         nodes.insert("b".to_string(), vec![pod("b", "old", true, 1)]);
         let plan = rolling_plan(&nodes, "new", None, 1, 0, 0, now, |_| true);
         assert_eq!(plan.create_on, ["a"]);
-        nodes.insert("a".to_string(), vec![pod("a", "old", true, 1), pod("a2", "new", false, 5)]);
+        nodes.insert(
+            "a".to_string(),
+            vec![pod("a", "old", true, 1), pod("a2", "new", false, 5)],
+        );
         let plan = rolling_plan(&nodes, "new", None, 1, 0, 0, now, |_| true);
         assert_eq!(plan, RollingPlan::default());
-        nodes.insert("a".to_string(), vec![pod("a", "old", true, 1), pod("a2", "new", true, 5)]);
+        nodes.insert(
+            "a".to_string(),
+            vec![pod("a", "old", true, 1), pod("a2", "new", true, 5)],
+        );
         let plan = rolling_plan(&nodes, "new", None, 1, 0, 0, now, |_| true);
-        assert_eq!((plan.delete, plan.create_on), (vec!["a".to_string()], vec!["b".to_string()]));
+        assert_eq!(
+            (plan.delete, plan.create_on),
+            (vec!["a".to_string()], vec!["b".to_string()])
+        );
         // The manage step keeps both while the new pod is not available and the old one ready.
         let pods = vec![pod("a", "old", true, 1), pod("a2", "new", false, 5)];
-        assert_eq!(node_needs(true, true, &pods, "new", true, 0, now), (false, vec![]));
+        assert_eq!(
+            node_needs(true, true, &pods, "new", true, 0, now),
+            (false, vec![])
+        );
         let pods = vec![pod("a", "old", true, 1), pod("a2", "new", true, 5)];
         assert_eq!(node_needs(true, true, &pods, "new", true, 0, now).1, ["a"]);
         // Without surge the younger of two pods goes.
-        assert_eq!(node_needs(true, true, &pods, "new", false, 0, now).1, ["a2"]);
-        assert_eq!(node_needs(true, true, &[], "new", false, 0, now), (true, vec![]));
-        assert_eq!(node_needs(false, false, &pods, "new", false, 0, now).1, ["a", "a2"]);
+        assert_eq!(
+            node_needs(true, true, &pods, "new", false, 0, now).1,
+            ["a2"]
+        );
+        assert_eq!(
+            node_needs(true, true, &[], "new", false, 0, now),
+            (true, vec![])
+        );
+        assert_eq!(
+            node_needs(false, false, &pods, "new", false, 0, now).1,
+            ["a", "a2"]
+        );
     }
 
     #[test]
@@ -669,7 +737,13 @@ mod tests {
             }),
         });
         assert_eq!(surge_and_unavailable(&d, 15), Ok((2, 0)));
-        d.spec.as_mut().unwrap().update_strategy.as_mut().unwrap().rolling_update = Some(RollingUpdateDaemonSet {
+        d.spec
+            .as_mut()
+            .unwrap()
+            .update_strategy
+            .as_mut()
+            .unwrap()
+            .rolling_update = Some(RollingUpdateDaemonSet {
             max_surge: Some(IntOrString::Int(0)),
             max_unavailable: Some(IntOrString::String("0%".into())),
         });

@@ -50,7 +50,8 @@ pub fn claim_name(template: &str, set: &str, ordinal: i32) -> String {
 /// The ordinal in `pod`'s name when it is `<set>-<n>` (`getParentNameAndOrdinal`).
 pub fn ordinal_of(set: &str, pod: &str) -> Option<i32> {
     let n = pod.strip_prefix(set)?.strip_prefix('-')?;
-    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || (n.len() > 1 && n.starts_with('0')) {
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || (n.len() > 1 && n.starts_with('0'))
+    {
         return None;
     }
     n.parse().ok()
@@ -150,7 +151,11 @@ pub fn new_pod(set: &StatefulSet, template: &PodTemplateSpec, ordinal: i32, revi
             labels: tm.labels,
             annotations: tm.annotations,
             finalizers: tm.finalizers,
-            owner_references: Some(vec![controller_ref("apps/v1", "StatefulSet", &set.metadata)]),
+            owner_references: Some(vec![controller_ref(
+                "apps/v1",
+                "StatefulSet",
+                &set.metadata,
+            )]),
             ..Default::default()
         },
         spec: template.spec.clone(),
@@ -215,7 +220,11 @@ pub fn identity_labels_match(pod: &Pod, ordinal: i32) -> bool {
 /// under RollingUpdate, ordinals below the partition keep the current revision.
 pub fn recreate_from_current(set: &StatefulSet, ordinal: i32) -> bool {
     let strategy = set.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
-    if strategy.and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate") != "RollingUpdate" {
+    if strategy
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        != "RollingUpdate"
+    {
         return false;
     }
     let start = start_ordinal(set);
@@ -225,7 +234,11 @@ pub fn recreate_from_current(set: &StatefulSet, ordinal: i32) -> bool {
     {
         Some(p) => ordinal < start + p,
         None => {
-            let current = set.status.as_ref().and_then(|s| s.current_replicas).unwrap_or(0);
+            let current = set
+                .status
+                .as_ref()
+                .and_then(|s| s.current_replicas)
+                .unwrap_or(0);
             ordinal < start + current
         }
     }
@@ -289,7 +302,11 @@ pub fn claim_owner_refs(
         want.push(plain_ref("apps/v1", "StatefulSet", &set.metadata));
     }
     if pod_owns {
-        want.push(plain_ref("v1", "Pod", &pod.expect("pod_owns needs a pod").metadata));
+        want.push(plain_ref(
+            "v1",
+            "Pod",
+            &pod.expect("pod_owns needs a pod").metadata,
+        ));
     }
     let key = |r: &OwnerReference| r.uid.clone();
     let mut a: Vec<String> = refs.iter().map(key).collect();
@@ -487,7 +504,10 @@ mod tests {
         );
         let v = &spec.volumes.as_ref().unwrap()[0];
         assert_eq!(v.name, "www");
-        assert_eq!(v.persistent_volume_claim.as_ref().unwrap().claim_name, "www-web-1");
+        assert_eq!(
+            v.persistent_volume_claim.as_ref().unwrap().claim_name,
+            "www-web-1"
+        );
         assert!(identity_labels_match(&p, 1));
         let c = &new_claims(&s, 2)[0];
         assert_eq!(c.metadata.name.as_deref(), Some("www-web-2"));
@@ -500,22 +520,44 @@ mod tests {
         assert!(recreate_from_current(&s, 1));
         assert!(!recreate_from_current(&s, 2));
         let mut ondelete = set(None);
-        ondelete.spec.as_mut().unwrap().update_strategy.as_mut().unwrap().type_ = Some("OnDelete".into());
+        ondelete
+            .spec
+            .as_mut()
+            .unwrap()
+            .update_strategy
+            .as_mut()
+            .unwrap()
+            .type_ = Some("OnDelete".into());
         assert!(!recreate_from_current(&ondelete, 0));
     }
 
     #[test]
     fn rolling_update_goes_from_the_top_down_to_the_partition_within_max_unavailable() {
         let now = Timestamp::from_second(100).unwrap();
-        let pods = vec![pod("web-0", "old", true), pod("web-1", "old", true), pod("web-2", "old", true)];
+        let pods = vec![
+            pod("web-0", "old", true),
+            pod("web-1", "old", true),
+            pod("web-2", "old", true),
+        ];
         assert_eq!(rolling_victims(&pods, "new", 0, 1, 0, now), ["web-2"]);
         assert_eq!(rolling_victims(&pods, "new", 2, 1, 0, now), ["web-2"]);
-        assert_eq!(rolling_victims(&pods, "new", 0, 2, 0, now), ["web-2", "web-1"]);
-        let pods = vec![pod("web-0", "old", true), pod("web-1", "old", true), pod("web-2", "new", true)];
+        assert_eq!(
+            rolling_victims(&pods, "new", 0, 2, 0, now),
+            ["web-2", "web-1"]
+        );
+        let pods = vec![
+            pod("web-0", "old", true),
+            pod("web-1", "old", true),
+            pod("web-2", "new", true),
+        ];
         assert!(rolling_victims(&pods, "new", 2, 1, 0, now).is_empty());
         assert_eq!(rolling_victims(&pods, "new", 0, 1, 0, now), ["web-1"]);
         // An unhealthy replica uses up the budget.
-        let pods = vec![pod("web-0", "old", true), pod("web-1", "new", false), pod("web-2", "new", true)];
+        let pods = vec![
+            pod("web-0", "old", true),
+            pod("web-1", "new", false),
+            pod("web-2", "new", true),
+        ];
         assert!(rolling_victims(&pods, "new", 0, 1, 0, now).is_empty());
     }
 
@@ -523,14 +565,27 @@ mod tests {
     fn status_completes_the_rollout_only_when_every_replica_is_updated_and_ready() {
         let now = Timestamp::from_second(100).unwrap();
         let s = set(Some(2));
-        let pods = vec![pod("web-0", "old", true), pod("web-1", "old", true), pod("web-2", "new", true)];
+        let pods = vec![
+            pod("web-0", "old", true),
+            pod("web-1", "old", true),
+            pod("web-2", "new", true),
+        ];
         let st = compute_status(&s, &pods, "old", "new", None, now);
         assert_eq!(
-            (st.replicas, st.ready_replicas, st.current_replicas, st.updated_replicas),
+            (
+                st.replicas,
+                st.ready_replicas,
+                st.current_replicas,
+                st.updated_replicas
+            ),
             (3, Some(3), Some(2), Some(1))
         );
         assert_eq!(st.current_revision.as_deref(), Some("old"));
-        let pods = vec![pod("web-0", "new", true), pod("web-1", "new", true), pod("web-2", "new", true)];
+        let pods = vec![
+            pod("web-0", "new", true),
+            pod("web-1", "new", true),
+            pod("web-2", "new", true),
+        ];
         let st = compute_status(&s, &pods, "old", "new", None, now);
         assert_eq!(st.current_revision.as_deref(), Some("new"));
         assert_eq!(st.current_replicas, Some(3));
@@ -544,7 +599,10 @@ mod tests {
         let p = pod("web-0", "r", true);
         // Retain/Retain: nobody owns the claim.
         assert_eq!(claim_owner_refs(&claim, &s, Some(&p), false), None);
-        s.spec.as_mut().unwrap().persistent_volume_claim_retention_policy =
+        s.spec
+            .as_mut()
+            .unwrap()
+            .persistent_volume_claim_retention_policy =
             Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
                 when_deleted: Some("Delete".into()),
                 when_scaled: Some("Delete".into()),
@@ -562,7 +620,10 @@ mod tests {
             ["Pod"]
         );
         // Retain on delete, Delete on scale-down: in range, nobody.
-        s.spec.as_mut().unwrap().persistent_volume_claim_retention_policy =
+        s.spec
+            .as_mut()
+            .unwrap()
+            .persistent_volume_claim_retention_policy =
             Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
                 when_deleted: Some("Retain".into()),
                 when_scaled: Some("Delete".into()),
