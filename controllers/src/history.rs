@@ -237,11 +237,11 @@ pub async fn delete(api: &Api<ControllerRevision>, name: &str) -> Result<(), His
 
 /// The revisions to delete so that at most `limit` of the `old` ones (sorted oldest first) that
 /// are not `in_use` remain (the truncation both controllers do).
-pub fn to_truncate<'a>(
-    old: &'a [ControllerRevision],
+pub fn to_truncate(
+    old: &[ControllerRevision],
     limit: i32,
     in_use: impl Fn(&ControllerRevision) -> bool,
-) -> Vec<&'a ControllerRevision> {
+) -> Vec<&ControllerRevision> {
     let unused: Vec<&ControllerRevision> = old.iter().filter(|r| !in_use(r)).collect();
     let excess = unused.len().saturating_sub(limit.max(0) as usize);
     unused.into_iter().take(excess).collect()

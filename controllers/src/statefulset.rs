@@ -146,15 +146,14 @@ impl StatefulSetController {
     fn enqueue_for(&self, meta: &ObjectMeta, orphans: bool) {
         let ns = meta.namespace.as_deref().unwrap_or("");
         match controller_of(meta) {
-            Some(r) => {
-                if r.kind == KIND {
-                    if let Some(s) = self.sets.get(ns, &r.name) {
-                        if s.metadata.uid.as_deref() == Some(r.uid.as_str()) {
-                            self.queue.add(key_of(s.as_ref()));
-                        }
+            Some(r) if r.kind == KIND => {
+                if let Some(s) = self.sets.get(ns, &r.name) {
+                    if s.metadata.uid.as_deref() == Some(r.uid.as_str()) {
+                        self.queue.add(key_of(s.as_ref()));
                     }
                 }
             }
+            Some(_) => {}
             None if orphans => {
                 for s in self.sets.list_namespace(ns) {
                     if selector(&s)
@@ -228,8 +227,10 @@ impl StatefulSetController {
         let status = util::compute_status(&set, &pods, &cur_name, &upd_name, collision_count, now);
         self.truncate_history(&set, &pods, &revisions, &status)
             .await?;
+        let mut status = status;
         let old = set.status.clone().unwrap_or_default();
-        if status != old {
+        status.conditions = old.conditions.clone();
+        if util::status_changed(&status, &old) {
             let patch = json!({"status": status});
             Api::<StatefulSet>::namespaced(self.client.clone(), ns)
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))

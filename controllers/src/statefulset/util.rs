@@ -420,6 +420,26 @@ pub fn compute_status(
     st
 }
 
+/// Whether `new` differs from `old` in a field, an absent count and 0 being the same.
+pub fn status_changed(new: &StatefulSetStatus, old: &StatefulSetStatus) -> bool {
+    let norm = |s: &StatefulSetStatus| {
+        let mut s = s.clone();
+        for f in [
+            &mut s.ready_replicas,
+            &mut s.available_replicas,
+            &mut s.current_replicas,
+            &mut s.updated_replicas,
+            &mut s.collision_count,
+        ] {
+            if *f == Some(0) {
+                *f = None;
+            }
+        }
+        s
+    };
+    norm(new) != norm(old)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,6 +610,11 @@ mod tests {
         assert_eq!(st.current_revision.as_deref(), Some("new"));
         assert_eq!(st.current_replicas, Some(3));
         assert_eq!(st.observed_generation, Some(4));
+        let mut zeroes = st.clone();
+        zeroes.collision_count = Some(0);
+        assert!(!status_changed(&zeroes, &st));
+        zeroes.ready_replicas = Some(2);
+        assert!(status_changed(&zeroes, &st));
     }
 
     #[test]
