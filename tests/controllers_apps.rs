@@ -659,3 +659,90 @@ fn a_parallel_statefulset_with_when_deleted_delete_loses_its_claims_with_the_set
         pod_names(&api).is_empty() && claims(&api).is_empty()
     });
 }
+
+#[test]
+fn a_daemonset_with_max_surge_starts_the_new_pod_before_the_old_one_goes() {
+    let api = ApiServer::start();
+    let _cm = ControllerManager::start(&api, "cm", &["--leader-elect=false", CONTROLLERS]);
+    let _scheduler = SchedulerProcess::start(&api, None);
+    let _kubelet = BoundKubelet::start(&api, Duration::from_millis(200));
+    create_node(&api, &FakeNode::new("n1", "4", "8Gi"));
+    create_node(&api, &FakeNode::new("n2", "4", "8Gi"));
+    let yaml = daemonset("busybox:1").replace(
+        "      maxUnavailable: 1\n",
+        "      maxUnavailable: 0\n      maxSurge: 1\n",
+    );
+    apply(&api, &yaml);
+    eventually(T, "a ready daemon pod on n1 and n2", || {
+        ds_settled(&api, &["n1", "n2"], "busybox:1")
+    });
+    // After every pod event both nodes have a ready pod that is not being deleted; some node
+    // had two live pods at once.
+    let surged = Arc::new(AtomicBool::new(false));
+    let s = surged.clone();
+    let complaints = watch_pods(&api, "agent", move |kind, name, pods| {
+        let live: Vec<&Value> = pods
+            .values()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        let on = |n: &str| {
+            live.iter()
+                .filter(|p| p["spec"]["nodeName"] == n || target(p) == n)
+                .count()
+        };
+        if on("n1") > 1 || on("n2") > 1 {
+            s.store(true, Ordering::SeqCst);
+        }
+        let ready = |n: &str| {
+            live.iter()
+                .any(|p| p["spec"]["nodeName"] == n && pod_ready(p))
+        };
+        (!ready("n1") || !ready("n2"))
+            .then(|| format!("after {kind} {name}: a node without a ready pod"))
+    });
+    api.kubectl_ok(&["set", "image", "daemonset/agent", "app=busybox:2"]);
+    api.kubectl_ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    eventually(T, "busybox:2 on both nodes", || {
+        ds_settled(&api, &["n1", "n2"], "busybox:2")
+    });
+    assert_eq!(complaints.lock().unwrap().clone(), Vec::<String>::new());
+    assert!(surged.load(Ordering::SeqCst), "no node ever ran two pods");
+}
+
+/// The node a daemon pod's affinity pins it to.
+fn target(p: &Value) -> &str {
+    p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
+        .as_str()
+        .unwrap_or("")
+}
+
+#[test]
+fn an_on_delete_statefulset_updates_a_replica_only_when_it_is_deleted() {
+    let api = ApiServer::start();
+    let _cm = ControllerManager::start(&api, "cm", &["--leader-elect=false", CONTROLLERS]);
+    let _kubelet = FakeKubelet::start(&api, "fake-node", Duration::ZERO);
+    let yaml = statefulset(2, "busybox:1").replace(
+        "  serviceName: nginx\n",
+        "  serviceName: nginx\n  updateStrategy:\n    type: OnDelete\n",
+    );
+    apply(&api, &yaml);
+    eventually(T, "2 ready replicas", || sts_ready(&api, 2));
+    api.kubectl_ok(&["set", "image", "statefulset/web", "app=busybox:2"]);
+    eventually(T, "the new revision observed", || {
+        let s = sts(&api);
+        s["status"]["observedGeneration"] == 2
+            && s["status"]["updateRevision"] != s["status"]["currentRevision"]
+    });
+    assert!(live_pods(&api, "web")
+        .iter()
+        .all(|p| image(p) == "busybox:1"));
+    api.kubectl_ok(&["delete", "pod", "web-1"]);
+    eventually(T, "web-1 recreated from the update revision", || {
+        let pods = live_pods(&api, "web");
+        let by_name = |n: &str| pods.iter().find(|p| p["metadata"]["name"] == n).cloned();
+        by_name("web-1").is_some_and(|p| image(&p) == "busybox:2" && pod_ready(&p))
+            && by_name("web-0").is_some_and(|p| image(&p) == "busybox:1")
+            && sts(&api)["status"]["updatedReplicas"] == 1
+    });
+}
