@@ -737,7 +737,9 @@ fn an_on_delete_statefulset_updates_a_replica_only_when_it_is_deleted() {
     assert!(live_pods(&api, "web")
         .iter()
         .all(|p| image(p) == "busybox:1"));
-    api.kubectl_ok(&["delete", "pod", "web-1"]);
+    // Not waiting: kubectl's wait for the deletion is not under test here (it once ran into its
+    // timeout while the pod came back under the same name).
+    api.kubectl_ok(&["delete", "pod", "web-1", "--wait=false"]);
     eventually(T, "web-1 recreated from the update revision", || {
         let pods = live_pods(&api, "web");
         let by_name = |n: &str| pods.iter().find(|p| p["metadata"]["name"] == n).cloned();
