@@ -140,6 +140,17 @@ impl UidTrackingExpectations {
         self.counts.expect_deletions(key, pod_keys.len());
     }
 
+    /// Records `adds` creations and the deletions of `pod_keys` made in one sync (upstream's
+    /// `SetExpectations` with both counts, as the DaemonSet controller's `syncNodes` does).
+    pub fn expect_creations_and_deletions(&self, key: &str, adds: usize, pod_keys: &[String]) {
+        let mut deleting = self.deleting.lock();
+        deleting
+            .entry(key.to_string())
+            .or_default()
+            .extend(pod_keys.iter().cloned());
+        self.counts.set(key, adds as i64, pod_keys.len() as i64);
+    }
+
     /// The deletion of `pod_key` was seen (or will never happen); counted once per pod.
     pub fn deletion_observed(&self, key: &str, pod_key: &str) {
         let mut deleting = self.deleting.lock();

@@ -5,17 +5,20 @@
 //! - `options`: the flags (upstream's names and defaults).
 //! - `controller_manager`: what `capstan controller-manager` runs — leader election, then every
 //!   enabled controller from [`controllers`].
+//! - `history`: ControllerRevisions, the template history of DaemonSets and StatefulSets.
 //! - `expectations`: creations and deletions a controller waits to see in its informer, so a slow
 //!   watch never makes it act twice.
 //! - One module per controller, named as upstream names it in `--controllers`.
 
 pub mod controller_manager;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
 pub mod garbagecollector;
+pub mod history;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -24,6 +27,7 @@ pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use std::sync::Arc;
 
@@ -92,5 +96,7 @@ pub fn controllers() -> Vec<Controller> {
         c("podgc", |ctx| Box::pin(podgc::start(ctx))),
         c("disruption", |ctx| Box::pin(disruption::start(ctx))),
         c("resourcequota", |ctx| Box::pin(resourcequota::start(ctx))),
+        c("daemonset", |ctx| Box::pin(daemonset::start(ctx))),
+        c("statefulset", |ctx| Box::pin(statefulset::start(ctx))),
     ]
 }

@@ -577,6 +577,36 @@ fn create_validation_table() {
             Some(("spec.template.metadata.labels", "FieldValueInvalid")),
         ),
         ("apps", "StatefulSet", deployment(), None),
+        // Containers may mount a volumeClaimTemplate, not an unknown volume.
+        (
+            "apps",
+            "StatefulSet",
+            set(
+                set(
+                    deployment(),
+                    "/spec/template/spec/containers/0/volumeMounts",
+                    Some(json!([{"name": "www", "mountPath": "/data"}])),
+                ),
+                "/spec/volumeClaimTemplates",
+                Some(
+                    json!([{"metadata": {"name": "www"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]),
+                ),
+            ),
+            None,
+        ),
+        (
+            "apps",
+            "StatefulSet",
+            set(
+                deployment(),
+                "/spec/template/spec/containers/0/volumeMounts",
+                Some(json!([{"name": "www", "mountPath": "/data"}])),
+            ),
+            Some((
+                "spec.template.spec.containers[0].volumeMounts[0].name",
+                "FieldValueNotFound",
+            )),
+        ),
         (
             "apps",
             "StatefulSet",

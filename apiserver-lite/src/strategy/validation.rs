@@ -407,7 +407,9 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             );
         }
         ("apps", "StatefulSet") => {
-            workload(info, spec, &mut errs);
+            // Containers may mount the volumeClaimTemplates: validate the template with them as
+            // the volumes the controller adds (upstream skips the pod spec for this reason).
+            workload(info, &with_claim_volumes(spec), &mut errs);
             supported!(
                 spec.g("podManagementPolicy"),
                 "spec.podManagementPolicy",
@@ -948,6 +950,33 @@ fn pod_template(t: &Value, path: &str, restart: &[&str], errs: &mut Vec<Cause>) 
             ));
         }
     }
+}
+
+/// A StatefulSet spec whose template also has a PVC volume per volumeClaimTemplate.
+fn with_claim_volumes(spec: &Value) -> Value {
+    let mut spec = spec.clone();
+    let names: Vec<String> = arr(&spec, "volumeClaimTemplates")
+        .iter()
+        .filter_map(|t| t.ptr("/metadata/name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect();
+    if let Some(Value::Object(pod)) = spec.pointer_mut("/template/spec") {
+        let vols = pod.entry("volumes").or_insert_with(|| json!([]));
+        if vols.is_null() {
+            *vols = json!([]);
+        }
+        if let Value::Array(vols) = vols {
+            for n in names {
+                if !vols
+                    .iter()
+                    .any(|v| v.g("name").and_then(Value::as_str) == Some(n.as_str()))
+                {
+                    vols.push(json!({"name": n, "persistentVolumeClaim": {"claimName": n}}));
+                }
+            }
+        }
+    }
+    spec
 }
 
 /// Deployment, ReplicaSet, DaemonSet and StatefulSet: selector, template, replicas.
