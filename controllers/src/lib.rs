@@ -16,10 +16,12 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
 pub mod garbagecollector;
+pub mod localpath;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod options;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
@@ -92,5 +94,9 @@ pub fn controllers() -> Vec<Controller> {
         c("podgc", |ctx| Box::pin(podgc::start(ctx))),
         c("disruption", |ctx| Box::pin(disruption::start(ctx))),
         c("resourcequota", |ctx| Box::pin(resourcequota::start(ctx))),
+        c("persistentvolume-binder", |ctx| {
+            Box::pin(persistentvolume::start(ctx))
+        }),
+        c("local-path-provisioner", |ctx| Box::pin(localpath::start(ctx))),
     ]
 }
