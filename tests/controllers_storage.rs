@@ -4,7 +4,9 @@
 //! Released after its claim is deleted and a Delete one is removed; a pod using a claim without
 //! storageClassName gets the default `local-path` class, the scheduler selects a node for it, the
 //! provisioner makes a volume pinned to that node, the binder binds it, the pod lands there, and
-//! a second pod using the same claim follows it.
+//! a second pod using the same claim follows it. With a real kubelet (root), a pod writes into a
+//! local-path claim, the file lands under the node's storage dir, and deleting the claim makes
+//! the kubelet remove the directory and the volume.
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use common::controller_manager::ControllerManager;
 use common::fake_nodes::*;
+use common::kubelet::{wait_pod, Node, NodeOptions};
 use common::{eventually, ApiServer};
 use serde_json::{json, Value};
 
@@ -228,12 +231,80 @@ fn local_path_claims_are_provisioned_on_the_scheduled_node() {
     eventually(WAIT, "pod second bound", || node_of(&api, "second").is_some());
     assert_eq!(node_of(&api, "second").unwrap(), node);
 
-    // Reclaim Delete: deleting the claim deletes the volume.
+    // Reclaim Delete: the volume is Released; its node's kubelet would remove the directory
+    // and the volume (local_path_data_lives_on_its_node_and_goes_with_its_claim). Without a
+    // kubelet it stays until the node is gone, when the provisioner deletes it.
     delete(&api, "/api/v1/namespaces/default/pods/first?gracePeriodSeconds=0");
     delete(&api, "/api/v1/namespaces/default/pods/second?gracePeriodSeconds=0");
     delete(&api, &format!("{CLAIMS}/data"));
-    eventually(WAIT, "the provisioned volume deleted", || {
+    eventually(WAIT, "the provisioned volume Released", || {
+        phase(&api, &format!("{VOLUMES}/{pv_name}")) == "Released"
+    });
+    delete(&api, &format!("/api/v1/nodes/{node}"));
+    eventually(WAIT, "the provisioned volume deleted with its node", || {
         get(&api, &format!("{VOLUMES}/{pv_name}")).is_none()
+    });
+}
+
+#[test]
+fn local_path_data_lives_on_its_node_and_goes_with_its_claim() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("needs root (it runs containers); skipped");
+        return;
+    }
+    let api = ApiServer::start();
+    let name = format!("storage-{}", std::process::id());
+    let mut node = Node::start(&api, &name, NodeOptions::default());
+    node.wait_ready(&api);
+    let storage = node.dir.join("storage");
+    let _cm = ControllerManager::start(
+        &api,
+        "cm",
+        &["--leader-elect=false", "--local-path-dir", storage.to_str().unwrap()],
+    );
+    let _s = SchedulerProcess::start(&api, None);
+    eventually(WAIT, "the StorageClass local-path", || {
+        get(&api, "/apis/storage.k8s.io/v1/storageclasses/local-path").is_some()
+    });
+    node.apply(
+        &api,
+        "storage.yaml",
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: writer}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: data
+    persistentVolumeClaim: {claimName: data}
+  containers:
+  - name: app
+    image: busybox
+    command: ["sh", "-c", "echo written-in-pod > /data/file; trap 'exit 0' TERM; while true; do sleep 1; done"]
+    volumeMounts: [{name: data, mountPath: /data}]
+"#,
+    );
+    wait_pod(&api, &mut node, "writer", Duration::from_secs(60), "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let c = claim_of(&api, "data");
+    let pv_name = c["spec"]["volumeName"].as_str().expect("bound").to_string();
+    let dir = storage.join(format!("{pv_name}_default_data"));
+    eventually(WAIT, "the file written by the pod on the node", || {
+        std::fs::read_to_string(dir.join("file")).is_ok_and(|s| s == "written-in-pod\n")
+    });
+    api.kubectl_ok(&["delete", "pod", "writer", "--wait=true", "--timeout=60s"]);
+    delete(&api, &format!("{CLAIMS}/data"));
+    eventually(WAIT, "the volume and its directory removed by the kubelet", || {
+        get(&api, &format!("{VOLUMES}/{pv_name}")).is_none() && !dir.exists()
     });
 }
 

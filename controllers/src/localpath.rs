@@ -12,13 +12,14 @@
 //! `kubernetes.io/hostname In [node]`. The node's kubelet creates the directory when a pod first
 //! mounts the claim, so unlike k3s no helper pod runs. The binder then binds the claim.
 //!
-//! A Released volume of ours with reclaim policy Delete is deleted here. Its directory on the
-//! node is not removed (k3s runs a helper pod for that; Capstan has no node-side cleanup yet).
+//! A Released volume of ours with reclaim policy Delete is deleted by its node's kubelet, which
+//! removes the directory first (kubelet `local_path`; k3s runs a helper pod for that). Only when
+//! the node no longer exists — its data went with it — is the volume deleted here.
 
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    HostPathVolumeSource, Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec,
     VolumeNodeAffinity,
 };
@@ -35,7 +36,7 @@ use machinery::workqueue::{run_workers, WorkQueue};
 use crate::ControllerContext;
 
 /// The provisioner name in StorageClasses and on the volumes it makes.
-pub const PROVISIONER: &str = "capstan.io/local-path";
+pub const PROVISIONER: &str = machinery::persistentvolume::LOCAL_PATH_PROVISIONER;
 /// The StorageClass made on start.
 pub const CLASS_NAME: &str = "local-path";
 /// k3s' `--default-local-storage-path` layout: the volumes' parent directory on every node.
@@ -175,6 +176,7 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
         claims: ctx.informers.informer(),
         volumes: ctx.informers.informer(),
         classes: ctx.informers.informer(),
+        nodes: ctx.informers.informer(),
         queue: WorkQueue::new("local-path-provisioner"),
         recorder: ctx.recorder(&format!("{PROVISIONER}_{}", std::process::id())),
         dir: ctx.options.local_path_dir.clone(),
@@ -184,6 +186,7 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
     p.claims.wait_synced().await;
     p.volumes.wait_synced().await;
     p.classes.wait_synced().await;
+    p.nodes.wait_synced().await;
     tracing::info!("local-path provisioner: caches synced, volumes under {}", p.dir);
     let this = p.clone();
     run_workers(p.queue.clone(), 2, move |key: Key| {
@@ -200,9 +203,17 @@ struct Provisioner {
     claims: Informer<PersistentVolumeClaim>,
     volumes: Informer<PersistentVolume>,
     classes: Informer<StorageClass>,
+    nodes: Informer<Node>,
     queue: WorkQueue<Key>,
     recorder: EventRecorder,
     dir: String,
+}
+
+/// The node a volume of ours lives on.
+fn node_of(pv: &PersistentVolume) -> Option<&str> {
+    let terms = &pv.spec.as_ref()?.node_affinity.as_ref()?.required.as_ref()?.node_selector_terms;
+    let e = terms.first()?.match_expressions.as_ref()?.first()?;
+    (e.key == HOSTNAME_LABEL).then_some(e.values.as_ref()?.first()?.as_str())
 }
 
 fn ours(pv: &PersistentVolume) -> bool {
@@ -234,6 +245,17 @@ impl Provisioner {
                 }
             })),
             delete: None,
+        });
+        // A node that goes away takes its volumes' data along: its released volumes go too.
+        let (q, volumes) = (self.queue.clone(), self.volumes.clone());
+        self.nodes.add_handler(HandlerFns::<Node> {
+            add: None,
+            update: None,
+            delete: Some(Box::new(move |n| {
+                for v in volumes.list_filtered(|v| ours(v) && node_of(v) == n.metadata.name.as_deref()) {
+                    q.add(Key::Volume(key_of(v.as_ref())));
+                }
+            })),
         });
     }
 
@@ -329,7 +351,8 @@ impl Provisioner {
         Ok(())
     }
 
-    /// Deletes a Released volume of ours whose policy is Delete.
+    /// Deletes a Released volume of ours whose policy is Delete once its node is gone (the
+    /// node's kubelet deletes it, with its data, while the node exists).
     async fn sync_volume(&self, pv: &Arc<PersistentVolume>) -> Result<(), ProvisionError> {
         let released = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released");
         let delete = pv
@@ -338,6 +361,9 @@ impl Provisioner {
             .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
             == Some("Delete");
         if !released || !delete || pv.metadata.deletion_timestamp.is_some() || !ours(pv) {
+            return Ok(());
+        }
+        if node_of(pv).is_some_and(|n| self.nodes.get("", n).is_some()) {
             return Ok(());
         }
         let name = key_of(pv.as_ref());

@@ -29,6 +29,9 @@ pub const ANN_BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-clas
 /// On a StorageClass: claims without a class get this one.
 pub const ANN_DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 pub const ANN_BETA_DEFAULT_CLASS: &str = "storageclass.beta.kubernetes.io/is-default-class";
+/// The built-in local-path provisioner's name (controllers `localpath`; the kubelet deletes its
+/// released volumes' data).
+pub const LOCAL_PATH_PROVISIONER: &str = "capstan.io/local-path";
 
 fn annotation<'a>(a: Option<&'a BTreeMap<String, String>>, key: &str) -> Option<&'a str> {
     a.and_then(|a| a.get(key)).map(String::as_str)
