@@ -105,14 +105,23 @@ fn volumes_bind_smallest_fit_and_are_reclaimed_by_policy() {
     });
     let c = claim_of(&api, "data");
     assert_eq!(c["spec"]["volumeName"], "fit", "claim: {c}");
-    assert_eq!(c["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"], "yes");
-    assert_eq!(c["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"], "yes");
+    assert_eq!(
+        c["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"],
+        "yes"
+    );
+    assert_eq!(
+        c["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"],
+        "yes"
+    );
     assert_eq!(c["status"]["capacity"]["storage"], "2Gi", "claim: {c}");
     let v = get(&api, &format!("{VOLUMES}/fit")).unwrap();
     assert_eq!(v["status"]["phase"], "Bound", "volume: {v}");
     assert_eq!(v["spec"]["claimRef"]["name"], "data");
     assert_eq!(v["spec"]["claimRef"]["uid"], c["metadata"]["uid"]);
-    assert_eq!(v["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"], "yes");
+    assert_eq!(
+        v["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"],
+        "yes"
+    );
 
     // Too big for any volume: Pending.
     post(&api, CLAIMS, &claim("huge", "50Gi", Some("manual")));
@@ -185,7 +194,10 @@ fn local_path_claims_are_provisioned_on_the_scheduled_node() {
 
     // DefaultStorageClass admission names the class.
     let created = post(&api, CLAIMS, &claim("data", "1Gi", None));
-    assert_eq!(created["spec"]["storageClassName"], "local-path", "{created}");
+    assert_eq!(
+        created["spec"]["storageClassName"], "local-path",
+        "{created}"
+    );
     // WaitForFirstConsumer: nothing happens before a pod uses it.
     std::thread::sleep(Duration::from_millis(500));
     let c = claim_of(&api, "data");
@@ -201,19 +213,38 @@ fn local_path_claims_are_provisioned_on_the_scheduled_node() {
     });
     let node = node_of(&api, "first").unwrap();
     let c = claim_of(&api, "data");
-    assert!(c["spec"]["volumeName"].is_string(), "the pod is bound after its claim: {c}");
+    assert!(
+        c["spec"]["volumeName"].is_string(),
+        "the pod is bound after its claim: {c}"
+    );
     eventually(WAIT, "claim data Bound", || {
         phase(&api, &format!("{CLAIMS}/data")) == "Bound"
     });
     let c = claim_of(&api, "data");
     let ann = &c["metadata"]["annotations"];
-    assert_eq!(ann["volume.kubernetes.io/selected-node"], node.as_str(), "{c}");
-    assert_eq!(ann["volume.kubernetes.io/storage-provisioner"], "capstan.io/local-path");
-    let pv_name = c["spec"]["volumeName"].as_str().expect("a volume name").to_string();
-    assert_eq!(pv_name, format!("pvc-{}", c["metadata"]["uid"].as_str().unwrap()));
+    assert_eq!(
+        ann["volume.kubernetes.io/selected-node"],
+        node.as_str(),
+        "{c}"
+    );
+    assert_eq!(
+        ann["volume.kubernetes.io/storage-provisioner"],
+        "capstan.io/local-path"
+    );
+    let pv_name = c["spec"]["volumeName"]
+        .as_str()
+        .expect("a volume name")
+        .to_string();
+    assert_eq!(
+        pv_name,
+        format!("pvc-{}", c["metadata"]["uid"].as_str().unwrap())
+    );
     let pv = get(&api, &format!("{VOLUMES}/{pv_name}")).expect("the provisioned volume");
     assert_eq!(pv["status"]["phase"], "Bound", "{pv}");
-    assert_eq!(pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"], "capstan.io/local-path");
+    assert_eq!(
+        pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"],
+        "capstan.io/local-path"
+    );
     assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Delete");
     assert_eq!(pv["spec"]["storageClassName"], "local-path");
     assert_eq!(pv["spec"]["hostPath"]["type"], "DirectoryOrCreate");
@@ -221,21 +252,30 @@ fn local_path_claims_are_provisioned_on_the_scheduled_node() {
         pv["spec"]["hostPath"]["path"],
         format!("{dir}/{pv_name}_default_data").as_str()
     );
-    let req = &pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0];
+    let req =
+        &pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0];
     assert_eq!(req["key"], "kubernetes.io/hostname");
     assert_eq!(req["operator"], "In");
     assert_eq!(req["values"], json!([node]));
 
     // A second pod of the same claim follows the volume to its node.
     create_pod(&api, &pod_using("second", "data"));
-    eventually(WAIT, "pod second bound", || node_of(&api, "second").is_some());
+    eventually(WAIT, "pod second bound", || {
+        node_of(&api, "second").is_some()
+    });
     assert_eq!(node_of(&api, "second").unwrap(), node);
 
     // Reclaim Delete: the volume is Released; its node's kubelet would remove the directory
     // and the volume (local_path_data_lives_on_its_node_and_goes_with_its_claim). Without a
     // kubelet it stays until the node is gone, when the provisioner deletes it.
-    delete(&api, "/api/v1/namespaces/default/pods/first?gracePeriodSeconds=0");
-    delete(&api, "/api/v1/namespaces/default/pods/second?gracePeriodSeconds=0");
+    delete(
+        &api,
+        "/api/v1/namespaces/default/pods/first?gracePeriodSeconds=0",
+    );
+    delete(
+        &api,
+        "/api/v1/namespaces/default/pods/second?gracePeriodSeconds=0",
+    );
     delete(&api, &format!("{CLAIMS}/data"));
     eventually(WAIT, "the provisioned volume Released", || {
         phase(&api, &format!("{VOLUMES}/{pv_name}")) == "Released"
@@ -260,7 +300,11 @@ fn local_path_data_lives_on_its_node_and_goes_with_its_claim() {
     let _cm = ControllerManager::start(
         &api,
         "cm",
-        &["--leader-elect=false", "--local-path-dir", storage.to_str().unwrap()],
+        &[
+            "--leader-elect=false",
+            "--local-path-dir",
+            storage.to_str().unwrap(),
+        ],
     );
     let _s = SchedulerProcess::start(&api, None);
     eventually(WAIT, "the StorageClass local-path", || {
@@ -292,9 +336,14 @@ spec:
     volumeMounts: [{name: data, mountPath: /data}]
 "#,
     );
-    wait_pod(&api, &mut node, "writer", Duration::from_secs(60), "Running", |p| {
-        p["status"]["phase"] == "Running"
-    });
+    wait_pod(
+        &api,
+        &mut node,
+        "writer",
+        Duration::from_secs(60),
+        "Running",
+        |p| p["status"]["phase"] == "Running",
+    );
     let c = claim_of(&api, "data");
     let pv_name = c["spec"]["volumeName"].as_str().expect("bound").to_string();
     let dir = storage.join(format!("{pv_name}_default_data"));
@@ -303,9 +352,11 @@ spec:
     });
     api.kubectl_ok(&["delete", "pod", "writer", "--wait=true", "--timeout=60s"]);
     delete(&api, &format!("{CLAIMS}/data"));
-    eventually(WAIT, "the volume and its directory removed by the kubelet", || {
-        get(&api, &format!("{VOLUMES}/{pv_name}")).is_none() && !dir.exists()
-    });
+    eventually(
+        WAIT,
+        "the volume and its directory removed by the kubelet",
+        || get(&api, &format!("{VOLUMES}/{pv_name}")).is_none() && !dir.exists(),
+    );
 }
 
 #[test]

@@ -97,6 +97,8 @@ pub fn controllers() -> Vec<Controller> {
         c("persistentvolume-binder", |ctx| {
             Box::pin(persistentvolume::start(ctx))
         }),
-        c("local-path-provisioner", |ctx| Box::pin(localpath::start(ctx))),
+        c("local-path-provisioner", |ctx| {
+            Box::pin(localpath::start(ctx))
+        }),
     ]
 }

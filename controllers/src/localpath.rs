@@ -28,8 +28,8 @@ use kube::api::{Api, DeleteParams, PostParams};
 use machinery::events::EventRecorder;
 use machinery::informer::{key_of, split_key, HandlerFns, Informer};
 use machinery::persistentvolume::{
-    claim_class, is_delay_binding, ANN_DEFAULT_CLASS, ANN_PROVISIONED_BY,
-    ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER,
+    claim_class, is_delay_binding, ANN_DEFAULT_CLASS, ANN_PROVISIONED_BY, ANN_SELECTED_NODE,
+    ANN_STORAGE_PROVISIONER,
 };
 use machinery::workqueue::{run_workers, WorkQueue};
 
@@ -130,7 +130,8 @@ pub fn volume_for(
         ..Default::default()
     };
     pv.metadata.name = Some(pv_name);
-    pv.metadata.annotations = Some([(ANN_PROVISIONED_BY.to_string(), PROVISIONER.to_string())].into());
+    pv.metadata.annotations =
+        Some([(ANN_PROVISIONED_BY.to_string(), PROVISIONER.to_string())].into());
     pv
 }
 
@@ -148,7 +149,9 @@ pub fn provision_target(
         .iter()
         .any(|m| m != "ReadWriteOnce" && m != "ReadWriteOncePod")
     {
-        return Err("NodePath only supports ReadWriteOnce and ReadWriteOncePod access modes".into());
+        return Err(
+            "NodePath only supports ReadWriteOnce and ReadWriteOncePod access modes".into(),
+        );
     }
     if claim
         .spec
@@ -187,7 +190,10 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
     p.volumes.wait_synced().await;
     p.classes.wait_synced().await;
     p.nodes.wait_synced().await;
-    tracing::info!("local-path provisioner: caches synced, volumes under {}", p.dir);
+    tracing::info!(
+        "local-path provisioner: caches synced, volumes under {}",
+        p.dir
+    );
     let this = p.clone();
     run_workers(p.queue.clone(), 2, move |key: Key| {
         let this = this.clone();
@@ -211,7 +217,14 @@ struct Provisioner {
 
 /// The node a volume of ours lives on.
 fn node_of(pv: &PersistentVolume) -> Option<&str> {
-    let terms = &pv.spec.as_ref()?.node_affinity.as_ref()?.required.as_ref()?.node_selector_terms;
+    let terms = &pv
+        .spec
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms;
     let e = terms.first()?.match_expressions.as_ref()?.first()?;
     (e.key == HOSTNAME_LABEL).then_some(e.values.as_ref()?.first()?.as_str())
 }
@@ -227,11 +240,12 @@ fn ours(pv: &PersistentVolume) -> bool {
 impl Provisioner {
     fn register(&self) {
         let (a, u) = (self.queue.clone(), self.queue.clone());
-        self.claims.add_handler(HandlerFns::<PersistentVolumeClaim> {
-            add: Some(Box::new(move |c| a.add(Key::Claim(key_of(c.as_ref()))))),
-            update: Some(Box::new(move |_, c| u.add(Key::Claim(key_of(c.as_ref()))))),
-            delete: None,
-        });
+        self.claims
+            .add_handler(HandlerFns::<PersistentVolumeClaim> {
+                add: Some(Box::new(move |c| a.add(Key::Claim(key_of(c.as_ref()))))),
+                update: Some(Box::new(move |_, c| u.add(Key::Claim(key_of(c.as_ref()))))),
+                delete: None,
+            });
         let (a, u) = (self.queue.clone(), self.queue.clone());
         self.volumes.add_handler(HandlerFns::<PersistentVolume> {
             add: Some(Box::new(move |v| {
@@ -252,7 +266,9 @@ impl Provisioner {
             add: None,
             update: None,
             delete: Some(Box::new(move |n| {
-                for v in volumes.list_filtered(|v| ours(v) && node_of(v) == n.metadata.name.as_deref()) {
+                for v in
+                    volumes.list_filtered(|v| ours(v) && node_of(v) == n.metadata.name.as_deref())
+                {
                     q.add(Key::Volume(key_of(v.as_ref())));
                 }
             })),
@@ -313,7 +329,10 @@ impl Provisioner {
                 self.recorder.warning(
                     claim.as_ref(),
                     "ProvisioningFailed",
-                    format!("failed to provision volume with StorageClass {:?}: {why}", claim_class(claim)),
+                    format!(
+                        "failed to provision volume with StorageClass {:?}: {why}",
+                        claim_class(claim)
+                    ),
                 );
                 return Ok(());
             }
@@ -321,7 +340,10 @@ impl Provisioner {
         self.recorder.normal(
             claim.as_ref(),
             "Provisioning",
-            format!("External provisioner is provisioning volume for claim {:?}", key_of(claim.as_ref())),
+            format!(
+                "External provisioner is provisioning volume for claim {:?}",
+                key_of(claim.as_ref())
+            ),
         );
         let policy = class.reclaim_policy.as_deref().unwrap_or("Delete");
         let pv = volume_for(claim, &node, &self.dir, policy);
@@ -333,7 +355,10 @@ impl Provisioner {
                 self.recorder.warning(
                     claim.as_ref(),
                     "ProvisioningFailed",
-                    format!("failed to provision volume with StorageClass {:?}: {source}", claim_class(claim)),
+                    format!(
+                        "failed to provision volume with StorageClass {:?}: {source}",
+                        claim_class(claim)
+                    ),
                 );
                 return Err(ProvisionError::Api {
                     what: "creating volume",
@@ -347,7 +372,10 @@ impl Provisioner {
             "ProvisioningSucceeded",
             format!("Successfully provisioned volume {pv_name}"),
         );
-        tracing::info!("provisioned {pv_name} on node {node:?} for claim {}", key_of(claim.as_ref()));
+        tracing::info!(
+            "provisioned {pv_name} on node {node:?} for claim {}",
+            key_of(claim.as_ref())
+        );
         Ok(())
     }
 
@@ -419,12 +447,23 @@ mod tests {
         let hp = spec.host_path.unwrap();
         assert_eq!(hp.path, "/srv/storage/pvc-1234_db_data");
         assert_eq!(hp.type_.as_deref(), Some("DirectoryOrCreate"));
-        let term = &spec.node_affinity.unwrap().required.unwrap().node_selector_terms[0];
+        let term = &spec
+            .node_affinity
+            .unwrap()
+            .required
+            .unwrap()
+            .node_selector_terms[0];
         let req = &term.match_expressions.as_ref().unwrap()[0];
-        assert_eq!((req.key.as_str(), req.operator.as_str()), (HOSTNAME_LABEL, "In"));
+        assert_eq!(
+            (req.key.as_str(), req.operator.as_str()),
+            (HOSTNAME_LABEL, "In")
+        );
         assert_eq!(req.values.as_deref(), Some(&["n1".to_string()][..]));
         let r = spec.claim_ref.unwrap();
-        assert_eq!((r.name.as_deref(), r.uid.as_deref()), (Some("data"), Some("1234")));
+        assert_eq!(
+            (r.name.as_deref(), r.uid.as_deref()),
+            (Some("data"), Some("1234"))
+        );
         assert_eq!(spec.storage_class_name.as_deref(), Some(CLASS_NAME));
         assert_eq!(spec.capacity.unwrap()["storage"].0, "1Gi");
         assert_eq!(
@@ -436,7 +475,10 @@ mod tests {
     #[test]
     fn claims_wait_for_a_node_and_shared_modes_are_refused() {
         let class = storage_class();
-        assert_eq!(provision_target(&claim(&["ReadWriteOnce"], None), &class), Err(String::new()));
+        assert_eq!(
+            provision_target(&claim(&["ReadWriteOnce"], None), &class),
+            Err(String::new())
+        );
         let mut immediate = class.clone();
         immediate.volume_binding_mode = Some("Immediate".into());
         assert_eq!(

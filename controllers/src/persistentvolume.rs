@@ -157,13 +157,16 @@ impl Binder {
 
     fn register(&self) {
         let (a, u, d) = (self.clone(), self.clone(), self.clone());
-        self.claims.add_handler(HandlerFns::<PersistentVolumeClaim> {
-            add: Some(Box::new(move |c| a.queue.add(Key::Claim(key_of(c.as_ref()))))),
-            update: Some(Box::new(move |_, c| {
-                u.queue.add(Key::Claim(key_of(c.as_ref())))
-            })),
-            delete: Some(Box::new(move |c| d.claim_deleted(c))),
-        });
+        self.claims
+            .add_handler(HandlerFns::<PersistentVolumeClaim> {
+                add: Some(Box::new(move |c| {
+                    a.queue.add(Key::Claim(key_of(c.as_ref())))
+                })),
+                update: Some(Box::new(move |_, c| {
+                    u.queue.add(Key::Claim(key_of(c.as_ref())))
+                })),
+                delete: Some(Box::new(move |c| d.claim_deleted(c))),
+            });
         let (a, u, d) = (self.clone(), self.clone(), self.clone());
         self.volumes.add_handler(HandlerFns::<PersistentVolume> {
             add: Some(Box::new(move |v| a.volume_changed(v))),
@@ -188,9 +191,8 @@ impl Binder {
             self.queue.add(Key::Volume(vol.to_string()));
         }
         for v in self.volumes.list_filtered(|v| {
-            claim_ref(v).is_some_and(|r| {
-                r.name == c.metadata.name && r.namespace == c.metadata.namespace
-            })
+            claim_ref(v)
+                .is_some_and(|r| r.name == c.metadata.name && r.namespace == c.metadata.namespace)
         }) {
             self.queue.add(Key::Volume(name_of(v.as_ref()).to_string()));
         }
@@ -209,7 +211,10 @@ impl Binder {
     }
 
     fn queue_pending_claims(&self) {
-        for c in self.claims.list_filtered(|c| claim_volume_name(c).is_empty()) {
+        for c in self
+            .claims
+            .list_filtered(|c| claim_volume_name(c).is_empty())
+        {
             self.queue.add(Key::Claim(key_of(c.as_ref())));
         }
     }
@@ -267,8 +272,7 @@ impl Binder {
             if let Some(pv) = found {
                 return self.bind(&pv, claim).await;
             }
-            let selected =
-                has_annotation(claim.metadata.annotations.as_ref(), ANN_SELECTED_NODE);
+            let selected = has_annotation(claim.metadata.annotations.as_ref(), ANN_SELECTED_NODE);
             if delay && !selected {
                 self.recorder.normal(
                     claim,
@@ -383,7 +387,9 @@ impl Binder {
             return Ok(None);
         }
         let annotations = claim.metadata.annotations.as_ref();
-        if annotations.and_then(|a| a.get(ANN_STORAGE_PROVISIONER)).map(String::as_str)
+        if annotations
+            .and_then(|a| a.get(ANN_STORAGE_PROVISIONER))
+            .map(String::as_str)
             == Some(provisioner)
         {
             return Ok(None);
@@ -413,7 +419,11 @@ impl Binder {
     }
 
     /// Upstream `bind`: volume claimRef, volume phase, claim volumeName, claim phase.
-    async fn bind(&self, pv: &PersistentVolume, claim: &PersistentVolumeClaim) -> Result<(), SyncError> {
+    async fn bind(
+        &self,
+        pv: &PersistentVolume,
+        claim: &PersistentVolumeClaim,
+    ) -> Result<(), SyncError> {
         let pv_name = name_of(pv).to_string();
         let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
         // 1. The volume's claimRef.
@@ -628,7 +638,8 @@ impl Binder {
                     }
                     Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
                     Err(e) => {
-                        self.recorder.warning(pv, "VolumeFailedDelete", e.to_string());
+                        self.recorder
+                            .warning(pv, "VolumeFailedDelete", e.to_string());
                         Err(api_err("deleting volume", &name)(e))
                     }
                 }
@@ -636,7 +647,8 @@ impl Binder {
             other => {
                 let msg = format!("reclaim policy {other:?} is not supported");
                 if volume_phase(pv) != "Failed" {
-                    self.recorder.warning(pv, "VolumeFailedRecycle", msg.clone());
+                    self.recorder
+                        .warning(pv, "VolumeFailedRecycle", msg.clone());
                 }
                 self.set_volume_phase(pv, "Failed", Some(&msg)).await
             }

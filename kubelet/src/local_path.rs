@@ -33,7 +33,12 @@ pub fn reclaimable(pv: &PersistentVolume, node: &str) -> Option<PathBuf> {
     if spec.persistent_volume_reclaim_policy.as_deref() != Some("Delete") {
         return None;
     }
-    let terms = &spec.node_affinity.as_ref()?.required.as_ref()?.node_selector_terms;
+    let terms = &spec
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms;
     let ours = terms.iter().any(|t| {
         t.match_expressions.iter().flatten().any(|e| {
             e.key == HOSTNAME_LABEL
@@ -48,7 +53,9 @@ pub fn reclaimable(pv: &PersistentVolume, node: &str) -> Option<PathBuf> {
     let name = pv.metadata.name.as_deref()?;
     let file = path.file_name()?.to_str()?;
     let layout_ok = path.is_absolute()
-        && !path.components().any(|c| c == std::path::Component::ParentDir)
+        && !path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
         && file.starts_with(&format!("{name}_"));
     layout_ok.then_some(path)
 }
@@ -91,7 +98,10 @@ impl LocalPathReclaimer {
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
             if let Err(e) = removed {
-                tracing::warn!("removing the data of volume {name:?} at {}: {e}", dir.display());
+                tracing::warn!(
+                    "removing the data of volume {name:?} at {}: {e}",
+                    dir.display()
+                );
                 continue;
             }
             let dp = DeleteParams {
@@ -130,7 +140,11 @@ mod tests {
         let mut v = PersistentVolume::default();
         v.metadata.name = Some("pvc-1".into());
         v.metadata.annotations = Some(
-            [(ANN_PROVISIONED_BY.to_string(), LOCAL_PATH_PROVISIONER.to_string())].into(),
+            [(
+                ANN_PROVISIONED_BY.to_string(),
+                LOCAL_PATH_PROVISIONER.to_string(),
+            )]
+            .into(),
         );
         v.spec = Some(PersistentVolumeSpec {
             persistent_volume_reclaim_policy: Some(policy.into()),
@@ -171,7 +185,10 @@ mod tests {
             ("still bound", pv("n1", "Bound", "Delete", good)),
             ("retained", pv("n1", "Released", "Retain", good)),
             ("not the layout", pv("n1", "Released", "Delete", "/etc")),
-            ("relative", pv("n1", "Released", "Delete", "pvc-1_default_data")),
+            (
+                "relative",
+                pv("n1", "Released", "Delete", "pvc-1_default_data"),
+            ),
             (
                 "escapes",
                 pv("n1", "Released", "Delete", "/srv/../etc/pvc-1_default_data"),
@@ -182,6 +199,10 @@ mod tests {
         }
         let mut foreign = pv("n1", "Released", "Delete", good);
         foreign.metadata.annotations = None;
-        assert_eq!(reclaimable(&foreign, "n1"), None, "not provisioned by local-path");
+        assert_eq!(
+            reclaimable(&foreign, "n1"),
+            None,
+            "not provisioned by local-path"
+        );
     }
 }

@@ -291,7 +291,10 @@ mod tests {
             Some("big".into())
         );
         let c = claim("20Gi", "manual", &["ReadWriteOnce"]);
-        assert_eq!(names(find_matching_volume(&c, &vols, false, None, &none)), None);
+        assert_eq!(
+            names(find_matching_volume(&c, &vols, false, None, &none)),
+            None
+        );
     }
 
     #[test]
@@ -317,7 +320,10 @@ mod tests {
             match_labels: Some([("tier".to_string(), "web".to_string())].into()),
             ..Default::default()
         });
-        assert_eq!(names(find_matching_volume(&c, &vols, false, None, &none)), None);
+        assert_eq!(
+            names(find_matching_volume(&c, &vols, false, None, &none)),
+            None
+        );
     }
 
     #[test]
@@ -328,7 +334,10 @@ mod tests {
             namespace: Some("default".into()),
             ..Default::default()
         });
-        let vols = [pv("fit", "1Gi", "manual", &["ReadWriteOnce"]), Arc::new(pre)];
+        let vols = [
+            pv("fit", "1Gi", "manual", &["ReadWriteOnce"]),
+            Arc::new(pre),
+        ];
         let c = claim("1Gi", "manual", &["ReadWriteOnce"]);
         let none = HashSet::new();
         assert_eq!(
@@ -342,13 +351,25 @@ mod tests {
         );
         let on_node = |_: &PersistentVolume| true;
         assert_eq!(
-            names(find_matching_volume(&c, &vols[..1], true, Some(&on_node), &none)),
+            names(find_matching_volume(
+                &c,
+                &vols[..1],
+                true,
+                Some(&on_node),
+                &none
+            )),
             Some("fit".into()),
             "the scheduler binds them"
         );
         let elsewhere = |_: &PersistentVolume| false;
         assert_eq!(
-            names(find_matching_volume(&c, &vols, true, Some(&elsewhere), &none)),
+            names(find_matching_volume(
+                &c,
+                &vols,
+                true,
+                Some(&elsewhere),
+                &none
+            )),
             None
         );
     }

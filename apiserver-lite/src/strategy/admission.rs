@@ -54,7 +54,10 @@ pub fn admit_create(
 /// plugin/pkg/admission/storage/storageclass/setdefault: a claim that names no class (neither
 /// `storageClassName`, even "", nor the beta annotation) gets the default class, if any.
 fn default_storage_class(o: &mut Value, lookup: &dyn AdmissionLookup) {
-    let named = o.g("spec").and_then(|s| s.g("storageClassName")).is_some_and(|c| !c.is_null());
+    let named = o
+        .g("spec")
+        .and_then(|s| s.g("storageClassName"))
+        .is_some_and(|c| !c.is_null());
     let annotated = o
         .g("metadata")
         .and_then(|m| m.g("annotations"))
@@ -419,8 +422,16 @@ mod tests {
         // (default class, claim, the class after admission)
         let cases: Vec<(&Fake, Value, Value)> = vec![
             (&with_default, json!({"spec": {}}), json!("local-path")),
-            (&with_default, json!({"spec": {"storageClassName": "fast"}}), json!("fast")),
-            (&with_default, json!({"spec": {"storageClassName": ""}}), json!("")),
+            (
+                &with_default,
+                json!({"spec": {"storageClassName": "fast"}}),
+                json!("fast"),
+            ),
+            (
+                &with_default,
+                json!({"spec": {"storageClassName": ""}}),
+                json!(""),
+            ),
             (
                 &with_default,
                 json!({"metadata": {"annotations": {"volume.beta.kubernetes.io/storage-class": "x"}}, "spec": {}}),

@@ -202,7 +202,9 @@ fn volume_allows(pv: &PersistentVolume, node: &NodeInfo) -> bool {
         .as_ref()
         .and_then(|s| s.node_affinity.as_ref())
         .and_then(|a| a.required.as_ref());
-    terms.is_none_or(|t| NodeSelector::new(&t.node_selector_terms).matches(&node.name, node.labels()))
+    terms.is_none_or(|t| {
+        NodeSelector::new(&t.node_selector_terms).matches(&node.name, node.labels())
+    })
 }
 
 /// Whether the class can provision on the node (a provisioner, and the node in its
@@ -374,7 +376,12 @@ impl VolumeBinding {
     }
 
     /// Waits until every claim is bound (upstream `checkBindings`), or says why it never will.
-    async fn wait_bound(&self, client: &kube::Client, b: &PodVolumes, node: &str) -> Result<(), String> {
+    async fn wait_bound(
+        &self,
+        client: &kube::Client,
+        b: &PodVolumes,
+        node: &str,
+    ) -> Result<(), String> {
         let claims: Vec<_> = b
             .static_bindings
             .iter()
@@ -396,17 +403,20 @@ impl VolumeBinding {
                     .filter(|c| c.metadata.uid == claim.metadata.uid)
                     .ok_or_else(|| format!("claim {ns}/{name} was deleted"))?;
                 let annotations = now.metadata.annotations.as_ref();
-                if b.dynamic_provisions.iter().any(|c| c.metadata.uid == now.metadata.uid)
+                if b.dynamic_provisions
+                    .iter()
+                    .any(|c| c.metadata.uid == now.metadata.uid)
                     && claim_volume(&now).is_empty()
-                    && annotations.and_then(|a| a.get(ANN_SELECTED_NODE)).map(String::as_str)
+                    && annotations
+                        .and_then(|a| a.get(ANN_SELECTED_NODE))
+                        .map(String::as_str)
                         != Some(node)
                 {
                     // The provisioner gave up on the node (it removes the annotation).
-                    return Err(format!(
-                        "selectedNode annotation reset for PVC {name:?}"
-                    ));
+                    return Err(format!("selectedNode annotation reset for PVC {name:?}"));
                 }
-                if claim_volume(&now).is_empty() || !has_annotation(annotations, ANN_BIND_COMPLETED) {
+                if claim_volume(&now).is_empty() || !has_annotation(annotations, ANN_BIND_COMPLETED)
+                {
                     all = false;
                 }
             }
@@ -680,7 +690,12 @@ mod tests {
         (name.into(), Arc::new(c))
     }
 
-    fn claim(name: &str, class: &str, volume: &str, node: Option<&str>) -> Arc<PersistentVolumeClaim> {
+    fn claim(
+        name: &str,
+        class: &str,
+        volume: &str,
+        node: Option<&str>,
+    ) -> Arc<PersistentVolumeClaim> {
         let mut c = PersistentVolumeClaim::default();
         c.metadata.name = Some(name.into());
         c.metadata.namespace = Some("default".into());
@@ -747,20 +762,39 @@ mod tests {
         p
     }
 
-    fn snap(claims: Vec<Arc<PersistentVolumeClaim>>, volumes: Vec<Arc<PersistentVolume>>) -> Snapshot {
-        let mut s = snapshot(vec![node("n1", 4000, 1 << 30), node("n2", 4000, 1 << 30)], vec![]);
+    fn snap(
+        claims: Vec<Arc<PersistentVolumeClaim>>,
+        volumes: Vec<Arc<PersistentVolume>>,
+    ) -> Snapshot {
+        let mut s = snapshot(
+            vec![node("n1", 4000, 1 << 30), node("n2", 4000, 1 << 30)],
+            vec![],
+        );
         s.volumes = Arc::new(VolumeState {
             claims: claims
                 .into_iter()
-                .map(|c| (format!("default/{}", c.metadata.name.as_deref().unwrap()), c))
+                .map(|c| {
+                    (
+                        format!("default/{}", c.metadata.name.as_deref().unwrap()),
+                        c,
+                    )
+                })
                 .collect(),
             volumes: volumes
                 .into_iter()
                 .map(|v| (v.metadata.name.clone().unwrap(), v))
                 .collect(),
             classes: [
-                class("local-path", "capstan.io/local-path", "WaitForFirstConsumer"),
-                class("manual", "kubernetes.io/no-provisioner", "WaitForFirstConsumer"),
+                class(
+                    "local-path",
+                    "capstan.io/local-path",
+                    "WaitForFirstConsumer",
+                ),
+                class(
+                    "manual",
+                    "kubernetes.io/no-provisioner",
+                    "WaitForFirstConsumer",
+                ),
                 class("fast", "example.com/fast", "Immediate"),
             ]
             .into(),
@@ -777,9 +811,21 @@ mod tests {
         let ok = (Code::Success, String::new());
         let un = |m: &str| (Code::UnschedulableAndUnresolvable, m.to_string());
         // (name, claims, volumes, the pod's claims, want per node [n1, n2])
-        type Case = (&'static str, Vec<Arc<PersistentVolumeClaim>>, Vec<Arc<PersistentVolume>>, Vec<&'static str>, Vec<(Code, String)>);
+        type Case = (
+            &'static str,
+            Vec<Arc<PersistentVolumeClaim>>,
+            Vec<Arc<PersistentVolume>>,
+            Vec<&'static str>,
+            Vec<(Code, String)>,
+        );
         let cases: Vec<Case> = vec![
-            ("no claims", vec![], vec![], vec![], vec![ok.clone(), ok.clone()]),
+            (
+                "no claims",
+                vec![],
+                vec![],
+                vec![],
+                vec![ok.clone(), ok.clone()],
+            ),
             (
                 "missing claim",
                 vec![],
@@ -831,7 +877,10 @@ mod tests {
             ),
             (
                 "two delayed claims cannot share one volume",
-                vec![claim("a", "manual", "", None), claim("b", "manual", "", None)],
+                vec![
+                    claim("a", "manual", "", None),
+                    claim("b", "manual", "", None),
+                ],
                 vec![volume("pv1", "manual", "n1")],
                 vec!["a", "b"],
                 vec![un(ERR_BIND_CONFLICT); 2],
@@ -848,7 +897,10 @@ mod tests {
     #[test]
     fn reserved_volumes_are_not_offered_to_the_next_pod() {
         let s = snap(
-            vec![claim("a", "manual", "", None), claim("b", "manual", "", None)],
+            vec![
+                claim("a", "manual", "", None),
+                claim("b", "manual", "", None),
+            ],
             vec![volume("pv1", "manual", "n1")],
         );
         let plugin = VolumeBinding::new(None, DEFAULT_BIND_TIMEOUT);
@@ -865,7 +917,10 @@ mod tests {
 
         let second = pod_with("second", &["b"]);
         let got = codes(&run_filters(&plugin, second.clone(), &s));
-        assert_eq!(got[0], (Code::UnschedulableAndUnresolvable, ERR_BIND_CONFLICT.into()));
+        assert_eq!(
+            got[0],
+            (Code::UnschedulableAndUnresolvable, ERR_BIND_CONFLICT.into())
+        );
         ReservePlugin::unreserve(&plugin, &mut state, &first, "n1");
         assert!(run_filters(&plugin, second, &s)[0].is_success());
     }
