@@ -1,7 +1,7 @@
 //! The node's half of the built-in local-path provisioner (controllers `localpath`): the delete
 //! side of reclaim policy Delete. A local-path volume's data is a directory on one node, so its
-//! kubelet removes it — k3s' provisioner runs a helper pod on the node for this instead. Every
-//! few seconds, during housekeeping, the kubelet lists the PersistentVolumes and, for each one
+//! kubelet removes it — k3s' provisioner runs a helper pod on the node for this instead. During
+//! housekeeping the kubelet watches the PersistentVolumes and every few seconds, for each one
 //! the local-path provisioner made for this node (node affinity `kubernetes.io/hostname In
 //! [this node]`) that is Released with reclaim policy Delete, removes its hostPath directory and
 //! then deletes the volume (with its UID as precondition). A directory is only removed when its
@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
+use kube::runtime::watcher;
+use machinery::informer::Informer;
 use machinery::persistentvolume::{ANN_PROVISIONED_BY, LOCAL_PATH_PROVISIONER};
 
 /// How often released volumes are looked for.
@@ -74,50 +76,48 @@ impl LocalPathReclaimer {
         }
     }
 
-    /// Runs until dropped.
+    /// Runs until dropped: one watch of the PersistentVolumes, scanned every [`RECLAIM_PERIOD`].
     pub async fn run(self) {
+        let volumes: Informer<PersistentVolume> =
+            Informer::new(Api::all(self.client.clone()), watcher::Config::default());
+        volumes.start();
+        volumes.wait_synced().await;
         loop {
-            if let Err(e) = self.reclaim_once().await {
-                tracing::debug!("local-path volumes: {e}");
+            for pv in volumes.list() {
+                if let Some(dir) = reclaimable(&pv, &self.node) {
+                    if let Err(e) = self.reclaim(&pv, dir).await {
+                        tracing::warn!("local-path volume {:?}: {e}", pv.metadata.name);
+                    }
+                }
             }
             tokio::time::sleep(RECLAIM_PERIOD).await;
         }
     }
 
-    async fn reclaim_once(&self) -> Result<(), kube::Error> {
-        let api: Api<PersistentVolume> = Api::all(self.client.clone());
-        for pv in api.list(&ListParams::default()).await?.items {
-            let Some(dir) = reclaimable(&pv, &self.node) else {
-                continue;
-            };
-            let name = pv.metadata.name.clone().unwrap_or_default();
-            let removed = tokio::task::spawn_blocking({
-                let dir = dir.clone();
-                move || remove_dir(&dir)
-            })
+    /// Removes the volume's directory, then the volume.
+    async fn reclaim(&self, pv: &PersistentVolume, dir: PathBuf) -> Result<(), String> {
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        let shown = dir.display().to_string();
+        tokio::task::spawn_blocking(move || remove_dir(&dir))
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            if let Err(e) = removed {
-                tracing::warn!(
-                    "removing the data of volume {name:?} at {}: {e}",
-                    dir.display()
-                );
-                continue;
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("removing {shown}: {e}"))?;
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pv.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        match api.delete(&name, &dp).await {
+            Ok(_) => {
+                tracing::info!("deleted local-path volume {name:?} and {shown}");
+                Ok(())
             }
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: pv.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match api.delete(&name, &dp).await {
-                Ok(_) => tracing::info!("deleted local-path volume {name:?} and {}", dir.display()),
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                Err(e) => return Err(e),
-            }
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(format!("deleting: {e}")),
         }
-        Ok(())
     }
 }
 
