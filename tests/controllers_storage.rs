@@ -198,8 +198,12 @@ fn local_path_claims_are_provisioned_on_the_scheduled_node() {
         created["spec"]["storageClassName"], "local-path",
         "{created}"
     );
-    // WaitForFirstConsumer: nothing happens before a pod uses it.
-    std::thread::sleep(Duration::from_millis(500));
+    // WaitForFirstConsumer: the binder leaves it alone until a pod uses it.
+    eventually(WAIT, "the WaitForFirstConsumer event on the claim", || {
+        event_messages(&api, "data", "WaitForFirstConsumer")
+            .iter()
+            .any(|m| m == "waiting for first consumer to be created before binding")
+    });
     let c = claim_of(&api, "data");
     assert!(c["spec"]["volumeName"].is_null(), "bound too early: {c}");
     assert!(
