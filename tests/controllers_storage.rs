@@ -150,7 +150,7 @@ fn volumes_bind_smallest_fit_and_are_reclaimed_by_policy() {
 }
 
 #[test]
-fn a_user_pre_bound_volume_goes_to_its_claim_only() {
+fn a_user_pre_bound_volume_goes_to_its_claim_only_and_its_loss_is_reported() {
     let api = ApiServer::start();
     let _cm = ControllerManager::start(&api, "cm", &["--leader-elect=false"]);
     let mut pre = volume("reserved", "1Gi", "Retain");
@@ -168,6 +168,15 @@ fn a_user_pre_bound_volume_goes_to_its_claim_only() {
         "the user bound it: {v}"
     );
     assert_eq!(phase(&api, &format!("{CLAIMS}/other")), "Pending");
+
+    // A bound claim whose volume disappears is Lost.
+    delete(&api, &format!("{VOLUMES}/reserved"));
+    eventually(WAIT, "claim owner Lost", || {
+        phase(&api, &format!("{CLAIMS}/owner")) == "Lost"
+    });
+    assert!(event_messages(&api, "owner", "ClaimLost")
+        .iter()
+        .any(|m| m == "Bound claim has lost its PersistentVolume. Data on the volume is lost!"));
 }
 
 #[test]
