@@ -791,6 +791,31 @@ fn random_suffix() -> String {
 struct Lookup<'a>(&'a Registry);
 
 impl AdmissionLookup for Lookup<'_> {
+    fn default_storage_class(&self) -> Option<String> {
+        let info = resources::find("storage.k8s.io", "v1", "storageclasses")?;
+        let is_default: Filter = Arc::new(|o: &CachedObject| {
+            let a = &o.value["metadata"]["annotations"];
+            a["storageclass.kubernetes.io/is-default-class"] == "true"
+                || a["storageclass.beta.kubernetes.io/is-default-class"] == "true"
+        });
+        let items = self
+            .0
+            .cacher(info)
+            .list(&Registry::key(info, "", ""), &is_default, None, 0)
+            .items;
+        // Several defaults: the newest wins, then the first name (upstream since 1.28).
+        items
+            .iter()
+            .map(|o| {
+                let m = &o.value["metadata"];
+                let created = m["creationTimestamp"].as_str().unwrap_or("").to_string();
+                let name = m["name"].as_str().unwrap_or("").to_string();
+                (std::cmp::Reverse(created), name)
+            })
+            .min()
+            .map(|(_, name)| name)
+    }
+
     fn priority_class(&self, name: &str) -> Option<Value> {
         let info = resources::find("scheduling.k8s.io", "v1", "priorityclasses")?;
         self.0

@@ -19,10 +19,12 @@ pub mod endpointslice;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
+pub mod localpath;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod options;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
@@ -98,5 +100,11 @@ pub fn controllers() -> Vec<Controller> {
         c("resourcequota", |ctx| Box::pin(resourcequota::start(ctx))),
         c("daemonset", |ctx| Box::pin(daemonset::start(ctx))),
         c("statefulset", |ctx| Box::pin(statefulset::start(ctx))),
+        c("persistentvolume-binder", |ctx| {
+            Box::pin(persistentvolume::start(ctx))
+        }),
+        c("local-path-provisioner", |ctx| {
+            Box::pin(localpath::start(ctx))
+        }),
     ]
 }

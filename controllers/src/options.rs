@@ -95,6 +95,12 @@ pub struct Options {
     #[arg(long)]
     pub root_ca_file: Option<PathBuf>,
 
+    // Local-path provisioner.
+    /// Parent directory of local-path volumes on every node (k3s'
+    /// `--default-local-storage-path`).
+    #[arg(long, default_value = crate::localpath::DEFAULT_DIR)]
+    pub local_path_dir: String,
+
     /// Accepted for compatibility with upstream's flags; the client has no rate limit.
     #[arg(long, default_value_t = 20.0)]
     pub kube_api_qps: f32,

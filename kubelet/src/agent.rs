@@ -7,7 +7,8 @@
 //! PLEG, probes and one pod worker per pod bound to this node (watched from the API) or read from
 //! the static pod manifests, the kubelet server (`/containerLogs`, `/healthz`, `/pods`, `/configz`, `/metrics`,
 //! `/metrics/resource`, `/stats/summary`) and the
-//! housekeeping loops (container GC, image GC, container log rotation). Readiness
+//! housekeeping loops (container GC, image GC, container log rotation, local-path volume
+//! reclaim). Readiness
 //! inputs: the runtime reports its `name://version` and status conditions, PLEG its health.
 
 use std::future::Future;
@@ -155,7 +156,8 @@ impl Kubelet {
     }
 
     /// Container GC, image GC and container log rotation with upstream's periods and the
-    /// configured policies; the future runs them until dropped.
+    /// configured policies, and the local-path volume reclaimer; the future runs them until
+    /// dropped.
     fn housekeeping(
         &self,
         runtime: Runtime,
@@ -185,8 +187,16 @@ impl Kubelet {
             LogRotatePolicy::from_settings(settings),
             self.config.pod_logs_dir.clone(),
         );
+        let local_path =
+            crate::local_path::LocalPathReclaimer::new(self.client.clone(), &self.config.node_name);
         async move {
-            tokio::join!(reflector, container_gc.run(), image_gc.run(), logs.run());
+            tokio::join!(
+                reflector,
+                container_gc.run(),
+                image_gc.run(),
+                logs.run(),
+                local_path.run()
+            );
         }
     }
 }

@@ -19,7 +19,8 @@
 //! - `pods`, `pod_worker`, `pleg`, `status_manager`: the pod sources and dispatch, one task per
 //!   pod, runtime events, the status writer.
 //! - `container_gc`, `image_gc`, `container_log_manager`: housekeeping — dead containers and
-//!   sandboxes, unused images, container log rotation.
+//!   sandboxes, unused images, container log rotation; `local_path`: the data of released
+//!   local-path volumes of this node.
 //! - `static_pods`, `mirror_pods`: pods from `--pod-manifest-path` and their mirrors in the API.
 //! - `object_cache`: the watched ConfigMaps, Secrets and Services pods read.
 //! - `server`, `logs`: the kubelet's HTTPS server (`/containerLogs`, `/healthz`, `/pods`,
@@ -37,6 +38,7 @@ pub mod container_log_manager;
 pub mod env;
 pub mod events;
 pub mod image_gc;
+pub mod local_path;
 pub mod logs;
 pub mod metrics;
 pub mod mirror_pods;

@@ -11,6 +11,8 @@
 //! - `events`: the event recorder (core/v1 Events, aggregated, written in the background).
 //! - `duration`: Go's duration text form (`1m30s`), for configuration files and flags.
 //! - `quantity`: resource quantities (`100m`, `1.5Gi`) as exact numbers.
+//! - `persistentvolume`: claim/volume matching and the binding annotations, shared by the
+//!   PersistentVolume binder and the scheduler's VolumeBinding.
 
 pub mod client;
 pub mod duration;
@@ -18,5 +20,6 @@ pub mod events;
 pub mod informer;
 pub mod leaderelection;
 pub mod metrics;
+pub mod persistentvolume;
 pub mod quantity;
 pub mod workqueue;

@@ -1,7 +1,7 @@
 //! The watches that feed the scheduler (upstream `eventhandlers.go`): nodes and assigned pods go
 //! to the cache, unassigned pods of our profiles to the queue, and every change that may make an
 //! unschedulable pod schedulable is turned into a `ClusterEvent` for the queue. Namespaces,
-//! claims, volumes, PDBs and the owners whose selectors feed PodTopologySpread's default
+//! claims, volumes, storage classes, PDBs and the owners whose selectors feed PodTopologySpread's default
 //! constraints are kept as snapshots-to-be in `ClusterObjects`.
 
 use std::collections::HashMap;
@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use machinery::informer::{HandlerFns, Informer, InformerFactory};
 
 use crate::framework::ClusterEvent;
@@ -121,11 +122,12 @@ pub fn register(sched: &Arc<Scheduler>, factory: &InformerFactory) {
         s.queue.on_event(ClusterEvent::NamespaceChange);
     }));
 
-    // Claims and volumes.
+    // Claims, volumes and storage classes.
     let pvc = factory.informer::<PersistentVolumeClaim>();
     let pv = factory.informer::<PersistentVolume>();
+    let sc = factory.informer::<StorageClass>();
     let refresh_volumes = {
-        let (s, pvc, pv) = (sched.clone(), pvc.clone(), pv.clone());
+        let (s, pvc, pv, sc) = (sched.clone(), pvc.clone(), pv.clone(), sc.clone());
         Arc::new(move |event: ClusterEvent| {
             let state = crate::plugins::volumes::VolumeState {
                 claims: pvc
@@ -138,6 +140,11 @@ pub fn register(sched: &Arc<Scheduler>, factory: &InformerFactory) {
                     .into_iter()
                     .map(|v| (v.metadata.name.clone().unwrap_or_default(), v))
                     .collect(),
+                classes: sc
+                    .list()
+                    .into_iter()
+                    .map(|c| (c.metadata.name.clone().unwrap_or_default(), c))
+                    .collect(),
             };
             *s.objects.volumes.lock() = Arc::new(state);
             s.queue.on_event(event);
@@ -145,8 +152,10 @@ pub fn register(sched: &Arc<Scheduler>, factory: &InformerFactory) {
     };
     let r = refresh_volumes.clone();
     pvc.add_handler(on_any(move || r(ClusterEvent::PvcChange)));
-    let r = refresh_volumes;
+    let r = refresh_volumes.clone();
     pv.add_handler(on_any(move || r(ClusterEvent::PvChange)));
+    let r = refresh_volumes;
+    sc.add_handler(on_any(move || r(ClusterEvent::StorageClassChange)));
 
     // PodDisruptionBudgets for preemption.
     let pdb = factory.informer::<PodDisruptionBudget>();

@@ -3,7 +3,8 @@
 //! `spec.preemptionPolicy`, the global default class, one global default only),
 //! plugin/pkg/admission/defaulttolerationseconds (not-ready / unreachable NoExecute tolerations
 //! for 300s) and plugin/pkg/admission/limitranger (default requests and limits from
-//! LimitRanges of type Container, then its min/max check). Rejections are 403 Forbidden as
+//! LimitRanges of type Container, then its min/max check); for a PersistentVolumeClaim
+//! plugin/pkg/admission/storage/storageclass/setdefault (DefaultStorageClass). Rejections are 403 Forbidden as
 //! upstream's `admission.NewForbidden`.
 
 use super::defaults::obj_in;
@@ -41,8 +42,32 @@ pub fn admit_create(
             limit_ranger_validate(info, o, &ranges)?;
             Ok(true)
         }
+        ("", "PersistentVolumeClaim") => {
+            default_storage_class(o, lookup);
+            Ok(true)
+        }
         ("scheduling.k8s.io", "PriorityClass") => priority_class(info, o, lookup).map(|()| true),
         _ => Ok(true),
+    }
+}
+
+/// plugin/pkg/admission/storage/storageclass/setdefault: a claim that names no class (neither
+/// `storageClassName`, even "", nor the beta annotation) gets the default class, if any.
+fn default_storage_class(o: &mut Value, lookup: &dyn AdmissionLookup) {
+    let named = o
+        .g("spec")
+        .and_then(|s| s.g("storageClassName"))
+        .is_some_and(|c| !c.is_null());
+    let annotated = o
+        .g("metadata")
+        .and_then(|m| m.g("annotations"))
+        .and_then(|a| a.g("volume.beta.kubernetes.io/storage-class"))
+        .is_some();
+    if named || annotated {
+        return;
+    }
+    if let Some(class) = lookup.default_storage_class() {
+        obj(o, "spec").insert("storageClassName".into(), Value::String(class));
     }
 }
 
@@ -362,6 +387,7 @@ mod tests {
     struct Fake {
         classes: Vec<Value>,
         ranges: Vec<Value>,
+        storage_class: Option<String>,
     }
 
     impl AdmissionLookup for Fake {
@@ -379,6 +405,44 @@ mod tests {
         }
         fn limit_ranges(&self, _: &str) -> Vec<Value> {
             self.ranges.clone()
+        }
+        fn default_storage_class(&self) -> Option<String> {
+            self.storage_class.clone()
+        }
+    }
+
+    #[test]
+    fn default_storage_class_table() {
+        let info = find_kind("", "PersistentVolumeClaim").unwrap();
+        let with_default = Fake {
+            storage_class: Some("local-path".into()),
+            ..Default::default()
+        };
+        let without = Fake::default();
+        // (default class, claim, the class after admission)
+        let cases: Vec<(&Fake, Value, Value)> = vec![
+            (&with_default, json!({"spec": {}}), json!("local-path")),
+            (
+                &with_default,
+                json!({"spec": {"storageClassName": "fast"}}),
+                json!("fast"),
+            ),
+            (
+                &with_default,
+                json!({"spec": {"storageClassName": ""}}),
+                json!(""),
+            ),
+            (
+                &with_default,
+                json!({"metadata": {"annotations": {"volume.beta.kubernetes.io/storage-class": "x"}}, "spec": {}}),
+                Value::Null,
+            ),
+            (&without, json!({"spec": {}}), Value::Null),
+        ];
+        for (lookup, mut claim, want) in cases {
+            let before = claim.clone();
+            admit_create(info, &mut claim, lookup).unwrap();
+            assert_eq!(claim["spec"]["storageClassName"], want, "{before}");
         }
     }
 

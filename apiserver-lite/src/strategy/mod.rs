@@ -33,6 +33,10 @@ pub trait AdmissionLookup {
     fn priority_class(&self, name: &str) -> Option<Value>;
     fn global_default_priority_class(&self) -> Option<Value>;
     fn limit_ranges(&self, namespace: &str) -> Vec<Value>;
+    /// The default StorageClass's name (the newest marked default), for DefaultStorageClass.
+    fn default_storage_class(&self) -> Option<String> {
+        None
+    }
 }
 
 fn invalid(info: &ResourceInfo, obj: &Value, causes: Vec<crate::status::Cause>) -> ApiError {
