@@ -16,6 +16,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
 pub mod garbagecollector;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -92,5 +93,6 @@ pub fn controllers() -> Vec<Controller> {
         c("podgc", |ctx| Box::pin(podgc::start(ctx))),
         c("disruption", |ctx| Box::pin(disruption::start(ctx))),
         c("resourcequota", |ctx| Box::pin(resourcequota::start(ctx))),
+        c("job", |ctx| Box::pin(job::start(ctx))),
     ]
 }
