@@ -10,6 +10,7 @@
 //! - One module per controller, named as upstream names it in `--controllers`.
 
 pub mod controller_manager;
+pub mod cronjob;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
@@ -25,6 +26,7 @@ pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod serviceaccount;
+pub mod ttlafterfinished;
 
 use std::sync::Arc;
 
@@ -94,5 +96,7 @@ pub fn controllers() -> Vec<Controller> {
         c("disruption", |ctx| Box::pin(disruption::start(ctx))),
         c("resourcequota", |ctx| Box::pin(resourcequota::start(ctx))),
         c("job", |ctx| Box::pin(job::start(ctx))),
+        c("cronjob", |ctx| Box::pin(cronjob::start(ctx))),
+        c("ttl-after-finished", |ctx| Box::pin(ttlafterfinished::start(ctx))),
     ]
 }
