@@ -62,6 +62,10 @@ impl ManualClock {
     pub fn new(at: DateTime<Utc>) -> Self {
         ManualClock(Mutex::new(at))
     }
+    /// Starts at the system's time.
+    pub fn starting_now() -> Self {
+        Self::new(Utc::now())
+    }
     pub fn advance(&self, by: Duration) {
         let mut t = self.0.lock();
         *t += chrono::Duration::from_std(by).unwrap_or_default();

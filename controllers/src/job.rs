@@ -563,10 +563,13 @@ impl JobController {
                     }
                 }
             }
-            let complete = match completions {
-                Some(c) => succeeded_total >= c,
-                None => succeeded_total > 0 && active.is_empty() && created == 0,
-            };
+            // Only with every creation observed: a pod created but not yet seen would be left
+            // running after the Job completed.
+            let complete = satisfied
+                && match completions {
+                    Some(c) => succeeded_total >= c,
+                    None => succeeded_total > 0 && active.is_empty() && created == 0,
+                };
             if complete {
                 ensure_condition(
                     &mut conds,
