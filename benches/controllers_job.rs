@@ -60,28 +60,27 @@ fn complete(api: &ApiServer, name: &str) -> bool {
         "",
         b"",
     );
-    j["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"))
+    j["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Complete" && c["status"] == "True")
+    })
 }
 
-/// Marks every pod of `job` Succeeded as soon as the watch shows it.
-fn completer(api: &ApiServer, job: &str) -> std::thread::JoinHandle<usize> {
+/// Marks every pod of `job` Succeeded as soon as the watch shows it (eight writers, as many
+/// kubelets would).
+fn completer(api: &ApiServer, job: &str) -> std::thread::JoinHandle<()> {
     let addr = api.addr.clone();
     let mut stream = WatchStream::open(
         &addr,
         &format!("/api/v1/namespaces/default/pods?watch=1&labelSelector=job-name%3D{job}"),
     );
-    std::thread::spawn(move || {
-        let mut done = 0;
-        while let Some(ev) = stream.next_event() {
-            if ev["type"] == "ERROR" {
-                break;
-            }
-            if ev["type"] != "ADDED" {
-                continue;
-            }
-            let name = ev["object"]["metadata"]["name"].as_str().unwrap_or("");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    for _ in 0..8 {
+        let (rx, addr) = (rx.clone(), addr.clone());
+        std::thread::spawn(move || loop {
+            let next = rx.lock().unwrap().recv();
+            let Ok(name) = next else { return };
             let t = k8s_openapi::jiff::Timestamp::now().to_string();
             let body = json!({"status": {"phase": "Succeeded", "containerStatuses": [
                 {"name": "main", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
@@ -93,9 +92,20 @@ fn completer(api: &ApiServer, job: &str) -> std::thread::JoinHandle<usize> {
                 "application/merge-patch+json",
                 body.to_string().as_bytes(),
             );
-            done += 1;
+        });
+    }
+    std::thread::spawn(move || {
+        while let Some(ev) = stream.next_event() {
+            if ev["type"] == "ERROR" {
+                break;
+            }
+            if ev["type"] == "ADDED" {
+                let name = ev["object"]["metadata"]["name"].as_str().unwrap_or("");
+                if tx.send(name.to_string()).is_err() {
+                    break;
+                }
+            }
         }
-        done
     })
 }
 

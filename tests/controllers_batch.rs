@@ -177,7 +177,10 @@ fn condition(job: &Value, type_: &str) -> Option<Value> {
 }
 
 fn pods_of(api: &ApiServer, job: &str) -> Vec<Value> {
-    get(api, &format!("{PODS}?labelSelector=batch.kubernetes.io%2Fjob-name%3D{job}"))["items"]
+    get(
+        api,
+        &format!("{PODS}?labelSelector=batch.kubernetes.io%2Fjob-name%3D{job}"),
+    )["items"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -211,7 +214,10 @@ fn wait_finished(api: &ApiServer, name: &str, type_: &str) -> Value {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("job {name} never got condition {type_}; last status: {}", last["status"]);
+    panic!(
+        "job {name} never got condition {type_}; last status: {}",
+        last["status"]
+    );
 }
 
 fn controller_manager(api: &ApiServer, name: &str) -> ControllerManager {
@@ -252,15 +258,27 @@ fn an_indexed_job_retries_a_failing_index_up_to_the_backoff_limit() {
     assert!(condition(&j, "FailureTarget").is_some(), "{}", j["status"]);
     assert_eq!(j["status"]["completedIndexes"], "0,2", "{}", j["status"]);
     assert_eq!(j["status"]["succeeded"], 2);
-    assert_eq!(j["status"]["failed"], 3, "backoffLimit 2: the third failure fails the job");
+    assert_eq!(
+        j["status"]["failed"], 3,
+        "backoffLimit 2: the third failure fails the job"
+    );
     let pods = pods_of(&api, "indexed");
     let of_one: Vec<&Value> = pods.iter().filter(|p| index(p) == Some(1)).collect();
     assert_eq!(of_one.len(), 3, "index 1 was tried three times");
-    assert!(pods.iter().all(|p| !has_finalizer(p)), "every pod was released");
+    assert!(
+        pods.iter().all(|p| !has_finalizer(p)),
+        "every pod was released"
+    );
     // The index is in the annotation, the label, the env (downward API) and the hostname.
     let p = of_one[0];
-    assert_eq!(p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"], "1");
-    assert!(p["metadata"]["generateName"].as_str().unwrap().starts_with("indexed-1-"));
+    assert_eq!(
+        p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"],
+        "1"
+    );
+    assert!(p["metadata"]["generateName"]
+        .as_str()
+        .unwrap()
+        .starts_with("indexed-1-"));
     assert_eq!(p["spec"]["hostname"], "indexed-1");
     let env = &p["spec"]["containers"][0]["env"][0];
     assert_eq!(env["name"], "JOB_COMPLETION_INDEX");
@@ -278,11 +296,19 @@ fn a_job_with_five_completions_runs_at_most_two_pods_at_a_time_and_completes() {
     let api = ApiServer::start();
     let _cm = controller_manager(&api, "cm");
     let _kubelet = Kubelet::start(&api, Arc::new(|_| Outcome::Run));
-    create(&api, JOBS, job("par", json!({"completions": 5, "parallelism": 2})));
+    create(
+        &api,
+        JOBS,
+        job("par", json!({"completions": 5, "parallelism": 2})),
+    );
     let mut most = 0;
     let start = std::time::Instant::now();
     loop {
-        assert!(start.elapsed() < T, "job par did not complete: {}", get_job(&api, "par")["status"]);
+        assert!(
+            start.elapsed() < T,
+            "job par did not complete: {}",
+            get_job(&api, "par")["status"]
+        );
         let j = get_job(&api, "par");
         if condition(&j, "Complete").is_some() {
             break;
@@ -290,13 +316,24 @@ fn a_job_with_five_completions_runs_at_most_two_pods_at_a_time_and_completes() {
         let pods = pods_of(&api, "par");
         let running: Vec<&Value> = pods
             .iter()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && !matches!(phase(p), "Succeeded" | "Failed"))
+            .filter(|p| {
+                p["metadata"]["deletionTimestamp"].is_null()
+                    && !matches!(phase(p), "Succeeded" | "Failed")
+            })
             .collect();
         most = most.max(running.len());
-        assert!(running.len() <= 2, "{} pods run at once, parallelism is 2", running.len());
+        assert!(
+            running.len() <= 2,
+            "{} pods run at once, parallelism is 2",
+            running.len()
+        );
         // Finish one running pod at a time.
         if let Some(p) = running.iter().find(|p| phase(p) == "Running") {
-            set_outcome(&api.addr, p["metadata"]["name"].as_str().unwrap(), Outcome::Succeed);
+            set_outcome(
+                &api.addr,
+                p["metadata"]["name"].as_str().unwrap(),
+                Outcome::Succeed,
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -315,10 +352,17 @@ fn finished_pods_are_counted_once_across_a_controller_manager_kill() {
     let api = ApiServer::start();
     let mut cm = controller_manager(&api, "cm1");
     let _kubelet = Kubelet::start(&api, Arc::new(|_| Outcome::Succeed));
-    create(&api, JOBS, job("count", json!({"completions": 40, "parallelism": 10})));
+    create(
+        &api,
+        JOBS,
+        job("count", json!({"completions": 40, "parallelism": 10})),
+    );
     // Kill the controller-manager while pods are finishing and being counted.
     eventually(T, "some pods to be counted", || {
-        get_job(&api, "count")["status"]["succeeded"].as_i64().unwrap_or(0) >= 8
+        get_job(&api, "count")["status"]["succeeded"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 8
     });
     cm.kill9();
     let _cm = controller_manager(&api, "cm2");
@@ -332,7 +376,10 @@ fn finished_pods_are_counted_once_across_a_controller_manager_kill() {
         j["status"]
     );
     assert!(succeeded >= 40);
-    assert!(pods.iter().all(|p| !has_finalizer(p)), "every pod was released");
+    assert!(
+        pods.iter().all(|p| !has_finalizer(p)),
+        "every pod was released"
+    );
     assert!(j["status"]["uncountedTerminatedPods"]["succeeded"].is_null());
 }
 
@@ -363,7 +410,10 @@ fn pod_failure_policy_ignores_disruptions_and_fails_the_job_on_exit_code_42() {
     let failed = condition(&j, "Failed").unwrap();
     assert_eq!(failed["reason"], "PodFailurePolicy", "{failed}");
     assert!(
-        failed["message"].as_str().unwrap().contains("failed with exit code 42 matching FailJob rule at index 1"),
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed with exit code 42 matching FailJob rule at index 1"),
         "{failed}"
     );
     // Two disruptions were ignored (not counted, even with backoffLimit 0), the third pod failed it.
@@ -376,11 +426,23 @@ fn a_suspended_job_deletes_its_pods_and_resumes() {
     let api = ApiServer::start();
     let _cm = controller_manager(&api, "cm");
     let _kubelet = Kubelet::start(&api, Arc::new(|_| Outcome::Run));
-    create(&api, JOBS, job("sus", json!({"completions": 2, "parallelism": 2})));
+    create(
+        &api,
+        JOBS,
+        job("sus", json!({"completions": 2, "parallelism": 2})),
+    );
     eventually(T, "two running pods", || {
-        pods_of(&api, "sus").iter().filter(|p| phase(p) == "Running").count() == 2
+        pods_of(&api, "sus")
+            .iter()
+            .filter(|p| phase(p) == "Running")
+            .count()
+            == 2
     });
-    patch(&api, &format!("{JOBS}/sus"), json!({"spec": {"suspend": true}}));
+    patch(
+        &api,
+        &format!("{JOBS}/sus"),
+        json!({"spec": {"suspend": true}}),
+    );
     eventually(T, "the pods to be gone and the job suspended", || {
         let j = get_job(&api, "sus");
         pods_of(&api, "sus").is_empty()
@@ -388,10 +450,22 @@ fn a_suspended_job_deletes_its_pods_and_resumes() {
             && j["status"]["active"] == 0
     });
     let j = get_job(&api, "sus");
-    assert_eq!(j["status"]["failed"], 0, "pods deleted by a suspension are not failures: {}", j["status"]);
-    patch(&api, &format!("{JOBS}/sus"), json!({"spec": {"suspend": false}}));
+    assert_eq!(
+        j["status"]["failed"], 0,
+        "pods deleted by a suspension are not failures: {}",
+        j["status"]
+    );
+    patch(
+        &api,
+        &format!("{JOBS}/sus"),
+        json!({"spec": {"suspend": false}}),
+    );
     eventually(T, "two new running pods", || {
-        pods_of(&api, "sus").iter().filter(|p| phase(p) == "Running").count() == 2
+        pods_of(&api, "sus")
+            .iter()
+            .filter(|p| phase(p) == "Running")
+            .count()
+            == 2
     });
     let j = get_job(&api, "sus");
     let c = j["status"]["conditions"]
@@ -401,9 +475,16 @@ fn a_suspended_job_deletes_its_pods_and_resumes() {
         .find(|c| c["type"] == "Suspended")
         .cloned()
         .unwrap();
-    assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("False"), Some("JobResumed")));
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("JobResumed"))
+    );
     for p in pods_of(&api, "sus") {
-        set_outcome(&api.addr, p["metadata"]["name"].as_str().unwrap(), Outcome::Succeed);
+        set_outcome(
+            &api.addr,
+            p["metadata"]["name"].as_str().unwrap(),
+            Outcome::Succeed,
+        );
     }
     let j = wait_finished(&api, "sus", "Complete");
     assert_eq!(j["status"]["succeeded"], 2);
@@ -417,14 +498,25 @@ fn active_deadline_seconds_fails_a_running_job_and_removes_its_pods() {
     create(
         &api,
         JOBS,
-        job("deadline", json!({"completions": 3, "parallelism": 3, "activeDeadlineSeconds": 2})),
+        job(
+            "deadline",
+            json!({"completions": 3, "parallelism": 3, "activeDeadlineSeconds": 2}),
+        ),
     );
     let j = wait_finished(&api, "deadline", "Failed");
-    assert_eq!(condition(&j, "Failed").unwrap()["reason"], "DeadlineExceeded");
-    eventually(T, "the pods to be deleted", || pods_of(&api, "deadline").is_empty());
+    assert_eq!(
+        condition(&j, "Failed").unwrap()["reason"],
+        "DeadlineExceeded"
+    );
+    eventually(T, "the pods to be deleted", || {
+        pods_of(&api, "deadline").is_empty()
+    });
     let j = get_job(&api, "deadline");
     assert_eq!(j["status"]["active"], 0);
-    assert_eq!(j["status"]["failed"], 3, "running pods of a failed job count as failed");
+    assert_eq!(
+        j["status"]["failed"], 3,
+        "running pods of a failed job count as failed"
+    );
 }
 
 #[test]
@@ -432,7 +524,11 @@ fn ttl_seconds_after_finished_deletes_the_job_and_its_pods() {
     let api = ApiServer::start();
     let _cm = controller_manager(&api, "cm");
     let _kubelet = Kubelet::start(&api, Arc::new(|_| Outcome::Succeed));
-    create(&api, JOBS, job("ttl", json!({"ttlSecondsAfterFinished": 1})));
+    create(
+        &api,
+        JOBS,
+        job("ttl", json!({"ttlSecondsAfterFinished": 1})),
+    );
     wait_finished(&api, "ttl", "Complete");
     eventually(T, "the job and its pod to be deleted", || {
         get_job(&api, "ttl").is_null() && pods_of(&api, "ttl").is_empty()
@@ -463,7 +559,10 @@ impl Cron {
             .unwrap();
         let kubeconfig = api.kubeconfig();
         let client = rt
-            .block_on(machinery::client::build_client(Some(&kubeconfig), "cronjob-test"))
+            .block_on(machinery::client::build_client(
+                Some(&kubeconfig),
+                "cronjob-test",
+            ))
             .expect("client");
         let options = Cli::parse_from(["controller-manager"]).options;
         let ctx = ControllerContext {
@@ -556,15 +655,24 @@ fn a_forbid_cronjob_skips_schedules_while_its_job_runs() {
     cron.minute_passes();
     eventually(T, "the first job", || cron_jobs(&api, "forbid").len() == 1);
     let first = cron_jobs(&api, "forbid").into_keys().next().unwrap();
-    eventually(T, "the job to be active", || active_names(&api, "forbid") == [first.clone()]);
+    eventually(T, "the job to be active", || {
+        active_names(&api, "forbid") == [first.clone()]
+    });
     let minutes: i64 = first.trim_start_matches("forbid-").parse().unwrap();
     let job = &cron_jobs(&api, "forbid")[&first];
-    assert!(job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"].is_string());
+    assert!(
+        job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+            .is_string()
+    );
     // Two more minutes pass while the job runs: nothing new starts.
     cron.minute_passes();
     cron.minute_passes();
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(cron_jobs(&api, "forbid").len(), 1, "Forbid started a second job");
+    assert_eq!(
+        cron_jobs(&api, "forbid").len(),
+        1,
+        "Forbid started a second job"
+    );
     // Once it finishes, the most recent missed time (minute 2) runs at once; minute 1 is skipped.
     finish_job(&api, &first, "Complete");
     eventually(T, "a second job", || cron_jobs(&api, "forbid").len() == 2);
@@ -573,12 +681,20 @@ fn a_forbid_cronjob_skips_schedules_while_its_job_runs() {
         .find(|n| *n != first)
         .unwrap();
     let m2: i64 = second.trim_start_matches("forbid-").parse().unwrap();
-    assert_eq!(m2, minutes + 2, "the latest missed schedule runs, the older one does not");
+    assert_eq!(
+        m2,
+        minutes + 2,
+        "the latest missed schedule runs, the older one does not"
+    );
     eventually(T, "the second job to be the only active one", || {
         active_names(&api, "forbid") == [second.clone()]
     });
     let c = get(&api, &format!("{CRONJOBS}/forbid"));
-    assert!(c["status"]["lastSuccessfulTime"].is_string(), "{}", c["status"]);
+    assert!(
+        c["status"]["lastSuccessfulTime"].is_string(),
+        "{}",
+        c["status"]
+    );
     assert!(c["status"]["lastScheduleTime"].is_string());
 }
 
@@ -588,7 +704,9 @@ fn a_replace_cronjob_replaces_its_running_job() {
     let cron = Cron::start(&api);
     create(&api, CRONJOBS, cronjob("replace", "Replace", json!({})));
     cron.minute_passes();
-    eventually(T, "the first job", || active_names(&api, "replace").len() == 1);
+    eventually(T, "the first job", || {
+        active_names(&api, "replace").len() == 1
+    });
     let first = active_names(&api, "replace")[0].clone();
     cron.minute_passes();
     eventually(T, "the job to be replaced", || {
@@ -604,25 +722,43 @@ fn an_allow_cronjob_runs_jobs_concurrently_and_history_limits_prune() {
     create(
         &api,
         CRONJOBS,
-        cronjob("allow", "Allow", json!({"successfulJobsHistoryLimit": 1, "failedJobsHistoryLimit": 1})),
+        cronjob(
+            "allow",
+            "Allow",
+            json!({"successfulJobsHistoryLimit": 1, "failedJobsHistoryLimit": 1}),
+        ),
     );
     for n in 1..=3 {
         cron.minute_passes();
-        eventually(T, "one more concurrent job", || active_names(&api, "allow").len() == n);
+        eventually(T, "one more concurrent job", || {
+            active_names(&api, "allow").len() == n
+        });
     }
     let names = active_names(&api, "allow");
     finish_job(&api, &names[0], "Complete");
     finish_job(&api, &names[1], "Complete");
     finish_job(&api, &names[2], "Failed");
-    eventually(T, "history pruned to one successful and one failed job", || {
-        let left: Vec<String> = cron_jobs(&api, "allow").into_keys().collect();
-        left == [names[1].clone(), names[2].clone()]
-    });
+    eventually(
+        T,
+        "history pruned to one successful and one failed job",
+        || {
+            let left: Vec<String> = cron_jobs(&api, "allow").into_keys().collect();
+            left == [names[1].clone(), names[2].clone()]
+        },
+    );
     assert!(active_names(&api, "allow").is_empty());
     // Suspended: no new job however much time passes.
-    patch(&api, &format!("{CRONJOBS}/allow"), json!({"spec": {"suspend": true}}));
+    patch(
+        &api,
+        &format!("{CRONJOBS}/allow"),
+        json!({"spec": {"suspend": true}}),
+    );
     std::thread::sleep(Duration::from_millis(300));
     cron.minute_passes();
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(cron_jobs(&api, "allow").len(), 2, "a suspended cronjob started a job");
+    assert_eq!(
+        cron_jobs(&api, "allow").len(),
+        2,
+        "a suspended cronjob started a job"
+    );
 }

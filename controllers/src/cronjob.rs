@@ -212,11 +212,18 @@ impl CronJobController {
                 .find(|j| j.metadata.uid.is_some() && j.metadata.uid == r.uid);
             match found {
                 Some(j) if is_finished(j) => {
-                    let cond = if job_condition(j, COMPLETE) { "Complete" } else { "Failed" };
+                    let cond = if job_condition(j, COMPLETE) {
+                        "Complete"
+                    } else {
+                        "Failed"
+                    };
                     self.recorder.normal(
                         cj.as_ref(),
                         "SawCompletedJob",
-                        format!("Saw completed job: {}, condition: {cond}", r.name.clone().unwrap_or_default()),
+                        format!(
+                            "Saw completed job: {}, condition: {cond}",
+                            r.name.clone().unwrap_or_default()
+                        ),
                     );
                 }
                 Some(_) => keep.push(r),
@@ -306,7 +313,10 @@ impl CronJobController {
                 self.recorder.warning(
                     cj.as_ref(),
                     "UnknownTimeZone",
-                    format!("invalid timeZone: {:?}: {e}", spec.time_zone.unwrap_or_default()),
+                    format!(
+                        "invalid timeZone: {:?}: {e}",
+                        spec.time_zone.unwrap_or_default()
+                    ),
                 );
                 return Ok(None);
             }
@@ -323,9 +333,9 @@ impl CronJobController {
             }
         };
         let until_next = || {
-            sched.next(now, tz).map(|t| {
-                (t - now).to_std().unwrap_or_default() + Duration::from_millis(100)
-            })
+            sched
+                .next(now, tz)
+                .map(|t| (t - now).to_std().unwrap_or_default() + Duration::from_millis(100))
         };
         let mut earliest = last_schedule
             .as_ref()
@@ -366,12 +376,17 @@ impl CronJobController {
             self.recorder.warning(
                 cj.as_ref(),
                 "MissSchedule",
-                format!("Missed scheduled time to start a job: {}", scheduled.to_rfc2822()),
+                format!(
+                    "Missed scheduled time to start a job: {}",
+                    scheduled.to_rfc2822()
+                ),
             );
             return Ok(until_next());
         }
         let job_name = format!("{name}-{}", scheduled.timestamp() / 60);
-        if active.iter().any(|r| r.name.as_deref() == Some(job_name.as_str()))
+        if active
+            .iter()
+            .any(|r| r.name.as_deref() == Some(job_name.as_str()))
             || last_schedule.as_ref().map(to_chrono) == Some(scheduled)
         {
             return Ok(until_next());
@@ -390,7 +405,11 @@ impl CronJobController {
             for r in std::mem::take(active) {
                 let n = r.name.clone().unwrap_or_default();
                 match jobs_api.delete(&n, &background()).await {
-                    Ok(_) => self.recorder.normal(cj.as_ref(), "SuccessfulDelete", format!("Deleted job {n}")),
+                    Ok(_) => self.recorder.normal(
+                        cj.as_ref(),
+                        "SuccessfulDelete",
+                        format!("Deleted job {n}"),
+                    ),
                     Err(e) if is_not_found(&e) => {}
                     Err(source) => {
                         active.push(r);
@@ -406,18 +425,31 @@ impl CronJobController {
         let job = job_from_template(cj, &job_name, scheduled.with_timezone(&tz).to_rfc3339());
         let created = match jobs_api.create(&PostParams::default(), &job).await {
             Ok(j) => {
-                self.recorder.normal(cj.as_ref(), "SuccessfulCreate", format!("Created job {job_name}"));
+                self.recorder.normal(
+                    cj.as_ref(),
+                    "SuccessfulCreate",
+                    format!("Created job {job_name}"),
+                );
                 j
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 // Made by an earlier sync that did not get to write the status.
                 match jobs_api.get_opt(&job_name).await {
-                    Ok(Some(j)) if controller_of(&j.metadata).is_some_and(|r| Some(&r.uid) == cj.metadata.uid.as_ref()) => j,
+                    Ok(Some(j))
+                        if controller_of(&j.metadata)
+                            .is_some_and(|r| Some(&r.uid) == cj.metadata.uid.as_ref()) =>
+                    {
+                        j
+                    }
                     _ => return Ok(until_next()),
                 }
             }
             Err(source) => {
-                self.recorder.warning(cj.as_ref(), "FailedCreate", format!("Error creating job: {source}"));
+                self.recorder.warning(
+                    cj.as_ref(),
+                    "FailedCreate",
+                    format!("Error creating job: {source}"),
+                );
                 return Err(SyncError::Job {
                     what: "creating",
                     name: job_name,
@@ -433,7 +465,12 @@ impl CronJobController {
     }
 
     /// Deletes the oldest finished Jobs beyond the history limits (`cleanupFinishedJobs`).
-    async fn prune_history(&self, cj: &Arc<CronJob>, owned: &[Arc<Job>], active: &[ObjectReference]) {
+    async fn prune_history(
+        &self,
+        cj: &Arc<CronJob>,
+        owned: &[Arc<Job>],
+        active: &[ObjectReference],
+    ) {
         let spec = cj.spec.clone().unwrap_or_default();
         let active_uids: HashSet<&str> = active.iter().filter_map(|r| r.uid.as_deref()).collect();
         let ns = cj.metadata.namespace.as_deref().unwrap_or("");
@@ -455,7 +492,10 @@ impl CronJobController {
             // Oldest first by start time, then name (upstream's byJobStartTime).
             finished.sort_by_key(|j| {
                 (
-                    j.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+                    j.status
+                        .as_ref()
+                        .and_then(|s| s.start_time.as_ref())
+                        .map(|t| t.0),
                     j.metadata.name.clone(),
                 )
             });
@@ -463,9 +503,17 @@ impl CronJobController {
             for j in &finished[..surplus] {
                 let n = j.metadata.name.clone().unwrap_or_default();
                 match api.delete(&n, &background()).await {
-                    Ok(_) => self.recorder.normal(cj.as_ref(), "SuccessfulDelete", format!("Deleted job {n}")),
+                    Ok(_) => self.recorder.normal(
+                        cj.as_ref(),
+                        "SuccessfulDelete",
+                        format!("Deleted job {n}"),
+                    ),
                     Err(e) if is_not_found(&e) => {}
-                    Err(e) => self.recorder.warning(cj.as_ref(), "FailedDelete", format!("Deleted job: {e}")),
+                    Err(e) => self.recorder.warning(
+                        cj.as_ref(),
+                        "FailedDelete",
+                        format!("Deleted job: {e}"),
+                    ),
                 }
             }
         }
@@ -481,9 +529,17 @@ impl CronJobController {
     ) -> Result<(), SyncError> {
         let old = cj.status.clone().unwrap_or_default();
         let active_now = (!active.is_empty()).then(|| active.to_vec());
-        let same_active = old.active.as_ref().map(|a| a.iter().map(|r| &r.uid).collect::<Vec<_>>())
-            == active_now.as_ref().map(|a| a.iter().map(|r| &r.uid).collect::<Vec<_>>());
-        if same_active && old.last_schedule_time == *last_schedule && old.last_successful_time == *last_success {
+        let same_active = old
+            .active
+            .as_ref()
+            .map(|a| a.iter().map(|r| &r.uid).collect::<Vec<_>>())
+            == active_now
+                .as_ref()
+                .map(|a| a.iter().map(|r| &r.uid).collect::<Vec<_>>());
+        if same_active
+            && old.last_schedule_time == *last_schedule
+            && old.last_successful_time == *last_success
+        {
             return Ok(());
         }
         let patch = json!({"status": {

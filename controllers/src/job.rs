@@ -53,6 +53,8 @@ use pods::{has_tracking_finalizer, is_failed, is_terminal, phase, Backoff, TRACK
 const KIND: &str = "Job";
 const API_VERSION: &str = "batch/v1";
 const COMPONENT: &str = "job-controller";
+/// Finalizer removals sent at once.
+const FINALIZER_REMOVALS_IN_FLIGHT: usize = 64;
 
 /// Condition types and reasons (batch/v1).
 pub const COMPLETE: &str = "Complete";
@@ -139,6 +141,9 @@ pub struct JobController {
     recorder: EventRecorder,
     backoff: Backoff,
     batch_period: Duration,
+    /// The resourceVersion of each Job's last status write: a sync waits until the cache shows
+    /// it, instead of computing from an older status and failing its write on a conflict.
+    written: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 fn uid(p: &Pod) -> &str {
@@ -211,6 +216,7 @@ impl JobController {
                 max: o.job_pod_failure_max_backoff,
             },
             batch_period: o.job_sync_batch_period,
+            written: Arc::default(),
         };
         jc.register();
         jc
@@ -281,7 +287,8 @@ impl JobController {
         self.finalizers.delete(&key);
         let job_uid = job.metadata.uid.clone().unwrap_or_default();
         for p in self.pods.list_filtered(|p| {
-            has_tracking_finalizer(p) && controller_of(&p.metadata).is_some_and(|r| r.uid == job_uid)
+            has_tracking_finalizer(p)
+                && controller_of(&p.metadata).is_some_and(|r| r.uid == job_uid)
         }) {
             self.orphans.add(key_of(p.as_ref()));
         }
@@ -354,9 +361,22 @@ impl JobController {
         let Some(job) = self.jobs.get_by_key(key) else {
             self.expectations.delete(key);
             self.finalizers.delete(key);
+            self.written.lock().remove(key);
             return Ok(());
         };
         let (ns, _) = split_key(key);
+        let seen = job
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok());
+        if let (Some(seen), Some(&wrote)) = (seen, self.written.lock().get(key)) {
+            if seen < wrote {
+                self.queue
+                    .add_after(key.to_string(), Duration::from_millis(20));
+                return Ok(());
+            }
+        }
         let spec = job.spec.clone().unwrap_or_default();
         let selector = match Selector::from_label_selector(spec.selector.as_ref()) {
             Ok(s) => s,
@@ -396,7 +416,10 @@ impl JobController {
         let mut uncounted_s: Vec<String> = uncounted.succeeded.unwrap_or_default();
         let mut uncounted_f: Vec<String> = uncounted.failed.unwrap_or_default();
         let mut completed: BTreeSet<i32> = if indexed {
-            indexes::parse(status.completed_indexes.as_deref(), completions.unwrap_or(0))
+            indexes::parse(
+                status.completed_indexes.as_deref(),
+                completions.unwrap_or(0),
+            )
         } else {
             BTreeSet::new()
         };
@@ -435,7 +458,9 @@ impl JobController {
         }
         let new_succeeded: Vec<&Arc<Pod>> = owned
             .iter()
-            .filter(|p| tracked(p) && phase(p) == "Succeeded" && !uncounted_f.iter().any(|u| u == uid(p)))
+            .filter(|p| {
+                tracked(p) && phase(p) == "Succeeded" && !uncounted_f.iter().any(|u| u == uid(p))
+            })
             .collect();
         let succeeded_total = if indexed {
             let mut all = completed.clone();
@@ -511,11 +536,27 @@ impl JobController {
             active.clear();
         } else {
             if suspended {
-                if ensure_condition(&mut conds, SUSPENDED, "True", "JobSuspended", "Job suspended", now) {
-                    self.recorder.normal(job.as_ref(), "Suspended", "Job suspended".into());
+                if ensure_condition(
+                    &mut conds,
+                    SUSPENDED,
+                    "True",
+                    "JobSuspended",
+                    "Job suspended",
+                    now,
+                ) {
+                    self.recorder
+                        .normal(job.as_ref(), "Suspended", "Job suspended".into());
                 }
-            } else if ensure_condition(&mut conds, SUSPENDED, "False", "JobResumed", "Job resumed", now) {
-                self.recorder.normal(job.as_ref(), "Resumed", "Job resumed".into());
+            } else if ensure_condition(
+                &mut conds,
+                SUSPENDED,
+                "False",
+                "JobResumed",
+                "Job resumed",
+                now,
+            ) {
+                self.recorder
+                    .normal(job.as_ref(), "Resumed", "Job resumed".into());
                 // The deadline counts from the resumption.
                 status.start_time = Some(Time(now));
             }
@@ -549,7 +590,9 @@ impl JobController {
                     let finished: Vec<(Timestamp, bool)> = owned
                         .iter()
                         .filter(|p| is_terminal(p))
-                        .filter(|p| phase(p) == "Succeeded" || action_of(p).is_none_or(|a| a.counts()))
+                        .filter(|p| {
+                            phase(p) == "Succeeded" || action_of(p).is_none_or(|a| a.counts())
+                        })
                         .map(|p| (pods::finished_at(p), phase(p) == "Succeeded"))
                         .collect();
                     let wait = self.backoff.remaining(&finished, now);
@@ -646,14 +689,19 @@ impl JobController {
             .expect(key, release.iter().map(|p| uid(p).to_string()));
         let mut released: HashSet<String> = HashSet::new();
         let mut release_err = None;
-        for p in &release {
-            match self.remove_finalizer(p).await {
-                Ok(()) => {
-                    released.insert(uid(p).to_string());
-                }
-                Err(e) => {
-                    self.finalizers.observed(key, uid(p));
-                    release_err.get_or_insert(e);
+        // In parallel, as upstream (which bounds it by its client's rate limit).
+        for chunk in release.chunks(FINALIZER_REMOVALS_IN_FLIGHT) {
+            let results =
+                futures::future::join_all(chunk.iter().map(|p| self.remove_finalizer(p))).await;
+            for (p, r) in chunk.iter().zip(results) {
+                match r {
+                    Ok(()) => {
+                        released.insert(uid(p).to_string());
+                    }
+                    Err(e) => {
+                        self.finalizers.observed(key, uid(p));
+                        release_err.get_or_insert(e);
+                    }
                 }
             }
         }
@@ -666,18 +714,25 @@ impl JobController {
         let before = (uncounted_s.len(), uncounted_f.len());
         uncounted_s.retain(|u| holding.contains(u.as_str()));
         uncounted_f.retain(|u| holding.contains(u.as_str()));
-        status.succeeded = Some(
-            status.succeeded.unwrap_or(0) + (before.0 - uncounted_s.len()) as i32,
-        );
+        status.succeeded =
+            Some(status.succeeded.unwrap_or(0) + (before.0 - uncounted_s.len()) as i32);
         status.failed = Some(status.failed.unwrap_or(0) + (before.1 - uncounted_f.len()) as i32);
         let all_counted = uncounted_s.is_empty() && uncounted_f.is_empty() && holding.is_empty();
         if let Some(f) = &finish {
             if all_counted && terminating == 0 && active.is_empty() {
                 match f {
                     Finish::Complete => {
-                        ensure_condition(&mut conds, COMPLETE, "True", "CompletionsReached", "Reached expected number of succeeded pods", now);
+                        ensure_condition(
+                            &mut conds,
+                            COMPLETE,
+                            "True",
+                            "CompletionsReached",
+                            "Reached expected number of succeeded pods",
+                            now,
+                        );
                         status.completion_time = Some(Time(now));
-                        self.recorder.normal(job.as_ref(), "Completed", "Job completed".into());
+                        self.recorder
+                            .normal(job.as_ref(), "Completed", "Job completed".into());
                     }
                     Finish::Failed { reason, message } => {
                         ensure_condition(&mut conds, FAILED, "True", reason, message, now);
@@ -694,67 +749,114 @@ impl JobController {
             return Err(e);
         }
         if let Some(after) = requeue {
-            self.queue.add_after(key.to_string(), after + Duration::from_millis(10));
+            self.queue
+                .add_after(key.to_string(), after + Duration::from_millis(10));
         }
         Ok(())
     }
 
     /// Replaces the Job's status, guarded by the resourceVersion it was computed from.
-    async fn write_status(&self, key: &str, job: &Job, status: JobStatus) -> Result<Arc<Job>, SyncError> {
+    async fn write_status(
+        &self,
+        key: &str,
+        job: &Job,
+        status: JobStatus,
+    ) -> Result<Arc<Job>, SyncError> {
         let mut updated = job.clone();
         updated.status = Some(status);
         let name = job.metadata.name.as_deref().unwrap_or("");
-        Api::<Job>::namespaced(self.client.clone(), job.metadata.namespace.as_deref().unwrap_or(""))
-            .replace_status(name, &PostParams::default(), &updated)
-            .await
-            .map(Arc::new)
-            .map_err(|source| SyncError::Status {
-                key: key.into(),
-                source,
-            })
+        Api::<Job>::namespaced(
+            self.client.clone(),
+            job.metadata.namespace.as_deref().unwrap_or(""),
+        )
+        .replace_status(name, &PostParams::default(), &updated)
+        .await
+        .inspect(|j| {
+            if let Some(rv) = j
+                .metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+            {
+                self.written.lock().insert(key.to_string(), rv);
+            }
+        })
+        .map(Arc::new)
+        .map_err(|source| SyncError::Status {
+            key: key.into(),
+            source,
+        })
     }
 
     /// Creates one pod per entry (`Some(index)` for Indexed Jobs) in slow-start batches.
-    async fn create_pods(&self, key: &str, job: &Arc<Job>, which: &[Option<i32>]) -> (i32, Option<SyncError>) {
+    async fn create_pods(
+        &self,
+        key: &str,
+        job: &Arc<Job>,
+        which: &[Option<i32>],
+    ) -> (i32, Option<SyncError>) {
         let n = which.len().min(BURST_REPLICAS);
         let which = &which[..n];
         self.expectations.expect_creations(key, n);
         let owner = controller_ref(API_VERSION, KIND, &job.metadata);
-        let api = Api::<Pod>::namespaced(self.client.clone(), job.metadata.namespace.as_deref().unwrap_or(""));
+        let api = Api::<Pod>::namespaced(
+            self.client.clone(),
+            job.metadata.namespace.as_deref().unwrap_or(""),
+        );
         let next = AtomicUsize::new(0);
-        let (ok, err) = slow_start_batch(n, crate::replicaset::pods::SLOW_START_INITIAL_BATCH, || {
-            let i = next.fetch_add(1, Ordering::SeqCst);
-            let pod = pods::new_pod(job, owner.clone(), which[i]);
-            let (api, job, recorder) = (api.clone(), job.clone(), self.recorder.clone());
-            async move {
-                match api.create(&PostParams::default(), &pod).await {
-                    Ok(p) => {
-                        recorder.normal(job.as_ref(), "SuccessfulCreate", format!("Created pod: {}", p.metadata.name.unwrap_or_default()));
-                        Ok(())
-                    }
-                    Err(e) => {
-                        recorder.warning(job.as_ref(), "FailedCreate", format!("Error creating: {e}"));
-                        Err(e)
+        let (ok, err) =
+            slow_start_batch(n, crate::replicaset::pods::SLOW_START_INITIAL_BATCH, || {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let pod = pods::new_pod(job, owner.clone(), which[i]);
+                let (api, job, recorder) = (api.clone(), job.clone(), self.recorder.clone());
+                async move {
+                    match api.create(&PostParams::default(), &pod).await {
+                        Ok(p) => {
+                            recorder.normal(
+                                job.as_ref(),
+                                "SuccessfulCreate",
+                                format!("Created pod: {}", p.metadata.name.unwrap_or_default()),
+                            );
+                            Ok(())
+                        }
+                        Err(e) => {
+                            recorder.warning(
+                                job.as_ref(),
+                                "FailedCreate",
+                                format!("Error creating: {e}"),
+                            );
+                            Err(e)
+                        }
                     }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
         if ok < n {
             self.expectations.lower_creations(key, n - ok);
         }
-        (ok as i32, err.map(|e| SyncError::Manage(format!("creating pods for job {key}: {e}"))))
+        (
+            ok as i32,
+            err.map(|e| SyncError::Manage(format!("creating pods for job {key}: {e}"))),
+        )
     }
 
     /// Deletes `victims`; returns how many are now terminating and the first error.
-    async fn delete_pods(&self, key: &str, job: &Arc<Job>, victims: &[Arc<Pod>]) -> (i32, Option<SyncError>) {
+    async fn delete_pods(
+        &self,
+        key: &str,
+        job: &Arc<Job>,
+        victims: &[Arc<Pod>],
+    ) -> (i32, Option<SyncError>) {
         if victims.is_empty() {
             return (0, None);
         }
         let keys: Vec<String> = victims.iter().map(|p| key_of(p.as_ref())).collect();
         self.expectations.expect_deletions(key, &keys);
         let results = futures::future::join_all(victims.iter().map(|p| {
-            let api = Api::<Pod>::namespaced(self.client.clone(), p.metadata.namespace.as_deref().unwrap_or(""));
+            let api = Api::<Pod>::namespaced(
+                self.client.clone(),
+                p.metadata.namespace.as_deref().unwrap_or(""),
+            );
             let name = p.metadata.name.clone().unwrap_or_default();
             async move {
                 let r = api.delete(&name, &DeleteParams::default()).await;
@@ -768,12 +870,20 @@ impl JobController {
             match r {
                 Ok(_) => {
                     deleted += 1;
-                    self.recorder.normal(job.as_ref(), "SuccessfulDelete", format!("Deleted pod: {name}"));
+                    self.recorder.normal(
+                        job.as_ref(),
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {name}"),
+                    );
                 }
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => {
                     self.expectations.deletion_observed(key, pod_key);
-                    self.recorder.warning(job.as_ref(), "FailedDelete", format!("Error deleting: {e}"));
+                    self.recorder.warning(
+                        job.as_ref(),
+                        "FailedDelete",
+                        format!("Error deleting: {e}"),
+                    );
                     first_err.get_or_insert(SyncError::Manage(format!("deleting pod {name}: {e}")));
                 }
             }
@@ -829,13 +939,22 @@ impl ManagePlan {
                 ok
             });
         }
-        let extra = if self.terminating_counts { self.terminating } else { 0 };
+        let extra = if self.terminating_counts {
+            self.terminating
+        } else {
+            0
+        };
         let have = keep.len() as i32 + extra;
         let want = self.want_active(keep.len() as i32);
         if have > want {
             // Not-ready pods first, then the newest (a simplified `ActivePodsWithRanks`).
             let surplus = ((have - want) as usize).min(keep.len());
-            keep.sort_by_key(|p| (is_ready(p), std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0))));
+            keep.sort_by_key(|p| {
+                (
+                    is_ready(p),
+                    std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+                )
+            });
             delete.extend(keep.drain(..surplus));
             return (delete, vec![]);
         }
@@ -844,7 +963,12 @@ impl ManagePlan {
             let busy: BTreeSet<i32> = keep
                 .iter()
                 .filter_map(|p| indexes::completion_index(p))
-                .chain(self.terminating_indexes.iter().copied().filter(|_| self.terminating_counts))
+                .chain(
+                    self.terminating_indexes
+                        .iter()
+                        .copied()
+                        .filter(|_| self.terminating_counts),
+                )
                 .collect();
             (0..self.completions.unwrap_or(0))
                 .filter(|ix| !self.completed.contains(ix) && !busy.contains(ix))
@@ -866,17 +990,25 @@ mod tests {
         let mut p = Pod::default();
         p.metadata.name = Some(name.into());
         p.metadata.uid = Some(name.into());
-        p.metadata.creation_timestamp =
-            Some(Time(Timestamp::from_second(created).unwrap()));
+        p.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
         if let Some(ix) = index {
             p.metadata.annotations = Some(
-                [(indexes::COMPLETION_INDEX_ANNOTATION.to_string(), ix.to_string())].into(),
+                [(
+                    indexes::COMPLETION_INDEX_ANNOTATION.to_string(),
+                    ix.to_string(),
+                )]
+                .into(),
             );
         }
         Arc::new(p)
     }
 
-    fn plan(indexed: bool, completions: Option<i32>, parallelism: i32, succeeded: i32) -> ManagePlan {
+    fn plan(
+        indexed: bool,
+        completions: Option<i32>,
+        parallelism: i32,
+        succeeded: i32,
+    ) -> ManagePlan {
         ManagePlan {
             indexed,
             completions,
@@ -901,7 +1033,10 @@ mod tests {
         assert!(c.is_empty());
         // No completions: parallelism until the first success, then nothing new.
         assert_eq!(plan(false, None, 3, 0).decide(&[]).1.len(), 3);
-        assert_eq!(plan(false, None, 3, 1).decide(&[pod("a", None, 1)]).1.len(), 0);
+        assert_eq!(
+            plan(false, None, 3, 1).decide(&[pod("a", None, 1)]).1.len(),
+            0
+        );
         // podReplacementPolicy Failed: terminating pods still take their slot.
         let mut p = plan(false, Some(5), 2, 0);
         p.terminating_counts = true;
@@ -913,7 +1048,11 @@ mod tests {
     fn indexed_creates_the_lowest_pending_indexes_and_removes_duplicates() {
         let mut p = plan(true, Some(5), 3, 1);
         p.completed = [0].into();
-        let active = [pod("a", Some(2), 1), pod("b", Some(2), 2), pod("c", Some(9), 3)];
+        let active = [
+            pod("a", Some(2), 1),
+            pod("b", Some(2), 2),
+            pod("c", Some(9), 3),
+        ];
         let (d, c) = p.decide(&active);
         let mut gone: Vec<&str> = d.iter().map(|p| uid(p)).collect();
         gone.sort();
@@ -925,10 +1064,38 @@ mod tests {
     fn conditions_are_added_only_when_true_and_flip_once() {
         let now = Timestamp::from_second(10).unwrap();
         let mut conds = vec![];
-        assert!(!ensure_condition(&mut conds, SUSPENDED, "False", "JobResumed", "Job resumed", now));
-        assert!(ensure_condition(&mut conds, SUSPENDED, "True", "JobSuspended", "Job suspended", now));
-        assert!(!ensure_condition(&mut conds, SUSPENDED, "True", "JobSuspended", "Job suspended", now));
-        assert!(ensure_condition(&mut conds, SUSPENDED, "False", "JobResumed", "Job resumed", now));
+        assert!(!ensure_condition(
+            &mut conds,
+            SUSPENDED,
+            "False",
+            "JobResumed",
+            "Job resumed",
+            now
+        ));
+        assert!(ensure_condition(
+            &mut conds,
+            SUSPENDED,
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            now
+        ));
+        assert!(!ensure_condition(
+            &mut conds,
+            SUSPENDED,
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            now
+        ));
+        assert!(ensure_condition(
+            &mut conds,
+            SUSPENDED,
+            "False",
+            "JobResumed",
+            "Job resumed",
+            now
+        ));
         assert_eq!(conds.len(), 1);
         assert_eq!(conds[0].reason.as_deref(), Some("JobResumed"));
     }

@@ -97,6 +97,8 @@ pub fn controllers() -> Vec<Controller> {
         c("resourcequota", |ctx| Box::pin(resourcequota::start(ctx))),
         c("job", |ctx| Box::pin(job::start(ctx))),
         c("cronjob", |ctx| Box::pin(cronjob::start(ctx))),
-        c("ttl-after-finished", |ctx| Box::pin(ttlafterfinished::start(ctx))),
+        c("ttl-after-finished", |ctx| {
+            Box::pin(ttlafterfinished::start(ctx))
+        }),
     ]
 }

@@ -86,13 +86,15 @@ impl TtlAfterFinishedController {
         let Some(job) = self.jobs.get_by_key(key) else {
             return Ok(());
         };
-        let Some(at) = expires_at(&job).filter(|_| job.metadata.deletion_timestamp.is_none()) else {
+        let Some(at) = expires_at(&job).filter(|_| job.metadata.deletion_timestamp.is_none())
+        else {
             return Ok(());
         };
         let now = Timestamp::now();
         if at > now {
             let left = Duration::try_from(at.duration_since(now)).unwrap_or_default();
-            self.queue.add_after(key.to_string(), left + Duration::from_millis(10));
+            self.queue
+                .add_after(key.to_string(), left + Duration::from_millis(10));
             return Ok(());
         }
         let (ns, name) = split_key(key);

@@ -95,7 +95,10 @@ fn parse_field(
         let mut star = false;
         let (start, mut end) = if bounds[0] == "*" || bounds[0] == "?" {
             if bounds.len() > 1 {
-                return Err(ParseError(format!("failed to parse int from {}: invalid syntax", parts[0])));
+                return Err(ParseError(format!(
+                    "failed to parse int from {}: invalid syntax",
+                    parts[0]
+                )));
             }
             star = true;
             (min, max)
@@ -111,7 +114,9 @@ fn parse_field(
         if let Some(s) = parts.get(1) {
             step = parse_int(s, None)?;
             if step == 0 {
-                return Err(ParseError(format!("step of range should be a positive number: {expr}")));
+                return Err(ParseError(format!(
+                    "step of range should be a positive number: {expr}"
+                )));
             }
             // `N/step` runs to the maximum.
             if bounds.len() == 1 && !star {
@@ -122,13 +127,19 @@ fn parse_field(
             }
         }
         if start < min {
-            return Err(ParseError(format!("beginning of range ({start}) below minimum ({min}): {expr}")));
+            return Err(ParseError(format!(
+                "beginning of range ({start}) below minimum ({min}): {expr}"
+            )));
         }
         if end > max {
-            return Err(ParseError(format!("end of range ({end}) above maximum ({max}): {expr}")));
+            return Err(ParseError(format!(
+                "end of range ({end}) above maximum ({max}): {expr}"
+            )));
         }
         if start > end {
-            return Err(ParseError(format!("beginning of range ({start}) beyond end of range ({end}): {expr}")));
+            return Err(ParseError(format!(
+                "beginning of range ({start}) beyond end of range ({end}): {expr}"
+            )));
         }
         out.values.extend((start..=end).step_by(step as usize));
         out.star |= star;
@@ -194,7 +205,10 @@ impl Schedule {
     }
 
     fn day_matches(&self, d: NaiveDate) -> bool {
-        let Schedule::Cron { dom, month, dow, .. } = self else {
+        let Schedule::Cron {
+            dom, month, dow, ..
+        } = self
+        else {
             return true;
         };
         if !month.contains(&d.month()) {
@@ -340,20 +354,76 @@ mod tests {
     #[test]
     fn macros_ranges_steps_and_lists() {
         let cases = [
-            ("@hourly", "2024-03-01T10:15:00Z", "2024-03-01T11:00:00+00:00"),
-            ("@daily", "2024-03-01T10:15:00Z", "2024-03-02T00:00:00+00:00"),
-            ("@midnight", "2024-03-01T10:15:00Z", "2024-03-02T00:00:00+00:00"),
-            ("@weekly", "2024-03-01T10:15:00Z", "2024-03-03T00:00:00+00:00"),
-            ("@monthly", "2024-03-01T10:15:00Z", "2024-04-01T00:00:00+00:00"),
-            ("@yearly", "2024-03-01T10:15:00Z", "2025-01-01T00:00:00+00:00"),
-            ("@annually", "2024-03-01T10:15:00Z", "2025-01-01T00:00:00+00:00"),
-            ("*/15 * * * *", "2024-03-01T10:15:00Z", "2024-03-01T10:30:00+00:00"),
-            ("5/20 * * * *", "2024-03-01T10:46:00Z", "2024-03-01T11:05:00+00:00"),
-            ("0 9-17/4 * * *", "2024-03-01T13:00:00Z", "2024-03-01T17:00:00+00:00"),
-            ("0 0 * JAN,jul *", "2024-03-01T00:00:00Z", "2024-07-01T00:00:00+00:00"),
-            ("30 8 * * MON-FRI", "2024-03-01T09:00:00Z", "2024-03-04T08:30:00+00:00"),
-            ("* * * * *", "2024-03-01T10:15:30Z", "2024-03-01T10:16:00+00:00"),
-            ("@every 90s", "2024-03-01T10:15:30.5Z", "2024-03-01T10:17:00+00:00"),
+            (
+                "@hourly",
+                "2024-03-01T10:15:00Z",
+                "2024-03-01T11:00:00+00:00",
+            ),
+            (
+                "@daily",
+                "2024-03-01T10:15:00Z",
+                "2024-03-02T00:00:00+00:00",
+            ),
+            (
+                "@midnight",
+                "2024-03-01T10:15:00Z",
+                "2024-03-02T00:00:00+00:00",
+            ),
+            (
+                "@weekly",
+                "2024-03-01T10:15:00Z",
+                "2024-03-03T00:00:00+00:00",
+            ),
+            (
+                "@monthly",
+                "2024-03-01T10:15:00Z",
+                "2024-04-01T00:00:00+00:00",
+            ),
+            (
+                "@yearly",
+                "2024-03-01T10:15:00Z",
+                "2025-01-01T00:00:00+00:00",
+            ),
+            (
+                "@annually",
+                "2024-03-01T10:15:00Z",
+                "2025-01-01T00:00:00+00:00",
+            ),
+            (
+                "*/15 * * * *",
+                "2024-03-01T10:15:00Z",
+                "2024-03-01T10:30:00+00:00",
+            ),
+            (
+                "5/20 * * * *",
+                "2024-03-01T10:46:00Z",
+                "2024-03-01T11:05:00+00:00",
+            ),
+            (
+                "0 9-17/4 * * *",
+                "2024-03-01T13:00:00Z",
+                "2024-03-01T17:00:00+00:00",
+            ),
+            (
+                "0 0 * JAN,jul *",
+                "2024-03-01T00:00:00Z",
+                "2024-07-01T00:00:00+00:00",
+            ),
+            (
+                "30 8 * * MON-FRI",
+                "2024-03-01T09:00:00Z",
+                "2024-03-04T08:30:00+00:00",
+            ),
+            (
+                "* * * * *",
+                "2024-03-01T10:15:30Z",
+                "2024-03-01T10:16:00+00:00",
+            ),
+            (
+                "@every 90s",
+                "2024-03-01T10:15:30.5Z",
+                "2024-03-01T10:17:00+00:00",
+            ),
             // Never within five years.
             ("0 0 30 2 *", "2024-03-01T00:00:00Z", ""),
         ];
@@ -365,14 +435,29 @@ mod tests {
     #[test]
     fn day_of_month_and_day_of_week_or_rule() {
         // Both restricted: the 13th or any Friday.
-        assert_eq!(next("0 0 13 * 5", "2024-09-01T00:00:00Z", "UTC"), "2024-09-06T00:00:00+00:00");
-        assert_eq!(next("0 0 13 * 5", "2024-09-10T00:00:00Z", "UTC"), "2024-09-13T00:00:00+00:00");
+        assert_eq!(
+            next("0 0 13 * 5", "2024-09-01T00:00:00Z", "UTC"),
+            "2024-09-06T00:00:00+00:00"
+        );
+        assert_eq!(
+            next("0 0 13 * 5", "2024-09-10T00:00:00Z", "UTC"),
+            "2024-09-13T00:00:00+00:00"
+        );
         // A star on either side: both must hold (Fridays only).
-        assert_eq!(next("0 0 * * 5", "2024-09-07T00:00:00Z", "UTC"), "2024-09-13T00:00:00+00:00");
+        assert_eq!(
+            next("0 0 * * 5", "2024-09-07T00:00:00Z", "UTC"),
+            "2024-09-13T00:00:00+00:00"
+        );
         // `*/2` is not a star: odd days or Mondays.
-        assert_eq!(next("0 0 */2 * 1", "2024-09-01T00:00:00Z", "UTC"), "2024-09-02T00:00:00+00:00");
+        assert_eq!(
+            next("0 0 */2 * 1", "2024-09-01T00:00:00Z", "UTC"),
+            "2024-09-02T00:00:00+00:00"
+        );
         // Sunday is 0; 7 is out of range, as in robfig.
-        assert_eq!(next("0 0 * * 0", "2024-09-02T00:00:00Z", "UTC"), "2024-09-08T00:00:00+00:00");
+        assert_eq!(
+            next("0 0 * * 0", "2024-09-02T00:00:00Z", "UTC"),
+            "2024-09-08T00:00:00+00:00"
+        );
         assert!(Schedule::parse("0 0 * * 7").is_err());
     }
 
@@ -400,13 +485,31 @@ mod tests {
     #[test]
     fn bad_specs_get_robfig_messages() {
         let err = |s: &str| Schedule::parse(s).unwrap_err().to_string();
-        assert_eq!(err("* * * *"), "expected exactly 5 fields, found 4: * * * *");
-        assert_eq!(err("60 * * * *"), "end of range (60) above maximum (59): 60");
-        assert_eq!(err("* * 0 * *"), "beginning of range (0) below minimum (1): 0");
-        assert_eq!(err("5-1 * * * *"), "beginning of range (5) beyond end of range (1): 5-1");
-        assert_eq!(err("*/0 * * * *"), "step of range should be a positive number: */0");
+        assert_eq!(
+            err("* * * *"),
+            "expected exactly 5 fields, found 4: * * * *"
+        );
+        assert_eq!(
+            err("60 * * * *"),
+            "end of range (60) above maximum (59): 60"
+        );
+        assert_eq!(
+            err("* * 0 * *"),
+            "beginning of range (0) below minimum (1): 0"
+        );
+        assert_eq!(
+            err("5-1 * * * *"),
+            "beginning of range (5) beyond end of range (1): 5-1"
+        );
+        assert_eq!(
+            err("*/0 * * * *"),
+            "step of range should be a positive number: */0"
+        );
         assert_eq!(err("1-2-3 * * * *"), "too many hyphens: 1-2-3");
-        assert_eq!(err("x * * * *"), "failed to parse int from x: invalid syntax");
+        assert_eq!(
+            err("x * * * *"),
+            "failed to parse int from x: invalid syntax"
+        );
         assert_eq!(err("@fortnightly"), "unrecognized descriptor: @fortnightly");
         assert_eq!(err(""), "empty spec string");
         assert!(err("TZ=UTC * * * * *").contains("use timeZone field"));
@@ -418,7 +521,10 @@ mod tests {
         let every5 = Schedule::parse("*/5 * * * *").unwrap();
         let last = utc("2024-03-01T10:00:00Z");
         // Not due yet.
-        assert_eq!(most_recent(&every5, tz, last, utc("2024-03-01T10:04:59Z")).unwrap(), (None, 0));
+        assert_eq!(
+            most_recent(&every5, tz, last, utc("2024-03-01T10:04:59Z")).unwrap(),
+            (None, 0)
+        );
         // One due.
         let (t, n) = most_recent(&every5, tz, last, utc("2024-03-01T10:07:00Z")).unwrap();
         assert_eq!((t.unwrap(), n), (utc("2024-03-01T10:05:00Z"), 1));
@@ -427,7 +533,13 @@ mod tests {
         assert_eq!((t.unwrap(), n), (utc("2024-03-01T19:00:00Z"), 108));
         // Unevenly spaced: the estimate is off, the time is not.
         let uneven = Schedule::parse("0 1,2,23 * * *").unwrap();
-        let (t, _) = most_recent(&uneven, tz, utc("2024-03-01T00:00:00Z"), utc("2024-03-05T12:00:00Z")).unwrap();
+        let (t, _) = most_recent(
+            &uneven,
+            tz,
+            utc("2024-03-01T00:00:00Z"),
+            utc("2024-03-05T12:00:00Z"),
+        )
+        .unwrap();
         assert_eq!(t.unwrap(), utc("2024-03-05T02:00:00Z"));
     }
 }

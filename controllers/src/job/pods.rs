@@ -97,11 +97,7 @@ impl Backoff {
     /// How long to wait before creating a pod again, given the (finish time, succeeded) of the
     /// finished pods that count (`getRemainingTime` over the Job's backoff record).
     pub fn remaining(&self, finished: &[(Timestamp, bool)], now: Timestamp) -> Duration {
-        let last_success = finished
-            .iter()
-            .filter(|(_, ok)| *ok)
-            .map(|(t, _)| *t)
-            .max();
+        let last_success = finished.iter().filter(|(_, ok)| *ok).map(|(t, _)| *t).max();
         let failures: Vec<Timestamp> = finished
             .iter()
             .filter(|(t, ok)| !*ok && last_success.is_none_or(|s| *t >= s))
@@ -153,7 +149,9 @@ pub fn new_pod(job: &Job, owner: OwnerReference, index: Option<i32>) -> Pod {
                 value_from: Some(EnvVarSource {
                     field_ref: Some(ObjectFieldSelector {
                         api_version: None,
-                        field_path: format!("metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"),
+                        field_path: format!(
+                            "metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
+                        ),
                     }),
                     ..Default::default()
                 }),
@@ -195,7 +193,10 @@ mod tests {
             max: Duration::from_secs(600),
         };
         assert_eq!(b.remaining(&[], at(100)), Duration::ZERO);
-        assert_eq!(b.remaining(&[(at(100), false)], at(104)), Duration::from_secs(6));
+        assert_eq!(
+            b.remaining(&[(at(100), false)], at(104)),
+            Duration::from_secs(6)
+        );
         // Three failures: 40 s after the last one.
         let three = [(at(10), false), (at(50), false), (at(100), false)];
         assert_eq!(b.remaining(&three, at(110)), Duration::from_secs(30));
