@@ -292,6 +292,56 @@ fn an_indexed_job_retries_a_failing_index_up_to_the_backoff_limit() {
 }
 
 #[test]
+fn backoff_limit_per_index_fails_only_the_failing_index() {
+    let api = ApiServer::start();
+    let _cm = controller_manager(&api, "cm");
+    let _kubelet = Kubelet::start(
+        &api,
+        Arc::new(|p| match index(p) {
+            Some(1) => Outcome::Fail(1),
+            _ => Outcome::Succeed,
+        }),
+    );
+    create(
+        &api,
+        JOBS,
+        job(
+            "perindex",
+            json!({"completions": 4, "parallelism": 2, "completionMode": "Indexed", "backoffLimitPerIndex": 1}),
+        ),
+    );
+    let j = wait_finished(&api, "perindex", "Failed");
+    assert_eq!(
+        condition(&j, "Failed").unwrap()["reason"],
+        "FailedIndexes",
+        "{}",
+        j["status"]
+    );
+    assert_eq!(j["status"]["failedIndexes"], "1", "{}", j["status"]);
+    assert_eq!(
+        j["status"]["completedIndexes"], "0,2,3",
+        "the other indexes still ran"
+    );
+    assert_eq!(j["status"]["failed"], 2);
+    let mut counts: Vec<String> = pods_of(&api, "perindex")
+        .iter()
+        .filter(|p| index(p) == Some(1))
+        .map(|p| {
+            p["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        ["0", "1"],
+        "index 1 ran once more after its first failure"
+    );
+}
+
+#[test]
 fn a_job_with_five_completions_runs_at_most_two_pods_at_a_time_and_completes() {
     let api = ApiServer::start();
     let _cm = controller_manager(&api, "cm");

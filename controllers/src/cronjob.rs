@@ -542,7 +542,9 @@ impl CronJobController {
         {
             return Ok(());
         }
-        let patch = json!({"status": {
+        // Guarded by the resourceVersion the status was computed from: a sync working from a
+        // stale cache fails (and retries) instead of writing an older state back.
+        let patch = json!({"metadata": {"resourceVersion": cj.metadata.resource_version}, "status": {
             "active": active_now,
             "lastScheduleTime": last_schedule,
             "lastSuccessfulTime": last_success,

@@ -427,6 +427,26 @@ impl JobController {
             indexes::completion_index(p).filter(|ix| completions.is_some_and(|c| *ix < c))
         };
         let action_of = |p: &Pod| policy.and_then(|pol| failure_policy::match_pod(pol, p));
+        // backoffLimitPerIndex: an index fails once a failed pod of it had used up the limit
+        // (the count of earlier failures is in its annotation) or hit a FailIndex rule. Failed
+        // indexes are recorded in status.failedIndexes before their pods' finalizers go, as
+        // completed ones are.
+        let per_index = spec.backoff_limit_per_index.filter(|_| indexed);
+        let mut failed_ix: BTreeSet<i32> = if per_index.is_some() {
+            indexes::parse(status.failed_indexes.as_deref(), completions.unwrap_or(0))
+        } else {
+            BTreeSet::new()
+        };
+        if let Some(limit) = per_index {
+            for p in owned.iter().filter(|p| tracked(p) && is_failed(p, &job)) {
+                let action = action_of(p);
+                let hit = matches!(action, Some(Action::FailIndex))
+                    || (action.is_none_or(|a| a.counts()) && pods::index_failure_count(p) >= limit);
+                if let Some(ix) = valid_index(p).filter(|_| hit) {
+                    failed_ix.insert(ix);
+                }
+            }
+        }
 
         // What the pods say: active, terminating, newly succeeded and newly failed.
         let mut active: Vec<Arc<Pod>> = owned
@@ -505,11 +525,24 @@ impl JobController {
                     "BackoffLimitExceeded",
                     "Job has reached the specified backoff limit".to_string(),
                 ))
+            } else if per_index.is_some()
+                && spec
+                    .max_failed_indexes
+                    .is_some_and(|m| failed_ix.len() as i32 > m)
+            {
+                Some((
+                    "MaxFailedIndexesExceeded",
+                    "Job has exceeded the specified maximal number of failed indexes".to_string(),
+                ))
             } else if deadline.is_some_and(|left| left.is_zero()) {
                 Some((
                     "DeadlineExceeded",
                     "Job was active longer than specified deadline".to_string(),
                 ))
+            } else if !failed_ix.is_empty()
+                && completions.is_some_and(|c| succeeded_total + failed_ix.len() as i32 >= c)
+            {
+                Some(("FailedIndexes", "Job has failed indexes".to_string()))
             } else {
                 requeue = deadline;
                 None
@@ -572,6 +605,7 @@ impl JobController {
                         all.extend(new_succeeded.iter().filter_map(|p| valid_index(p)));
                         all
                     },
+                    failed: failed_ix.clone(),
                     terminating_counts: pods::only_replace_failed(&job),
                     terminating_indexes: owned
                         .iter()
@@ -587,22 +621,46 @@ impl JobController {
                 active.retain(|p| !gone.contains(uid(p)));
                 manage_err = err;
                 if !to_create.is_empty() && manage_err.is_none() {
-                    let finished: Vec<(Timestamp, bool)> = owned
-                        .iter()
-                        .filter(|p| is_terminal(p))
-                        .filter(|p| {
-                            phase(p) == "Succeeded" || action_of(p).is_none_or(|a| a.counts())
-                        })
-                        .map(|p| (pods::finished_at(p), phase(p) == "Succeeded"))
-                        .collect();
-                    let wait = self.backoff.remaining(&finished, now);
-                    if wait.is_zero() {
-                        let (n, err) = self.create_pods(key, &job, &to_create).await;
+                    // The back-off follows the finished pods that count: all of the Job's, or
+                    // with backoffLimitPerIndex those of each index.
+                    let finished = |ix: Option<i32>| -> Vec<(Timestamp, bool)> {
+                        owned
+                            .iter()
+                            .filter(|p| is_terminal(p))
+                            .filter(|p| ix.is_none() || indexes::completion_index(p) == ix)
+                            .filter(|p| {
+                                phase(p) == "Succeeded" || action_of(p).is_none_or(|a| a.counts())
+                            })
+                            .map(|p| (pods::finished_at(p), phase(p) == "Succeeded"))
+                            .collect()
+                    };
+                    let mut ready_now = Vec::new();
+                    let mut failures = HashMap::new();
+                    for ix in to_create {
+                        let key_ix = if per_index.is_some() { ix } else { None };
+                        let wait = self.backoff.remaining(&finished(key_ix), now);
+                        if !wait.is_zero() {
+                            requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
+                            continue;
+                        }
+                        if let (Some(_), Some(i)) = (per_index, ix) {
+                            let n = owned
+                                .iter()
+                                .filter(|p| indexes::completion_index(p) == Some(i))
+                                .filter(|p| {
+                                    is_failed(p, &job) && action_of(p).is_none_or(|a| a.counts())
+                                })
+                                .count() as i32;
+                            failures.insert(i, n);
+                        }
+                        ready_now.push(ix);
+                    }
+                    if ready_now.is_empty() {
+                        tracing::debug!("{key}: pod creation backed off for {requeue:?}");
+                    } else {
+                        let (n, err) = self.create_pods(key, &job, &ready_now, &failures).await;
                         created = n;
                         manage_err = err;
-                    } else {
-                        tracing::debug!("{key}: pod creation backed off for {wait:?}");
-                        requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
                     }
                 }
             }
@@ -677,6 +735,7 @@ impl JobController {
                 s.succeeded = Some(completed.len() as i32);
                 let text = indexes::format(completed);
                 s.completed_indexes = (!text.is_empty()).then_some(text);
+                s.failed_indexes = per_index.map(|_| indexes::format(&failed_ix));
             }
             s
         };
@@ -794,6 +853,7 @@ impl JobController {
         key: &str,
         job: &Arc<Job>,
         which: &[Option<i32>],
+        failures: &HashMap<i32, i32>,
     ) -> (i32, Option<SyncError>) {
         let n = which.len().min(BURST_REPLICAS);
         let which = &which[..n];
@@ -807,7 +867,12 @@ impl JobController {
         let (ok, err) =
             slow_start_batch(n, crate::replicaset::pods::SLOW_START_INITIAL_BATCH, || {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let pod = pods::new_pod(job, owner.clone(), which[i]);
+                let pod = pods::new_pod(
+                    job,
+                    owner.clone(),
+                    which[i],
+                    which[i].and_then(|ix| failures.get(&ix).copied()),
+                );
                 let (api, job, recorder) = (api.clone(), job.clone(), self.recorder.clone());
                 async move {
                     match api.create(&PostParams::default(), &pod).await {
@@ -903,6 +968,8 @@ struct ManagePlan {
     succeeded: i32,
     /// Completed indexes (Indexed Jobs), counted or not.
     completed: BTreeSet<i32>,
+    /// Failed indexes (backoffLimitPerIndex): not run again.
+    failed: BTreeSet<i32>,
     /// podReplacementPolicy Failed: a terminating pod is replaced only once it has failed.
     terminating_counts: bool,
     terminating: i32,
@@ -914,7 +981,7 @@ impl ManagePlan {
         match self.completions {
             None if self.succeeded > 0 => active,
             None => self.parallelism,
-            Some(c) => (c - self.succeeded).clamp(0, self.parallelism),
+            Some(c) => (c - self.succeeded - self.failed.len() as i32).clamp(0, self.parallelism),
         }
     }
 
@@ -931,7 +998,10 @@ impl ManagePlan {
             let completions = self.completions.unwrap_or(0);
             keep.retain(|p| {
                 let ok = indexes::completion_index(p).is_some_and(|ix| {
-                    ix < completions && !self.completed.contains(&ix) && seen.insert(ix)
+                    ix < completions
+                        && !self.completed.contains(&ix)
+                        && !self.failed.contains(&ix)
+                        && seen.insert(ix)
                 });
                 if !ok {
                     delete.push(p.clone());
@@ -971,7 +1041,9 @@ impl ManagePlan {
                 )
                 .collect();
             (0..self.completions.unwrap_or(0))
-                .filter(|ix| !self.completed.contains(ix) && !busy.contains(ix))
+                .filter(|ix| {
+                    !self.completed.contains(ix) && !self.failed.contains(ix) && !busy.contains(ix)
+                })
                 .take(missing)
                 .map(Some)
                 .collect()
@@ -1016,6 +1088,7 @@ mod tests {
             suspended: false,
             succeeded,
             completed: BTreeSet::new(),
+            failed: BTreeSet::new(),
             terminating_counts: false,
             terminating: 0,
             terminating_indexes: BTreeSet::new(),

@@ -118,8 +118,23 @@ impl Backoff {
     }
 }
 
-/// The pod the Job creates, for `index` when it is Indexed.
-pub fn new_pod(job: &Job, owner: OwnerReference, index: Option<i32>) -> Pod {
+/// The annotation with how many counted failures the pod's index had before it
+/// (backoffLimitPerIndex).
+pub const INDEX_FAILURE_COUNT_ANNOTATION: &str = "batch.kubernetes.io/job-index-failure-count";
+
+/// The failures of the pod's index before it (`getIndexFailureCount`; 0 when absent).
+pub fn index_failure_count(pod: &Pod) -> i32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INDEX_FAILURE_COUNT_ANNOTATION))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pod the Job creates, for `index` when it is Indexed; `failures` is the index's count of
+/// earlier failures (backoffLimitPerIndex).
+pub fn new_pod(job: &Job, owner: OwnerReference, index: Option<i32>, failures: Option<i32>) -> Pod {
     let name = job.metadata.name.as_deref().unwrap_or("");
     let ns = job.metadata.namespace.as_deref().unwrap_or("");
     let mut template = job
@@ -136,6 +151,11 @@ pub fn new_pod(job: &Job, owner: OwnerReference, index: Option<i32>) -> Pod {
         meta.annotations
             .get_or_insert_with(Default::default)
             .insert(COMPLETION_INDEX_ANNOTATION.into(), ix.to_string());
+        if let Some(n) = failures {
+            meta.annotations
+                .get_or_insert_with(Default::default)
+                .insert(INDEX_FAILURE_COUNT_ANNOTATION.into(), n.to_string());
+        }
         meta.labels
             .get_or_insert_with(Default::default)
             .insert(COMPLETION_INDEX_ANNOTATION.into(), ix.to_string());
@@ -227,7 +247,7 @@ mod tests {
             ..Default::default()
         });
         let owner = crate::replicaset::pods::controller_ref("batch/v1", "Job", &job.metadata);
-        let pod = new_pod(&job, owner.clone(), Some(3));
+        let pod = new_pod(&job, owner.clone(), Some(3), Some(2));
         assert_eq!(pod.metadata.generate_name.as_deref(), Some("work-3-"));
         let ann = pod.metadata.annotations.as_ref().unwrap();
         assert_eq!(ann[COMPLETION_INDEX_ANNOTATION], "3");
@@ -240,7 +260,8 @@ mod tests {
         let env = &spec.containers[0].env.as_ref().unwrap()[0];
         assert_eq!(env.name, COMPLETION_INDEX_ENV);
         assert!(has_tracking_finalizer(&pod));
-        let plain = new_pod(&job, owner, None);
+        assert_eq!(index_failure_count(&pod), 2);
+        let plain = new_pod(&job, owner, None, None);
         assert_eq!(plain.metadata.generate_name.as_deref(), Some("work-"));
         assert!(plain.metadata.annotations.is_none());
         assert!(has_tracking_finalizer(&plain));
