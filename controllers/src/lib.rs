@@ -11,6 +11,7 @@
 //! - One module per controller, named as upstream names it in `--controllers`.
 
 pub mod controller_manager;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
@@ -19,6 +20,7 @@ pub mod endpointslice;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
+pub mod job;
 pub mod localpath;
 pub mod namespace;
 pub mod nodeipam;
@@ -30,6 +32,7 @@ pub mod replicaset;
 pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod ttlafterfinished;
 
 use std::sync::Arc;
 
@@ -105,6 +108,11 @@ pub fn controllers() -> Vec<Controller> {
         }),
         c("local-path-provisioner", |ctx| {
             Box::pin(localpath::start(ctx))
+        }),
+        c("job", |ctx| Box::pin(job::start(ctx))),
+        c("cronjob", |ctx| Box::pin(cronjob::start(ctx))),
+        c("ttl-after-finished", |ctx| {
+            Box::pin(ttlafterfinished::start(ctx))
         }),
     ]
 }

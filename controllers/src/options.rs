@@ -62,6 +62,20 @@ pub struct Options {
     pub concurrent_job_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_cron_job_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_ttl_after_finished_syncs: usize,
+
+    // Job controller tuning. Upstream has these as constants (`DefaultJobPodFailureBackOff`,
+    // `MaxJobPodFailureBackOff`, `syncJobBatchPeriod`); Capstan makes them flags so tests run fast.
+    /// Back-off before the first replacement of a failed Job pod; it doubles per further failure.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub job_pod_failure_backoff: Duration,
+    /// Longest back-off before a failed Job pod is replaced.
+    #[arg(long, default_value = "10m0s", value_parser = duration)]
+    pub job_pod_failure_max_backoff: Duration,
+    /// Pod changes within this period make one sync of their Job.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub job_sync_batch_period: Duration,
 
     // Node IPAM.
     /// CIDR range of pods in the cluster (`--cluster-cidr`).
