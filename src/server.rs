@@ -205,6 +205,7 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         format!("--cluster-cidr={}", args.cluster_cidr),
         "--allocate-node-cidrs=true".into(),
         format!("--node-cidr-mask-size={}", args.node_cidr_mask_size),
+        format!("--local-path-dir={}", layout.local_path_storage().display()),
     ];
     cm_args.extend(
         args.kube_controller_manager_arg

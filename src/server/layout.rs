@@ -58,6 +58,10 @@ impl Layout {
     pub fn static_pods(&self) -> PathBuf {
         self.agent_dir().join("manifests")
     }
+    /// The local-path provisioner's volumes (`--local-path-dir`), as k3s' `storage/`.
+    pub fn local_path_storage(&self) -> PathBuf {
+        self.data_dir.join("storage")
+    }
     /// host-local IPAM's allocations for the default CNI configuration.
     pub fn cni_networks(&self) -> PathBuf {
         self.agent_dir().join("cni-networks")
