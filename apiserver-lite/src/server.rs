@@ -218,10 +218,11 @@ async fn with_auth(State(state): State<AppState>, mut req: Request, next: Next) 
     let peer = req
         .extensions()
         .get::<PeerCertificate>()
-        .and_then(|p| p.0.clone());
+        .cloned()
+        .unwrap_or_default();
     let mut user = match sec
         .authenticator
-        .authenticate(&state.registry, peer.as_ref(), req.headers())
+        .authenticate(&state.registry, &peer, req.headers())
         .await
     {
         Ok(u) => u,
@@ -250,9 +251,9 @@ async fn with_auth(State(state): State<AppState>, mut req: Request, next: Next) 
     next.run(req).await
 }
 
-/// The rustls configuration: the serving chain, client certificates optional and verified
-/// against the client CA bundle, HTTP/1.1.
-fn tls_config(pki: &Pki) -> StartResult<Arc<rustls::ServerConfig>> {
+/// The rustls configuration: the serving chain, client certificates requested but checked after
+/// the handshake (`ClientCerts::verify`), HTTP/1.1.
+fn tls_config(pki: &Pki) -> StartResult<(Arc<rustls::ServerConfig>, Arc<ClientCerts>)> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -268,6 +269,7 @@ fn tls_config(pki: &Pki) -> StartResult<Arc<rustls::ServerConfig>> {
     .allow_unauthenticated()
     .build()
     .map_err(|e| format!("client CA: {e}"))?;
+    let certs = Arc::new(ClientCerts { inner: verifier });
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(pki.serving_cert_pem.as_bytes())
             .collect::<Result<_, _>>()
@@ -277,17 +279,87 @@ fn tls_config(pki: &Pki) -> StartResult<Arc<rustls::ServerConfig>> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(certs.clone())
         .with_single_cert(chain, key)
         .map_err(|e| format!("serving certificate: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), certs))
+}
+
+/// Client certificates as Go's `tls.RequestClientCert`: the handshake takes any certificate
+/// whose holder proves its key, and the chain is verified against the client CA afterwards, so
+/// a certificate from another CA is a 401 from authentication rather than a broken handshake.
+#[derive(Debug)]
+struct ClientCerts {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl ClientCerts {
+    /// The identity of a presented chain, after verification.
+    fn verify(
+        &self,
+        chain: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    ) -> PeerCertificate {
+        let Some((leaf, rest)) = chain.and_then(|c| c.split_first()) else {
+            return PeerCertificate::None;
+        };
+        let now = rustls::pki_types::UnixTime::now();
+        match self.inner.verify_client_cert(leaf, rest, now) {
+            Ok(_) => security::authn::user_from_certificate(leaf.as_ref())
+                .map(PeerCertificate::Verified)
+                .unwrap_or(PeerCertificate::Invalid),
+            Err(_) => PeerCertificate::Invalid,
+        }
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for ClientCerts {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// The accept loop: TLS on every connection (a plain-HTTP request gets Go's 400 answer), the
 /// client certificate's identity attached to each request, HTTP/1.1 with upgrades (exec,
 /// attach, port-forward).
-async fn serve_tls(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, app: Router) {
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    (tls, certs): (Arc<rustls::ServerConfig>, Arc<ClientCerts>),
+    app: Router,
+) {
     use tokio::io::AsyncWriteExt;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
@@ -302,6 +374,7 @@ async fn serve_tls(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerCon
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let certs = certs.clone();
         tokio::spawn(async move {
             let mut tcp = tcp;
             let mut first = [0u8; 1];
@@ -318,14 +391,7 @@ async fn serve_tls(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerCon
             let Ok(stream) = acceptor.accept(tcp).await else {
                 return;
             };
-            let peer = PeerCertificate(
-                stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|c| security::authn::user_from_certificate(c.as_ref())),
-            );
+            let peer = certs.verify(stream.get_ref().1.peer_certificates());
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer.clone());

@@ -19,9 +19,16 @@ use crate::registry::Registry;
 use crate::resources;
 use crate::status::ApiError;
 
-/// The identity a verified client certificate carries (a connection extension).
+/// The client certificate of a connection (a connection extension): none, verified against the
+/// client CA (with its identity), or not verifiable (a 401, as upstream's x509 authenticator
+/// answers a certificate from another CA or an expired one).
 #[derive(Debug, Clone, Default)]
-pub struct PeerCertificate(pub Option<UserInfo>);
+pub enum PeerCertificate {
+    #[default]
+    None,
+    Verified(UserInfo),
+    Invalid,
+}
 
 /// The user of a request after authentication (and impersonation), a request extension.
 #[derive(Debug, Clone)]
@@ -133,11 +140,13 @@ impl Authenticator {
     pub async fn authenticate(
         &self,
         registry: &Registry,
-        peer: Option<&UserInfo>,
+        peer: &PeerCertificate,
         headers: &HeaderMap,
     ) -> Result<UserInfo, ApiError> {
-        if let Some(u) = peer {
-            return Ok(u.clone().with_authenticated_group());
+        match peer {
+            PeerCertificate::Verified(u) => return Ok(u.clone().with_authenticated_group()),
+            PeerCertificate::Invalid => return Err(unauthorized()),
+            PeerCertificate::None => {}
         }
         let bearer = headers
             .get(axum::http::header::AUTHORIZATION)
