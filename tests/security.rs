@@ -575,3 +575,106 @@ fn bootstrap_tokens_authenticate_as_system_bootstrap() {
     assert_eq!(whoami(&api, "abcdef.0123456789abcdeX"), Err(401));
     assert_eq!(whoami(&api, "expire.0123456789abcdef"), Err(401));
 }
+
+#[test]
+fn rbac_escalation_is_refused_without_escalate_or_bind() {
+    let api = ApiServer::start();
+    let ca = cluster_ca(&api);
+    let lead = kubeconfig_for(&api, "lead", &client_cert((&ca.0, &ca.1), "lead", &[]));
+    api.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "lead-admin",
+        "--clusterrole=admin",
+        "--user=lead",
+    ]);
+    // lead holds view (through admin) in default: may hand it on.
+    let out = kubectl_with(
+        &api,
+        &lead,
+        &[
+            "create",
+            "rolebinding",
+            "dev-view",
+            "--clusterrole=view",
+            "--user=dev",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A role with permissions lead holds is fine; one with nodes (cluster-scoped, not held) is not.
+    let out = kubectl_with(
+        &api,
+        &lead,
+        &[
+            "create",
+            "role",
+            "cm-reader",
+            "--verb=get",
+            "--resource=configmaps",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = kubectl_with(
+        &api,
+        &lead,
+        &[
+            "create",
+            "role",
+            "node-reader",
+            "--verb=get",
+            "--resource=nodes",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr)
+            .contains(r#"roles.rbac.authorization.k8s.io "node-reader" is forbidden: user "lead""#)
+            && text(&out.stderr)
+                .contains("is attempting to grant RBAC permissions not currently held"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Binding cluster-admin: refused; after the admin grants `bind` on it: allowed.
+    let out = kubectl_with(
+        &api,
+        &lead,
+        &[
+            "create",
+            "rolebinding",
+            "x",
+            "--clusterrole=cluster-admin",
+            "--user=dev",
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "binding cluster-admin should be refused"
+    );
+    api.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "bind-ca",
+        "--verb=bind",
+        "--resource=clusterroles.rbac.authorization.k8s.io",
+        "--resource-name=cluster-admin",
+    ]);
+    api.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "lead-bind",
+        "--clusterrole=bind-ca",
+        "--user=lead",
+    ]);
+    let out = kubectl_with(
+        &api,
+        &lead,
+        &[
+            "create",
+            "rolebinding",
+            "x",
+            "--clusterrole=cluster-admin",
+            "--user=dev",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -548,6 +548,26 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
             ))
         }
     };
+    if security::escalation::applies(&info) {
+        if let Some(obj) = decode_object(&body) {
+            let user = parts
+                .extensions
+                .get::<RequestUser>()
+                .map(|u| u.0.clone())
+                .unwrap_or_else(security::UserInfo::anonymous);
+            if let Err(e) = security::escalation::check(
+                &state.security.authorizer,
+                &state.registry,
+                &user,
+                &info,
+                &obj,
+            )
+            .await
+            {
+                return error_response(&e);
+            }
+        }
+    }
     rest::handle(
         state.registry.clone(),
         ApiRequest {
@@ -559,6 +579,18 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
         },
     )
     .await
+}
+
+/// A request body as JSON (JSON, YAML or protobuf); None when it does not decode (the REST
+/// handler then answers with the decoding error).
+fn decode_object(body: &[u8]) -> Option<Value> {
+    if body.starts_with(crate::protobuf::MAGIC) {
+        crate::protobuf::decode(body).ok()
+    } else {
+        serde_json::from_slice(body)
+            .ok()
+            .or_else(|| serde_yaml::from_slice(body).ok())
+    }
 }
 
 fn non_resource(state: &AppState, path: &str, accept: Option<&str>) -> Response<Body> {

@@ -7,6 +7,7 @@
 pub mod authn;
 pub mod authz;
 pub mod bootstrap_policy;
+pub mod escalation;
 pub mod impersonation;
 pub mod jws;
 pub mod rbac;

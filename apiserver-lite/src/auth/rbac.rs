@@ -99,6 +99,11 @@ fn get(registry: &Registry, plural: &str, ns: &str, name: &str) -> Option<Arc<Ca
     registry.cacher(info).get(&Registry::key(info, ns, name))
 }
 
+/// A Role or ClusterRole by name.
+pub fn get_role(registry: &Registry, plural: &str, ns: &str, name: &str) -> Option<Value> {
+    get(registry, plural, ns, name).map(|o| o.value.clone())
+}
+
 /// Waits until the RBAC caches reflect every acknowledged write.
 pub async fn wait_fresh(registry: &Registry) {
     for plural in [
