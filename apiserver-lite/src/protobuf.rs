@@ -850,6 +850,14 @@ impl Cx<'_> {
                     }
                 }));
             }
+            // authentication/authorization ExtraValue: a message around a string list in
+            // protobuf, the bare list in JSON.
+            ("ExtraValue", ["items"]) => {
+                return match field("items") {
+                    Some(items) => self.convert(items, schema, path),
+                    None => Ok(Some(Value::Array(Vec::new()))),
+                };
+            }
             ("Duration", ["duration"]) => {
                 return Ok(int("duration")?.map(|d| Value::String(go_duration(d))));
             }
