@@ -67,6 +67,8 @@ pub enum PkiError {
     Parse { path: PathBuf, message: String },
     #[error("generating a certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("a client certificate carries at most two groups here, {0} asked")]
+    TooManyGroups(usize),
 }
 
 /// Key material given on the command line (upstream's flag names); `None` means "the file
@@ -200,12 +202,21 @@ impl Pki {
         &self.dir
     }
 
-    /// A client certificate and key (PEM) for `user` in `groups`, valid for a year.
+    /// A client certificate and key (PEM) for `user` in `groups` (at most two), valid for a
+    /// year.
     pub fn issue_client(&self, user: &str, groups: &[&str]) -> Result<(String, String), PkiError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        for g in groups {
+        // rcgen keeps one value per attribute type, so the second group is written under the
+        // same OID (2.5.4.10, O) spelled as a custom type; readers see two O attributes.
+        if groups.len() > 2 {
+            return Err(PkiError::TooManyGroups(groups.len()));
+        }
+        if let Some(g) = groups.first() {
             dn.push(DnType::OrganizationName, *g);
+        }
+        if let Some(g) = groups.get(1) {
+            dn.push(DnType::CustomDnType(vec![2, 5, 4, 10]), *g);
         }
         dn.push(DnType::CommonName, user);
         params.distinguished_name = dn;
@@ -393,4 +404,37 @@ fn write_private(path: &Path, text: &str) -> Result<(), PkiError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+
+    #[test]
+    fn made_once_then_reused_and_client_identities_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let ips = [IpAddr::from([10, 0, 0, 5])];
+        let a = Pki::load_or_create(dir.path(), &PkiFiles::default(), &ips, &[]).unwrap();
+        let b = Pki::load_or_create(dir.path(), &PkiFiles::default(), &ips, &[]).unwrap();
+        assert_eq!(a.ca_pem(), b.ca_pem(), "the CA is kept across starts");
+        assert_eq!(a.sa_signing_key_pem, b.sa_signing_key_pem);
+        let (cert, _) = a.issue_client("jane", &["dev", "ops"]).unwrap();
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        let user = crate::auth::authn::user_from_certificate(der.as_ref()).unwrap();
+        assert_eq!(user.name, "jane");
+        assert_eq!(user.groups, vec!["dev", "ops"]);
+        // The serving certificate names the address, loopback and the Service names.
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(a.serving_cert_pem.as_bytes())
+            .unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let san = format!("{:?}", x.subject_alternative_name().unwrap().unwrap().value);
+        for want in [
+            "[10, 0, 0, 5]",
+            "[127, 0, 0, 1]",
+            "kubernetes.default.svc.cluster.local",
+        ] {
+            assert!(san.contains(want), "{want} missing from {san}");
+        }
+    }
 }
