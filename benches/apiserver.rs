@@ -43,7 +43,10 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The TLS client configuration of the benchmarked API server (its admin kubeconfig).
+static TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
 type Res<T> = Result<T, String>;
 
 // ---------------------------------------------------------------------------------------------
@@ -197,10 +200,48 @@ fn start_capstan() -> Res<Capstan> {
         .to_string();
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    let kubeconfig = std::fs::read_to_string(proc._dir.path().join("admin.kubeconfig"))
+        .map_err(|e| format!("reading the admin kubeconfig: {e}"))?;
+    let _ = TLS.set(tls_config(&kubeconfig)?);
     Ok(Capstan {
         proc,
-        base: format!("http://{addr}"),
+        base: format!("https://{addr}"),
     })
+}
+
+/// The admin kubeconfig's CA and client certificate as a rustls configuration.
+fn tls_config(kubeconfig: &str) -> Res<rustls::ClientConfig> {
+    use base64::Engine;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let data = |key: &str| -> Res<Vec<u8>> {
+        let line = kubeconfig
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key}:")))
+            .ok_or(format!("no {key} in the kubeconfig"))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(line.split_once(':').map(|(_, v)| v.trim()).unwrap_or(""))
+            .map_err(|e| format!("{key}: {e}"))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&data("certificate-authority-data")?) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let chain = CertificateDer::pem_slice_iter(&data("client-certificate-data")?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&data("client-key-data")?).map_err(|e| e.to_string())?;
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .map_err(|e| e.to_string())
 }
 
 fn free_port() -> Res<u16> {
@@ -338,6 +379,16 @@ fn mib(kib: u64) -> f64 {
 fn http_client() -> Http {
     let mut conn = HttpConnector::new();
     conn.set_nodelay(true);
+    conn.enforce_http(false);
+    let tls = TLS
+        .get()
+        .cloned()
+        .expect("start_capstan runs before http_client");
+    let conn = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(conn);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(300))
         .build(conn)

@@ -286,9 +286,13 @@ fn main() {
 
             let lab = Lab::new(n + legacy as usize);
             let fwd = Forwarder::start(&format!("{}:0", lab.uplink_ip), &api.addr);
-            let kc = std::fs::read_to_string(api.kubeconfig())
-                .unwrap()
-                .replace(&api.addr, &fwd.addr.to_string());
+            let kc = std::fs::read_to_string(api.kubeconfig()).unwrap().replace(
+                &format!("server: https://{}", api.addr),
+                &format!(
+                    "server: https://{}\n    tls-server-name: 127.0.0.1",
+                    fwd.addr
+                ),
+            );
             let kubeconfig = api.dir.path().join("bench.kubeconfig");
             std::fs::write(&kubeconfig, kc).unwrap();
             let mut lab = lab;

@@ -41,10 +41,20 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Makes the harness speak TLS to the server's API with the admin kubeconfig's CA and client
+/// certificate; None while the server has not written the kubeconfig yet.
+fn register_api_tls(server: &Server) -> Option<()> {
+    let kubeconfig = std::fs::read_to_string(server.kubeconfig()).ok()?;
+    let addr = format!("127.0.0.1:{}", server.api_port);
+    common::register_tls(&addr, common::tls_client_config(&kubeconfig));
+    Some(())
+}
+
 /// GET on the API; None while it does not answer.
 fn api_get(server: &Server, path: &str) -> Option<(u16, Value)> {
     let addr = format!("127.0.0.1:{}", server.api_port);
     TcpStream::connect(&addr).ok()?;
+    register_api_tls(server)?;
     let (code, body) = common::http_raw(&addr, "GET", path, "application/json", b"");
     Some((code, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
@@ -221,7 +231,7 @@ fn main() {
     }))
     .unwrap();
     let addr = format!("127.0.0.1:{}", server.api_port);
-    while TcpStream::connect(&addr).is_err() {
+    while TcpStream::connect(&addr).is_err() || register_api_tls(&server).is_none() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let (code, _) = common::http_raw(

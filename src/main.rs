@@ -120,6 +120,33 @@ struct ApiserverArgs {
     /// How long events are kept (upstream's --event-ttl; e.g. 1h, 30m, 90s).
     #[arg(long, default_value = "1h")]
     event_ttl: String,
+    /// CA bundle trusted for client certificates, besides the cluster CA (`DIR/server/ca.crt`).
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    /// Serving certificate (chain) instead of one issued by the cluster CA.
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// Extra public keys (or certificates) that verify service-account tokens (repeatable).
+    #[arg(long)]
+    service_account_key_file: Vec<PathBuf>,
+    /// The key that signs service-account tokens (default `DIR/server/sa.key`, made on first
+    /// start).
+    #[arg(long)]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// The `iss` of service-account tokens.
+    #[arg(long, default_value = apiserver_lite::auth::serviceaccount::DEFAULT_ISSUER)]
+    service_account_issuer: String,
+    /// Static bearer tokens: CSV `token,user,uid[,"group1,group2"]`.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Serve requests without credentials as system:anonymous (RBAC decides what it may do).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    anonymous_auth: bool,
+    /// Authorizers in order: AlwaysAllow, AlwaysDeny, Node, RBAC.
+    #[arg(long, default_value = "Node,RBAC")]
+    authorization_mode: String,
 }
 
 /// Parses a Go-style duration (`1h`, `30m`, `90s`, `1h30m`) into seconds.
@@ -156,6 +183,19 @@ async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
         service_cidr: args.service_cluster_ip_range,
         node_port_range: args.service_node_port_range,
         event_ttl: parse_duration(&args.event_ttl).context("--event-ttl")?,
+        security: apiserver_lite::auth::SecurityOptions {
+            files: apiserver_lite::pki::PkiFiles {
+                client_ca: args.client_ca_file,
+                tls_cert: args.tls_cert_file,
+                tls_key: args.tls_private_key_file,
+                sa_public: args.service_account_key_file,
+                sa_signing: args.service_account_signing_key_file,
+            },
+            token_auth_file: args.token_auth_file,
+            anonymous_auth: args.anonymous_auth,
+            authorization_mode: args.authorization_mode,
+            service_account_issuer: args.service_account_issuer,
+        },
     };
     let server = apiserver_lite::server::Server::start(config.clone())
         .await

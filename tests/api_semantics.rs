@@ -356,7 +356,7 @@ fn the_kubeconfig_points_at_loopback_for_a_wildcard_listen_address() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(
-        text.contains(&format!("server: http://127.0.0.1:{port}")),
+        text.contains(&format!("server: https://127.0.0.1:{port}")),
         "{text}"
     );
     assert!(

@@ -6,8 +6,9 @@
 //!   object cache wakes the pod's worker, which rewrites the volume through the atomic writer);
 //! - a pod whose ConfigMap does not exist waits in ContainerCreating and starts once it is
 //!   created;
-//! - a hostPath whose type check fails, and a serviceAccountToken projection (apiserver-lite has
-//!   no TokenRequest API yet), keep their pods in ContainerCreating with upstream's messages.
+//! - a hostPath whose type check fails, and a serviceAccountToken projection whose service account
+//!   does not exist (no controller-manager makes `default` here, so the TokenRequest is a 404),
+//!   keep their pods in ContainerCreating with upstream's messages.
 //!
 //! Everything the test makes is removed by the node's guard, also when an assertion fails.
 

@@ -44,7 +44,15 @@ impl Cluster {
         let api = ApiServer::start();
         let fwd = Forwarder::start(&format!("{}:0", lab.uplink_ip), &api.addr);
         let text = std::fs::read_to_string(api.kubeconfig()).expect("the admin kubeconfig");
-        let text = text.replace(&api.addr, &fwd.addr.to_string());
+        // The serving certificate names 127.0.0.1, not the lab address: verify it under that name
+        // (kubeconfig `tls-server-name`, as for any API server reached through a forwarder).
+        let text = text.replace(
+            &format!("server: https://{}", api.addr),
+            &format!(
+                "server: https://{}\n    tls-server-name: 127.0.0.1",
+                fwd.addr
+            ),
+        );
         assert!(
             text.contains(&fwd.addr.to_string()),
             "kubeconfig server not rewritten: {text}"

@@ -6,6 +6,7 @@
 //! OpenAPI. `docs/architecture.md` draws the request path.
 
 pub mod allocator;
+pub mod auth;
 pub mod cacher;
 pub mod connect;
 pub mod discovery;
@@ -14,6 +15,7 @@ pub mod hooks;
 pub mod metrics_api;
 pub mod openapi;
 pub mod patch;
+pub mod pki;
 pub mod pod_log;
 pub mod protobuf;
 pub mod quota;

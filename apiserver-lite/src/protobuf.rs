@@ -269,6 +269,12 @@ kinds! {
     "rbac.authorization.k8s.io/v1", "ClusterRoleBinding" => pb::rbac::v1::ClusterRoleBinding, oa::rbac::v1::ClusterRoleBinding;
     "autoscaling/v1", "Scale" => pb::autoscaling::v1::Scale, oa::autoscaling::v1::Scale;
     "authentication.k8s.io/v1", "TokenRequest" => pb::authentication::v1::TokenRequest, oa::authentication::v1::TokenRequest;
+    "authentication.k8s.io/v1", "TokenReview" => pb::authentication::v1::TokenReview, oa::authentication::v1::TokenReview;
+    "authentication.k8s.io/v1", "SelfSubjectReview" => pb::authentication::v1::SelfSubjectReview, oa::authentication::v1::SelfSubjectReview;
+    "authorization.k8s.io/v1", "SubjectAccessReview" => pb::authorization::v1::SubjectAccessReview, oa::authorization::v1::SubjectAccessReview;
+    "authorization.k8s.io/v1", "SelfSubjectAccessReview" => pb::authorization::v1::SelfSubjectAccessReview, oa::authorization::v1::SelfSubjectAccessReview;
+    "authorization.k8s.io/v1", "LocalSubjectAccessReview" => pb::authorization::v1::LocalSubjectAccessReview, oa::authorization::v1::LocalSubjectAccessReview;
+    "authorization.k8s.io/v1", "SelfSubjectRulesReview" => pb::authorization::v1::SelfSubjectRulesReview, oa::authorization::v1::SelfSubjectRulesReview;
 }
 
 /// Value (non-pointer) integer and boolean fields, by schema definition, whose zero (`0`,
@@ -843,6 +849,14 @@ impl Cx<'_> {
                         ))
                     }
                 }));
+            }
+            // authentication/authorization ExtraValue: a message around a string list in
+            // protobuf, the bare list in JSON.
+            ("ExtraValue", ["items"]) => {
+                return match field("items") {
+                    Some(items) => self.convert(items, schema, path),
+                    None => Ok(Some(Value::Array(Vec::new()))),
+                };
             }
             ("Duration", ["duration"]) => {
                 return Ok(int("duration")?.map(|d| Value::String(go_duration(d))));

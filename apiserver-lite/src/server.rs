@@ -1,13 +1,16 @@
 //! The API server process: opens the store, starts the watch caches, keeps the bootstrap
-//! objects (system namespaces and priority classes, the `kubernetes` Service and its endpoints),
-//! serves HTTP through a chain of filters, and writes the admin kubeconfig once it serves.
+//! objects (system namespaces and priority classes, the `kubernetes` Service and its endpoints,
+//! the bootstrap RBAC policy), makes or loads the PKI (`pki`), serves HTTPS only (rustls; a
+//! plain-HTTP request gets Go's "Client sent an HTTP request to an HTTPS server." 400), and
+//! writes the admin and component kubeconfigs once it serves.
 //!
 //! The handler chain mirrors upstream's `DefaultBuildHandlerChain`: each filter is one layer
-//! around the next (request info → [authentication → authorization → admission, added by the
-//! security issue] → dispatch), so TLS and the auth filters slot in without touching handlers.
+//! around the next (request info → authentication → impersonation → authorization →
+//! dispatch); the verified client certificate travels from the TLS connection to the
+//! authentication filter as a request extension.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +23,14 @@ use serde_json::{json, Value};
 
 use bytes::Bytes;
 
+use crate::auth::authn::{PeerCertificate, RequestUser};
+use crate::auth::authz::{self, Attributes};
+use crate::auth::serviceaccount::ServiceAccountTokens;
+use crate::auth::{self as security, Security, SecurityOptions};
 use crate::connect;
 use crate::discovery;
 use crate::openapi;
+use crate::pki::{Pki, COMPONENT_KUBECONFIGS};
 use crate::registry::{Registry, WriteOptions, SYSTEM_NAMESPACES};
 use crate::request::{parse_query, RequestInfo};
 use crate::resources;
@@ -40,6 +48,8 @@ pub struct Config {
     pub node_port_range: String,
     /// Seconds events live (`--event-ttl`).
     pub event_ttl: i64,
+    /// Authentication, authorization and key material.
+    pub security: SecurityOptions,
 }
 
 impl Config {
@@ -56,7 +66,7 @@ impl Config {
             IpAddr::V6(v) if v.is_unspecified() => IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
             ip => ip,
         };
-        format!("http://{}", SocketAddr::new(ip, self.listen.port()))
+        format!("https://{}", SocketAddr::new(ip, self.listen.port()))
     }
 }
 
@@ -76,6 +86,7 @@ struct AppState {
     advertise: String,
     /// `metrics.k8s.io`: the kubelets' scrapes.
     metrics: Arc<crate::metrics_api::MetricsApi>,
+    security: Arc<Security>,
 }
 
 /// A running server.
@@ -108,21 +119,64 @@ impl Server {
             .map_err(|e| format!("listening on {}: {e}", config.listen))?;
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
         bootstrap(&registry, config.advertise_address, local_addr.port()).await?;
+        security::bootstrap_policy::ensure(&registry).await?;
+        // The serving certificate's addresses: listen (every host address for a wildcard),
+        // advertise, and the `kubernetes` Service's ClusterIP.
+        let mut ips = if config.listen.ip().is_unspecified() {
+            host_addresses()
+        } else {
+            vec![config.listen.ip()]
+        };
+        ips.push(config.advertise_address);
+        ips.push(IpAddr::V4(registry.service_ips.first()));
+        let pki = Pki::load_or_create(&server_dir, &config.security.files, &ips, &[])
+            .map_err(|e| e.to_string())?;
+        let tls = tls_config(&pki)?;
+        let mut cfg = config.clone();
+        cfg.listen = local_addr;
+        let service_accounts = Arc::new(
+            ServiceAccountTokens::new(
+                &pki.sa_signing_key_pem,
+                &pki.sa_public_pems,
+                &config.security.service_account_issuer,
+                format!(
+                    "https://{}",
+                    SocketAddr::new(config.advertise_address, local_addr.port())
+                ),
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        let security = Security {
+            authenticator: security::authn::Authenticator::new(
+                config.security.token_auth_file.as_deref(),
+                service_accounts.clone(),
+                config.security.anonymous_auth,
+            )?,
+            authorizer: authz::Authorizer::parse(&config.security.authorization_mode)?,
+            service_accounts,
+        };
         tokio::spawn(compaction_loop(store));
+        tokio::spawn(security::rbac::reconcile_aggregation(registry.clone()));
         let state = AppState {
             registry: registry.clone(),
             advertise: SocketAddr::new(config.advertise_address, local_addr.port()).to_string(),
             metrics: Arc::new(crate::metrics_api::MetricsApi::new()),
+            security: Arc::new(security),
         };
         let app = handler_chain(state);
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "server stopped");
-            }
-        });
-        let mut cfg = config.clone();
-        cfg.listen = local_addr;
-        write_kubeconfig(&cfg.kubeconfig_path(), &cfg.local_url())?;
+        let task = tokio::spawn(serve_tls(listener, tls, app));
+        let url = cfg.local_url();
+        pki.write_kubeconfig(
+            &cfg.kubeconfig_path(),
+            &url,
+            crate::pki::ADMIN_USER,
+            &[crate::pki::MASTERS_GROUP],
+        )
+        .map_err(|e| e.to_string())?;
+        for (file, user) in COMPONENT_KUBECONFIGS {
+            pki.write_kubeconfig(&server_dir.join(file), &url, user, &[])
+                .map_err(|e| e.to_string())?;
+        }
         Ok(Server {
             registry,
             local_addr,
@@ -143,6 +197,7 @@ pub type StartResult<T> = Result<T, String>;
 fn handler_chain(state: AppState) -> Router {
     Router::new()
         .fallback(dispatch)
+        .layer(middleware::from_fn_with_state(state.clone(), with_auth))
         .layer(middleware::from_fn(with_request_info))
         .with_state(state)
 }
@@ -154,6 +209,238 @@ async fn with_request_info(mut req: Request, next: Next) -> Response<Body> {
     req.extensions_mut().insert(info);
     req.extensions_mut().insert(query);
     next.run(req).await
+}
+
+/// Filters: authentication (401 on failure), impersonation, authorization (403 with upstream's
+/// message); the user travels on as a request extension.
+async fn with_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response<Body> {
+    let sec = &state.security;
+    let peer = req
+        .extensions()
+        .get::<PeerCertificate>()
+        .cloned()
+        .unwrap_or_default();
+    let mut user = match sec
+        .authenticator
+        .authenticate(&state.registry, &peer, req.headers())
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => return error_response(&e),
+    };
+    if security::impersonation::requested(req.headers()) {
+        user = match security::impersonation::impersonate(
+            &sec.authorizer,
+            &state.registry,
+            &user,
+            req.headers(),
+        )
+        .await
+        {
+            Ok(u) => u,
+            Err(e) => return error_response(&e),
+        };
+    }
+    if let Some(info) = req.extensions().get::<RequestInfo>() {
+        let a = Attributes::from_request(&user, info);
+        if !sec.authorizer.authorize(&state.registry, &a).await {
+            return error_response(&authz::forbidden(&a));
+        }
+    }
+    req.extensions_mut().insert(RequestUser(user));
+    next.run(req).await
+}
+
+/// The rustls configuration: the serving chain, client certificates requested but checked after
+/// the handshake (`ClientCerts::verify`), HTTP/1.1.
+fn tls_config(pki: &Pki) -> StartResult<(Arc<rustls::ServerConfig>, Arc<ClientCerts>)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pki.client_ca_pem.as_bytes()) {
+        let c = c.map_err(|e| format!("client CA: {e}"))?;
+        roots.add(c).map_err(|e| format!("client CA: {e}"))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| format!("client CA: {e}"))?;
+    let certs = Arc::new(ClientCerts { inner: verifier });
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki.serving_cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("serving certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(pki.serving_key_pem.as_bytes())
+        .map_err(|e| format!("serving key: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(certs.clone())
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("serving certificate: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((Arc::new(config), certs))
+}
+
+/// Client certificates as Go's `tls.RequestClientCert`: the handshake takes any certificate
+/// whose holder proves its key, and the chain is verified against the client CA afterwards, so
+/// a certificate from another CA is a 401 from authentication rather than a broken handshake.
+#[derive(Debug)]
+struct ClientCerts {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl ClientCerts {
+    /// The identity of a presented chain, after verification.
+    fn verify(
+        &self,
+        chain: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    ) -> PeerCertificate {
+        let Some((leaf, rest)) = chain.and_then(|c| c.split_first()) else {
+            return PeerCertificate::None;
+        };
+        let now = rustls::pki_types::UnixTime::now();
+        match self.inner.verify_client_cert(leaf, rest, now) {
+            Ok(_) => security::authn::user_from_certificate(leaf.as_ref())
+                .map(PeerCertificate::Verified)
+                .unwrap_or(PeerCertificate::Invalid),
+            Err(_) => PeerCertificate::Invalid,
+        }
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for ClientCerts {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The accept loop: TLS on every connection (a plain-HTTP request gets Go's 400 answer), the
+/// client certificate's identity attached to each request, HTTP/1.1 with upgrades (exec,
+/// attach, port-forward).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    (tls, certs): (Arc<rustls::ServerConfig>, Arc<ClientCerts>),
+    app: Router,
+) {
+    use tokio::io::AsyncWriteExt;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let certs = certs.clone();
+        tokio::spawn(async move {
+            let mut tcp = tcp;
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(Duration::from_secs(10), tcp.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] != 0x16 => {
+                    let _ = tcp
+                        .write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+                        .await;
+                    return;
+                }
+                Ok(Ok(1)) => {}
+                _ => return,
+            }
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let peer = certs.verify(stream.get_ref().1.peer_certificates());
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer.clone());
+                    let app = app.clone();
+                    async move {
+                        use tower::ServiceExt;
+                        app.oneshot(req.map(Body::new)).await
+                    }
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+/// Every local address of the host (IPv4 from `/proc/net/fib_trie`, IPv6 from
+/// `/proc/net/if_inet6`), for the serving certificate of a wildcard listen address.
+fn host_addresses() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    if let Ok(t) = std::fs::read_to_string("/proc/net/fib_trie") {
+        let mut last: Option<IpAddr> = None;
+        for line in t.lines() {
+            let l = line.trim_start_matches([' ', '|', '+', '-']).trim();
+            if let Ok(ip) = l.parse::<IpAddr>() {
+                last = Some(ip);
+            } else if l.starts_with("/32 host LOCAL") {
+                if let Some(ip) = last.filter(|ip| !out.contains(ip)) {
+                    out.push(ip);
+                }
+            }
+        }
+    }
+    if let Ok(t) = std::fs::read_to_string("/proc/net/if_inet6") {
+        for line in t.lines() {
+            if let Some(hex) = line.split_whitespace().next().filter(|h| h.len() == 32) {
+                if let Ok(n) = u128::from_str_radix(hex, 16) {
+                    let ip = IpAddr::from(std::net::Ipv6Addr::from(n));
+                    if !out.contains(&ip) {
+                        out.push(ip);
+                    }
+                }
+            }
+        }
+    }
+    out.push(primary_address());
+    out
 }
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body> {
@@ -174,7 +461,75 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if !info.is_resource_request {
+        match parts.uri.path().trim_end_matches('/') {
+            "/.well-known/openid-configuration" => {
+                return json_response(
+                    StatusCode::OK,
+                    &state.security.service_accounts.openid_configuration(),
+                )
+            }
+            "/openid/v1/jwks" => {
+                let body = state.security.service_accounts.keys.jwks().to_string();
+                return bytes_response(StatusCode::OK, body.into(), "application/jwk-set+json");
+            }
+            _ => {}
+        }
         return non_resource(&state, parts.uri.path(), accept.as_deref());
+    }
+    if security::reviews::is_review(&info)
+        || (info.group.is_empty()
+            && info.resource == "serviceaccounts"
+            && info.subresource == "token")
+    {
+        let user = parts
+            .extensions
+            .get::<RequestUser>()
+            .map(|u| u.0.clone())
+            .unwrap_or_else(security::UserInfo::anonymous);
+        let body = match axum::body::to_bytes(body, rest::MAX_BODY).await {
+            Ok(b) => b,
+            Err(_) => return error_response(&ApiError::too_large("the request body is too large")),
+        };
+        let body: Value = if body.is_empty() {
+            json!({})
+        } else if body.starts_with(crate::protobuf::MAGIC) {
+            match crate::protobuf::decode(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return error_response(&ApiError::bad_request(format!(
+                        "error decoding the protobuf body: {e}"
+                    )))
+                }
+            }
+        } else {
+            match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return error_response(&ApiError::bad_request(format!(
+                        "couldn't get version/kind; json parse error: {e}"
+                    )))
+                }
+            }
+        };
+        let res = if info.resource == "serviceaccounts" {
+            if info.verb != "create" {
+                Err(ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                ))
+            } else {
+                state
+                    .security
+                    .service_accounts
+                    .token_request(&state.registry, &info.namespace, &info.name, body)
+                    .await
+            }
+        } else {
+            security::reviews::handle(&state.security, &state.registry, &info, &user, body).await
+        };
+        return match res {
+            Ok(v) => json_response(StatusCode::CREATED, &v),
+            Err(e) => error_response(&e),
+        };
     }
     if connect::is_connect(&info) {
         let req = Request::from_parts(parts, body);
@@ -193,6 +548,26 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
             ))
         }
     };
+    if security::escalation::applies(&info) {
+        if let Some(obj) = decode_object(&body) {
+            let user = parts
+                .extensions
+                .get::<RequestUser>()
+                .map(|u| u.0.clone())
+                .unwrap_or_else(security::UserInfo::anonymous);
+            if let Err(e) = security::escalation::check(
+                &state.security.authorizer,
+                &state.registry,
+                &user,
+                &info,
+                &obj,
+            )
+            .await
+            {
+                return error_response(&e);
+            }
+        }
+    }
     rest::handle(
         state.registry.clone(),
         ApiRequest {
@@ -204,6 +579,18 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
         },
     )
     .await
+}
+
+/// A request body as JSON (JSON, YAML or protobuf); None when it does not decode (the REST
+/// handler then answers with the decoding error).
+fn decode_object(body: &[u8]) -> Option<Value> {
+    if body.starts_with(crate::protobuf::MAGIC) {
+        crate::protobuf::decode(body).ok()
+    } else {
+        serde_json::from_slice(body)
+            .ok()
+            .or_else(|| serde_yaml::from_slice(body).ok())
+    }
 }
 
 fn non_resource(state: &AppState, path: &str, accept: Option<&str>) -> Response<Body> {
@@ -330,17 +717,6 @@ pub fn version() -> Value {
         "compiler": "rustc",
         "platform": format!("linux/{}", std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")),
     })
-}
-
-/// The admin kubeconfig (plain HTTP until the security issue adds TLS and credentials).
-fn write_kubeconfig(path: &Path, server: &str) -> StartResult<()> {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: {server}\ncontexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: admin\n    namespace: default\ncurrent-context: capstan\nusers:\n- name: admin\n  user: {{}}\n"
-    );
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 async fn ensure(

@@ -1,6 +1,9 @@
 //! Shared harness for the end-to-end suites: starts the real `capstan` binary on a temporary
-//! data dir and drives it with the installed `kubectl` (default flags, fresh cache dir) and plain
-//! HTTP. Every process a test starts is killed by a guard's `Drop`, also when the test fails.
+//! data dir and drives it with the installed `kubectl` (default flags, fresh cache dir) and a
+//! minimal HTTP/1.1 client. The API server serves only TLS: `http_raw` and `WatchStream` speak
+//! TLS with the admin client certificate to every API server this process started (they are
+//! registered by address), and plain HTTP to anything else (component metrics and health ports).
+//! Every process a test starts is killed by a guard's `Drop`, also when the test fails.
 
 #![allow(dead_code)]
 
@@ -11,10 +14,12 @@ pub mod kubelet;
 pub mod netlab;
 pub mod server;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -54,7 +59,12 @@ impl ApiServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
+    }
+
+    /// The cluster CA (PEM), `DIR/server/ca.crt`.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server/ca.crt")).expect("the cluster CA")
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -176,7 +186,111 @@ fn spawn(data_dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
         .to_string();
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    let kubeconfig =
+        std::fs::read_to_string(data_dir.join("admin.kubeconfig")).expect("the admin kubeconfig");
+    register_tls(&addr, tls_client_config(&kubeconfig));
     (child, addr)
+}
+
+/// The value of `key:` in a kubeconfig (first occurrence), base64-decoded.
+pub fn kubeconfig_data(kubeconfig: &str, key: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let line = kubeconfig
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{key}:")))?;
+    let v = line.split_once(':')?.1.trim();
+    base64::engine::general_purpose::STANDARD.decode(v).ok()
+}
+
+/// A rustls client configuration trusting `ca_pem`, with an optional client certificate.
+pub fn tls_config_from_pem(
+    ca_pem: &[u8],
+    client: Option<(&[u8], &[u8])>,
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots
+            .add(c.expect("a CA certificate"))
+            .expect("adding the CA");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("a client certificate"),
+                PrivateKeyDer::from_pem_slice(key).expect("a client key"),
+            )
+            .expect("the client certificate"),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+/// The TLS client configuration of a kubeconfig with embedded CA and client certificate.
+pub fn tls_client_config(kubeconfig: &str) -> Arc<rustls::ClientConfig> {
+    let ca =
+        kubeconfig_data(kubeconfig, "certificate-authority-data").expect("a CA in the kubeconfig");
+    let cert = kubeconfig_data(kubeconfig, "client-certificate-data");
+    let key = kubeconfig_data(kubeconfig, "client-key-data");
+    match (cert, key) {
+        (Some(c), Some(k)) => tls_config_from_pem(&ca, Some((&c, &k))),
+        _ => tls_config_from_pem(&ca, None),
+    }
+}
+
+fn tls_registry() -> &'static Mutex<HashMap<String, Arc<rustls::ClientConfig>>> {
+    static REG: OnceLock<Mutex<HashMap<String, Arc<rustls::ClientConfig>>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+/// Makes `http_raw` and `WatchStream` speak TLS with `config` to `addr`.
+pub fn register_tls(addr: &str, config: Arc<rustls::ClientConfig>) {
+    tls_registry()
+        .lock()
+        .unwrap()
+        .insert(addr.to_string(), config);
+}
+
+/// A byte stream to a server: TLS for registered API servers, plain TCP otherwise.
+pub trait Conn: Read + Write + Send {}
+impl<T: Read + Write + Send> Conn for T {}
+
+/// A TCP connection to `addr`, and the TLS session over it when `addr` is a registered API
+/// server. The TcpStream handle is kept for timeouts.
+pub fn connect(addr: &str) -> (Box<dyn Conn>, TcpStream) {
+    let config = tls_registry().lock().unwrap().get(addr).cloned();
+    connect_with(addr, config)
+}
+
+/// Like `connect` with an explicit TLS configuration (None: plain TCP).
+pub fn connect_with(
+    addr: &str,
+    config: Option<Arc<rustls::ClientConfig>>,
+) -> (Box<dyn Conn>, TcpStream) {
+    let s = TcpStream::connect(addr).expect("connecting to the server");
+    let handle = s.try_clone().expect("cloning the socket");
+    match config {
+        Some(c) => {
+            let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let name = rustls::pki_types::ServerName::try_from(host).expect("a server name");
+            let conn = rustls::ClientConnection::new(c, name).expect("a TLS session");
+            (Box::new(rustls::StreamOwned::new(conn, s)), handle)
+        }
+        None => (Box::new(s), handle),
+    }
 }
 
 /// A minimal HTTP/1.1 client (no keep-alive) for requests kubectl cannot make.
@@ -187,16 +301,45 @@ pub fn http_raw(
     content_type: &str,
     body: &[u8],
 ) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connecting to the server");
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let (s, handle) = connect(addr);
+    http_on(s, handle, addr, method, path, content_type, body, &[])
+}
+
+/// One request on an open connection with extra header lines; returns (status, body).
+#[allow(clippy::too_many_arguments)]
+pub fn http_on(
+    mut s: Box<dyn Conn>,
+    handle: TcpStream,
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, Vec<u8>) {
+    handle.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut extra = String::new();
+    for (k, v) in headers {
+        extra.push_str(&format!("{k}: {v}\r\n"));
+    }
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nAccept: application/json\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).expect("sending the request");
     s.write_all(body).expect("sending the body");
+    s.flush().ok();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("reading the response");
+    // A TLS peer that closes without close_notify is an error for rustls; keep what came.
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if raw.is_empty() => panic!("reading the response: {e}"),
+            Err(_) => break,
+        }
+    }
     parse_response(&raw)
 }
 
@@ -237,17 +380,19 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// A streaming watch over a raw connection: yields the JSON events one by one.
 pub struct WatchStream {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Box<dyn Conn>>,
+    socket: TcpStream,
     pending: Vec<u8>,
 }
 
 impl WatchStream {
     pub fn open(addr: &str, path: &str) -> Self {
-        let mut s = TcpStream::connect(addr).expect("connecting to the server");
+        let (mut s, socket) = connect(addr);
         let head =
             format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n");
         s.write_all(head.as_bytes())
             .expect("sending the watch request");
+        s.flush().ok();
         let mut reader = BufReader::new(s);
         loop {
             let mut line = String::new();
@@ -260,23 +405,28 @@ impl WatchStream {
         }
         WatchStream {
             reader,
+            socket,
             pending: Vec::new(),
         }
     }
 
     /// Opens the connection and sends the request without ever reading: a stalled client.
+    /// The returned socket keeps the connection open (its TLS session, if any, is abandoned
+    /// after the request is sent).
     pub fn stalled(addr: &str, path: &str) -> TcpStream {
-        let mut s = TcpStream::connect(addr).expect("connecting to the server");
-        // A tiny receive buffer so the server's writes back up quickly.
+        let (mut s, socket) = connect(addr);
         let head =
             format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n");
         s.write_all(head.as_bytes())
             .expect("sending the watch request");
-        s
+        s.flush().ok();
+        // Dropping the session sends nothing; the duplicate socket keeps the connection open.
+        drop(s);
+        socket
     }
 
     pub fn set_timeout(&mut self, t: Duration) {
-        self.reader.get_ref().set_read_timeout(Some(t)).ok();
+        self.socket.set_read_timeout(Some(t)).ok();
     }
 
     /// The next event, or None when the stream ends or times out.
