@@ -447,8 +447,14 @@ fn more_than_100_endpoints_are_split_into_slices() {
         sizes.sort();
         sizes == [50, 100]
     });
-    let ep = get(&api, "/api/v1/namespaces/default/endpoints/big").unwrap();
-    assert_eq!(ep["subsets"][0]["addresses"].as_array().unwrap().len(), 150);
+    // The Endpoints controller runs beside the slice controller: wait for it too.
+    eventually(WAIT, "150 addresses in the Endpoints", || {
+        get(&api, "/api/v1/namespaces/default/endpoints/big").is_some_and(|ep| {
+            ep["subsets"][0]["addresses"]
+                .as_array()
+                .is_some_and(|a| a.len() == 150)
+        })
+    });
     // Ten more fill the slice with room; no third slice.
     for i in 150..160 {
         let name = format!("big-{i}");
