@@ -16,6 +16,7 @@ pub mod metrics_api;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod pod_security;
 pub mod pod_log;
 pub mod protobuf;
 pub mod quota;
