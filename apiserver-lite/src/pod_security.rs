@@ -65,7 +65,11 @@ fn pod_spec<'a>(kind: &str, o: &'a Value) -> Option<(&'a Value, &'a Value)> {
         "Pod" => return Some((&o["metadata"], &o["spec"])),
         "PodTemplate" => &o["template"],
         "CronJob" => &o["spec"]["jobTemplate"]["spec"]["template"],
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job"
+        "Deployment"
+        | "ReplicaSet"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "Job"
         | "ReplicationController" => &o["spec"]["template"],
         _ => return None,
     };
@@ -79,7 +83,10 @@ pub fn applies(info: &ResourceInfo) -> bool {
         ("", "Pod")
             | ("", "PodTemplate")
             | ("", "ReplicationController")
-            | ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
+            | (
+                "apps",
+                "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet"
+            )
             | ("batch", "Job" | "CronJob")
     )
 }
@@ -153,8 +160,7 @@ pub fn namespace_update_warnings(
     let Some((level, version)) = mode(new_labels, "enforce") else {
         return Vec::new();
     };
-    if mode(old_labels, "enforce") == Some((level, version.clone())) || level == Level::Privileged
-    {
+    if mode(old_labels, "enforce") == Some((level, version.clone())) || level == Level::Privileged {
         return Vec::new();
     }
     let mut out = Vec::new();
@@ -214,10 +220,22 @@ type Check = fn(&Value, &Value) -> Option<Violation>;
 /// The checks of the latest policy version, in upstream's order (by check ID), with the level
 /// each belongs to; `seccompProfile_restricted` replaces `seccompProfile_baseline` at restricted.
 const CHECKS: &[(&str, Level, Check)] = &[
-    ("allowPrivilegeEscalation", Level::Restricted, allow_privilege_escalation),
+    (
+        "allowPrivilegeEscalation",
+        Level::Restricted,
+        allow_privilege_escalation,
+    ),
     ("appArmorProfile", Level::Baseline, app_armor),
-    ("capabilities_baseline", Level::Baseline, capabilities_baseline),
-    ("capabilities_restricted", Level::Restricted, capabilities_restricted),
+    (
+        "capabilities_baseline",
+        Level::Baseline,
+        capabilities_baseline,
+    ),
+    (
+        "capabilities_restricted",
+        Level::Restricted,
+        capabilities_restricted,
+    ),
     ("hostNamespaces", Level::Baseline, host_namespaces),
     ("hostPathVolumes", Level::Baseline, host_path_volumes),
     ("hostPorts", Level::Baseline, host_ports),
@@ -228,7 +246,11 @@ const CHECKS: &[(&str, Level, Check)] = &[
     ("runAsUser", Level::Restricted, run_as_user),
     ("seLinuxOptions", Level::Baseline, se_linux_options),
     ("seccompProfile_baseline", Level::Baseline, seccomp_baseline),
-    ("seccompProfile_restricted", Level::Restricted, seccomp_restricted),
+    (
+        "seccompProfile_restricted",
+        Level::Restricted,
+        seccomp_restricted,
+    ),
     ("sysctls", Level::Baseline, sysctls),
 ];
 
@@ -305,11 +327,14 @@ fn allow_privilege_escalation(_: &Value, spec: &Value) -> Option<Violation> {
 }
 
 fn app_armor(meta: &Value, spec: &Value) -> Option<Violation> {
-    let allowed_type = |t: &Value| matches!(t.as_str(), None | Some("RuntimeDefault" | "Localhost"));
+    let allowed_type =
+        |t: &Value| matches!(t.as_str(), None | Some("RuntimeDefault" | "Localhost"));
     let mut bad = Vec::new();
     let pod_type = &spec["securityContext"]["appArmorProfile"]["type"];
     if !allowed_type(pod_type) {
-        bad.push(format!("pod must not set appArmorProfile.type to {pod_type}"));
+        bad.push(format!(
+            "pod must not set appArmorProfile.type to {pod_type}"
+        ));
     }
     for c in containers(spec) {
         let t = &c["securityContext"]["appArmorProfile"]["type"];
@@ -446,7 +471,12 @@ fn volumes(spec: &Value) -> impl Iterator<Item = &Map<String, Value>> {
 fn host_path_volumes(_: &Value, spec: &Value) -> Option<Violation> {
     let names: Vec<String> = volumes(spec)
         .filter(|v| v.get("hostPath").is_some_and(|h| !h.is_null()))
-        .map(|v| v.get("name").and_then(Value::as_str).unwrap_or("").to_string())
+        .map(|v| {
+            v.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        })
         .collect();
     if names.is_empty() {
         return None;
@@ -472,7 +502,11 @@ fn host_ports(_: &Value, spec: &Value) -> Option<Violation> {
     if names.is_empty() {
         return None;
     }
-    let (verb, noun) = if names.len() == 1 { ("uses", "hostPort") } else { ("use", "hostPorts") };
+    let (verb, noun) = if names.len() == 1 {
+        ("uses", "hostPort")
+    } else {
+        ("use", "hostPorts")
+    };
     let noun = if ports.len() > 1 { "hostPorts" } else { noun };
     violation(
         "hostPort",
@@ -507,7 +541,10 @@ fn proc_mount(_: &Value, spec: &Value) -> Option<Violation> {
         )
     });
     for c in containers(spec) {
-        if let Some(v) = c["securityContext"]["procMount"].as_str().filter(|v| *v != "Default") {
+        if let Some(v) = c["securityContext"]["procMount"]
+            .as_str()
+            .filter(|v| *v != "Default")
+        {
             values.insert(v.to_string());
         }
     }
@@ -548,7 +585,12 @@ fn restricted_volumes(_: &Value, spec: &Value) -> Option<Violation> {
             .map(|(k, _)| k)
             .collect();
         if !bad.is_empty() {
-            names.push(v.get("name").and_then(Value::as_str).unwrap_or("").to_string());
+            names.push(
+                v.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            );
             types.extend(bad.into_iter().cloned());
         }
     }
@@ -676,10 +718,21 @@ fn se_linux_options(_: &Value, spec: &Value) -> Option<Violation> {
         return None;
     }
     let mut parts = Vec::new();
-    for (what, set) in [("type", bad_types), ("user", bad_users), ("role", bad_roles)] {
+    for (what, set) in [
+        ("type", bad_types),
+        ("user", bad_users),
+        ("role", bad_roles),
+    ] {
         if !set.is_empty() {
-            let what = if set.len() == 1 { what.to_string() } else { format!("{what}s") };
-            parts.push(format!("{what} {}", set.into_iter().collect::<Vec<_>>().join(", ")));
+            let what = if set.len() == 1 {
+                what.to_string()
+            } else {
+                format!("{what}s")
+            };
+            parts.push(format!(
+                "{what} {}",
+                set.into_iter().collect::<Vec<_>>().join(", ")
+            ));
         }
     }
     let verb = if subjects.len() == 1 && !pod_bad && names.len() == 1 || subjects == ["pod"] {
@@ -700,7 +753,9 @@ fn se_linux_options(_: &Value, spec: &Value) -> Option<Violation> {
 fn seccomp_unconfined(spec: &Value) -> Vec<String> {
     let mut details = Vec::new();
     if spec["securityContext"]["seccompProfile"]["type"] == "Unconfined" {
-        details.push("pod must not set securityContext.seccompProfile.type to \"Unconfined\"".to_string());
+        details.push(
+            "pod must not set securityContext.seccompProfile.type to \"Unconfined\"".to_string(),
+        );
     }
     let bad = containers_where(spec, |c| {
         c["securityContext"]["seccompProfile"]["type"] == "Unconfined"

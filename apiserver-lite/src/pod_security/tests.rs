@@ -2,7 +2,8 @@ use super::*;
 use serde_json::json;
 
 fn spec_with(container_sc: Value, pod: Value) -> Value {
-    let mut spec = json!({"containers": [{"name": "c", "image": "busybox", "securityContext": container_sc}]});
+    let mut spec =
+        json!({"containers": [{"name": "c", "image": "busybox", "securityContext": container_sc}]});
     for (k, v) in pod.as_object().unwrap() {
         spec[k] = v.clone();
     }
@@ -58,10 +59,17 @@ fn baseline_checks_table() {
     for (ptr, value, want) in cases {
         let mut spec = base.clone();
         set(&mut spec, ptr, value);
-        assert_eq!(reasons(Level::Baseline, &spec), vec![want.to_string()], "{ptr}");
+        assert_eq!(
+            reasons(Level::Baseline, &spec),
+            vec![want.to_string()],
+            "{ptr}"
+        );
         assert!(reasons(Level::Privileged, &spec).is_empty());
         // Restricted includes every baseline check.
-        assert!(reasons(Level::Restricted, &spec).contains(&want.to_string()), "{ptr}");
+        assert!(
+            reasons(Level::Restricted, &spec).contains(&want.to_string()),
+            "{ptr}"
+        );
     }
 }
 
@@ -86,7 +94,11 @@ fn restricted_checks_table() {
     for (ptr, value, want) in cases {
         let mut spec = compliant();
         set(&mut spec, ptr, value);
-        assert_eq!(reasons(Level::Restricted, &spec), vec![want.to_string()], "{ptr}");
+        assert_eq!(
+            reasons(Level::Restricted, &spec),
+            vec![want.to_string()],
+            "{ptr}"
+        );
         assert!(reasons(Level::Baseline, &spec).is_empty(), "{ptr}");
     }
 }
@@ -117,7 +129,11 @@ fn pods() -> &'static ResourceInfo {
 #[test]
 fn enforce_refuses_with_upstream_message_and_warn_warns() {
     let mut pod = json!({"metadata": {"name": "x", "namespace": "n"}, "spec": compliant()});
-    set(&mut pod, "/spec/containers/0/securityContext/privileged", json!(true));
+    set(
+        &mut pod,
+        "/spec/containers/0/securityContext/privileged",
+        json!(true),
+    );
     let labels = json!({"pod-security.kubernetes.io/enforce": "restricted"});
     let err = admit(pods(), &pod, None, &labels).unwrap_err();
     assert_eq!(err.code, 403);
@@ -134,7 +150,9 @@ fn enforce_refuses_with_upstream_message_and_warn_warns() {
     let mut newer = pod.clone();
     set(&mut newer, "/spec/containers/0/image", json!("busybox:2"));
     let labels = json!({"pod-security.kubernetes.io/enforce": "restricted"});
-    assert!(admit(pods(), &newer, Some(&pod), &labels).unwrap().is_empty());
+    assert!(admit(pods(), &newer, Some(&pod), &labels)
+        .unwrap()
+        .is_empty());
     // No labels: privileged.
     assert!(admit(pods(), &pod, None, &json!({})).unwrap().is_empty());
 }
@@ -179,7 +197,11 @@ fn set(v: &mut Value, ptr: &str, value: Value) {
                 if !other.is_object() {
                     *other = json!({});
                 }
-                other.as_object_mut().unwrap().entry(*p).or_insert(json!({}))
+                other
+                    .as_object_mut()
+                    .unwrap()
+                    .entry(*p)
+                    .or_insert(json!({}))
             }
         };
     }
