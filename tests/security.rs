@@ -678,3 +678,107 @@ fn rbac_escalation_is_refused_without_escalate_or_bind() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// A pod manifest `name` in `ns` with the given container securityContext and pod spec fields.
+fn pod_file(dir: &std::path::Path, name: &str, ns: &str, sc: Value, spec: Value) -> String {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": sc}]},
+    });
+    for (k, v) in spec.as_object().unwrap() {
+        pod["spec"][k] = v.clone();
+    }
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, pod.to_string()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_restricted_namespace_refuses_a_privileged_pod() {
+    let api = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    api.kubectl_ok(&["create", "namespace", "locked"]);
+    api.kubectl_ok(&[
+        "label",
+        "namespace",
+        "locked",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let bad = pod_file(
+        dir.path(),
+        "bad",
+        "locked",
+        json!({"privileged": true}),
+        json!({}),
+    );
+    let err = api.kubectl_err(&["create", "-f", &bad]);
+    assert!(
+        err.contains(concat!(
+            r#"pods "bad" is forbidden: violates PodSecurity "restricted:latest": "#,
+            r#"allowPrivilegeEscalation != false (container "c" must set securityContext.allowPrivilegeEscalation=false), "#,
+            r#"unrestricted capabilities (container "c" must set securityContext.capabilities.drop=["ALL"]), "#,
+            r#"privileged (container "c" must not set securityContext.privileged=true), "#,
+            r#"runAsNonRoot != true (pod or container "c" must set securityContext.runAsNonRoot=true), "#,
+            r#"seccompProfile (pod or container "c" must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")"#,
+        )),
+        "{err}"
+    );
+    assert!(
+        api.kubectl(&["get", "pod", "bad", "-n", "locked"])
+            .status
+            .code()
+            != Some(0)
+    );
+
+    let good = pod_file(
+        dir.path(),
+        "good",
+        "locked",
+        json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}, "runAsUser": 1000}),
+        json!({"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}}}),
+    );
+    api.kubectl_ok(&["create", "-f", &good]);
+    api.kubectl_ok(&["get", "pod", "good", "-n", "locked"]);
+
+    // warn=baseline admits a hostNetwork pod, and kubectl prints the warning.
+    api.kubectl_ok(&["create", "namespace", "watched"]);
+    api.kubectl_ok(&[
+        "label",
+        "namespace",
+        "watched",
+        "pod-security.kubernetes.io/warn=baseline",
+    ]);
+    let host = pod_file(
+        dir.path(),
+        "host",
+        "watched",
+        json!({}),
+        json!({"hostNetwork": true}),
+    );
+    let out = api.kubectl(&["create", "-f", &host]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            r#"Warning: would violate PodSecurity "baseline:latest": host namespaces (hostNetwork=true)"#
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    api.kubectl_ok(&["get", "pod", "host", "-n", "watched"]);
+
+    // Enforcing baseline there now warns about the existing pod.
+    let out = api.kubectl(&[
+        "label",
+        "namespace",
+        "watched",
+        "pod-security.kubernetes.io/enforce=baseline",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(r#"existing pods in namespace "watched" violate the new PodSecurity enforce level "baseline:latest""#)
+            && stderr.contains("host: host namespaces"),
+        "{stderr}"
+    );
+}

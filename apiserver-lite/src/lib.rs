@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod pod_log;
+pub mod pod_security;
 pub mod protobuf;
 pub mod quota;
 pub mod registry;

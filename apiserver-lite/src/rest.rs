@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::cacher::{CacheError, CachedObject, Filter, WatchEventType};
 use crate::events_view;
 use crate::hooks;
+use crate::pod_security;
 use crate::registry::{DeleteOptions, Registry, WriteOptions};
 use crate::request::{negotiate, Representation, RequestInfo};
 use crate::resources::{self, ResourceInfo};
@@ -270,6 +271,70 @@ fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String
             }
         }
         _ => {}
+    }
+}
+
+/// The `metadata.labels` of a namespace (null when it does not exist: NamespaceLifecycle
+/// refuses the request then).
+async fn namespace_labels(reg: &Registry, ns: &str) -> Value {
+    let info = resources::find("", "v1", "namespaces").expect("namespaces are served");
+    match reg.get(info, "", ns).await {
+        Ok(o) => o.value["metadata"]["labels"].clone(),
+        Err(_) => Value::Null,
+    }
+}
+
+/// PodSecurity on an update or patch of the main resource: the namespace's labels when the
+/// plugin evaluates the kind, and the namespace-update warnings about existing pods.
+struct PodSecurityUpdate {
+    labels: Option<Value>,
+}
+
+impl PodSecurityUpdate {
+    async fn new(reg: &Registry, res: &ResourceInfo, req: &ApiRequest) -> Self {
+        let labels = if pod_security::applies(res) && req.info.subresource.is_empty() {
+            Some(namespace_labels(reg, &req.info.namespace).await)
+        } else {
+            None
+        };
+        PodSecurityUpdate { labels }
+    }
+
+    fn admit(&self, res: &ResourceInfo, new: &Value, cur: &Value) -> ApiResult<Vec<String>> {
+        match &self.labels {
+            Some(labels) => pod_security::admit(res, new, Some(cur), labels),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// For a namespace whose enforce label changed: the pods it holds that would be refused.
+    fn namespace_warnings(
+        &self,
+        reg: &Registry,
+        res: &ResourceInfo,
+        old_labels: &Value,
+        ns: &Value,
+    ) -> Vec<String> {
+        if (res.group, res.plural) != ("", "namespaces") {
+            return Vec::new();
+        }
+        let name = ns["metadata"]["name"].as_str().unwrap_or("");
+        let new_labels = &ns["metadata"]["labels"];
+        if old_labels == new_labels {
+            return Vec::new();
+        }
+        let Some(pods) = resources::find("", "v1", "pods") else {
+            return Vec::new();
+        };
+        let all: Filter = Arc::new(|_| true);
+        let items: Vec<Value> = reg
+            .cacher(pods)
+            .list(&Registry::key(pods, name, ""), &all, None, 0)
+            .items
+            .iter()
+            .map(|o| o.value.clone())
+            .collect();
+        pod_security::namespace_update_warnings(name, old_labels, new_labels, &items)
     }
 }
 
@@ -693,7 +758,7 @@ async fn create(
     res: &'static ResourceInfo,
     req: &ApiRequest,
 ) -> ApiResult<Response<Body>> {
-    let (mut obj, warnings) = decode_body(res, req, None)?;
+    let (mut obj, mut warnings) = decode_body(res, req, None)?;
     if res.namespaced {
         match obj["metadata"]["namespace"].as_str() {
             Some(ns) if !ns.is_empty() && ns != req.info.namespace => {
@@ -719,6 +784,10 @@ async fn create(
         obj["metadata"]["namespace"] = json!(req.info.namespace);
         crate::strategy::validate_view(res, &obj)?;
         obj = view_in(res, obj);
+    }
+    if pod_security::applies(res) {
+        let labels = namespace_labels(reg, &req.info.namespace).await;
+        warnings.extend(pod_security::admit(res, &obj, None, &labels)?);
     }
     let out = reg
         .create(storage_info(res), &req.info.namespace, obj, &opts)
@@ -770,9 +839,12 @@ async fn update(
             .await?;
         return Ok(json_response(StatusCode::OK, &scale_of(res, &out)));
     }
-    let (obj, warnings) = decode_body(res, req, None)?;
+    let (obj, mut warnings) = decode_body(res, req, None)?;
     let obj = view_in(res, obj);
     let subresource = (!sub.is_empty()).then_some(sub);
+    let psa = PodSecurityUpdate::new(reg, res, req).await;
+    let mut psa_warnings = Vec::new();
+    let mut old_labels = Value::Null;
     let out = reg
         .update(
             storage_info(res),
@@ -780,9 +852,15 @@ async fn update(
             &req.info.name,
             subresource,
             &opts,
-            |_cur| Ok(obj.clone()),
+            |cur| {
+                psa_warnings = psa.admit(res, &obj, cur)?;
+                old_labels = cur["metadata"]["labels"].clone();
+                Ok(obj.clone())
+            },
         )
         .await?;
+    warnings.extend(psa_warnings);
+    warnings.extend(psa.namespace_warnings(reg, res, &old_labels, &out));
     Ok(with_warnings(
         json_response(StatusCode::OK, &view_out(res, &out)),
         &warnings,
@@ -879,6 +957,9 @@ async fn patch(
     let subresource = (!sub.is_empty() && !is_scale).then_some(sub);
     let mut warnings = Vec::new();
     let q = req.query.clone();
+    let psa = PodSecurityUpdate::new(reg, res, req).await;
+    let mut psa_warnings = Vec::new();
+    let mut old_labels = Value::Null;
     let out = reg
         .update(
             storage_info(res),
@@ -910,10 +991,15 @@ async fn patch(
                 let mut unknown = Vec::new();
                 unknown_fields(&patched, &typed, "", &mut unknown);
                 warnings = field_validation(&q, &unknown)?;
-                Ok(view_in(res, typed))
+                let new = view_in(res, typed);
+                psa_warnings = psa.admit(res, &new, cur)?;
+                old_labels = cur["metadata"]["labels"].clone();
+                Ok(new)
             },
         )
         .await?;
+    warnings.extend(psa_warnings);
+    warnings.extend(psa.namespace_warnings(reg, res, &old_labels, &out));
     let body = if is_scale {
         scale_of(res, &out)
     } else {
