@@ -188,9 +188,9 @@ pub async fn authorize(registry: &Registry, node: &str, a: &Attributes) -> Optio
     let d = match (a.group.as_str(), a.resource.as_str()) {
         ("", "secrets") | ("", "configmaps") => {
             if !matches!(a.verb.as_str(), "get" | "list" | "watch") {
-                return Some(Decision::NoOpinion(format!(
-                    "can only read resources of this type"
-                )));
+                return Some(Decision::NoOpinion(
+                    "can only read resources of this type".to_string(),
+                ));
             }
             if let Some(d) = single_object(a, node) {
                 return Some(d);
@@ -268,9 +268,9 @@ pub async fn authorize(registry: &Registry, node: &str, a: &Attributes) -> Optio
                 a.verb.as_str(),
                 "get" | "create" | "update" | "patch" | "delete"
             ) {
-                return Some(Decision::NoOpinion(format!(
-                    "can only get, create, update, patch, or delete a node lease"
-                )));
+                return Some(Decision::NoOpinion(
+                    "can only get, create, update, patch, or delete a node lease".to_string(),
+                ));
             }
             if a.namespace != "kube-node-lease" {
                 return Some(Decision::NoOpinion(
@@ -308,9 +308,9 @@ fn single_object(a: &Attributes, _node: &str) -> Option<Decision> {
 
 fn get_only(a: &Attributes, node: &str) -> Option<Decision> {
     if a.verb != "get" {
-        return Some(Decision::NoOpinion(format!(
-            "can only get individual resources of this type"
-        )));
+        return Some(Decision::NoOpinion(
+            "can only get individual resources of this type".to_string(),
+        ));
     }
     single_object(a, node)
 }

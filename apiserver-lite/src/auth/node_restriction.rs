@@ -229,9 +229,10 @@ pub async fn admit(
                 .and_then(|b| b["metadata"]["name"].as_str())
                 .unwrap_or("");
             if info.namespace != "kube-node-lease" || name != node {
-                return refuse(format!(
+                return refuse(
                     "can only access node lease with the same name as the requesting node"
-                ));
+                        .to_string(),
+                );
             }
             Ok(())
         }
