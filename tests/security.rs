@@ -782,3 +782,122 @@ fn a_restricted_namespace_refuses_a_privileged_pod() {
         "{stderr}"
     );
 }
+
+/// The Node authorizer and NodeRestriction: a node's identity reads the secret its pod uses but
+/// no other, and writes its own Node and not another node, nor delete another node's pod.
+#[test]
+fn a_node_is_refused_secrets_its_pods_do_not_use_and_other_nodes() {
+    let api = ApiServer::start();
+    let ca = cluster_ca(&api);
+    let n1 = kubeconfig_for(
+        &api,
+        "n1",
+        &client_cert((&ca.0, &ca.1), "system:node:n1", &["system:nodes"]),
+    );
+    let manifests = api.dir.path().join("node-authz.json");
+    let node = |name: &str| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": [
+        node("n2"),
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1"}, "stringData": {"k": "v"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s2"}, "stringData": {"k": "v"}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
+    ]});
+    std::fs::write(&manifests, list.to_string()).unwrap();
+    api.kubectl_ok(&["apply", "-f", manifests.to_str().unwrap()]);
+    // n1 registers itself, as a kubelet does.
+    let own = api.dir.path().join("n1-node.json");
+    std::fs::write(&own, node("n1").to_string()).unwrap();
+    let out = kubectl_with(&api, &n1, &["create", "-f", own.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pod = api.dir.path().join("pod.json");
+    std::fs::write(
+        &pod,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1"},
+               "spec": {"nodeName": "n1", "automountServiceAccountToken": false,
+                        "containers": [{"name": "c", "image": "busybox"}],
+                        "volumes": [{"name": "s", "secret": {"secretName": "s1"}}]}})
+        .to_string(),
+    )
+    .unwrap();
+    api.kubectl_ok(&["apply", "-f", pod.to_str().unwrap()]);
+
+    let out = kubectl_with(&api, &n1, &["get", "secret", "s1", "-o", "name"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "secret/s1");
+    let out = kubectl_with(&api, &n1, &["get", "secret", "s2"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(
+            r#"secrets "s2" is forbidden: User "system:node:n1" cannot get resource "secrets" in API group "" in the namespace "default": no relationship found between node 'n1' and this object"#
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    // Listing secrets at large is not a single-object read.
+    let out = kubectl_with(&api, &n1, &["get", "secrets"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("Forbidden") || text(&out.stderr).contains("forbidden"));
+
+    // Another node's object: refused by NodeRestriction.
+    let out = kubectl_with(&api, &n1, &["label", "node", "n2", "x=y"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(r#"node "n1" is not allowed to modify node "n2""#),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kubectl_with(&api, &n1, &["delete", "node", "n2"]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    // A restricted label on its own Node is refused; a kubelet one is fine.
+    let out = kubectl_with(
+        &api,
+        &n1,
+        &[
+            "label",
+            "node",
+            "n1",
+            "node-role.kubernetes.io/control-plane=",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr)
+            .contains("is not allowed to modify labels: node-role.kubernetes.io/control-plane"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kubectl_with(
+        &api,
+        &n1,
+        &["label", "node", "n1", "kubernetes.io/os=linux"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Its own Node it may update. (kubectl patch --subresource=status first GETs the
+    // subresource, which the system:node rules do not grant, as upstream.)
+    let out = kubectl_with(
+        &api,
+        &n1,
+        &["annotate", "node", "n1", "capstan.test/seen=yes"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A pod on another node: its status is not n1's to write.
+    let other = api.dir.path().join("pod2.json");
+    std::fs::write(
+        &other,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p2"},
+               "spec": {"nodeName": "n2", "automountServiceAccountToken": false,
+                        "containers": [{"name": "c", "image": "busybox"}]}})
+        .to_string(),
+    )
+    .unwrap();
+    api.kubectl_ok(&["apply", "-f", other.to_str().unwrap()]);
+    let out = kubectl_with(&api, &n1, &["delete", "pod", "p2", "--wait=false"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr)
+            .contains(r#"node "n1" can only delete pods with spec.nodeName set to itself"#),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -242,9 +242,26 @@ async fn with_auth(State(state): State<AppState>, mut req: Request, next: Next) 
         };
     }
     if let Some(info) = req.extensions().get::<RequestInfo>() {
-        let a = Attributes::from_request(&user, info);
-        if !sec.authorizer.authorize(&state.registry, &a).await {
-            return error_response(&authz::forbidden(&a));
+        let mut a = Attributes::from_request(&user, info);
+        // Upstream's request info names the object of a list or watch whose field selector
+        // pins `metadata.name` (a kubelet watching one secret).
+        if matches!(a.verb.as_str(), "list" | "watch") && a.name.is_empty() {
+            let query = req
+                .extensions()
+                .get::<std::collections::HashMap<String, String>>();
+            if let Some(sel) = query.and_then(|q| q.get("fieldSelector")) {
+                let sel = sel.trim();
+                let value = sel
+                    .strip_prefix("metadata.name==")
+                    .or_else(|| sel.strip_prefix("metadata.name="));
+                if let Some(v) = value.filter(|v| !v.contains(',')) {
+                    a.name = v.to_string();
+                }
+            }
+        }
+        let (allowed, reason) = sec.authorizer.decide(&state.registry, &a).await;
+        if !allowed {
+            return error_response(&authz::forbidden_because(&a, &reason));
         }
     }
     req.extensions_mut().insert(RequestUser(user));
@@ -566,6 +583,14 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
             {
                 return error_response(&e);
             }
+        }
+    }
+    if let Some(RequestUser(user)) = parts.extensions.get::<RequestUser>() {
+        let obj = decode_object(&body);
+        if let Err(e) =
+            security::node_restriction::admit(&state.registry, user, &info, obj.as_ref()).await
+        {
+            return error_response(&e);
         }
     }
     rest::handle(

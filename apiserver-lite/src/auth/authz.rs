@@ -1,12 +1,11 @@
 //! Request authorization (upstream's `WithAuthorization` filter and `--authorization-mode`):
 //! the request's attributes are asked of each configured authorizer in order until one allows
 //! or denies. `system:masters` is always allowed (upstream's privileged-group authorizer). The
-//! modes: `AlwaysAllow`, `AlwaysDeny`, `RBAC`, and `Node`, which here gives a node's identity
-//! (`system:node:<name>` in `system:nodes`) the rules of the `system:node` ClusterRole — the
-//! permissions of upstream's Node authorizer without its graph restriction to the node's own
-//! pods, secrets and volumes (not implemented yet). Denials carry upstream's message.
+//! modes: `AlwaysAllow`, `AlwaysDeny`, `RBAC`, and `Node` (the Node authorizer, `node`: a
+//! node's identity reads only what its pods use, other requests get the `system:node` rules).
+//! Denials carry upstream's message, with the reasons of authorizers that had no opinion.
 
-use super::{rbac, UserInfo, MASTERS_GROUP, NODES_GROUP, NODE_USER_PREFIX};
+use super::{node, rbac, UserInfo, MASTERS_GROUP};
 use crate::registry::Registry;
 use crate::request::RequestInfo;
 use crate::status::ApiError;
@@ -85,32 +84,37 @@ impl Authorizer {
 
     /// Whether the request is allowed.
     pub async fn authorize(&self, registry: &Registry, a: &Attributes) -> bool {
+        self.decide(registry, a).await.0
+    }
+
+    /// Whether the request is allowed, and the reasons authorizers without an opinion gave
+    /// (upstream's union authorizer joins them; the 403 message ends with them).
+    pub async fn decide(&self, registry: &Registry, a: &Attributes) -> (bool, String) {
         if a.user.in_group(MASTERS_GROUP) {
-            return true;
+            return (true, String::new());
         }
         let mut fresh = false;
+        let mut reasons: Vec<String> = Vec::new();
         for m in &self.modes {
             match m {
-                Mode::AlwaysAllow => return true,
-                Mode::AlwaysDeny => return false,
+                Mode::AlwaysAllow => return (true, String::new()),
+                Mode::AlwaysDeny => return (false, reasons.join("\n")),
                 Mode::Node => {
-                    if !(a.user.name.starts_with(NODE_USER_PREFIX) && a.user.in_group(NODES_GROUP))
-                    {
+                    let Some(node) = node::node_name(&a.user) else {
                         continue;
-                    }
-                    if !fresh {
-                        rbac::wait_fresh(registry).await;
-                        fresh = true;
-                    }
-                    let role = serde_json::json!({"metadata": {"name": "system:node"},
-                        "rules": super::bootstrap_policy::cluster_roles().into_iter()
-                            .find(|r| r["metadata"]["name"] == "system:node")
-                            .map(|r| r["rules"].clone()).unwrap_or_default()});
-                    if rbac::cluster_role_rules(registry, &role)
-                        .iter()
-                        .any(|r| rbac::rule_allows(a, r))
-                    {
-                        return true;
+                    };
+                    match node::authorize(registry, node, a).await {
+                        Some(node::Decision::Allow) => return (true, String::new()),
+                        Some(node::Decision::NoOpinion(r)) => reasons.push(r),
+                        None => {
+                            if !fresh {
+                                rbac::wait_fresh(registry).await;
+                                fresh = true;
+                            }
+                            if node::node_rules_allow(registry, a) {
+                                return (true, String::new());
+                            }
+                        }
                     }
                 }
                 Mode::Rbac => {
@@ -119,12 +123,12 @@ impl Authorizer {
                         fresh = true;
                     }
                     if rbac::allows(registry, a) {
-                        return true;
+                        return (true, String::new());
                     }
                 }
             }
         }
-        false
+        (false, reasons.join("\n"))
     }
 }
 
@@ -153,7 +157,15 @@ pub fn forbidden_message(a: &Attributes) -> String {
 
 /// The 403 for a denied request (upstream's `responsewriters.Forbidden`).
 pub fn forbidden(a: &Attributes) -> ApiError {
-    let msg = forbidden_message(a);
+    forbidden_because(a, "")
+}
+
+/// The 403 for a request denied with the authorizers' `reason` appended, as upstream.
+pub fn forbidden_because(a: &Attributes, reason: &str) -> ApiError {
+    let mut msg = forbidden_message(a);
+    if !reason.is_empty() {
+        msg = format!("{msg}: {reason}");
+    }
     if !a.resource_request {
         return ApiError::new(403, "Forbidden", format!("forbidden: {msg}"));
     }

@@ -10,6 +10,8 @@ pub mod bootstrap_policy;
 pub mod escalation;
 pub mod impersonation;
 pub mod jws;
+pub mod node;
+pub mod node_restriction;
 pub mod rbac;
 pub mod reviews;
 pub mod serviceaccount;
