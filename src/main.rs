@@ -147,6 +147,16 @@ struct ApiserverArgs {
     /// Authorizers in order: AlwaysAllow, AlwaysDeny, Node, RBAC.
     #[arg(long, default_value = "Node,RBAC")]
     authorization_mode: String,
+    /// Client certificate for calls to kubelets (default `DIR/server/apiserver-kubelet-client.crt`,
+    /// made on first start).
+    #[arg(long, requires = "kubelet_client_key")]
+    kubelet_client_certificate: Option<PathBuf>,
+    #[arg(long, requires = "kubelet_client_certificate")]
+    kubelet_client_key: Option<PathBuf>,
+    /// CA bundle that verifies kubelets' serving certificates (without it they are not
+    /// verified).
+    #[arg(long)]
+    kubelet_certificate_authority: Option<PathBuf>,
 }
 
 /// Parses a Go-style duration (`1h`, `30m`, `90s`, `1h30m`) into seconds.
@@ -190,6 +200,9 @@ async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
                 tls_key: args.tls_private_key_file,
                 sa_public: args.service_account_key_file,
                 sa_signing: args.service_account_signing_key_file,
+                kubelet_client_cert: args.kubelet_client_certificate,
+                kubelet_client_key: args.kubelet_client_key,
+                kubelet_certificate_authority: args.kubelet_certificate_authority,
             },
             token_auth_file: args.token_auth_file,
             anonymous_auth: args.anonymous_auth,

@@ -124,7 +124,10 @@ pub async fn handle(
         // WebSocket clients are answered here and relayed to the kubelet over SPDY.
         let addr = node_kubelet(reg, node_name)?;
         let exec = info.subresource == "exec";
-        return Ok(crate::stream_translator::serve(req, addr, target, exec).map(Body::new));
+        return Ok(
+            crate::stream_translator::serve(req, reg.kubelet_client(), addr, target, exec)
+                .map(Body::new),
+        );
     }
     to_kubelet(reg, node_name, req, &target).await
 }
@@ -154,7 +157,7 @@ async fn to_kubelet(
     target: &str,
 ) -> ApiResult<Response<Body>> {
     let addr = node_kubelet(reg, node_name)?;
-    let io = kubelet_connect(addr).await.map_err(|e| {
+    let io = kubelet_connect(&reg.kubelet_client(), addr).await.map_err(|e| {
         ApiError::service_unavailable(format!("error dialing backend: dial tcp {addr}: {e}"))
     })?;
     Ok(

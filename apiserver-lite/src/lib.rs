@@ -12,6 +12,7 @@ pub mod connect;
 pub mod discovery;
 pub mod events_view;
 pub mod hooks;
+pub mod kubelet_client;
 pub mod metrics_api;
 pub mod openapi;
 pub mod patch;

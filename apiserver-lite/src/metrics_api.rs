@@ -38,6 +38,8 @@ use crate::selectors::LabelSelector;
 use crate::status::{ApiError, ApiResult};
 use scrape::{ContainerPoints, Point, Scrape};
 
+use crate::kubelet_client::KubeletClient;
+
 pub use machinery::duration::format as go_duration;
 
 pub const GROUP: &str = "metrics.k8s.io";
@@ -72,7 +74,12 @@ impl MetricsApi {
 
     /// The (older, newer) scrapes of a node, fresh enough; `None` when the kubelet cannot be
     /// scraped and nothing is cached.
-    async fn pair(&self, node: &str, addr: SocketAddr) -> Option<(Arc<Scrape>, Arc<Scrape>)> {
+    async fn pair(
+        &self,
+        kubelets: &KubeletClient,
+        node: &str,
+        addr: SocketAddr,
+    ) -> Option<(Arc<Scrape>, Arc<Scrape>)> {
         let entry = self
             .nodes
             .lock()
@@ -92,7 +99,7 @@ impl MetricsApi {
                     tokio::time::sleep(MIN_WINDOW - age).await;
                 }
             }
-            match scrape_kubelet(addr).await {
+            match scrape_kubelet(kubelets, addr).await {
                 Ok(s) => {
                     st.prev = st.last.take();
                     st.last = Some(Arc::new(s));
@@ -116,10 +123,11 @@ impl MetricsApi {
     /// Scrapes the given nodes at once.
     async fn pairs(
         &self,
+        kubelets: &KubeletClient,
         nodes: Vec<(String, SocketAddr)>,
     ) -> HashMap<String, (Arc<Scrape>, Arc<Scrape>)> {
         let futs = nodes.into_iter().map(|(name, addr)| async move {
-            let p = self.pair(&name, addr).await;
+            let p = self.pair(kubelets, &name, addr).await;
             (name, p)
         });
         futures::future::join_all(futs)
@@ -216,7 +224,7 @@ async fn serve(
             .iter()
             .filter_map(|n| n["metadata"]["name"].as_str())
             .collect();
-        let pairs = api.pairs(targets(&|n| names.contains(&n))).await;
+        let pairs = api.pairs(&reg.kubelet_client(), targets(&|n| names.contains(&n))).await;
         let items: Vec<Value> = wanted
             .iter()
             .filter_map(|n| {
@@ -258,7 +266,7 @@ async fn serve(
         .iter()
         .filter_map(|p| p["spec"]["nodeName"].as_str())
         .collect();
-    let pairs = api.pairs(targets(&|n| node_names.contains(&n))).await;
+    let pairs = api.pairs(&reg.kubelet_client(), targets(&|n| node_names.contains(&n))).await;
     let items: Vec<Value> = pods
         .iter()
         .filter_map(|p| {
@@ -483,9 +491,9 @@ pub fn aggregated_item() -> Value {
 }
 
 /// One GET of a kubelet's `/metrics/resource`.
-async fn scrape_kubelet(addr: SocketAddr) -> Result<Scrape, String> {
+async fn scrape_kubelet(kubelets: &KubeletClient, addr: SocketAddr) -> Result<Scrape, String> {
     let fut = async {
-        let resp = crate::pod_log::kubelet_get(addr, "/metrics/resource")
+        let resp = crate::pod_log::kubelet_get(kubelets, addr, "/metrics/resource")
             .await
             .map_err(|e| e.to_string())?;
         if resp.status() != StatusCode::OK {

@@ -32,6 +32,12 @@ pub const FRONT_PROXY_CA_KEY: &str = "front-proxy-ca.key";
 pub const SERVING_CERT: &str = "apiserver.crt";
 pub const SERVING_KEY: &str = "apiserver.key";
 
+/// The API server's client certificate for calls to kubelets (kubeadm's
+/// `apiserver-kubelet-client.crt`/`.key`), its user and group.
+pub const KUBELET_CLIENT_CERT: &str = "apiserver-kubelet-client.crt";
+pub const KUBELET_CLIENT_KEY: &str = "apiserver-kubelet-client.key";
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
 /// The identity of the cluster administrator (kubeadm's admin.conf before 1.29).
 pub const ADMIN_USER: &str = "kubernetes-admin";
 pub const MASTERS_GROUP: &str = "system:masters";
@@ -84,6 +90,13 @@ pub struct PkiFiles {
     pub sa_public: Vec<PathBuf>,
     /// `--service-account-signing-key-file`: the key that signs them.
     pub sa_signing: Option<PathBuf>,
+    /// `--kubelet-client-certificate` / `--kubelet-client-key`: the API server's identity
+    /// towards kubelets.
+    pub kubelet_client_cert: Option<PathBuf>,
+    pub kubelet_client_key: Option<PathBuf>,
+    /// `--kubelet-certificate-authority`: verifies kubelets' serving certificates (none: not
+    /// verified, as upstream).
+    pub kubelet_certificate_authority: Option<PathBuf>,
 }
 
 /// The loaded PKI.
@@ -100,6 +113,8 @@ pub struct Pki {
     /// or certificates).
     pub sa_signing_key_pem: String,
     pub sa_public_pems: Vec<String>,
+    /// Where the kubelet-client certificate and key are (given, or made under `dir`).
+    pub kubelet_client_files: Option<(PathBuf, PathBuf)>,
 }
 
 impl Pki {
@@ -152,8 +167,22 @@ impl Pki {
             serving_key_pem: String::new(),
             sa_signing_key_pem,
             sa_public_pems,
+            kubelet_client_files: None,
         };
         let mut pki = pki_probe;
+        // The kubelet-client identity: given, or made once and kept (kubeadm's).
+        pki.kubelet_client_files = Some(match (&files.kubelet_client_cert, &files.kubelet_client_key) {
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
+            _ => {
+                let (c, k) = (dir.join(KUBELET_CLIENT_CERT), dir.join(KUBELET_CLIENT_KEY));
+                if !(c.is_file() && k.is_file()) {
+                    let (cert, key) = pki.issue_client(KUBELET_CLIENT_USER, &[MASTERS_GROUP])?;
+                    write(&c, &cert)?;
+                    write_private(&k, &key)?;
+                }
+                (c, k)
+            }
+        });
         match (&files.tls_cert, &files.tls_key) {
             (Some(c), Some(k)) => {
                 pki.serving_cert_pem = read(c)?;
@@ -189,6 +218,7 @@ impl Pki {
             serving_key_pem: String::new(),
             sa_signing_key_pem: String::new(),
             sa_public_pems: Vec::new(),
+            kubelet_client_files: None,
         })
     }
 
@@ -276,6 +306,53 @@ impl Pki {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         // The chain: the serving certificate, then the CA.
+        Ok((
+            format!("{}{}", cert.pem(), self.ca_pem),
+            key.serialize_pem(),
+        ))
+    }
+
+    /// A kubelet serving certificate and key (PEM) for `node` at `ips` (plus loopback and
+    /// `localhost`), as the kubelet-serving signer issues them: CN `system:node:<node>`, O
+    /// `system:nodes`, server auth. The chain holds the CA after the certificate.
+    pub fn issue_kubelet_serving(
+        &self,
+        node: &str,
+        ips: &[IpAddr],
+    ) -> Result<(String, String), PkiError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, NODES_GROUP);
+        dn.push(DnType::CommonName, format!("{NODE_USER_PREFIX}{node}"));
+        params.distinguished_name = dn;
+        let mut all_ips: Vec<IpAddr> = vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+        ];
+        for ip in ips {
+            if !ip.is_unspecified() && !all_ips.contains(ip) {
+                all_ips.push(*ip);
+            }
+        }
+        let mut names = vec![node.to_string()];
+        if node != "localhost" {
+            names.push("localhost".into());
+        }
+        params.subject_alt_names = names
+            .into_iter()
+            .filter(|n| n.parse::<IpAddr>().is_err())
+            .filter_map(|n| n.try_into().ok().map(SanType::DnsName))
+            .chain(all_ips.into_iter().map(SanType::IpAddress))
+            .collect();
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, 365);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
         Ok((
             format!("{}{}", cert.pem(), self.ca_pem),
             key.serialize_pem(),

@@ -13,7 +13,6 @@
 //! found").
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Response, StatusCode};
@@ -21,6 +20,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
+use crate::kubelet_client::KubeletClient;
 use crate::registry::Registry;
 use crate::resources::{self, ResourceInfo};
 use crate::rest::ApiRequest;
@@ -30,8 +30,6 @@ use crate::status::{ApiError, ApiResult, Cause};
 const DEFAULT_KUBELET_PORT: u16 = 10250;
 /// How much of a kubelet's error answer is read (upstream's `maxReadLength`).
 const MAX_ERROR_BODY: usize = 50_000;
-/// How long connecting to a kubelet may take.
-const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The `PodLogOptions` query of `pods/log`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -283,7 +281,7 @@ pub async fn get(
     } else {
         format!("{path}?{query}")
     };
-    let resp = kubelet_get(addr, &uri)
+    let resp = kubelet_get(&reg.kubelet_client(), addr, &uri)
         .await
         .map_err(|e| ApiError::internal(format!("Get \"https://{addr}{uri}\": {e}")))?;
     let status = resp.status();
@@ -356,16 +354,15 @@ async fn read_limited(body: hyper::body::Incoming) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// One GET to a kubelet over HTTPS on a connection of its own.
-///
-/// The kubelet's serving certificate is not verified: upstream's API server does not verify it
-/// either unless `--kubelet-certificate-authority` is given, and kubelets here serve self-signed
-/// certificates until the security issue brings a cluster CA.
+/// One GET to a kubelet over HTTPS on a connection of its own, through `client` (the API
+/// server's kubelet-client certificate; the kubelet's certificate verified only when a kubelet
+/// CA is configured, as upstream).
 pub(crate) async fn kubelet_get(
+    client: &KubeletClient,
     addr: SocketAddr,
     uri: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, Box<dyn std::error::Error + Send + Sync>> {
-    let tls = kubelet_connect(addr).await?;
+    let tls = kubelet_connect(client, addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -379,88 +376,15 @@ pub(crate) async fn kubelet_get(
     Ok(sender.send_request(req).await?)
 }
 
-/// A TLS connection to the kubelet at `addr` (its certificate is not verified, see
-/// [`kubelet_get`]).
+/// A TLS connection to the kubelet at `addr` (see [`KubeletClient`]).
 pub async fn kubelet_connect(
+    client: &KubeletClient,
     addr: SocketAddr,
 ) -> Result<
     tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     Box<dyn std::error::Error + Send + Sync>,
 > {
-    let tcp = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| format!("dial tcp {addr}: i/o timeout"))??;
-    let _ = tcp.set_nodelay(true);
-    let connector = tokio_rustls::TlsConnector::from(insecure_tls_config());
-    let server_name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    Ok(connector.connect(server_name, tcp).await?)
-}
-
-/// A TLS client configuration that accepts any server certificate (see [`kubelet_get`]);
-/// signatures are still checked, so the handshake is a real one.
-fn insecure_tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default protocol versions")
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
-                .with_no_client_auth();
-            c.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Arc::new(c)
-        })
-        .clone()
-}
-
-#[derive(Debug)]
-struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    client.connect(addr).await
 }
 
 #[cfg(test)]

@@ -99,12 +99,25 @@ pub struct Registry {
     /// `forceLiveLookupCache`): admission reads them fresh, so a create right after the delete
     /// sees the namespace Terminating even before the watch cache has caught up.
     recently_deleted_namespaces: parking_lot::Mutex<HashMap<String, std::time::Instant>>,
+    /// How kubelets are called (upstream's pod storage holds its `KubeletClientConfig`); set
+    /// once the PKI is loaded, [`KubeletClient::default`] until then.
+    kubelet_client: std::sync::OnceLock<crate::kubelet_client::KubeletClient>,
 }
 
 /// How long a deleted namespace is looked up fresh (upstream's `forceLiveLookupTTL`).
 const FORCE_LIVE_LOOKUP_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Registry {
+    /// The client for calls to kubelets (logs, exec, attach, port-forward, node proxy, metrics).
+    pub fn kubelet_client(&self) -> crate::kubelet_client::KubeletClient {
+        self.kubelet_client.get_or_init(Default::default).clone()
+    }
+
+    /// Sets the kubelet client (once, at start-up; later calls are ignored).
+    pub fn set_kubelet_client(&self, client: crate::kubelet_client::KubeletClient) {
+        let _ = self.kubelet_client.set(client);
+    }
+
     pub async fn new(
         store: Arc<dyn Store>,
         service_cidr: &str,
@@ -128,6 +141,7 @@ impl Registry {
             node_ports: PortAllocator::new(node_port_range).map_err(|e| e.to_string())?,
             event_ttl,
             recently_deleted_namespaces: parking_lot::Mutex::new(HashMap::new()),
+            kubelet_client: std::sync::OnceLock::new(),
         };
         // Rebuild the allocators from what is stored.
         let services = resources::find("", "v1", "services").expect("services are served");

@@ -132,6 +132,14 @@ impl Server {
         let pki = Pki::load_or_create(&server_dir, &config.security.files, &ips, &[])
             .map_err(|e| e.to_string())?;
         let tls = tls_config(&pki)?;
+        let kubelet_client = crate::kubelet_client::KubeletClient::from_files(
+            pki.kubelet_client_files
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path())),
+            config.security.files.kubelet_certificate_authority.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+        registry.set_kubelet_client(kubelet_client);
         let mut cfg = config.clone();
         cfg.listen = local_addr;
         let service_accounts = Arc::new(

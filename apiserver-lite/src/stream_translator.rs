@@ -16,6 +16,7 @@ use streaming::client::{self, ClientError, ExecIo};
 use streaming::remotecommand::{self, Command, Options, Timeouts};
 use streaming::{Backend, Duplex, StreamError, StreamIo};
 
+use crate::kubelet_client::KubeletClient;
 use crate::pod_log::kubelet_connect;
 
 /// How long the kubelet gets to open the SPDY streams (upstream's stream creation timeout).
@@ -25,6 +26,7 @@ const STREAM_CREATION_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// request for `target` (`/exec/{ns}/{pod}/{container}?…`).
 pub fn serve<B: Send + 'static>(
     req: http::Request<B>,
+    kubelets: KubeletClient,
     addr: SocketAddr,
     target: String,
     exec: bool,
@@ -43,7 +45,11 @@ pub fn serve<B: Send + 'static>(
             container_id: String::new(),
         }
     };
-    let backend = Arc::new(KubeletSpdy { addr, target });
+    let backend = Arc::new(KubeletSpdy {
+        kubelets,
+        addr,
+        target,
+    });
     remotecommand::serve(
         req,
         backend,
@@ -58,6 +64,7 @@ pub fn serve<B: Send + 'static>(
 
 /// The kubelet end: one SPDY session per exec/attach.
 struct KubeletSpdy {
+    kubelets: KubeletClient,
     addr: SocketAddr,
     target: String,
 }
@@ -68,7 +75,7 @@ impl KubeletSpdy {
         &self,
         io: StreamIo,
     ) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status, StreamError> {
-        let tls = kubelet_connect(self.addr).await.map_err(|e| {
+        let tls = kubelet_connect(&self.kubelets, self.addr).await.map_err(|e| {
             StreamError::Internal(format!(
                 "error dialing backend: dial tcp {}: {e}",
                 self.addr

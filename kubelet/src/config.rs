@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use file::{CgroupDriver, KubeletConfiguration};
+pub use file::{CgroupDriver, KubeletAuthorizationMode, KubeletConfiguration};
 pub use flags::KubeletArgs;
 
 /// Upstream's default `--root-dir`.
@@ -216,6 +216,31 @@ impl Config {
         }
         if let Some(e) = &args.container_runtime_endpoint {
             settings.container_runtime_endpoint = Some(e.clone());
+        }
+        if let (Some(c), Some(k)) = (&args.tls_cert_file, &args.tls_private_key_file) {
+            settings.tls_cert_file = Some(absolute(c).to_string_lossy().into_owned());
+            settings.tls_private_key_file = Some(absolute(k).to_string_lossy().into_owned());
+        } else {
+            for f in [&mut settings.tls_cert_file, &mut settings.tls_private_key_file] {
+                if let Some(p) = f.take().filter(|p| !p.is_empty()) {
+                    *f = Some(rel(&p).to_string_lossy().into_owned());
+                }
+            }
+        }
+        let authn = &mut settings.authentication;
+        if let Some(f) = &args.client_ca_file {
+            authn.x509.client_ca_file = Some(absolute(f).to_string_lossy().into_owned());
+        } else if let Some(p) = authn.x509.client_ca_file.take().filter(|p| !p.is_empty()) {
+            authn.x509.client_ca_file = Some(rel(&p).to_string_lossy().into_owned());
+        }
+        if let Some(a) = args.anonymous_auth {
+            authn.anonymous.enabled = a;
+        }
+        if let Some(w) = args.authentication_token_webhook {
+            authn.webhook.enabled = w;
+        }
+        if let Some(m) = args.authorization_mode {
+            settings.authorization.mode = m;
         }
 
         let node_labels = args.node_labels.clone().unwrap_or_default();

@@ -7,12 +7,14 @@
 //! `/exec`, `/attach`, `/portForward`, `/run` (`streaming`, proxied to the runtime's streaming
 //! server); and the observability block — `/pods` (`pods`), `/configz` (`configz`), `/metrics`
 //! and `/metrics/resource` (`metrics`), `/stats/summary` (`stats`). Every request of the main
-//! server passes the one check in `auth` first. Handlers get a [`ServerState`] — the runtime, the
+//! server passes the one check in `auth` first (client certificate or bearer token, then a
+//! SubjectAccessReview on the node's subresource). Handlers get a [`ServerState`] — the runtime, the
 //! read-only [`PodView`], the effective configuration and the stats provider — and are axum
 //! routes in [`routes`].
 //!
 //! TLS: the serving certificate of `tls` (configured, or self-signed under `<root-dir>/pki`),
-//! rustls with the ring provider, HTTP/1.1. Each connection's handshake runs in its own task so a
+//! rustls with the ring provider, HTTP/1.1, client certificates requested (not required) and
+//! handed to `auth` as a request extension. Each connection's handshake runs in its own task so a
 //! slow client never holds up the accept loop.
 
 pub mod auth;
@@ -31,6 +33,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -55,6 +58,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
 }
 
 /// What handlers read: the runtime, the pods, the configuration and the stats provider.
@@ -87,8 +92,12 @@ impl Drop for KubeletServer {
 
 impl KubeletServer {
     /// Binds both servers (a port that is taken is an error, as upstream's is fatal) and serves
-    /// them in the background.
-    pub async fn start(config: &Config, state: ServerState) -> Result<KubeletServer, ServerError> {
+    /// them in the background; every request of the main one passes `auth`.
+    pub async fn start(
+        config: &Config,
+        state: ServerState,
+        auth: Arc<auth::KubeletAuth>,
+    ) -> Result<KubeletServer, ServerError> {
         let s = &config.settings;
         let mut server = KubeletServer {
             addr: None,
@@ -97,10 +106,16 @@ impl KubeletServer {
         };
         if s.enable_server && s.port > 0 {
             let addr = socket_addr("address", &s.address, s.port)?;
-            let tls = tls::server_config(&cert_source(config))?;
+            let hints = auth
+                .authenticator
+                .client_ca
+                .as_ref()
+                .map(|ca| ca.hints())
+                .unwrap_or_default();
+            let tls = tls::server_config(&cert_source(config), tls::RequestClientCert::new(hints))?;
             let listener = bind(addr).await?;
             server.addr = Some(listener.local_addr().unwrap_or(addr));
-            let app = routes(state).layer(axum::middleware::from_fn(auth::filter));
+            let app = routes(state).layer(axum::middleware::from_fn_with_state(auth, auth::filter));
             server
                 .tasks
                 .push(tokio::spawn(serve_tls(listener, tls, app)));
@@ -228,6 +243,17 @@ async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: R
                     return;
                 }
             };
+            let certs = auth::PeerCertificates(
+                stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+            );
+            let app = app.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(certs.clone());
+                req
+            });
             let service = TowerToHyperService::new(app);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

@@ -329,6 +329,28 @@ pub fn cluster_roles() -> Vec<Value> {
                 &["create", "get", "list", "watch"],
             )],
         ),
+        // Full access to the kubelet API (with 1.33's fine-grained kubelet authorization).
+        role(
+            "system:kubelet-api-admin",
+            json!({}),
+            vec![
+                r(&[""], &["nodes"], READ),
+                r(&[""], &["nodes"], &["proxy"]),
+                r(
+                    &[""],
+                    &[
+                        "nodes/proxy",
+                        "nodes/metrics",
+                        "nodes/stats",
+                        "nodes/log",
+                        "nodes/pods",
+                        "nodes/healthz",
+                        "nodes/configz",
+                    ],
+                    &["*"],
+                ),
+            ],
+        ),
         role(
             "system:node-proxier",
             json!({}),

@@ -149,9 +149,10 @@ pub struct KubeletConfiguration {
     pub rotate_certificates: bool,
     #[serde(rename = "serverTLSBootstrap")]
     pub server_tls_bootstrap: bool,
-    /// Kept as values until the kubelet server's authn/authz lands.
-    pub authentication: Value,
-    pub authorization: Value,
+    /// Who may call the kubelet server: client certificates, bearer tokens, anonymous.
+    pub authentication: KubeletAuthentication,
+    /// What they may do there: `Webhook` (SubjectAccessReview) or `AlwaysAllow`.
+    pub authorization: KubeletAuthorization,
     pub healthz_port: i32,
     pub healthz_bind_address: String,
 
@@ -250,6 +251,89 @@ pub struct KubeletConfiguration {
     pub logging: Value,
 }
 
+/// `authentication`: upstream's `KubeletAuthentication` with its v1beta1 defaults (anonymous
+/// off, webhook on with a 2m cache).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KubeletAuthentication {
+    pub x509: KubeletX509Authentication,
+    pub webhook: KubeletWebhookAuthentication,
+    pub anonymous: KubeletAnonymousAuthentication,
+}
+
+/// `authentication.x509`: the CA bundle that verifies client certificates (`--client-ca-file`);
+/// none = the CA of the kubeconfig's cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KubeletX509Authentication {
+    #[serde(rename = "clientCAFile", skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
+}
+
+/// `authentication.webhook`: bearer tokens checked with a TokenReview, answers cached.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KubeletWebhookAuthentication {
+    pub enabled: bool,
+    #[serde(rename = "cacheTTL", with = "serde_req")]
+    pub cache_ttl: Duration,
+}
+
+impl Default for KubeletWebhookAuthentication {
+    fn default() -> Self {
+        KubeletWebhookAuthentication {
+            enabled: true,
+            cache_ttl: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `authentication.anonymous`: requests without credentials as `system:anonymous`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KubeletAnonymousAuthentication {
+    pub enabled: bool,
+}
+
+/// `authorization`: the mode and the webhook's cache lifetimes (5m allowed, 30s denied).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KubeletAuthorization {
+    pub mode: KubeletAuthorizationMode,
+    pub webhook: KubeletWebhookAuthorization,
+}
+
+/// `authorization.mode` (`--authorization-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum KubeletAuthorizationMode {
+    /// Every authenticated request is allowed.
+    #[value(name = "AlwaysAllow")]
+    AlwaysAllow,
+    /// A SubjectAccessReview to the API server decides.
+    #[default]
+    #[value(name = "Webhook")]
+    Webhook,
+}
+
+/// `authorization.webhook`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KubeletWebhookAuthorization {
+    #[serde(rename = "cacheAuthorizedTTL", with = "serde_req")]
+    pub cache_authorized_ttl: Duration,
+    #[serde(rename = "cacheUnauthorizedTTL", with = "serde_req")]
+    pub cache_unauthorized_ttl: Duration,
+}
+
+impl Default for KubeletWebhookAuthorization {
+    fn default() -> Self {
+        KubeletWebhookAuthorization {
+            cache_authorized_ttl: Duration::from_secs(300),
+            cache_unauthorized_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
 /// How cgroups are named and created (`cgroupDriver`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -277,15 +361,8 @@ impl Default for KubeletConfiguration {
             tls_private_key_file: None,
             rotate_certificates: false,
             server_tls_bootstrap: false,
-            authentication: json!({
-                "anonymous": {"enabled": false},
-                "webhook": {"enabled": true, "cacheTTL": "2m0s"},
-                "x509": {}
-            }),
-            authorization: json!({
-                "mode": "Webhook",
-                "webhook": {"cacheAuthorizedTTL": "5m0s", "cacheUnauthorizedTTL": "30s"}
-            }),
+            authentication: KubeletAuthentication::default(),
+            authorization: KubeletAuthorization::default(),
             healthz_port: 10248,
             healthz_bind_address: "127.0.0.1".into(),
             registry_pull_qps: 5,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Taint;
 
-use super::file::CgroupDriver;
+use super::file::{CgroupDriver, KubeletAuthorizationMode};
 
 /// `capstan kubelet` flags.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -85,6 +85,26 @@ pub struct KubeletArgs {
     /// Built-in runtime: where CNI results are cached (default /var/lib/cni).
     #[arg(long, value_name = "DIR")]
     pub cni_cache_dir: Option<PathBuf>,
+    /// The kubelet server's certificate (chain) instead of a self-signed one (the file's
+    /// tlsCertFile).
+    #[arg(long, value_name = "FILE", requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The key of --tls-cert-file (the file's tlsPrivateKeyFile).
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CA bundle that verifies client certificates to the kubelet server (the file's
+    /// authentication.x509.clientCAFile); default: the CA of the kubeconfig's cluster.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Serve requests without credentials as system:anonymous (default false).
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub anonymous_auth: Option<bool>,
+    /// Check bearer tokens with a TokenReview to the API server (default true).
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub authentication_token_webhook: Option<bool>,
+    /// AlwaysAllow or Webhook (SubjectAccessReview; the default).
+    #[arg(long, value_name = "MODE")]
+    pub authorization_mode: Option<KubeletAuthorizationMode>,
 }
 
 /// Parsed `--register-with-taints` (a newtype, since clap would read a bare `Vec` as repeated

@@ -4,6 +4,11 @@
 //! upstream's `GenerateSelfSignedCertKey`, a throw-away CA (`<host>-ca@<unix time>`) signs a
 //! one-year serving certificate (`<host>@<unix time>`), and the certificate file holds both.
 //! The names are the node name, its addresses, `localhost` and the loopback addresses.
+//!
+//! Client certificates are requested, never required (Go's `tls.RequestClientCert`, as
+//! upstream's kubelet): [`RequestClientCert`] accepts any chain whose holder proves its key and
+//! names the client CA in its hints; `auth::authn` verifies the chain per request, so a
+//! certificate from another CA is a 401, not a failed handshake.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -53,8 +58,12 @@ pub enum CertSource {
     },
 }
 
-/// The rustls server configuration for the certificate (HTTP/1.1 only).
-pub fn server_config(source: &CertSource) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// The rustls server configuration for the certificate (HTTP/1.1 only), asking clients for a
+/// certificate with `client_auth`.
+pub fn server_config(
+    source: &CertSource,
+    client_auth: Arc<RequestClientCert>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let (cert_path, key_path) = match source {
         CertSource::Files { cert, key } => (cert.clone(), key.clone()),
         CertSource::SelfSigned { dir, host, ips } => {
@@ -88,10 +97,84 @@ pub fn server_config(source: &CertSource) -> Result<Arc<rustls::ServerConfig>, T
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
+    .with_client_cert_verifier(client_auth)
     .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The handshake's client-certificate policy: ask (with the client CA's names as hints), accept
+/// no certificate or any certificate whose key signs the handshake; trust is decided later.
+#[derive(Debug)]
+pub struct RequestClientCert {
+    hints: Vec<rustls::DistinguishedName>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl RequestClientCert {
+    pub fn new(hints: Vec<rustls::DistinguishedName>) -> Arc<Self> {
+        Arc::new(RequestClientCert {
+            hints,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        })
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -232,7 +315,7 @@ mod tests {
             host: "node-1".into(),
             ips: vec![IpAddr::from([192, 0, 2, 9])],
         };
-        server_config(&source).unwrap();
+        server_config(&source, RequestClientCert::new(Vec::new())).unwrap();
         let cert = std::fs::read_to_string(dir.path().join("pki").join(CERT_FILE)).unwrap();
         // The serving certificate, then its CA.
         assert_eq!(cert.matches("BEGIN CERTIFICATE").count(), 2);
@@ -241,7 +324,7 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(key_mode & 0o777, 0o600);
-        server_config(&source).unwrap();
+        server_config(&source, RequestClientCert::new(Vec::new())).unwrap();
         let again = std::fs::read_to_string(dir.path().join("pki").join(CERT_FILE)).unwrap();
         assert_eq!(cert, again, "an existing pair is reused");
     }
@@ -253,14 +336,14 @@ mod tests {
             cert: dir.path().join("c.crt"),
             key: dir.path().join("c.key"),
         };
-        assert!(server_config(&missing)
+        assert!(server_config(&missing, RequestClientCert::new(Vec::new()))
             .unwrap_err()
             .to_string()
             .contains("c.crt"));
         std::fs::write(dir.path().join("c.crt"), "not pem").unwrap();
         std::fs::write(dir.path().join("c.key"), "not pem").unwrap();
         assert!(matches!(
-            server_config(&missing).unwrap_err(),
+            server_config(&missing, RequestClientCert::new(Vec::new())).unwrap_err(),
             TlsError::Pem { .. }
         ));
     }
