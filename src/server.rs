@@ -114,6 +114,42 @@ pub struct ServerArgs {
     pub kube_proxy_arg: Vec<String>,
 }
 
+/// The in-process kubelet's serving certificate and key, under its root dir.
+const KUBELET_SERVING_CERT: &str = "kubelet-serving.crt";
+const KUBELET_SERVING_KEY: &str = "kubelet-serving.key";
+
+/// Issues the kubelet's serving certificate from the cluster CA for its node name and
+/// addresses (`--node-ip`, or the host's primary address), re-issued at every start as the API
+/// server's own.
+fn write_kubelet_serving(
+    layout: &Layout,
+    kubelet: &kubelet::config::Config,
+    cert_path: &std::path::Path,
+    key_path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let pki = apiserver_lite::pki::Pki::load_ca(&layout.server_dir())?;
+    let mut ips = kubelet.node_ips.clone();
+    if ips.is_empty() {
+        ips.push(apiserver_lite::server::primary_address());
+    }
+    let (cert, key) = pki.issue_kubelet_serving(&kubelet.node_name, &ips)?;
+    std::fs::create_dir_all(layout.kubelet_root())?;
+    std::fs::write(cert_path, cert).with_context(|| format!("writing {}", cert_path.display()))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(key_path)
+            .with_context(|| format!("writing {}", key_path.display()))?;
+        f.write_all(key.as_bytes())?;
+    }
+    Ok(())
+}
+
 /// `name=value` (or `--name=value`) as a flag.
 fn extra_flag(arg: &str) -> String {
     format!("--{}", arg.trim_start_matches('-'))
@@ -167,6 +203,12 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     };
     record.save(&layout)?;
 
+    // The in-process kubelet serves a certificate of the cluster CA unless given its own.
+    let mint_kubelet_serving = !args
+        .kubelet_arg
+        .iter()
+        .any(|a| a.trim_start_matches('-').starts_with("tls-cert-file"));
+
     // The API server: serving once this returns.
     let api_config = apiserver_lite::server::Config {
         advertise_address: args
@@ -178,8 +220,17 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         node_port_range: args.service_node_port_range.clone(),
         event_ttl: crate::parse_duration(&args.event_ttl).context("--event-ttl")?,
         // TLS only, with a cluster CA under DIR/server/; the in-process components use the admin
-        // kubeconfig for now (their own identities are the security issue's next part).
-        security: Default::default(),
+        // kubeconfig for now (their own identities are the security issue's next part). The
+        // kubelet's serving certificate comes from the cluster CA (below) unless one is given,
+        // so the API server verifies it.
+        security: apiserver_lite::auth::SecurityOptions {
+            files: apiserver_lite::pki::PkiFiles {
+                kubelet_certificate_authority: mint_kubelet_serving
+                    .then(|| layout.server_dir().join(apiserver_lite::pki::CA_CERT)),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
     };
     let api = apiserver_lite::server::Server::start(api_config)
         .await
@@ -263,11 +314,22 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     if let Some(d) = &args.registry_config_dir {
         kubelet_args.push(format!("--registry-config-dir={}", d.display()));
     }
+    let (serving_cert, serving_key) = (
+        layout.kubelet_root().join(KUBELET_SERVING_CERT),
+        layout.kubelet_root().join(KUBELET_SERVING_KEY),
+    );
+    if mint_kubelet_serving {
+        kubelet_args.push(format!("--tls-cert-file={}", serving_cert.display()));
+        kubelet_args.push(format!("--tls-private-key-file={}", serving_key.display()));
+    }
     kubelet_args.extend(args.kubelet_arg.iter().map(|a| extra_flag(a)));
     let kubelet_args: kubelet::config::KubeletArgs = parse_args("kubelet", kubelet_args)?;
     std::fs::create_dir_all(layout.static_pods())?;
     let kubelet_config = kubelet::config::Config::resolve(&kubelet_args)?;
     let node_name = kubelet_config.node_name.clone();
+    if mint_kubelet_serving {
+        write_kubelet_serving(&layout, &kubelet_config, &serving_cert, &serving_key)?;
+    }
     tracing::debug!(elapsed = ?started.elapsed(), "kubelet configuration resolved");
     record.node_name = node_name.clone();
     record.save(&layout)?;

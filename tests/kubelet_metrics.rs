@@ -7,38 +7,26 @@
 //! (installed kubectl) for a pod spinning in a busy loop under a CPU limit, a label selector,
 //! `kubectl get --raw` of one PodMetrics and the NotFound of a pod without metrics.
 //!
-//! The kubelet's self-signed certificate is not verified (`curl -k`). Everything the test makes
+//! The kubelet's self-signed certificate is not verified (`curl -k`); requests carry the cluster
+//! admin's client certificate, which the kubelet authorizes with a SubjectAccessReview. Everything the test makes
 //! is removed by the harness' guards.
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::kubelet::{container_status, get_pod, Node, NodeRuntime};
 use common::{eventually, ApiServer};
 use serde_json::Value;
 
-/// GET of a kubelet endpoint over HTTPS (certificate not verified): (status, body).
-fn kubelet_get(node: &Node, path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args([
-            "-sSk",
-            "--max-time",
-            "30",
-            "-w",
-            "\n%{http_code}",
-            &format!("https://127.0.0.1:{}{path}", node.port),
-        ])
-        .output()
-        .expect("running curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+/// GET of a kubelet endpoint over HTTPS as the cluster admin (certificate not verified):
+/// (status, body).
+fn kubelet_get(api: &ApiServer, node: &Node, path: &str) -> (u16, String) {
+    node.kubelet_get(api, path)
 }
 
-fn kubelet_json(node: &Node, path: &str) -> Value {
-    let (code, body) = kubelet_get(node, path);
+fn kubelet_json(api: &ApiServer, node: &Node, path: &str) -> Value {
+    let (code, body) = kubelet_get(api, node, path);
     assert_eq!(code, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
 }
@@ -124,7 +112,7 @@ spec:
     });
 
     // /metrics: upstream's names; the pod starts were counted.
-    let (code, metrics) = kubelet_get(&node, "/metrics");
+    let (code, metrics) = kubelet_get(&api, &node, "/metrics");
     assert_eq!(code, 200, "{metrics}");
     for family in [
         "kubelet_pod_start_duration_seconds",
@@ -166,7 +154,7 @@ spec:
         Some(1.0)
     );
     eventually(Duration::from_secs(30), "the PLEG counts the pods", || {
-        let (_, m) = kubelet_get(&node, "/metrics");
+        let (_, m) = kubelet_get(&api, &node, "/metrics");
         sample(&m, "kubelet_running_pods").unwrap_or(0.0) >= 2.0
             && sample(
                 &m,
@@ -189,7 +177,7 @@ spec:
         Duration::from_secs(30),
         "the summary has a CPU rate of the busy pod",
         || {
-            summary = kubelet_json(&node, "/stats/summary");
+            summary = kubelet_json(&api, &node, "/stats/summary");
             let busy = pod_stats(&summary, "busy");
             busy["containers"][0]["cpu"]["usageNanoCores"]
                 .as_u64()
@@ -232,7 +220,7 @@ spec:
     assert!(!pod_stats(&summary, "idle").is_null(), "{summary:#}");
 
     // /metrics/resource: what metrics-server (and apiserver-lite) scrape.
-    let (code, resource) = kubelet_get(&node, "/metrics/resource");
+    let (code, resource) = kubelet_get(&api, &node, "/metrics/resource");
     assert_eq!(code, 200);
     let spin_labels = "{container=\"spin\",namespace=\"default\",pod=\"busy\"}";
     for prefix in [
@@ -251,7 +239,7 @@ spec:
     assert_eq!(sample(&resource, "resource_scrape_error"), Some(0.0));
 
     // /pods and /configz.
-    let pods = kubelet_json(&node, "/pods");
+    let pods = kubelet_json(&api, &node, "/pods");
     assert_eq!(pods["kind"], "PodList");
     let names: Vec<&str> = pods["items"]
         .as_array()
@@ -263,7 +251,7 @@ spec:
         names.contains(&"busy") && names.contains(&"idle"),
         "{names:?}"
     );
-    let configz = kubelet_json(&node, "/configz");
+    let configz = kubelet_json(&api, &node, "/configz");
     let cfg = &configz["kubeletconfig"];
     assert_eq!(cfg["kind"], "KubeletConfiguration");
     assert_eq!(cfg["port"], node.port);

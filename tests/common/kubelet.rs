@@ -228,6 +228,29 @@ impl Node {
     }
 
     /// A node named `{prefix}-{pid}-{runtime}` on `runtime`, started and Ready.
+    /// `curl` of the kubelet server's `path` over HTTPS (its certificate not verified) with
+    /// extra curl arguments (the credentials: `--cert`/`--key`, `-H "Authorization: …"`, none
+    /// for an anonymous request): (status, body).
+    pub fn kubelet_curl(&self, extra: &[&str], path: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-sSk", "--max-time", "30", "-w", "\n%{http_code}"])
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .output()
+            .expect("running curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// GET of the kubelet server's `path` as `api`'s cluster admin (its client certificate; the
+    /// kubelet authorizes it with a SubjectAccessReview): (status, body).
+    pub fn kubelet_get(&self, api: &ApiServer, path: &str) -> (u16, String) {
+        let (cert, key) = api.admin_cert_files();
+        let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+        self.kubelet_curl(&["--cert", &cert, "--key", &key], path)
+    }
+
     pub fn start_ready(api: &ApiServer, prefix: &str, runtime: NodeRuntime) -> Node {
         let name = format!("{prefix}-{}-{runtime:?}", std::process::id()).to_lowercase();
         let mut node = Node::start(
