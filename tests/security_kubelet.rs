@@ -28,8 +28,13 @@ const FORBIDDEN_LOGS: &str =
 /// `groups`; returns the curl arguments that present them.
 fn client_cert(server_dir: &Path, out: &Path, user: &str, groups: &[&str]) -> Vec<String> {
     let pki = apiserver_lite::pki::Pki::load_ca(server_dir).expect("loading the CA");
-    let (cert, key) = pki.issue_client(user, groups).expect("issuing a client cert");
-    let (c, k) = (out.join(format!("{user}.crt")), out.join(format!("{user}.key")));
+    let (cert, key) = pki
+        .issue_client(user, groups)
+        .expect("issuing a client cert");
+    let (c, k) = (
+        out.join(format!("{user}.crt")),
+        out.join(format!("{user}.key")),
+    );
     std::fs::write(&c, cert).unwrap();
     std::fs::write(&k, key).unwrap();
     vec![
@@ -137,9 +142,14 @@ spec:
 "#
         ),
     );
-    wait_pod(&api, &mut node, "talker", Duration::from_secs(120), "running", |p| {
-        p["status"]["phase"] == "Running"
-    });
+    wait_pod(
+        &api,
+        &mut node,
+        "talker",
+        Duration::from_secs(120),
+        "running",
+        |p| p["status"]["phase"] == "Running",
+    );
     let logs = "/containerLogs/default/talker/c";
 
     // Anonymous: 401, on every path.
@@ -174,7 +184,10 @@ spec:
         "bob has no nodes/proxy"
     );
     assert_eq!(
-        node.kubelet_curl(&["-H", "Authorization: Bearer viewer-token-0123456789"], "/stats/summary"),
+        node.kubelet_curl(
+            &["-H", "Authorization: Bearer viewer-token-0123456789"],
+            "/stats/summary"
+        ),
         (
             403,
             "Forbidden (user=viewer, verb=get, resource=nodes, subresource(s)=[stats])\n"
@@ -191,13 +204,23 @@ spec:
     // Users with nodes/proxy: the container's log, and /pods through the nodes/proxy fallback.
     let alice = client_cert(&server_dir, &creds, "alice", &[]);
     let (code, body) = node.kubelet_curl(&args(&alice), logs);
-    assert_eq!((code, body.as_str()), (200, "hello-from-talker\n"), "alice reads the log");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "hello-from-talker\n"),
+        "alice reads the log"
+    );
     let (code, body) = node.kubelet_curl(&args(&alice), "/pods");
     assert_eq!(code, 200, "alice lists pods: {body}");
     assert!(body.contains("talker"), "/pods: {body}");
-    let (code, body) =
-        node.kubelet_curl(&["-H", "Authorization: Bearer proxy-token-0123456789"], logs);
-    assert_eq!((code, body.as_str()), (200, "hello-from-talker\n"), "the token user reads it");
+    let (code, body) = node.kubelet_curl(
+        &["-H", "Authorization: Bearer proxy-token-0123456789"],
+        logs,
+    );
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "hello-from-talker\n"),
+        "the token user reads it"
+    );
     // But nodes/proxy is not nodes/stats.
     assert_eq!(node.kubelet_curl(&args(&alice), "/stats/summary").0, 403);
 
@@ -210,7 +233,11 @@ spec:
     );
     let out = api.kubectl_ok(&["exec", "talker", "--", "sh", "-c", "echo exec-$((6*7))"]);
     assert_eq!(out, "exec-42\n", "kubectl exec");
-    let out = api.kubectl_ok(&["get", "--raw", &format!("/api/v1/nodes/{name}/proxy/healthz")]);
+    let out = api.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{name}/proxy/healthz"),
+    ]);
     assert_eq!(out, "ok", "the node proxy");
     // A user the API server refuses nodes/proxy never reaches the kubelet.
     let err = api.kubectl_err(&[
@@ -245,10 +272,18 @@ fn a_kubelet_certificate_authority_refuses_kubelets_it_did_not_sign() {
     let mut node = Node::start(&api, &name, NodeOptions::default());
     node.wait_ready(&api);
     let mut last = String::new();
-    eventually(Duration::from_secs(30), "the node proxy to be refused", || {
-        last = api.kubectl_err(&["get", "--raw", &format!("/api/v1/nodes/{name}/proxy/healthz")]);
-        last.contains("error dialing backend")
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the node proxy to be refused",
+        || {
+            last = api.kubectl_err(&[
+                "get",
+                "--raw",
+                &format!("/api/v1/nodes/{name}/proxy/healthz"),
+            ]);
+            last.contains("error dialing backend")
+        },
+    );
     assert!(
         last.to_lowercase().contains("certificate") || last.contains("UnknownIssuer"),
         "the refusal names the certificate: {last}"

@@ -157,9 +157,11 @@ async fn to_kubelet(
     target: &str,
 ) -> ApiResult<Response<Body>> {
     let addr = node_kubelet(reg, node_name)?;
-    let io = kubelet_connect(&reg.kubelet_client(), addr).await.map_err(|e| {
-        ApiError::service_unavailable(format!("error dialing backend: dial tcp {addr}: {e}"))
-    })?;
+    let io = kubelet_connect(&reg.kubelet_client(), addr)
+        .await
+        .map_err(|e| {
+            ApiError::service_unavailable(format!("error dialing backend: dial tcp {addr}: {e}"))
+        })?;
     Ok(
         streaming::proxy::forward(req, io, &addr.to_string(), target)
             .await

@@ -33,6 +33,9 @@ pub enum KubeletClientError {
     Tls(#[from] rustls::Error),
 }
 
+/// PEM text and the file it came from (named in errors).
+pub type PemFile<'a> = (&'a Path, &'a [u8]);
+
 /// The TLS side of calls to kubelets.
 #[derive(Clone, Debug)]
 pub struct KubeletClient {
@@ -75,8 +78,8 @@ impl KubeletClient {
 
     /// From PEM text, each with the path it came from (for errors).
     pub fn from_pem(
-        client: Option<((&Path, &[u8]), (&Path, &[u8]))>,
-        kubelet_ca: Option<(&Path, &[u8])>,
+        client: Option<(PemFile<'_>, PemFile<'_>)>,
+        kubelet_ca: Option<PemFile<'_>>,
     ) -> Result<KubeletClient, KubeletClientError> {
         let pem_err = |path: &Path, message: String| KubeletClientError::Pem {
             path: path.to_path_buf(),

@@ -224,7 +224,9 @@ async fn serve(
             .iter()
             .filter_map(|n| n["metadata"]["name"].as_str())
             .collect();
-        let pairs = api.pairs(&reg.kubelet_client(), targets(&|n| names.contains(&n))).await;
+        let pairs = api
+            .pairs(&reg.kubelet_client(), targets(&|n| names.contains(&n)))
+            .await;
         let items: Vec<Value> = wanted
             .iter()
             .filter_map(|n| {
@@ -266,7 +268,9 @@ async fn serve(
         .iter()
         .filter_map(|p| p["spec"]["nodeName"].as_str())
         .collect();
-    let pairs = api.pairs(&reg.kubelet_client(), targets(&|n| node_names.contains(&n))).await;
+    let pairs = api
+        .pairs(&reg.kubelet_client(), targets(&|n| node_names.contains(&n)))
+        .await;
     let items: Vec<Value> = pods
         .iter()
         .filter_map(|p| {

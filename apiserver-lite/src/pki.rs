@@ -171,18 +171,21 @@ impl Pki {
         };
         let mut pki = pki_probe;
         // The kubelet-client identity: given, or made once and kept (kubeadm's).
-        pki.kubelet_client_files = Some(match (&files.kubelet_client_cert, &files.kubelet_client_key) {
-            (Some(c), Some(k)) => (c.clone(), k.clone()),
-            _ => {
-                let (c, k) = (dir.join(KUBELET_CLIENT_CERT), dir.join(KUBELET_CLIENT_KEY));
-                if !(c.is_file() && k.is_file()) {
-                    let (cert, key) = pki.issue_client(KUBELET_CLIENT_USER, &[MASTERS_GROUP])?;
-                    write(&c, &cert)?;
-                    write_private(&k, &key)?;
+        pki.kubelet_client_files = Some(
+            match (&files.kubelet_client_cert, &files.kubelet_client_key) {
+                (Some(c), Some(k)) => (c.clone(), k.clone()),
+                _ => {
+                    let (c, k) = (dir.join(KUBELET_CLIENT_CERT), dir.join(KUBELET_CLIENT_KEY));
+                    if !(c.is_file() && k.is_file()) {
+                        let (cert, key) =
+                            pki.issue_client(KUBELET_CLIENT_USER, &[MASTERS_GROUP])?;
+                        write(&c, &cert)?;
+                        write_private(&k, &key)?;
+                    }
+                    (c, k)
                 }
-                (c, k)
-            }
-        });
+            },
+        );
         match (&files.tls_cert, &files.tls_key) {
             (Some(c), Some(k)) => {
                 pki.serving_cert_pem = read(c)?;

@@ -136,7 +136,11 @@ impl Server {
             pki.kubelet_client_files
                 .as_ref()
                 .map(|(c, k)| (c.as_path(), k.as_path())),
-            config.security.files.kubelet_certificate_authority.as_deref(),
+            config
+                .security
+                .files
+                .kubelet_certificate_authority
+                .as_deref(),
         )
         .map_err(|e| e.to_string())?;
         registry.set_kubelet_client(kubelet_client);

@@ -75,12 +75,14 @@ impl KubeletSpdy {
         &self,
         io: StreamIo,
     ) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status, StreamError> {
-        let tls = kubelet_connect(&self.kubelets, self.addr).await.map_err(|e| {
-            StreamError::Internal(format!(
-                "error dialing backend: dial tcp {}: {e}",
-                self.addr
-            ))
-        })?;
+        let tls = kubelet_connect(&self.kubelets, self.addr)
+            .await
+            .map_err(|e| {
+                StreamError::Internal(format!(
+                    "error dialing backend: dial tcp {}: {e}",
+                    self.addr
+                ))
+            })?;
         let (session, protocol) =
             client::connect(tls, &self.target, &remotecommand::SPDY_PROTOCOLS)
                 .await

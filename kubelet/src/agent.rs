@@ -145,7 +145,11 @@ impl Kubelet {
                 config: self.config.clone(),
                 stats,
             },
-            Arc::new(crate::server::auth::KubeletAuth::from_config(&self.config, self.client.clone()).await.map_err(crate::server::ServerError::from)?),
+            Arc::new(
+                crate::server::auth::KubeletAuth::from_config(&self.config, self.client.clone())
+                    .await
+                    .map_err(crate::server::ServerError::from)?,
+            ),
         )
         .await?;
         tokio::select! {

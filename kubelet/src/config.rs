@@ -221,7 +221,10 @@ impl Config {
             settings.tls_cert_file = Some(absolute(c).to_string_lossy().into_owned());
             settings.tls_private_key_file = Some(absolute(k).to_string_lossy().into_owned());
         } else {
-            for f in [&mut settings.tls_cert_file, &mut settings.tls_private_key_file] {
+            for f in [
+                &mut settings.tls_cert_file,
+                &mut settings.tls_private_key_file,
+            ] {
                 if let Some(p) = f.take().filter(|p| !p.is_empty()) {
                     *f = Some(rel(&p).to_string_lossy().into_owned());
                 }

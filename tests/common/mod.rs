@@ -74,10 +74,15 @@ impl ApiServer {
     /// The admin's client certificate and key as PEM files (`DIR/admin.crt`, `DIR/admin.key`),
     /// for clients such as curl that call kubelets as the cluster admin.
     pub fn admin_cert_files(&self) -> (PathBuf, PathBuf) {
-        let kubeconfig =
-            std::fs::read_to_string(self.kubeconfig()).expect("the admin kubeconfig");
-        let (cert, key) = (self.dir.path().join("admin.crt"), self.dir.path().join("admin.key"));
-        for (path, field) in [(&cert, "client-certificate-data"), (&key, "client-key-data")] {
+        let kubeconfig = std::fs::read_to_string(self.kubeconfig()).expect("the admin kubeconfig");
+        let (cert, key) = (
+            self.dir.path().join("admin.crt"),
+            self.dir.path().join("admin.key"),
+        );
+        for (path, field) in [
+            (&cert, "client-certificate-data"),
+            (&key, "client-key-data"),
+        ] {
             let pem = kubeconfig_data(&kubeconfig, field).expect("credentials in the kubeconfig");
             std::fs::write(path, pem).expect("writing the admin credentials");
         }

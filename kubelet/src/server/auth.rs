@@ -115,7 +115,12 @@ impl KubeletAuth {
     /// in-cluster CA) when none is configured.
     pub async fn from_config(config: &Config, client: kube::Client) -> Result<Self, AuthError> {
         let authn = &config.settings.authentication;
-        let client_ca = match authn.x509.client_ca_file.as_deref().filter(|f| !f.is_empty()) {
+        let client_ca = match authn
+            .x509
+            .client_ca_file
+            .as_deref()
+            .filter(|f| !f.is_empty())
+        {
             Some(file) => Some(client_ca_file(Path::new(file))?),
             None => kubeconfig_ca(config.kubeconfig.as_deref()).await?,
         };
@@ -231,11 +236,11 @@ async fn kubeconfig_ca(kubeconfig: Option<&Path>) -> Result<Option<authn::Client
         None => kube::Config::incluster().map_err(|e| err(&e))?,
     };
     match config.root_cert {
-        Some(certs) if !certs.is_empty() => authn::ClientCa::from_der(
-            certs.into_iter().map(CertificateDer::from).collect(),
-        )
-        .map(Some)
-        .map_err(AuthError::KubeconfigCa),
+        Some(certs) if !certs.is_empty() => {
+            authn::ClientCa::from_der(certs.into_iter().map(CertificateDer::from).collect())
+                .map(Some)
+                .map_err(AuthError::KubeconfigCa)
+        }
         _ => Ok(None),
     }
 }
@@ -252,10 +257,20 @@ pub enum Decision {
 }
 
 /// The filter in front of every handler.
-pub async fn filter(State(auth): State<Arc<KubeletAuth>>, req: Request, next: Next) -> Response<Body> {
+pub async fn filter(
+    State(auth): State<Arc<KubeletAuth>>,
+    req: Request,
+    next: Next,
+) -> Response<Body> {
     let attrs = attributes(req.method(), req.uri().path());
-    let chain = req.extensions().get::<PeerCertificates>().and_then(|p| p.0.clone());
-    match auth.decide(chain.as_deref().map(Vec::as_slice), req.headers(), &attrs).await {
+    let chain = req
+        .extensions()
+        .get::<PeerCertificates>()
+        .and_then(|p| p.0.clone());
+    match auth
+        .decide(chain.as_deref().map(Vec::as_slice), req.headers(), &attrs)
+        .await
+    {
         Decision::Allow => next.run(req).await,
         Decision::Deny { code, message } => {
             tracing::debug!(path = %attrs.path, verb = attrs.verb, "kubelet server refused: {}", message.trim_end());
@@ -280,14 +295,26 @@ mod tests {
             let a = attributes(&m, p);
             (a.verb, a.subresources)
         };
-        assert_eq!(a(Method::GET, "/containerLogs/ns/p/c"), ("get", vec!["proxy"]));
+        assert_eq!(
+            a(Method::GET, "/containerLogs/ns/p/c"),
+            ("get", vec!["proxy"])
+        );
         assert_eq!(a(Method::POST, "/exec/ns/p/c"), ("create", vec!["proxy"]));
         assert_eq!(a(Method::GET, "/stats/summary"), ("get", vec!["stats"]));
-        assert_eq!(a(Method::GET, "/metrics/resource"), ("get", vec!["metrics"]));
+        assert_eq!(
+            a(Method::GET, "/metrics/resource"),
+            ("get", vec!["metrics"])
+        );
         assert_eq!(a(Method::GET, "/logs/"), ("get", vec!["log"]));
-        assert_eq!(a(Method::GET, "/healthz"), ("get", vec!["healthz", "proxy"]));
+        assert_eq!(
+            a(Method::GET, "/healthz"),
+            ("get", vec!["healthz", "proxy"])
+        );
         assert_eq!(a(Method::GET, "/pods"), ("get", vec!["pods", "proxy"]));
-        assert_eq!(a(Method::GET, "/configz"), ("get", vec!["configz", "proxy"]));
+        assert_eq!(
+            a(Method::GET, "/configz"),
+            ("get", vec!["configz", "proxy"])
+        );
         assert_eq!(a(Method::GET, "/podsx"), ("get", vec!["proxy"]));
         assert_eq!(a(Method::HEAD, "/spec/"), ("", vec!["proxy"]));
         assert_eq!(
@@ -301,10 +328,13 @@ mod tests {
         let review: authz::AccessReviewer = Arc::new(|spec| {
             Box::pin(async move {
                 let sub = spec.resource_attributes.unwrap().subresource.unwrap();
-                Ok(k8s_openapi::api::authorization::v1::SubjectAccessReviewStatus {
-                    allowed: spec.user.as_deref() == Some(authn::ANONYMOUS_USER) && sub == "proxy",
-                    ..Default::default()
-                })
+                Ok(
+                    k8s_openapi::api::authorization::v1::SubjectAccessReviewStatus {
+                        allowed: spec.user.as_deref() == Some(authn::ANONYMOUS_USER)
+                            && sub == "proxy",
+                        ..Default::default()
+                    },
+                )
             })
         });
         let mut auth = KubeletAuth {
@@ -333,7 +363,8 @@ mod tests {
         assert_eq!(auth.decide(None, &h, &logs).await, Decision::Allow);
         // /pods falls back to nodes/proxy.
         assert_eq!(
-            auth.decide(None, &h, &attributes(&Method::GET, "/pods")).await,
+            auth.decide(None, &h, &attributes(&Method::GET, "/pods"))
+                .await,
             Decision::Allow
         );
         let stats = attributes(&Method::GET, "/stats/summary");

@@ -280,7 +280,11 @@ mod tests {
         (rcgen::Issuer::new(p, key), cert.pem())
     }
 
-    fn client_cert(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, cn: &str, o: &str) -> CertificateDer<'static> {
+    fn client_cert(
+        issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+        cn: &str,
+        o: &str,
+    ) -> CertificateDer<'static> {
         let mut p = rcgen::CertificateParams::default();
         p.distinguished_name.push(rcgen::DnType::CommonName, cn);
         p.distinguished_name
@@ -353,7 +357,11 @@ mod tests {
             assert_eq!(u.name, "alice");
             assert_eq!(u.groups, ["devs", AUTHENTICATED_GROUP]);
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "reviewed once, then cached");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "reviewed once, then cached"
+        );
 
         let e = authn
             .authenticate(None, &headers("Bearer garbage"))

@@ -171,7 +171,11 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(authz.authorize(q(&admin, "proxy")).await, Ok(true));
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "an allowed answer is cached");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "an allowed answer is cached"
+        );
         // Denials with a zero TTL are asked again.
         assert_eq!(authz.authorize(q(&admin, "stats")).await, Ok(false));
         assert_eq!(authz.authorize(q(&admin, "stats")).await, Ok(false));
