@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run apiserver-lite on the embedded store.
-    Apiserver(ApiserverArgs),
+    Apiserver(Box<ApiserverArgs>),
     /// Run the controller-manager: leader election, then the enabled controllers.
     ControllerManager(Box<controllers::Options>),
     /// Serve the built-in container runtime as CRI v1 on a unix socket.
@@ -283,7 +283,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     match cli.command {
-        Command::Apiserver(a) => rt.block_on(apiserver(a)),
+        Command::Apiserver(a) => rt.block_on(apiserver(*a)),
         Command::ControllerManager(o) => rt.block_on(controllers::controller_manager::run(*o)),
         Command::Cri(a) => rt.block_on(cri(a)),
         Command::Kubelet(a) => rt.block_on(kubelet(*a)),
