@@ -6,8 +6,10 @@
 //!    user, O the groups. The TLS handshake only asks for a certificate (Go's
 //!    `RequestClientCert`); verification happens here, so a certificate from another CA is a 401
 //!    rather than a broken handshake, as upstream;
-//! 2. **bearer tokens** (`Authorization: Bearer …`) checked with a TokenReview to the API server
-//!    (`authentication.webhook`), answers cached for `cacheTTL` (2m) keyed by the token's hash.
+//! 2. **bearer tokens** (`Authorization: Bearer …`, or for WebSocket clients the
+//!    `base64url.bearer.authorization.k8s.io.<token>` subprotocol) checked with a TokenReview to
+//!    the API server (`authentication.webhook`), answers cached for `cacheTTL` (2m) keyed by the
+//!    token's hash.
 //!
 //! Authenticated users get `system:authenticated`. When both fail the error wins (a bad token is
 //! never anonymous); when there are no credentials at all the request is `system:anonymous` in
@@ -238,7 +240,7 @@ impl Authenticator {
             }
         }
         if let Some(tokens) = &self.tokens {
-            if let Some(token) = bearer_token(headers) {
+            if let Some(token) = bearer_token(headers).or_else(|| websocket_token(headers)) {
                 match tokens.authenticate(&token).await {
                     Ok(Some(user)) => return Ok(user.authenticated()),
                     Ok(None) => reasons.push("invalid bearer token".into()),
@@ -260,6 +262,36 @@ fn bearer_token(headers: &http::HeaderMap) -> Option<String> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_string())
+}
+
+/// The WebSocket subprotocol that carries a bearer token (upstream's websocket protocol
+/// authenticator; browsers cannot set `Authorization` on a WebSocket).
+const WEBSOCKET_TOKEN_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// The token of a `Sec-WebSocket-Protocol: base64url.bearer.authorization.k8s.io.<token>` of a
+/// WebSocket upgrade (the token base64url-encoded without padding).
+fn websocket_token(headers: &http::HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let upgrade = headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return None;
+    }
+    headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WEBSOCKET_TOKEN_PREFIX))
+        .and_then(|t| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+        })
+        .and_then(|t| String::from_utf8(t).ok())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -390,5 +422,18 @@ mod tests {
         assert_eq!(bearer_token(&headers("bearer  abc ")), Some("abc".into()));
         assert_eq!(bearer_token(&headers("Basic abc")), None);
         assert_eq!(bearer_token(&headers("Bearer ")), None);
+
+        let mut ws = http::HeaderMap::new();
+        ws.insert(http::header::UPGRADE, "websocket".parse().unwrap());
+        ws.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            // base64url("good") without padding.
+            "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.Z29vZA"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(websocket_token(&ws), Some("good".into()));
+        ws.remove(http::header::UPGRADE);
+        assert_eq!(websocket_token(&ws), None, "only on a WebSocket upgrade");
     }
 }
