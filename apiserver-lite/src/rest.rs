@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::cacher::{CacheError, CachedObject, Filter, WatchEventType};
+use crate::admission::webhook::{self, Operation};
 use crate::events_view;
 use crate::hooks;
 use crate::pod_security;
@@ -38,6 +39,8 @@ pub struct ApiRequest {
     pub query: Query,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The authenticated (possibly impersonated) user, for admission.
+    pub user: crate::auth::UserInfo,
 }
 
 pub fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
@@ -335,6 +338,24 @@ impl PodSecurityUpdate {
             .map(|o| o.value.clone())
             .collect();
         pod_security::namespace_update_warnings(name, old_labels, new_labels, &items)
+    }
+}
+
+/// The admission-webhook view of a request.
+fn webhook_request<'a>(
+    res: &'static ResourceInfo,
+    req: &'a ApiRequest,
+    operation: Operation,
+    dry_run: bool,
+) -> webhook::Request<'a> {
+    webhook::Request {
+        resource: res,
+        subresource: &req.info.subresource,
+        namespace: &req.info.namespace,
+        name: &req.info.name,
+        operation,
+        user: &req.user,
+        dry_run,
     }
 }
 
@@ -785,13 +806,29 @@ async fn create(
         crate::strategy::validate_view(res, &obj)?;
         obj = view_in(res, obj);
     }
+    let wreq = webhook_request(res, req, Operation::Create, opts.dry_run);
+    let hooks = webhook::matching_hooks(reg, &wreq);
+    if !hooks.mutating.is_empty() {
+        // Webhooks see the decoded (defaulted) object, as upstream's mutating phase.
+        crate::strategy::apply_defaults(storage_info(res), &mut obj);
+        warnings.extend(webhook::mutate(reg, &wreq, &hooks, &mut obj, None).await?);
+    }
     if pod_security::applies(res) {
         let labels = namespace_labels(reg, &req.info.namespace).await;
         warnings.extend(pod_security::admit(res, &obj, None, &labels)?);
     }
+    let validator = webhook::CreateValidator {
+        registry: reg,
+        request: wreq,
+        hooks: &hooks,
+        warnings: Default::default(),
+    };
+    let validating: Option<&dyn crate::registry::ValidatingAdmission> =
+        (!hooks.validating.is_empty()).then_some(&validator);
     let out = reg
-        .create(storage_info(res), &req.info.namespace, obj, &opts)
+        .create_admitted(storage_info(res), &req.info.namespace, obj, &opts, validating)
         .await?;
+    warnings.extend(validator.warnings.into_inner());
     Ok(with_warnings(
         json_response(StatusCode::CREATED, &view_out(res, &out)),
         &warnings,
@@ -845,20 +882,23 @@ async fn update(
     let psa = PodSecurityUpdate::new(reg, res, req).await;
     let mut psa_warnings = Vec::new();
     let mut old_labels = Value::Null;
-    let out = reg
-        .update(
-            storage_info(res),
-            &req.info.namespace,
-            &req.info.name,
-            subresource,
-            &opts,
-            |cur| {
-                psa_warnings = psa.admit(res, &obj, cur)?;
-                old_labels = cur["metadata"]["labels"].clone();
-                Ok(obj.clone())
-            },
-        )
-        .await?;
+    let wreq = webhook_request(res, req, Operation::Update, opts.dry_run);
+    let hooks = webhook::matching_hooks(reg, &wreq);
+    let (out, hook_warnings) = webhook::admitted_update(
+        reg,
+        storage_info(res),
+        &wreq,
+        &hooks,
+        subresource,
+        &opts,
+        |cur| {
+            psa_warnings = psa.admit(res, &obj, cur)?;
+            old_labels = cur["metadata"]["labels"].clone();
+            Ok(obj.clone())
+        },
+    )
+    .await?;
+    warnings.extend(hook_warnings);
     warnings.extend(psa_warnings);
     warnings.extend(psa.namespace_warnings(reg, res, &old_labels, &out));
     Ok(with_warnings(
@@ -960,11 +1000,18 @@ async fn patch(
     let psa = PodSecurityUpdate::new(reg, res, req).await;
     let mut psa_warnings = Vec::new();
     let mut old_labels = Value::Null;
-    let out = reg
-        .update(
+    let wreq = webhook_request(res, req, Operation::Update, opts.dry_run);
+    // Webhooks on scale would need the Scale object: not called for it (yet).
+    let hooks = if is_scale {
+        webhook::Hooks::default()
+    } else {
+        webhook::matching_hooks(reg, &wreq)
+    };
+    let (out, hook_warnings) = webhook::admitted_update(
+            reg,
             storage_info(res),
-            &req.info.namespace,
-            &req.info.name,
+            &wreq,
+            &hooks,
             subresource,
             &opts,
             |cur| {
@@ -998,6 +1045,7 @@ async fn patch(
             },
         )
         .await?;
+    warnings.extend(hook_warnings);
     warnings.extend(psa_warnings);
     warnings.extend(psa.namespace_warnings(reg, res, &old_labels, &out));
     let body = if is_scale {
@@ -1099,6 +1147,15 @@ async fn delete(
     req: &ApiRequest,
 ) -> ApiResult<Response<Body>> {
     let opts = delete_options(req)?;
+    let wreq = webhook_request(res, req, Operation::Delete, opts.dry_run);
+    let hooks = webhook::matching_hooks(reg, &wreq);
+    let mut warnings = Vec::new();
+    if !hooks.is_empty() {
+        let old = reg
+            .get(storage_info(res), &req.info.namespace, &req.info.name)
+            .await?;
+        warnings = webhook::admit_delete(reg, &wreq, &hooks, &old.value).await?;
+    }
     let out = reg
         .delete(
             storage_info(res),
@@ -1107,7 +1164,10 @@ async fn delete(
             &opts,
         )
         .await?;
-    Ok(json_response(StatusCode::OK, &view_out(res, &out)))
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &view_out(res, &out)),
+        &warnings,
+    ))
 }
 
 async fn delete_collection(

@@ -593,6 +593,11 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
             return error_response(&e);
         }
     }
+    let user = parts
+        .extensions
+        .get::<RequestUser>()
+        .map(|u| u.0.clone())
+        .unwrap_or_else(security::UserInfo::anonymous);
     rest::handle(
         state.registry.clone(),
         ApiRequest {
@@ -601,6 +606,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
             query,
             headers: parts.headers,
             body,
+            user,
         },
     )
     .await
