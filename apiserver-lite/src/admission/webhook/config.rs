@@ -77,6 +77,16 @@ fn strs(v: Option<&Value>) -> Vec<&str> {
         .unwrap_or_default()
 }
 
+/// `field.Invalid` of a string list, shown as Go's `%#v` prints it (`[]string{"a", "b"}`).
+fn invalid_list(field: impl Into<String>, list: &[&str], detail: &str) -> Cause {
+    let shown: Vec<String> = list.iter().map(|s| format!("{s:?}")).collect();
+    Cause::new(
+        "FieldValueInvalid",
+        field,
+        format!("Invalid value: []string{{{}}}: {detail}", shown.join(", ")),
+    )
+}
+
 fn supported(v: Option<&Value>, field: &str, valid: &[&str], required: bool, errs: &mut Vec<Cause>) {
     match v.and_then(Value::as_str) {
         None | Some("") if required => errs.push(Cause::not_supported(field, &json!(""), valid)),
@@ -193,9 +203,9 @@ fn rule(r: &Value, path: &str, errs: &mut Vec<Cause>) {
         errs.push(Cause::required(format!("{path}.operations"), ""));
     }
     if ops.len() > 1 && ops.contains(&"*") {
-        errs.push(Cause::invalid(
+        errs.push(invalid_list(
             format!("{path}.operations"),
-            &json!(ops),
+            &ops,
             "if '*' is present, must not specify other operations",
         ));
     }
@@ -214,9 +224,9 @@ fn rule(r: &Value, path: &str, errs: &mut Vec<Cause>) {
             errs.push(Cause::required(format!("{path}.{field}"), ""));
         }
         if list.len() > 1 && list.contains(&"*") {
-            errs.push(Cause::invalid(
+            errs.push(invalid_list(
                 format!("{path}.{field}"),
-                &json!(list),
+                &list,
                 &format!("if '*' is present, must not specify other {what}"),
             ));
         }
@@ -305,9 +315,9 @@ fn review_versions(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
         }
     }
     if !list.iter().any(|v| REVIEW_VERSIONS.contains(v)) {
-        errs.push(Cause::invalid(
+        errs.push(invalid_list(
             path,
-            &json!(list),
+            &list,
             &format!("must include at least one of {}", REVIEW_VERSIONS.join(", ")),
         ));
     }
@@ -546,14 +556,14 @@ mod tests {
         let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
             (Box::new(|h| h["sideEffects"] = Value::Null), "webhooks[0].sideEffects: Required value: must specify one of None, NoneOnDryRun"),
             (Box::new(|h| h["sideEffects"] = json!("Some")), "webhooks[0].sideEffects: Unsupported value: \"Some\": supported values: \"None\", \"NoneOnDryRun\""),
-            (Box::new(|h| h["admissionReviewVersions"] = json!(["v2"])), "webhooks[0].admissionReviewVersions: Invalid value: [\"v2\"]: must include at least one of v1, v1beta1"),
+            (Box::new(|h| h["admissionReviewVersions"] = json!(["v2"])), "webhooks[0].admissionReviewVersions: Invalid value: []string{\"v2\"}: must include at least one of v1, v1beta1"),
             (Box::new(|h| h["admissionReviewVersions"] = json!([])), "webhooks[0].admissionReviewVersions: Required value: must specify one of v1, v1beta1"),
             (Box::new(|h| h["timeoutSeconds"] = json!(31)), "webhooks[0].timeoutSeconds: Invalid value: 31: the timeout value must be between 1 and 30 seconds"),
             (Box::new(|h| h["name"] = json!("deny")), "webhooks[0].name: Invalid value: \"deny\": should be a domain with at least three segments separated by dots"),
             (Box::new(|h| h["clientConfig"] = json!({})), "webhooks[0].clientConfig: Required value: exactly one of url or service is required"),
             (Box::new(|h| h["clientConfig"]["url"] = json!("http://x.example/a")), "webhooks[0].clientConfig.url: Invalid value: \"http\": 'https' is the only allowed URL scheme; desired format: https://host[/path]"),
             (Box::new(|h| h["failurePolicy"] = json!("Maybe")), "webhooks[0].failurePolicy: Unsupported value: \"Maybe\": supported values: \"Fail\", \"Ignore\""),
-            (Box::new(|h| h["rules"][0]["operations"] = json!(["*", "CREATE"])), "webhooks[0].rules[0].operations: Invalid value: [\"*\",\"CREATE\"]: if '*' is present, must not specify other operations"),
+            (Box::new(|h| h["rules"][0]["operations"] = json!(["*", "CREATE"])), "webhooks[0].rules[0].operations: Invalid value: []string{\"*\", \"CREATE\"}: if '*' is present, must not specify other operations"),
             (Box::new(|h| h["rules"][0]["resources"] = json!(["*/*", "pods"])), "webhooks[0].rules[0].resources[1]: Invalid value: \"pods\": if '*/*' is present, must not specify other resources"),
         ];
         for (edit, want) in cases {
