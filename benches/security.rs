@@ -94,7 +94,12 @@ fn start_capstan() -> Res<Capstan> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
     cmd.args(["apiserver", "--data-dir"])
         .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0", "--advertise-address", "127.0.0.1"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--advertise-address",
+            "127.0.0.1",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -102,7 +107,13 @@ fn start_capstan() -> Res<Capstan> {
     // process goes away without running the guards.
     unsafe {
         cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
             Ok(())
         });
     }
@@ -185,7 +196,10 @@ async fn post(http: &Http, uri: &str, body: Bytes) -> Res<(StatusCode, Bytes)> {
         .header("accept", "application/json")
         .body(Full::new(body))
         .map_err(|e| e.to_string())?;
-    let resp = http.request(req).await.map_err(|e| format!("{uri}: {e:?}"))?;
+    let resp = http
+        .request(req)
+        .await
+        .map_err(|e| format!("{uri}: {e:?}"))?;
     let status = resp.status();
     let body = resp
         .into_body()
@@ -281,7 +295,8 @@ where
                 match op(w, seq).await {
                     Ok(()) => {
                         s.ok += 1;
-                        s.lat_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        s.lat_us
+                            .push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     }
                     Err(e) => {
                         s.errors += 1;
@@ -337,11 +352,24 @@ impl Hook {
 }
 
 /// Registers the webhook and waits until a create has gone through it.
-async fn install(srv: &Capstan, http: &Http, hooks: &webhook::WebhookServer, hook: Hook) -> Res<()> {
+async fn install(
+    srv: &Capstan,
+    http: &Http,
+    hooks: &webhook::WebhookServer,
+    hook: Hook,
+) -> Res<()> {
     let (plural, kind, path) = match hook {
         Hook::None => return Ok(()),
-        Hook::Validating => ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", "/allow"),
-        Hook::Mutating => ("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", "/label"),
+        Hook::Validating => (
+            "validatingwebhookconfigurations",
+            "ValidatingWebhookConfiguration",
+            "/allow",
+        ),
+        Hook::Mutating => (
+            "mutatingwebhookconfigurations",
+            "MutatingWebhookConfiguration",
+            "/label",
+        ),
     };
     let config = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -397,7 +425,10 @@ async fn webhook_cell(hook: Hook, conc: usize, dur: Duration) -> Res<Stats> {
 
 async fn section_webhooks(cfg: &Settings) -> Res<()> {
     let dur = Duration::from_secs_f64(cfg.secs);
-    println!("## 1. Webhook admission overhead (Pod creates, {} s per cell)\n", cfg.secs);
+    println!(
+        "## 1. Webhook admission overhead (Pod creates, {} s per cell)\n",
+        cfg.secs
+    );
     println!("| webhooks | clients | creates/s | p50 ms | p99 ms | creates/s vs none |");
     println!("|---|---:|---:|---:|---:|---:|");
     for conc in [1, 16] {
@@ -446,9 +477,14 @@ async fn section_rbac(cfg: &Settings) -> Res<()> {
         mk(rbac, "rolebindings"),
     );
     for i in 0..10 {
-        reg.create(ns_info, "", json!({"metadata": {"name": format!("team-{i}")}}), &w)
-            .await
-            .map_err(|e| e.message)?;
+        reg.create(
+            ns_info,
+            "",
+            json!({"metadata": {"name": format!("team-{i}")}}),
+            &w,
+        )
+        .await
+        .map_err(|e| e.message)?;
     }
     reg.create(cr, "", json!({"metadata": {"name": "bench-reader"}, "rules": [{"apiGroups": [""], "resources": ["pods", "configmaps"], "verbs": ["get", "list", "watch"]}]}), &w)
         .await
@@ -467,12 +503,22 @@ async fn section_rbac(cfg: &Settings) -> Res<()> {
     // 500 RoleBindings spread over 10 namespaces and 500 ClusterRoleBindings.
     for i in 0..500 {
         let ns = format!("team-{}", i % 10);
-        reg.create(rb, &ns, binding(format!("rb-{i}"), format!("ns-user-{i}"), Some(ns.clone())), &w)
-            .await
-            .map_err(|e| e.message)?;
-        reg.create(crb, "", binding(format!("crb-{i}"), format!("cluster-user-{i}"), None), &w)
-            .await
-            .map_err(|e| e.message)?;
+        reg.create(
+            rb,
+            &ns,
+            binding(format!("rb-{i}"), format!("ns-user-{i}"), Some(ns.clone())),
+            &w,
+        )
+        .await
+        .map_err(|e| e.message)?;
+        reg.create(
+            crb,
+            "",
+            binding(format!("crb-{i}"), format!("cluster-user-{i}"), None),
+            &w,
+        )
+        .await
+        .map_err(|e| e.message)?;
     }
     let authz = Authorizer::parse("Node,RBAC")?;
     let ask = |user: UserInfo, ns: &str| Attributes {
@@ -486,10 +532,26 @@ async fn section_rbac(cfg: &Settings) -> Res<()> {
     };
     let auth = ["system:authenticated"];
     let cases = [
-        ("system:masters (short cut)", ask(UserInfo::new("admin", &["system:masters"]), "team-3"), true),
-        ("user bound by the last ClusterRoleBinding", ask(UserInfo::new("cluster-user-499", &auth), "team-3"), true),
-        ("user bound by a RoleBinding in the namespace", ask(UserInfo::new("ns-user-493", &auth), "team-3"), true),
-        ("user bound by nothing (denied)", ask(UserInfo::new("stranger", &auth), "team-3"), false),
+        (
+            "system:masters (short cut)",
+            ask(UserInfo::new("admin", &["system:masters"]), "team-3"),
+            true,
+        ),
+        (
+            "user bound by the last ClusterRoleBinding",
+            ask(UserInfo::new("cluster-user-499", &auth), "team-3"),
+            true,
+        ),
+        (
+            "user bound by a RoleBinding in the namespace",
+            ask(UserInfo::new("ns-user-493", &auth), "team-3"),
+            true,
+        ),
+        (
+            "user bound by nothing (denied)",
+            ask(UserInfo::new("stranger", &auth), "team-3"),
+            false,
+        ),
     ];
     println!(
         "## 2. Authorization decision with 1,000 RBAC bindings (in process, {} decisions per case)\n",
@@ -543,7 +605,10 @@ async fn tls_cell(conc: usize, keep_alive: bool, dur: Duration) -> Res<Stats> {
 
 async fn section_tls(cfg: &Settings) -> Res<()> {
     let dur = Duration::from_secs_f64(cfg.secs);
-    println!("## 3. ConfigMap creates over TLS ({} s per cell, fresh server per cell)\n", cfg.secs);
+    println!(
+        "## 3. ConfigMap creates over TLS ({} s per cell, fresh server per cell)\n",
+        cfg.secs
+    );
     println!("| connections | clients | creates/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|");
     for (conc, keep) in [(1, true), (16, true), (64, true), (1, false), (16, false)] {
@@ -572,7 +637,11 @@ async fn main() {
     println!("# capstan security benchmarks\n");
     println!(
         "Build: {}; {} s per cell.\n",
-        if cfg!(debug_assertions) { "debug" } else { "release" },
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         cfg.secs
     );
     let mut failed = false;

@@ -17,10 +17,7 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(30);
 
 fn apply(api: &ApiServer, obj: &Value) -> std::process::Output {
-    let file = api
-        .dir
-        .path()
-        .join(format!("obj-{}.json", uuid_like()));
+    let file = api.dir.path().join(format!("obj-{}.json", uuid_like()));
     std::fs::write(&file, obj.to_string()).unwrap();
     api.kubectl(&["apply", "-f", file.to_str().unwrap()])
 }
@@ -37,7 +34,11 @@ fn apply_ok(api: &ApiServer, obj: &Value) {
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A webhook configuration of `kind` named `name` with one webhook.
@@ -70,14 +71,7 @@ fn namespace(api: &ApiServer, name: &str, labels: Value) {
 
 /// `kubectl run` of a pod that is only an API object (no node runs it).
 fn run_pod(api: &ApiServer, ns: &str, name: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "run",
-        name,
-        "--image=busybox",
-        "--restart=Never",
-        "-n",
-        ns,
-    ];
+    let mut args = vec!["run", name, "--image=busybox", "--restart=Never", "-n", ns];
     args.extend(extra);
     api.kubectl(&args)
 }
@@ -100,12 +94,16 @@ fn a_validating_webhook_rejects_pods_where_its_namespace_selector_says() {
     );
     let mut n = 0;
     let mut last = String::new();
-    eventually(WAIT, "the webhook to refuse a pod in the guarded namespace", || {
-        n += 1;
-        let out = run_pod(&api, "guarded", &format!("p{n}"), &[]);
-        last = stderr(&out);
-        !out.status.success()
-    });
+    eventually(
+        WAIT,
+        "the webhook to refuse a pod in the guarded namespace",
+        || {
+            n += 1;
+            let out = run_pod(&api, "guarded", &format!("p{n}"), &[]);
+            last = stderr(&out);
+            !out.status.success()
+        },
+    );
     assert!(
         last.contains(
             "admission webhook \"deny.webhooks.capstan.test\" denied the request: pods are not welcome here"
@@ -128,7 +126,10 @@ fn a_validating_webhook_rejects_pods_where_its_namespace_selector_says() {
         .find(|r| r["namespace"] == "guarded")
         .expect("a review for the guarded namespace");
     assert_eq!(review["operation"], "CREATE");
-    assert_eq!(review["kind"], json!({"group": "", "version": "v1", "kind": "Pod"}));
+    assert_eq!(
+        review["kind"],
+        json!({"group": "", "version": "v1", "kind": "Pod"})
+    );
     assert_eq!(
         review["resource"],
         json!({"group": "", "version": "v1", "resource": "pods"})
@@ -158,7 +159,10 @@ fn a_validating_webhook_rejects_pods_where_its_namespace_selector_says() {
         .collect();
     assert_eq!(header, ["NAME", "WEBHOOKS", "AGE"], "{table}");
     assert!(
-        table.lines().nth(1).is_some_and(|l| l.split_whitespace().take(2).eq(["deny-pods", "1"])),
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().take(2).eq(["deny-pods", "1"])),
         "{table}"
     );
 }
@@ -252,15 +256,20 @@ fn failure_policy_decides_when_the_webhook_is_down_slow_or_answers_garbage() {
             &configuration("ValidatingWebhookConfiguration", "flaky", hook.clone()),
         );
         let mut last = String::new();
-        eventually(WAIT, &format!("failurePolicy Fail to refuse ({url})"), || {
-            n += 1;
-            let out = run_pod(&api, "flaky", &format!("f{n}"), &[]);
-            last = stderr(&out);
-            !out.status.success()
-        });
+        eventually(
+            WAIT,
+            &format!("failurePolicy Fail to refuse ({url})"),
+            || {
+                n += 1;
+                let out = run_pod(&api, "flaky", &format!("f{n}"), &[]);
+                last = stderr(&out);
+                !out.status.success()
+            },
+        );
         assert!(
-            last.contains("Internal error occurred: failed calling webhook \"flaky.webhooks.capstan.test\"")
-                && last.contains(why),
+            last.contains(
+                "Internal error occurred: failed calling webhook \"flaky.webhooks.capstan.test\""
+            ) && last.contains(why),
             "failurePolicy Fail for {url}: expected a failed call ({why}), kubectl printed: {last}"
         );
         hook["failurePolicy"] = json!("Ignore");
@@ -268,10 +277,16 @@ fn failure_policy_decides_when_the_webhook_is_down_slow_or_answers_garbage() {
             &api,
             &configuration("ValidatingWebhookConfiguration", "flaky", hook),
         );
-        eventually(WAIT, &format!("failurePolicy Ignore to admit ({url})"), || {
-            n += 1;
-            run_pod(&api, "flaky", &format!("f{n}"), &[]).status.success()
-        });
+        eventually(
+            WAIT,
+            &format!("failurePolicy Ignore to admit ({url})"),
+            || {
+                n += 1;
+                run_pod(&api, "flaky", &format!("f{n}"), &[])
+                    .status
+                    .success()
+            },
+        );
     }
     // The API server itself stayed up and serves.
     api.kubectl_ok(&["get", "pods", "-n", "flaky"]);
@@ -300,18 +315,34 @@ fn object_selectors_and_updates_and_deletes_reach_webhooks() {
     );
     api.kubectl_ok(&["create", "configmap", "free", "-n", "cms"]);
     let mut last = String::new();
-    eventually(WAIT, "the webhook to refuse an update of the guarded map", || {
-        let out = api.kubectl(&["annotate", "--overwrite", "configmap", "guarded", "-n", "cms", "x=y"]);
-        last = stderr(&out);
-        !out.status.success()
-    });
+    eventually(
+        WAIT,
+        "the webhook to refuse an update of the guarded map",
+        || {
+            let out = api.kubectl(&[
+                "annotate",
+                "--overwrite",
+                "configmap",
+                "guarded",
+                "-n",
+                "cms",
+                "x=y",
+            ]);
+            last = stderr(&out);
+            !out.status.success()
+        },
+    );
     assert!(
         last.contains("admission webhook \"guard.webhooks.capstan.test\" denied the request"),
         "{last}"
     );
     let out = api.kubectl(&["delete", "configmap", "guarded", "-n", "cms"]);
     assert!(!out.status.success(), "the guarded map was deleted");
-    assert!(stderr(&out).contains("denied the request"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("denied the request"),
+        "{}",
+        stderr(&out)
+    );
     api.kubectl_ok(&["get", "configmap", "guarded", "-n", "cms"]);
     // Unselected objects pass.
     api.kubectl_ok(&["annotate", "configmap", "free", "-n", "cms", "x=y"]);
@@ -330,7 +361,10 @@ fn object_selectors_and_updates_and_deletes_reach_webhooks() {
         .expect("an UPDATE review");
     assert_eq!(update["oldObject"]["metadata"]["labels"]["guard"], "yes");
     assert_eq!(update["object"]["metadata"]["annotations"]["x"], "y");
-    assert!(reviews.iter().all(|r| r["name"] != "free"), "the unselected map reached the webhook");
+    assert!(
+        reviews.iter().all(|r| r["name"] != "free"),
+        "the unselected map reached the webhook"
+    );
 }
 
 #[test]

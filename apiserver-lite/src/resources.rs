@@ -5,8 +5,9 @@
 //! Upstream registers a `rest.Storage` per resource in each API group's `RESTStorageProvider`; here
 //! one static table plays that part, so adding a resource is one line.
 
+use k8s_openapi::api::admissionregistration::v1 as admissionregistration;
 use k8s_openapi::api::{
-    admissionregistration::v1 as admissionregistration, apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
+    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
     discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
     policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
@@ -177,8 +178,14 @@ const SINGULARS: &[(&str, &str)] = &[
     ("ClusterRole", "clusterrole"),
     ("RoleBinding", "rolebinding"),
     ("ClusterRoleBinding", "clusterrolebinding"),
-    ("MutatingWebhookConfiguration", "mutatingwebhookconfiguration"),
-    ("ValidatingWebhookConfiguration", "validatingwebhookconfiguration"),
+    (
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfiguration",
+    ),
+    (
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfiguration",
+    ),
 ];
 
 /// Every served resource, in discovery order.

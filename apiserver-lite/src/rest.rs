@@ -13,8 +13,8 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::cacher::{CacheError, CachedObject, Filter, WatchEventType};
 use crate::admission::webhook::{self, Operation};
+use crate::cacher::{CacheError, CachedObject, Filter, WatchEventType};
 use crate::events_view;
 use crate::hooks;
 use crate::pod_security;
@@ -826,7 +826,13 @@ async fn create(
     let validating: Option<&dyn crate::registry::ValidatingAdmission> =
         (!hooks.validating.is_empty()).then_some(&validator);
     let out = reg
-        .create_admitted(storage_info(res), &req.info.namespace, obj, &opts, validating)
+        .create_admitted(
+            storage_info(res),
+            &req.info.namespace,
+            obj,
+            &opts,
+            validating,
+        )
         .await?;
     warnings.extend(validator.warnings.into_inner());
     Ok(with_warnings(
@@ -1008,43 +1014,42 @@ async fn patch(
         webhook::matching_hooks(reg, &wreq)
     };
     let (out, hook_warnings) = webhook::admitted_update(
-            reg,
-            storage_info(res),
-            &wreq,
-            &hooks,
-            subresource,
-            &opts,
-            |cur| {
-                let current = if is_scale {
-                    scale_of(res, cur)
-                } else {
-                    view_out(res, cur).into_owned()
-                };
-                let patched = apply_patch(res, &ptype, &current, &patch_doc, is_scale)?;
-                if is_scale {
-                    let mut new = cur.clone();
-                    new["spec"]["replicas"] = patched["spec"]["replicas"].clone();
-                    new["metadata"]["resourceVersion"] =
-                        patched["metadata"]["resourceVersion"].clone();
-                    return Ok(new);
-                }
-                // The patched object must still be a valid object of the type.
-                let typed = (res.roundtrip)(&patched).map_err(|e| {
-                    ApiError::bad_request(format!(
-                        "{} in version \"{}\" cannot be handled as a {}: {e}",
-                        res.kind, res.version, res.kind
-                    ))
-                })?;
-                let mut unknown = Vec::new();
-                unknown_fields(&patched, &typed, "", &mut unknown);
-                warnings = field_validation(&q, &unknown)?;
-                let new = view_in(res, typed);
-                psa_warnings = psa.admit(res, &new, cur)?;
-                old_labels = cur["metadata"]["labels"].clone();
-                Ok(new)
-            },
-        )
-        .await?;
+        reg,
+        storage_info(res),
+        &wreq,
+        &hooks,
+        subresource,
+        &opts,
+        |cur| {
+            let current = if is_scale {
+                scale_of(res, cur)
+            } else {
+                view_out(res, cur).into_owned()
+            };
+            let patched = apply_patch(res, &ptype, &current, &patch_doc, is_scale)?;
+            if is_scale {
+                let mut new = cur.clone();
+                new["spec"]["replicas"] = patched["spec"]["replicas"].clone();
+                new["metadata"]["resourceVersion"] = patched["metadata"]["resourceVersion"].clone();
+                return Ok(new);
+            }
+            // The patched object must still be a valid object of the type.
+            let typed = (res.roundtrip)(&patched).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {e}",
+                    res.kind, res.version, res.kind
+                ))
+            })?;
+            let mut unknown = Vec::new();
+            unknown_fields(&patched, &typed, "", &mut unknown);
+            warnings = field_validation(&q, &unknown)?;
+            let new = view_in(res, typed);
+            psa_warnings = psa.admit(res, &new, cur)?;
+            old_labels = cur["metadata"]["labels"].clone();
+            Ok(new)
+        },
+    )
+    .await?;
     warnings.extend(hook_warnings);
     warnings.extend(psa_warnings);
     warnings.extend(psa.namespace_warnings(reg, res, &old_labels, &out));

@@ -56,7 +56,9 @@ impl WebhookServer {
                 .expect("serving certificate parameters");
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let key = rcgen::KeyPair::generate().expect("a serving key");
-        let cert = params.signed_by(&key, &issuer).expect("the serving certificate");
+        let cert = params
+            .signed_by(&key, &issuer)
+            .expect("the serving certificate");
         let config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(
@@ -79,8 +81,12 @@ impl WebhookServer {
                     }
                     let Ok(tcp) = conn else { continue };
                     let _ = tcp.set_nodelay(true);
-                    let (config, reviews, record, stop) =
-                        (config.clone(), reviews.clone(), record.clone(), stop.clone());
+                    let (config, reviews, record, stop) = (
+                        config.clone(),
+                        reviews.clone(),
+                        record.clone(),
+                        stop.clone(),
+                    );
                     std::thread::spawn(move || serve(tcp, config, reviews, record, stop));
                 }
             })
@@ -230,7 +236,9 @@ fn respond(route: &str, review: &Value) -> Vec<u8> {
             } else {
                 json!([{"op": "add", "path": "/metadata/annotations", "value": {"count-calls": "1"}}])
             };
-            reply(json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch(op)}))
+            reply(
+                json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch(op)}),
+            )
         }
         "/slow" => {
             std::thread::sleep(Duration::from_secs(3));

@@ -86,7 +86,9 @@ fn tls_config(ca_bundle: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
             .collect::<Result<_, _>>()
             .map_err(|e| format!("unable to load root certificates: {e}"))?;
         if certs.is_empty() {
-            return Err("unable to load root certificates: unable to parse bytes as PEM block".into());
+            return Err(
+                "unable to load root certificates: unable to parse bytes as PEM block".into(),
+            );
         }
         for c in certs {
             roots
@@ -124,10 +126,7 @@ fn pool() -> &'static Pool {
     POOL.get_or_init(Default::default)
 }
 
-async fn connect(
-    ep: &Endpoint,
-    ca_bundle: &[u8],
-) -> Result<SendRequest<Full<Bytes>>, String> {
+async fn connect(ep: &Endpoint, ca_bundle: &[u8]) -> Result<SendRequest<Full<Bytes>>, String> {
     let config = tls_config(ca_bundle)?;
     let tcp = tokio::net::TcpStream::connect(ep.addr)
         .await
@@ -171,7 +170,11 @@ pub async fn post(
     }
 }
 
-async fn post_inner(ep: &Endpoint, ca_bundle: &[u8], body: Vec<u8>) -> Result<(u16, Bytes), String> {
+async fn post_inner(
+    ep: &Endpoint,
+    ca_bundle: &[u8],
+    body: Vec<u8>,
+) -> Result<(u16, Bytes), String> {
     let key = PoolKey {
         addr: ep.addr,
         server_name: ep.server_name.clone(),

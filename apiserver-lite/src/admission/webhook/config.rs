@@ -87,7 +87,13 @@ fn invalid_list(field: impl Into<String>, list: &[&str], detail: &str) -> Cause 
     )
 }
 
-fn supported(v: Option<&Value>, field: &str, valid: &[&str], required: bool, errs: &mut Vec<Cause>) {
+fn supported(
+    v: Option<&Value>,
+    field: &str,
+    valid: &[&str],
+    required: bool,
+    errs: &mut Vec<Cause>,
+) {
     match v.and_then(Value::as_str) {
         None | Some("") if required => errs.push(Cause::not_supported(field, &json!(""), valid)),
         None => {}
@@ -177,7 +183,11 @@ fn webhook(kind: &str, h: &Value, path: &str, errs: &mut Vec<Cause>) {
             ));
         }
     }
-    review_versions(h.get("admissionReviewVersions"), &format!("{path}.admissionReviewVersions"), errs);
+    review_versions(
+        h.get("admissionReviewVersions"),
+        &format!("{path}.admissionReviewVersions"),
+        errs,
+    );
     client_config(h.get("clientConfig"), &format!("{path}.clientConfig"), errs);
     for sel in ["namespaceSelector", "objectSelector"] {
         if let Some(s) = h.get(sel).filter(|s| !s.is_null()) {
@@ -238,8 +248,18 @@ fn rule(r: &Value, path: &str, errs: &mut Vec<Cause>) {
             }
         }
     }
-    resources(&strs(r.get("resources")), &format!("{path}.resources"), errs);
-    supported(r.get("scope"), &format!("{path}.scope"), SCOPES, false, errs);
+    resources(
+        &strs(r.get("resources")),
+        &format!("{path}.resources"),
+        errs,
+    );
+    supported(
+        r.get("scope"),
+        &format!("{path}.scope"),
+        SCOPES,
+        false,
+        errs,
+    );
 }
 
 /// upstream's `validateResources`: `*` and `*/*` exclude the forms they cover.
@@ -318,7 +338,10 @@ fn review_versions(v: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
         errs.push(invalid_list(
             path,
             &list,
-            &format!("must include at least one of {}", REVIEW_VERSIONS.join(", ")),
+            &format!(
+                "must include at least one of {}",
+                REVIEW_VERSIONS.join(", ")
+            ),
         ));
     }
 }
@@ -328,12 +351,17 @@ fn client_config(c: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
     let url = c.get("url").and_then(Value::as_str);
     let svc = c.get("service").filter(|s| !s.is_null());
     match (url, svc) {
-        (Some(_), Some(_)) | (None, None) => {
-            errs.push(Cause::required(path, "exactly one of url or service is required"))
-        }
+        (Some(_), Some(_)) | (None, None) => errs.push(Cause::required(
+            path,
+            "exactly one of url or service is required",
+        )),
         (Some(u), None) => {
             for (detail, value) in url_errors(u) {
-                errs.push(Cause::invalid(format!("{path}.url"), &json!(value), &detail));
+                errs.push(Cause::invalid(
+                    format!("{path}.url"),
+                    &json!(value),
+                    &detail,
+                ));
             }
         }
         (None, Some(s)) => {
@@ -344,7 +372,10 @@ fn client_config(c: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
                 errs.push(Cause::required(field("name"), "service name is required"));
             }
             if ns.is_empty() {
-                errs.push(Cause::required(field("namespace"), "service namespace is required"));
+                errs.push(Cause::required(
+                    field("namespace"),
+                    "service namespace is required",
+                ));
             }
             if let Some(port) = s.get("port").and_then(Value::as_i64) {
                 if !(1..=65535).contains(&port) {
@@ -357,7 +388,11 @@ fn client_config(c: Option<&Value>, path: &str, errs: &mut Vec<Cause>) {
             }
             if let Some(p) = s.get("path").and_then(Value::as_str) {
                 if !p.is_empty() && !p.starts_with('/') {
-                    errs.push(Cause::invalid(field("path"), &json!(p), "must start with a '/'"));
+                    errs.push(Cause::invalid(
+                        field("path"),
+                        &json!(p),
+                        "must start with a '/'",
+                    ));
                 }
             }
         }
@@ -370,7 +405,10 @@ fn url_errors(u: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
     if scheme != "https" {
-        out.push((format!("'https' is the only allowed URL scheme{FORM}"), scheme.to_string()));
+        out.push((
+            format!("'https' is the only allowed URL scheme{FORM}"),
+            scheme.to_string(),
+        ));
     }
     let (rest, fragment) = rest.split_once('#').unwrap_or((rest, ""));
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -383,13 +421,22 @@ fn url_errors(u: &str) -> Vec<(String, String)> {
         out.push((format!("host must be specified{FORM}"), String::new()));
     }
     if let Some(user) = user {
-        out.push(("user information is not permitted in the URL".into(), user.to_string()));
+        out.push((
+            "user information is not permitted in the URL".into(),
+            user.to_string(),
+        ));
     }
     if !fragment.is_empty() {
-        out.push(("fragments are not permitted in the URL".into(), fragment.to_string()));
+        out.push((
+            "fragments are not permitted in the URL".into(),
+            fragment.to_string(),
+        ));
     }
     if !query.is_empty() {
-        out.push(("query parameters are not permitted in the URL".into(), query.to_string()));
+        out.push((
+            "query parameters are not permitted in the URL".into(),
+            query.to_string(),
+        ));
     }
     out
 }
@@ -455,7 +502,10 @@ pub fn parse(configuration: &Value) -> Vec<Webhook> {
             let target = match cc.get("url").and_then(Value::as_str) {
                 Some(u) => Target::Url(u.to_string()),
                 None => Target::Service {
-                    namespace: cc["service"]["namespace"].as_str().unwrap_or("").to_string(),
+                    namespace: cc["service"]["namespace"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
                     name: cc["service"]["name"].as_str().unwrap_or("").to_string(),
                     path: cc["service"]["path"].as_str().unwrap_or("").to_string(),
                     port: cc["service"]["port"].as_u64().unwrap_or(443) as u16,
@@ -577,7 +627,10 @@ mod tests {
     #[test]
     fn webhook_names_are_unique() {
         let got = errors(MUTATING_KIND, vec![hook(), hook()]);
-        assert_eq!(got, vec!["webhooks[1].name: Duplicate value: \"deny.example.com\""]);
+        assert_eq!(
+            got,
+            vec!["webhooks[1].name: Duplicate value: \"deny.example.com\""]
+        );
     }
 
     #[test]
@@ -590,7 +643,10 @@ mod tests {
         assert_eq!(h.configuration, "c");
         assert!(h.fail_open);
         assert_eq!(h.timeout, Duration::from_secs(3));
-        assert_eq!(h.target, Target::Url("https://127.0.0.1:8443/validate".into()));
+        assert_eq!(
+            h.target,
+            Target::Url("https://127.0.0.1:8443/validate".into())
+        );
         assert_eq!(h.review_version, "v1");
         assert!(!h.exact);
     }

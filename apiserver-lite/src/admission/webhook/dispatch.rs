@@ -46,10 +46,25 @@ fn internal_error(err: &str) -> ApiError {
 /// interned (bounded, so a webhook cannot grow the set without end).
 fn static_reason(reason: &str) -> &'static str {
     const KNOWN: &[&str] = &[
-        "", "Unauthorized", "Forbidden", "NotFound", "AlreadyExists", "Conflict", "Gone",
-        "Invalid", "ServerTimeout", "Timeout", "TooManyRequests", "BadRequest",
-        "MethodNotAllowed", "NotAcceptable", "RequestEntityTooLarge", "UnsupportedMediaType",
-        "InternalError", "Expired", "ServiceUnavailable",
+        "",
+        "Unauthorized",
+        "Forbidden",
+        "NotFound",
+        "AlreadyExists",
+        "Conflict",
+        "Gone",
+        "Invalid",
+        "ServerTimeout",
+        "Timeout",
+        "TooManyRequests",
+        "BadRequest",
+        "MethodNotAllowed",
+        "NotAcceptable",
+        "RequestEntityTooLarge",
+        "UnsupportedMediaType",
+        "InternalError",
+        "Expired",
+        "ServiceUnavailable",
     ];
     if let Some(k) = KNOWN.iter().find(|k| **k == reason) {
         return k;
@@ -183,13 +198,17 @@ async fn call(
                 text.trim()
             )
         };
-        return Err(calling(&hook.name, format!("failed to call webhook: {why}")));
+        return Err(calling(
+            &hook.name,
+            format!("failed to call webhook: {why}"),
+        ));
     }
     review::response(&bytes, &uid, hook.review_version, mutating).map_err(|e| match e {
         ResponseError::Decode(m) => calling(&hook.name, format!("failed to call webhook: {m}")),
-        ResponseError::Invalid(m) => {
-            calling(&hook.name, format!("received invalid webhook response: {m}"))
-        }
+        ResponseError::Invalid(m) => calling(
+            &hook.name,
+            format!("received invalid webhook response: {m}"),
+        ),
     })
 }
 
@@ -207,7 +226,10 @@ async fn namespace_labels<'a>(
         return None;
     }
     let info = resources::find("", "v1", "namespaces").expect("namespaces are served");
-    let found = match reg.cacher(info).get(&Registry::key(info, "", req.namespace)) {
+    let found = match reg
+        .cacher(info)
+        .get(&Registry::key(info, "", req.namespace))
+    {
         Some(o) => Ok(o.value["metadata"]["labels"].as_object().cloned()),
         None => match reg.get(info, "", req.namespace).await {
             Ok(o) => Ok(o.value["metadata"]["labels"].as_object().cloned()),
@@ -243,7 +265,9 @@ pub async fn mutate(
     // (hook index, the object right after its call) for IfNeeded webhooks.
     let mut reinvocable: Vec<(usize, Value)> = Vec::new();
     for (i, inv) in hooks.iter().enumerate() {
-        if call_mutating(reg, req, inv, object, old, &mut warnings).await? && inv.hook.reinvoke_if_needed {
+        if call_mutating(reg, req, inv, object, old, &mut warnings).await?
+            && inv.hook.reinvoke_if_needed
+        {
             reinvocable.push((i, object.clone()));
         }
     }
@@ -277,7 +301,10 @@ async fn call_mutating(
         Ok(a) => a,
         Err(CallError::Refused(e)) => return Err(e),
         Err(CallError::Calling(msg)) if inv.hook.fail_open => {
-            tracing::warn!("failed calling webhook, failing open {}: {msg}", inv.hook.name);
+            tracing::warn!(
+                "failed calling webhook, failing open {}: {msg}",
+                inv.hook.name
+            );
             return Ok(false);
         }
         Err(CallError::Calling(msg)) => return Err(internal_error(&msg)),
@@ -321,7 +348,10 @@ pub async fn mutate_delete(
             Ok(a) => return Err(denial(&inv.hook.name, &a.status)),
             Err(CallError::Refused(e)) => return Err(e),
             Err(CallError::Calling(msg)) if inv.hook.fail_open => {
-                tracing::warn!("failed calling webhook, failing open {}: {msg}", inv.hook.name);
+                tracing::warn!(
+                    "failed calling webhook, failing open {}: {msg}",
+                    inv.hook.name
+                );
             }
             Err(CallError::Calling(msg)) => return Err(internal_error(&msg)),
         }
@@ -347,7 +377,10 @@ pub async fn validate(
                     Ok(a) => Err(denial(&inv.hook.name, &a.status)),
                     Err(CallError::Refused(e)) => Err(e),
                     Err(CallError::Calling(msg)) if inv.hook.fail_open => {
-                        tracing::warn!("failed calling webhook, failing open {}: {msg}", inv.hook.name);
+                        tracing::warn!(
+                            "failed calling webhook, failing open {}: {msg}",
+                            inv.hook.name
+                        );
                         Ok(Vec::new())
                     }
                     Err(CallError::Calling(msg)) => Err(internal_error(&msg)),
@@ -368,13 +401,19 @@ mod tests {
 
     #[test]
     fn denials_read_as_upstream() {
-        let e = denial("deny.example.com", &json!({"message": "no pods today", "code": 403}));
+        let e = denial(
+            "deny.example.com",
+            &json!({"message": "no pods today", "code": 403}),
+        );
         assert_eq!(e.code, 403);
         assert_eq!(
             e.message,
             "admission webhook \"deny.example.com\" denied the request: no pods today"
         );
-        let e = denial("deny.example.com", &json!({"code": 200, "reason": "Teapot"}));
+        let e = denial(
+            "deny.example.com",
+            &json!({"code": 200, "reason": "Teapot"}),
+        );
         assert_eq!(e.code, 400);
         assert_eq!(e.reason, "Teapot");
         assert_eq!(

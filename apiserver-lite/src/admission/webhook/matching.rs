@@ -55,9 +55,9 @@ pub fn rule_matches(
 
 /// Other served resources holding the same objects (one store, two views).
 fn equivalents(res: &'static ResourceInfo) -> impl Iterator<Item = &'static ResourceInfo> {
-    RESOURCES.iter().filter(move |r| {
-        r.storage_prefix == res.storage_prefix && !std::ptr::eq(*r, res)
-    })
+    RESOURCES
+        .iter()
+        .filter(move |r| r.storage_prefix == res.storage_prefix && !std::ptr::eq(*r, res))
 }
 
 /// The invocation of `hook` for a request, if one of its rules matches (upstream's
@@ -85,7 +85,9 @@ pub fn invocation(
         return None;
     }
     for rule in &hook.rules {
-        if let Some(eq) = equivalents(res).find(|eq| rule_matches(rule, op, eq, subresource, namespace)) {
+        if let Some(eq) =
+            equivalents(res).find(|eq| rule_matches(rule, op, eq, subresource, namespace))
+        {
             return Some(found(eq));
         }
     }
@@ -146,7 +148,10 @@ pub fn namespace_matches(hook: &Webhook, labels: Option<&NamespaceLabels<'_>>) -
 }
 
 /// Labels of the object for a namespace request (new, else old).
-pub fn own_labels<'a>(obj: Option<&'a Value>, old: Option<&'a Value>) -> Option<&'a Map<String, Value>> {
+pub fn own_labels<'a>(
+    obj: Option<&'a Value>,
+    old: Option<&'a Value>,
+) -> Option<&'a Map<String, Value>> {
     labels(obj).or_else(|| labels(old))
 }
 
@@ -184,7 +189,13 @@ mod tests {
         let all = rule(&["*"], &["*"], &["*"], &["*/*"], "*");
         assert!(rule_matches(&all, create, pods, "eviction", "default"));
         let sub = rule(&["*"], &[""], &["v1"], &["pods/status"], "*");
-        assert!(rule_matches(&sub, Operation::Update, pods, "status", "default"));
+        assert!(rule_matches(
+            &sub,
+            Operation::Update,
+            pods,
+            "status",
+            "default"
+        ));
         assert!(!rule_matches(&sub, Operation::Update, pods, "", "default"));
         // Scope: namespace objects are cluster-scoped even though they carry a namespace.
         let cluster = rule(&["*"], &["*"], &["*"], &["*"], "Cluster");
@@ -194,7 +205,13 @@ mod tests {
         assert!(rule_matches(&cluster, create, nodes, "", ""));
         assert!(!rule_matches(&cluster, create, pods, "", "default"));
         assert!(rule_matches(&namespaced, create, pods, "", "default"));
-        assert!(!rule_matches(&rule(&["CREATE"], &["apps"], &["v1"], &["pods"], "*"), create, pods, "", "x"));
+        assert!(!rule_matches(
+            &rule(&["CREATE"], &["apps"], &["v1"], &["pods"], "*"),
+            create,
+            pods,
+            "",
+            "x"
+        ));
     }
 
     fn hook(rules: Vec<Rule>, exact: bool) -> Arc<Webhook> {
@@ -210,7 +227,13 @@ mod tests {
     fn match_policy_equivalent_finds_the_other_view() {
         let core = find("", "v1", "events").unwrap();
         let ev = find("events.k8s.io", "v1", "events").unwrap();
-        let r = vec![rule(&["CREATE"], &["events.k8s.io"], &["v1"], &["events"], "*")];
+        let r = vec![rule(
+            &["CREATE"],
+            &["events.k8s.io"],
+            &["v1"],
+            &["events"],
+            "*",
+        )];
         let equivalent = hook(r.clone(), false);
         let inv = invocation(&equivalent, Operation::Create, core, "", "default").unwrap();
         assert!(std::ptr::eq(inv.resource, ev));
@@ -227,10 +250,22 @@ mod tests {
         assert!(object_matches(&h, Some(&other), Some(&web)));
         assert!(!object_matches(&h, Some(&other), None));
         let prod: Map<String, Value> = serde_json::from_value(json!({"env": "prod"})).unwrap();
-        assert_eq!(namespace_matches(&h, Some(&NamespaceLabels::Of(Ok(Some(prod.clone()))))), Ok(true));
-        assert_eq!(namespace_matches(&h, Some(&NamespaceLabels::Of(Ok(None)))), Ok(false));
-        assert_eq!(namespace_matches(&h, Some(&NamespaceLabels::Own(Some(&prod)))), Ok(true));
-        assert_eq!(namespace_matches(&h, Some(&NamespaceLabels::Of(Err(())))), Err(()));
+        assert_eq!(
+            namespace_matches(&h, Some(&NamespaceLabels::Of(Ok(Some(prod.clone()))))),
+            Ok(true)
+        );
+        assert_eq!(
+            namespace_matches(&h, Some(&NamespaceLabels::Of(Ok(None)))),
+            Ok(false)
+        );
+        assert_eq!(
+            namespace_matches(&h, Some(&NamespaceLabels::Own(Some(&prod)))),
+            Ok(true)
+        );
+        assert_eq!(
+            namespace_matches(&h, Some(&NamespaceLabels::Of(Err(())))),
+            Err(())
+        );
         assert_eq!(namespace_matches(&h, None), Ok(true));
     }
 }

@@ -116,12 +116,19 @@ fn webhooks(reg: &Registry, plural: &str) -> Vec<Arc<Webhook>> {
     let mut cache = parsed().lock();
     let mut out = Vec::new();
     for item in &page.items {
-        let uid = item.value["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let uid = item.value["metadata"]["uid"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let hooks = match cache.get(&uid) {
             Some((rev, hooks)) if *rev == item.revision => hooks.clone(),
             _ => {
-                let hooks: Arc<Vec<Arc<Webhook>>> =
-                    Arc::new(config::parse(&item.value).into_iter().map(Arc::new).collect());
+                let hooks: Arc<Vec<Arc<Webhook>>> = Arc::new(
+                    config::parse(&item.value)
+                        .into_iter()
+                        .map(Arc::new)
+                        .collect(),
+                );
                 if cache.len() > 4096 {
                     cache.clear();
                 }
@@ -145,7 +152,13 @@ pub fn matching_hooks(reg: &Registry, req: &Request<'_>) -> Hooks {
         webhooks(reg, plural)
             .iter()
             .filter_map(|h| {
-                matching::invocation(h, req.operation, req.resource, req.subresource, req.namespace)
+                matching::invocation(
+                    h,
+                    req.operation,
+                    req.resource,
+                    req.subresource,
+                    req.namespace,
+                )
             })
             .collect()
     };

@@ -176,7 +176,9 @@ pub fn response(
         }
         let raw = base64::engine::general_purpose::STANDARD
             .decode(patch_b64)
-            .map_err(|e| ResponseError::Decode(format!("illegal base64 data in response.patch: {e}")))?;
+            .map_err(|e| {
+                ResponseError::Decode(format!("illegal base64 data in response.patch: {e}"))
+            })?;
         patch = Some(serde_json::from_slice(&raw).map_err(|e| {
             ResponseError::Invalid(format!("response.patch is not a JSON patch: {e}"))
         })?);
@@ -187,7 +189,12 @@ pub fn response(
         patch,
         warnings: r["warnings"]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default(),
     })
 }
@@ -210,7 +217,8 @@ mod tests {
             ResponseError::Invalid("expected response.uid=\"u1\", got \"other\"".into())
         );
         assert_eq!(
-            answer(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"})).unwrap_err(),
+            answer(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}))
+                .unwrap_err(),
             ResponseError::Invalid("webhook response was absent".into())
         );
         assert!(matches!(
@@ -221,7 +229,8 @@ mod tests {
 
     #[test]
     fn patches_must_be_json_patches_from_mutating_webhooks() {
-        let p = base64::engine::general_purpose::STANDARD.encode(br#"[{"op":"add","path":"/metadata/labels","value":{"a":"b"}}]"#);
+        let p = base64::engine::general_purpose::STANDARD
+            .encode(br#"[{"op":"add","path":"/metadata/labels","value":{"a":"b"}}]"#);
         let base = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "u1", "allowed": true, "patch": p, "patchType": "JSONPatch"}});
         assert!(answer(base.clone()).unwrap().patch.is_some());
         assert_eq!(
@@ -232,7 +241,9 @@ mod tests {
         no_type["response"]["patchType"] = Value::Null;
         assert_eq!(
             answer(no_type).unwrap_err(),
-            ResponseError::Invalid("webhook returned response.patch but not response.patchType".into())
+            ResponseError::Invalid(
+                "webhook returned response.patch but not response.patchType".into()
+            )
         );
     }
 }
