@@ -221,7 +221,7 @@ async fn post_inner(
             .map_err(|e| e.to_string())?;
         let resp = match sender.send_request(req).await {
             Ok(r) => r,
-            Err(e) if reused && e.is_canceled() || reused && e.is_closed() => continue,
+            Err(e) if reused && (e.is_canceled() || e.is_closed()) => continue,
             Err(e) => return Err(e.to_string()),
         };
         let status = resp.status().as_u16();

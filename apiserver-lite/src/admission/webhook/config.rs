@@ -603,7 +603,8 @@ mod tests {
 
     #[test]
     fn bad_webhooks_get_upstream_messages() {
-        let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|h| h["sideEffects"] = Value::Null), "webhooks[0].sideEffects: Required value: must specify one of None, NoneOnDryRun"),
             (Box::new(|h| h["sideEffects"] = json!("Some")), "webhooks[0].sideEffects: Unsupported value: \"Some\": supported values: \"None\", \"NoneOnDryRun\""),
             (Box::new(|h| h["admissionReviewVersions"] = json!(["v2"])), "webhooks[0].admissionReviewVersions: Invalid value: []string{\"v2\"}: must include at least one of v1, v1beta1"),

@@ -233,7 +233,7 @@ async fn namespace_labels<'a>(
         Some(o) => Ok(o.value["metadata"]["labels"].as_object().cloned()),
         None => match reg.get(info, "", req.namespace).await {
             Ok(o) => Ok(o.value["metadata"]["labels"].as_object().cloned()),
-            Err(_) => Err(()),
+            Err(_) => Err(matching::MissingNamespace),
         },
     };
     Some(NamespaceLabels::Of(found))

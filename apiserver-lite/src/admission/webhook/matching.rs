@@ -130,11 +130,18 @@ pub enum NamespaceLabels<'a> {
     /// A request for a namespace object itself: its own labels (new, else old).
     Own(Option<&'a Map<String, Value>>),
     /// The labels of the request's namespace (`Err` when it does not exist).
-    Of(Result<Option<Map<String, Value>>, ()>),
+    Of(Result<Option<Map<String, Value>>, MissingNamespace>),
 }
 
-/// upstream's `MatchNamespaceSelector`; `Err(())` when the namespace does not exist.
-pub fn namespace_matches(hook: &Webhook, labels: Option<&NamespaceLabels<'_>>) -> Result<bool, ()> {
+/// The request's namespace does not exist (upstream answers 404).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingNamespace;
+
+/// upstream's `MatchNamespaceSelector`; `Err` when the namespace does not exist.
+pub fn namespace_matches(
+    hook: &Webhook,
+    labels: Option<&NamespaceLabels<'_>>,
+) -> Result<bool, MissingNamespace> {
     let sel = &hook.namespace_selector;
     if sel.is_empty() {
         return Ok(true);
@@ -143,7 +150,7 @@ pub fn namespace_matches(hook: &Webhook, labels: Option<&NamespaceLabels<'_>>) -
         None => Ok(true),
         Some(NamespaceLabels::Own(l)) => Ok(sel.matches(*l)),
         Some(NamespaceLabels::Of(Ok(l))) => Ok(sel.matches(l.as_ref())),
-        Some(NamespaceLabels::Of(Err(()))) => Err(()),
+        Some(NamespaceLabels::Of(Err(e))) => Err(*e),
     }
 }
 
@@ -263,8 +270,8 @@ mod tests {
             Ok(true)
         );
         assert_eq!(
-            namespace_matches(&h, Some(&NamespaceLabels::Of(Err(())))),
-            Err(())
+            namespace_matches(&h, Some(&NamespaceLabels::Of(Err(MissingNamespace)))),
+            Err(MissingNamespace)
         );
         assert_eq!(namespace_matches(&h, None), Ok(true));
     }

@@ -242,10 +242,8 @@ where
             .await?;
         return Ok((out, Vec::new()));
     }
-    let dry = WriteOptions {
-        dry_run: true,
-        ..opts.clone()
-    };
+    let mut dry = opts.clone();
+    dry.dry_run = true;
     for _ in 0..UPDATE_ATTEMPTS {
         let mut old: Option<Value> = None;
         let mut candidate = reg
