@@ -5,6 +5,7 @@
 //! (`rest` → `registry` → `strategy`), and the HTTP front end (`server`) with discovery and
 //! OpenAPI. `docs/architecture.md` draws the request path.
 
+pub mod admission;
 pub mod allocator;
 pub mod auth;
 pub mod cacher;

@@ -267,6 +267,8 @@ kinds! {
     "rbac.authorization.k8s.io/v1", "ClusterRole" => pb::rbac::v1::ClusterRole, oa::rbac::v1::ClusterRole;
     "rbac.authorization.k8s.io/v1", "RoleBinding" => pb::rbac::v1::RoleBinding, oa::rbac::v1::RoleBinding;
     "rbac.authorization.k8s.io/v1", "ClusterRoleBinding" => pb::rbac::v1::ClusterRoleBinding, oa::rbac::v1::ClusterRoleBinding;
+    "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration" => pb::admissionregistration::v1::MutatingWebhookConfiguration, oa::admissionregistration::v1::MutatingWebhookConfiguration;
+    "admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration" => pb::admissionregistration::v1::ValidatingWebhookConfiguration, oa::admissionregistration::v1::ValidatingWebhookConfiguration;
     "autoscaling/v1", "Scale" => pb::autoscaling::v1::Scale, oa::autoscaling::v1::Scale;
     "authentication.k8s.io/v1", "TokenRequest" => pb::authentication::v1::TokenRequest, oa::authentication::v1::TokenRequest;
     "authentication.k8s.io/v1", "TokenReview" => pb::authentication::v1::TokenReview, oa::authentication::v1::TokenReview;
@@ -940,6 +942,7 @@ pub const INLINE_TYPES: &[&str] = &[
     "ProbeHandler",
     "EphemeralContainerCommon",
     "IngressRuleValue",
+    "Rule",
 ];
 
 /// Whether Go's JSON encoding would leave this (non-required) field out.

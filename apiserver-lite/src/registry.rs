@@ -43,6 +43,14 @@ pub struct WriteOptions {
     pub dry_run: bool,
 }
 
+/// Admission that validates the object the registry is about to create, after the strategy's
+/// defaulting and validation and before ResourceQuota (upstream's validating admission phase,
+/// which runs inside the store's Create); the admission webhooks implement it.
+#[async_trait::async_trait]
+pub trait ValidatingAdmission: Send + Sync {
+    async fn validate(&self, obj: &Value) -> ApiResult<()>;
+}
+
 /// DELETE options (from the body's DeleteOptions or the query).
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
@@ -285,8 +293,20 @@ impl Registry {
         &self,
         info: &'static ResourceInfo,
         ns: &str,
+        obj: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        self.create_admitted(info, ns, obj, opts, None).await
+    }
+
+    /// [`Registry::create`] with a validating admission phase on the prepared object.
+    pub async fn create_admitted(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
         mut obj: Value,
         opts: &WriteOptions,
+        validating: Option<&dyn ValidatingAdmission>,
     ) -> ApiResult<Value> {
         let meta = obj
             .as_object_mut()
@@ -356,6 +376,9 @@ impl Registry {
         self.namespace_lifecycle(info, ns).await?;
         self.admission_caches_fresh(info, &obj).await?;
         hooks::prepare_create(info, &mut obj, &Lookup(self))?;
+        if let Some(v) = validating {
+            v.validate(&obj).await?;
+        }
         crate::quota::admit_create(self, info, ns, &obj, opts.dry_run).await?;
         let allocated = if info.plural == "services" {
             self.allocate_service(&mut obj, None)?

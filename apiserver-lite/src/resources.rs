@@ -5,6 +5,7 @@
 //! Upstream registers a `rest.Storage` per resource in each API group's `RESTStorageProvider`; here
 //! one static table plays that part, so adding a resource is one line.
 
+use k8s_openapi::api::admissionregistration::v1 as admissionregistration;
 use k8s_openapi::api::{
     apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
     discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
@@ -177,6 +178,14 @@ const SINGULARS: &[(&str, &str)] = &[
     ("ClusterRole", "clusterrole"),
     ("RoleBinding", "rolebinding"),
     ("ClusterRoleBinding", "clusterrolebinding"),
+    (
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfiguration",
+    ),
+    (
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfiguration",
+    ),
 ];
 
 /// Every served resource, in discovery order.
@@ -280,6 +289,16 @@ pub static RESOURCES: &[ResourceInfo] = &[
     resource!(rbac::ClusterRoleBinding, "rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false,
         short: [], cat: [], sub: [],
         prefix: "/registry/clusterrolebindings", def: "io.k8s.api.rbac.v1.ClusterRoleBinding"),
+    resource!(admissionregistration::MutatingWebhookConfiguration, "admissionregistration.k8s.io", "v1",
+        "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false,
+        short: [], cat: ["api-extensions"], sub: [],
+        prefix: "/registry/mutatingwebhookconfigurations",
+        def: "io.k8s.api.admissionregistration.v1.MutatingWebhookConfiguration"),
+    resource!(admissionregistration::ValidatingWebhookConfiguration, "admissionregistration.k8s.io", "v1",
+        "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", false,
+        short: [], cat: ["api-extensions"], sub: [],
+        prefix: "/registry/validatingwebhookconfigurations",
+        def: "io.k8s.api.admissionregistration.v1.ValidatingWebhookConfiguration"),
 ];
 
 /// Looks a resource up by group, version and plural name.

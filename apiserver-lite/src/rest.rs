@@ -13,6 +13,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::admission::webhook::{self, Operation};
 use crate::cacher::{CacheError, CachedObject, Filter, WatchEventType};
 use crate::events_view;
 use crate::hooks;
@@ -38,6 +39,8 @@ pub struct ApiRequest {
     pub query: Query,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The authenticated (possibly impersonated) user, for admission.
+    pub user: crate::auth::UserInfo,
 }
 
 pub fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
@@ -335,6 +338,24 @@ impl PodSecurityUpdate {
             .map(|o| o.value.clone())
             .collect();
         pod_security::namespace_update_warnings(name, old_labels, new_labels, &items)
+    }
+}
+
+/// The admission-webhook view of a request.
+fn webhook_request<'a>(
+    res: &'static ResourceInfo,
+    req: &'a ApiRequest,
+    operation: Operation,
+    dry_run: bool,
+) -> webhook::Request<'a> {
+    webhook::Request {
+        resource: res,
+        subresource: &req.info.subresource,
+        namespace: &req.info.namespace,
+        name: &req.info.name,
+        operation,
+        user: &req.user,
+        dry_run,
     }
 }
 
@@ -785,13 +806,35 @@ async fn create(
         crate::strategy::validate_view(res, &obj)?;
         obj = view_in(res, obj);
     }
+    let wreq = webhook_request(res, req, Operation::Create, opts.dry_run);
+    let hooks = webhook::matching_hooks(reg, &wreq);
+    if !hooks.mutating.is_empty() {
+        // Webhooks see the decoded (defaulted) object, as upstream's mutating phase.
+        crate::strategy::apply_defaults(storage_info(res), &mut obj);
+        warnings.extend(webhook::mutate(reg, &wreq, &hooks, &mut obj, None).await?);
+    }
     if pod_security::applies(res) {
         let labels = namespace_labels(reg, &req.info.namespace).await;
         warnings.extend(pod_security::admit(res, &obj, None, &labels)?);
     }
+    let validator = webhook::CreateValidator {
+        registry: reg,
+        request: wreq,
+        hooks: &hooks,
+        warnings: Default::default(),
+    };
+    let validating: Option<&dyn crate::registry::ValidatingAdmission> =
+        (!hooks.validating.is_empty()).then_some(&validator);
     let out = reg
-        .create(storage_info(res), &req.info.namespace, obj, &opts)
+        .create_admitted(
+            storage_info(res),
+            &req.info.namespace,
+            obj,
+            &opts,
+            validating,
+        )
         .await?;
+    warnings.extend(validator.warnings.into_inner());
     Ok(with_warnings(
         json_response(StatusCode::CREATED, &view_out(res, &out)),
         &warnings,
@@ -845,20 +888,23 @@ async fn update(
     let psa = PodSecurityUpdate::new(reg, res, req).await;
     let mut psa_warnings = Vec::new();
     let mut old_labels = Value::Null;
-    let out = reg
-        .update(
-            storage_info(res),
-            &req.info.namespace,
-            &req.info.name,
-            subresource,
-            &opts,
-            |cur| {
-                psa_warnings = psa.admit(res, &obj, cur)?;
-                old_labels = cur["metadata"]["labels"].clone();
-                Ok(obj.clone())
-            },
-        )
-        .await?;
+    let wreq = webhook_request(res, req, Operation::Update, opts.dry_run);
+    let hooks = webhook::matching_hooks(reg, &wreq);
+    let (out, hook_warnings) = webhook::admitted_update(
+        reg,
+        storage_info(res),
+        &wreq,
+        &hooks,
+        subresource,
+        &opts,
+        |cur| {
+            psa_warnings = psa.admit(res, &obj, cur)?;
+            old_labels = cur["metadata"]["labels"].clone();
+            Ok(obj.clone())
+        },
+    )
+    .await?;
+    warnings.extend(hook_warnings);
     warnings.extend(psa_warnings);
     warnings.extend(psa.namespace_warnings(reg, res, &old_labels, &out));
     Ok(with_warnings(
@@ -960,44 +1006,51 @@ async fn patch(
     let psa = PodSecurityUpdate::new(reg, res, req).await;
     let mut psa_warnings = Vec::new();
     let mut old_labels = Value::Null;
-    let out = reg
-        .update(
-            storage_info(res),
-            &req.info.namespace,
-            &req.info.name,
-            subresource,
-            &opts,
-            |cur| {
-                let current = if is_scale {
-                    scale_of(res, cur)
-                } else {
-                    view_out(res, cur).into_owned()
-                };
-                let patched = apply_patch(res, &ptype, &current, &patch_doc, is_scale)?;
-                if is_scale {
-                    let mut new = cur.clone();
-                    new["spec"]["replicas"] = patched["spec"]["replicas"].clone();
-                    new["metadata"]["resourceVersion"] =
-                        patched["metadata"]["resourceVersion"].clone();
-                    return Ok(new);
-                }
-                // The patched object must still be a valid object of the type.
-                let typed = (res.roundtrip)(&patched).map_err(|e| {
-                    ApiError::bad_request(format!(
-                        "{} in version \"{}\" cannot be handled as a {}: {e}",
-                        res.kind, res.version, res.kind
-                    ))
-                })?;
-                let mut unknown = Vec::new();
-                unknown_fields(&patched, &typed, "", &mut unknown);
-                warnings = field_validation(&q, &unknown)?;
-                let new = view_in(res, typed);
-                psa_warnings = psa.admit(res, &new, cur)?;
-                old_labels = cur["metadata"]["labels"].clone();
-                Ok(new)
-            },
-        )
-        .await?;
+    let wreq = webhook_request(res, req, Operation::Update, opts.dry_run);
+    // Webhooks on scale would need the Scale object: not called for it (yet).
+    let hooks = if is_scale {
+        webhook::Hooks::default()
+    } else {
+        webhook::matching_hooks(reg, &wreq)
+    };
+    let (out, hook_warnings) = webhook::admitted_update(
+        reg,
+        storage_info(res),
+        &wreq,
+        &hooks,
+        subresource,
+        &opts,
+        |cur| {
+            let current = if is_scale {
+                scale_of(res, cur)
+            } else {
+                view_out(res, cur).into_owned()
+            };
+            let patched = apply_patch(res, &ptype, &current, &patch_doc, is_scale)?;
+            if is_scale {
+                let mut new = cur.clone();
+                new["spec"]["replicas"] = patched["spec"]["replicas"].clone();
+                new["metadata"]["resourceVersion"] = patched["metadata"]["resourceVersion"].clone();
+                return Ok(new);
+            }
+            // The patched object must still be a valid object of the type.
+            let typed = (res.roundtrip)(&patched).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {e}",
+                    res.kind, res.version, res.kind
+                ))
+            })?;
+            let mut unknown = Vec::new();
+            unknown_fields(&patched, &typed, "", &mut unknown);
+            warnings = field_validation(&q, &unknown)?;
+            let new = view_in(res, typed);
+            psa_warnings = psa.admit(res, &new, cur)?;
+            old_labels = cur["metadata"]["labels"].clone();
+            Ok(new)
+        },
+    )
+    .await?;
+    warnings.extend(hook_warnings);
     warnings.extend(psa_warnings);
     warnings.extend(psa.namespace_warnings(reg, res, &old_labels, &out));
     let body = if is_scale {
@@ -1099,6 +1152,15 @@ async fn delete(
     req: &ApiRequest,
 ) -> ApiResult<Response<Body>> {
     let opts = delete_options(req)?;
+    let wreq = webhook_request(res, req, Operation::Delete, opts.dry_run);
+    let hooks = webhook::matching_hooks(reg, &wreq);
+    let mut warnings = Vec::new();
+    if !hooks.is_empty() {
+        let old = reg
+            .get(storage_info(res), &req.info.namespace, &req.info.name)
+            .await?;
+        warnings = webhook::admit_delete(reg, &wreq, &hooks, &old.value).await?;
+    }
     let out = reg
         .delete(
             storage_info(res),
@@ -1107,7 +1169,10 @@ async fn delete(
             &opts,
         )
         .await?;
-    Ok(json_response(StatusCode::OK, &view_out(res, &out)))
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &view_out(res, &out)),
+        &warnings,
+    ))
 }
 
 async fn delete_collection(

@@ -605,6 +605,11 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
             return error_response(&e);
         }
     }
+    let user = parts
+        .extensions
+        .get::<RequestUser>()
+        .map(|u| u.0.clone())
+        .unwrap_or_else(security::UserInfo::anonymous);
     rest::handle(
         state.registry.clone(),
         ApiRequest {
@@ -613,6 +618,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
             query,
             headers: parts.headers,
             body,
+            user,
         },
     )
     .await

@@ -142,6 +142,8 @@ enum Printer {
     RoleBinding,
     ClusterRoleBinding,
     Lease,
+    /// Mutating and validating webhook configurations: Name, Webhooks, Age.
+    WebhookConfiguration,
     StorageClass,
     ControllerRevision,
     ResourceQuota,
@@ -178,6 +180,10 @@ fn printer_for(info: &ResourceInfo) -> Printer {
         ("rbac.authorization.k8s.io", "rolebindings") => RoleBinding,
         ("rbac.authorization.k8s.io", "clusterrolebindings") => ClusterRoleBinding,
         ("coordination.k8s.io", "leases") => Lease,
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations")
+        | ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
+            WebhookConfiguration
+        }
         ("storage.k8s.io", "storageclasses") => StorageClass,
         ("apps", "controllerrevisions") => ControllerRevision,
         ("", "resourcequotas") => ResourceQuota,
@@ -541,6 +547,13 @@ fn build_columns(printer: Printer) -> Vec<Value> {
                 wide("ServiceAccounts", format!("ServiceAccounts in the {what}")),
             ]);
         }
+        P::WebhookConfiguration => c.extend([
+            i_col(
+                "Webhooks",
+                "Webhooks indicates the number of webhooks in the configuration".into(),
+            ),
+            age_col(),
+        ]),
         P::Lease => c.extend([
             s_col("Holder", doc::<coordination::LeaseSpec>("holderIdentity")),
             age_col(),
@@ -1028,6 +1041,13 @@ fn print_row(
                 json!(sas.join(", ")),
             ]
         }
+        P::WebhookConfiguration => vec![
+            json!(name(o)),
+            json!(at(o, "/webhooks")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)),
+            json!(age(o, now)),
+        ],
         P::Lease => vec![
             json!(name(o)),
             json!(st(o, "/spec/holderIdentity")),
@@ -2278,6 +2298,16 @@ mod tests {
                 "rbac.authorization.k8s.io",
                 "clusterrolebindings",
                 &["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"],
+            ),
+            (
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                &["Name", "Webhooks", "Age"],
+            ),
+            (
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                &["Name", "Webhooks", "Age"],
             ),
         ];
         for (group, plural, want) in cases {

@@ -13,6 +13,7 @@ pub mod fake_nodes;
 pub mod kubelet;
 pub mod netlab;
 pub mod server;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -18,6 +18,9 @@ use serde_json::{json, Map, Value};
 pub fn apply(info: &ResourceInfo, o: &mut Value) {
     match (info.group, info.kind) {
         ("", "Pod") => pod(o),
+        ("admissionregistration.k8s.io", kind) => {
+            crate::admission::webhook::config::apply_defaults(kind, o)
+        }
         ("", "ReplicationController") => replication_controller(o),
         ("", "Service") => service(o),
         ("", "Namespace") => namespace(o),

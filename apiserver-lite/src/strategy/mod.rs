@@ -18,6 +18,7 @@ mod update;
 mod util;
 mod validation;
 
+pub use names::{is_dns1035_label, is_dns1123_subdomain};
 pub use util::parse_quantity;
 
 use crate::resources::ResourceInfo;
@@ -80,6 +81,14 @@ pub fn prepare_create(
         Ok(())
     } else {
         Err(invalid(info, obj, causes))
+    }
+}
+
+/// The v1 defaults alone (what decoding a request applies upstream), for admission that must
+/// see the decoded object before the rest of the strategy runs (mutating webhooks).
+pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
+    if obj.is_object() {
+        defaults::apply(info, obj);
     }
 }
 

@@ -343,6 +343,9 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
     let spec = o.g("spec").unwrap_or(&Value::Null);
     match (info.group, info.kind) {
         ("", "Pod") => pod_spec(spec, "spec", &mut errs),
+        ("admissionregistration.k8s.io", kind) => {
+            errs.extend(crate::admission::webhook::config::validate(kind, o))
+        }
         ("", "ReplicationController") => replication_controller(spec, &mut errs),
         ("", "Service") => service(spec, &mut errs),
         ("", "ConfigMap") => config_map(o, &mut errs),
