@@ -10,15 +10,25 @@ use serde_json::{json, Value};
 
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
 
-fn list_state(s: &ApiServer) -> (String, usize) {
+/// The stored ConfigMaps of `default`, each with its resourceVersion. The
+/// list's own resourceVersion is the store's, which the API server's own
+/// background writers (leases, bootstrap reconcilers) move at any time, so
+/// "nothing changed" is judged on the items.
+fn list_state(s: &ApiServer) -> Vec<(String, String)> {
     let (_, list) = s.http("GET", CMS, "application/json", b"");
-    (
-        list["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-        list["items"].as_array().unwrap().len(),
-    )
+    let mut items: Vec<(String, String)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item["metadata"]["name"].as_str().unwrap().to_string(),
+                item["metadata"]["resourceVersion"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    items.sort();
+    items
 }
 
 fn expect_status(resp: (u16, Value), code: u16, reason: &str, message_part: &str) {
