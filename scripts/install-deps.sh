@@ -28,6 +28,9 @@ have iptables || need_apt+=(iptables)
 # The service proxy removes stale UDP conntrack entries with conntrack-tools.
 have conntrack || need_apt+=(conntrack)
 have linux.uml || need_apt+=(user-mode-linux)
+# The Vagrantfile (the multi-VM lab) is checked with `vagrant validate`, libvirt provider included.
+have vagrant || need_apt+=(vagrant)
+dpkg -s vagrant-libvirt >/dev/null 2>&1 || need_apt+=(vagrant-libvirt)
 # The benchmarks run Debian's etcd as the reference store.
 if [ "${CAPSTAN_BENCH:-0}" = 1 ]; then
   have etcd || need_apt+=(etcd-server)

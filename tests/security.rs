@@ -614,6 +614,47 @@ fn rbac_escalation_is_refused_without_escalate_or_bind() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // Patching that role: adding nodes (cluster-scoped, not held) is refused as the create is and
+    // changes nothing; adding secrets (held through admin) passes.
+    for (ptype, patch) in [
+        (
+            "merge",
+            r#"{"rules":[{"apiGroups":[""],"resources":["nodes"],"verbs":["get"]}]}"#,
+        ),
+        (
+            "json",
+            r#"[{"op":"add","path":"/rules/-","value":{"apiGroups":[""],"resources":["nodes"],"verbs":["list"]}}]"#,
+        ),
+    ] {
+        let out = kubectl_with(
+            &api,
+            &lead,
+            &["patch", "role", "cm-reader", "--type", ptype, "-p", patch],
+        );
+        assert!(!out.status.success(), "a {ptype} patch escalated");
+        assert!(
+            text(&out.stderr)
+                .contains("is attempting to grant RBAC permissions not currently held"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = kubectl_with(
+        &api,
+        &lead,
+        &[
+            "patch",
+            "role",
+            "cm-reader",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"rules":[{"apiGroups":[""],"resources":["configmaps","secrets"],"verbs":["get"]}]}"#,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let role = api.kubectl_ok(&["get", "role", "cm-reader", "-o", "json"]);
+    assert!(!role.contains("nodes"), "{role}");
     let out = kubectl_with(
         &api,
         &lead,

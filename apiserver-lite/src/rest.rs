@@ -1064,6 +1064,40 @@ async fn patch(
     ))
 }
 
+/// What a PATCH would make of the stored object, for the checks that need the new object before
+/// the request reaches the store (RBAC escalation). None when the object or the patch does not
+/// resolve; the PATCH itself then answers with the error.
+pub(crate) async fn patched_preview(
+    reg: &Registry,
+    info: &RequestInfo,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<Value> {
+    let res = resources::find(&info.group, &info.version, &info.resource)?;
+    let ptype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let patch_doc: Value = serde_json::from_slice(body).ok()?;
+    let sres = storage_info(res);
+    reg.cacher(sres).wait_fresh().await.ok()?;
+    let key = Registry::key(sres, &info.namespace, &info.name);
+    let current = reg.cacher(sres).get(&key)?;
+    apply_patch(
+        res,
+        &ptype,
+        &view_out(res, &current.value),
+        &patch_doc,
+        false,
+    )
+    .ok()
+}
+
 fn apply_patch(
     res: &ResourceInfo,
     ptype: &str,

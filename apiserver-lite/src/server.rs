@@ -578,7 +578,12 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
         }
     };
     if security::escalation::applies(&info) {
-        if let Some(obj) = decode_object(&body) {
+        let obj = if info.verb == "patch" {
+            rest::patched_preview(&state.registry, &info, &parts.headers, &body).await
+        } else {
+            decode_object(&body)
+        };
+        if let Some(obj) = obj {
             let user = parts
                 .extensions
                 .get::<RequestUser>()

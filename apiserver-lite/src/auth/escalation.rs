@@ -3,7 +3,7 @@
 //! on it or every permission it grants; creating or updating a binding needs either the `bind`
 //! verb on the role it refers to or every permission of that role — in the binding's namespace,
 //! or cluster-wide for cluster objects. `system:masters` passes. Checked on create and update
-//! (the body is the new object); patches are not checked yet.
+//! (the body is the new object) and on patch (the stored object with the patch applied).
 
 use serde_json::Value;
 
@@ -19,7 +19,7 @@ const GROUP: &str = "rbac.authorization.k8s.io";
 pub fn applies(info: &RequestInfo) -> bool {
     info.group == GROUP
         && info.subresource.is_empty()
-        && matches!(info.verb.as_str(), "create" | "update")
+        && matches!(info.verb.as_str(), "create" | "update" | "patch")
         && matches!(
             info.resource.as_str(),
             "roles" | "clusterroles" | "rolebindings" | "clusterrolebindings"
