@@ -39,7 +39,7 @@ spec:
       cat /etc/resolv.conf | sed 's/^/resolv: /'
       for n in kubernetes.default.svc.cluster.local web.default.svc.cluster.local web kubernetes.default; do
         for i in 1 2 3 4 5 6 7 8 9 10; do
-          out=$(/host/usr/lib64/ld-linux-x86-64.so.2 --library-path /host/usr/lib/x86_64-linux-gnu /host/usr/bin/getent ahostsv4 $n | head -1)
+          out=$(/host/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path /host/usr/lib/x86_64-linux-gnu /host/usr/bin/getent ahostsv4 $n | head -1)
           [ -n "$out" ] && break
           sleep 1
         done

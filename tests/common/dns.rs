@@ -37,7 +37,8 @@ pub fn try_query(server: SocketAddr, name: &str, qtype: RecordType, tcp: bool) -
         s.read_exact(&mut buf)?;
         buf
     } else {
-        let s = UdpSocket::bind("127.0.0.1:0")?;
+        // Unbound: a query to a cluster IP must leave with a routable source (the proxy DNATs it).
+        let s = UdpSocket::bind("0.0.0.0:0")?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         s.send_to(&bytes, server)?;
         let mut buf = vec![0u8; 65535];
