@@ -22,11 +22,19 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Runs `clients` closed-loop clients asking `names` for `secs`; (queries/s, p50, p99).
-fn load(server: SocketAddr, names: &[String], clients: usize, secs: u64) -> (f64, Duration, Duration) {
+fn load(
+    server: SocketAddr,
+    names: &[String],
+    clients: usize,
+    secs: u64,
+) -> (f64, Duration, Duration) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let threads: Vec<_> = (0..clients)
         .map(|c| {
@@ -42,7 +50,10 @@ fn load(server: SocketAddr, names: &[String], clients: usize, secs: u64) -> (f64
                     let mut q = Message::query();
                     q.metadata.id = i as u16;
                     q.metadata.recursion_desired = true;
-                    q.add_query(Query::query(Name::from_str(&names[i % names.len()]).unwrap(), RecordType::A));
+                    q.add_query(Query::query(
+                        Name::from_str(&names[i % names.len()]).unwrap(),
+                        RecordType::A,
+                    ));
                     let bytes = q.to_vec().unwrap();
                     let t = Instant::now();
                     sock.send(&bytes).unwrap();
@@ -55,9 +66,16 @@ fn load(server: SocketAddr, names: &[String], clients: usize, secs: u64) -> (f64
             })
         })
         .collect();
-    let mut all: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut all: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     (all.len() as f64 / secs as f64, pct(0.5), pct(0.99))
 }
 
@@ -72,7 +90,10 @@ fn main() {
         .build()
         .unwrap();
     let client = rt
-        .block_on(machinery::client::build_client(Some(&api.kubeconfig()), "dns-bench"))
+        .block_on(machinery::client::build_client(
+            Some(&api.kubeconfig()),
+            "dns-bench",
+        ))
         .unwrap();
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     for i in 0..100 {
@@ -81,7 +102,8 @@ fn main() {
             "spec": {"ports": [{"port": 80}]}
         }))
         .unwrap();
-        rt.block_on(services.create(&PostParams::default(), &s)).unwrap();
+        rt.block_on(services.create(&PostParams::default(), &s))
+            .unwrap();
     }
     let mut opts = dns::Options::new("bench", "127.0.0.1:0".parse().unwrap());
     opts.upstreams = vec![upstream.addr];
@@ -91,22 +113,35 @@ fn main() {
         .unwrap();
     let at = server.local_addr;
     // The cache has every Service before the clock starts.
-    common::eventually(Duration::from_secs(10), "100 Services in the DNS cache", || {
-        server.cache.read(|c| c.services.len() >= 100)
-    });
+    common::eventually(
+        Duration::from_secs(10),
+        "100 Services in the DNS cache",
+        || server.cache.read(|c| c.services.len() >= 100),
+    );
 
-    let service_names: Vec<String> = (0..100).map(|i| format!("svc-{i}.default.svc.cluster.local.")).collect();
-    let miss_names: Vec<String> = (0..100).map(|i| format!("svc-{i}.default.svc.cluster.local.default.svc.cluster.local.")).collect();
+    let service_names: Vec<String> = (0..100)
+        .map(|i| format!("svc-{i}.default.svc.cluster.local."))
+        .collect();
+    let miss_names: Vec<String> = (0..100)
+        .map(|i| format!("svc-{i}.default.svc.cluster.local.default.svc.cluster.local."))
+        .collect();
     let forwarded: Vec<String> = (0..100).map(|i| format!("host-{i}.example.com.")).collect();
     println!("cluster DNS, {clients} closed-loop UDP clients on loopback, {secs} s per case, 100 Services");
-    println!("{:<34} {:>10} {:>10} {:>10}", "case", "queries/s", "p50", "p99");
+    println!(
+        "{:<34} {:>10} {:>10} {:>10}",
+        "case", "queries/s", "p50", "p99"
+    );
     for (case, names) in [
         ("service A record", &service_names),
         ("search-path miss (NXDOMAIN)", &miss_names),
         ("forwarded (loopback upstream)", &forwarded),
     ] {
         let (qps, p50, p99) = load(at, names, clients, secs);
-        println!("{case:<34} {qps:>10.0} {:>8.0}µs {:>8.0}µs", p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
+        println!(
+            "{case:<34} {qps:>10.0} {:>8.0}µs {:>8.0}µs",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
     }
     println!("peer (published, not run here): CoreDNS 1.2.5, GCE n1-standard-2, dnsperf: internal 33,669 q/s avg 2.608 ms; external 6,733 q/s avg 12.02 ms (5 search-path queries each)");
 }

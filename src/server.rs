@@ -365,7 +365,12 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     // Cluster DNS: the kube-dns Service and this node's DNS server on the node's address.
     if let Some(dns) = cluster_dns::config(&args, &node_name, node_ip)? {
         let (client, rx) = (client.clone(), stop_rx.clone());
-        tasks.spawn(async move { ("cluster DNS", cluster_dns::run(client, dns, stopped(rx)).await) });
+        tasks.spawn(async move {
+            (
+                "cluster DNS",
+                cluster_dns::run(client, dns, stopped(rx)).await,
+            )
+        });
     }
 
     // The service proxy.

@@ -58,7 +58,9 @@ impl Harness {
     fn create_ns(&self, name: &str) {
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
         let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-        self.rt.block_on(api.create(&PostParams::default(), &ns)).expect("namespace");
+        self.rt
+            .block_on(api.create(&PostParams::default(), &ns))
+            .expect("namespace");
     }
 
     /// Starts the DNS server on 127.0.0.1 forwarding to `upstream`.
@@ -109,7 +111,10 @@ fn answers_every_record_kind_and_forwards_the_rest() {
     let web_ip = web.spec.unwrap().cluster_ip.unwrap();
     h.create::<Service>(
         "shop",
-        svc("db", serde_json::json!({"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]})),
+        svc(
+            "db",
+            serde_json::json!({"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}),
+        ),
     );
     h.create::<EndpointSlice>(
         "shop",
@@ -126,7 +131,10 @@ fn answers_every_record_kind_and_forwards_the_rest() {
     );
     h.create::<Service>(
         "shop",
-        svc("ext", serde_json::json!({"type": "ExternalName", "externalName": "ext.example.org"})),
+        svc(
+            "ext",
+            serde_json::json!({"type": "ExternalName", "externalName": "ext.example.org"}),
+        ),
     );
     let dns = h.start_dns(upstream.addr, false);
     let at = dns.local_addr;
@@ -139,63 +147,123 @@ fn answers_every_record_kind_and_forwards_the_rest() {
         assert!(m.metadata.authoritative);
         assert_eq!(m.answers[0].ttl, 5, "CoreDNS's default TTL");
         let m = q("web.shop.svc.cluster.local.", RecordType::AAAA);
-        assert_eq!((m.metadata.response_code, m.answers.len()), (ResponseCode::NoError, 0));
-        assert!(matches!(m.authorities.first().map(|r| &r.data), Some(RData::SOA(_))), "NODATA carries the SOA: {m:?}");
+        assert_eq!(
+            (m.metadata.response_code, m.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        assert!(
+            matches!(m.authorities.first().map(|r| &r.data), Some(RData::SOA(_))),
+            "NODATA carries the SOA: {m:?}"
+        );
         let m = q("nope.shop.svc.cluster.local.", RecordType::A);
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-        assert!(matches!(m.authorities.first().map(|r| &r.data), Some(RData::SOA(_))));
+        assert!(matches!(
+            m.authorities.first().map(|r| &r.data),
+            Some(RData::SOA(_))
+        ));
         // kubernetes.default, the API server's Service.
         let m = q("kubernetes.default.svc.cluster.local.", RecordType::A);
         assert_eq!(m.answers.len(), 1, "{m:?}");
         // SRV with the target's address as an additional.
         let m = q("_http._tcp.web.shop.svc.cluster.local.", RecordType::SRV);
         assert_eq!(answers(&m), vec!["0 100 80 web.shop.svc.cluster.local."]);
-        assert_eq!(m.additionals.iter().map(|r| common::dns::rdata_text(&r.data)).collect::<Vec<_>>(), vec![web_ip.clone()]);
+        assert_eq!(
+            m.additionals
+                .iter()
+                .map(|r| common::dns::rdata_text(&r.data))
+                .collect::<Vec<_>>(),
+            vec![web_ip.clone()]
+        );
         // Headless: ready endpoints, hostnames, SRV per endpoint.
         let m = q("db.shop.svc.cluster.local.", RecordType::A);
         assert_eq!(answers(&m), vec!["10.99.0.5", "10.99.0.6"]);
-        assert_eq!(answers(&q("db-0.db.shop.svc.cluster.local.", RecordType::A)), vec!["10.99.0.5"]);
+        assert_eq!(
+            answers(&q("db-0.db.shop.svc.cluster.local.", RecordType::A)),
+            vec!["10.99.0.5"]
+        );
         assert_eq!(
             answers(&q("_pg._tcp.db.shop.svc.cluster.local.", RecordType::SRV)),
-            vec!["0 50 5432 db-0.db.shop.svc.cluster.local.", "0 50 5432 10-99-0-6.db.shop.svc.cluster.local."]
+            vec![
+                "0 50 5432 db-0.db.shop.svc.cluster.local.",
+                "0 50 5432 10-99-0-6.db.shop.svc.cluster.local."
+            ]
         );
         // PTR for a cluster IP and a headless endpoint.
-        let rev = |ip: &str| format!("{}.in-addr.arpa.", ip.split('.').rev().collect::<Vec<_>>().join("."));
-        assert_eq!(answers(&q(&rev(&web_ip), RecordType::PTR)), vec!["web.shop.svc.cluster.local."]);
-        assert_eq!(answers(&q(&rev("10.99.0.5"), RecordType::PTR)), vec!["db-0.db.shop.svc.cluster.local."]);
+        let rev = |ip: &str| {
+            format!(
+                "{}.in-addr.arpa.",
+                ip.split('.').rev().collect::<Vec<_>>().join(".")
+            )
+        };
+        assert_eq!(
+            answers(&q(&rev(&web_ip), RecordType::PTR)),
+            vec!["web.shop.svc.cluster.local."]
+        );
+        assert_eq!(
+            answers(&q(&rev("10.99.0.5"), RecordType::PTR)),
+            vec!["db-0.db.shop.svc.cluster.local."]
+        );
         // Pods (insecure, as kubeadm's Corefile).
-        assert_eq!(answers(&q("10-99-1-2.shop.pod.cluster.local.", RecordType::A)), vec!["10.99.1.2"]);
+        assert_eq!(
+            answers(&q("10-99-1-2.shop.pod.cluster.local.", RecordType::A)),
+            vec!["10.99.1.2"]
+        );
         // ExternalName: the CNAME, then the target's address from upstream.
         let m = q("ext.shop.svc.cluster.local.", RecordType::A);
-        assert_eq!(answers(&m), vec!["CNAME ext.example.org.".to_string(), UPSTREAM_ANSWER.to_string()]);
+        assert_eq!(
+            answers(&m),
+            vec![
+                "CNAME ext.example.org.".to_string(),
+                UPSTREAM_ANSWER.to_string()
+            ]
+        );
         // Forwarded names, and upstream's NXDOMAIN passed on.
         let m = q("www.example.com.", RecordType::A);
         assert_eq!(answers(&m), vec![UPSTREAM_ANSWER]);
         assert!(!m.metadata.authoritative && m.metadata.recursion_available);
-        assert_eq!(q("nx.example.com.", RecordType::A).metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(
+            q("nx.example.com.", RecordType::A).metadata.response_code,
+            ResponseCode::NXDomain
+        );
     }
 
     // Truncation: upstream's UDP reply is cut, so the server asks it over TCP; the 60 records do
     // not fit the client's 512 bytes either, so the client gets TC over UDP and all over TCP.
     let tcp_before = upstream.tcp_queries.load(Ordering::SeqCst);
     let m = query(at, "big.example.com.", RecordType::A, false);
-    assert!(m.metadata.truncation, "a 60-record answer is truncated over UDP: {m:?}");
-    assert!(upstream.tcp_queries.load(Ordering::SeqCst) > tcp_before, "the server retried upstream over TCP");
+    assert!(
+        m.metadata.truncation,
+        "a 60-record answer is truncated over UDP: {m:?}"
+    );
+    assert!(
+        upstream.tcp_queries.load(Ordering::SeqCst) > tcp_before,
+        "the server retried upstream over TCP"
+    );
     let m = query(at, "big.example.com.", RecordType::A, true);
     assert!(!m.metadata.truncation);
     assert_eq!(m.answers.len(), 60);
     assert!(upstream.udp_queries.load(Ordering::SeqCst) > 0);
 
     // Changes within a second: a new Service, a deleted one, a new endpoint.
-    h.create::<Service>("shop", svc("late", serde_json::json!({"ports": [{"port": 8080}]})));
+    h.create::<Service>(
+        "shop",
+        svc("late", serde_json::json!({"ports": [{"port": 8080}]})),
+    );
     let took = within_a_second("a new Service answered", || {
-        query(at, "late.shop.svc.cluster.local.", RecordType::A, false).answers.len() == 1
+        query(at, "late.shop.svc.cluster.local.", RecordType::A, false)
+            .answers
+            .len()
+            == 1
     });
     eprintln!("new Service answered after {took:?}");
     let services: Api<Service> = Api::namespaced(h.client.clone(), "shop");
-    h.rt.block_on(services.delete("web", &DeleteParams::default())).unwrap();
+    h.rt.block_on(services.delete("web", &DeleteParams::default()))
+        .unwrap();
     within_a_second("a deleted Service NXDOMAIN", || {
-        query(at, "web.shop.svc.cluster.local.", RecordType::A, false).metadata.response_code == ResponseCode::NXDomain
+        query(at, "web.shop.svc.cluster.local.", RecordType::A, false)
+            .metadata
+            .response_code
+            == ResponseCode::NXDomain
     });
     h.create::<EndpointSlice>(
         "shop",
@@ -207,7 +275,13 @@ fn answers_every_record_kind_and_forwards_the_rest() {
         }),
     );
     within_a_second("a new endpoint answered", || {
-        answers(&query(at, "db.shop.svc.cluster.local.", RecordType::A, false)).contains(&"10.99.0.8".to_string())
+        answers(&query(
+            at,
+            "db.shop.svc.cluster.local.",
+            RecordType::A,
+            false,
+        ))
+        .contains(&"10.99.0.8".to_string())
     });
 }
 
@@ -218,48 +292,96 @@ fn keeps_the_kube_dns_service_and_the_node_slice() {
     let upstream = FakeUpstream::start();
     let ip: std::net::IpAddr = "10.96.0.10".parse().unwrap();
     // Created, then kept as is across restarts (the second call must not fail or change it).
-    h.rt.block_on(dns::kube_dns::ensure_service(&h.client, ip)).expect("creating kube-dns");
+    h.rt.block_on(dns::kube_dns::ensure_service(&h.client, ip))
+        .expect("creating kube-dns");
     let services: Api<Service> = Api::namespaced(h.client.clone(), "kube-system");
     let first = h.rt.block_on(services.get("kube-dns")).unwrap();
-    h.rt.block_on(dns::kube_dns::ensure_service(&h.client, ip)).expect("keeping kube-dns");
+    h.rt.block_on(dns::kube_dns::ensure_service(&h.client, ip))
+        .expect("keeping kube-dns");
     let second = h.rt.block_on(services.get("kube-dns")).unwrap();
-    assert_eq!(first.metadata.resource_version, second.metadata.resource_version);
-    assert_eq!(second.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("10.96.0.10"));
+    assert_eq!(
+        first.metadata.resource_version,
+        second.metadata.resource_version
+    );
+    assert_eq!(
+        second.spec.as_ref().unwrap().cluster_ip.as_deref(),
+        Some("10.96.0.10")
+    );
     // A changed Service is put back.
     let mut changed = second.clone();
-    changed.spec.as_mut().unwrap().ports.as_mut().unwrap().truncate(1);
-    h.rt.block_on(services.replace("kube-dns", &PostParams::default(), &changed)).unwrap();
-    h.rt.block_on(dns::kube_dns::ensure_service(&h.client, ip)).expect("repairing kube-dns");
+    changed
+        .spec
+        .as_mut()
+        .unwrap()
+        .ports
+        .as_mut()
+        .unwrap()
+        .truncate(1);
+    h.rt.block_on(services.replace("kube-dns", &PostParams::default(), &changed))
+        .unwrap();
+    h.rt.block_on(dns::kube_dns::ensure_service(&h.client, ip))
+        .expect("repairing kube-dns");
     let third = h.rt.block_on(services.get("kube-dns")).unwrap();
-    assert_eq!(third.spec.as_ref().unwrap().ports.as_ref().unwrap().len(), 2);
+    assert_eq!(
+        third.spec.as_ref().unwrap().ports.as_ref().unwrap().len(),
+        2
+    );
     // Another cluster DNS IP: re-created there.
     let other: std::net::IpAddr = "10.96.0.11".parse().unwrap();
-    h.rt.block_on(dns::kube_dns::ensure_service(&h.client, other)).expect("moving kube-dns");
+    h.rt.block_on(dns::kube_dns::ensure_service(&h.client, other))
+        .expect("moving kube-dns");
     let moved = h.rt.block_on(services.get("kube-dns")).unwrap();
-    assert_eq!(moved.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("10.96.0.11"));
+    assert_eq!(
+        moved.spec.as_ref().unwrap().cluster_ip.as_deref(),
+        Some("10.96.0.11")
+    );
 
     // The node's slice carries the port the server really listens on.
     let dns = h.start_dns(upstream.addr, true);
     let slices: Api<EndpointSlice> = Api::namespaced(h.client.clone(), "kube-system");
     let mut slice = None;
-    common::eventually(Duration::from_secs(10), "the node's kube-dns EndpointSlice", || {
-        slice = h.rt.block_on(slices.get_opt("kube-dns-node-a")).unwrap();
-        slice.is_some()
-    });
+    common::eventually(
+        Duration::from_secs(10),
+        "the node's kube-dns EndpointSlice",
+        || {
+            slice = h.rt.block_on(slices.get_opt("kube-dns-node-a")).unwrap();
+            slice.is_some()
+        },
+    );
     let slice = slice.unwrap();
     let ports: Vec<(String, String, i32)> = slice
         .ports
         .iter()
         .flatten()
-        .map(|p| (p.name.clone().unwrap(), p.protocol.clone().unwrap(), p.port.unwrap()))
+        .map(|p| {
+            (
+                p.name.clone().unwrap(),
+                p.protocol.clone().unwrap(),
+                p.port.unwrap(),
+            )
+        })
         .collect();
     let port = dns.local_addr.port() as i32;
-    assert_eq!(ports, vec![("dns".into(), "UDP".into(), port), ("dns-tcp".into(), "TCP".into(), port)]);
+    assert_eq!(
+        ports,
+        vec![
+            ("dns".into(), "UDP".into(), port),
+            ("dns-tcp".into(), "TCP".into(), port)
+        ]
+    );
     assert_eq!(slice.endpoints[0].addresses, vec!["127.0.0.1"]);
     let labels = slice.metadata.labels.unwrap();
     assert_eq!(labels["kubernetes.io/service-name"], "kube-dns");
-    assert_eq!(labels["endpointslice.kubernetes.io/managed-by"], "capstan-dns");
+    assert_eq!(
+        labels["endpointslice.kubernetes.io/managed-by"],
+        "capstan-dns"
+    );
     // The server answers for its own Service.
-    let m = query(dns.local_addr, "kube-dns.kube-system.svc.cluster.local.", RecordType::A, false);
+    let m = query(
+        dns.local_addr,
+        "kube-dns.kube-system.svc.cluster.local.",
+        RecordType::A,
+        false,
+    );
     assert_eq!(answers(&m), vec!["10.96.0.11"]);
 }

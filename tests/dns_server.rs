@@ -62,26 +62,67 @@ fn pods_resolve_services_through_the_kube_dns_cluster_ip() {
     assert_eq!(svc["spec"]["clusterIP"], dns_ip.as_str(), "{svc}");
     assert_eq!(svc["metadata"]["labels"]["k8s-app"], "kube-dns");
     let mut slice = serde_json::Value::Null;
-    eventually(Duration::from_secs(20), "the node's kube-dns EndpointSlice", || {
-        let out = server.kubectl(&["-n", "kube-system", "get", "endpointslice", &format!("kube-dns-{}", server.node_name), "-o", "json"]);
-        slice = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        out.status.success()
-    });
+    eventually(
+        Duration::from_secs(20),
+        "the node's kube-dns EndpointSlice",
+        || {
+            let out = server.kubectl(&[
+                "-n",
+                "kube-system",
+                "get",
+                "endpointslice",
+                &format!("kube-dns-{}", server.node_name),
+                "-o",
+                "json",
+            ]);
+            slice = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            out.status.success()
+        },
+    );
     let port = slice["ports"][0]["port"].as_u64().expect("a port") as u16;
-    assert_ne!(port, 53, "the test server listens on a free port (--cluster-dns-port 0)");
-    let node_addr = slice["endpoints"][0]["addresses"][0].as_str().unwrap().to_string();
+    assert_ne!(
+        port, 53,
+        "the test server listens on a free port (--cluster-dns-port 0)"
+    );
+    let node_addr = slice["endpoints"][0]["addresses"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // From the host: straight at the node's server, then through the cluster IP (the proxy's DNAT).
     let direct: std::net::SocketAddr = format!("{node_addr}:{port}").parse().unwrap();
-    let m = query(direct, "kubernetes.default.svc.cluster.local.", RecordType::A, false);
+    let m = query(
+        direct,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+        false,
+    );
     assert_eq!(answers(&m), vec![format!("{}1", server.service_prefix)]);
     let via_service: std::net::SocketAddr = format!("{dns_ip}:53").parse().unwrap();
-    eventually(Duration::from_secs(20), "the kube-dns ClusterIP answers from the host", || {
-        common::dns::try_query(via_service, "kube-dns.kube-system.svc.cluster.local.", RecordType::A, false)
+    eventually(
+        Duration::from_secs(20),
+        "the kube-dns ClusterIP answers from the host",
+        || {
+            common::dns::try_query(
+                via_service,
+                "kube-dns.kube-system.svc.cluster.local.",
+                RecordType::A,
+                false,
+            )
             .is_ok_and(|m| answers(&m) == vec![dns_ip.clone()])
-    });
-    let m = query(via_service, "kubernetes.default.svc.cluster.local.", RecordType::A, true);
-    assert_eq!(answers(&m).len(), 1, "over TCP through the cluster IP: {m:?}");
+        },
+    );
+    let m = query(
+        via_service,
+        "kubernetes.default.svc.cluster.local.",
+        RecordType::A,
+        true,
+    );
+    assert_eq!(
+        answers(&m).len(),
+        1,
+        "over TCP through the cluster IP: {m:?}"
+    );
 
     // A pod: upstream's resolv.conf, and names resolved by its libc through the cluster IP.
     server.apply("resolver.yaml", RESOLVER);
@@ -90,13 +131,20 @@ fn pods_resolve_services_through_the_kube_dns_cluster_ip() {
         .unwrap()
         .to_string();
     let mut logs = String::new();
-    eventually(Duration::from_secs(90), "the resolver pod's lookups", || {
-        server.assert_alive();
-        let out = server.kubectl(&["logs", "resolver"]);
-        logs = String::from_utf8_lossy(&out.stdout).into_owned();
-        logs.lines().any(|l| l == "done")
-    });
-    assert!(logs.contains(&format!("resolv: nameserver {dns_ip}")), "{logs}");
+    eventually(
+        Duration::from_secs(90),
+        "the resolver pod's lookups",
+        || {
+            server.assert_alive();
+            let out = server.kubectl(&["logs", "resolver"]);
+            logs = String::from_utf8_lossy(&out.stdout).into_owned();
+            logs.lines().any(|l| l == "done")
+        },
+    );
+    assert!(
+        logs.contains(&format!("resolv: nameserver {dns_ip}")),
+        "{logs}"
+    );
     assert!(
         logs.contains("resolv: search default.svc.cluster.local svc.cluster.local cluster.local"),
         "{logs}"
@@ -109,8 +157,24 @@ fn pods_resolve_services_through_the_kube_dns_cluster_ip() {
             .map(str::to_string)
     };
     let api_ip = format!("{}1", server.service_prefix);
-    assert_eq!(resolved("kubernetes.default.svc.cluster.local").as_deref(), Some(api_ip.as_str()), "{logs}");
-    assert_eq!(resolved("web.default.svc.cluster.local").as_deref(), Some(web_ip.as_str()), "{logs}");
-    assert_eq!(resolved("web").as_deref(), Some(web_ip.as_str()), "the search path: {logs}");
-    assert_eq!(resolved("kubernetes.default").as_deref(), Some(api_ip.as_str()), "{logs}");
+    assert_eq!(
+        resolved("kubernetes.default.svc.cluster.local").as_deref(),
+        Some(api_ip.as_str()),
+        "{logs}"
+    );
+    assert_eq!(
+        resolved("web.default.svc.cluster.local").as_deref(),
+        Some(web_ip.as_str()),
+        "{logs}"
+    );
+    assert_eq!(
+        resolved("web").as_deref(),
+        Some(web_ip.as_str()),
+        "the search path: {logs}"
+    );
+    assert_eq!(
+        resolved("kubernetes.default").as_deref(),
+        Some(api_ip.as_str()),
+        "{logs}"
+    );
 }

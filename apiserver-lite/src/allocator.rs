@@ -201,11 +201,16 @@ mod tests {
         let a = IpAllocator::new("10.96.0.0/24").unwrap();
         let upper: Vec<String> = (0..239).map(|_| a.allocate_next().unwrap()).collect();
         assert!(
-            upper.iter().all(|ip| ip.rsplit('.').next().unwrap().parse::<u32>().unwrap() >= 16),
+            upper
+                .iter()
+                .all(|ip| ip.rsplit('.').next().unwrap().parse::<u32>().unwrap() >= 16),
             "dynamic addresses come from above the band first: {upper:?}"
         );
         let band: Vec<String> = (0..15).map(|_| a.allocate_next().unwrap()).collect();
-        assert!(band.contains(&"10.96.0.10".to_string()), "then from the band: {band:?}");
+        assert!(
+            band.contains(&"10.96.0.10".to_string()),
+            "then from the band: {band:?}"
+        );
         assert_eq!(a.allocate_next(), Err(AllocError::Full));
     }
 

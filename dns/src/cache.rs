@@ -93,7 +93,10 @@ impl CacheState {
     /// slices while they are rebalanced), sorted by address.
     pub fn endpoints(&self, namespace: &str, service: &str) -> Vec<&EndpointEntry> {
         let mut out: Vec<&EndpointEntry> = Vec::new();
-        if let Some(slices) = self.endpoints.get(&(namespace.to_string(), service.to_string())) {
+        if let Some(slices) = self
+            .endpoints
+            .get(&(namespace.to_string(), service.to_string()))
+        {
             for ep in slices.values().flatten() {
                 if !out.iter().any(|e| e.ip == ep.ip) {
                     out.push(ep);
@@ -169,11 +172,7 @@ impl CacheState {
             .filter_map(|p| {
                 Some(PortEntry {
                     name: p.name.clone().unwrap_or_default(),
-                    protocol: p
-                        .protocol
-                        .as_deref()
-                        .unwrap_or("TCP")
-                        .to_ascii_lowercase(),
+                    protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
                     port: u16::try_from(p.port?).ok()?,
                 })
             })
@@ -181,11 +180,7 @@ impl CacheState {
         let mut eps = Vec::new();
         for ep in &slice.endpoints {
             // Upstream: a nil `ready` means ready.
-            let ready = ep
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true);
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             if !ready {
                 continue;
             }
@@ -332,11 +327,7 @@ fn service_entry(svc: &Service) -> ServiceEntry {
         .filter_map(|p| {
             Some(PortEntry {
                 name: p.name.clone().unwrap_or_default(),
-                protocol: p
-                    .protocol
-                    .as_deref()
-                    .unwrap_or("TCP")
-                    .to_ascii_lowercase(),
+                protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
                 port: u16::try_from(p.port).ok()?,
             })
         })

@@ -33,7 +33,10 @@ pub enum ForwardError {
     #[error("upstream {upstream} timed out")]
     Timeout { upstream: SocketAddr },
     #[error("upstream {upstream} sent an unreadable reply: {reason}")]
-    BadReply { upstream: SocketAddr, reason: String },
+    BadReply {
+        upstream: SocketAddr,
+        reason: String,
+    },
 }
 
 /// The nameservers of a resolv.conf, on port 53.
@@ -41,7 +44,9 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
-            (words.next() == Some("nameserver")).then(|| words.next()).flatten()
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
         })
         // A scoped IPv6 address (`fe80::1%eth0`) keeps only its address.
         .filter_map(|a| a.split('%').next()?.parse::<IpAddr>().ok())
@@ -83,7 +88,11 @@ impl Forwarder {
     }
 
     /// Sends the raw query to the upstreams in turn; the first readable reply wins.
-    pub async fn forward(&self, query: &[u8], transport: Transport) -> Result<Message, ForwardError> {
+    pub async fn forward(
+        &self,
+        query: &[u8],
+        transport: Transport,
+    ) -> Result<Message, ForwardError> {
         let mut last = ForwardError::NoUpstreams;
         for &upstream in &self.upstreams {
             match self.ask(upstream, query, transport).await {
@@ -97,10 +106,17 @@ impl Forwarder {
         Err(last)
     }
 
-    async fn ask(&self, upstream: SocketAddr, query: &[u8], transport: Transport) -> Result<Message, ForwardError> {
+    async fn ask(
+        &self,
+        upstream: SocketAddr,
+        query: &[u8],
+        transport: Transport,
+    ) -> Result<Message, ForwardError> {
         let id = u16::from_be_bytes([query[0], query[1]]);
         if transport == Transport::Udp {
-            let reply = self.timed(upstream, udp_exchange(upstream, query, id)).await?;
+            let reply = self
+                .timed(upstream, udp_exchange(upstream, query, id))
+                .await?;
             let msg = parse(upstream, &reply)?;
             if !msg.metadata.truncation {
                 return Ok(msg);

@@ -54,7 +54,13 @@ impl Reply {
 
 impl ClusterDnsHandler {
     /// The reply to one question; `raw` is the client's whole query, forwarded as is.
-    pub async fn answer(&self, qname: &Name, qtype: RecordType, raw: &[u8], transport: Transport) -> Reply {
+    pub async fn answer(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        raw: &[u8],
+        transport: Transport,
+    ) -> Reply {
         let (lookup, serial) = self
             .cache
             .read(|c| (records::lookup(&self.zone, c, qname, qtype), c.serial));
@@ -71,7 +77,10 @@ impl ClusterDnsHandler {
             ..Default::default()
         };
         match lookup {
-            Lookup::Records { answers, additionals } => {
+            Lookup::Records {
+                answers,
+                additionals,
+            } => {
                 reply.answers = answers;
                 reply.additionals = additionals;
             }
@@ -103,7 +112,13 @@ impl ClusterDnsHandler {
     }
 
     /// The CNAME of an ExternalName Service, followed by what its target resolves to.
-    async fn alias(&self, cname: Record, mut target: Name, qtype: RecordType, transport: Transport) -> Reply {
+    async fn alias(
+        &self,
+        cname: Record,
+        mut target: Name,
+        qtype: RecordType,
+        transport: Transport,
+    ) -> Reply {
         let mut reply = Reply {
             authoritative: true,
             answers: vec![cname],
@@ -117,7 +132,10 @@ impl ClusterDnsHandler {
                 .cache
                 .read(|c| (records::lookup(&self.zone, c, &target, qtype), c.serial));
             match lookup {
-                Lookup::Alias { cname, target: next } => {
+                Lookup::Alias {
+                    cname,
+                    target: next,
+                } => {
                     reply.answers.push(cname);
                     target = next;
                 }
@@ -165,7 +183,11 @@ fn rand_id() -> u16 {
 
 #[async_trait::async_trait]
 impl RequestHandler for ClusterDnsHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
         let edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
             e.set_max_payload(req.max_payload().clamp(512, EDNS_PAYLOAD));
@@ -196,7 +218,12 @@ impl RequestHandler for ClusterDnsHandler {
         };
         let query = info.query.original();
         let reply = self
-            .answer(query.name(), query.query_type(), request.as_slice(), transport)
+            .answer(
+                query.name(),
+                query.query_type(),
+                request.as_slice(),
+                transport,
+            )
             .await;
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = reply.code;

@@ -94,18 +94,34 @@ pub fn service(cluster_ip: IpAddr) -> Service {
 
 /// Whether the stored Service is what [`service`] would make (ignoring defaulted fields).
 fn service_matches(have: &Service, want: &Service) -> bool {
-    let (h, w) = (have.spec.clone().unwrap_or_default(), want.spec.clone().unwrap_or_default());
+    let (h, w) = (
+        have.spec.clone().unwrap_or_default(),
+        want.spec.clone().unwrap_or_default(),
+    );
     let ports = |s: &ServiceSpec| {
         s.ports
             .iter()
             .flatten()
-            .map(|p| (p.name.clone(), p.protocol.clone(), p.port, p.target_port.clone()))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.protocol.clone(),
+                    p.port,
+                    p.target_port.clone(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     h.cluster_ip == w.cluster_ip
         && h.selector.as_ref().is_none_or(|s| s.is_empty())
         && ports(&h) == ports(&w)
-        && have.metadata.labels.as_ref().and_then(|l| l.get(APP_LABEL.0)).map(String::as_str) == Some(APP_LABEL.1)
+        && have
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(APP_LABEL.0))
+            .map(String::as_str)
+            == Some(APP_LABEL.1)
 }
 
 /// Makes sure the `kube-dns` Service exists on `cluster_ip` with our ports: created when
@@ -115,17 +131,28 @@ pub async fn ensure_service(client: &Client, cluster_ip: IpAddr) -> Result<(), K
     let api: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
     let want = service(cluster_ip);
     let err = api_err("Service", SERVICE_NAME);
-    match api.get_opt(SERVICE_NAME).await.map_err(api_err("Service", SERVICE_NAME))? {
+    match api
+        .get_opt(SERVICE_NAME)
+        .await
+        .map_err(api_err("Service", SERVICE_NAME))?
+    {
         None => {
-            api.create(&PostParams::default(), &want).await.map_err(err)?;
+            api.create(&PostParams::default(), &want)
+                .await
+                .map_err(err)?;
             tracing::info!(cluster_ip = %cluster_ip, "created the kube-dns Service");
         }
         Some(have) if service_matches(&have, &want) => {}
-        Some(have) if have.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) != Some(&cluster_ip.to_string()) => {
+        Some(have)
+            if have.spec.as_ref().and_then(|s| s.cluster_ip.as_deref())
+                != Some(&cluster_ip.to_string()) =>
+        {
             api.delete(SERVICE_NAME, &Default::default())
                 .await
                 .map_err(api_err("Service", SERVICE_NAME))?;
-            api.create(&PostParams::default(), &want).await.map_err(err)?;
+            api.create(&PostParams::default(), &want)
+                .await
+                .map_err(err)?;
             tracing::info!(cluster_ip = %cluster_ip, "re-created the kube-dns Service on its new cluster IP");
         }
         Some(have) => {
@@ -134,7 +161,9 @@ pub async fn ensure_service(client: &Client, cluster_ip: IpAddr) -> Result<(), K
             let mut labels = have.metadata.labels.clone().unwrap_or_default();
             labels.extend(next.metadata.labels.take().unwrap_or_default());
             next.metadata.labels = Some(labels);
-            api.replace(SERVICE_NAME, &PostParams::default(), &next).await.map_err(err)?;
+            api.replace(SERVICE_NAME, &PostParams::default(), &next)
+                .await
+                .map_err(err)?;
             tracing::info!("updated the kube-dns Service");
         }
     }
@@ -182,8 +211,14 @@ pub fn node_slice(node: &str, addr: IpAddr, port: u16) -> EndpointSlice {
 
 fn slice_matches(have: &EndpointSlice, want: &EndpointSlice) -> bool {
     have.address_type == want.address_type
-        && have.endpoints.iter().map(|e| (&e.addresses, e.conditions.as_ref().and_then(|c| c.ready)))
-            .eq(want.endpoints.iter().map(|e| (&e.addresses, e.conditions.as_ref().and_then(|c| c.ready))))
+        && have
+            .endpoints
+            .iter()
+            .map(|e| (&e.addresses, e.conditions.as_ref().and_then(|c| c.ready)))
+            .eq(want
+                .endpoints
+                .iter()
+                .map(|e| (&e.addresses, e.conditions.as_ref().and_then(|c| c.ready))))
         && have.ports == want.ports
         && have.metadata.labels == want.metadata.labels
 }
@@ -192,7 +227,10 @@ fn slice_matches(have: &EndpointSlice, want: &EndpointSlice) -> bool {
 pub async fn sync_node_slice(client: &Client, want: &EndpointSlice) -> Result<bool, KubeDnsError> {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
     let name = want.metadata.name.clone().unwrap_or_default();
-    let have = api.get_opt(&name).await.map_err(api_err("EndpointSlice", &name))?;
+    let have = api
+        .get_opt(&name)
+        .await
+        .map_err(api_err("EndpointSlice", &name))?;
     match have {
         None => match api.create(&PostParams::default(), want).await {
             Ok(_) => Ok(true),
@@ -219,7 +257,9 @@ pub const SLICE_RESYNC: Duration = Duration::from_secs(10);
 pub async fn keep_node_slice(client: Client, want: EndpointSlice) {
     loop {
         match sync_node_slice(&client, &want).await {
-            Ok(true) => tracing::info!(slice = ?want.metadata.name, "kube-dns EndpointSlice written"),
+            Ok(true) => {
+                tracing::info!(slice = ?want.metadata.name, "kube-dns EndpointSlice written")
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "keeping the node's kube-dns EndpointSlice"),
         }
@@ -236,11 +276,28 @@ mod tests {
         let svc = service("10.43.0.10".parse().unwrap());
         let spec = svc.spec.as_ref().unwrap();
         assert_eq!(spec.cluster_ip.as_deref(), Some("10.43.0.10"));
-        assert!(spec.selector.is_none(), "no selector: the nodes keep the endpoints");
-        let ports: Vec<_> = spec.ports.iter().flatten().map(|p| (p.name.as_deref().unwrap(), p.protocol.as_deref().unwrap(), p.port)).collect();
+        assert!(
+            spec.selector.is_none(),
+            "no selector: the nodes keep the endpoints"
+        );
+        let ports: Vec<_> = spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p.name.as_deref().unwrap(),
+                    p.protocol.as_deref().unwrap(),
+                    p.port,
+                )
+            })
+            .collect();
         assert_eq!(ports, vec![("dns", "UDP", 53), ("dns-tcp", "TCP", 53)]);
         assert!(service_matches(&svc, &svc));
-        assert!(!service_matches(&service("10.43.0.11".parse().unwrap()), &svc));
+        assert!(!service_matches(
+            &service("10.43.0.11".parse().unwrap()),
+            &svc
+        ));
 
         let s = node_slice("node-a", "192.0.2.7".parse().unwrap(), 5353);
         assert_eq!(s.metadata.name.as_deref(), Some("kube-dns-node-a"));
@@ -248,10 +305,18 @@ mod tests {
         assert_eq!(labels[SERVICE_NAME_LABEL], "kube-dns");
         assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
         assert_eq!(s.address_type, "IPv4");
-        let ports: Vec<_> = s.ports.iter().flatten().map(|p| (p.name.as_deref().unwrap(), p.port.unwrap())).collect();
+        let ports: Vec<_> = s
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref().unwrap(), p.port.unwrap()))
+            .collect();
         assert_eq!(ports, vec![("dns", 5353), ("dns-tcp", 5353)]);
         assert_eq!(s.endpoints[0].node_name.as_deref(), Some("node-a"));
         assert!(slice_matches(&s, &s));
-        assert!(!slice_matches(&node_slice("node-a", "192.0.2.7".parse().unwrap(), 53), &s));
+        assert!(!slice_matches(
+            &node_slice("node-a", "192.0.2.7".parse().unwrap(), 53),
+            &s
+        ));
     }
 }

@@ -109,7 +109,10 @@ impl DnsServer {
 /// Binds UDP and TCP on one port (when the port is 0, the TCP port is the one UDP got; retried
 /// when another socket holds it).
 async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsError> {
-    let err = |source| DnsError::Listen { addr: listen, source };
+    let err = |source| DnsError::Listen {
+        addr: listen,
+        source,
+    };
     let mut tries = 0;
     loop {
         let udp = UdpSocket::bind(listen).await.map_err(err)?;
@@ -131,9 +134,11 @@ pub async fn start(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<DnsServer, DnsError> {
-    let zone = Zone::new(&options.domain, options.ttl, options.pods).map_err(|source| DnsError::Domain {
-        domain: options.domain.clone(),
-        source,
+    let zone = Zone::new(&options.domain, options.ttl, options.pods).map_err(|source| {
+        DnsError::Domain {
+            domain: options.domain.clone(),
+            source,
+        }
     })?;
     let advertise = match options.advertise {
         Some(a) => a,
@@ -148,8 +153,15 @@ pub async fn start(
     })?;
 
     let cache = RecordCache::new();
-    let (watches, synced) = watch::spawn(client.clone(), cache.clone(), options.pods == PodRecords::Verified);
-    if tokio::time::timeout(SYNC_WAIT, synced.wait()).await.is_err() {
+    let (watches, synced) = watch::spawn(
+        client.clone(),
+        cache.clone(),
+        options.pods == PodRecords::Verified,
+    );
+    if tokio::time::timeout(SYNC_WAIT, synced.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("starting the DNS server with unsynced caches");
     }
 

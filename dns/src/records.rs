@@ -54,7 +54,11 @@ pub struct Zone {
 }
 
 impl Zone {
-    pub fn new(domain: &str, ttl: u32, pods: PodRecords) -> Result<Zone, hickory_proto::ProtoError> {
+    pub fn new(
+        domain: &str,
+        ttl: u32,
+        pods: PodRecords,
+    ) -> Result<Zone, hickory_proto::ProtoError> {
         let mut domain = Name::from_str(domain.trim_end_matches('.'))?.to_lowercase();
         domain.set_fqdn(true);
         Ok(Zone { domain, ttl, pods })
@@ -131,7 +135,12 @@ fn wants(qtype: RecordType, ip: &IpAddr) -> bool {
 }
 
 /// Address records of `ips` for `qtype` (A or AAAA); NODATA when there are none of that family.
-fn addresses(name: &Name, ttl: u32, qtype: RecordType, ips: impl Iterator<Item = IpAddr>) -> Lookup {
+fn addresses(
+    name: &Name,
+    ttl: u32,
+    qtype: RecordType,
+    ips: impl Iterator<Item = IpAddr>,
+) -> Lookup {
     let answers: Vec<Record> = ips
         .filter(|ip| wants(qtype, ip))
         .map(|ip| addr_record(name, ttl, ip))
@@ -203,16 +212,20 @@ pub fn lookup(zone: &Zone, cache: &CacheState, qname: &Name, qtype: RecordType) 
             }
         }
         ["svc", ns, svc] => service(zone, cache, qname, qtype, ns, svc, None),
-        ["svc", ns, svc, ep] if !ep.starts_with('_') => endpoint(zone, cache, qname, qtype, ns, svc, ep),
-        ["svc", ns, svc, proto, port] if proto.starts_with('_') && port.starts_with('_') => service(
-            zone,
-            cache,
-            qname,
-            qtype,
-            ns,
-            svc,
-            Some((&port[1..], &proto[1..])),
-        ),
+        ["svc", ns, svc, ep] if !ep.starts_with('_') => {
+            endpoint(zone, cache, qname, qtype, ns, svc, ep)
+        }
+        ["svc", ns, svc, proto, port] if proto.starts_with('_') && port.starts_with('_') => {
+            service(
+                zone,
+                cache,
+                qname,
+                qtype,
+                ns,
+                svc,
+                Some((&port[1..], &proto[1..])),
+            )
+        }
         ["pod", ns, pod] => pod_record(zone, cache, qname, qtype, ns, pod),
         _ => Lookup::NxDomain,
     }
@@ -236,7 +249,9 @@ fn service(
     let svc_name = fqdn(&format!("{name}.{ns}.svc.{d}"));
     let port_matches = |p: &crate::cache::PortEntry| match port {
         None => true,
-        Some((pname, proto)) => p.name.eq_ignore_ascii_case(pname) && p.protocol.eq_ignore_ascii_case(proto),
+        Some((pname, proto)) => {
+            p.name.eq_ignore_ascii_case(pname) && p.protocol.eq_ignore_ascii_case(proto)
+        }
     };
     match &svc.kind {
         ServiceKind::ExternalName(target) => {
@@ -268,8 +283,14 @@ fn service(
                             )
                         })
                         .collect();
-                    let additionals = ips.iter().map(|ip| addr_record(&svc_name, ttl, *ip)).collect();
-                    Lookup::Records { answers, additionals }
+                    let additionals = ips
+                        .iter()
+                        .map(|ip| addr_record(&svc_name, ttl, *ip))
+                        .collect();
+                    Lookup::Records {
+                        answers,
+                        additionals,
+                    }
                 }
                 RecordType::A | RecordType::AAAA | RecordType::ANY => {
                     addresses(qname, ttl, qtype, ips.iter().copied())
@@ -283,7 +304,12 @@ fn service(
             let targets: Vec<(&EndpointEntry, Vec<u16>)> = eps
                 .into_iter()
                 .map(|e| {
-                    let ports = e.ports.iter().filter(|p| port_matches(p)).map(|p| p.port).collect();
+                    let ports = e
+                        .ports
+                        .iter()
+                        .filter(|p| port_matches(p))
+                        .map(|p| p.port)
+                        .collect();
                     (e, ports)
                 })
                 .filter(|(_, ports): &(_, Vec<u16>)| port.is_none() || !ports.is_empty())
@@ -311,7 +337,10 @@ fn service(
                         }
                         additionals.push(addr_record(&target, ttl, e.ip));
                     }
-                    Lookup::Records { answers, additionals }
+                    Lookup::Records {
+                        answers,
+                        additionals,
+                    }
                 }
                 RecordType::A | RecordType::AAAA | RecordType::ANY => {
                     addresses(qname, ttl, qtype, targets.iter().map(|(e, _)| e.ip))
@@ -355,12 +384,25 @@ fn endpoint(
 }
 
 /// `<a-b-c-d>.<ns>.pod.<zone>`.
-fn pod_record(zone: &Zone, cache: &CacheState, qname: &Name, qtype: RecordType, ns: &str, pod: &str) -> Lookup {
+fn pod_record(
+    zone: &Zone,
+    cache: &CacheState,
+    qname: &Name,
+    qtype: RecordType,
+    ns: &str,
+    pod: &str,
+) -> Lookup {
     // CoreDNS: three dashes and no `--` is IPv4, anything else is read as IPv6.
     let ip: Option<IpAddr> = if pod.matches('-').count() == 3 && !pod.contains("--") {
-        pod.replace('-', ".").parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+        pod.replace('-', ".")
+            .parse::<Ipv4Addr>()
+            .ok()
+            .map(IpAddr::V4)
     } else {
-        pod.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+        pod.replace('-', ":")
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(IpAddr::V6)
     };
     let Some(ip) = ip else {
         return Lookup::NxDomain;
@@ -381,17 +423,28 @@ pub fn reverse_ip(name: &Name) -> Option<IpAddr> {
     let s = name.to_ascii().to_ascii_lowercase();
     let s = s.trim_end_matches('.');
     if let Some(v4) = s.strip_suffix(".in-addr.arpa") {
-        let mut octets: Vec<u8> = v4.split('.').map(|o| o.parse().ok()).collect::<Option<_>>()?;
+        let mut octets: Vec<u8> = v4
+            .split('.')
+            .map(|o| o.parse().ok())
+            .collect::<Option<_>>()?;
         if octets.len() != 4 {
             return None;
         }
         octets.reverse();
-        return Some(IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3])));
+        return Some(IpAddr::V4(Ipv4Addr::new(
+            octets[0], octets[1], octets[2], octets[3],
+        )));
     }
     if let Some(v6) = s.strip_suffix(".ip6.arpa") {
         let nibbles: Vec<u8> = v6
             .split('.')
-            .map(|n| if n.len() == 1 { u8::from_str_radix(n, 16).ok() } else { None })
+            .map(|n| {
+                if n.len() == 1 {
+                    u8::from_str_radix(n, 16).ok()
+                } else {
+                    None
+                }
+            })
             .collect::<Option<_>>()?;
         if nibbles.len() != 32 {
             return None;
@@ -420,7 +473,10 @@ fn reverse(zone: &Zone, cache: &CacheState, qname: &Name, qtype: RecordType, ip:
     }
     for ((ns, name), eps) in cache.all_endpoints() {
         let headless = matches!(
-            cache.services.get(&(ns.clone(), name.clone())).map(|s| &s.kind),
+            cache
+                .services
+                .get(&(ns.clone(), name.clone()))
+                .map(|s| &s.kind),
             Some(ServiceKind::Headless)
         );
         if !headless {

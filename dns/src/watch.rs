@@ -57,7 +57,9 @@ impl Synced {
 }
 
 /// A kind the cache takes.
-trait Cached: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static {
+trait Cached:
+    kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static
+{
     const KIND: Kind;
     fn apply(state: &mut CacheState, o: &Self);
     fn delete(state: &mut CacheState, o: &Self);
@@ -131,7 +133,11 @@ where
 }
 
 /// Starts the watches; `pods` adds the Pod watch. Returns the tasks and their sync state.
-pub fn spawn(client: Client, cache: RecordCache, pods: bool) -> (Vec<tokio::task::JoinHandle<()>>, Synced) {
+pub fn spawn(
+    client: Client,
+    cache: RecordCache,
+    pods: bool,
+) -> (Vec<tokio::task::JoinHandle<()>>, Synced) {
     let synced = Synced::new(if pods { 3 } else { 2 });
     let mut tasks = vec![
         tokio::spawn(watch(

@@ -21,10 +21,21 @@ fn nth_address(cidr: &str, n: u32) -> anyhow::Result<IpAddr> {
     let (addr, bits) = cidr
         .split_once('/')
         .with_context(|| format!("not a CIDR: {cidr}"))?;
-    let addr: Ipv4Addr = addr.parse().with_context(|| format!("not a CIDR: {cidr}"))?;
-    let bits: u32 = bits.parse().with_context(|| format!("not a CIDR: {cidr}"))?;
-    anyhow::ensure!(bits <= 28, "service CIDR {cidr} is too small for a cluster DNS IP");
-    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    let addr: Ipv4Addr = addr
+        .parse()
+        .with_context(|| format!("not a CIDR: {cidr}"))?;
+    let bits: u32 = bits
+        .parse()
+        .with_context(|| format!("not a CIDR: {cidr}"))?;
+    anyhow::ensure!(
+        bits <= 28,
+        "service CIDR {cidr} is too small for a cluster DNS IP"
+    );
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
     Ok(IpAddr::V4(Ipv4Addr::from((u32::from(addr) & mask) + n)))
 }
 
@@ -46,7 +57,11 @@ pub fn kubelet_flags(args: &ServerArgs) -> anyhow::Result<Vec<String>> {
 }
 
 /// The node's DNS server settings, or `None` when cluster DNS is off.
-pub fn config(args: &ServerArgs, node_name: &str, node_ip: IpAddr) -> anyhow::Result<Option<ClusterDns>> {
+pub fn config(
+    args: &ServerArgs,
+    node_name: &str,
+    node_ip: IpAddr,
+) -> anyhow::Result<Option<ClusterDns>> {
     if args.disable_cluster_dns {
         return Ok(None);
     }
@@ -91,8 +106,14 @@ mod tests {
 
     #[test]
     fn tenth_address() {
-        assert_eq!(nth_address("10.43.0.0/16", 10).unwrap().to_string(), "10.43.0.10");
-        assert_eq!(nth_address("10.96.5.7/24", 10).unwrap().to_string(), "10.96.5.10");
+        assert_eq!(
+            nth_address("10.43.0.0/16", 10).unwrap().to_string(),
+            "10.43.0.10"
+        );
+        assert_eq!(
+            nth_address("10.96.5.7/24", 10).unwrap().to_string(),
+            "10.96.5.10"
+        );
         assert!(nth_address("10.96.0.0/30", 10).is_err());
         assert!(nth_address("bogus", 10).is_err());
     }

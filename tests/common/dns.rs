@@ -14,12 +14,21 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// Sends one query (`RD` set) and returns the reply; panics naming the query when none comes.
 pub fn query(server: SocketAddr, name: &str, qtype: RecordType, tcp: bool) -> Message {
-    try_query(server, name, qtype, tcp)
-        .unwrap_or_else(|e| panic!("{name} {qtype} over {}: {e}", if tcp { "TCP" } else { "UDP" }))
+    try_query(server, name, qtype, tcp).unwrap_or_else(|e| {
+        panic!(
+            "{name} {qtype} over {}: {e}",
+            if tcp { "TCP" } else { "UDP" }
+        )
+    })
 }
 
 /// [`query`] that returns the error.
-pub fn try_query(server: SocketAddr, name: &str, qtype: RecordType, tcp: bool) -> std::io::Result<Message> {
+pub fn try_query(
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    tcp: bool,
+) -> std::io::Result<Message> {
     let mut q = Message::query();
     q.metadata.id = (std::process::id() as u16) ^ 0x5a5a;
     q.metadata.recursion_desired = true;
@@ -102,7 +111,11 @@ fn upstream_reply(query: &[u8], udp: bool) -> Option<Vec<u8>> {
             } else {
                 std::net::Ipv4Addr::new(198, 51, 100, i as u8)
             };
-            r.add_answer(Record::from_rdata(question.name().clone(), 60, RData::A(A(ip))));
+            r.add_answer(Record::from_rdata(
+                question.name().clone(),
+                60,
+                RData::A(A(ip)),
+            ));
         }
     }
     let bytes = r.to_vec().ok()?;
@@ -120,10 +133,12 @@ impl FakeUpstream {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = udp.local_addr().unwrap();
         let tcp = TcpListener::bind(addr).expect("TCP on the fake upstream's UDP port");
-        udp.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         tcp.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let (udp_queries, tcp_queries) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (udp_queries, tcp_queries) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         {
             let (stop, count) = (stop.clone(), udp_queries.clone());
             std::thread::spawn(move || {
@@ -157,7 +172,9 @@ impl FakeUpstream {
                                 return;
                             }
                             count.fetch_add(1, Ordering::SeqCst);
-                            let Some(r) = upstream_reply(&q, false) else { return };
+                            let Some(r) = upstream_reply(&q, false) else {
+                                return;
+                            };
                             let mut out = (r.len() as u16).to_be_bytes().to_vec();
                             out.extend_from_slice(&r);
                             if s.write_all(&out).is_err() {
