@@ -114,14 +114,14 @@ impl ClusterDnsHandler {
     /// The CNAME of an ExternalName Service, followed by what its target resolves to.
     async fn alias(
         &self,
-        cname: Record,
+        cname: Box<Record>,
         mut target: Name,
         qtype: RecordType,
         transport: Transport,
     ) -> Reply {
         let mut reply = Reply {
             authoritative: true,
-            answers: vec![cname],
+            answers: vec![*cname],
             ..Default::default()
         };
         if qtype == RecordType::CNAME {
@@ -136,7 +136,7 @@ impl ClusterDnsHandler {
                     cname,
                     target: next,
                 } => {
-                    reply.answers.push(cname);
+                    reply.answers.push(*cname);
                     target = next;
                 }
                 Lookup::Forward => {

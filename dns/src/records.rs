@@ -105,7 +105,7 @@ pub enum Lookup {
     NxDomain,
     /// An ExternalName Service: the CNAME, and the target still to resolve (unless CNAME was
     /// asked).
-    Alias { cname: Record, target: Name },
+    Alias { cname: Box<Record>, target: Name },
     /// Not the cluster's: the upstream resolvers answer it.
     Forward,
 }
@@ -260,7 +260,10 @@ fn service(
             }
             let target = fqdn(target);
             let cname = Record::from_rdata(qname.clone(), ttl, RData::CNAME(CNAME(target.clone())));
-            Lookup::Alias { cname, target }
+            Lookup::Alias {
+                cname: Box::new(cname),
+                target,
+            }
         }
         ServiceKind::ClusterIp(ips) => {
             let ports: Vec<_> = svc.ports.iter().filter(|p| port_matches(p)).collect();
