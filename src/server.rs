@@ -15,6 +15,7 @@
 //! otherwise hold a restarted server back for the lease duration.
 
 pub mod bootstrap_token;
+pub mod cluster_dns;
 pub mod cni_config;
 pub mod layout;
 
@@ -103,6 +104,20 @@ pub struct ServerArgs {
     /// How long events are kept (e.g. 1h, 30m).
     #[arg(long, default_value = "1h")]
     pub event_ttl: String,
+    /// The cluster DNS Service's IP (`kube-dns`, the kubelet's clusterDNS); default the service
+    /// CIDR's 10th address.
+    #[arg(long)]
+    pub cluster_dns: Option<IpAddr>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The port the node's DNS server listens on, UDP and TCP, on the node's address (0: a free
+    /// one; the `kube-dns` Service reaches it through the node's EndpointSlice either way).
+    #[arg(long, default_value_t = 53)]
+    pub cluster_dns_port: u16,
+    /// No built-in cluster DNS (no `kube-dns` Service, no DNS server, pods get no clusterDNS).
+    #[arg(long)]
+    pub disable_cluster_dns: bool,
     /// An extra kubelet flag, `name=value` (k3s's `--kubelet-arg`; repeatable).
     #[arg(long, value_name = "NAME=VALUE")]
     pub kubelet_arg: Vec<String>,
@@ -322,11 +337,14 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         kubelet_args.push(format!("--tls-cert-file={}", serving_cert.display()));
         kubelet_args.push(format!("--tls-private-key-file={}", serving_key.display()));
     }
+    kubelet_args.extend(cluster_dns::kubelet_flags(&args)?);
     kubelet_args.extend(args.kubelet_arg.iter().map(|a| extra_flag(a)));
     let kubelet_args: kubelet::config::KubeletArgs = parse_args("kubelet", kubelet_args)?;
     std::fs::create_dir_all(layout.static_pods())?;
     let kubelet_config = kubelet::config::Config::resolve(&kubelet_args)?;
     let node_name = kubelet_config.node_name.clone();
+    let node_ip = (kubelet_config.node_ips.first().copied())
+        .unwrap_or_else(apiserver_lite::server::primary_address);
     if mint_kubelet_serving {
         write_kubelet_serving(&layout, &kubelet_config, &serving_cert, &serving_key)?;
     }
@@ -343,6 +361,17 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
             kubelet.run(stopped(rx)).await.map_err(anyhow::Error::from),
         )
     });
+
+    // Cluster DNS: the kube-dns Service and this node's DNS server on the node's address.
+    if let Some(dns) = cluster_dns::config(&args, &node_name, node_ip)? {
+        let (client, rx) = (client.clone(), stop_rx.clone());
+        tasks.spawn(async move {
+            (
+                "cluster DNS",
+                cluster_dns::run(client, dns, stopped(rx)).await,
+            )
+        });
+    }
 
     // The service proxy.
     let mut proxy_args = vec![

@@ -78,18 +78,37 @@ impl IpAllocator {
         Ok(())
     }
 
-    /// Picks a free address at random, as upstream does.
+    /// The size of the range's lower band kept for addresses chosen by hand (upstream's
+    /// ServiceIPStaticSubrange: size/16, at least 16 and at most 256; none below 16 addresses),
+    /// such as the cluster DNS IP, the 10th address.
+    fn static_band(&self) -> u32 {
+        if self.size < 16 {
+            return 0;
+        }
+        (self.size / 16).clamp(16, 256)
+    }
+
+    /// Picks a free address at random, as upstream does: from above the static band first, from
+    /// the band only when the rest is full.
     pub fn allocate_next(&self) -> Result<String, AllocError> {
         let mut used = self.used.lock();
         let usable = self.size - 2;
         if used.len() as u32 >= usable {
             return Err(AllocError::Full);
         }
-        let start = rand::rng().random_range(0..usable);
-        for i in 0..usable {
-            let off = 1 + (start + i) % usable;
-            if used.insert(off) {
-                return Ok(Ipv4Addr::from(self.base + off).to_string());
+        // Offsets 1..=usable; the band is 1..band, the rest band..=usable.
+        let band = self.static_band().clamp(1, usable);
+        for (lo, hi) in [(band, usable + 1), (1, band)] {
+            if lo >= hi {
+                continue;
+            }
+            let n = hi - lo;
+            let start = rand::rng().random_range(0..n);
+            for i in 0..n {
+                let off = lo + (start + i) % n;
+                if used.insert(off) {
+                    return Ok(Ipv4Addr::from(self.base + off).to_string());
+                }
             }
         }
         Err(AllocError::Full)
@@ -174,6 +193,25 @@ mod tests {
             a.allocate("10.97.0.3"),
             Err(AllocError::IpOutOfRange(_))
         ));
+    }
+
+    #[test]
+    fn dynamic_ips_avoid_the_static_band_until_the_rest_is_full() {
+        // A /24: the band is the first 16 addresses (the cluster DNS IP, .10, among them).
+        let a = IpAllocator::new("10.96.0.0/24").unwrap();
+        let upper: Vec<String> = (0..239).map(|_| a.allocate_next().unwrap()).collect();
+        assert!(
+            upper
+                .iter()
+                .all(|ip| ip.rsplit('.').next().unwrap().parse::<u32>().unwrap() >= 16),
+            "dynamic addresses come from above the band first: {upper:?}"
+        );
+        let band: Vec<String> = (0..15).map(|_| a.allocate_next().unwrap()).collect();
+        assert!(
+            band.contains(&"10.96.0.10".to_string()),
+            "then from the band: {band:?}"
+        );
+        assert_eq!(a.allocate_next(), Err(AllocError::Full));
     }
 
     #[test]

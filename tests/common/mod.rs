@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod controller_manager;
+pub mod dns;
 pub mod fake_kubelet;
 pub mod fake_nodes;
 pub mod kubelet;

@@ -92,6 +92,10 @@ impl Server {
             format!("127.0.0.1:{}", free_port()),
             "--proxy-metrics-bind-address".into(),
             format!("127.0.0.1:{}", free_port()),
+            // The node's DNS server on a free port (port 53 may be taken, and servers run side
+            // by side); the kube-dns Service reaches it through the node's EndpointSlice.
+            "--cluster-dns-port".into(),
+            "0".into(),
         ];
         let mut server = Server {
             log: dir.join("server.log"),
