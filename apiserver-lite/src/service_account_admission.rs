@@ -232,7 +232,11 @@ fn mount_service_account_token(pod: &mut Value, suffix: &str) {
     });
     let mut needs_volume = false;
     for list in ["initContainers", "containers"] {
-        let Some(containers) = pod["spec"][list].as_array_mut() else {
+        let containers = pod
+            .get_mut("spec")
+            .and_then(|s| s.get_mut(list))
+            .and_then(Value::as_array_mut);
+        let Some(containers) = containers else {
             continue;
         };
         for c in containers.iter_mut().filter(|c| c.is_object()) {
