@@ -6,7 +6,7 @@
 //! `kubectl` (hostPath) with no kubeconfig, so kubectl uses its in-cluster configuration and
 //! verifies the server with the mounted `ca.crt`.
 //!
-//! The server listens on and advertises an address of a dummy link the test creates (a pod's
+//! The server listens on and advertises an address of a port-less bridge the test creates (a pod's
 //! network namespace cannot reach the host's loopback), removed by a guard also on failure.
 
 mod common;

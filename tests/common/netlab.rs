@@ -377,7 +377,8 @@ impl Drop for ProcessGuard {
     }
 }
 
-/// A dummy link with one address (`ip link add … type dummy`), deleted on drop: a host address
+/// A port-less bridge with one address (`ip link add … type bridge`; the kernel here has no
+/// dummy links), deleted on drop: a host address
 /// that is neither loopback nor the host's own, for a server that pods must reach.
 pub struct DummyAddress {
     pub link: String,
@@ -389,7 +390,7 @@ impl DummyAddress {
     /// [`super::free_subnet`]).
     pub fn new(link: &str, addr: std::net::Ipv4Addr) -> DummyAddress {
         let _ = ip(&["link", "del", link]);
-        ip_ok(&["link", "add", link, "type", "dummy"]);
+        ip_ok(&["link", "add", link, "type", "bridge"]);
         let guard = DummyAddress {
             link: link.to_string(),
             addr,

@@ -45,7 +45,7 @@ impl Server {
     /// Starts a server that listens on and advertises `host` (instead of loopback and the host's
     /// primary address), so the `kubernetes` Service, which pods reach through the proxy's
     /// rules, leads to it: a pod's network namespace cannot reach the host's 127.0.0.1. The
-    /// address must exist on the host (see [`super::netlab::DummyAddress`]).
+    /// address must exist on the host (see [`super::netlab::DummyAddress`], a port-less bridge).
     pub fn start_on(host: Option<std::net::Ipv4Addr>) -> Server {
         super::test_images();
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
