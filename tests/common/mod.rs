@@ -82,6 +82,14 @@ impl ApiServer {
             ],
         ));
         self.wait_default_service_account("default");
+        eventually(
+            Duration::from_secs(30),
+            "the ConfigMap default/kube-root-ca.crt exists",
+            || {
+                let path = "/api/v1/namespaces/default/configmaps/kube-root-ca.crt";
+                self.http("GET", path, "", b"").0 == 200
+            },
+        );
     }
 
     /// Waits until namespace `ns` has its `default` ServiceAccount.
