@@ -140,7 +140,10 @@ fn pod_uses_its_service_account_token_in_cluster() {
     );
 
     // A missing account is refused with upstream's message.
-    let ghost = pod().replace(&format!("serviceAccountName: {SA}"), "serviceAccountName: ghost");
+    let ghost = pod().replace(
+        &format!("serviceAccountName: {SA}"),
+        "serviceAccountName: ghost",
+    );
     let ghost_file = server.dir.join("ghost.yaml");
     std::fs::write(&ghost_file, ghost).unwrap();
     let out = server.kubectl(&["create", "-f", ghost_file.to_str().unwrap()]);

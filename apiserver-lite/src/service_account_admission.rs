@@ -116,7 +116,10 @@ async fn lookup_service_account(reg: &Registry, ns: &str, name: &str) -> ApiResu
             Ok(o) => return Ok(Some(o.value.clone())),
             Err(e) if e.code == 404 => continue,
             Err(e) => {
-                let why = format!("error looking up service account {ns}/{name}: {}", e.message);
+                let why = format!(
+                    "error looking up service account {ns}/{name}: {}",
+                    e.message
+                );
                 return Err(ApiError::forbidden("", "pods", "", &why));
             }
         }
@@ -148,7 +151,10 @@ pub fn default_service_account_name(pod: &mut Value) -> String {
     name
 }
 
-fn ensure_object<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut serde_json::Map<String, Value>> {
+fn ensure_object<'a>(
+    v: &'a mut Value,
+    key: &str,
+) -> Option<&'a mut serde_json::Map<String, Value>> {
     let o = v.as_object_mut()?;
     let e = o.entry(key).or_insert_with(|| json!({}));
     if e.is_null() {
@@ -459,8 +465,16 @@ mod tests {
     fn automount_preference() {
         let cases = [
             (json!({}), json!({}), true),
-            (json!({"automountServiceAccountToken": false}), json!({}), false),
-            (json!({}), json!({"automountServiceAccountToken": false}), false),
+            (
+                json!({"automountServiceAccountToken": false}),
+                json!({}),
+                false,
+            ),
+            (
+                json!({}),
+                json!({"automountServiceAccountToken": false}),
+                false,
+            ),
             (
                 json!({"automountServiceAccountToken": true}),
                 json!({"automountServiceAccountToken": false}),
@@ -569,7 +583,10 @@ mod tests {
         assert_eq!(s[0]["serviceAccountToken"]["expirationSeconds"], 3607);
         assert_eq!(s[0]["serviceAccountToken"]["path"], "token");
         assert_eq!(s[1]["configMap"]["name"], "kube-root-ca.crt");
-        assert_eq!(s[1]["configMap"]["items"][0], json!({"key": "ca.crt", "path": "ca.crt"}));
+        assert_eq!(
+            s[1]["configMap"]["items"][0],
+            json!({"key": "ca.crt", "path": "ca.crt"})
+        );
         assert_eq!(
             s[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"],
             "metadata.namespace"
@@ -622,11 +639,7 @@ mod tests {
         ];
         for (spec, want) in cases {
             let p = pod(spec.clone());
-            assert_eq!(
-                validate_mirror(&p),
-                want.map_err(str::to_string),
-                "{spec}"
-            );
+            assert_eq!(validate_mirror(&p), want.map_err(str::to_string), "{spec}");
         }
         let mut p = pod(json!({}));
         assert!(!is_mirror_pod(&p));

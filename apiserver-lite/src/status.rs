@@ -206,7 +206,10 @@ impl ApiError {
             message: if name.is_empty() {
                 format!("{} is forbidden: {why}", qualified(group, resource))
             } else {
-                format!("{} {name:?} is forbidden: {why}", qualified(group, resource))
+                format!(
+                    "{} {name:?} is forbidden: {why}",
+                    qualified(group, resource)
+                )
             },
             details: details(group, resource, name),
         }

@@ -75,11 +75,7 @@ impl ApiServer {
         self.accounts = Some(controller_manager::ControllerManager::start(
             self,
             "account-controllers",
-            &[
-                "--leader-elect=false",
-                "--controllers",
-                ACCOUNT_CONTROLLERS,
-            ],
+            &["--leader-elect=false", "--controllers", ACCOUNT_CONTROLLERS],
         ));
         self.wait_default_service_account("default");
         eventually(
