@@ -35,7 +35,8 @@ fn paged_lists_are_a_consistent_snapshot() {
     }
     let (_, page1) = get(&s, &format!("{CMS}?limit=3"));
     assert_eq!(page1["items"].as_array().unwrap().len(), 3);
-    assert_eq!(page1["metadata"]["remainingItemCount"], 4);
+    // c3..c6 and the root-ca-cert-publisher's kube-root-ca.crt.
+    assert_eq!(page1["metadata"]["remainingItemCount"], 5);
     let token = page1["metadata"]["continue"].as_str().unwrap().to_string();
     // Changes after the first page do not show in the later pages.
     post(&s, CMS, cm("c9"));
@@ -66,18 +67,21 @@ fn paged_lists_are_a_consistent_snapshot() {
             .filter(|c| !c.is_empty())
             .map(str::to_string);
     }
-    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
+    assert_eq!(
+        names,
+        ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "kube-root-ca.crt"]
+    );
     // Exact reads the past; the cache serves the present.
     let rv = page1["metadata"]["resourceVersion"].as_str().unwrap();
     let (_, exact) = get(
         &s,
         &format!("{CMS}?resourceVersion={rv}&resourceVersionMatch=Exact"),
     );
-    assert_eq!(exact["items"].as_array().unwrap().len(), 7);
+    assert_eq!(exact["items"].as_array().unwrap().len(), 8);
     let (_, now) = get(&s, CMS);
     assert_eq!(
         now["items"].as_array().unwrap().len(),
-        7,
+        8,
         "c5 deleted, c9 added"
     );
     let (code, _) = get(&s, &format!("{CMS}?resourceVersionMatch=Exact"));
@@ -251,6 +255,8 @@ fn deletecollection_terminating_namespaces_and_filtered_watches() {
         .unwrap()
         .iter()
         .map(|i| i["metadata"]["name"].as_str().unwrap())
+        // The root-ca-cert-publisher's ConfigMap is in every namespace.
+        .filter(|n| *n != "kube-root-ca.crt")
         .collect();
     assert_eq!(names, ["c"]);
     // Deleting a namespace marks it Terminating (its finalizer waits for the namespace

@@ -955,7 +955,8 @@ fn quota_usage_is_tracked_and_the_third_pod_is_refused() {
         let q = quota();
         q["status"]["hard"]["pods"] == "2"
             && q["status"]["used"]["pods"] == "0"
-            && q["status"]["used"]["configmaps"] == "1"
+            // cm and the root-ca-cert-publisher's kube-root-ca.crt.
+            && q["status"]["used"]["configmaps"] == "2"
     });
     let cpu = |c: &str| json!({"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": c}}}]});
     for (p, c) in [("p1", "300m"), ("p2", "200m")] {

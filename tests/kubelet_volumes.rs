@@ -7,7 +7,7 @@
 //! - a pod whose ConfigMap does not exist waits in ContainerCreating and starts once it is
 //!   created;
 //! - a hostPath whose type check fails, and a serviceAccountToken projection whose service account
-//!   does not exist (no controller-manager makes `default` here, so the TokenRequest is a 404),
+//!   was deleted after the pod was created (so the TokenRequest is a 404),
 //!   keep their pods in ContainerCreating with upstream's messages.
 //!
 //! Everything the test makes is removed by the node's guard, also when an assertion fails.
@@ -214,10 +214,14 @@ spec:
   - {{name: app, image: busybox, command: ["sleep", "3600"], volumeMounts: [{{name: h, mountPath: /h}}]}}
 ---
 apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: vanishing}}
+---
+apiVersion: v1
 kind: Pod
 metadata: {{name: token}}
 spec:
-  nodeName: {name}
+  serviceAccountName: vanishing
   terminationGracePeriodSeconds: 1
   volumes:
   - name: t
@@ -228,6 +232,19 @@ spec:
         file = host_dir.join("host.txt").display(),
     );
     node.apply(&api, "waiter.yaml", &waiter);
+    // The token pod's account goes away before the pod reaches the node (ServiceAccount
+    // admission wants it to exist at creation): bound afterwards, its TokenRequest is a 404.
+    api.kubectl_ok(&["delete", "serviceaccount", "vanishing"]);
+    let binding = format!(
+        r#"{{"apiVersion":"v1","kind":"Binding","metadata":{{"name":"token"}},"target":{{"kind":"Node","name":"{name}"}}}}"#
+    );
+    let (code, body) = api.http(
+        "POST",
+        "/api/v1/namespaces/default/pods/token/binding",
+        "application/json",
+        binding.as_bytes(),
+    );
+    assert_eq!(code, 201, "binding the token pod: {body}");
     eventually(
         Duration::from_secs(30),
         "the pods with unusable volumes wait in ContainerCreating",

@@ -28,6 +28,7 @@ pub mod resources;
 pub mod rest;
 pub mod selectors;
 pub mod server;
+pub mod service_account_admission;
 pub mod status;
 pub mod storage;
 pub mod strategy;

@@ -213,7 +213,7 @@ impl Registry {
     /// lookup on a miss), so a namespace created just before is always seen; a namespace deleted
     /// in the last 30 s is read only once the cache has caught up (upstream's forced live
     /// lookup), so it is seen Terminating.
-    async fn namespace_lifecycle(&self, info: &ResourceInfo, ns: &str) -> ApiResult<()> {
+    pub(crate) async fn namespace_lifecycle(&self, info: &ResourceInfo, ns: &str) -> ApiResult<()> {
         if !info.namespaced {
             return Ok(());
         }
@@ -816,7 +816,7 @@ fn stamp(mut obj: Value, kv: &KeyValue) -> Value {
 }
 
 /// Five characters from upstream's generateName alphabet (no vowels, no confusable digits).
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
     (0..5)

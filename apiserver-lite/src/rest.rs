@@ -806,6 +806,7 @@ async fn create(
         crate::strategy::validate_view(res, &obj)?;
         obj = view_in(res, obj);
     }
+    crate::service_account_admission::admit(reg, res, &req.info, &mut obj).await?;
     let wreq = webhook_request(res, req, Operation::Create, opts.dry_run);
     let hooks = webhook::matching_hooks(reg, &wreq);
     if !hooks.mutating.is_empty() {

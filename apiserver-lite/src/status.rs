@@ -202,10 +202,15 @@ impl ApiError {
         ApiError {
             code: 403,
             reason: "Forbidden",
-            message: format!(
-                "{} {name:?} is forbidden: {why}",
-                qualified(group, resource)
-            ),
+            // As upstream's NewForbidden: no quotes when there is no name (a generateName pod).
+            message: if name.is_empty() {
+                format!("{} is forbidden: {why}", qualified(group, resource))
+            } else {
+                format!(
+                    "{} {name:?} is forbidden: {why}",
+                    qualified(group, resource)
+                )
+            },
             details: details(group, resource, name),
         }
     }

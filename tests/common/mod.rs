@@ -26,14 +26,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A `capstan apiserver` process on a temporary data dir.
+/// A `capstan apiserver` process on a temporary data dir, with a `capstan controller-manager`
+/// that runs only the `serviceaccount` and `root-ca-cert-publisher` controllers: pods need their
+/// namespace's `default` ServiceAccount (ServiceAccount admission) and the `kube-root-ca.crt`
+/// ConfigMap (their token volume), as in a real cluster.
 pub struct ApiServer {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub addr: String,
     cache: PathBuf,
     extra: Vec<String>,
+    accounts: Option<controller_manager::ControllerManager>,
 }
+
+/// The controllers every [`ApiServer`] runs beside it.
+pub const ACCOUNT_CONTROLLERS: &str = "serviceaccount,root-ca-cert-publisher";
 
 impl ApiServer {
     pub fn start() -> Self {
@@ -51,13 +58,45 @@ impl ApiServer {
         let cache = dir.path().join("kubectl-cache");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (child, addr) = spawn(dir.path(), "127.0.0.1:0", &extra);
-        ApiServer {
+        let mut api = ApiServer {
             child: Some(child),
             dir,
             addr,
             cache,
             extra,
-        }
+            accounts: None,
+        };
+        api.start_account_controllers();
+        api
+    }
+
+    /// Starts the service account controllers and waits for `default/default`.
+    fn start_account_controllers(&mut self) {
+        self.accounts = None;
+        self.accounts = Some(controller_manager::ControllerManager::start(
+            self,
+            "account-controllers",
+            &["--leader-elect=false", "--controllers", ACCOUNT_CONTROLLERS],
+        ));
+        self.wait_default_service_account("default");
+        eventually(
+            Duration::from_secs(30),
+            "the ConfigMap default/kube-root-ca.crt exists",
+            || {
+                let path = "/api/v1/namespaces/default/configmaps/kube-root-ca.crt";
+                self.http("GET", path, "", b"").0 == 200
+            },
+        );
+    }
+
+    /// Waits until namespace `ns` has its `default` ServiceAccount.
+    pub fn wait_default_service_account(&self, ns: &str) {
+        let path = format!("/api/v1/namespaces/{ns}/serviceaccounts/default");
+        eventually(
+            Duration::from_secs(30),
+            &format!("the ServiceAccount {ns}/default exists"),
+            || self.http("GET", &path, "", b"").0 == 200,
+        );
     }
 
     pub fn url(&self) -> String {
@@ -95,8 +134,9 @@ impl ApiServer {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
-    /// `kill -9` and reap; the data dir stays.
+    /// `kill -9` and reap (also the account controllers); the data dir stays.
     pub fn kill9(&mut self) {
+        self.accounts = None;
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -109,6 +149,7 @@ impl ApiServer {
         let (child, addr) = spawn(self.dir.path(), "127.0.0.1:0", &self.extra);
         self.child = Some(child);
         self.addr = addr;
+        self.start_account_controllers();
     }
 
     /// Restarts on the same data dir and the same address (clients holding the old kubeconfig,
@@ -118,6 +159,7 @@ impl ApiServer {
         let (child, addr) = spawn(self.dir.path(), &self.addr.clone(), &self.extra);
         self.child = Some(child);
         self.addr = addr;
+        self.start_account_controllers();
     }
 
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {

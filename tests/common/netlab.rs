@@ -376,3 +376,33 @@ impl Drop for ProcessGuard {
         let _ = self.child.wait();
     }
 }
+
+/// A port-less bridge with one address (`ip link add … type bridge`; the kernel here has no
+/// dummy links), deleted on drop: a host address
+/// that is neither loopback nor the host's own, for a server that pods must reach.
+pub struct DummyAddress {
+    pub link: String,
+    pub addr: std::net::Ipv4Addr,
+}
+
+impl DummyAddress {
+    /// Creates `link` with `addr/24` (the /24 route marks the subnet as taken for
+    /// [`super::free_subnet`]).
+    pub fn new(link: &str, addr: std::net::Ipv4Addr) -> DummyAddress {
+        let _ = ip(&["link", "del", link]);
+        ip_ok(&["link", "add", link, "type", "bridge"]);
+        let guard = DummyAddress {
+            link: link.to_string(),
+            addr,
+        };
+        ip_ok(&["addr", "add", &format!("{addr}/24"), "dev", link]);
+        ip_ok(&["link", "set", link, "up"]);
+        guard
+    }
+}
+
+impl Drop for DummyAddress {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.link]);
+    }
+}

@@ -39,6 +39,14 @@ pub struct Server {
 impl Server {
     /// Starts a server (the test images are built first); returns at once.
     pub fn start() -> Server {
+        Self::start_on(None)
+    }
+
+    /// Starts a server that listens on and advertises `host` (instead of loopback and the host's
+    /// primary address), so the `kubernetes` Service, which pods reach through the proxy's
+    /// rules, leads to it: a pod's network namespace cannot reach the host's 127.0.0.1. The
+    /// address must exist on the host (see [`super::netlab::DummyAddress`], a port-less bridge).
+    pub fn start_on(host: Option<std::net::Ipv4Addr>) -> Server {
         super::test_images();
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -56,14 +64,15 @@ impl Server {
         let bridge = format!("ks{}x{n}", pid % 100_000);
         let cgroup_root = format!("/capstan-test-server-{pid}-{n}");
         let api_port = free_port();
-        let args: Vec<String> = vec![
+        let listen_host = host.map_or("127.0.0.1".to_string(), |h| h.to_string());
+        let mut args: Vec<String> = vec![
             "server".into(),
             "--data-dir".into(),
             data_dir.to_string_lossy().into(),
             "--node-name".into(),
             node_name.clone(),
             "--listen".into(),
-            format!("127.0.0.1:{api_port}"),
+            format!("{listen_host}:{api_port}"),
             "--cluster-cidr".into(),
             format!("{subnet_prefix}0/24"),
             "--node-cidr-mask-size".into(),
@@ -97,6 +106,9 @@ impl Server {
             "--cluster-dns-port".into(),
             "0".into(),
         ];
+        if let Some(h) = host {
+            args.extend(["--advertise-address".into(), h.to_string()]);
+        }
         let mut server = Server {
             log: dir.join("server.log"),
             dir,

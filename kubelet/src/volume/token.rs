@@ -5,9 +5,10 @@
 //!
 //! [`ApiTokenRequester`] calls the TokenRequest API (`POST
 //! serviceaccounts/<name>/token`, bound to the pod) and keeps each token until 80% of its
-//! lifetime has passed, as upstream does. apiserver-lite does not serve TokenRequest yet (it comes
-//! with the security issue): the API answers 404 and the pod fails volume setup with upstream's
-//! `failed to fetch token: …` message, waiting in ContainerCreating until the API offers it.
+//! lifetime or 24 hours have passed, as upstream does ([`requires_refresh`]); the pod worker
+//! asks again at every sync (at least every resync period), and volume setup rewrites the token
+//! file when it changed. A failed request fails volume setup with upstream's
+//! `failed to fetch token: …` message.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -53,8 +54,7 @@ impl TokenRequester for ApiTokenRequester {
                 req.pod_uid.clone(),
             );
             if let Some((token, at, ttl)) = self.cache.lock().get(&key) {
-                // Upstream refreshes once 80% of the lifetime has passed.
-                if at.elapsed() < ttl.mul_f64(0.8) {
+                if !requires_refresh(at.elapsed(), *ttl) {
                     return Ok(token.clone());
                 }
             }
@@ -94,6 +94,16 @@ impl TokenRequester for ApiTokenRequester {
             Ok(status.token)
         })
     }
+}
+
+/// Tokens older than this are refreshed whatever their lifetime (upstream's `maxTTL`).
+pub const MAX_TOKEN_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Upstream's `requiresRefresh`: a token `age` old that was valid for `ttl` when fetched is
+/// fetched again once 80% of its lifetime has passed, or once it is 24 hours old (tokens the
+/// API server extends to a year).
+pub fn requires_refresh(age: Duration, ttl: Duration) -> bool {
+    age >= ttl.mul_f64(0.8) || age >= MAX_TOKEN_AGE
 }
 
 /// Tokens fetched for one sync of a pod, answered synchronously to volume setup.
@@ -154,6 +164,23 @@ mod tests {
                     Ok(format!("tok-for-{}", req.service_account))
                 }
             })
+        }
+    }
+
+    #[test]
+    fn refresh_after_80_percent_or_a_day() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        let cases = [
+            (Duration::from_secs(0), Duration::from_secs(3607), false),
+            (Duration::from_secs(2885), Duration::from_secs(3607), false),
+            (Duration::from_secs(2886), Duration::from_secs(3607), true),
+            (h(2), Duration::from_secs(3607), true),
+            (h(23), h(365 * 24), false),
+            (h(24), h(365 * 24), true),
+            (Duration::from_secs(1), Duration::from_secs(0), true),
+        ];
+        for (age, ttl, want) in cases {
+            assert_eq!(requires_refresh(age, ttl), want, "age {age:?} ttl {ttl:?}");
         }
     }
 
