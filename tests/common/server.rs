@@ -39,6 +39,11 @@ pub struct Server {
 impl Server {
     /// Starts a server (the test images are built first); returns at once.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// [`Server::start`] with extra `capstan server` flags.
+    pub fn start_with(extra: &[&str]) -> Server {
         super::test_images();
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -93,6 +98,8 @@ impl Server {
             "--proxy-metrics-bind-address".into(),
             format!("127.0.0.1:{}", free_port()),
         ];
+        let mut args = args;
+        args.extend(extra.iter().map(|a| a.to_string()));
         let mut server = Server {
             log: dir.join("server.log"),
             dir,
