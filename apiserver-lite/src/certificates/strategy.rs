@@ -109,7 +109,7 @@ fn signer_name(signer: &str) -> Result<(), &'static str> {
         return Err(MSG);
     };
     if path.is_empty()
-        || !crate::strategy::is_dns1123_subdomain(domain)
+        || !crate::strategy::is_dns1123_subdomain(domain).is_empty()
         || !domain.contains('.')
         || path.len() > 253
     {

@@ -387,7 +387,7 @@ mod tests {
         let signer = CaSigner::load(&c, &k, year).unwrap();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let (nb, na) = signer.validity(now, None);
-        assert_eq!(now - nb, BACKDATE);
+        assert_eq!(now.duration_since(nb).unwrap(), BACKDATE);
         assert_eq!(na, nb + year);
         let (_, na) = signer.validity(now, Some(600));
         assert_eq!(na, now + Duration::from_secs(600));
