@@ -54,13 +54,12 @@ pub async fn build_client(
     for der in config.root_cert.iter().flatten() {
         roots.add(CertificateDer::from(der.clone()))?;
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_client_cert_resolver(Arc::new(DynamicClientCert(certs)));
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
