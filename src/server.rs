@@ -263,11 +263,17 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         // The cluster CA signs the kubelets' client and serving certificates (TLS bootstrap).
         format!(
             "--cluster-signing-cert-file={}",
-            layout.server_dir().join(apiserver_lite::pki::CA_CERT).display()
+            layout
+                .server_dir()
+                .join(apiserver_lite::pki::CA_CERT)
+                .display()
         ),
         format!(
             "--cluster-signing-key-file={}",
-            layout.server_dir().join(apiserver_lite::pki::CA_KEY).display()
+            layout
+                .server_dir()
+                .join(apiserver_lite::pki::CA_KEY)
+                .display()
         ),
     ];
     cm_args.extend(

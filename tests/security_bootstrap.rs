@@ -22,9 +22,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
+use common::eventually;
 use common::kubelet::{Node, NodeOptions};
 use common::server::Server;
-use common::eventually;
 use serde_json::Value;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -124,7 +124,8 @@ fn a_kubelet_with_only_a_bootstrap_kubeconfig_joins_serves_and_rotates() {
     }
     // Certificates last 140 s (+ the 5-minute backdate): the rotation deadline, 70–90% of the
     // lifetime, falls 8–96 s after issue.
-    let mut server = Server::start_with(&["--kube-controller-manager-arg=cluster-signing-duration=140s"]);
+    let mut server =
+        Server::start_with(&["--kube-controller-manager-arg=cluster-signing-duration=140s"]);
     server.wait_ready();
     let dir = server.dir.join("joiner");
     let boot = bootstrap_kubeconfig(&server, &dir);
@@ -143,28 +144,45 @@ fn a_kubelet_with_only_a_bootstrap_kubeconfig_joins_serves_and_rotates() {
             ..Default::default()
         },
     );
-    eventually(Duration::from_secs(120), "the bootstrapped node turns Ready", || {
-        node.assert_alive();
-        server.assert_alive();
-        node_ready(&server, &name)
-    });
+    eventually(
+        Duration::from_secs(120),
+        "the bootstrapped node turns Ready",
+        || {
+            node.assert_alive();
+            server.assert_alive();
+            node_ready(&server, &name)
+        },
+    );
 
     // The kubeconfig it wrote points at kubelet-client-current.pem, a symlink to a dated file.
     let cert_dir = node.root_dir.join("pki");
     let current = cert_dir.join("kubelet-client-current.pem");
-    let first_target = std::fs::read_link(&current).expect("kubelet-client-current.pem is a symlink");
+    let first_target =
+        std::fs::read_link(&current).expect("kubelet-client-current.pem is a symlink");
     assert!(
-        first_target.to_string_lossy().starts_with("kubelet-client-2"),
+        first_target
+            .to_string_lossy()
+            .starts_with("kubelet-client-2"),
         "{first_target:?}"
     );
     let text = std::fs::read_to_string(&kubeconfig).expect("the kubelet wrote its kubeconfig");
-    assert!(text.contains(&current.to_string_lossy().to_string()), "{text}");
+    assert!(
+        text.contains(&current.to_string_lossy().to_string()),
+        "{text}"
+    );
 
     // Its identity is the node's.
     let out = kubectl_as(&kubeconfig, &["auth", "whoami", "-o", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let who: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(who["status"]["userInfo"]["username"], format!("system:node:{name}"));
+    assert_eq!(
+        who["status"]["userInfo"]["username"],
+        format!("system:node:{name}")
+    );
     assert!(who["status"]["userInfo"]["groups"]
         .as_array()
         .unwrap()
@@ -184,18 +202,25 @@ fn a_kubelet_with_only_a_bootstrap_kubeconfig_joins_serves_and_rotates() {
         boot_csr["spec"]["signerName"],
         "kubernetes.io/kube-apiserver-client-kubelet"
     );
-    assert_eq!(boot_csr["status"]["conditions"][0]["reason"], "AutoApproved");
+    assert_eq!(
+        boot_csr["status"]["conditions"][0]["reason"],
+        "AutoApproved"
+    );
     let table = server.kubectl_ok(&["get", "csr", boot_csr["metadata"]["name"].as_str().unwrap()]);
     assert!(table.contains("Approved,Issued"), "{table}");
 
     // serverTLSBootstrap: a kubelet-serving request for its addresses, signed by the cluster CA.
-    eventually(Duration::from_secs(60), "the serving certificate is issued", || {
-        csrs(&server).iter().any(|c| {
-            c["spec"]["signerName"] == "kubernetes.io/kubelet-serving"
-                && c["spec"]["username"] == format!("system:node:{name}")
-                && issued_cn(c).is_some()
-        })
-    });
+    eventually(
+        Duration::from_secs(60),
+        "the serving certificate is issued",
+        || {
+            csrs(&server).iter().any(|c| {
+                c["spec"]["signerName"] == "kubernetes.io/kubelet-serving"
+                    && c["spec"]["username"] == format!("system:node:{name}")
+                    && issued_cn(c).is_some()
+            })
+        },
+    );
     let ip = server.kubectl_ok(&[
         "get",
         "node",
@@ -204,22 +229,39 @@ fn a_kubelet_with_only_a_bootstrap_kubeconfig_joins_serves_and_rotates() {
         "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
     ]);
     let ca = server.data_dir.join("server/ca.crt");
-    eventually(Duration::from_secs(30), "the kubelet serves the CA-signed certificate", || {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-            .arg(&ca)
-            .arg(format!("https://{ip}:{}/healthz", node.port))
-            .output()
-            .unwrap();
-        // Verified TLS, then 401 for the anonymous request.
-        String::from_utf8_lossy(&out.stdout) == "401"
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the kubelet serves the CA-signed certificate",
+        || {
+            let out = Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--cacert",
+                ])
+                .arg(&ca)
+                .arg(format!("https://{ip}:{}/healthz", node.port))
+                .output()
+                .unwrap();
+            // Verified TLS, then 401 for the anonymous request.
+            String::from_utf8_lossy(&out.stdout) == "401"
+        },
+    );
 
     // Rotation: a new client certificate, asked for by the node itself, before the first expires.
-    eventually(Duration::from_secs(150), "the client certificate rotates", || {
-        node.assert_alive();
-        std::fs::read_link(&current).is_ok_and(|t| t != first_target)
-    });
+    eventually(
+        Duration::from_secs(150),
+        "the client certificate rotates",
+        || {
+            node.assert_alive();
+            std::fs::read_link(&current).is_ok_and(|t| t != first_target)
+        },
+    );
     let renewal = csrs(&server)
         .into_iter()
         .find(|c| {
@@ -234,7 +276,11 @@ fn a_kubelet_with_only_a_bootstrap_kubeconfig_joins_serves_and_rotates() {
     // The first certificate has expired by now (140 s); the node keeps working on the new one.
     std::thread::sleep(Duration::from_secs(20));
     let out = kubectl_as(&kubeconfig, &["auth", "whoami", "-o", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eventually(Duration::from_secs(60), "the node stays Ready", || {
         node.assert_alive();
         node_ready(&server, &name)
@@ -313,10 +359,14 @@ fn bootstrappers_get_no_certificate_for_names_they_may_not_have() {
 
     // An admin approves the masters one; the signer refuses it.
     server.kubectl_ok(&["certificate", "approve", "masters"]);
-    eventually(Duration::from_secs(30), "the signer fails the request", || {
-        let c = server.kubectl_json(&["get", "csr", "masters"]);
-        has_condition(&c, "Failed")
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the signer fails the request",
+        || {
+            let c = server.kubectl_json(&["get", "csr", "masters"]);
+            has_condition(&c, "Failed")
+        },
+    );
     let c = server.kubectl_json(&["get", "csr", "masters"]);
     assert!(c["status"]["certificate"].is_null(), "{c}");
     let failed = c["status"]["conditions"]
@@ -327,8 +377,14 @@ fn bootstrappers_get_no_certificate_for_names_they_may_not_have() {
         .unwrap()
         .clone();
     assert_eq!(failed["reason"], "SignerValidationFailure");
-    assert_eq!(failed["message"], "subject organization is not system:nodes");
+    assert_eq!(
+        failed["message"],
+        "subject organization is not system:nodes"
+    );
     // Approved and Denied are exclusive.
     let out = server.kubectl(&["certificate", "deny", "--force", "masters"]);
-    assert!(!out.status.success(), "a request was both approved and denied");
+    assert!(
+        !out.status.success(),
+        "a request was both approved and denied"
+    );
 }

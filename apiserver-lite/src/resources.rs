@@ -187,10 +187,7 @@ const SINGULARS: &[(&str, &str)] = &[
         "ValidatingWebhookConfiguration",
         "validatingwebhookconfiguration",
     ),
-    (
-        "CertificateSigningRequest",
-        "certificatesigningrequest",
-    ),
+    ("CertificateSigningRequest", "certificatesigningrequest"),
 ];
 
 /// Every served resource, in discovery order.

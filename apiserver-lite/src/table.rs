@@ -15,9 +15,9 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::{
     apps::v1 as apps, batch::v1 as batch, certificates::v1 as certificates,
-    coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, networking::v1 as networking, rbac::v1 as rbac,
-    scheduling::v1 as scheduling, storage::v1 as storage,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    networking::v1 as networking, rbac::v1 as rbac, scheduling::v1 as scheduling,
+    storage::v1 as storage,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
@@ -686,7 +686,11 @@ fn age(v: &Value, now: DateTime<Utc>) -> String {
 
 /// The printers' `extractCSRStatus`: Denied, Approved or Pending, then `,Failed` and `,Issued`.
 fn csr_condition(o: &Value) -> String {
-    let has = |t: &str| arr(o, "/status/conditions").iter().any(|c| st(c, "/type") == t);
+    let has = |t: &str| {
+        arr(o, "/status/conditions")
+            .iter()
+            .any(|c| st(c, "/type") == t)
+    };
     let mut out = if has("Denied") {
         "Denied".to_string()
     } else if has("Approved") {

@@ -15,7 +15,9 @@ pub mod signer;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestCondition};
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestCondition,
+};
 use x509_parser::prelude::FromDer;
 
 pub const KUBE_APISERVER_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
@@ -205,7 +207,9 @@ pub fn is_issued(csr: &CertificateSigningRequest) -> bool {
 
 #[cfg(test)]
 pub(crate) mod testutil {
-    use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
+    use k8s_openapi::api::certificates::v1::{
+        CertificateSigningRequest, CertificateSigningRequestSpec,
+    };
     use k8s_openapi::ByteString;
 
     /// A request for `cn` in `orgs` with the SANs, signer, usages and requester.
@@ -267,20 +271,80 @@ mod tests {
             &["digital signature", "client auth"],
             "system:bootstrap:abc",
         );
-        assert_eq!(validate_kubelet_client(&request_of(&ok).unwrap(), &ok), Ok(()));
+        assert_eq!(
+            validate_kubelet_client(&request_of(&ok).unwrap(), &ok),
+            Ok(())
+        );
         let cases = [
-            (csr("system:node:a", &["devs"], &[], &[], "", &["digital signature", "client auth"], ""), "subject organization is not system:nodes"),
-            (csr("alice", &["system:nodes"], &[], &[], "", &["digital signature", "client auth"], ""), "subject common name does not begin with system:node:"),
-            (csr("system:node:a", &["system:nodes"], &["a"], &[], "", &["digital signature", "client auth"], ""), "DNS subjectAltNames are not allowed"),
-            (csr("system:node:a", &["system:nodes"], &[], &["10.0.0.1"], "", &["digital signature", "client auth"], ""), "IP subjectAltNames are not allowed"),
+            (
+                csr(
+                    "system:node:a",
+                    &["devs"],
+                    &[],
+                    &[],
+                    "",
+                    &["digital signature", "client auth"],
+                    "",
+                ),
+                "subject organization is not system:nodes",
+            ),
+            (
+                csr(
+                    "alice",
+                    &["system:nodes"],
+                    &[],
+                    &[],
+                    "",
+                    &["digital signature", "client auth"],
+                    "",
+                ),
+                "subject common name does not begin with system:node:",
+            ),
+            (
+                csr(
+                    "system:node:a",
+                    &["system:nodes"],
+                    &["a"],
+                    &[],
+                    "",
+                    &["digital signature", "client auth"],
+                    "",
+                ),
+                "DNS subjectAltNames are not allowed",
+            ),
+            (
+                csr(
+                    "system:node:a",
+                    &["system:nodes"],
+                    &[],
+                    &["10.0.0.1"],
+                    "",
+                    &["digital signature", "client auth"],
+                    "",
+                ),
+                "IP subjectAltNames are not allowed",
+            ),
         ];
         for (c, want) in cases {
-            assert_eq!(validate_kubelet_client(&request_of(&c).unwrap(), &c).unwrap_err(), want);
+            assert_eq!(
+                validate_kubelet_client(&request_of(&c).unwrap(), &c).unwrap_err(),
+                want
+            );
         }
-        let server = csr("system:node:a", &["system:nodes"], &[], &[], "", &["digital signature", "server auth"], "");
-        assert!(validate_kubelet_client(&request_of(&server).unwrap(), &server)
-            .unwrap_err()
-            .starts_with("usages did not match"));
+        let server = csr(
+            "system:node:a",
+            &["system:nodes"],
+            &[],
+            &[],
+            "",
+            &["digital signature", "server auth"],
+            "",
+        );
+        assert!(
+            validate_kubelet_client(&request_of(&server).unwrap(), &server)
+                .unwrap_err()
+                .starts_with("usages did not match")
+        );
     }
 
     #[test]
@@ -294,8 +358,19 @@ mod tests {
             &["digital signature", "key encipherment", "server auth"],
             "system:node:a",
         );
-        assert_eq!(validate_kubelet_serving(&request_of(&ok).unwrap(), &ok), Ok(()));
-        let no_names = csr("system:node:a", &["system:nodes"], &[], &[], "", &["digital signature", "server auth"], "");
+        assert_eq!(
+            validate_kubelet_serving(&request_of(&ok).unwrap(), &ok),
+            Ok(())
+        );
+        let no_names = csr(
+            "system:node:a",
+            &["system:nodes"],
+            &[],
+            &[],
+            "",
+            &["digital signature", "server auth"],
+            "",
+        );
         assert_eq!(
             validate_kubelet_serving(&request_of(&no_names).unwrap(), &no_names).unwrap_err(),
             "DNS or IP subjectAltName is required"

@@ -115,10 +115,14 @@ pub fn controllers() -> Vec<Controller> {
         c("ttl-after-finished", |ctx| {
             Box::pin(ttlafterfinished::start(ctx))
         }),
-        c("csrsigning", |ctx| Box::pin(certificates::signer::start(ctx))),
+        c("csrsigning", |ctx| {
+            Box::pin(certificates::signer::start(ctx))
+        }),
         c("csrapproving", |ctx| {
             Box::pin(certificates::approver::start(ctx))
         }),
-        c("csrcleaner", |ctx| Box::pin(certificates::cleaner::start(ctx))),
+        c("csrcleaner", |ctx| {
+            Box::pin(certificates::cleaner::start(ctx))
+        }),
     ]
 }

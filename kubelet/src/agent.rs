@@ -57,8 +57,7 @@ impl Kubelet {
             path: config.root_dir.clone(),
             source,
         })?;
-        if let (Some(boot), Some(kubeconfig)) = (&config.bootstrap_kubeconfig, &config.kubeconfig)
-        {
+        if let (Some(boot), Some(kubeconfig)) = (&config.bootstrap_kubeconfig, &config.kubeconfig) {
             crate::certificate::bootstrap::load_client_cert(
                 kubeconfig,
                 boot,
@@ -84,7 +83,9 @@ impl Kubelet {
         use crate::certificate::{bootstrap, manager, store, KeyedCert};
         let store = store::FileStore::new(&config.cert_dir, store::CLIENT_PAIR);
         let initial = store.current().or_else(|| {
-            let pem = bootstrap::read_kubeconfig(kubeconfig).ok()?.client_cert_pem?;
+            let pem = bootstrap::read_kubeconfig(kubeconfig)
+                .ok()?
+                .client_cert_pem?;
             KeyedCert::from_pem(&pem, "the kubeconfig's client certificate").ok()
         });
         let (tx, rx) = tokio::sync::watch::channel(initial);

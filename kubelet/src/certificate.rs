@@ -104,8 +104,8 @@ impl KeyedCert {
         let first = chain
             .first()
             .ok_or_else(|| invalid(what, "no certificate in the data"))?;
-        let (_, x509) = x509_parser::parse_x509_certificate(first.as_ref())
-            .map_err(|e| invalid(what, e))?;
+        let (_, x509) =
+            x509_parser::parse_x509_certificate(first.as_ref()).map_err(|e| invalid(what, e))?;
         let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
         let not_before = at(x509.validity().not_before.timestamp());
         let not_after = at(x509.validity().not_after.timestamp());

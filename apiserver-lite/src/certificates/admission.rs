@@ -228,7 +228,11 @@ mod tests {
         let obj = json!({"metadata": {"name": "x"}, "spec": {"request": b64, "signerName": KUBE_APISERVER_CLIENT_SIGNER}});
         let err = subject_restriction(&obj).unwrap_err();
         assert_eq!(err.code, 403);
-        assert!(err.message.contains("system:masters group is not allowed"), "{}", err.message);
+        assert!(
+            err.message.contains("system:masters group is not allowed"),
+            "{}",
+            err.message
+        );
         let other = json!({"metadata": {"name": "x"}, "spec": {"request": b64, "signerName": "example.com/x"}});
         assert!(subject_restriction(&other).is_ok());
         let (_, b64) = csr("alice", &["devs"], &[], &[]);
@@ -238,7 +242,9 @@ mod tests {
 
     #[test]
     fn patches_that_touch_the_certificate_are_found() {
-        assert!(mentions_certificate(&json!({"status": {"certificate": "x"}})));
+        assert!(mentions_certificate(
+            &json!({"status": {"certificate": "x"}})
+        ));
         assert!(!mentions_certificate(
             &json!({"status": {"conditions": [{"type": "Failed"}]}})
         ));

@@ -111,10 +111,12 @@ pub fn parse_csr(pem_bytes: &[u8]) -> Result<CsrInfo, String> {
             .map_err(|e| format!("asn1: structure error: {e}"))?;
     csr.verify_signature()
         .map_err(|_| "x509: ECDSA verification failure".to_string())
-        .map_err(|e| match csr.signature_algorithm.algorithm.to_id_string().as_str() {
-            "1.2.840.10045.4.3.2" | "1.2.840.10045.4.3.3" | "1.2.840.10045.4.3.4" => e,
-            _ => "crypto/rsa: verification error".to_string(),
-        })?;
+        .map_err(
+            |e| match csr.signature_algorithm.algorithm.to_id_string().as_str() {
+                "1.2.840.10045.4.3.2" | "1.2.840.10045.4.3.3" | "1.2.840.10045.4.3.4" => e,
+                _ => "crypto/rsa: verification error".to_string(),
+            },
+        )?;
     let subject = &csr.certification_request_info.subject;
     let mut info = CsrInfo {
         common_name: subject
@@ -161,10 +163,9 @@ pub(crate) mod testutil {
 
     /// A PEM CSR for `cn` in `orgs` with DNS and IP SANs, and its base64 (the JSON form).
     pub fn csr(cn: &str, orgs: &[&str], dns: &[&str], ips: &[&str]) -> (String, String) {
-        let mut params = rcgen::CertificateParams::new(
-            dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-        )
-        .expect("params");
+        let mut params =
+            rcgen::CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+                .expect("params");
         for ip in ips {
             params
                 .subject_alt_names
@@ -177,7 +178,11 @@ pub(crate) mod testutil {
         }
         params.distinguished_name = dn;
         let key = rcgen::KeyPair::generate().expect("key");
-        let pem = params.serialize_request(&key).expect("csr").pem().expect("pem");
+        let pem = params
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem");
         let b64 = base64::engine::general_purpose::STANDARD.encode(&pem);
         (pem, b64)
     }
@@ -199,7 +204,10 @@ mod tests {
         assert_eq!(info.common_name, "system:node:a");
         assert_eq!(info.organizations, vec!["system:nodes"]);
         assert_eq!(info.dns_names, vec!["a.example"]);
-        assert_eq!(info.ip_addresses, vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            info.ip_addresses,
+            vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert!(parse_csr(b"hello").is_err());
         let cert = pem.replace("CERTIFICATE REQUEST", "CERTIFICATE");
         assert_eq!(

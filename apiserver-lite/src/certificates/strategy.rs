@@ -104,7 +104,8 @@ pub fn prepare_update(subresource: Option<&str>, o: &mut Value, old: &Value) {
 }
 
 fn signer_name(signer: &str) -> Result<(), &'static str> {
-    const MSG: &str = "must be a fully qualified domain and path of the form 'example.com/signer-name'";
+    const MSG: &str =
+        "must be a fully qualified domain and path of the form 'example.com/signer-name'";
     let Some((domain, path)) = signer.split_once('/') else {
         return Err(MSG);
     };
@@ -309,7 +310,11 @@ mod tests {
     fn create_validation() {
         let (_, b64) = csr("alice", &[], &[], &[]);
         let ok = request(&b64, KUBE_APISERVER_CLIENT_SIGNER, &["client auth"]);
-        assert!(validate_create(&ok).is_empty(), "{:?}", validate_create(&ok));
+        assert!(
+            validate_create(&ok).is_empty(),
+            "{:?}",
+            validate_create(&ok)
+        );
 
         let garbage = request("aGVsbG8=", KUBE_APISERVER_CLIENT_SIGNER, &["client auth"]);
         assert_eq!(fields(&validate_create(&garbage)), ["spec.request"]);
@@ -322,7 +327,11 @@ mod tests {
         no_signer["spec"]["signerName"] = json!(LEGACY_UNKNOWN_SIGNER);
         assert_eq!(fields(&validate_create(&no_signer)), ["spec.signerName"]);
 
-        let bad_usages = request(&b64, KUBELET_SERVING_SIGNER, &["server auth", "flying", "server auth"]);
+        let bad_usages = request(
+            &b64,
+            KUBELET_SERVING_SIGNER,
+            &["server auth", "flying", "server auth"],
+        );
         assert_eq!(
             fields(&validate_create(&bad_usages)),
             ["spec.usages[1]", "spec.usages[2]"]

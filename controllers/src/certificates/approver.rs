@@ -90,13 +90,7 @@ pub fn serving_allowed(
             req.common_name
         ));
     }
-    if !csr
-        .spec
-        .groups
-        .iter()
-        .flatten()
-        .any(|g| g == NODES_GROUP)
-    {
+    if !csr.spec.groups.iter().flatten().any(|g| g == NODES_GROUP) {
         return Err(format!("{user:?} is not in {NODES_GROUP}"));
     }
     let name = &req.common_name[NODE_USER_PREFIX.len()..];
@@ -105,7 +99,11 @@ pub fn serving_allowed(
         .status
         .as_ref()
         .and_then(|s| s.addresses.as_ref())
-        .map(|a| a.iter().map(|a| (a.type_.as_str(), a.address.as_str())).collect())
+        .map(|a| {
+            a.iter()
+                .map(|a| (a.type_.as_str(), a.address.as_str()))
+                .collect()
+        })
         .unwrap_or_default();
     for d in &req.dns_names {
         let own = d == name
@@ -370,11 +368,16 @@ mod tests {
             c
         };
         let ok = mk("system:node:a", &["a", "a.lab"], &["10.0.0.1"]);
-        assert_eq!(serving_allowed(&ok, &request_of(&ok).unwrap(), Some(&n)), Ok(()));
+        assert_eq!(
+            serving_allowed(&ok, &request_of(&ok).unwrap(), Some(&n)),
+            Ok(())
+        );
         let foreign_ip = mk("system:node:a", &["a"], &["10.0.0.9"]);
         assert!(serving_allowed(&foreign_ip, &request_of(&foreign_ip).unwrap(), Some(&n)).is_err());
         let foreign_dns = mk("system:node:a", &["evil.example"], &[]);
-        assert!(serving_allowed(&foreign_dns, &request_of(&foreign_dns).unwrap(), Some(&n)).is_err());
+        assert!(
+            serving_allowed(&foreign_dns, &request_of(&foreign_dns).unwrap(), Some(&n)).is_err()
+        );
         let other_user = mk("system:node:b", &["a"], &[]);
         assert!(serving_allowed(&other_user, &request_of(&other_user).unwrap(), Some(&n)).is_err());
         assert!(serving_allowed(&ok, &request_of(&ok).unwrap(), None).is_err());

@@ -114,6 +114,9 @@ mod tests {
         assert_eq!(expired_reason(&with("", now, ago(23 * 60)), now), None);
         assert!(expired_reason(&with("", now, ago(24 * 60 + 1)), now).is_some());
         // Approved but not issued yet: kept.
-        assert_eq!(expired_reason(&with("Approved", ago(120), ago(120)), now), None);
+        assert_eq!(
+            expired_reason(&with("Approved", ago(120), ago(120)), now),
+            None
+        );
     }
 }

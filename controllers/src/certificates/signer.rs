@@ -138,7 +138,9 @@ impl CaSigner {
                 .push(rcgen::SanType::DnsName(d.as_str().try_into()?));
         }
         for ip in &req.ip_addresses {
-            params.subject_alt_names.push(rcgen::SanType::IpAddress(*ip));
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress(*ip));
         }
         for e in &req.emails {
             params
@@ -366,15 +368,31 @@ mod tests {
         let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
         let cert = block.parse_x509().unwrap();
         assert_eq!(
-            cert.subject().iter_common_name().next().unwrap().as_str().unwrap(),
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
             "system:node:a"
         );
-        assert!(cert.extended_key_usage().unwrap().unwrap().value.client_auth);
+        assert!(
+            cert.extended_key_usage()
+                .unwrap()
+                .unwrap()
+                .value
+                .client_auth
+        );
         let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         // One hour asked (short-lived: the end is not backdated) + the 5-minute backdate.
         assert_eq!(life, 3600 + 300);
         assert_eq!(
-            cert.issuer().iter_common_name().next().unwrap().as_str().unwrap(),
+            cert.issuer()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
             "kubernetes"
         );
     }
@@ -408,9 +426,25 @@ mod tests {
             "system:bootstrap:abc",
         );
         assert!(recognize(&r, &request_of(&r).unwrap()).is_err());
-        let other = csr("x", &[], &[], &[], "example.com/mine", &["client auth"], "u");
+        let other = csr(
+            "x",
+            &[],
+            &[],
+            &[],
+            "example.com/mine",
+            &["client auth"],
+            "u",
+        );
         assert_eq!(recognize(&other, &request_of(&other).unwrap()), Ok(false));
-        let legacy = csr("x", &[], &[], &[], LEGACY_UNKNOWN_SIGNER, &["client auth"], "u");
+        let legacy = csr(
+            "x",
+            &[],
+            &[],
+            &[],
+            LEGACY_UNKNOWN_SIGNER,
+            &["client auth"],
+            "u",
+        );
         assert_eq!(recognize(&legacy, &request_of(&legacy).unwrap()), Ok(false));
     }
 }

@@ -48,7 +48,10 @@ pub fn read_kubeconfig(path: &Path) -> Result<KubeconfigParts, CertificateError>
         .and_then(|c| c.cluster.clone())
         .ok_or_else(|| invalid(&what, format!("no cluster {:?}", ctx.cluster)))?;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let ca_pem = match (&cluster.certificate_authority_data, &cluster.certificate_authority) {
+    let ca_pem = match (
+        &cluster.certificate_authority_data,
+        &cluster.certificate_authority,
+    ) {
         (Some(d), _) => b64.decode(d.trim()).map_err(|e| invalid(&what, e))?,
         (None, Some(f)) => std::fs::read(f).map_err(|source| CertificateError::Read {
             path: f.into(),
@@ -189,7 +192,10 @@ pub async fn load_client_cert(
             pair.display(),
             kubeconfig.display()
         );
-        return write_kubeconfig(kubeconfig, &kubeconfig_text(&boot.server, &boot.ca_pem, &pair));
+        return write_kubeconfig(
+            kubeconfig,
+            &kubeconfig_text(&boot.server, &boot.ca_pem, &pair),
+        );
     }
     tracing::info!(
         "TLS bootstrap: requesting a client certificate with {}",
@@ -199,7 +205,10 @@ pub async fn load_client_cert(
     let (cert, key) =
         request_certificate(&client, &client_request(node_name), BOOTSTRAP_TIMEOUT).await?;
     store.update(&cert, &key)?;
-    write_kubeconfig(kubeconfig, &kubeconfig_text(&boot.server, &boot.ca_pem, &pair))
+    write_kubeconfig(
+        kubeconfig,
+        &kubeconfig_text(&boot.server, &boot.ca_pem, &pair),
+    )
 }
 
 #[cfg(test)]
@@ -216,8 +225,7 @@ mod tests {
         let end = now + chrono::Duration::days(days);
         use chrono::Datelike;
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after =
-            rcgen::date_time_ymd(end.year(), end.month() as u8, end.day() as u8);
+        params.not_after = rcgen::date_time_ymd(end.year(), end.month() as u8, end.day() as u8);
         (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
     }
 

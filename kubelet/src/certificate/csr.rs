@@ -6,7 +6,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
@@ -31,7 +33,9 @@ const POLL: Duration = Duration::from_millis(500);
 pub fn make_csr(req: &CertRequest) -> Result<(String, String), CertificateError> {
     let mut params = rcgen::CertificateParams::new(req.dns_names.clone())?;
     for ip in &req.ip_addresses {
-        params.subject_alt_names.push(rcgen::SanType::IpAddress(*ip));
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(*ip));
     }
     let mut dn = rcgen::DistinguishedName::new();
     for o in &req.organizations {
@@ -145,7 +149,12 @@ mod tests {
             "system:node:a"
         );
         assert_eq!(
-            subject.iter_organization().next().unwrap().as_str().unwrap(),
+            subject
+                .iter_organization()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
             "system:nodes"
         );
     }

@@ -141,7 +141,10 @@ impl Manager {
                 Ok(()) => backoff = None,
                 Err(e) => {
                     let d = next_backoff(backoff);
-                    tracing::warn!("{} certificate: rotation failed, retrying in {d:?}: {e}", self.name);
+                    tracing::warn!(
+                        "{} certificate: rotation failed, retrying in {d:?}: {e}",
+                        self.name
+                    );
                     backoff = Some(d);
                     tokio::time::sleep(d).await;
                 }
@@ -198,8 +201,14 @@ mod tests {
     fn the_deadline_is_between_70_and_90_percent_of_the_lifetime() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let t1 = t0 + Duration::from_secs(1000);
-        assert_eq!(rotation_deadline(t0, t1, 0.0), t0 + Duration::from_secs(700));
-        assert_eq!(rotation_deadline(t0, t1, 0.5), t0 + Duration::from_secs(800));
+        assert_eq!(
+            rotation_deadline(t0, t1, 0.0),
+            t0 + Duration::from_secs(700)
+        );
+        assert_eq!(
+            rotation_deadline(t0, t1, 0.5),
+            t0 + Duration::from_secs(800)
+        );
         for _ in 0..100 {
             let j = rand::rng().random::<f64>();
             let d = rotation_deadline(t0, t1, j);
@@ -219,9 +228,15 @@ mod tests {
         );
         // Past the deadline, or expired, or no certificate at all: at once.
         let late = FixedClock(t0 + Duration::from_secs(950));
-        assert_eq!(wait_before_rotation(Some(&cert), late.now(), 0.5), Duration::ZERO);
+        assert_eq!(
+            wait_before_rotation(Some(&cert), late.now(), 0.5),
+            Duration::ZERO
+        );
         let expired = FixedClock(t0 + Duration::from_secs(2000));
-        assert_eq!(wait_before_rotation(Some(&cert), expired.now(), 0.0), Duration::ZERO);
+        assert_eq!(
+            wait_before_rotation(Some(&cert), expired.now(), 0.0),
+            Duration::ZERO
+        );
         assert_eq!(wait_before_rotation(None, clock.now(), 0.0), Duration::ZERO);
     }
 

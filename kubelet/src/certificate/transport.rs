@@ -40,8 +40,8 @@ pub async fn build_client(
     certs: watch::Receiver<Option<KeyedCert>>,
 ) -> Result<kube::Client, CertificateError> {
     let what = kubeconfig.display().to_string();
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
-        .map_err(|e| super::invalid(&what, e))?;
+    let kc =
+        kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| super::invalid(&what, e))?;
     let mut config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
