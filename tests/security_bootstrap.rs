@@ -381,6 +381,116 @@ fn bootstrappers_get_no_certificate_for_names_they_may_not_have() {
         failed["message"],
         "subject organization is not system:nodes"
     );
+    // CertificateApproval and CertificateSigning: carol may update the subresources, but
+    // approving needs `approve` and issuing needs `sign` on the signer.
+    server.apply(
+        "carol.yaml",
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: csr-carol}
+rules:
+- apiGroups: [certificates.k8s.io]
+  resources: [certificatesigningrequests, certificatesigningrequests/approval, certificatesigningrequests/status]
+  verbs: [get, list, update, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: csr-carol}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: csr-carol}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: carol}
+"#,
+    );
+    let custom = dir.join("custom.json");
+    std::fs::write(
+        &custom,
+        csr_manifest(
+            "custom",
+            "alice",
+            &[],
+            "example.com/custom",
+            &["client auth"],
+        ),
+    )
+    .unwrap();
+    server.kubectl_ok(&["create", "-f", custom.to_str().unwrap()]);
+    let out = server.kubectl(&["--as", "carol", "certificate", "approve", "custom"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "user not permitted to approve requests with signerName \"example.com/custom\""
+            ),
+        "{err}"
+    );
+    // `approve` on `example.com/*` is enough.
+    server.apply(
+        "carol-approver.yaml",
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: csr-carol-approver}
+rules:
+- apiGroups: [certificates.k8s.io]
+  resources: [signers]
+  resourceNames: [example.com/*]
+  verbs: [approve]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: csr-carol-approver}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: csr-carol-approver}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: carol}
+"#,
+    );
+    eventually(Duration::from_secs(10), "carol approves", || {
+        server
+            .kubectl(&["--as", "carol", "certificate", "approve", "custom"])
+            .status
+            .success()
+    });
+    let cert = rcgen::generate_simple_self_signed(vec!["alice".to_string()])
+        .unwrap()
+        .cert
+        .pem();
+    let patch = serde_json::json!({"status": {"certificate": B64.encode(cert)}}).to_string();
+    let out = server.kubectl(&[
+        "--as",
+        "carol",
+        "patch",
+        "csr",
+        "custom",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "user not permitted to sign requests with signerName \"example.com/custom\""
+            ),
+        "{err}"
+    );
+    // The admin (system:masters) signs.
+    server.kubectl_ok(&[
+        "patch",
+        "csr",
+        "custom",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch,
+    ]);
+    let table = server.kubectl_ok(&["get", "csr", "custom", "--no-headers"]);
+    assert!(
+        table.contains("example.com/custom") && table.contains("Approved,Issued"),
+        "{table}"
+    );
+
     // Approved and Denied are exclusive.
     let out = server.kubectl(&["certificate", "deny", "--force", "masters"]);
     assert!(

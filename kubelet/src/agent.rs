@@ -239,10 +239,8 @@ impl Kubelet {
                 let mut ips = Vec::new();
                 for a in n.status?.addresses.unwrap_or_default() {
                     match a.type_.as_str() {
-                        "Hostname" | "InternalDNS" | "ExternalDNS" => {
-                            if !dns.contains(&a.address) {
-                                dns.push(a.address)
-                            }
+                        "Hostname" | "InternalDNS" | "ExternalDNS" if !dns.contains(&a.address) => {
+                            dns.push(a.address)
                         }
                         "InternalIP" | "ExternalIP" => {
                             if let Ok(ip) = a.address.parse::<std::net::IpAddr>() {
