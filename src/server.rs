@@ -275,6 +275,21 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         "--allocate-node-cidrs=true".into(),
         format!("--node-cidr-mask-size={}", args.node_cidr_mask_size),
         format!("--local-path-dir={}", layout.local_path_storage().display()),
+        // The cluster CA signs the kubelets' client and serving certificates (TLS bootstrap).
+        format!(
+            "--cluster-signing-cert-file={}",
+            layout
+                .server_dir()
+                .join(apiserver_lite::pki::CA_CERT)
+                .display()
+        ),
+        format!(
+            "--cluster-signing-key-file={}",
+            layout
+                .server_dir()
+                .join(apiserver_lite::pki::CA_KEY)
+                .display()
+        ),
     ];
     cm_args.extend(
         args.kube_controller_manager_arg

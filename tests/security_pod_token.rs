@@ -105,7 +105,7 @@ fn pod_uses_its_service_account_token_in_cluster() {
     let host: Ipv4Addr = format!("{prefix}1").parse().unwrap();
     // Declared before the server, so it is removed after the server's uninstall.
     let _dummy = DummyAddress::new(&format!("ksa{}", pid % 100_000), host);
-    let mut server = Server::start_on(Some(host));
+    let mut server = Server::start_on(Some(host), &[]);
     server.wait_ready();
     server.apply("rbac.yaml", &rbac());
 

@@ -9,6 +9,7 @@ pub mod admission;
 pub mod allocator;
 pub mod auth;
 pub mod cacher;
+pub mod certificates;
 pub mod connect;
 pub mod discovery;
 pub mod events_view;

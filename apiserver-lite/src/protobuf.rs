@@ -269,6 +269,7 @@ kinds! {
     "rbac.authorization.k8s.io/v1", "ClusterRoleBinding" => pb::rbac::v1::ClusterRoleBinding, oa::rbac::v1::ClusterRoleBinding;
     "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration" => pb::admissionregistration::v1::MutatingWebhookConfiguration, oa::admissionregistration::v1::MutatingWebhookConfiguration;
     "admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration" => pb::admissionregistration::v1::ValidatingWebhookConfiguration, oa::admissionregistration::v1::ValidatingWebhookConfiguration;
+    "certificates.k8s.io/v1", "CertificateSigningRequest" => pb::certificates::v1::CertificateSigningRequest, oa::certificates::v1::CertificateSigningRequest;
     "autoscaling/v1", "Scale" => pb::autoscaling::v1::Scale, oa::autoscaling::v1::Scale;
     "authentication.k8s.io/v1", "TokenRequest" => pb::authentication::v1::TokenRequest, oa::authentication::v1::TokenRequest;
     "authentication.k8s.io/v1", "TokenReview" => pb::authentication::v1::TokenReview, oa::authentication::v1::TokenReview;

@@ -6,6 +6,7 @@
 //! one static table plays that part, so adding a resource is one line.
 
 use k8s_openapi::api::admissionregistration::v1 as admissionregistration;
+use k8s_openapi::api::certificates::v1 as certificates;
 use k8s_openapi::api::{
     apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
     discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
@@ -186,6 +187,7 @@ const SINGULARS: &[(&str, &str)] = &[
         "ValidatingWebhookConfiguration",
         "validatingwebhookconfiguration",
     ),
+    ("CertificateSigningRequest", "certificatesigningrequest"),
 ];
 
 /// Every served resource, in discovery order.
@@ -299,6 +301,11 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short: [], cat: ["api-extensions"], sub: [],
         prefix: "/registry/validatingwebhookconfigurations",
         def: "io.k8s.api.admissionregistration.v1.ValidatingWebhookConfiguration"),
+    resource!(certificates::CertificateSigningRequest, "certificates.k8s.io", "v1",
+        "CertificateSigningRequest", "certificatesigningrequests", false,
+        short: ["csr"], cat: [], sub: ["status", "approval"],
+        prefix: "/registry/certificatesigningrequests",
+        def: "io.k8s.api.certificates.v1.CertificateSigningRequest"),
 ];
 
 /// Looks a resource up by group, version and plural name.

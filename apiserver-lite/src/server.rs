@@ -615,6 +615,29 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response<Body>
         .get::<RequestUser>()
         .map(|u| u.0.clone())
         .unwrap_or_else(security::UserInfo::anonymous);
+    let mut parts = parts;
+    let mut body = body;
+    if crate::certificates::admission::applies(&info) {
+        match crate::certificates::admission::admit(
+            &state.security.authorizer,
+            &state.registry,
+            &user,
+            &info,
+            &body,
+        )
+        .await
+        {
+            Ok(Some(json)) => {
+                body = json;
+                parts.headers.insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => return error_response(&e),
+        }
+    }
     rest::handle(
         state.registry.clone(),
         ApiRequest {

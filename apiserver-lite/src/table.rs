@@ -14,9 +14,10 @@ use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::{
-    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, networking::v1 as networking, rbac::v1 as rbac,
-    scheduling::v1 as scheduling, storage::v1 as storage,
+    apps::v1 as apps, batch::v1 as batch, certificates::v1 as certificates,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    networking::v1 as networking, rbac::v1 as rbac, scheduling::v1 as scheduling,
+    storage::v1 as storage,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use parking_lot::Mutex;
@@ -149,6 +150,7 @@ enum Printer {
     ResourceQuota,
     PriorityClass,
     EndpointSlice,
+    CertificateSigningRequest,
     /// `rest.NewDefaultTableConvertor`: Name, Created At.
     Default,
 }
@@ -189,6 +191,7 @@ fn printer_for(info: &ResourceInfo) -> Printer {
         ("", "resourcequotas") => ResourceQuota,
         ("scheduling.k8s.io", "priorityclasses") => PriorityClass,
         ("discovery.k8s.io", "endpointslices") => EndpointSlice,
+        ("certificates.k8s.io", "certificatesigningrequests") => CertificateSigningRequest,
         _ => Default,
     }
 }
@@ -605,6 +608,22 @@ fn build_columns(printer: Printer) -> Vec<Value> {
             s_col("Endpoints", doc::<discovery::EndpointSlice>("endpoints")),
             age_col(),
         ]),
+        P::CertificateSigningRequest => c.extend([
+            age_col(),
+            s_col(
+                "SignerName",
+                doc::<certificates::CertificateSigningRequestSpec>("signerName"),
+            ),
+            s_col(
+                "Requestor",
+                "Name of the user requesting the certificate".into(),
+            ),
+            s_col(
+                "RequestedDuration",
+                doc::<certificates::CertificateSigningRequestSpec>("expirationSeconds"),
+            ),
+            s_col("Condition", "Condition of the request".into()),
+        ]),
         P::Default => c.push(col(
             "Created At",
             "date",
@@ -663,6 +682,29 @@ fn since(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
 
 fn age(v: &Value, now: DateTime<Utc>) -> String {
     since(time_at(v, "/metadata/creationTimestamp"), now)
+}
+
+/// The printers' `extractCSRStatus`: Denied, Approved or Pending, then `,Failed` and `,Issued`.
+fn csr_condition(o: &Value) -> String {
+    let has = |t: &str| {
+        arr(o, "/status/conditions")
+            .iter()
+            .any(|c| st(c, "/type") == t)
+    };
+    let mut out = if has("Denied") {
+        "Denied".to_string()
+    } else if has("Approved") {
+        "Approved".to_string()
+    } else {
+        "Pending".to_string()
+    };
+    if has("Failed") {
+        out.push_str(",Failed");
+    }
+    if !st(o, "/status/certificate").is_empty() {
+        out.push_str(",Issued");
+    }
+    out
 }
 
 /// `duration.HumanDuration` from k8s.io/apimachinery.
@@ -1128,6 +1170,24 @@ fn print_row(
                 json!(req.trim_end_matches(", ")),
                 json!(lim.trim_end_matches(", ")),
                 json!(age(o, now)),
+            ]
+        }
+        P::CertificateSigningRequest => {
+            let signer = match st(o, "/spec/signerName") {
+                "" => "<none>".to_string(),
+                s => s.to_string(),
+            };
+            let duration = match at(o, "/spec/expirationSeconds").and_then(Value::as_i64) {
+                Some(s) => human_duration(chrono::Duration::seconds(s)),
+                None => "<none>".to_string(),
+            };
+            vec![
+                json!(name(o)),
+                json!(age(o, now)),
+                json!(signer),
+                json!(st(o, "/spec/username")),
+                json!(duration),
+                json!(csr_condition(o)),
             ]
         }
         P::PriorityClass => vec![

@@ -10,6 +10,7 @@
 //!   watch never makes it act twice.
 //! - One module per controller, named as upstream names it in `--controllers`.
 
+pub mod certificates;
 pub mod controller_manager;
 pub mod cronjob;
 pub mod daemonset;
@@ -113,6 +114,15 @@ pub fn controllers() -> Vec<Controller> {
         c("cronjob", |ctx| Box::pin(cronjob::start(ctx))),
         c("ttl-after-finished", |ctx| {
             Box::pin(ttlafterfinished::start(ctx))
+        }),
+        c("csrsigning", |ctx| {
+            Box::pin(certificates::signer::start(ctx))
+        }),
+        c("csrapproving", |ctx| {
+            Box::pin(certificates::approver::start(ctx))
+        }),
+        c("csrcleaner", |ctx| {
+            Box::pin(certificates::cleaner::start(ctx))
         }),
     ]
 }

@@ -109,6 +109,17 @@ pub struct Options {
     #[arg(long)]
     pub root_ca_file: Option<PathBuf>,
 
+    // Certificates (`csrsigning`).
+    /// PEM CA certificate the built-in signers issue certificates with (none: no signing).
+    #[arg(long, value_name = "FILE")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// PEM private key of --cluster-signing-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// Longest validity of the certificates signed (a request's expirationSeconds may shorten it).
+    #[arg(long, default_value = "8760h0m0s", value_parser = duration)]
+    pub cluster_signing_duration: Duration,
+
     // Local-path provisioner.
     /// Parent directory of local-path volumes on every node (k3s'
     /// `--default-local-storage-path`).

@@ -31,6 +31,8 @@ pub enum KubeletError {
     CurrentExe(std::io::Error),
     #[error("starting the kubelet server: {0}")]
     Server(#[from] crate::server::ServerError),
+    #[error("client certificate: {0}")]
+    Certificate(#[from] crate::certificate::CertificateError),
     #[error("creating {}: {source}", path.display())]
     CreateDir {
         path: PathBuf,
@@ -44,6 +46,8 @@ pub struct Kubelet {
     config: Arc<Config>,
     client: kube::Client,
     inputs: NodeStatusInputs,
+    /// The client certificate manager (`rotateCertificates`), started by `run`.
+    client_certs: Option<crate::certificate::manager::Manager>,
 }
 
 impl Kubelet {
@@ -53,8 +57,55 @@ impl Kubelet {
             path: config.root_dir.clone(),
             source,
         })?;
+        if let (Some(boot), Some(kubeconfig)) = (&config.bootstrap_kubeconfig, &config.kubeconfig) {
+            crate::certificate::bootstrap::load_client_cert(
+                kubeconfig,
+                boot,
+                &config.cert_dir,
+                &config.node_name,
+            )
+            .await?;
+        }
+        if let (true, Some(kubeconfig)) = (config.settings.rotate_certificates, &config.kubeconfig)
+        {
+            return Kubelet::with_rotating_client(config.clone(), kubeconfig).await;
+        }
         let client = build_client(config.kubeconfig.as_deref()).await?;
         Ok(Kubelet::with_client(config, client))
+    }
+
+    /// `rotateCertificates`: the client certificate comes from the manager (seeded from the
+    /// store, or the kubeconfig's own pair), and the client presents the current one.
+    async fn with_rotating_client(
+        config: Config,
+        kubeconfig: &std::path::Path,
+    ) -> Result<Kubelet, KubeletError> {
+        use crate::certificate::{bootstrap, manager, store, KeyedCert};
+        let store = store::FileStore::new(&config.cert_dir, store::CLIENT_PAIR);
+        let initial = store.current().or_else(|| {
+            let pem = bootstrap::read_kubeconfig(kubeconfig)
+                .ok()?
+                .client_cert_pem?;
+            KeyedCert::from_pem(&pem, "the kubeconfig's client certificate").ok()
+        });
+        let (tx, rx) = tokio::sync::watch::channel(initial);
+        let client = crate::certificate::transport::build_client(kubeconfig, rx).await?;
+        let node = config.node_name.clone();
+        let request: manager::RequestFn = Arc::new(move || {
+            let r = bootstrap::client_request(&node);
+            Box::pin(async move { Some(r) })
+        });
+        let m = manager::Manager::with_channel(
+            "client",
+            client.clone(),
+            store,
+            request,
+            Arc::new(manager::RealClock),
+            tx,
+        );
+        let mut k = Kubelet::with_client(config, client);
+        k.client_certs = Some(m);
+        Ok(k)
     }
 
     /// A kubelet on an existing client (tests, or an agent that shares one client).
@@ -63,6 +114,7 @@ impl Kubelet {
             config: Arc::new(config),
             client,
             inputs: NodeStatusInputs::default(),
+            client_certs: None,
         }
     }
 
@@ -85,7 +137,14 @@ impl Kubelet {
     /// manager side by side. The node turns Ready once the runtime has answered CRI Version (its
     /// `name://version` is reported through [`Kubelet::inputs`]) and stays so while the PLEG is
     /// healthy.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), KubeletError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), KubeletError> {
+        let _client_rotation = self
+            .client_certs
+            .take()
+            .map(|m| AbortOnDrop(tokio::spawn(m.run())));
+        let serving = self.serving_certificates();
+        let serving_rx = serving.as_ref().map(|m| m.subscribe());
+        let _serving_rotation = serving.map(|m| AbortOnDrop(tokio::spawn(m.run())));
         tracing::info!(
             node = %self.config.node_name,
             root_dir = %self.config.root_dir.display(),
@@ -150,6 +209,7 @@ impl Kubelet {
                     .await
                     .map_err(crate::server::ServerError::from)?,
             ),
+            serving_rx,
         )
         .await?;
         tokio::select! {
@@ -158,6 +218,58 @@ impl Kubelet {
             _ = housekeeping => {}
         }
         Ok(())
+    }
+
+    /// `serverTLSBootstrap`: the serving certificate manager, asking for a
+    /// `kubernetes.io/kubelet-serving` certificate for the node's name and the addresses in its
+    /// Node status (upstream's `NewKubeletServerCertificateManager`).
+    fn serving_certificates(&self) -> Option<crate::certificate::manager::Manager> {
+        use crate::certificate::{csr::CertRequest, manager, store};
+        if !self.config.settings.server_tls_bootstrap {
+            return None;
+        }
+        let client = self.client.clone();
+        let node = self.config.node_name.clone();
+        let request: manager::RequestFn = Arc::new(move || {
+            let (client, node) = (client.clone(), node.clone());
+            Box::pin(async move {
+                let api = kube::Api::<k8s_openapi::api::core::v1::Node>::all(client);
+                let n = api.get_opt(&node).await.ok()??;
+                let mut dns = vec![node.clone()];
+                let mut ips = Vec::new();
+                for a in n.status?.addresses.unwrap_or_default() {
+                    match a.type_.as_str() {
+                        "Hostname" | "InternalDNS" | "ExternalDNS" if !dns.contains(&a.address) => {
+                            dns.push(a.address)
+                        }
+                        "InternalIP" | "ExternalIP" => {
+                            if let Ok(ip) = a.address.parse::<std::net::IpAddr>() {
+                                ips.push(ip)
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if ips.is_empty() {
+                    return None;
+                }
+                Some(CertRequest {
+                    signer: crate::certificate::KUBELET_SERVING_SIGNER.into(),
+                    common_name: format!("{}{node}", crate::certificate::NODE_USER_PREFIX),
+                    organizations: vec![crate::certificate::NODES_GROUP.into()],
+                    dns_names: dns,
+                    ip_addresses: ips,
+                    usages: vec!["digital signature".into(), "server auth".into()],
+                })
+            })
+        });
+        Some(manager::Manager::new(
+            "serving",
+            self.client.clone(),
+            store::FileStore::new(&self.config.cert_dir, store::SERVER_PAIR),
+            request,
+            Arc::new(manager::RealClock),
+        ))
     }
 
     /// Container GC, image GC and container log rotation with upstream's periods and the
@@ -203,5 +315,14 @@ impl Kubelet {
                 local_path.run()
             );
         }
+    }
+}
+
+/// Aborts a background task when dropped (the certificate managers live as long as `run`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -75,6 +75,10 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// The kubeconfig; `None` = in-cluster.
     pub kubeconfig: Option<PathBuf>,
+    /// `--bootstrap-kubeconfig` (TLS bootstrap).
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// `--cert-dir`, absolute (default `<root-dir>/pki`).
+    pub cert_dir: PathBuf,
     /// The Node's name (hostname-override or the hostname, lowercased).
     pub node_name: String,
     /// `--node-ip`; empty = the host's primary address.
@@ -236,6 +240,12 @@ impl Config {
         } else if let Some(p) = authn.x509.client_ca_file.take().filter(|p| !p.is_empty()) {
             authn.x509.client_ca_file = Some(rel(&p).to_string_lossy().into_owned());
         }
+        if let Some(r) = args.rotate_certificates {
+            settings.rotate_certificates = r;
+        }
+        if let Some(r) = args.rotate_server_certificates {
+            settings.server_tls_bootstrap = r;
+        }
         if let Some(a) = args.anonymous_auth {
             authn.anonymous.enabled = a;
         }
@@ -327,6 +337,12 @@ impl Config {
             settings,
             config_file,
             kubeconfig: args.kubeconfig.as_deref().map(absolute),
+            bootstrap_kubeconfig: args.bootstrap_kubeconfig.as_deref().map(absolute),
+            cert_dir: args
+                .cert_dir
+                .as_deref()
+                .map(absolute)
+                .unwrap_or_else(|| root_dir.join(crate::server::tls::CERT_SUBDIR)),
             node_name,
             node_ips: args.node_ip.clone(),
             node_labels,

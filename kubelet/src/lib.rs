@@ -31,6 +31,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod certificate;
 pub mod client;
 pub mod config;
 pub mod container_gc;

@@ -90,6 +90,9 @@ impl Drop for KubeletServer {
     }
 }
 
+/// The serving certificate manager's current pair (`serverTLSBootstrap`).
+pub type ServingCerts = tokio::sync::watch::Receiver<Option<crate::certificate::KeyedCert>>;
+
 impl KubeletServer {
     /// Binds both servers (a port that is taken is an error, as upstream's is fatal) and serves
     /// them in the background; every request of the main one passes `auth`.
@@ -97,6 +100,7 @@ impl KubeletServer {
         config: &Config,
         state: ServerState,
         auth: Arc<auth::KubeletAuth>,
+        serving: Option<ServingCerts>,
     ) -> Result<KubeletServer, ServerError> {
         let s = &config.settings;
         let mut server = KubeletServer {
@@ -112,7 +116,11 @@ impl KubeletServer {
                 .as_ref()
                 .map(|ca| ca.hints())
                 .unwrap_or_default();
-            let tls = tls::server_config(&cert_source(config), tls::RequestClientCert::new(hints))?;
+            let source = match serving {
+                Some(rx) => tls::CertSource::Managed(rx),
+                None => cert_source(config),
+            };
+            let tls = tls::server_config(&source, tls::RequestClientCert::new(hints))?;
             let listener = bind(addr).await?;
             server.addr = Some(listener.local_addr().unwrap_or(addr));
             let app = routes(state).layer(axum::middleware::from_fn_with_state(auth, auth::filter));

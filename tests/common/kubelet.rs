@@ -78,6 +78,16 @@ impl Node {
     /// Starts a kubelet named `name` against `api` (the test images are built first). Returns at
     /// once; [`Node::wait_ready`] waits for the Node to turn Ready.
     pub fn start(api: &ApiServer, name: &str, options: NodeOptions) -> Node {
+        Node::start_with_kubeconfig(&api.kubeconfig(), name, options)
+    }
+
+    /// [`Node::start`] with `--kubeconfig kubeconfig` (which need not exist yet, for TLS
+    /// bootstrap), against any API server (a `capstan server`'s, say).
+    pub fn start_with_kubeconfig(
+        kubeconfig: &std::path::Path,
+        name: &str,
+        options: NodeOptions,
+    ) -> Node {
         super::test_images();
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -118,7 +128,7 @@ impl Node {
         let mut args: Vec<String> = vec![
             "kubelet".into(),
             "--kubeconfig".into(),
-            api.kubeconfig().to_string_lossy().into(),
+            kubeconfig.to_string_lossy().into(),
             "--root-dir".into(),
             root_dir.to_string_lossy().into(),
             "--hostname-override".into(),

@@ -39,14 +39,20 @@ pub struct Server {
 impl Server {
     /// Starts a server (the test images are built first); returns at once.
     pub fn start() -> Server {
-        Self::start_on(None)
+        Self::start_on(None, &[])
+    }
+
+    /// [`Server::start`] with extra `capstan server` flags.
+    pub fn start_with(extra: &[&str]) -> Server {
+        Self::start_on(None, extra)
     }
 
     /// Starts a server that listens on and advertises `host` (instead of loopback and the host's
     /// primary address), so the `kubernetes` Service, which pods reach through the proxy's
     /// rules, leads to it: a pod's network namespace cannot reach the host's 127.0.0.1. The
     /// address must exist on the host (see [`super::netlab::DummyAddress`], a port-less bridge).
-    pub fn start_on(host: Option<std::net::Ipv4Addr>) -> Server {
+    /// `extra` are further `capstan server` flags.
+    pub fn start_on(host: Option<std::net::Ipv4Addr>, extra: &[&str]) -> Server {
         super::test_images();
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -109,6 +115,7 @@ impl Server {
         if let Some(h) = host {
             args.extend(["--advertise-address".into(), h.to_string()]);
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let mut server = Server {
             log: dir.join("server.log"),
             dir,

@@ -593,6 +593,10 @@ pub fn cluster_roles() -> Vec<Value> {
     ]
 }
 
+/// The group `capstan server`'s join token adds (kubeadm's
+/// `system:bootstrappers:kubeadm:default-node-token`).
+pub const CAPSTAN_NODE_TOKEN_GROUP: &str = "system:bootstrappers:capstan:default-node-token";
+
 /// The bootstrap ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
     vec![
@@ -664,6 +668,17 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "kubeadm:node-autoapprove-bootstrap",
             "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
             &[("Group", "system:bootstrappers:kubeadm:default-node-token")],
+        ),
+        // The same for the group of `capstan server`'s join token (src/server/bootstrap_token.rs).
+        binding(
+            "capstan:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            &[("Group", CAPSTAN_NODE_TOKEN_GROUP)],
+        ),
+        binding(
+            "capstan:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[("Group", CAPSTAN_NODE_TOKEN_GROUP)],
         ),
         binding(
             "kubeadm:node-autoapprove-certificate-rotation",

@@ -1317,3 +1317,35 @@ fn real_kubectl_bodies() {
         assert_eq!(&got, want, "{}", want["kind"]);
     }
 }
+
+#[test]
+fn certificate_signing_request_bytes_are_base64() {
+    use k8s_pb::api::certificates::v1 as certificates;
+    let csr = certificates::CertificateSigningRequest {
+        metadata: meta("csr-1", ""),
+        spec: Some(certificates::CertificateSigningRequestSpec {
+            request: Some(b"-----BEGIN CERTIFICATE REQUEST-----".to_vec()),
+            signer_name: s("kubernetes.io/kube-apiserver-client-kubelet"),
+            usages: vec!["digital signature".into(), "client auth".into()],
+            ..Default::default()
+        }),
+        status: Some(Default::default()),
+    };
+    let v = decode_checked(&envelope(
+        "certificates.k8s.io/v1",
+        "CertificateSigningRequest",
+        &csr,
+    ));
+    assert_eq!(
+        v["spec"]["request"],
+        "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURSBSRVFVRVNULS0tLS0="
+    );
+    assert_eq!(
+        v["spec"]["signerName"],
+        "kubernetes.io/kube-apiserver-client-kubelet"
+    );
+    assert_eq!(
+        v["spec"]["usages"],
+        json!(["digital signature", "client auth"])
+    );
+}

@@ -105,6 +105,10 @@ pub fn validate_view(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
     }
 }
 
+fn is_csr(info: &ResourceInfo) -> bool {
+    info.group == crate::certificates::GROUP && info.kind == "CertificateSigningRequest"
+}
+
 /// Update of the main resource (`subresource` None), of `status`, or of a namespace's
 /// `finalize`: defaulting, PrepareForUpdate (the main resource keeps the old status; `status`
 /// keeps the old spec and metadata except labels, annotations, finalizers and (but for pods)
@@ -127,10 +131,24 @@ pub fn prepare_update(
                 admission::default_toleration_seconds(obj);
             }
             prepare::for_update(info, obj, old);
+            if is_csr(info) {
+                crate::certificates::strategy::prepare_update(None, obj, old);
+            }
             causes.extend(validation::validate(info, obj));
         }
         Some("status") if info.has_subresource("status") => {
             prepare::for_status_update(info, obj, old);
+            if is_csr(info) {
+                crate::certificates::strategy::prepare_update(subresource, obj, old);
+            }
+            validation::object_meta(info, obj, &mut causes);
+        }
+        // The CSR's approval conditions: merged like a status update, then narrowed below.
+        Some("approval") if info.has_subresource("approval") => {
+            prepare::for_status_update(info, obj, old);
+            if is_csr(info) {
+                crate::certificates::strategy::prepare_update(subresource, obj, old);
+            }
             validation::object_meta(info, obj, &mut causes);
         }
         Some("finalize") if info.has_subresource("finalize") => {
@@ -145,6 +163,13 @@ pub fn prepare_update(
         }
     }
     causes.extend(update::validate_update(info, obj, old));
+    if is_csr(info) {
+        causes.extend(crate::certificates::strategy::validate_update(
+            subresource,
+            obj,
+            old,
+        ));
+    }
     if causes.is_empty() {
         Ok(())
     } else {

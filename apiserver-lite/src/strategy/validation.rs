@@ -497,6 +497,9 @@ pub fn validate(info: &ResourceInfo, o: &Value) -> Vec<Cause> {
             }
         }
         ("scheduling.k8s.io", "PriorityClass") => priority_class(o, &mut errs),
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            errs.extend(crate::certificates::strategy::validate_create(o))
+        }
         ("storage.k8s.io", "StorageClass") => {
             let p = str_at(o, "/provisioner");
             if p.is_empty() {

@@ -105,6 +105,22 @@ pub struct KubeletArgs {
     /// AlwaysAllow or Webhook (SubjectAccessReview; the default).
     #[arg(long, value_name = "MODE")]
     pub authorization_mode: Option<KubeletAuthorizationMode>,
+    /// kubeconfig with bootstrap credentials: when --kubeconfig is missing or its client
+    /// certificate is not valid, a client certificate is requested with these and --kubeconfig
+    /// is written.
+    #[arg(long, value_name = "FILE", requires = "kubeconfig")]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Directory of the certificates the kubelet obtains (default <root-dir>/pki).
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Renew the client certificate through the Certificates API before it expires (the file's
+    /// rotateCertificates).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub rotate_certificates: Option<bool>,
+    /// Request and renew the serving certificate through the Certificates API (the file's
+    /// serverTLSBootstrap).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub rotate_server_certificates: Option<bool>,
 }
 
 /// Parsed `--register-with-taints` (a newtype, since clap would read a bare `Vec` as repeated

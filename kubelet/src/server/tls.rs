@@ -56,6 +56,27 @@ pub enum CertSource {
         host: String,
         ips: Vec<IpAddr>,
     },
+    /// `serverTLSBootstrap`: the serving certificate manager's current pair, resolved per
+    /// handshake (none yet: the handshake fails, as upstream's "no serving certificate
+    /// available for the kubelet").
+    Managed(tokio::sync::watch::Receiver<Option<crate::certificate::KeyedCert>>),
+}
+
+/// Resolves the serving certificate from the manager's current pair.
+#[derive(Debug)]
+struct ManagedServerCert(tokio::sync::watch::Receiver<Option<crate::certificate::KeyedCert>>);
+
+impl rustls::server::ResolvesServerCert for ManagedServerCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let cert = self.0.borrow().as_ref().map(|c| c.certified.clone());
+        if cert.is_none() {
+            tracing::info!("no serving certificate available for the kubelet");
+        }
+        cert
+    }
 }
 
 /// The rustls server configuration for the certificate (HTTP/1.1 only), asking clients for a
@@ -65,6 +86,16 @@ pub fn server_config(
     client_auth: Arc<RequestClientCert>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let (cert_path, key_path) = match source {
+        CertSource::Managed(rx) => {
+            let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(client_auth)
+            .with_cert_resolver(Arc::new(ManagedServerCert(rx.clone())));
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            return Ok(Arc::new(config));
+        }
         CertSource::Files { cert, key } => (cert.clone(), key.clone()),
         CertSource::SelfSigned { dir, host, ips } => {
             let cert = dir.join(CERT_FILE);
