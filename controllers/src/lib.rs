@@ -10,6 +10,7 @@
 //!   watch never makes it act twice.
 //! - One module per controller, named as upstream names it in `--controllers`.
 
+pub mod bootstrapsigner;
 pub mod controller_manager;
 pub mod cronjob;
 pub mod daemonset;
@@ -114,5 +115,11 @@ pub fn controllers() -> Vec<Controller> {
         c("ttl-after-finished", |ctx| {
             Box::pin(ttlafterfinished::start(ctx))
         }),
+        // Off by default as upstream's; kubeadm (and `capstan server`) turn it on.
+        Controller {
+            name: "bootstrapsigner",
+            enabled_by_default: false,
+            start: |ctx| Box::pin(bootstrapsigner::start(ctx)),
+        },
     ]
 }
