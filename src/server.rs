@@ -370,7 +370,12 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     // Routes to the other nodes' pods (host-gw).
     if args.host_gw_routes {
         let (c, n, rx) = (client.clone(), node_name.clone(), stop_rx.clone());
-        tasks.spawn(async move { ("host-gw", crate::agent::hostgw::run_here(c, n, stopped(rx)).await) });
+        tasks.spawn(async move {
+            (
+                "host-gw",
+                crate::agent::hostgw::run_here(c, n, stopped(rx)).await,
+            )
+        });
     }
 
     // The node's pod network, once it has a podCIDR.

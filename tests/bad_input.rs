@@ -23,7 +23,10 @@ fn list_state(s: &ApiServer) -> Vec<(String, String)> {
         .map(|item| {
             (
                 item["metadata"]["name"].as_str().unwrap().to_string(),
-                item["metadata"]["resourceVersion"].as_str().unwrap().to_string(),
+                item["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
             )
         })
         .collect();

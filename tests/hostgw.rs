@@ -46,7 +46,9 @@ fn wait_routes(ns: &str, what: &str, want: &[String], unwanted: &[&str]) {
     let mut last = String::new();
     let ok = (0..200).any(|_| {
         last = marked_routes(ns);
-        let done = want.iter().all(|w| last.lines().any(|l| l.starts_with(w.as_str())))
+        let done = want
+            .iter()
+            .all(|w| last.lines().any(|l| l.starts_with(w.as_str())))
             && unwanted.iter().all(|u| !last.contains(u));
         if !done {
             std::thread::sleep(Duration::from_millis(100));
@@ -90,7 +92,8 @@ async fn host_gw_routes_follow_the_nodes() {
     }
 
     // The netlink socket is opened inside a's namespace and stays bound to it.
-    let table = a.ns.enter(|| hostgw::NetlinkRouteTable::open().expect("netlink in the netns"));
+    let table =
+        a.ns.enter(|| hostgw::NetlinkRouteTable::open().expect("netlink in the netns"));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(hostgw::run(
         client.clone(),
@@ -124,7 +127,9 @@ async fn host_gw_routes_follow_the_nodes() {
     );
 
     // A pod address behind node b answers from a, through the route.
-    b.ns.sh("ip link add pods type dummy && ip addr add 10.244.1.7/24 dev pods && ip link set pods up");
+    b.ns.sh(
+        "ip link add pods type dummy && ip addr add 10.244.1.7/24 dev pods && ip link set pods up",
+    );
     let _echo = EchoServer::start(&b.ns, "pod-on-b", 18080, 18081);
     let reply = tcp_request(&a.ns, "10.244.1.7:18080", Duration::from_secs(3))
         .expect("reaching a pod address on b through the host-gw route");
@@ -136,7 +141,9 @@ async fn host_gw_routes_follow_the_nodes() {
         .patch_status(
             "node-c",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"addresses": [{"type": "InternalIP", "address": c2_ip}]}})),
+            &Patch::Merge(
+                json!({"status": {"addresses": [{"type": "InternalIP", "address": c2_ip}]}}),
+            ),
         )
         .await
         .unwrap();

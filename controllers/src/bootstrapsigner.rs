@@ -120,8 +120,12 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
     let client = ctx.client.clone();
     let q = queue.clone();
     run_workers(queue, 1, move |_key: &'static str| {
-        let (secrets, config_maps, client, q) =
-            (secrets.clone(), config_maps.clone(), client.clone(), q.clone());
+        let (secrets, config_maps, client, q) = (
+            secrets.clone(),
+            config_maps.clone(),
+            client.clone(),
+            q.clone(),
+        );
         async move {
             let Some(cm) = config_maps.get(bt::CLUSTER_INFO_NAMESPACE, bt::CLUSTER_INFO_NAME)
             else {
@@ -193,7 +197,10 @@ mod tests {
                 "a new token is signed",
                 map(&[("kubeconfig", kc)]),
                 map(&[a]),
-                Some(map(&[("kubeconfig", kc), ("jws-kubeconfig-aaaaaa", &sig_a)])),
+                Some(map(&[
+                    ("kubeconfig", kc),
+                    ("jws-kubeconfig-aaaaaa", &sig_a),
+                ])),
             ),
             (
                 "signed already: no update",
@@ -205,7 +212,10 @@ mod tests {
                 "a stale signature is replaced",
                 map(&[("kubeconfig", kc), ("jws-kubeconfig-aaaaaa", "x..y")]),
                 map(&[a]),
-                Some(map(&[("kubeconfig", kc), ("jws-kubeconfig-aaaaaa", &sig_a)])),
+                Some(map(&[
+                    ("kubeconfig", kc),
+                    ("jws-kubeconfig-aaaaaa", &sig_a),
+                ])),
             ),
             (
                 "a gone token's signature is removed, others kept",

@@ -85,7 +85,12 @@ pub fn get_data(secret: &Secret, key: &str) -> String {
         .as_ref()
         .and_then(|d| d.get(key))
         .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key).cloned()))
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key).cloned())
+        })
         .unwrap_or_default()
 }
 
@@ -112,7 +117,11 @@ pub fn signing_token(
     if secret.type_.as_deref() != Some(SECRET_TYPE) {
         return None;
     }
-    let name_id = secret.metadata.name.as_deref()?.strip_prefix(SECRET_PREFIX)?;
+    let name_id = secret
+        .metadata
+        .name
+        .as_deref()?
+        .strip_prefix(SECRET_PREFIX)?;
     let id = get_data(secret, TOKEN_ID_KEY);
     if id.is_empty() || id != name_id {
         return None;
@@ -213,7 +222,11 @@ mod tests {
         ];
         let cases: Vec<(&str, Secret, bool)> = vec![
             ("valid", secret("bootstrap-token-abcdef", &ok), true),
-            ("name mismatch", secret("bootstrap-token-zzzzzz", &ok), false),
+            (
+                "name mismatch",
+                secret("bootstrap-token-zzzzzz", &ok),
+                false,
+            ),
             ("bad name", secret("token-abcdef", &ok), false),
             (
                 "no signing usage",

@@ -228,8 +228,9 @@ fn parse_kubeconfig(content: &str) -> Result<ClusterInfo, DiscoveryError> {
     let ca = base64::engine::general_purpose::STANDARD
         .decode(ca.trim())
         .map_err(|e| DiscoveryError::BadKubeconfig(format!("certificate-authority-data: {e}")))?;
-    let ca_pem = String::from_utf8(ca)
-        .map_err(|_| DiscoveryError::BadKubeconfig("certificate-authority-data is not PEM".into()))?;
+    let ca_pem = String::from_utf8(ca).map_err(|_| {
+        DiscoveryError::BadKubeconfig("certificate-authority-data is not PEM".into())
+    })?;
     Ok(ClusterInfo { server, ca_pem })
 }
 
@@ -241,11 +242,10 @@ async fn get_cluster_info(
     id: &str,
     timeout: Duration,
 ) -> Result<ConfigMap, DiscoveryError> {
-    let mut config =
-        kube::Config::new(url.parse().map_err(|e| DiscoveryError::InvalidUrl {
-            url: url.into(),
-            reason: format!("{e}"),
-        })?);
+    let mut config = kube::Config::new(url.parse().map_err(|e| DiscoveryError::InvalidUrl {
+        url: url.into(),
+        reason: format!("{e}"),
+    })?);
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(10));
     match ca_pem {
@@ -343,7 +343,10 @@ mod tests {
         );
         for bad in [h.clone(), format!("md5:{h}"), "sha256:abc".into()] {
             assert!(
-                matches!(parse_pins(&[bad.clone()]), Err(DiscoveryError::InvalidPin { .. })),
+                matches!(
+                    parse_pins(&[bad.clone()]),
+                    Err(DiscoveryError::InvalidPin { .. })
+                ),
                 "{bad}"
             );
         }

@@ -91,9 +91,7 @@ impl Plan {
 /// The pod CIDRs (`spec.podCIDRs`, else `spec.podCIDR`) of a node.
 fn pod_cidrs(node: &Node) -> Vec<IpNet> {
     let spec = node.spec.as_ref();
-    let mut raw: Vec<String> = spec
-        .and_then(|s| s.pod_cidrs.clone())
-        .unwrap_or_default();
+    let mut raw: Vec<String> = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
     if raw.is_empty() {
         raw.extend(spec.and_then(|s| s.pod_cidr.clone()));
     }
@@ -237,6 +235,7 @@ pub async fn run(
             })
             .await;
             match result {
+                Ok(Ok(plan)) if !plan.is_empty() => tracing::debug!(?plan, "host-gw: synced"),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!("host-gw: sync failed: {e}"),
                 Err(e) => tracing::warn!("host-gw: sync panicked: {e}"),
@@ -569,8 +568,7 @@ mod tests {
             ),
         ];
         for (name, nodes, want) in cases {
-            let want: BTreeMap<IpNet, IpAddr> =
-                want.iter().map(|(d, g)| (net(d), ip(g))).collect();
+            let want: BTreeMap<IpNet, IpAddr> = want.iter().map(|(d, g)| (net(d), ip(g))).collect();
             assert_eq!(desired_routes(&nodes, "me", &local), want, "{name}");
         }
     }
