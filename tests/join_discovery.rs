@@ -69,6 +69,8 @@ fn token_secret(id: &str, secret: &str, expiration: Option<&str>) -> Secret {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_discovery_against_capstan_server() {
+    // The binary picks ring at start; so does this test (aws-lc-rs is linked too).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut server = Server::start();
     let url = format!("https://127.0.0.1:{}", server.api_port);
     let token_path = server.data_dir.join("server/token");
