@@ -12,6 +12,7 @@ use anyhow::Context;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod server;
 mod uninstall;
 

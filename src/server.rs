@@ -16,6 +16,7 @@
 
 pub mod bootstrap_token;
 pub mod cluster_dns;
+pub mod cluster_info;
 pub mod cni_config;
 pub mod layout;
 
@@ -118,6 +119,10 @@ pub struct ServerArgs {
     /// No built-in cluster DNS (no `kube-dns` Service, no DNS server, pods get no clusterDNS).
     #[arg(long)]
     pub disable_cluster_dns: bool,
+    /// Program routes to the other nodes' podCIDRs via their addresses (flannel's host-gw);
+    /// turn off when the cluster brings its own pod network.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub host_gw_routes: bool,
     /// An extra kubelet flag, `name=value` (k3s's `--kubelet-arg`; repeatable).
     #[arg(long, value_name = "NAME=VALUE")]
     pub kubelet_arg: Vec<String>,
@@ -225,10 +230,11 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         .any(|a| a.trim_start_matches('-').starts_with("tls-cert-file"));
 
     // The API server: serving once this returns.
+    let advertise = args
+        .advertise_address
+        .unwrap_or_else(apiserver_lite::server::primary_address);
     let api_config = apiserver_lite::server::Config {
-        advertise_address: args
-            .advertise_address
-            .unwrap_or_else(apiserver_lite::server::primary_address),
+        advertise_address: advertise,
         data_dir: data_dir.clone(),
         listen: args.listen,
         service_cidr: args.service_cidr.clone(),
@@ -260,6 +266,7 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     tracing::debug!(elapsed = ?started.elapsed(), "API client built");
     let token = bootstrap_token::load_or_create(&layout.token())?;
     bootstrap_token::ensure_secret(&client, &token).await?;
+    cluster_info::ensure_for(&client, &layout.server_dir(), api.local_addr, advertise).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "join token ready");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -271,6 +278,8 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         format!("--kubeconfig={}", kubeconfig.display()),
         format!("--bind-address={}", args.controller_manager_bind_address),
         "--leader-elect=false".into(),
+        // kubeadm's: the bootstrap signer keeps cluster-info signed for the join token.
+        "--controllers=*,bootstrapsigner".into(),
         format!("--cluster-cidr={}", args.cluster_cidr),
         "--allocate-node-cidrs=true".into(),
         format!("--node-cidr-mask-size={}", args.node_cidr_mask_size),
@@ -401,6 +410,17 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     let proxy_config = proxy::Config::resolve(&proxy_args)?;
     let rx = stop_rx.clone();
     tasks.spawn(async move { ("proxy", proxy::run(proxy_config, stopped(rx)).await) });
+
+    // Routes to the other nodes' pods (host-gw).
+    if args.host_gw_routes {
+        let (c, n, rx) = (client.clone(), node_name.clone(), stop_rx.clone());
+        tasks.spawn(async move {
+            (
+                "host-gw",
+                crate::agent::hostgw::run_here(c, n, stopped(rx)).await,
+            )
+        });
+    }
 
     // The node's pod network, once it has a podCIDR.
     let network = {

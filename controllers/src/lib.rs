@@ -11,6 +11,7 @@
 //! - One module per controller, named as upstream names it in `--controllers`.
 
 pub mod certificates;
+pub mod bootstrapsigner;
 pub mod controller_manager;
 pub mod cronjob;
 pub mod daemonset;
@@ -124,5 +125,11 @@ pub fn controllers() -> Vec<Controller> {
         c("csrcleaner", |ctx| {
             Box::pin(certificates::cleaner::start(ctx))
         }),
+        // Off by default as upstream's; kubeadm (and `capstan server`) turn it on.
+        Controller {
+            name: "bootstrapsigner",
+            enabled_by_default: false,
+            start: |ctx| Box::pin(bootstrapsigner::start(ctx)),
+        },
     ]
 }

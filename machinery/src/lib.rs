@@ -1,6 +1,9 @@
 //! The client-go and apimachinery pieces that Capstan's components share, so that the kubelet,
 //! the proxy, the scheduler and the controllers do not each grow their own:
 //!
+//! - `bootstraptoken`: bootstrap tokens as `k8s.io/cluster-bootstrap` has them (the Secret's
+//!   keys, validity for signing, the detached JWS of `cluster-info`), shared by the bootstrap
+//!   signer and the join discovery.
 //! - `client`: the API client (kube-rs) from a kubeconfig or in-cluster, with a per-component
 //!   user agent.
 //! - `informer`: shared informers (list + watch into a local store, with add/update/delete
@@ -14,6 +17,7 @@
 //! - `persistentvolume`: claim/volume matching and the binding annotations, shared by the
 //!   PersistentVolume binder and the scheduler's VolumeBinding.
 
+pub mod bootstraptoken;
 pub mod client;
 pub mod duration;
 pub mod events;
