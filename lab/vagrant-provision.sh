@@ -27,7 +27,7 @@ case "$role" in
     mkdir -p "$data_dir/server"
     # The token the Vagrantfile made, so agents know it before the server starts.
     [ -s "$data_dir/server/token" ] || { echo "$token" > "$data_dir/server/token"; chmod 600 "$data_dir/server/token"; }
-    args=(server --data-dir "$data_dir" --listen 0.0.0.0:6443 --advertise-address "$ip")
+    args=(server --data-dir "$data_dir" --listen 0.0.0.0:6443 --advertise-address "$ip" --node-ip "$ip")
     ;;
   agent)
     args=(agent --server "$server_url" --token "$token" --data-dir "$data_dir" --node-ip "$ip"

@@ -13,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod lab;
 mod server;
 mod uninstall;
 
@@ -29,12 +30,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Join this host to a cluster as a node: token discovery, TLS bootstrap, then the kubelet
+    /// (built-in runtime), proxy, cluster DNS server and host-gw routes.
+    Agent(Box<agent::AgentArgs>),
     /// Run apiserver-lite on the embedded store.
     Apiserver(Box<ApiserverArgs>),
     /// Run the controller-manager: leader election, then the enabled controllers.
     ControllerManager(Box<controllers::Options>),
     /// Serve the built-in container runtime as CRI v1 on a unix socket.
     Cri(CriArgs),
+    /// A multi-node cluster on this machine, one network namespace per node.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
     /// Manage the built-in runtime's images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -161,6 +168,19 @@ struct ApiserverArgs {
 }
 
 /// Parses a Go-style duration (`1h`, `30m`, `90s`, `1h30m`) into seconds.
+/// Parses a component's clap arguments from a command line we build.
+pub(crate) fn parse_args<T: clap::Args>(program: &str, args: Vec<String>) -> anyhow::Result<T> {
+    #[derive(clap::Parser)]
+    struct Wrap<A: clap::Args> {
+        #[command(flatten)]
+        inner: A,
+    }
+    let argv = std::iter::once(program.to_string()).chain(args);
+    Wrap::<T>::try_parse_from(argv)
+        .map(|w| w.inner)
+        .map_err(|e| anyhow::anyhow!("{program} flags: {e}"))
+}
+
 fn parse_duration(s: &str) -> anyhow::Result<i64> {
     let mut total = 0i64;
     let mut num = String::new();
@@ -282,6 +302,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    machinery::client::install_crypto_provider();
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     match cli.command {
         Command::Apiserver(a) => rt.block_on(apiserver(*a)),
@@ -297,12 +318,19 @@ fn main() -> anyhow::Result<()> {
             },
             shutdown_signal(),
         )),
+        Command::Agent(a) => {
+            let r = rt.block_on(agent::run(*a, shutdown_signal()));
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            r
+        }
         Command::Server(a) => {
             let r = rt.block_on(server::run(*a, shutdown_signal()));
             // Components that ignore the stop signal (blocking threads) must not hold the exit.
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             r
         }
+        Command::Lab(lab::LabCommand::Up(a)) => rt.block_on(lab::up(a)),
+        Command::Lab(lab::LabCommand::Down(a)) => rt.block_on(lab::down(a)),
         Command::Uninstall(a) => rt.block_on(uninstall::run(a)),
         Command::Image(ImageCommand::Import { root, files }) => {
             for name in cri::image::import_files(&root, &files)? {

@@ -10,8 +10,8 @@
 //!   watch never makes it act twice.
 //! - One module per controller, named as upstream names it in `--controllers`.
 
-pub mod certificates;
 pub mod bootstrapsigner;
+pub mod certificates;
 pub mod controller_manager;
 pub mod cronjob;
 pub mod daemonset;

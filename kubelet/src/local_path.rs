@@ -77,7 +77,23 @@ impl LocalPathReclaimer {
     }
 
     /// Runs until dropped: one watch of the PersistentVolumes, scanned every [`RECLAIM_PERIOD`].
+    /// A kubelet whose identity may not list volumes (a `system:node:<name>` under the Node
+    /// authorizer, as an agent's is) does not reclaim: it says so once and returns.
     pub async fn run(self) {
+        let probe: Api<PersistentVolume> = Api::all(self.client.clone());
+        if let Err(kube::Error::Api(e)) = probe
+            .list_metadata(&kube::api::ListParams::default().limit(1))
+            .await
+        {
+            if e.code == 403 {
+                tracing::info!(
+                    "local-path reclaim is off on this node: its identity may not list \
+                     PersistentVolumes ({})",
+                    e.message
+                );
+                return;
+            }
+        }
         let volumes: Informer<PersistentVolume> =
             Informer::new(Api::all(self.client.clone()), watcher::Config::default());
         volumes.start();

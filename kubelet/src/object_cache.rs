@@ -4,22 +4,28 @@
 //! PersistentVolumeClaims and PersistentVolumes of claim volumes (upstream's volume manager reads
 //! them from the API).
 //!
-//! Each kind is one kube-runtime reflector (a watch with re-list on expiry and back-off on
-//! errors) feeding a [`Store`]; pod workers read it through [`CacheLookup`] without any API call,
-//! so a sync costs no LIST any more. Every change to a ConfigMap or Secret is reported on a
-//! channel as an [`ObjectKey`]; the pod manager wakes the workers of the pods that reference it
-//! ([`references`]), whose next sync re-projects their volumes — a `kubectl apply` reaches the
-//! files in a running container within moments rather than at the next resync.
+//! As upstream, each ConfigMap and Secret a pod references gets a watch of its own (a
+//! kube-runtime reflector on `metadata.name=<name>` in its namespace, with re-list on expiry and
+//! back-off on errors), registered when a worker of a pod that references it first syncs: the
+//! Node authorizer lets a kubelet list and watch exactly those objects and nothing else. Services
+//! are one cluster-wide reflector (nodes may read them all). Claims and their volumes are read
+//! with a GET at each sync of a pod that uses them (a node may only get them, one at a time).
+//! Pod workers read everything through [`CacheLookup`] without an API call. Every change to a
+//! watched ConfigMap or Secret is reported on a channel as an [`ObjectKey`]; the pod manager wakes
+//! the workers of the pods that reference it ([`references`]), whose next sync re-projects their
+//! volumes — a `kubectl apply` reaches the files in a running container within moments.
 //!
-//! Deviation: upstream watches only the objects registered pods reference (one watch per object,
-//! and the node authorizer forbids the rest); this cache watches each kind in all namespaces,
-//! which is simpler and fine for a lab-sized cluster.
+//! Deviation: a watch stays registered after the last pod that referenced it is gone (upstream
+//! counts references and stops it); a node keeps one watch per distinct object its pods ever
+//! used.
 //!
-//! Before a reflector's first list completes, a lookup waits briefly ([`ObjectCache::wait_synced`])
+//! Before an object's first list completes, a lookup waits briefly ([`ObjectCache::wait_synced`])
 //! and then fails with upstream's message, so a pod is not started with a wrong "not found". As
 //! upstream, only pods from the API wait for the Services to be listed; static pods go ahead
 //! (they must run while the API is unreachable).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -52,55 +58,129 @@ pub struct ObjectKey {
     pub name: String,
 }
 
+/// The per-object stores of one kind, by (namespace, name).
+type Watched<K> = Arc<Mutex<HashMap<(String, String), Store<K>>>>;
+/// Objects read with a GET at a pod's sync, by (namespace, name): `None` when not found.
+type Fetched<K> = Arc<Mutex<HashMap<(String, String), Option<K>>>>;
+
 /// Cheap to clone; all clones read the same stores.
 #[derive(Clone)]
 pub struct ObjectCache {
-    config_maps: Store<ConfigMap>,
-    secrets: Store<Secret>,
+    client: kube::Client,
+    changes: mpsc::UnboundedSender<ObjectKey>,
+    config_maps: Watched<ConfigMap>,
+    secrets: Watched<Secret>,
     services: Store<Service>,
-    claims: Store<PersistentVolumeClaim>,
-    volumes: Store<PersistentVolume>,
+    claims: Fetched<PersistentVolumeClaim>,
+    volumes: Fetched<PersistentVolume>,
 }
 
 impl ObjectCache {
-    /// Starts one reflector per kind; changes arrive on the receiver.
+    /// Starts the Service reflector; the per-object watches start as pods reference objects.
+    /// Changes arrive on the receiver.
     pub fn start(client: kube::Client) -> (ObjectCache, mpsc::UnboundedReceiver<ObjectKey>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let cache = ObjectCache {
-            config_maps: spawn_reflector(Api::all(client.clone()), ObjectKind::ConfigMap, &tx),
-            secrets: spawn_reflector(Api::all(client.clone()), ObjectKind::Secret, &tx),
-            services: spawn_reflector(Api::all(client.clone()), ObjectKind::Service, &tx),
-            claims: spawn_reflector(
+            services: spawn_reflector(
                 Api::all(client.clone()),
-                ObjectKind::PersistentVolumeClaim,
+                watcher::Config::default(),
+                ObjectKind::Service,
                 &tx,
             ),
-            volumes: spawn_reflector(Api::all(client), ObjectKind::PersistentVolume, &tx),
+            client,
+            changes: tx,
+            config_maps: Default::default(),
+            secrets: Default::default(),
+            claims: Default::default(),
+            volumes: Default::default(),
         };
         (cache, rx)
     }
 
-    /// Waits up to `timeout` for the kinds `pod` reads to be listed once (upstream polls for a
-    /// second before failing a lookup on an unsynced cache).
+    /// The store of the object `(ns, name)` of `kind`, its watch started when it has none.
+    fn watched<K>(&self, map: &Watched<K>, kind: ObjectKind, ns: &str, name: &str) -> Store<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let mut map = map.lock().unwrap();
+        map.entry((ns.to_string(), name.to_string()))
+            .or_insert_with(|| {
+                spawn_reflector(
+                    Api::namespaced(self.client.clone(), ns),
+                    watcher::Config::default().fields(&format!("metadata.name={name}")),
+                    kind,
+                    &self.changes,
+                )
+            })
+            .clone()
+    }
+
+    /// Registers the watches of the objects `pod` references and reads its claims and their
+    /// volumes, then waits up to `timeout` for what it reads to be listed once (upstream polls
+    /// for a second before failing a lookup on an unsynced cache).
     pub async fn wait_synced(&self, pod: &Pod, timeout: Duration) {
         let needs_services = !crate::static_pods::is_static_pod(pod);
-        let needs_claims = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .any(|v| v.persistent_volume_claim.is_some());
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let mut config_maps = Vec::new();
+        let mut secrets = Vec::new();
+        let mut claims = Vec::new();
+        for key in referenced(pod) {
+            match key.kind {
+                ObjectKind::ConfigMap => {
+                    config_maps.push(self.watched(&self.config_maps, key.kind, ns, &key.name))
+                }
+                ObjectKind::Secret => {
+                    secrets.push(self.watched(&self.secrets, key.kind, ns, &key.name))
+                }
+                ObjectKind::PersistentVolumeClaim => claims.push(key.name),
+                _ => {}
+            }
+        }
         let wait = async {
-            let _ = self.config_maps.wait_until_ready().await;
-            let _ = self.secrets.wait_until_ready().await;
-            if needs_claims {
-                let _ = self.claims.wait_until_ready().await;
-                let _ = self.volumes.wait_until_ready().await;
+            for s in &config_maps {
+                let _ = s.wait_until_ready().await;
+            }
+            for s in &secrets {
+                let _ = s.wait_until_ready().await;
+            }
+            for c in &claims {
+                self.fetch_claim(ns, c).await;
             }
             if needs_services {
                 let _ = self.services.wait_until_ready().await;
             }
         };
         let _ = tokio::time::timeout(timeout, wait).await;
+    }
+
+    /// GETs a claim and, when it is bound, its volume, into the fetched maps (left as they were
+    /// when the API cannot be reached).
+    async fn fetch_claim(&self, ns: &str, name: &str) {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        let Ok(claim) = claims.get_opt(name).await else {
+            return;
+        };
+        let volume = claim
+            .as_ref()
+            .and_then(|c| c.spec.as_ref())
+            .and_then(|s| s.volume_name.clone())
+            .filter(|v| !v.is_empty());
+        self.claims
+            .lock()
+            .unwrap()
+            .insert((ns.to_string(), name.to_string()), claim);
+        if let Some(v) = volume {
+            let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+            if let Ok(pv) = volumes.get_opt(&v).await {
+                self.volumes.lock().unwrap().insert((String::new(), v), pv);
+            }
+        }
     }
 
     /// The lookup a worker of `pod` uses.
@@ -122,6 +202,7 @@ where
 
 fn spawn_reflector<K>(
     api: Api<K>,
+    config: watcher::Config,
     kind: ObjectKind,
     tx: &mpsc::UnboundedSender<ObjectKey>,
 ) -> Store<K>
@@ -136,8 +217,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let tx = tx.clone();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
@@ -150,9 +230,9 @@ where
                     continue;
                 }
             };
-            if matches!(kind, ObjectKind::Service | ObjectKind::PersistentVolume) {
-                // Service variables are fixed when a container starts (upstream), and a PV
-                // matters through its claim: nothing to wake.
+            if kind == ObjectKind::Service {
+                // Service variables are fixed when a container starts (upstream): nothing to
+                // wake.
                 continue;
             }
             let meta = obj.meta();
@@ -175,21 +255,38 @@ pub struct CacheLookup {
     static_pod: bool,
 }
 
-fn get<K>(store: &Store<K>, what: &str, ns: &str, name: &str) -> Result<Option<K>, String>
+fn not_synced(what: &str) -> String {
+    format!("failed to sync {what} cache: timed out waiting for the condition")
+}
+
+fn get<K>(map: &Watched<K>, what: &str, ns: &str, name: &str) -> Result<Option<K>, String>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    if !synced(store) {
-        return Err(format!(
-            "failed to sync {what} cache: timed out waiting for the condition"
-        ));
-    }
-    let key = if ns.is_empty() {
-        ObjectRef::new(name)
-    } else {
-        ObjectRef::new(name).within(ns)
+    let store = map
+        .lock()
+        .unwrap()
+        .get(&(ns.to_string(), name.to_string()))
+        .cloned();
+    let Some(store) = store.filter(synced) else {
+        return Err(not_synced(what));
     };
-    Ok(store.get(&key).map(|o| o.as_ref().clone()))
+    Ok(store
+        .get(&ObjectRef::new(name).within(ns))
+        .map(|o| o.as_ref().clone()))
+}
+
+fn fetched<K: Clone>(
+    map: &Fetched<K>,
+    what: &str,
+    ns: &str,
+    name: &str,
+) -> Result<Option<K>, String> {
+    map.lock()
+        .unwrap()
+        .get(&(ns.to_string(), name.to_string()))
+        .cloned()
+        .ok_or_else(|| not_synced(what))
 }
 
 impl ObjectLookup for CacheLookup {
@@ -206,11 +303,11 @@ impl ObjectLookup for CacheLookup {
         ns: &str,
         name: &str,
     ) -> Result<Option<PersistentVolumeClaim>, String> {
-        get(&self.cache.claims, "persistentvolumeclaim", ns, name)
+        fetched(&self.cache.claims, "persistentvolumeclaim", ns, name)
     }
 
     fn persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>, String> {
-        get(&self.cache.volumes, "persistentvolume", "", name)
+        fetched(&self.cache.volumes, "persistentvolume", "", name)
     }
 
     fn services(&self) -> Result<Vec<Service>, String> {
@@ -232,67 +329,75 @@ impl ObjectLookup for CacheLookup {
 /// Whether `pod` reads the ConfigMap, Secret or PersistentVolumeClaim `key` (volumes, projected
 /// sources, env, envFrom, image pull secrets).
 pub fn references(pod: &Pod, key: &ObjectKey) -> bool {
-    if pod.metadata.namespace.as_deref().unwrap_or("default") != key.namespace {
-        return false;
-    }
+    pod.metadata.namespace.as_deref().unwrap_or("default") == key.namespace
+        && referenced(pod).contains(key)
+}
+
+/// The ConfigMaps, Secrets and PersistentVolumeClaims `pod` reads, in its namespace.
+pub fn referenced(pod: &Pod) -> Vec<ObjectKey> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut out = Vec::new();
     let Some(spec) = &pod.spec else {
-        return false;
+        return out;
     };
-    let name = key.name.as_str();
-    if key.kind == ObjectKind::PersistentVolumeClaim {
-        // A claim that turns Bound lets a waiting pod mount it.
-        return spec.volumes.iter().flatten().any(|v| {
-            v.persistent_volume_claim
-                .as_ref()
-                .is_some_and(|c| c.claim_name == name)
-        });
-    }
-    let cm = |n: &str| key.kind == ObjectKind::ConfigMap && n == name;
-    let secret = |n: &str| key.kind == ObjectKind::Secret && n == name;
+    let mut add = |kind: ObjectKind, name: &str| {
+        let key = ObjectKey {
+            kind,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        };
+        if !name.is_empty() && !out.contains(&key) {
+            out.push(key);
+        }
+    };
+    use ObjectKind::*;
     for v in spec.volumes.iter().flatten() {
-        if v.config_map.as_ref().is_some_and(|c| cm(&c.name))
-            || v.secret
-                .as_ref()
-                .is_some_and(|s| secret(s.secret_name.as_deref().unwrap_or_default()))
-        {
-            return true;
+        if let Some(c) = &v.persistent_volume_claim {
+            add(PersistentVolumeClaim, &c.claim_name);
+        }
+        if let Some(c) = &v.config_map {
+            add(ConfigMap, &c.name);
+        }
+        if let Some(s) = &v.secret {
+            add(Secret, s.secret_name.as_deref().unwrap_or_default());
         }
         for p in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
-            if p.config_map.as_ref().is_some_and(|c| cm(&c.name))
-                || p.secret.as_ref().is_some_and(|s| secret(&s.name))
-            {
-                return true;
+            if let Some(c) = &p.config_map {
+                add(ConfigMap, &c.name);
+            }
+            if let Some(s) = &p.secret {
+                add(Secret, &s.name);
             }
         }
     }
-    if spec
-        .image_pull_secrets
-        .iter()
-        .flatten()
-        .any(|s| secret(&s.name))
-    {
-        return true;
+    for s in spec.image_pull_secrets.iter().flatten() {
+        add(Secret, &s.name);
     }
-    spec.containers
+    for c in spec
+        .containers
         .iter()
         .chain(spec.init_containers.iter().flatten())
-        .any(|c| {
-            c.env_from.iter().flatten().any(|f| {
-                f.config_map_ref.as_ref().is_some_and(|r| cm(&r.name))
-                    || f.secret_ref.as_ref().is_some_and(|r| secret(&r.name))
-            }) || c.env.iter().flatten().any(|e| {
-                let Some(from) = &e.value_from else {
-                    return false;
-                };
-                from.config_map_key_ref
-                    .as_ref()
-                    .is_some_and(|r| cm(&r.name))
-                    || from
-                        .secret_key_ref
-                        .as_ref()
-                        .is_some_and(|r| secret(&r.name))
-            })
-        })
+    {
+        for f in c.env_from.iter().flatten() {
+            if let Some(r) = &f.config_map_ref {
+                add(ConfigMap, &r.name);
+            }
+            if let Some(r) = &f.secret_ref {
+                add(Secret, &r.name);
+            }
+        }
+        for e in c.env.iter().flatten() {
+            if let Some(from) = &e.value_from {
+                if let Some(r) = &from.config_map_key_ref {
+                    add(ConfigMap, &r.name);
+                }
+                if let Some(r) = &from.secret_key_ref {
+                    add(Secret, &r.name);
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

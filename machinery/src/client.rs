@@ -28,15 +28,21 @@ pub fn user_agent(component: &str) -> String {
     format!("capstan-{component}/{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Makes ring rustls' process-wide crypto provider: the binary links two (ring for kube,
+/// aws-lc-rs through the image client), so rustls cannot pick one by itself. Call it before any
+/// TLS configuration is built outside [`build_client`] (which calls it); calling it again is a
+/// no-op.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Builds a client from a kubeconfig file (its current context), or in-cluster when `None`,
 /// sending `user_agent` (see [`user_agent`]).
 pub async fn build_client(
     kubeconfig: Option<&Path>,
     user_agent: &str,
 ) -> Result<kube::Client, ClientError> {
-    // The binary links two rustls providers (ring for kube, aws-lc-rs through the image client),
-    // so rustls cannot pick one by itself; choose ring. An error means one is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     let mut config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path).map_err(|source| {

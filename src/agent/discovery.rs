@@ -344,7 +344,7 @@ mod tests {
         for bad in [h.clone(), format!("md5:{h}"), "sha256:abc".into()] {
             assert!(
                 matches!(
-                    parse_pins(&[bad.clone()]),
+                    parse_pins(std::slice::from_ref(&bad)),
                     Err(DiscoveryError::InvalidPin { .. })
                 ),
                 "{bad}"

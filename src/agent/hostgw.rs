@@ -509,10 +509,15 @@ mod tests {
         }
     }
 
+    /// A table case: name, nodes, the routes expected.
+    type DesiredCase<'a> = (&'a str, Vec<Arc<Node>>, Vec<(&'a str, &'a str)>);
+    /// A table case: name, desired routes, routes present, the plan expected.
+    type PlanCase<'a> = (&'a str, BTreeMap<IpNet, IpAddr>, Vec<Route>, Plan);
+
     #[test]
     fn desired_routes_table() {
         let local = vec![net("192.168.5.1/24"), net("fd00:5::1/64")];
-        let cases: Vec<(&str, Vec<Arc<Node>>, Vec<(&str, &str)>)> = vec![
+        let cases: Vec<DesiredCase> = vec![
             (
                 "own node skipped, other routed",
                 vec![
@@ -578,7 +583,7 @@ mod tests {
         let desired = |pairs: &[(&str, &str)]| -> BTreeMap<IpNet, IpAddr> {
             pairs.iter().map(|(d, g)| (net(d), ip(g))).collect()
         };
-        let cases: Vec<(&str, BTreeMap<IpNet, IpAddr>, Vec<Route>, Plan)> = vec![
+        let cases: Vec<PlanCase> = vec![
             (
                 "nothing to do",
                 desired(&[("10.42.1.0/24", "192.168.5.2")]),

@@ -82,34 +82,56 @@ pub async fn ensure(client: &kube::Client, server: &str, ca_pem: &str) -> anyhow
         }
     }
 
-    let mut role = Role {
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["configmaps".into()]),
-            resource_names: Some(vec![bt::CLUSTER_INFO_NAME.into()]),
-            verbs: vec!["get".into()],
-            ..Default::default()
-        }]),
+    let rules = vec![PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["configmaps".into()]),
+        resource_names: Some(vec![bt::CLUSTER_INFO_NAME.into()]),
+        verbs: vec!["get".into()],
+        ..Default::default()
+    }];
+    let anonymous = Subject {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "User".into(),
+        name: "system:anonymous".into(),
         ..Default::default()
     };
-    role.metadata.name = Some(ROLE_NAME.into());
+    ensure_role(
+        client,
+        bt::CLUSTER_INFO_NAMESPACE,
+        ROLE_NAME,
+        rules,
+        anonymous,
+    )
+    .await
+    .context("creating the cluster-info RBAC")
+}
+
+/// Creates the Role `name` in `namespace` with `rules` and a RoleBinding of the same name that
+/// grants it to `subject` (left alone when they exist).
+pub async fn ensure_role(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    rules: Vec<PolicyRule>,
+    subject: Subject,
+) -> Result<(), kube::Error> {
+    let mut role = Role {
+        rules: Some(rules),
+        ..Default::default()
+    };
+    role.metadata.name = Some(name.into());
     let mut binding = RoleBinding {
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".into(),
             kind: "Role".into(),
-            name: ROLE_NAME.into(),
+            name: name.into(),
         },
-        subjects: Some(vec![Subject {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "User".into(),
-            name: "system:anonymous".into(),
-            ..Default::default()
-        }]),
+        subjects: Some(vec![subject]),
         ..Default::default()
     };
-    binding.metadata.name = Some(ROLE_NAME.into());
-    let roles: Api<Role> = Api::namespaced(client.clone(), bt::CLUSTER_INFO_NAMESPACE);
-    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), bt::CLUSTER_INFO_NAMESPACE);
+    binding.metadata.name = Some(name.into());
+    let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
     for r in [
         roles.create(&PostParams::default(), &role).await.map(drop),
         bindings
@@ -120,7 +142,7 @@ pub async fn ensure(client: &kube::Client, server: &str, ca_pem: &str) -> anyhow
         match r {
             Ok(()) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e).context("creating the cluster-info RBAC"),
+            Err(e) => return Err(e),
         }
     }
     Ok(())
