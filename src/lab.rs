@@ -13,8 +13,9 @@
 //! and iptables rules go with them), the host bridge, the host FORWARD rule that lets bridged
 //! lab traffic through, and the lab's data dir.
 //!
-//! The lab shortens what makes a cluster slow to react (`--node-monitor-grace-period`), as kind
-//! and k3d users do with their flags.
+//! The lab shortens what makes a cluster slow to react — the controller-manager's
+//! `--node-monitor-grace-period` (20 s) and the API server's default not-ready/unreachable
+//! tolerations (10 s) — as kind and k3d users do with their flags.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -55,6 +56,10 @@ pub struct UpArgs {
     /// The controller-manager's --node-monitor-grace-period in the lab.
     #[arg(long, default_value = "20s")]
     pub node_monitor_grace_period: String,
+    /// The API server's default not-ready and unreachable tolerations in the lab (seconds a pod
+    /// stays on a node that stopped answering).
+    #[arg(long, default_value_t = 10)]
+    pub default_toleration_seconds: i64,
     /// How long to wait for every node to be Ready.
     #[arg(long, default_value = "180")]
     pub timeout_seconds: u64,
@@ -244,6 +249,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         format!(
             "--kube-controller-manager-arg=node-monitor-grace-period={}",
             args.node_monitor_grace_period
+        ),
+        format!(
+            "--default-not-ready-toleration-seconds={}",
+            args.default_toleration_seconds
+        ),
+        format!(
+            "--default-unreachable-toleration-seconds={}",
+            args.default_toleration_seconds
         ),
     ];
     server_args.extend(node_flags(&server, &args));

@@ -128,6 +128,12 @@ struct ApiserverArgs {
     /// How long events are kept (upstream's --event-ttl; e.g. 1h, 30m, 90s).
     #[arg(long, default_value = "1h")]
     event_ttl: String,
+    /// Seconds pods tolerate a not-ready node (DefaultTolerationSeconds).
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// Seconds pods tolerate an unreachable node (DefaultTolerationSeconds).
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
     /// CA bundle trusted for client certificates, besides the cluster CA (`DIR/server/ca.crt`).
     #[arg(long)]
     client_ca_file: Option<PathBuf>,
@@ -214,6 +220,10 @@ async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
         service_cidr: args.service_cluster_ip_range,
         node_port_range: args.service_node_port_range,
         event_ttl: parse_duration(&args.event_ttl).context("--event-ttl")?,
+        default_toleration_seconds: apiserver_lite::server::DefaultTolerationSeconds {
+            not_ready: args.default_not_ready_toleration_seconds,
+            unreachable: args.default_unreachable_toleration_seconds,
+        },
         security: apiserver_lite::auth::SecurityOptions {
             files: apiserver_lite::pki::PkiFiles {
                 client_ca: args.client_ca_file,

@@ -4,10 +4,11 @@
 //! node's DNS server, host-gw routes). `capstan agent` joins more nodes to it.
 //!
 //! Each component runs through its own library entry point on one tokio runtime, talking to the
-//! API server over loopback with the admin kubeconfig, exactly as the separate `capstan <component>`
-//! processes would. The server adds what a cluster needs around them: the join token
-//! ([`bootstrap_token`]), the node's default bridge CNI configuration once node IPAM gave it a
-//! podCIDR ([`cni_config`]), a pidfile and a record of what it made on the host ([`layout`]) for
+//! API server over loopback exactly as the separate `capstan <component>` processes would, with
+//! identities of their own (`system:kube-scheduler`, `system:kube-proxy`, `system:node:<name>`;
+//! the controller-manager still with the admin kubeconfig). The server adds what a cluster needs around them: the join token
+//! ([`bootstrap_token`]) and the signed cluster-info agents discover it by ([`cluster_info`]),
+//! the `kube-dns` Service ([`cluster_dns`]), a pidfile and a record of what it made on the host ([`layout`]) for
 //! `capstan uninstall`.
 //!
 //! SIGTERM (or Ctrl-C) stops every component and exits; pods keep running (their supervisors
@@ -64,6 +65,12 @@ pub struct ServerArgs {
     /// How long events are kept (e.g. 1h, 30m).
     #[arg(long, default_value = "1h")]
     pub event_ttl: String,
+    /// Seconds pods tolerate a not-ready node (the API server's DefaultTolerationSeconds).
+    #[arg(long, default_value_t = 300)]
+    pub default_not_ready_toleration_seconds: i64,
+    /// Seconds pods tolerate an unreachable node (the API server's DefaultTolerationSeconds).
+    #[arg(long, default_value_t = 300)]
+    pub default_unreachable_toleration_seconds: i64,
     /// An extra controller-manager flag, `name=value` (repeatable).
     #[arg(long, value_name = "NAME=VALUE")]
     pub kube_controller_manager_arg: Vec<String>,
@@ -100,8 +107,13 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         service_cidr: args.service_cidr.clone(),
         node_port_range: args.service_node_port_range.clone(),
         event_ttl: crate::parse_duration(&args.event_ttl).context("--event-ttl")?,
-        // TLS only, with a cluster CA under DIR/server/; the in-process components use the admin
-        // kubeconfig for now (their own identities are the security issue's next part). The
+        default_toleration_seconds: apiserver_lite::server::DefaultTolerationSeconds {
+            not_ready: args.default_not_ready_toleration_seconds,
+            unreachable: args.default_unreachable_toleration_seconds,
+        },
+        // TLS only, with a cluster CA under DIR/server/. The scheduler, proxy and kubelet use
+        // identities of their own (below); the controller-manager still uses the admin
+        // kubeconfig (upstream's runs each controller as its own service account). The
         // kubelets' serving certificates come from the cluster CA (the server's own below, the
         // agents' through CSRs) unless one is given, so the API server verifies them.
         security: apiserver_lite::auth::SecurityOptions {
@@ -113,6 +125,7 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
             ..Default::default()
         },
     };
+    let api_url = api_config.local_url();
     let api = apiserver_lite::server::Server::start(api_config)
         .await
         .map_err(anyhow::Error::msg)?;
@@ -179,7 +192,7 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nleaderElection:\n  leaderElect: false\n",
     )?;
     let sched_options = scheduler_lite::Options {
-        kubeconfig: Some(kubeconfig.clone()),
+        kubeconfig: Some(layout.server_dir().join("scheduler.kubeconfig")),
         config: Some(layout.scheduler_config()),
         bind_address: args.scheduler_bind_address,
     };
@@ -205,7 +218,12 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     let start = node::Start {
         args: &args.node,
         layout: &layout,
-        access: node::Access::Kubeconfig(kubeconfig.clone()),
+        access: node::Access::FromCa {
+            server_dir: layout.server_dir(),
+            url: api_url,
+            kubeconfig: layout.agent_dir().join("kubelet.kubeconfig"),
+            proxy: layout.server_dir().join("proxy.kubeconfig"),
+        },
         serving: if mint_kubelet_serving {
             node::Serving::FromCa(layout.server_dir())
         } else {

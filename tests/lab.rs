@@ -14,8 +14,8 @@
 //!   retries (readiness probe, preStop sleep, maxUnavailable 0, as users write it);
 //! - restarting the server loses nothing: the same objects, pods, container IDs, restart counts;
 //! - stopping an agent turns its node NotReady and its pods are recreated on the other nodes
-//!   (the manifest tolerates unreachable/not-ready for 2 s, and its spread constraint honours
-//!   taints);
+//!   (after the lab's shortened node-monitor grace period and default tolerations; the spread
+//!   constraint honours taints);
 //! - `lab down` leaves the host clean: no namespaces, links, bridge, FORWARD rule, processes,
 //!   mounts, cgroups or data dir.
 //!
@@ -157,9 +157,6 @@ spec:
         whenUnsatisfiable: DoNotSchedule
         nodeTaintsPolicy: Honor
         labelSelector: {{matchLabels: {{app: web}}}}
-      tolerations:
-      - {{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}}
-      - {{key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 2}}
       containers:
       - name: httpd
         image: busybox
@@ -503,13 +500,14 @@ fn three_node_lab() {
         .append(true)
         .open(dir.join(format!("{name}-0.log")))
         .unwrap();
+    // `setsid -f` forks the server off and returns: it outlives this call, as `lab up`'s do.
     Command::new("setsid")
-        .args(["nsenter", &format!("--net=/run/netns/{name}-0"), "--"])
+        .args(["-f", "nsenter", &format!("--net=/run/netns/{name}-0"), "--"])
         .args(&argv)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
-        .spawn()
+        .status()
         .unwrap();
     eventually(Duration::from_secs(60), "the API back", || {
         lab.kubectl(&["get", "--raw", "/readyz"]).status.success()

@@ -50,6 +50,26 @@ pub struct Config {
     pub event_ttl: i64,
     /// Authentication, authorization and key material.
     pub security: SecurityOptions,
+    /// DefaultTolerationSeconds' not-ready and unreachable tolerations (upstream's
+    /// `--default-not-ready-toleration-seconds`, `--default-unreachable-toleration-seconds`).
+    pub default_toleration_seconds: DefaultTolerationSeconds,
+}
+
+/// The seconds of the not-ready and unreachable tolerations pods get at creation.
+#[derive(Clone, Copy, Debug)]
+pub struct DefaultTolerationSeconds {
+    pub not_ready: i64,
+    pub unreachable: i64,
+}
+
+impl Default for DefaultTolerationSeconds {
+    /// Upstream's 300 s each.
+    fn default() -> Self {
+        DefaultTolerationSeconds {
+            not_ready: 300,
+            unreachable: 300,
+        }
+    }
 }
 
 impl Config {
@@ -106,6 +126,10 @@ impl Server {
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&server_dir.join("state.db"))
                 .map_err(|e| format!("opening {}: {e}", server_dir.join("state.db").display()))?,
+        );
+        crate::strategy::set_default_toleration_seconds(
+            config.default_toleration_seconds.not_ready,
+            config.default_toleration_seconds.unreachable,
         );
         let registry = Registry::new(
             store.clone(),

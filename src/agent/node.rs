@@ -4,7 +4,8 @@
 //! configuration once node IPAM has given the node a podCIDR (k3s' agent, in one process).
 //!
 //! The two callers differ only in how the node reaches the API server ([`Access`]): the server's
-//! node uses the admin kubeconfig; an agent's kubelet bootstraps a client certificate with the
+//! node gets a `system:node:<name>` client certificate from the cluster CA at every start (its
+//! proxy `system:kube-proxy`'s); an agent's kubelet bootstraps a client certificate with the
 //! join token (TLS bootstrap) and the proxy, DNS server and route controller then use the
 //! kubelet's kubeconfig, as `system:node:<name>`. And in where the kubelet's serving certificate
 //! comes from ([`Serving`]).
@@ -97,8 +98,15 @@ pub struct NodeArgs {
 
 /// How the node's components reach the API server.
 pub enum Access {
-    /// One kubeconfig for all of them (the server's admin kubeconfig).
-    Kubeconfig(PathBuf),
+    /// The server's own node: a client certificate for `system:node:<name>` (group
+    /// `system:nodes`) issued from the cluster CA in `server_dir` at every start, written to
+    /// `kubeconfig` for the API at `url`; the proxy uses `proxy` (`system:kube-proxy`).
+    FromCa {
+        server_dir: PathBuf,
+        url: String,
+        kubeconfig: PathBuf,
+        proxy: PathBuf,
+    },
     /// TLS bootstrap: the kubelet requests a client certificate with `bootstrap` and writes
     /// `kubeconfig`, renewing the certificate before expiry; the rest use `kubeconfig`.
     Bootstrap {
@@ -110,7 +118,14 @@ pub enum Access {
 impl Access {
     fn kubeconfig(&self) -> &Path {
         match self {
-            Access::Kubeconfig(k) | Access::Bootstrap { kubeconfig: k, .. } => k,
+            Access::FromCa { kubeconfig: k, .. } | Access::Bootstrap { kubeconfig: k, .. } => k,
+        }
+    }
+
+    fn proxy_kubeconfig(&self) -> &Path {
+        match self {
+            Access::FromCa { proxy, .. } => proxy,
+            _ => self.kubeconfig(),
         }
     }
 }
@@ -272,6 +287,22 @@ pub async fn start(
             &serving_key,
         )?;
     }
+    if let Access::FromCa {
+        server_dir,
+        url,
+        kubeconfig,
+        ..
+    } = &access
+    {
+        apiserver_lite::pki::Pki::load_ca(server_dir)?
+            .write_kubeconfig(
+                kubeconfig,
+                url,
+                &format!("system:node:{node_name}"),
+                &["system:nodes"],
+            )
+            .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    }
     tracing::debug!(elapsed = ?started.elapsed(), "kubelet configuration resolved");
     record.node_name = node_name.clone();
     record.save(layout)?;
@@ -304,7 +335,7 @@ pub async fn start(
 
     // The service proxy.
     let mut proxy_args = vec![
-        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--kubeconfig={}", access.proxy_kubeconfig().display()),
         format!("--hostname-override={node_name}"),
         format!("--cluster-cidr={}", args.cluster_cidr),
         format!("--healthz-bind-address={}", args.proxy_healthz_bind_address),

@@ -198,8 +198,21 @@ fn priority_class(
     Ok(())
 }
 
-/// DefaultTolerationSeconds: tolerate not-ready and unreachable nodes for 300s unless the pod
-/// already tolerates them (an empty key or effect matches too).
+/// The seconds DefaultTolerationSeconds gives: `--default-not-ready-toleration-seconds` and
+/// `--default-unreachable-toleration-seconds` (300 each upstream). Process-wide, as the flags are:
+/// set once at start by [`set_default_toleration_seconds`].
+static NOT_READY_SECONDS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(300);
+static UNREACHABLE_SECONDS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(300);
+
+/// Sets the tolerations' seconds DefaultTolerationSeconds adds from now on.
+pub fn set_default_toleration_seconds(not_ready: i64, unreachable: i64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    NOT_READY_SECONDS.store(not_ready, Relaxed);
+    UNREACHABLE_SECONDS.store(unreachable, Relaxed);
+}
+
+/// DefaultTolerationSeconds: tolerate not-ready and unreachable nodes for 300s (or what the flags
+/// say) unless the pod already tolerates them (an empty key or effect matches too).
 pub fn default_toleration_seconds(o: &mut Value) {
     const KEYS: [&str; 2] = [
         "node.kubernetes.io/not-ready",
@@ -219,16 +232,19 @@ pub fn default_toleration_seconds(o: &mut Value) {
     if !missing.iter().any(|m| *m) {
         return;
     }
-    // Built once; cloning skips the key hashing of building each anew.
-    static TEMPLATES: std::sync::OnceLock<[Value; 2]> = std::sync::OnceLock::new();
-    let templates = TEMPLATES.get_or_init(|| {
-        KEYS.map(|key| json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}))
-    });
-    let add = templates
+    use std::sync::atomic::Ordering::Relaxed;
+    let seconds = [
+        NOT_READY_SECONDS.load(Relaxed),
+        UNREACHABLE_SECONDS.load(Relaxed),
+    ];
+    let add = KEYS
         .iter()
+        .zip(seconds)
         .zip(missing)
         .filter(|(_, m)| *m)
-        .map(|(t, _)| t.clone());
+        .map(|((key, secs), _)| {
+            json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs})
+        });
     let spec = obj(o, "spec");
     let list = spec.entry("tolerations").or_insert_with(|| json!([]));
     if !list.is_array() {

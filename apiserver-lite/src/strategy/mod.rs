@@ -25,7 +25,7 @@ use crate::resources::ResourceInfo;
 use crate::status::ApiError;
 use serde_json::Value;
 
-pub use admission::SYSTEM_PRIORITY_CLASSES;
+pub use admission::{set_default_toleration_seconds, SYSTEM_PRIORITY_CLASSES};
 pub use defaults::pull_policy_for;
 pub use prepare::pod_qos;
 
