@@ -58,6 +58,29 @@ pub struct ObjectKey {
     pub name: String,
 }
 
+/// What a reflector of the cache can hold.
+pub trait Cached:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Cached for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The per-object stores of one kind, by (namespace, name).
 type Watched<K> = Arc<Mutex<HashMap<(String, String), Store<K>>>>;
 /// Objects read with a GET at a pod's sync, by (namespace, name): `None` when not found.
@@ -100,13 +123,7 @@ impl ObjectCache {
     /// The store of the object `(ns, name)` of `kind`, its watch started when it has none.
     fn watched<K>(&self, map: &Watched<K>, kind: ObjectKind, ns: &str, name: &str) -> Store<K>
     where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
+        K: Cached + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     {
         let mut map = map.lock().unwrap();
         map.entry((ns.to_string(), name.to_string()))
@@ -207,13 +224,7 @@ fn spawn_reflector<K>(
     tx: &mpsc::UnboundedSender<ObjectKey>,
 ) -> Store<K>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Cached,
 {
     let (reader, writer) = reflector::store();
     let tx = tx.clone();
