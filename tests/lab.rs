@@ -16,8 +16,8 @@
 //! - stopping an agent turns its node NotReady and its pods are recreated on the other nodes
 //!   (after the lab's shortened node-monitor grace period and default tolerations; the spread
 //!   constraint honours taints);
-//! - `lab down` leaves the host clean: no namespaces, links, bridge, FORWARD rule, processes,
-//!   mounts, cgroups or data dir.
+//! - `lab down` leaves the host clean: no new network namespaces (nodes' or pods'), links,
+//!   bridge, host iptables rules, processes, mounts, cgroups or data dir.
 //!
 //! The lab's nodes pull `busybox` through the suite's registry, which listens on loopback: the
 //! test forwards the host's lab-bridge address to it, as a user would serve a mirror there.
@@ -196,25 +196,46 @@ spec:
     )
 }
 
-/// Traces of the lab on the host, by kind (empty when clean).
-fn traces(dir: &Path, name: &str) -> Vec<String> {
+fn sh(c: &str) -> String {
+    String::from_utf8_lossy(&Command::new("sh").args(["-c", c]).output().unwrap().stdout)
+        .into_owned()
+}
+
+/// The host's iptables rules and chains, without counters.
+fn host_rules() -> std::collections::BTreeSet<String> {
+    sh("iptables-save 2>/dev/null")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(" [").next().unwrap_or(l).to_string())
+        .collect()
+}
+
+/// The named network namespaces (`ip netns list`: the nodes' and the pods' pins).
+fn netns_names() -> std::collections::BTreeSet<String> {
+    sh("ip netns list")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Traces of the lab on the host, by kind (empty when clean): network namespaces (the nodes' and
+/// the pods') and host iptables rules or chains that were not there before (the FORWARD rule),
+/// links, mounts, processes, cgroups, and the data dir (CNI configuration, cache and IPAM state,
+/// pod logs and runtime state all live under it).
+fn traces(
+    dir: &Path,
+    name: &str,
+    netns_before: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
     let mut found = Vec::new();
-    let sh = |c: &str| {
-        String::from_utf8_lossy(&Command::new("sh").args(["-c", c]).output().unwrap().stdout)
-            .into_owned()
-    };
-    for l in sh("ip netns list").lines() {
-        if l.starts_with(&format!("{name}-")) {
-            found.push(format!("netns {l}"));
-        }
+    for n in netns_names().difference(netns_before) {
+        found.push(format!("netns {n}"));
     }
     for l in sh("ip -o link show").lines() {
         if l.contains(&format!(" {name}-")) {
             found.push(format!("link {l}"));
         }
-    }
-    if sh("iptables -w -S FORWARD").contains(&format!("{name}-br")) {
-        found.push("FORWARD rule".into());
     }
     let d = dir.to_string_lossy().into_owned();
     if sh("cat /proc/mounts").contains(&d) {
@@ -251,6 +272,8 @@ fn three_node_lab() {
     let base = std::env::temp_dir().join(format!("capstan-lab-test-{pid}"));
     let dir = base.join("lab");
     let _ = std::fs::remove_dir_all(&base);
+    let netns_before = netns_names();
+    let rules_before = host_rules();
     // The mirror: docker.io → the host's lab address, forwarded to the suite's registry.
     let certs = base.join("certs.d/docker.io");
     std::fs::create_dir_all(&certs).unwrap();
@@ -576,7 +599,7 @@ fn three_node_lab() {
         "lab down failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let left = traces(&dir, &name);
+    let left = traces(&dir, &name, &netns_before, &rules_before);
     assert!(left.is_empty(), "lab down left: {left:?}");
     let _ = std::fs::remove_dir_all(&base);
 }
