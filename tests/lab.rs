@@ -227,8 +227,12 @@ fn traces(
     dir: &Path,
     name: &str,
     netns_before: &std::collections::BTreeSet<String>,
+    rules_before: &std::collections::BTreeSet<String>,
 ) -> Vec<String> {
     let mut found = Vec::new();
+    for r in host_rules().difference(rules_before) {
+        found.push(format!("host iptables {r}"));
+    }
     for n in netns_names().difference(netns_before) {
         found.push(format!("netns {n}"));
     }
