@@ -344,7 +344,14 @@ fn bootstrappers_get_no_certificate_for_names_they_may_not_have() {
         let c = server.kubectl_json(&["get", "csr", name]);
         assert!(
             !has_condition(&c, "Approved") && c["status"]["certificate"].is_null(),
-            "{name} must stay pending: {c}"
+            "{name} must stay pending: {c}\nnode: {}\nserver log (csr and node lines):\n{}",
+            server.kubectl_json(&["get", "node", &server.node_name]),
+            server
+                .log()
+                .lines()
+                .filter(|l| l.contains("csr") || l.contains("node"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 

@@ -30,7 +30,7 @@ use crate::events::EventRecorder;
 use crate::mirror_pods::{MirrorManager, MirrorPods};
 use crate::node::machine::MachineInfo;
 use crate::node::object;
-use crate::node::{NodeState, NodeStatusInputs};
+use crate::node::NodeStatusInputs;
 use crate::object_cache::{self, ObjectCache, ObjectKey};
 use crate::pleg;
 use crate::pod_worker::{spawn_worker, PodContext, PodUpdate};
@@ -136,7 +136,8 @@ impl PodManager {
         let version = runtime.version().await?;
         let runtime_name = version.runtime_name.clone();
         let runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
-        inputs.update(|s| *s = NodeState::healthy(runtime_version.clone()));
+        // The runtime answered Version; Ready waits for its first Status (network readiness).
+        inputs.update(|s| s.runtime_version = runtime_version.clone());
         tokio::spawn(crate::runtime_status::run(runtime.clone(), inputs.clone()));
 
         let now = Time(Timestamp::now());

@@ -2,8 +2,10 @@
 //! kubelet asks the runtime for its CRI `Status`. A runtime that has not answered for 30 s
 //! (upstream's `maxWaitForContainerRuntime`) is "container runtime is down"; one that answers
 //! with `RuntimeReady` false is "container runtime not ready: …", with `NetworkReady` false
-//! "container runtime network not ready: …" (upstream's messages). They become the Node's Ready
-//! condition through [`NodeStatusInputs`], next to PLEG's own error, which this leaves alone.
+//! "container runtime network not ready: …" (upstream's messages); until the first answer the
+//! check "may not have completed yet", so a starting node is not Ready before the runtime has
+//! said that its network is. They become the Node's Ready condition through
+//! [`NodeStatusInputs`], next to PLEG's own error, which this leaves alone.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,8 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
 const DOWN: &str = "container runtime is down";
 const NOT_READY: &str = "container runtime not ready";
+/// Upstream's message while no status has been seen (`lastBaseRuntimeSync` zero).
+pub const NOT_YET: &str = "container runtime status check may not have completed yet";
 
 /// Runs the check until the task is dropped.
 pub async fn run(runtime: Runtime, inputs: NodeStatusInputs) {
@@ -37,7 +41,7 @@ pub async fn run(runtime: Runtime, inputs: NodeStatusInputs) {
             errors(latest.as_ref(), last_ok.elapsed() > MAX_WAIT);
         inputs.update(|s| {
             s.runtime_errors
-                .retain(|e| !e.starts_with(DOWN) && !e.starts_with(NOT_READY));
+                .retain(|e| ![DOWN, NOT_READY, NOT_YET].iter().any(|m| e.starts_with(m)));
             s.runtime_errors.extend(runtime_errors);
             s.network_errors = network_errors;
         });
@@ -55,24 +59,28 @@ fn errors(status: Option<&pb::StatusResponse>, down: bool) -> (Vec<String>, Vec<
     if down {
         runtime.push(DOWN.to_string());
     }
-    if let Some(s) = status {
-        let conditions = s
-            .status
-            .as_ref()
-            .map(|st| st.conditions.as_slice())
-            .unwrap_or_default();
-        let find = |t: &str| conditions.iter().find(|c| c.r#type == t);
-        match find("RuntimeReady") {
-            Some(c) if c.status => {}
-            c => runtime.push(format!("{NOT_READY}: {}", describe(c, "RuntimeReady"))),
+    let Some(s) = status else {
+        if !down {
+            runtime.push(NOT_YET.to_string());
         }
-        match find("NetworkReady") {
-            Some(c) if c.status => {}
-            c => network.push(format!(
-                "container runtime network not ready: {}",
-                describe(c, "NetworkReady")
-            )),
-        }
+        return (runtime, network);
+    };
+    let conditions = s
+        .status
+        .as_ref()
+        .map(|st| st.conditions.as_slice())
+        .unwrap_or_default();
+    let find = |t: &str| conditions.iter().find(|c| c.r#type == t);
+    match find("RuntimeReady") {
+        Some(c) if c.status => {}
+        c => runtime.push(format!("{NOT_READY}: {}", describe(c, "RuntimeReady"))),
+    }
+    match find("NetworkReady") {
+        Some(c) if c.status => {}
+        c => network.push(format!(
+            "container runtime network not ready: {}",
+            describe(c, "NetworkReady")
+        )),
     }
     (runtime, network)
 }
@@ -116,6 +124,9 @@ mod tests {
         );
         let (rt, _) = errors(Some(&status(true, true)), true);
         assert_eq!(rt, ["container runtime is down"]);
+        // No answer yet: not ready, as upstream's zero lastBaseRuntimeSync.
+        assert_eq!(errors(None, false).0, [NOT_YET]);
+        assert_eq!(errors(None, true).0, ["container runtime is down"]);
         assert!(errors(Some(&status(false, true)), false).0[0]
             .starts_with("container runtime not ready: RuntimeReady=false"));
     }

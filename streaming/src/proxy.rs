@@ -122,9 +122,7 @@ where
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        let mut backend = TokioIo::new(backend);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+        if let Err(e) = splice(TokioIo::new(client), TokioIo::new(backend)).await {
             tracing::debug!("proxied stream ended: {e}");
         }
     });
@@ -138,6 +136,54 @@ where
             "backend answered with invalid headers",
         )
     })
+}
+
+/// How long the backend's last bytes may take once writing to it has failed.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Copies both ways until both are done (or one fails); the error of the backend-to-client copy,
+/// if any. Unlike `copy_bidirectional`, a failed write to the backend (it closed first, as a
+/// streaming server does right after writing the exit status, or an HTTP server after its
+/// answer) does not end the splice: what the backend wrote before closing still reaches the
+/// client, so its last words are never lost to the race.
+pub async fn splice<C, B>(client: C, backend: B) -> std::io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt as _;
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut backend_read, mut backend_write) = tokio::io::split(backend);
+    let upstream = async {
+        let r = tokio::io::copy(&mut client_read, &mut backend_write).await;
+        let _ = backend_write.shutdown().await;
+        r
+    };
+    let downstream = async {
+        let r = tokio::io::copy(&mut backend_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+        r.map(drop)
+    };
+    tokio::pin!(upstream, downstream);
+    tokio::select! {
+        r = &mut downstream => {
+            // The backend closed its half: the client finishes and closes, as long as it takes.
+            r?;
+            let _ = upstream.await;
+            Ok(())
+        }
+        r = &mut upstream => match r {
+            // The client closed its half: the backend answers and closes, as long as it takes.
+            Ok(_) => downstream.await,
+            // Writing to the backend failed: it has closed, only its last bytes are left.
+            Err(e) => {
+                tracing::debug!("proxied stream to the backend ended: {e}");
+                tokio::time::timeout(DRAIN_TIMEOUT, downstream)
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+        },
+    }
 }
 
 fn skip_header(name: &HeaderName, upgrade: bool) -> bool {
@@ -276,5 +322,44 @@ mod tests {
         tcp.read_to_string(&mut all).await.unwrap();
         assert!(all.starts_with("HTTP/1.1 404"), "{all}");
         assert!(all.ends_with("no such thing: /nope?a=1"), "{all}");
+    }
+
+    /// A backend that writes its last words and closes while the client is still sending (a
+    /// streaming server writing the exit status): the words reach the client, whatever the
+    /// failed writes to the backend.
+    #[tokio::test]
+    async fn a_closing_backends_last_bytes_reach_the_client() {
+        for _ in 0..20 {
+            let (client_end, client_side) = tokio::io::duplex(64);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let backend_task = tokio::spawn(async move {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 16];
+                let _ = tcp.read(&mut buf).await;
+                tcp.write_all(b"exit status 3").await.unwrap();
+                // Closing with unread input sends a reset: later writes to it fail.
+            });
+            let backend = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let splicing = tokio::spawn(async move {
+                let _ = splice(client_side, backend).await;
+            });
+            let (mut rd, mut wr) = tokio::io::split(client_end);
+            let writer = tokio::spawn(async move {
+                let chunk = [7u8; 4096];
+                while wr.write_all(&chunk).await.is_ok() {
+                    tokio::task::yield_now().await;
+                }
+            });
+            let mut got = Vec::new();
+            tokio::time::timeout(std::time::Duration::from_secs(10), rd.read_to_end(&mut got))
+                .await
+                .expect("the splice ends")
+                .unwrap();
+            assert_eq!(got, b"exit status 3");
+            backend_task.await.unwrap();
+            splicing.await.unwrap();
+            writer.abort();
+        }
     }
 }

@@ -88,7 +88,7 @@ impl streaming::Backend for Runtime {
         &self,
         sandbox_id: &str,
         port: u16,
-        mut stream: Box<dyn streaming::Duplex>,
+        stream: Box<dyn streaming::Duplex>,
     ) -> Result<(), StreamError> {
         let sb = self.sandbox(sandbox_id).map_err(|_| {
             StreamError::NotFound(format!(
@@ -106,8 +106,8 @@ impl streaming::Backend for Runtime {
         }
         let conn = connect_in_netns(netns.clone(), id.clone(), port).await?;
         conn.set_nonblocking(true)?;
-        let mut conn = tokio::net::TcpStream::from_std(conn)?;
-        match tokio::io::copy_bidirectional(&mut stream, &mut conn).await {
+        let conn = tokio::net::TcpStream::from_std(conn)?;
+        match streaming::proxy::splice(stream, conn).await {
             Ok(_) => Ok(()),
             // One side reset the connection: that ends this forward, like a close.
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(()),

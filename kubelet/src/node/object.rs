@@ -61,7 +61,7 @@ impl NodeState {
     pub fn initial() -> NodeState {
         NodeState {
             runtime_version: String::new(),
-            runtime_errors: vec!["container runtime status check may not have completed yet".into()],
+            runtime_errors: vec![crate::runtime_status::NOT_YET.into()],
             network_errors: Vec::new(),
             memory_pressure: false,
             disk_pressure: false,
@@ -70,6 +70,7 @@ impl NodeState {
     }
 
     /// A healthy node with this runtime version.
+    #[cfg(test)]
     pub fn healthy(runtime_version: impl Into<String>) -> NodeState {
         NodeState {
             runtime_version: runtime_version.into(),
