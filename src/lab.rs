@@ -420,11 +420,24 @@ fn spawn_in(n: &LabNode, exe: &Path, args: &[String], dir: &Path) -> anyhow::Res
     Ok(())
 }
 
+/// Ready, and no longer carrying the taints the node lifecycle controller puts on a node that
+/// was not (so the scheduler may place pods on it the moment `lab up` returns).
 fn is_ready(n: &Node) -> bool {
-    n.status
+    let ready = n
+        .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let tainted = n
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| {
+            ts.iter().any(|t| {
+                t.key == "node.kubernetes.io/not-ready" || t.key == "node.kubernetes.io/unreachable"
+            })
+        });
+    ready && !tainted
 }
 
 async fn wait_for(mut f: impl FnMut() -> bool, timeout: Duration) -> anyhow::Result<()> {

@@ -5,11 +5,11 @@
 //!
 //! Each component runs through its own library entry point on one tokio runtime, talking to the
 //! API server over loopback exactly as the separate `capstan <component>` processes would, with
-//! identities of their own (`system:kube-scheduler`, `system:kube-proxy`, `system:node:<name>`;
-//! the controller-manager still with the admin kubeconfig). The server adds what a cluster needs around them: the join token
-//! ([`bootstrap_token`]) and the signed cluster-info agents discover it by ([`cluster_info`]),
-//! the `kube-dns` Service ([`cluster_dns`]), a pidfile and a record of what it made on the host ([`layout`]) for
-//! `capstan uninstall`.
+//! identities of their own (`system:kube-controller-manager`, `system:kube-scheduler`,
+//! `system:kube-proxy`, `system:node:<name>`). The server adds what a cluster needs around them:
+//! the join token ([`bootstrap_token`]) and the signed cluster-info agents discover it by
+//! ([`cluster_info`]), the `kube-dns` Service ([`cluster_dns`]), a pidfile and a record of what
+//! it made on the host ([`layout`]) for `capstan uninstall`.
 //!
 //! SIGTERM (or Ctrl-C) stops every component and exits; pods keep running (their supervisors
 //! are processes of their own) and the next start adopts them. Leader election is off for the
@@ -111,9 +111,8 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
             not_ready: args.default_not_ready_toleration_seconds,
             unreachable: args.default_unreachable_toleration_seconds,
         },
-        // TLS only, with a cluster CA under DIR/server/. The scheduler, proxy and kubelet use
-        // identities of their own (below); the controller-manager still uses the admin
-        // kubeconfig (upstream's runs each controller as its own service account). The
+        // TLS only, with a cluster CA under DIR/server/. The controller-manager, scheduler, proxy
+        // and kubelet use identities of their own (below). The
         // kubelets' serving certificates come from the cluster CA (the server's own below, the
         // agents' through CSRs) unless one is given, so the API server verifies them.
         security: apiserver_lite::auth::SecurityOptions {
@@ -147,7 +146,13 @@ pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()>) -> anyhow
 
     // The controller-manager, every default controller, node IPAM on the cluster CIDR.
     let mut cm_args = vec![
-        format!("--kubeconfig={}", kubeconfig.display()),
+        format!(
+            "--kubeconfig={}",
+            layout
+                .server_dir()
+                .join("controller-manager.kubeconfig")
+                .display()
+        ),
         format!("--bind-address={}", args.controller_manager_bind_address),
         "--leader-elect=false".into(),
         // kubeadm's: the bootstrap signer keeps cluster-info signed for the join token.

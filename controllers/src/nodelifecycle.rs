@@ -76,6 +76,8 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
     let leases = ctx.informers.informer::<Lease>();
     let eviction_queue: WorkQueue<String> = WorkQueue::new("noexec_taint_pod");
     watch_for_eviction(&nodes, &pods, &eviction_queue);
+    let changed = Arc::new(tokio::sync::Notify::new());
+    watch_for_condition_changes(&nodes, &changed);
     ctx.informers.start();
     ctx.informers.wait_synced().await;
     let recorder = Arc::new(ctx.recorder("node-controller"));
@@ -109,8 +111,46 @@ pub async fn start(ctx: ControllerContext) -> anyhow::Result<()> {
         if workers.is_finished() {
             anyhow::bail!("the taint eviction workers stopped");
         }
-        tokio::time::sleep(period).await;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = changed.notified() => {}
+        }
     }
+}
+
+/// Upstream taints by condition on every node add and update (`doNoScheduleTaintingPass` from
+/// `nodeUpdateQueue`), not only each monitor period: a node that turns Ready loses its
+/// `not-ready` taint at once, so pods are not kept off a Ready node for a period. This wakes the
+/// monitor when a node's conditions (type and status, not heartbeats) or unschedulable change.
+fn watch_for_condition_changes(nodes: &Informer<Node>, changed: &Arc<tokio::sync::Notify>) {
+    fn state(n: &Node) -> (Vec<(String, String)>, bool) {
+        let conditions = n
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| (c.type_.clone(), c.status.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let unschedulable = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false);
+        (conditions, unschedulable)
+    }
+    let (on_add, on_update) = (changed.clone(), changed.clone());
+    nodes.add_handler(HandlerFns::<Node> {
+        add: Some(Box::new(move |_| on_add.notify_one())),
+        update: Some(Box::new(move |old: &Arc<Node>, new: &Arc<Node>| {
+            if state(old) != state(new) {
+                on_update.notify_one();
+            }
+        })),
+        delete: None,
+    });
 }
 
 struct Monitor {

@@ -19,7 +19,8 @@ impl ControllerManager {
         let file = std::fs::File::create(&log).expect("creating the log file");
         let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
             .args(["controller-manager", "--kubeconfig"])
-            .arg(api.kubeconfig())
+            // Its own identity, system:kube-controller-manager, as `capstan server` runs it.
+            .arg(api.dir.path().join("server/controller-manager.kubeconfig"))
             .args(["--bind-address", "127.0.0.1:0"])
             .args(extra)
             .env("NO_COLOR", "1")

@@ -547,7 +547,12 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["clusterroles"],
                     &["escalate", "bind", "update", "patch"],
                 ),
-                r(&["*"], &["*"], &["delete", "patch", "update"]),
+                // The namespace controller and the garbage collector delete anything.
+                r(
+                    &["*"],
+                    &["*"],
+                    &["delete", "deletecollection", "patch", "update"],
+                ),
             ],
         ),
         role(
