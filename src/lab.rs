@@ -433,9 +433,9 @@ fn is_ready(n: &Node) -> bool {
         .as_ref()
         .and_then(|s| s.taints.as_ref())
         .is_some_and(|ts| {
-            ts.iter().any(|t| {
-                t.key == "node.kubernetes.io/not-ready" || t.key == "node.kubernetes.io/unreachable"
-            })
+            use controllers::nodelifecycle::{TAINT_NOT_READY, TAINT_UNREACHABLE};
+            ts.iter()
+                .any(|t| t.key == TAINT_NOT_READY || t.key == TAINT_UNREACHABLE)
         });
     ready && !tainted
 }

@@ -616,6 +616,43 @@ fn taints(node: &Value) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// Upstream taints by condition on node events, not on the monitor's period: with a period of
+/// an hour, a node that reports NotReady is tainted and one that turns Ready is untainted within
+/// seconds (a starting node is not kept from pods for a period after it turns Ready).
+#[test]
+fn no_schedule_taints_follow_the_ready_condition_at_once() {
+    let api = ApiServer::start();
+    let c = Controllers::new(&api, &["--node-monitor-period=1h"]);
+    create_node(&api, "starting");
+    c.run("nodelifecycle");
+    let set_ready = |status: &str| {
+        let t = now();
+        patch_status(
+            &api,
+            "/api/v1/nodes/starting",
+            json!({"status": {"conditions": [
+                {"type": "Ready", "status": status, "reason": "KubeletNotReady", "lastHeartbeatTime": t, "lastTransitionTime": t}
+            ]}}),
+        );
+    };
+    // The only node: its zone is fully disrupted, so no NoExecute taint (see the test below).
+    let not_ready = BTreeSet::from([(
+        "node.kubernetes.io/not-ready".to_string(),
+        "NoSchedule".to_string(),
+    )]);
+    let within = Duration::from_secs(15);
+    // The first pass after start; then only events can wake the controller.
+    std::thread::sleep(Duration::from_secs(2));
+    set_ready("False");
+    eventually(within, "the NotReady node tainted not-ready", || {
+        taints(&get(&api, "/api/v1/nodes/starting").unwrap()) == not_ready
+    });
+    set_ready("True");
+    eventually(within, "the Ready node untainted", || {
+        taints(&get(&api, "/api/v1/nodes/starting").unwrap()).is_empty()
+    });
+}
+
 #[test]
 fn a_node_that_stops_heartbeating_is_unknown_tainted_and_its_pods_evicted_after_their_toleration() {
     let api = ApiServer::start();
