@@ -385,8 +385,11 @@ fn three_node_lab() {
             "-c",
             "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 web.default.svc.cluster.local 80 | tail -1",
         ]);
-        if out.status.success() {
-            seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        // An empty answer is a request that failed (the client's node may sync the endpoints
+        // that just turned ready a few ms after the API shows them): not a replica, try again.
+        let replica = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !replica.is_empty() {
+            seen.insert(replica);
         }
         if seen.len() == 3 {
             break;
