@@ -1,7 +1,7 @@
 //! `capstan proxy` (iptables backend) at scale, next to bare `iptables-restore` of the same rules;
 //! see BENCHMARKS.md, section "Proxy (iptables)".
 //!
-//! For each size (CAPSTAN_BENCH_PROXY_SIZES, default "1000,10000" Services, each with one TCP port
+//! For each size (CAPSTAN_BENCH_PROXY_SIZES, default "1000,5000,10000" Services, each with one TCP port
 //! and 10 endpoints) it fills a fresh apiserver-lite, then for both iptables flavours (nf_tables,
 //! legacy) starts `capstan proxy` in a network namespace of its own and measures
 //!
@@ -221,7 +221,7 @@ fn main() {
         eprintln!("proxy_sync: needs root (network namespaces, iptables)");
         return;
     }
-    let sizes: Vec<usize> = env_or("CAPSTAN_BENCH_PROXY_SIZES", "1000,10000")
+    let sizes: Vec<usize> = env_or("CAPSTAN_BENCH_PROXY_SIZES", "1000,5000,10000")
         .split(',')
         .map(|s| s.trim().parse().expect("a size"))
         .collect();

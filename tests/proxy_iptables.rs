@@ -315,14 +315,28 @@ fn no_endpoints_reject_and_a_removed_backend_loses_new_connections_and_udp_flows
         .map(|(h, _)| (h.ip.as_str(), "node1"))
         .collect();
     assert_eq!(rest.len(), 2);
+    let removed_ip = bs
+        .iter()
+        .map(|(h, _)| h.ip.as_str())
+        .find(|ip| !rest.iter().any(|(r, _)| r == ip))
+        .unwrap()
+        .to_string();
     cluster.apply(slice("echo", &rest));
-    eventually(SYNC, "the UDP flow moving off the removed backend", || {
-        udp_request(ns, PORT, &udp, T).is_ok_and(|r| who(&r) != first)
+    // Within one sync: once the sync that drops the endpoint has written the rules, the flow
+    // and new connections move at once. The next sync is a sync period (2 s) away, so no
+    // later one can be what moved them.
+    eventually(SYNC, "the sync that removes the endpoint", || {
+        !ns.sh("iptables-nft-save -t nat")
+            .contains(&format!("--to-destination {removed_ip}:"))
     });
     eventually(
-        SYNC,
-        "new TCP connections avoiding the removed backend",
-        || (0..20).all(|_| tcp_request(ns, &tcp, T).is_ok_and(|r| who(&r) != first)),
+        Duration::from_secs(1),
+        "the UDP flow moving off the removed backend",
+        || udp_request(ns, PORT, &udp, Duration::from_millis(300)).is_ok_and(|r| who(&r) != first),
+    );
+    assert!(
+        (0..20).all(|_| tcp_request(ns, &tcp, T).is_ok_and(|r| who(&r) != first)),
+        "new TCP connections avoid the removed backend"
     );
 
     // The last endpoints go: the Service rejects again.
@@ -462,6 +476,22 @@ fn flushed_nat_table_is_repaired(seed: usize, legacy: bool) {
     eventually(SYNC, "the proxy repairing the flushed nat table", || {
         tcp_request(ns, &tcp, T).is_ok()
     });
+    let saved = ns.sh(&format!("{bin}-save -t nat"));
+    for chain in ["PREROUTING", "OUTPUT"] {
+        let jump = format!(
+            "-A {chain} -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
+        );
+        assert_eq!(
+            saved.matches(&jump).count(),
+            1,
+            "the jump from {chain}, once:\n{saved}"
+        );
+    }
+    if legacy {
+        // Every restore is --noflush: rules of other software in the same tables stay.
+        let filter = ns.sh("iptables-legacy-save -t filter");
+        assert!(filter.contains("capstan-test"), "{filter}");
+    }
     assert!(
         node.log().contains("canary"),
         "the repair should come from the canary:\n{}",

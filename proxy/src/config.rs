@@ -450,6 +450,86 @@ mod tests {
     }
 
     #[test]
+    fn every_upstream_flag_parses_and_overrides_the_file() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ProxyArgs,
+        }
+        let (_f, path) = write(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+             clusterCIDR: 10.244.0.0/16\nhostnameOverride: file-node\n",
+        );
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "proxy",
+            "--config",
+            path.to_str().unwrap(),
+            "--kubeconfig",
+            "/etc/capstan/proxy.kubeconfig",
+            "--hostname-override",
+            "Node-B",
+            "--proxy-mode",
+            "iptables",
+            "--cluster-cidr",
+            "10.1.0.0/16,fd00::/48",
+            "--nodeport-addresses",
+            "192.168.0.0/24,10.9.0.0/16",
+            "--masquerade-all",
+            "--iptables-sync-period",
+            "45s",
+            "--iptables-min-sync-period",
+            "0s",
+            "--healthz-bind-address",
+            "127.0.0.1:20256",
+            "--metrics-bind-address",
+            "127.0.0.1:20249",
+        ])
+        .unwrap();
+        let c = Config::resolve(&cli.args).unwrap();
+        assert_eq!(
+            c.kubeconfig,
+            Some(PathBuf::from("/etc/capstan/proxy.kubeconfig"))
+        );
+        assert_eq!(c.hostname, "node-b");
+        assert_eq!(c.mode, ProxyMode::Iptables);
+        assert_eq!(
+            c.cluster_cidrs,
+            vec![
+                Cidr::parse("10.1.0.0/16").unwrap(),
+                Cidr::parse("fd00::/48").unwrap()
+            ]
+        );
+        assert_eq!(
+            c.node_port_addresses,
+            NodePortAddresses::Cidrs(vec![
+                Cidr::parse("192.168.0.0/24").unwrap(),
+                Cidr::parse("10.9.0.0/16").unwrap()
+            ])
+        );
+        assert!(c.masquerade_all, "a bare --masquerade-all is true");
+        assert_eq!(c.sync_period, Duration::from_secs(45));
+        assert_eq!(c.min_sync_period, Duration::ZERO);
+        assert_eq!(
+            c.healthz_bind_address,
+            Some("127.0.0.1:20256".parse().unwrap())
+        );
+        assert_eq!(
+            c.metrics_bind_address,
+            Some("127.0.0.1:20249".parse().unwrap())
+        );
+        // An explicit false, and a mode Capstan does not have.
+        let cli =
+            <Cli as clap::Parser>::try_parse_from(["proxy", "--masquerade-all=false"]).unwrap();
+        assert!(!Config::resolve(&cli.args).unwrap().masquerade_all);
+        let cli = <Cli as clap::Parser>::try_parse_from(["proxy", "--proxy-mode", "ipvs"]).unwrap();
+        let err = Config::resolve(&cli.args).unwrap_err().to_string();
+        assert!(
+            err.contains("--proxy-mode") || err.contains("ipvs"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn file_then_flags_override() {
         let (_f, path) = write(
             "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\

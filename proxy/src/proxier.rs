@@ -42,6 +42,9 @@ pub struct SyncReport {
     pub bytes_written: usize,
     /// Time spent in the kernel call itself.
     pub kernel_time: Duration,
+    /// Service ports whose traffic policy is Local and that have no local endpoints:
+    /// (internal, external), upstream's `sync_proxy_rules_no_local_endpoints_total`.
+    pub no_local_endpoints: (usize, usize),
 }
 
 /// Errors of a backend.

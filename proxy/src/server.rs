@@ -60,6 +60,7 @@ pub struct SyncDriver {
     /// Set by the canary monitor when the kernel state was lost.
     state_lost: Arc<AtomicBool>,
     last_full: Option<Instant>,
+    full_sync_period: Duration,
 }
 
 impl SyncDriver {
@@ -80,7 +81,14 @@ impl SyncDriver {
             force_full: true,
             state_lost,
             last_full: None,
+            full_sync_period: FULL_SYNC_PERIOD,
         }
+    }
+
+    /// Changes how often a full resync happens (tests).
+    pub fn with_full_sync_period(mut self, period: Duration) -> Self {
+        self.full_sync_period = period;
+        self
     }
 
     /// One run of the runner.
@@ -104,7 +112,7 @@ impl SyncDriver {
         }
         if self
             .last_full
-            .is_none_or(|t| t.elapsed() >= FULL_SYNC_PERIOD)
+            .is_none_or(|t| t.elapsed() >= self.full_sync_period)
         {
             self.force_full = true;
         }
@@ -139,6 +147,7 @@ impl SyncDriver {
                     .iter()
                     .map(|(t, n)| (t.to_string(), *n))
                     .collect();
+                *m.no_local_endpoints.lock() = report.no_local_endpoints;
                 self.health.updated();
                 tracing::info!(
                     full = report.full,
@@ -607,5 +616,46 @@ mod tests {
         assert!(rec.calls.lock()[4].0);
         d.sync_once();
         assert!(!rec.calls.lock()[5].0);
+    }
+
+    #[test]
+    fn node_ports_answer_only_on_the_node_addresses_in_nodeport_addresses() {
+        let mut config = Config::resolve(&crate::config::ProxyArgs {
+            nodeport_addresses: Some(vec!["192.168.0.0/24".into()]),
+            ..Default::default()
+        })
+        .unwrap();
+        let ips: Vec<IpAddr> = vec!["192.168.0.2".parse().unwrap(), "10.0.0.5".parse().unwrap()];
+        let ctx = render_context(&config, &ips);
+        assert_eq!(ctx.node_port_ips, Some(vec![ips[0]]));
+        config.node_port_addresses = crate::config::NodePortAddresses::All;
+        assert_eq!(render_context(&config, &ips).node_port_ips, None);
+    }
+
+    #[test]
+    fn a_full_resync_happens_every_full_sync_period() {
+        let trackers = Arc::new(Mutex::new(Trackers {
+            services: ServiceChangeTracker::default(),
+            endpoints: EndpointsChangeTracker::new("n"),
+            services_synced: true,
+            endpoints_synced: true,
+        }));
+        let rec = Recorder::default();
+        let mut d = SyncDriver::new(
+            trackers.clone(),
+            Box::new(rec.clone()),
+            ProxierHealth::new(Duration::from_secs(60)),
+            None,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .with_full_sync_period(Duration::from_millis(300));
+        d.sync_once();
+        d.sync_once();
+        d.sync_once();
+        std::thread::sleep(Duration::from_millis(350));
+        d.sync_once();
+        d.sync_once();
+        let full: Vec<bool> = rec.calls.lock().iter().map(|c| c.0).collect();
+        assert_eq!(full, [true, false, false, true, false]);
     }
 }

@@ -79,12 +79,8 @@ pub trait Iptables: Send {
     fn save(&mut self, table: &str) -> Result<String, ProxyError>;
     /// Whether a chain exists.
     fn chain_exists(&mut self, table: &str, chain: &str) -> bool;
-    /// Creates a chain unless it exists.
-    fn ensure_chain(&mut self, table: &str, chain: &str) -> Result<(), ProxyError>;
     /// Flushes and deletes a chain if it exists.
     fn delete_chain(&mut self, table: &str, chain: &str) -> Result<(), ProxyError>;
-    /// Inserts a rule at the top of `chain` unless an equal rule exists.
-    fn ensure_rule(&mut self, table: &str, chain: &str, args: &[String]) -> Result<(), ProxyError>;
     /// Deletes a rule if it exists.
     fn delete_rule(&mut self, table: &str, chain: &str, args: &[String]) -> Result<(), ProxyError>;
 }
@@ -158,17 +154,6 @@ impl Iptables for RealIptables {
         .is_ok_and(|o| o.status.success())
     }
 
-    fn ensure_chain(&mut self, table: &str, chain: &str) -> Result<(), ProxyError> {
-        if self.chain_exists(table, chain) {
-            return Ok(());
-        }
-        check(
-            Command::new(self.flavour.iptables()).args(["-w", "5", "-t", table, "-N", chain]),
-            None,
-        )
-        .map(drop)
-    }
-
     fn delete_chain(&mut self, table: &str, chain: &str) -> Result<(), ProxyError> {
         if !self.chain_exists(table, chain) {
             return Ok(());
@@ -179,26 +164,6 @@ impl Iptables for RealIptables {
         )?;
         check(
             Command::new(self.flavour.iptables()).args(["-w", "5", "-t", table, "-X", chain]),
-            None,
-        )
-        .map(drop)
-    }
-
-    fn ensure_rule(&mut self, table: &str, chain: &str, args: &[String]) -> Result<(), ProxyError> {
-        let exists = run(
-            Command::new(self.flavour.iptables())
-                .args(["-w", "5", "-t", table, "-C", chain])
-                .args(args),
-            None,
-        )
-        .is_ok_and(|o| o.status.success());
-        if exists {
-            return Ok(());
-        }
-        check(
-            Command::new(self.flavour.iptables())
-                .args(["-w", "5", "-t", table, "-I", chain])
-                .args(args),
             None,
         )
         .map(drop)
@@ -258,6 +223,11 @@ impl Iptables for FakeIptables {
                 s.chains.entry(table.clone()).or_default().insert(name);
             } else if let Some(c) = line.strip_prefix("-X ") {
                 s.chains.entry(table.clone()).or_default().remove(c.trim());
+            } else if let Some(rule) = line.strip_prefix("-I ") {
+                // Only jumps from the built-in chains are inserted; keep them as rules.
+                let mut words = split_words(rule);
+                let chain = words.remove(0);
+                s.rules.insert((table.clone(), chain, words));
             }
         }
         Ok(())
@@ -268,6 +238,17 @@ impl Iptables for FakeIptables {
         let mut out = format!("*{table}\n");
         for c in s.chains.get(table).into_iter().flatten() {
             out.push_str(&format!(":{c} - [0:0]\n"));
+        }
+        for (_, chain, args) in s.rules.iter().filter(|(t, _, _)| t == table) {
+            out.push_str(&format!("-A {chain}"));
+            for a in args {
+                if a.contains(' ') {
+                    out.push_str(&format!(" \"{a}\""));
+                } else {
+                    out.push_str(&format!(" {a}"));
+                }
+            }
+            out.push('\n');
         }
         out.push_str("COMMIT\n");
         Ok(out)
@@ -281,28 +262,10 @@ impl Iptables for FakeIptables {
             .is_some_and(|c| c.contains(chain))
     }
 
-    fn ensure_chain(&mut self, table: &str, chain: &str) -> Result<(), ProxyError> {
-        self.state
-            .lock()
-            .chains
-            .entry(table.into())
-            .or_default()
-            .insert(chain.into());
-        Ok(())
-    }
-
     fn delete_chain(&mut self, table: &str, chain: &str) -> Result<(), ProxyError> {
         if let Some(c) = self.state.lock().chains.get_mut(table) {
             c.remove(chain);
         }
-        Ok(())
-    }
-
-    fn ensure_rule(&mut self, table: &str, chain: &str, args: &[String]) -> Result<(), ProxyError> {
-        self.state
-            .lock()
-            .rules
-            .insert((table.into(), chain.into(), args.to_vec()));
         Ok(())
     }
 
@@ -313,4 +276,34 @@ impl Iptables for FakeIptables {
             .remove(&(table.into(), chain.into(), args.to_vec()));
         Ok(())
     }
+}
+
+/// Splits a restore line into words as the shell would for double-quoted words.
+fn split_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut started = false;
+    for ch in line.chars() {
+        match ch {
+            '"' => {
+                quoted = !quoted;
+                started = true;
+            }
+            ' ' if !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            _ => {
+                word.push(ch);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
 }

@@ -8,8 +8,9 @@
 //! and its KUBE-SEP chains, not KUBE-SERVICES.
 //!
 //! A full sync (the first, every hour, after a failed restore, and when the canary chain shows
-//! that someone flushed a table) writes every chain, re-installs the jumps from the built-in
-//! chains and deletes leftover KUBE-SVC/SVL/EXT/FW/SEP chains found by `iptables-save`.
+//! that someone flushed a table) writes every chain, re-inserts the jumps from the built-in
+//! chains and the canaries that `iptables-save` does not show, and deletes leftover
+//! KUBE-SVC/SVL/EXT/FW/SEP chains found there: one save per table and one restore.
 //! See README.md beside this file for the chain layout.
 
 pub mod chain_names;
@@ -59,16 +60,18 @@ struct Restore {
     nat_rules: String,
     filter_chains: String,
     filter_rules: String,
+    /// Only ever the canary chain's declaration.
+    mangle_chains: String,
     /// `-X` lines of the nat table: after every rule, so no rule still jumps to them.
     nat_deletes: String,
 }
 
 impl Restore {
     fn chain(&mut self, table: &str, name: &str) {
-        let out = if table == "nat" {
-            &mut self.nat_chains
-        } else {
-            &mut self.filter_chains
+        let out = match table {
+            "nat" => &mut self.nat_chains,
+            "mangle" => &mut self.mangle_chains,
+            _ => &mut self.filter_chains,
         };
         let _ = writeln!(out, ":{name} - [0:0]");
     }
@@ -89,8 +92,14 @@ impl Restore {
                 + self.nat_rules.len()
                 + self.filter_chains.len()
                 + self.filter_rules.len()
+                + self.mangle_chains.len()
                 + 64,
         );
+        if !self.mangle_chains.is_empty() {
+            s.push_str("*mangle\n");
+            s.push_str(&self.mangle_chains);
+            s.push_str("COMMIT\n");
+        }
         // Tables with nothing to change are left out: legacy iptables-restore rewrites every
         // table it is given as a whole.
         if !self.filter_chains.is_empty() {
@@ -143,18 +152,36 @@ impl<I: Iptables> IptablesProxier<I> {
         self.ipt.flavour()
     }
 
-    /// Creates the top-level chains and the jumps into them, and the canaries.
-    fn ensure_base(&mut self) -> Result<(), ProxyError> {
-        for (table, builtin, chain, extra, comment) in rules::jump_rules() {
-            self.ipt.ensure_chain(table, chain)?;
-            let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-            args.extend(["-m", "comment", "--comment", comment, "-j", chain].map(String::from));
-            self.ipt.ensure_rule(table, builtin, &args)?;
+    /// Adds to a full sync's restore the jumps from the built-in chains into ours and the canary
+    /// chains that `saved` (this table's `iptables-save`) lacks. Upstream runs one `iptables -C`
+    /// (and `-I`) per jump and one `-S`/`-N` per chain at every sync; reading the save that the
+    /// leftover sweep needs anyway makes a full sync one save per table and one restore. The
+    /// jumps are inserted (`-I`) in upstream's order, so the built-in chains end up as after
+    /// upstream's prepends; a built-in chain is never declared, which would flush what other
+    /// software keeps in it.
+    fn ensure_base(out: &mut Restore, table: &str, saved: &str) {
+        for (t, builtin, chain, extra, comment) in rules::jump_rules() {
+            if t != table {
+                continue;
+            }
+            let head = format!("-A {builtin} ");
+            let tail = format!(" -j {chain}");
+            let present = saved
+                .lines()
+                .any(|l| l.starts_with(&head) && l.ends_with(&tail) && l.contains(comment));
+            if !present {
+                let mut line = format!("-I {builtin}");
+                for a in extra {
+                    line.push(' ');
+                    line.push_str(a);
+                }
+                let _ = write!(line, " -m comment --comment \"{comment}\" -j {chain}");
+                out.rule(table, &line);
+            }
         }
-        for table in CANARY_TABLES {
-            self.ipt.ensure_chain(table, KUBE_PROXY_CANARY)?;
+        if !saved_chains(saved).any(|c| c == KUBE_PROXY_CANARY) {
+            out.chain(table, KUBE_PROXY_CANARY);
         }
-        Ok(())
     }
 
     fn shared_rules(
@@ -180,7 +207,6 @@ impl<I: Iptables> IptablesProxier<I> {
     }
 
     fn full_sync(&mut self, req: SyncRequest<'_>) -> Result<(String, SyncState), ProxyError> {
-        self.ensure_base()?;
         let rendered = render_all(&self.ctx, req);
         let mut out = Restore::default();
         for c in rules::NAT_CHAINS {
@@ -213,18 +239,18 @@ impl<I: Iptables> IptablesProxier<I> {
                 }
             }
         }
-        // Leftovers from earlier runs or deleted Services.
-        let existing = self.ipt.save("nat")?;
-        for line in existing.lines() {
-            let Some(name) = line
-                .strip_prefix(':')
-                .and_then(|l| l.split_whitespace().next())
-            else {
+        for table in CANARY_TABLES {
+            let saved = self.ipt.save(table)?;
+            Self::ensure_base(&mut out, table, &saved);
+            if *table != "nat" {
                 continue;
-            };
-            if is_service_chain(name) && !active.contains(name) {
-                out.chain("nat", name);
-                out.nat_deletes.push_str(&format!("-X {name}\n"));
+            }
+            // Leftovers from earlier runs or deleted Services.
+            for name in saved_chains(&saved) {
+                if is_service_chain(name) && !active.contains(name) {
+                    out.chain("nat", name);
+                    out.nat_deletes.push_str(&format!("-X {name}\n"));
+                }
             }
         }
         Ok((out.render(), SyncState { rendered, shared }))
@@ -353,6 +379,14 @@ struct SyncState {
     shared: HashMap<(&'static str, &'static str), String>,
 }
 
+/// The chains an `iptables-save` of one table declares.
+fn saved_chains(saved: &str) -> impl Iterator<Item = &str> {
+    saved.lines().filter_map(|l| {
+        l.strip_prefix(':')
+            .and_then(|l| l.split_whitespace().next())
+    })
+}
+
 /// The ports of one Service in a map keyed by [`ServicePortName`] (its entries are contiguous).
 fn ports_of<'a, V>(
     map: &'a BTreeMap<ServicePortName, V>,
@@ -426,6 +460,7 @@ impl<I: Iptables + Clone + 'static> Proxier for IptablesProxier<I> {
             rules: self.count_rules(),
             bytes_written: text.len(),
             kernel_time,
+            no_local_endpoints: self.no_local_endpoints(),
         })
     }
 
@@ -449,13 +484,7 @@ impl<I: Iptables + Clone + 'static> Proxier for IptablesProxier<I> {
         let mut out = Restore::default();
         for table in ["nat", "filter"] {
             let saved = self.ipt.save(table)?;
-            for line in saved.lines() {
-                let Some(name) = line
-                    .strip_prefix(':')
-                    .and_then(|l| l.split_whitespace().next())
-                else {
-                    continue;
-                };
+            for name in saved_chains(&saved) {
                 let ours = is_service_chain(name)
                     || (table == "nat" && rules::NAT_CHAINS.contains(&name))
                     || (table == "filter" && rules::FILTER_CHAINS.contains(&name));

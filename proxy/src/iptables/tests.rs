@@ -1,7 +1,7 @@
 //! Rule rendering and partial syncs, through the recording fake. Scenarios follow upstream's
 //! `pkg/proxy/iptables/proxier_test.go` (same Services, addresses and therefore chain names).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -12,7 +12,7 @@ use super::rules::RenderContext;
 use super::IptablesProxier;
 use crate::config::Cidr;
 use crate::endpoints_change_tracker::EndpointsChangeTracker;
-use crate::proxier::{Proxier, ProxyState, SyncRequest};
+use crate::proxier::{Proxier, ProxyState, SyncReport, SyncRequest};
 use crate::service_change_tracker::ServiceChangeTracker;
 use crate::service_port::NamespacedName;
 
@@ -25,6 +25,8 @@ struct Harness {
     state: ProxyState,
     proxier: IptablesProxier<FakeIptables>,
     fake: FakeIptables,
+    /// The last sync's report.
+    report: SyncReport,
 }
 
 impl Harness {
@@ -36,6 +38,7 @@ impl Harness {
             state: ProxyState::default(),
             proxier: IptablesProxier::new(fake.clone(), ctx),
             fake,
+            report: SyncReport::default(),
         }
     }
 
@@ -66,7 +69,8 @@ impl Harness {
             .chain(b.updated_services)
             .collect();
         let before = self.fake.state.lock().restores.len();
-        self.proxier
+        self.report = self
+            .proxier
             .sync(SyncRequest {
                 state: &self.state,
                 changed: &changed,
@@ -74,6 +78,10 @@ impl Harness {
             })
             .expect("sync");
         let s = self.fake.state.lock();
+        assert!(
+            s.restores.len() <= before + 1,
+            "one iptables-restore per sync at most"
+        );
         if s.restores.len() > before {
             s.restores.last().unwrap().clone()
         } else {
@@ -275,6 +283,9 @@ COMMIT
 #[test]
 fn overall_rules_match_upstream() {
     let mut h = overall();
+    // The first full sync also inserts the jumps and canaries (see the next test); upstream's
+    // expected text is that of a full sync into a kernel that has them.
+    h.sync(true);
     let got = h.sync(true);
     if got != OVERALL {
         let want: Vec<&str> = OVERALL.lines().collect();
@@ -403,6 +414,26 @@ fn feature_table() {
                 r#"-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 has no local endpoints" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j DROP"#,
             ],
             not: &["KUBE-SEP-", "REJECT"],
+        },
+        Case {
+            name: "ClientIP affinity with its own timeout",
+            ctx: ctx(),
+            service: svc(
+                "ns1",
+                "svc1",
+                json!({"clusterIP": "172.30.0.41", "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+                "ports": [{"name": "p80", "port": 80}]}),
+                json!({}),
+            ),
+            endpoints: vec![ready("10.0.1.2")],
+            want: &[
+                r#"-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.0.1.2:80" -m recent --name KUBE-SEP-"#,
+                "--rcheck --seconds 600 --reap -j KUBE-SEP-",
+                "-m recent --name KUBE-SEP-",
+                "--set -m tcp -p tcp -j DNAT --to-destination 10.0.1.2:80",
+            ],
+            not: &["--seconds 10800"],
         },
         Case {
             name: "external traffic policy Local with a local endpoint",
@@ -630,6 +661,90 @@ fn failed_restore_forces_a_full_sync_and_full_sync_removes_leftovers() {
 }
 
 #[test]
+fn full_syncs_insert_only_the_jumps_and_canaries_the_kernel_lacks() {
+    let mut h = overall();
+    let first = h.sync(true);
+    let jumps: Vec<String> = super::rules::jump_rules()
+        .iter()
+        .map(|(_, builtin, chain, _, _)| format!("-I {builtin} … -j {chain}"))
+        .collect();
+    let inserted: Vec<&str> = first.lines().filter(|l| l.starts_with("-I ")).collect();
+    assert_eq!(
+        inserted.len(),
+        jumps.len(),
+        "every jump inserted once:\n{first}"
+    );
+    assert!(
+        first.starts_with("*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n"),
+        "{first}"
+    );
+    assert_eq!(
+        first.matches(":KUBE-PROXY-CANARY - [0:0]").count(),
+        3,
+        "a canary per table"
+    );
+    // Upstream's order of prepends: the filter INPUT jumps in jump_rules() order.
+    let input: Vec<&str> = inserted
+        .iter()
+        .filter(|l| l.starts_with("-I INPUT "))
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        input,
+        [
+            "KUBE-PROXY-FIREWALL",
+            "KUBE-NODEPORTS",
+            "KUBE-EXTERNAL-SERVICES"
+        ]
+    );
+
+    // With everything in place, nothing is inserted or declared again.
+    let second = h.sync(true);
+    assert!(!second.contains("-I "), "{second}");
+    assert!(!second.contains("KUBE-PROXY-CANARY"), "{second}");
+
+    // A jump someone deleted and a flushed-away canary come back, and only they.
+    {
+        let mut s = h.fake.state.lock();
+        s.rules.retain(|(t, c, a)| {
+            !(t == "nat" && c == "PREROUTING" && a.last().unwrap() == "KUBE-SERVICES")
+        });
+        s.chains
+            .get_mut("mangle")
+            .unwrap()
+            .remove("KUBE-PROXY-CANARY");
+    }
+    let third = h.sync(true);
+    let inserted: Vec<&str> = third.lines().filter(|l| l.starts_with("-I ")).collect();
+    assert_eq!(
+        inserted,
+        ["-I PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"]
+    );
+    assert!(third.starts_with("*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n"));
+    assert_eq!(third.matches("KUBE-PROXY-CANARY").count(), 1, "{third}");
+}
+
+#[test]
+fn rule_counts_and_no_local_endpoints_are_reported() {
+    let mut h = overall();
+    h.sync(true);
+    let text = h.sync(true);
+    // The rules in each table's section of a full restore (no jumps: they are in place).
+    let mut counted: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut table = "";
+    for l in text.lines() {
+        if let Some(t) = l.strip_prefix('*') {
+            table = if t == "nat" { "nat" } else { "filter" };
+        } else if l.starts_with("-A ") {
+            *counted.entry(table).or_default() += 1;
+        }
+    }
+    assert_eq!(h.report.rules, counted);
+    // svc2 has external traffic policy Local and no endpoint on this node.
+    assert_eq!(h.report.no_local_endpoints, (0, 1));
+}
+
+#[test]
 fn canary_detects_a_flushed_table() {
     let mut h = overall();
     h.sync(true);
@@ -651,5 +766,101 @@ fn cleanup_removes_everything() {
             chains.iter().all(|c| !c.starts_with("KUBE-")),
             "{t}: {chains:?}"
         );
+    }
+}
+
+/// Upstream's TestSyncProxyRulesRepeated, in our words: one change after another, each with the
+/// exact restore text its partial sync writes.
+#[test]
+fn repeated_changes_write_exactly_these_deltas() {
+    type Change = Box<dyn Fn(&mut Harness)>;
+    let cip = |ip: &str| json!({"clusterIP": ip, "ports": [{"name": "p80", "port": 80}]});
+    let mut h = Harness::new(ctx());
+    h.service(svc("ns1", "svc1", cip("172.30.0.41"), json!({})));
+    h.slice(slice("ns1", "svc1", "svc1-1", &[ready("10.0.1.1")]));
+    h.sync(true);
+    let steps: Vec<(&str, Change, &str)> = vec![
+        (
+            "a second Service with an endpoint",
+            Box::new(move |h| {
+                h.service(svc("ns2", "svc2", cip("172.30.0.42"), json!({})));
+                h.slice(slice("ns2", "svc2", "svc2-1", &[ready("10.0.2.1")]));
+            }),
+            r#"*nat
+:KUBE-SVC-GNZBNJ2PO5MGZ6GT - [0:0]
+:KUBE-SEP-2SXON6RYLYZ4GEJY - [0:0]
+:KUBE-SERVICES - [0:0]
+-A KUBE-SVC-GNZBNJ2PO5MGZ6GT -m comment --comment "ns2/svc2:p80 cluster IP" -m tcp -p tcp -d 172.30.0.42 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ
+-A KUBE-SVC-GNZBNJ2PO5MGZ6GT -m comment --comment "ns2/svc2:p80 -> 10.0.2.1:80" -j KUBE-SEP-2SXON6RYLYZ4GEJY
+-A KUBE-SEP-2SXON6RYLYZ4GEJY -m comment --comment ns2/svc2:p80 -s 10.0.2.1 -j KUBE-MARK-MASQ
+-A KUBE-SEP-2SXON6RYLYZ4GEJY -m comment --comment ns2/svc2:p80 -m tcp -p tcp -j DNAT --to-destination 10.0.2.1:80
+-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O
+-A KUBE-SERVICES -m comment --comment "ns2/svc2:p80 cluster IP" -m tcp -p tcp -d 172.30.0.42 --dport 80 -j KUBE-SVC-GNZBNJ2PO5MGZ6GT
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+COMMIT
+"#,
+        ),
+        (
+            "a second endpoint for svc1: its SVC chain and the new SEP chain only",
+            Box::new(|h| {
+                h.slice(slice(
+                    "ns1",
+                    "svc1",
+                    "svc1-1",
+                    &[ready("10.0.1.1"), ready("10.0.1.2")],
+                ))
+            }),
+            r#"*nat
+:KUBE-SVC-XPGD46QRK7WJZT7O - [0:0]
+:KUBE-SEP-FRRGXMRCA6KBNYLB - [0:0]
+-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ
+-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.0.1.1:80" -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-SNQ3ZNILQDEJNDQO
+-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.0.1.2:80" -j KUBE-SEP-FRRGXMRCA6KBNYLB
+-A KUBE-SEP-FRRGXMRCA6KBNYLB -m comment --comment ns1/svc1:p80 -s 10.0.1.2 -j KUBE-MARK-MASQ
+-A KUBE-SEP-FRRGXMRCA6KBNYLB -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination 10.0.1.2:80
+COMMIT
+"#,
+        ),
+        (
+            "svc2 loses its endpoints: REJECT in filter, its chains deleted after every rule",
+            Box::new(|h| h.slice(slice("ns2", "svc2", "svc2-1", &[]))),
+            r#"*filter
+:KUBE-SERVICES - [0:0]
+-A KUBE-SERVICES -m comment --comment "ns2/svc2:p80 has no endpoints" -m tcp -p tcp -d 172.30.0.42 --dport 80 -j REJECT
+COMMIT
+*nat
+:KUBE-SEP-2SXON6RYLYZ4GEJY - [0:0]
+:KUBE-SVC-GNZBNJ2PO5MGZ6GT - [0:0]
+:KUBE-SERVICES - [0:0]
+-A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+-X KUBE-SEP-2SXON6RYLYZ4GEJY
+-X KUBE-SVC-GNZBNJ2PO5MGZ6GT
+COMMIT
+"#,
+        ),
+        (
+            "svc1's first endpoint goes",
+            Box::new(|h| h.slice(slice("ns1", "svc1", "svc1-1", &[ready("10.0.1.2")]))),
+            r#"*nat
+:KUBE-SVC-XPGD46QRK7WJZT7O - [0:0]
+:KUBE-SEP-SNQ3ZNILQDEJNDQO - [0:0]
+-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ
+-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.0.1.2:80" -j KUBE-SEP-FRRGXMRCA6KBNYLB
+-X KUBE-SEP-SNQ3ZNILQDEJNDQO
+COMMIT
+"#,
+        ),
+        (
+            "svc2 is deleted: only its REJECT goes",
+            Box::new(|h| h.delete_service("ns2", "svc2")),
+            "*filter\n:KUBE-SERVICES - [0:0]\nCOMMIT\n",
+        ),
+        ("nothing changed", Box::new(|_| {}), ""),
+    ];
+    for (name, change, want) in steps {
+        change(&mut h);
+        let got = h.sync(false);
+        assert_eq!(got, want, "{name}");
     }
 }
