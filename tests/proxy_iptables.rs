@@ -158,9 +158,12 @@ fn service(name: &str, spec: Value) -> Value {
            "metadata": {"name": name, "namespace": "default"}, "spec": spec})
 }
 
+/// TCP and UDP ports the echo servers answer on, and an SCTP port: this kernel has the sctp
+/// match but no SCTP sockets, so SCTP is checked as rules in the kernel, not with traffic.
 fn echo_ports() -> Value {
     json!([{"name": "tcp", "port": 80, "targetPort": 8080, "protocol": "TCP"},
-           {"name": "udp", "port": 53, "targetPort": 5353, "protocol": "UDP"}])
+           {"name": "udp", "port": 53, "targetPort": 5353, "protocol": "UDP"},
+           {"name": "sctp", "port": 9, "targetPort": 9999, "protocol": "SCTP"}])
 }
 
 /// An EndpointSlice of `svc` with (ip, nodeName) endpoints, all ready.
@@ -170,7 +173,8 @@ fn slice(svc: &str, eps: &[(&str, &str)]) -> Value {
                         "labels": {"kubernetes.io/service-name": svc}},
            "addressType": "IPv4",
            "ports": [{"name": "tcp", "port": 8080, "protocol": "TCP"},
-                     {"name": "udp", "port": 5353, "protocol": "UDP"}],
+                     {"name": "udp", "port": 5353, "protocol": "UDP"},
+                     {"name": "sctp", "port": 9999, "protocol": "SCTP"}],
            "endpoints": eps.iter().map(|(ip, node)| json!({
                "addresses": [ip], "conditions": {"ready": true}, "nodeName": node
            })).collect::<Vec<_>>()})
@@ -224,6 +228,17 @@ fn cluster_ip_spreads_over_backends_and_session_affinity_pins_a_client() {
     eventually(SYNC, "the cluster IP answering", || {
         tcp_request(ns, &echo, T).is_ok()
     });
+    // The SCTP port is in the kernel too: a DNAT to every backend.
+    let nat = ns.sh("iptables-nft-save -t nat");
+    for (ip, _) in &eps {
+        let dnat = format!("-p sctp -j DNAT --to-destination {ip}:9999");
+        assert!(
+            nat.lines().any(
+                |l| l.contains("-p sctp") && l.contains(&format!("--to-destination {ip}:9999"))
+            ),
+            "no {dnat:?} in:\n{nat}"
+        );
+    }
     let mut seen = BTreeSet::new();
     for _ in 0..90 {
         seen.insert(who(
