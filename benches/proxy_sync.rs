@@ -14,6 +14,7 @@
 //! The floor, in the same run and a fresh namespace: `iptables-<flavour>-restore --noflush` of the
 //! exact text the proxy writes (rendered by the proxy library from the same objects through the
 //! recording fake), for the full sync and for the same delta. Prints a markdown table.
+//! CAPSTAN_BENCH_PROXY_FLAVOURS (default "nf_tables,legacy") picks the binaries.
 
 #![allow(unsafe_code)]
 
@@ -226,6 +227,7 @@ fn main() {
         .map(|s| s.trim().parse().expect("a size"))
         .collect();
     let changes: usize = env_or("CAPSTAN_BENCH_PROXY_CHANGES", "5").parse().unwrap();
+    let flavours = env_or("CAPSTAN_BENCH_PROXY_FLAVOURS", "nf_tables,legacy");
     let mut rows = Vec::new();
     for &n in &sizes {
         let api = ApiServer::start();
@@ -265,6 +267,9 @@ fn main() {
             deltas[0].len()
         );
         for (flavour, legacy) in [("nf_tables", false), ("legacy", true)] {
+            if !flavours.split(',').any(|f| f.trim() == flavour) {
+                continue;
+            }
             let bin = if legacy {
                 "iptables-legacy"
             } else {

@@ -115,7 +115,9 @@ fn pod(name: String, labels: Value, extra: Value) -> Value {
     let mut spec = json!({
         "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
             "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}}}],
-        "terminationGracePeriodSeconds": 0
+        "terminationGracePeriodSeconds": 0,
+        // As upstream's scheduler_perf pod templates: no service-account token volume.
+        "automountServiceAccountToken": false
     });
     if let Value::Object(m) = extra {
         for (k, v) in m {
@@ -300,6 +302,14 @@ async fn run(w: &Workload, mode: &'static str, f: f64) -> Row {
             .await
             .expect("a priority class");
     }
+    // No controller-manager runs here: the ServiceAccount admission needs the namespace's
+    // default account to exist before any pod.
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), "default");
+    let sa = serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
+    sas.create(&PostParams::default(), &sa)
+        .await
+        .expect("the default service account");
     let node_objs: Vec<Value> = (0..nodes).map(w.node).collect();
     let t_nodes = create_all(Api::<Node>::all(client.clone()), node_objs).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

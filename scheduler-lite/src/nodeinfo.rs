@@ -227,13 +227,19 @@ impl AffinityTerm {
         }
     }
 
-    /// Whether the term selects `pod` (`ns_labels` are the labels of the pod's namespace).
-    pub fn matches(&self, pod: &PodInfo, ns_labels: Option<&Labels>) -> bool {
-        let ns_ok = self.namespaces.contains(&pod.namespace)
+    /// Whether the term selects `pod`. The namespace's labels are looked up only when a
+    /// namespace selector needs them: this runs for every pod of the cluster in a cycle.
+    pub fn matches(&self, pod: &PodInfo, snap: &Snapshot) -> bool {
+        let listed = if self.namespaces.len() <= 4 {
+            self.namespaces.iter().any(|n| *n == pod.namespace)
+        } else {
+            self.namespaces.contains(&pod.namespace)
+        };
+        let ns_ok = listed
             || self
                 .namespace_selector
                 .as_ref()
-                .is_some_and(|s| s.matches(ns_labels));
+                .is_some_and(|s| s.matches(snap.ns_labels(&pod.namespace)));
         ns_ok && self.selector.matches(pod.labels())
     }
 }

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 use crate::config::{decode_args, InterPodAffinityArgs};
 use crate::framework::*;
 use crate::nodeinfo::{AffinityTerm, NodeInfo, PodInfo, Snapshot};
@@ -56,28 +58,67 @@ impl InterPodAffinity {
     }
 }
 
-type Pair = (String, String);
-
+/// Pod counts per topology pair (key → value → count), upstream's `topologyToMatchedTermCount`.
+/// Nested so that a lookup by a node's label borrows instead of building a key.
 #[derive(Clone, Default)]
-struct FilterState {
-    existing_anti: HashMap<Pair, i64>,
-    affinity: HashMap<Pair, i64>,
-    anti: HashMap<Pair, i64>,
-}
+struct TopologyCounts(FxHashMap<String, FxHashMap<String, i64>>);
 
-fn bump(m: &mut HashMap<Pair, i64>, node: &NodeInfo, key: &str, delta: i64) {
-    if let Some(v) = node.labels().get(key) {
-        let e = m.entry((key.to_string(), v.clone())).or_insert(0);
-        *e += delta;
-        if *e == 0 {
-            m.remove(&(key.to_string(), v.clone()));
+impl TopologyCounts {
+    /// Adds `delta` for `node`'s value of `key` (nodes without the label do not count); a pair
+    /// that drops to zero is removed, so `is_empty` means no pair counts.
+    fn bump(&mut self, node: &NodeInfo, key: &str, delta: i64) {
+        let Some(v) = node.labels().get(key) else {
+            return;
+        };
+        if !self.0.contains_key(key) {
+            self.0.insert(key.to_string(), FxHashMap::default());
         }
+        let values = self.0.get_mut(key).expect("inserted above");
+        let n = match values.get_mut(v.as_str()) {
+            Some(n) => {
+                *n += delta;
+                *n
+            }
+            None => {
+                values.insert(v.clone(), delta);
+                delta
+            }
+        };
+        if n == 0 {
+            values.remove(v.as_str());
+            if values.is_empty() {
+                self.0.remove(key);
+            }
+        }
+    }
+
+    fn get(&self, key: &str, value: &str) -> i64 {
+        self.0
+            .get(key)
+            .and_then(|values| values.get(value))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether any of the node's label pairs counts (upstream walks the node's labels too).
+    fn any_on(&self, node: &NodeInfo) -> bool {
+        !self.0.is_empty() && node.labels().iter().any(|(k, v)| self.get(k, v) > 0)
     }
 }
 
+#[derive(Clone, Default)]
+struct FilterState {
+    existing_anti: TopologyCounts,
+    affinity: TopologyCounts,
+    anti: TopologyCounts,
+}
+
 fn matches_all(terms: &[AffinityTerm], pod: &PodInfo, snap: &Snapshot) -> bool {
-    let ns = snap.ns_labels(&pod.namespace);
-    !terms.is_empty() && terms.iter().all(|t| t.matches(pod, ns))
+    !terms.is_empty() && terms.iter().all(|t| t.matches(pod, snap))
 }
 
 impl FilterState {
@@ -90,21 +131,19 @@ impl FilterState {
         snap: &Snapshot,
         delta: i64,
     ) {
-        let incoming_ns = snap.ns_labels(&pod.namespace);
         for t in &existing.required_anti_affinity {
-            if t.matches(pod, incoming_ns) {
-                bump(&mut self.existing_anti, node, &t.topology_key, delta);
+            if t.matches(pod, snap) {
+                self.existing_anti.bump(node, &t.topology_key, delta);
             }
         }
         if matches_all(&pod.required_affinity, existing, snap) {
             for t in &pod.required_affinity {
-                bump(&mut self.affinity, node, &t.topology_key, delta);
+                self.affinity.bump(node, &t.topology_key, delta);
             }
         }
-        let existing_ns = snap.ns_labels(&existing.namespace);
         for t in &pod.required_anti_affinity {
-            if t.matches(existing, existing_ns) {
-                bump(&mut self.anti, node, &t.topology_key, delta);
+            if t.matches(existing, snap) {
+                self.anti.bump(node, &t.topology_key, delta);
             }
         }
     }
@@ -151,13 +190,12 @@ impl PreFilterPlugin for InterPodAffinity {
             return (None, Status::skip());
         }
         let mut s = FilterState::default();
-        let incoming_ns = snap.ns_labels(&pod.namespace);
         for &i in &snap.have_required_anti_affinity {
             let node = &snap.nodes[i];
             for e in &node.pods {
                 for t in &e.required_anti_affinity {
-                    if t.matches(pod, incoming_ns) {
-                        bump(&mut s.existing_anti, node, &t.topology_key, 1);
+                    if t.matches(pod, snap) {
+                        s.existing_anti.bump(node, &t.topology_key, 1);
                     }
                 }
             }
@@ -167,13 +205,12 @@ impl PreFilterPlugin for InterPodAffinity {
                 for e in &node.pods {
                     if matches_all(&pod.required_affinity, e, snap) {
                         for t in &pod.required_affinity {
-                            bump(&mut s.affinity, node, &t.topology_key, 1);
+                            s.affinity.bump(node, &t.topology_key, 1);
                         }
                     }
-                    let ns = snap.ns_labels(&e.namespace);
                     for t in &pod.required_anti_affinity {
-                        if t.matches(e, ns) {
-                            bump(&mut s.anti, node, &t.topology_key, 1);
+                        if t.matches(e, snap) {
+                            s.anti.bump(node, &t.topology_key, 1);
                         }
                     }
                 }
@@ -222,12 +259,7 @@ impl FilterPlugin for InterPodAffinity {
             match labels.get(&t.topology_key) {
                 None => return Status::unresolvable(ERR_AFFINITY),
                 Some(v) => {
-                    if s.affinity
-                        .get(&(t.topology_key.clone(), v.clone()))
-                        .copied()
-                        .unwrap_or(0)
-                        <= 0
-                    {
+                    if s.affinity.get(&t.topology_key, v) <= 0 {
                         pods_exist = false;
                     }
                 }
@@ -240,20 +272,13 @@ impl FilterPlugin for InterPodAffinity {
         }
         for t in &pod.required_anti_affinity {
             if let Some(v) = labels.get(&t.topology_key) {
-                if s.anti
-                    .get(&(t.topology_key.clone(), v.clone()))
-                    .copied()
-                    .unwrap_or(0)
-                    > 0
-                {
+                if s.anti.get(&t.topology_key, v) > 0 {
                     return Status::unschedulable(ERR_ANTI_AFFINITY);
                 }
             }
         }
-        for ((k, v), n) in &s.existing_anti {
-            if *n > 0 && labels.get(k) == Some(v) {
-                return Status::unschedulable(ERR_EXISTING_ANTI_AFFINITY);
-            }
+        if s.existing_anti.any_on(node) {
+            return Status::unschedulable(ERR_EXISTING_ANTI_AFFINITY);
         }
         Status::success()
     }
@@ -268,13 +293,18 @@ impl ScoreState {
         if w == 0 {
             return;
         }
-        if let Some(v) = node.labels().get(key) {
-            *self
-                .0
-                .entry(key.to_string())
-                .or_default()
-                .entry(v.clone())
-                .or_insert(0) += w;
+        let Some(v) = node.labels().get(key) else {
+            return;
+        };
+        if !self.0.contains_key(key) {
+            self.0.insert(key.to_string(), HashMap::new());
+        }
+        let values = self.0.get_mut(key).expect("inserted above");
+        match values.get_mut(v.as_str()) {
+            Some(n) => *n += w,
+            None => {
+                values.insert(v.clone(), w);
+            }
         }
     }
 }
@@ -288,21 +318,19 @@ impl InterPodAffinity {
         node: &NodeInfo,
         snap: &Snapshot,
     ) {
-        let existing_ns = snap.ns_labels(&existing.namespace);
         for t in &pod.preferred_affinity {
-            if t.term.matches(existing, existing_ns) {
+            if t.term.matches(existing, snap) {
                 s.add(node, &t.term.topology_key, t.weight as i64);
             }
         }
         for t in &pod.preferred_anti_affinity {
-            if t.term.matches(existing, existing_ns) {
+            if t.term.matches(existing, snap) {
                 s.add(node, &t.term.topology_key, -(t.weight as i64));
             }
         }
-        let incoming_ns = snap.ns_labels(&pod.namespace);
         if self.hard_weight > 0 {
             for t in &existing.required_affinity {
-                if t.matches(pod, incoming_ns) {
+                if t.matches(pod, snap) {
                     s.add(node, &t.topology_key, self.hard_weight);
                 }
             }
@@ -311,12 +339,12 @@ impl InterPodAffinity {
             return;
         }
         for t in &existing.preferred_affinity {
-            if t.term.matches(pod, incoming_ns) {
+            if t.term.matches(pod, snap) {
                 s.add(node, &t.term.topology_key, t.weight as i64);
             }
         }
         for t in &existing.preferred_anti_affinity {
-            if t.term.matches(pod, incoming_ns) {
+            if t.term.matches(pod, snap) {
                 s.add(node, &t.term.topology_key, -(t.weight as i64));
             }
         }
@@ -344,9 +372,17 @@ impl PreScorePlugin for InterPodAffinity {
                 }
             }
         } else {
+            // Only existing pods' required affinity (at hardPodAffinityWeight) and preferred
+            // terms can score; a pod with nothing but required anti-affinity cannot.
+            let contributes = |p: &PodInfo| {
+                (self.hard_weight > 0 && !p.required_affinity.is_empty())
+                    || (!self.ignore_preferred_of_existing
+                        && (!p.preferred_affinity.is_empty()
+                            || !p.preferred_anti_affinity.is_empty()))
+            };
             for &i in &snap.have_affinity {
                 let node = &snap.nodes[i];
-                for e in node.pods.iter().filter(|p| p.has_affinity()) {
+                for e in node.pods.iter().filter(|p| contributes(p)) {
                     self.process_existing(&mut s, pod, e, node, snap);
                 }
             }

@@ -241,7 +241,12 @@ impl FilterState {
                 continue;
             }
             let v = &node.labels()[&c.topology_key];
-            *self.counts[i].entry(v.clone()).or_insert(0) += delta;
+            match self.counts[i].get_mut(v.as_str()) {
+                Some(n) => *n += delta,
+                None => {
+                    self.counts[i].insert(v.clone(), delta);
+                }
+            }
         }
     }
 }
@@ -296,9 +301,13 @@ impl PreFilterPlugin for PodTopologySpread {
                     continue;
                 }
                 let n = count_matching(&node.pods, &c.selector, &pod.namespace);
-                *counts[i]
-                    .entry(node.labels()[&c.topology_key].clone())
-                    .or_insert(0) += n;
+                let v = &node.labels()[&c.topology_key];
+                match counts[i].get_mut(v.as_str()) {
+                    Some(total) => *total += n,
+                    None => {
+                        counts[i].insert(v.clone(), n);
+                    }
+                }
             }
         }
         state.write(
@@ -393,7 +402,9 @@ impl PreScorePlugin for PodTopologySpread {
                     continue;
                 }
                 if let Some(v) = n.labels().get(&c.topology_key) {
-                    counts[i].entry(v.clone()).or_insert(0);
+                    if !counts[i].contains_key(v.as_str()) {
+                        counts[i].insert(v.clone(), 0);
+                    }
                 }
             }
             hostnames += 1;
