@@ -171,11 +171,13 @@ impl<I: Iptables> IptablesProxier<I> {
                 .any(|l| l.starts_with(&head) && l.ends_with(&tail) && l.contains(comment));
             if !present {
                 let mut line = format!("-I {builtin}");
-                for a in extra {
-                    line.push(' ');
-                    line.push_str(a);
+                for a in rules::jump_args(extra, comment, chain) {
+                    if a.contains(' ') {
+                        let _ = write!(line, " \"{a}\"");
+                    } else {
+                        let _ = write!(line, " {a}");
+                    }
                 }
-                let _ = write!(line, " -m comment --comment \"{comment}\" -j {chain}");
                 out.rule(table, &line);
             }
         }
@@ -475,8 +477,7 @@ impl<I: Iptables + Clone + 'static> Proxier for IptablesProxier<I> {
 
     fn cleanup(&mut self) -> Result<(), ProxyError> {
         for (table, builtin, chain, extra, comment) in rules::jump_rules() {
-            let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-            args.extend(["-m", "comment", "--comment", comment, "-j", chain].map(String::from));
+            let args = rules::jump_args(extra, comment, chain);
             self.ipt.delete_rule(table, builtin, &args)?;
         }
         // Flush every chain first, then delete them all, in one transaction: chains jump to

@@ -515,6 +515,13 @@ pub fn jump_rules() -> Vec<(
     ]
 }
 
+/// The arguments of a jump rule from `jump_rules` after its built-in chain's name.
+pub fn jump_args(extra: &[&str], comment: &str, chain: &str) -> Vec<String> {
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    args.extend(["-m", "comment", "--comment", comment, "-j", chain].map(String::from));
+    args
+}
+
 /// The top-level chains of each table, in upstream's declaration order.
 pub const NAT_CHAINS: &[&str] = &[
     KUBE_NODEPORTS,

@@ -4,7 +4,6 @@
 //! preferred terms of both sides plus existing pods' required affinity at `hardPodAffinityWeight`
 //! (Score, min–max normalised). Namespace selectors resolve through the namespaces' labels.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -284,27 +283,15 @@ impl FilterPlugin for InterPodAffinity {
     }
 }
 
-/// PreScore state: topology key → value → score.
+/// PreScore state: the score per topology pair (pairs that sum to zero are dropped, which
+/// scores and normalises the same as keeping them).
 #[derive(Clone, Default)]
-struct ScoreState(HashMap<String, HashMap<String, i64>>);
+struct ScoreState(TopologyCounts);
 
 impl ScoreState {
     fn add(&mut self, node: &NodeInfo, key: &str, w: i64) {
-        if w == 0 {
-            return;
-        }
-        let Some(v) = node.labels().get(key) else {
-            return;
-        };
-        if !self.0.contains_key(key) {
-            self.0.insert(key.to_string(), HashMap::new());
-        }
-        let values = self.0.get_mut(key).expect("inserted above");
-        match values.get_mut(v.as_str()) {
-            Some(n) => *n += w,
-            None => {
-                values.insert(v.clone(), w);
-            }
+        if w != 0 {
+            self.0.bump(node, key, w);
         }
     }
 }
@@ -399,7 +386,7 @@ impl ScorePlugin for InterPodAffinity {
             .ok_or_else(|| Status::error("InterPodAffinity: no PreScore state"))?;
         let labels = node.labels();
         let mut score = 0;
-        for (key, values) in &s.0 {
+        for (key, values) in &s.0 .0 {
             if let Some(v) = labels.get(key) {
                 score += values.get(v).copied().unwrap_or(0);
             }
