@@ -21,7 +21,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::netlab::{tcp_request, udp_request, EchoServer, Forwarder, Host, Lab, ProcessGuard};
+use common::netlab::{
+    tcp_request, udp_request, EchoServer, Forwarder, Host, Lab, Netns, ProcessGuard,
+};
 use common::{eventually, ApiServer};
 use serde_json::{json, Value};
 
@@ -452,6 +454,95 @@ fn node_port_from_another_host_and_external_traffic_policy_local() {
     assert!(body.contains("\"localEndpoints\":0"), "{body}");
 }
 
+/// A pod behind `node`: namespace `<tag>-<name>` on a veth pair made inside the namespaces
+/// (nothing left in the test's own namespace if a step fails), the pod at `10.244.<n>.2/30`, the
+/// node's end at `10.244.<n>.1`, the pod's default route via the node.
+fn pod(lab: &Lab, node: &Node, name: &str, n: u8) -> (Netns, String) {
+    let ns = Netns::new(&format!("{}-{name}", lab.tag));
+    let veth = format!("{}p{n}", lab.tag);
+    node.host.ns.sh(&format!(
+        "ip link add {veth} type veth peer name eth0 netns {pod} && \
+         ip addr add 10.244.{n}.1/30 dev {veth} && ip link set {veth} up && \
+         sysctl -qw net.ipv4.conf.{veth}.send_redirects=0",
+        pod = ns.name
+    ));
+    ns.sh(&format!(
+        "ip addr add 10.244.{n}.2/30 dev eth0 && ip link set eth0 up && \
+         ip route add default via 10.244.{n}.1"
+    ));
+    (ns, format!("10.244.{n}.2"))
+}
+
+/// Pod traffic to a ClusterIP enters the node through PREROUTING (the other tests' clients sit
+/// in the node namespace itself, whose traffic takes OUTPUT). Inside the cluster CIDR it keeps
+/// its source address; a pod that reaches itself through its own Service (hairpin) is
+/// masqueraded to the node's address, or its reply would bypass the node's un-DNAT and the
+/// connection would never complete.
+#[test]
+fn pod_traffic_enters_through_prerouting_and_hairpin_is_masqueraded() {
+    if !is_root() {
+        eprintln!("needs root (network namespaces, iptables); skipped");
+        return;
+    }
+    let mut lab = Lab::new(4);
+    let cluster = Cluster::start(&lab);
+    let n1 = lab.host("node1", 2);
+    let n1_ip = n1.ip.clone();
+    let bs = backends(&mut lab, 1);
+    // The backend's replies to pod addresses go back through node1, as in a pod network.
+    bs[0]
+        .0
+        .ns
+        .sh(&format!("ip route add 10.244.0.0/16 via {n1_ip}"));
+    let node = Node::start(
+        &lab,
+        n1,
+        "node1",
+        &cluster,
+        &["--cluster-cidr", "10.244.0.0/16"],
+    );
+    let (pod_ns, pod_ip) = pod(&lab, &node, "pod", 7);
+    let _pod_echo = EchoServer::start(&pod_ns, "pod", 8080, 5353);
+
+    cluster.apply(service("remote", json!({"ports": echo_ports()})));
+    cluster.apply(slice("remote", &[(&bs[0].0.ip, "node1")]));
+    cluster.apply(service("self", json!({"ports": echo_ports()})));
+    cluster.apply(slice("self", &[(&pod_ip, "node1")]));
+    let remote = format!("{}:80", cluster.cluster_ip("remote"));
+    let own = format!("{}:80", cluster.cluster_ip("self"));
+
+    eventually(SYNC, "the pod reaching a ClusterIP", || {
+        tcp_request(&pod_ns, &remote, T).is_ok()
+    });
+    assert_eq!(
+        tcp_request(&pod_ns, &remote, T).unwrap(),
+        format!("b1 {pod_ip}"),
+        "pod traffic inside the cluster CIDR keeps its source address"
+    );
+    let udp = format!("{}:53", cluster.cluster_ip("remote"));
+    assert_eq!(
+        udp_request(&pod_ns, 0, &udp, T).expect("UDP from the pod to the ClusterIP"),
+        format!("b1 {pod_ip}")
+    );
+
+    eventually(SYNC, "the pod reaching itself through its Service", || {
+        tcp_request(&pod_ns, &own, T).is_ok()
+    });
+    for _ in 0..5 {
+        assert_eq!(
+            tcp_request(&pod_ns, &own, T).expect("a hairpin request"),
+            "pod 10.244.7.1",
+            "hairpin traffic is masqueraded to the node's address on the pod's link"
+        );
+    }
+    let udp = format!("{}:53", cluster.cluster_ip("self"));
+    assert_eq!(
+        udp_request(&pod_ns, 0, &udp, T).expect("a hairpin UDP request"),
+        "pod 10.244.7.1"
+    );
+    drop(node);
+}
+
 /// Flushing the nat table by hand is repaired (canary, full resync); health and metrics.
 fn flushed_nat_table_is_repaired(seed: usize, legacy: bool) {
     let mut lab = Lab::new(seed);
@@ -546,6 +637,105 @@ fn flushed_nat_table_is_repaired_legacy() {
         return;
     }
     flushed_nat_table_is_repaired(5, true);
+}
+
+/// An upstream-style nat table of `services` × 4 endpoints, with one endpoint address shifted by
+/// `shift` so that a second restore rewrites every chain.
+fn nat_restore(services: usize, shift: usize) -> String {
+    let mut decls = String::from("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n");
+    let mut rules = String::from("-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n");
+    if shift == 0 {
+        // The first restore also puts the jumps into the built-in chains, as a first full sync.
+        rules.push_str("-I PREROUTING -j KUBE-SERVICES\n-I OUTPUT -j KUBE-SERVICES\n");
+    }
+    for s in 0..services {
+        decls.push_str(&format!(":KUBE-SVC-{s:06} - [0:0]\n"));
+        rules.push_str(&format!(
+            "-A KUBE-SERVICES -d 172.30.{}.{} -p tcp -m tcp --dport 80 -j KUBE-SVC-{s:06}\n",
+            s / 250,
+            s % 250 + 1
+        ));
+        for e in 0..4 {
+            decls.push_str(&format!(":KUBE-SEP-{s:06}-{e} - [0:0]\n"));
+            let p = [0.25, 1.0 / 3.0, 0.5][..].get(e).copied();
+            rules.push_str(&format!(
+                "-A KUBE-SVC-{s:06}{} -j KUBE-SEP-{s:06}-{e}\n",
+                p.map(|p| format!(" -m statistic --mode random --probability {p:.10}"))
+                    .unwrap_or_default()
+            ));
+            let ip = format!("10.{}.{}.{}", s / 250, s % 250, e + 1 + shift);
+            rules.push_str(&format!(
+                "-A KUBE-SEP-{s:06}-{e} -s {ip}/32 -j KUBE-MARK-MASQ\n\
+                 -A KUBE-SEP-{s:06}-{e} -p tcp -m tcp -j DNAT --to-destination {ip}:80\n"
+            ));
+        }
+    }
+    decls + &rules + "COMMIT\n"
+}
+
+fn nat_save(ns: &Netns) -> String {
+    ns.sh("iptables-nft-save -t nat")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The proxy adds `-S` to large nf_tables restores (`proxy::iptables::kernel::whole_table_cache`:
+/// iptables-nft's chain-name list is quadratic without it). The kernel must end up with exactly
+/// the rules a plain `iptables-nft-restore --noflush` of the same text gives, on an empty table
+/// and on a populated one, and the proxy must actually have taken the fast path.
+#[test]
+fn a_whole_table_read_restores_the_same_rules_as_a_plain_restore() {
+    if !is_root() {
+        eprintln!("needs root (network namespaces, iptables); skipped");
+        return;
+    }
+    use proxy::iptables::kernel::{whole_table_cache, Flavour, Iptables, RealIptables};
+    let tag = std::process::id() % 100_000;
+    let ours = Netns::new(&format!("cpx{tag}-s"));
+    let plain = Netns::new(&format!("cpx{tag}-p"));
+    let first = nat_restore(300, 0);
+    let second = nat_restore(300, 1);
+    assert!(
+        whole_table_cache(&first, &Default::default()).contains("\n-S\n"),
+        "a full restore into an unknown table takes the fast path"
+    );
+    let mut ipt = RealIptables::new(Flavour::Nft);
+    for text in [&first, &second] {
+        let data = text.clone();
+        ipt = ours.enter(move || {
+            ipt.restore(&data).expect("the proxy's restore");
+            ipt
+        });
+        let mut child = plain
+            .command("iptables-nft-restore")
+            .arg("--noflush")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("iptables-nft-restore");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("writing the restore");
+        assert!(child.wait().expect("iptables-nft-restore").success());
+        let (got, want) = (nat_save(&ours), nat_save(&plain));
+        assert_eq!(got, want, "the fast path restored other rules");
+        assert_eq!(got.matches("-j DNAT").count(), 1200, "{got}");
+        assert_eq!(got.matches("-j KUBE-SERVICES").count(), 2, "{got}");
+        if text == &first {
+            // The first restore went into a namespace without a nat table (the built-in chains
+            // had to be created); before the second, someone else adds a rule, which --noflush
+            // keeps.
+            for ns in [&ours, &plain] {
+                ns.sh("iptables-nft -t nat -A POSTROUTING -o lo -j RETURN");
+            }
+        } else {
+            assert!(got.contains("-A POSTROUTING -o lo -j RETURN"), "{got}");
+        }
+    }
 }
 
 #[test]

@@ -425,12 +425,7 @@ pub fn render_context(config: &Config, node_ips: &[IpAddr]) -> RenderContext {
 pub fn cleanup() -> anyhow::Result<()> {
     let config = Config::resolve(&crate::ProxyArgs::default())?;
     let ctx = render_context(&config, &[]);
-    let mut proxier = IptablesProxier::new(
-        RealIptables {
-            flavour: Flavour::detect(),
-        },
-        ctx,
-    );
+    let mut proxier = IptablesProxier::new(RealIptables::new(Flavour::detect()), ctx);
     proxier.cleanup()?;
     Ok(())
 }
@@ -451,7 +446,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         hostname = %config.hostname,
         "starting the service proxy"
     );
-    let proxier = IptablesProxier::new(RealIptables { flavour }, ctx);
+    let proxier = IptablesProxier::new(RealIptables::new(flavour), ctx);
     let health = ProxierHealth::new(2 * config.sync_period);
     let trackers = Arc::new(Mutex::new(Trackers {
         services: ServiceChangeTracker::default(),
