@@ -24,7 +24,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -279,7 +279,7 @@ fn main() {
                 "iptables-nft"
             };
             // The floor first, in a fresh namespace, with the text the proxy would restore.
-            let as_sent = |text: &str, known| {
+            let as_sent = |text: &str, known: &BTreeMap<String, usize>| {
                 if legacy {
                     text.to_string()
                 } else {
@@ -290,7 +290,7 @@ fn main() {
             let full_floor = restore_in(
                 &floor_ns,
                 &format!("{bin}-restore"),
-                &as_sent(&full_text, &Default::default()),
+                &as_sent(&full_text, &BTreeMap::new()),
             )
             .as_secs_f64();
             let known = rules_per_table(&full_text);
