@@ -114,6 +114,9 @@ pub struct CycleState {
     /// Plugins whose PreFilter/PreScore returned Skip: their Filter/Score are not run.
     pub skip_filter: BTreeSet<&'static str>,
     pub skip_score: BTreeSet<&'static str>,
+    /// `skip_filter` as bits by position in the framework's Filter list (set at the end of
+    /// PreFilter): Filter runs per node, and a name lookup per plugin and node showed in profiles.
+    skip_filter_mask: u64,
 }
 
 impl Clone for CycleState {
@@ -126,6 +129,7 @@ impl Clone for CycleState {
                 .collect(),
             skip_filter: self.skip_filter.clone(),
             skip_score: self.skip_score.clone(),
+            skip_filter_mask: self.skip_filter_mask,
         }
     }
 }
@@ -358,6 +362,9 @@ pub fn default_normalize_score(max: i64, reverse: bool, scores: &mut [NodeScore]
     }
 }
 
+/// Nodes per unit of parallel Score work.
+const SCORE_BLOCK: usize = 64;
+
 /// Everything a plugin factory may use.
 pub struct Handle {
     pub client: Option<kube::Client>,
@@ -403,6 +410,8 @@ pub struct Framework {
     pub pre_bind: Vec<Enabled>,
     pub bind: Vec<Enabled>,
     pub post_bind: Vec<Enabled>,
+    /// The threads Filter and Score run on.
+    pub parallelizer: Arc<crate::parallelize::Parallelizer>,
 }
 
 impl Framework {
@@ -460,6 +469,7 @@ impl Framework {
             bind: list("bind"),
             post_bind: list("postBind"),
             plugins,
+            parallelizer: crate::parallelize::Parallelizer::shared(handle.parallelism),
         })
     }
 
@@ -504,6 +514,13 @@ impl Framework {
                 });
             }
         }
+        state.skip_filter_mask = self
+            .filter
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(|(_, e)| state.skip_filter.contains(e.plugin.name()))
+            .fold(0, |mask, (i, _)| mask | 1 << i);
         (result, Status::success())
     }
 
@@ -547,9 +564,14 @@ impl Framework {
 
     /// Runs the Filter plugins in order; the first rejection wins.
     pub fn run_filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        for e in &self.filter {
+        for (i, e) in self.filter.iter().enumerate() {
             let name = e.plugin.name();
-            if !state.skip_filter.is_empty() && state.skip_filter.contains(name) {
+            let skipped = if i < 64 {
+                state.skip_filter_mask & 1 << i != 0
+            } else {
+                state.skip_filter.contains(name)
+            };
+            if skipped {
                 continue;
             }
             if let Some(p) = e.plugin.filter() {
@@ -642,28 +664,57 @@ impl Framework {
         Status::success()
     }
 
-    /// Score, NormalizeScore and weights: the total per node, in `nodes`' order.
+    /// Score, NormalizeScore and weights: the total per node, in `nodes`' order. The raw scores
+    /// are computed in blocks of nodes on the framework's threads; an error is the one the
+    /// plugin-by-plugin, node-by-node loop would meet first.
     pub fn run_score(
         &self,
         state: &CycleState,
         pod: &PodInfo,
         nodes: &[Arc<NodeInfo>],
     ) -> Result<Vec<i64>, Status> {
+        let active: Vec<(&Enabled, &dyn ScorePlugin)> = self
+            .score
+            .iter()
+            .filter(|e| !state.skip_score.contains(e.plugin.name()))
+            .filter_map(|e| e.plugin.score().map(|p| (e, p)))
+            .collect();
         let mut totals = vec![0i64; nodes.len()];
+        if active.is_empty() {
+            return Ok(totals);
+        }
+        // Per block, node-major: block[(n - first) * active.len() + k] is plugin k on node n.
+        let raw: Vec<Result<i64, Status>> = self
+            .parallelizer
+            .prefix(
+                nodes.len().div_ceil(SCORE_BLOCK),
+                |b| {
+                    let range = b * SCORE_BLOCK..((b + 1) * SCORE_BLOCK).min(nodes.len());
+                    range
+                        .flat_map(|n| {
+                            active
+                                .iter()
+                                .map(move |(_, p)| p.score(state, pod, &nodes[n]))
+                        })
+                        .collect::<Vec<_>>()
+                },
+                || false,
+            )
+            .into_iter()
+            .flatten()
+            .collect();
         let mut scores: Vec<NodeScore> = Vec::with_capacity(nodes.len());
-        for e in &self.score {
+        for (k, (e, p)) in active.iter().enumerate() {
             let name = e.plugin.name();
-            if state.skip_score.contains(name) {
-                continue;
-            }
-            let Some(p) = e.plugin.score() else { continue };
             scores.clear();
-            for n in nodes {
-                let s = p.score(state, pod, n).map_err(|s| s.with_plugin(name))?;
-                scores.push(NodeScore {
-                    name: String::new(),
-                    score: s,
-                });
+            for n in 0..nodes.len() {
+                match &raw[n * active.len() + k] {
+                    Ok(s) => scores.push(NodeScore {
+                        name: String::new(),
+                        score: *s,
+                    }),
+                    Err(s) => return Err(s.clone().with_plugin(name)),
+                }
             }
             if let Some(norm) = p.normalize() {
                 if norm_needs_names(name) {

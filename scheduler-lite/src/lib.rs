@@ -3,6 +3,7 @@
 //!
 //! - `config`: the KubeSchedulerConfiguration file and its defaulting (profiles, plugins).
 //! - `framework`: extension-point traits, `CycleState`, `Status`, a profile's `Framework`.
+//! - `parallelize`: Filter and Score over many nodes on the configured number of threads.
 //! - `plugins`: the in-tree plugins and their registry.
 //! - `nodeinfo`, `labels`: the scheduler's compiled view of pods and nodes.
 //! - `queue`: activeQ / backoffQ / unschedulable pods, moved by cluster events.
@@ -18,6 +19,7 @@ pub mod informers;
 pub mod labels;
 pub mod metrics;
 pub mod nodeinfo;
+pub mod parallelize;
 pub mod plugins;
 pub mod queue;
 pub mod scheduler;

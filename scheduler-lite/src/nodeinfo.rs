@@ -378,6 +378,8 @@ pub struct NodeInfo {
     /// Normalised image name → size in bytes.
     pub images: HashMap<String, i64>,
     pub generation: u64,
+    /// `spec.unschedulable`, kept beside the counts: read for every node in every cycle.
+    pub unschedulable: bool,
 }
 
 static EMPTY_LABELS: Labels = BTreeMap::new();
@@ -391,6 +393,11 @@ impl NodeInfo {
 
     pub fn set_node(&mut self, node: Arc<Node>) {
         self.name = node.metadata.name.clone().unwrap_or_default();
+        self.unschedulable = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false);
         self.allocatable =
             Resource::from_list(node.status.as_ref().and_then(|s| s.allocatable.as_ref()));
         self.images.clear();

@@ -10,7 +10,7 @@
 //! must not stall the async runtime that serves the informers and the bindings.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,10 @@ impl FitError {
         msg
     }
 }
+
+/// Nodes per unit of parallel Filter work: small enough to stop soon after enough nodes fit, big
+/// enough that claiming a block costs nothing next to filtering it.
+const FILTER_BLOCK: usize = 64;
 
 pub enum Outcome {
     Scheduled {
@@ -299,11 +303,32 @@ impl Scheduler {
                     .unwrap_or(self.config.percentage_of_nodes_to_score);
                 let want = num_feasible_nodes_to_find(pct, total);
                 let offset = self.next_start.load(Ordering::Relaxed) % total;
+                // Filter in blocks of nodes, in the rotation's order, on the framework's threads;
+                // walking the blocks in order below gives the sequential loop's exact outcome.
+                let node_at = |i: usize| candidates[(offset + i) % total];
+                let found = AtomicUsize::new(0);
+                let failed = AtomicBool::new(false);
+                let state: &CycleState = state;
+                let blocks = fwk.parallelizer.prefix(
+                    total.div_ceil(FILTER_BLOCK),
+                    |b| {
+                        let nodes = b * FILTER_BLOCK..((b + 1) * FILTER_BLOCK).min(total);
+                        let verdicts: Vec<Status> = nodes
+                            .map(|i| fwk.run_filter_with_nominated(state, pod, node_at(i), snap))
+                            .collect();
+                        let fits = verdicts.iter().filter(|s| s.is_success()).count();
+                        found.fetch_add(fits, Ordering::Relaxed);
+                        if verdicts.iter().any(|s| s.code == Code::Error) {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        verdicts
+                    },
+                    || found.load(Ordering::Relaxed) >= want || failed.load(Ordering::Relaxed),
+                );
                 let mut processed = 0;
-                for i in 0..total {
-                    let node = candidates[(offset + i) % total];
+                for (i, s) in blocks.into_iter().flatten().enumerate() {
+                    let node = node_at(i);
                     processed += 1;
-                    let s = fwk.run_filter_with_nominated(state, pod, node, snap);
                     if s.is_success() {
                         feasible.push(node.clone());
                         if feasible.len() >= want {
@@ -570,4 +595,111 @@ pub fn select_host(nodes: &[Arc<NodeInfo>], totals: &[i64]) -> String {
         }
     }
     nodes[best].name.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::{node, pod_req, snapshot, tainted};
+    use k8s_openapi::api::core::v1::Taint;
+
+    fn scheduler(parallelism: usize) -> Arc<Scheduler> {
+        let config = Config {
+            parallelism,
+            ..Config::default()
+        };
+        // No API server here: a binder that is never called stands in for DefaultBinder.
+        let mut registry = crate::plugins::registry();
+        registry.get_mut("DefaultBinder").unwrap().factory =
+            Arc::new(|_, _| Ok(Arc::new(crate::plugins::NodeName) as Arc<dyn Plugin>));
+        Scheduler::new(config, &registry, None, EventRecorder::discard()).expect("a scheduler")
+    }
+
+    /// 1,000 nodes of different sizes, every third one tainted.
+    fn cluster() -> Snapshot {
+        let nodes = (0..1000)
+            .map(|i| {
+                let n = node(
+                    &format!("node-{i:04}"),
+                    1000 + (i * 37 % 4000),
+                    (1 + i % 7) << 30,
+                );
+                if i % 3 == 0 {
+                    tainted(
+                        n,
+                        vec![Taint {
+                            key: "dedicated".into(),
+                            effect: "NoSchedule".into(),
+                            ..Default::default()
+                        }],
+                    )
+                } else {
+                    n
+                }
+            })
+            .collect();
+        snapshot(nodes, vec![])
+    }
+
+    /// Filter and Score on two threads give what one thread gives: the same nodes evaluated and
+    /// found feasible, the same rotation, the same totals, the same rejections.
+    #[test]
+    fn parallel_filter_and_score_match_the_sequential_loop() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _in_rt = rt.enter();
+        let snap = cluster();
+        let fits = PodInfo::new(Arc::new(pod_req("fits", &[(500, 1 << 20)])));
+        let too_big = PodInfo::new(Arc::new(pod_req("too-big", &[(100_000, 1 << 20)])));
+        let mut seen = Vec::new();
+        for parallelism in [1, 2] {
+            let sched = scheduler(parallelism);
+            let fwk = sched.frameworks["default-scheduler"].clone();
+            let mut placements = Vec::new();
+            for _ in 0..3 {
+                let mut state = CycleState::default();
+                match sched.schedule_pod(&fwk, &mut state, &fits, &snap) {
+                    Outcome::Scheduled {
+                        evaluated,
+                        feasible,
+                        ..
+                    } => placements.push((
+                        evaluated,
+                        feasible,
+                        sched.next_start.load(Ordering::Relaxed),
+                    )),
+                    _ => panic!("the pod fits somewhere"),
+                }
+            }
+            let mut state = CycleState::default();
+            let _ = fwk.run_pre_filter(&mut state, &fits, &snap);
+            let _ = fwk.run_pre_score(&mut state, &fits, &snap.nodes, &snap);
+            let totals = fwk.run_score(&state, &fits, &snap.nodes).expect("scores");
+            let mut state = CycleState::default();
+            let rejected = match sched.schedule_pod(&fwk, &mut state, &too_big, &snap) {
+                Outcome::Unschedulable(fit) => {
+                    let mut s: Vec<(String, Status)> = fit.statuses.clone().into_iter().collect();
+                    s.sort_by(|a, b| a.0.cmp(&b.0));
+                    (s, fit.message())
+                }
+                _ => panic!("the pod fits nowhere"),
+            };
+            assert_eq!(rejected.0.len(), 1000);
+            seen.push((fwk.parallelizer.threads(), placements, totals, rejected));
+        }
+        let (one, two) = (&seen[0], &seen[1]);
+        assert_eq!(one.0, 1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            two.0,
+            cores.min(2),
+            "two threads where the machine has them"
+        );
+        assert_eq!(one.1, two.1, "evaluated, feasible, next start");
+        // 42 % of 1,000 nodes to find (adaptive), two of every three fit.
+        assert_eq!(one.1[0].1, 420);
+        assert_eq!(one.2, two.2, "score totals");
+        assert_eq!(one.3, two.3, "rejections");
+    }
 }
