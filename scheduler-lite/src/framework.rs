@@ -10,6 +10,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
+
 use crate::nodeinfo::{NodeInfo, PodInfo, Snapshot};
 
 /// The highest score a Score plugin may give, after NormalizeScore.
@@ -110,7 +112,8 @@ impl<T: Any + Clone + Send + Sync> StateData for T {
 /// Per-cycle plugin data (upstream `CycleState`), keyed by plugin.
 #[derive(Default)]
 pub struct CycleState {
-    data: HashMap<&'static str, Box<dyn StateData>>,
+    /// Fx, not SipHash: plugins read their state once per node.
+    data: FxHashMap<&'static str, Box<dyn StateData>>,
     /// Plugins whose PreFilter/PreScore returned Skip: their Filter/Score are not run.
     pub skip_filter: BTreeSet<&'static str>,
     pub skip_score: BTreeSet<&'static str>,

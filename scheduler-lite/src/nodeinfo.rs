@@ -378,8 +378,10 @@ pub struct NodeInfo {
     /// Normalised image name → size in bytes.
     pub images: HashMap<String, i64>,
     pub generation: u64,
-    /// `spec.unschedulable`, kept beside the counts: read for every node in every cycle.
+    /// `spec.unschedulable` and `spec.taints`, kept beside the counts: Filter and Score read
+    /// them for every node in every cycle, and the Node object is one more pointer away.
     pub unschedulable: bool,
+    pub(crate) taints: Vec<Taint>,
 }
 
 static EMPTY_LABELS: Labels = BTreeMap::new();
@@ -398,6 +400,11 @@ impl NodeInfo {
             .as_ref()
             .and_then(|s| s.unschedulable)
             .unwrap_or(false);
+        self.taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
         self.allocatable =
             Resource::from_list(node.status.as_ref().and_then(|s| s.allocatable.as_ref()));
         self.images.clear();
@@ -424,11 +431,7 @@ impl NodeInfo {
     }
 
     pub fn taints(&self) -> &[Taint] {
-        self.node
-            .as_ref()
-            .and_then(|n| n.spec.as_ref())
-            .and_then(|s| s.taints.as_deref())
-            .unwrap_or(&[])
+        &self.taints
     }
 
     pub fn add_pod(&mut self, p: Arc<PodInfo>) {
