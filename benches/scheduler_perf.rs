@@ -11,7 +11,8 @@
 //!
 //! Environment: SCHED_PERF_SCALE (multiplies every node and pod count, default 1.0),
 //! SCHED_PERF_ONLY (comma list of workload names), SCHED_PERF_MODES ("real,recording"),
-//! SCHED_PERF_TRACE (print bound/pending every 250 ms while measuring).
+//! SCHED_PERF_TRACE (print bound/pending every 250 ms while measuring), SCHED_PERF_PARALLELISM
+//! (the configuration's `parallelism`, default 16; the machine's cores cap it).
 //! Prints a markdown table on stdout, progress on stderr.
 
 use std::io::{BufRead, BufReader};
@@ -349,7 +350,13 @@ async fn run(w: &Workload, mode: &'static str, f: f64) -> Row {
     } else {
         machinery::events::EventRecorder::start(client.clone(), "default-scheduler", "")
     };
-    let config = scheduler_lite::config::Config::default();
+    let mut config = scheduler_lite::config::Config::default();
+    if let Some(p) = std::env::var("SCHED_PERF_PARALLELISM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.parallelism = p;
+    }
     let sched = scheduler_lite::Scheduler::new(config, &registry, Some(client.clone()), recorder)
         .expect("the scheduler");
     let factory = machinery::informer::InformerFactory::new(client.clone());
