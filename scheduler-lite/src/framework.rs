@@ -594,7 +594,7 @@ impl Framework {
         &self,
         state: &CycleState,
         pod: &PodInfo,
-        node: &Arc<NodeInfo>,
+        node: &NodeInfo,
         snapshot: &Snapshot,
     ) -> Status {
         if snapshot.nominated.is_empty() {
@@ -611,7 +611,7 @@ impl Framework {
             return self.run_filter(state, pod, node);
         }
         let mut state2 = state.clone();
-        let mut info = (**node).clone();
+        let mut info = node.clone();
         for p in nominated {
             info.add_pod(p.clone());
             self.run_add_pod(&mut state2, pod, p, &info, snapshot);

@@ -3,7 +3,9 @@
 //!
 //! - activeQ: ready to be tried, a heap ordered by the profile's QueueSort plugin.
 //! - backoffQ: failed recently; each waits `initial × 2^(attempts−1)` (capped) before going back
-//!   to activeQ, checked every second.
+//!   to activeQ, checked every second. When activeQ is empty, `pop` takes the backoffQ pod whose
+//!   backoff ends first instead of idling (upstream's SchedulerPopFromBackoffQ, on by default in
+//!   1.33), unless its last attempt failed with an error.
 //! - unschedulable: rejected by plugins; moved back only by a cluster event that one of the
 //!   rejecting plugins registered for (a node added, a pod deleted, …), never by polling — except
 //!   upstream's safety net that flushes pods unschedulable for more than five minutes. Pods held
@@ -304,6 +306,7 @@ impl SchedulingQueue {
                     let backing = self.backing_off(&e.pod, now);
                     if backing {
                         e.at = Where::Backoff;
+                        self.ready.notify_one();
                     } else {
                         self.to_active(&mut inner, &key);
                     }
@@ -337,22 +340,43 @@ impl SchedulingQueue {
                 return None;
             }
             while let Some((_, seq, key)) = inner.active.pop(self.sorter()) {
-                let Some(e) = inner.entries.get_mut(&key) else {
+                let Some(e) = inner.entries.get(&key) else {
                     continue;
                 };
                 if e.at != Where::Active || e.pod.seq != seq {
                     continue;
                 }
-                e.at = Where::InFlight;
-                e.pod.attempts += 1;
-                e.pod.first_attempt.get_or_insert_with(Instant::now);
-                let pod = e.pod.clone();
                 inner.active_len -= 1;
-                inner.scheduling_cycle += 1;
-                return Some((pod, inner.scheduling_cycle));
+                return Some(Self::take(&mut inner, &key));
+            }
+            // activeQ is empty: rather than idle until the backoff flush, try the pod whose
+            // backoff ends first (upstream 1.33's SchedulerPopFromBackoffQ). Only pods that
+            // plugins rejected; a pod that failed with an error waits its backoff out.
+            let next = inner
+                .entries
+                .iter()
+                .filter(|(_, e)| {
+                    e.at == Where::Backoff
+                        && !e.pod.gated
+                        && !e.pod.unschedulable_plugins.is_empty()
+                })
+                .min_by_key(|(_, e)| (e.pod.failed_at + self.backoff_of(&e.pod), e.pod.seq))
+                .map(|(key, _)| key.clone());
+            if let Some(key) = next {
+                return Some(Self::take(&mut inner, &key));
             }
             self.ready.wait(&mut inner);
         }
+    }
+
+    /// The pod at `key` leaves activeQ or backoffQ for a scheduling attempt.
+    fn take(inner: &mut Inner, key: &str) -> (QueuedPod, u64) {
+        inner.scheduling_cycle += 1;
+        let e = inner.entries.get_mut(key).expect("a queued pod");
+        e.at = Where::InFlight;
+        e.pod.attempts += 1;
+        e.pod.first_attempt.get_or_insert_with(Instant::now);
+        (e.pod.clone(), inner.scheduling_cycle)
     }
 
     /// The attempt succeeded (the pod is assumed): it leaves the queue.
@@ -385,6 +409,10 @@ impl SchedulingQueue {
         } else {
             Where::Unschedulable
         };
+        if e.at == Where::Backoff {
+            // An idle `pop` may take it from backoffQ.
+            self.ready.notify_one();
+        }
     }
 
     /// A cluster event: move the unschedulable pods a rejecting plugin registered it for.
@@ -415,6 +443,7 @@ impl SchedulingQueue {
             }
             if self.backing_off(&e.pod, now) {
                 e.at = Where::Backoff;
+                self.ready.notify_one();
             } else {
                 to_active.push(key.clone());
             }
@@ -546,6 +575,10 @@ mod tests {
     use crate::plugins::testing::pod;
 
     fn queue() -> SchedulingQueue {
+        queue_with_backoff(Duration::from_millis(1), Duration::from_millis(4))
+    }
+
+    fn queue_with_backoff(initial: Duration, max: Duration) -> SchedulingQueue {
         let c = Config::default();
         let mut reg = crate::plugins::registry();
         reg.get_mut("DefaultBinder").unwrap().factory = Arc::new(|_, _| {
@@ -562,13 +595,54 @@ mod tests {
         .unwrap();
         let mut m = HashMap::new();
         m.insert("default-scheduler".to_string(), Arc::new(fwk));
-        SchedulingQueue::new(m, Duration::from_millis(1), Duration::from_millis(4))
+        SchedulingQueue::new(m, initial, max)
     }
 
     fn info(name: &str, priority: i32) -> Arc<PodInfo> {
         let mut p = pod(name);
         p.spec.as_mut().unwrap().priority = Some(priority);
         Arc::new(PodInfo::new(Arc::new(p)))
+    }
+
+    /// With activeQ empty, a pod still backing off after a plugin rejection is tried at once
+    /// (SchedulerPopFromBackoffQ); one that failed with an error is not. Pods in activeQ come
+    /// first.
+    #[test]
+    fn an_idle_queue_pops_rejected_pods_from_backoff_but_not_errors() {
+        let q = Arc::new(queue_with_backoff(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        q.add(info("rejected", 0));
+        q.add(info("errored", 0));
+        let (a, ca) = q.pop().unwrap();
+        let (b, cb) = q.pop().unwrap();
+        // A move during both attempts: the rejected one goes to backoffQ, as does the error.
+        q.on_event(ClusterEvent::NodeAdd);
+        q.requeue(&a.info.key, ["NodeResourcesFit"].into(), ca, false);
+        q.requeue(&b.info.key, HashSet::new(), cb, true);
+        assert_eq!(q.pending().backoff, 2);
+        q.add(info("new", 0));
+        assert_eq!(q.pop().unwrap().0.info.name, "new", "activeQ first");
+        let (again, _) = q.pop().unwrap();
+        assert_eq!(
+            again.info.name, a.info.name,
+            "taken from backoffQ long before its 60 s"
+        );
+        assert_eq!(again.attempts, 2);
+        // Only the errored pod is left, backing off: pop waits until something else arrives.
+        let waiter = {
+            let q = q.clone();
+            std::thread::spawn(move || q.pop().map(|(p, _)| p.info.name.clone()))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !waiter.is_finished(),
+            "an errored pod waits out its backoff"
+        );
+        q.add(info("late", 0));
+        assert_eq!(waiter.join().unwrap().as_deref(), Some("late"));
+        assert_eq!(q.pending().backoff, 1);
     }
 
     #[test]

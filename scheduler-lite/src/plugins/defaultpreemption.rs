@@ -159,7 +159,7 @@ pub fn select_victims_on_node(
         fwk.run_remove_pod(&mut state, pod, p, &info, snap);
     }
     let fits = |state: &CycleState, info: &NodeInfo| {
-        fwk.run_filter_with_nominated(state, pod, &Arc::new(info.clone()), snap)
+        fwk.run_filter_with_nominated(state, pod, info, snap)
             .is_success()
     };
     if !fits(&state, &info) {
