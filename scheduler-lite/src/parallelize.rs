@@ -25,6 +25,8 @@ pub struct Parallelizer {
     /// The helper threads (`threads - 1`); none when one thread is all there is.
     pool: Option<rayon::ThreadPool>,
     threads: usize,
+    /// How long the first block must take before helpers join (`WORTH_A_THREAD`).
+    min_block: Duration,
 }
 
 impl Parallelizer {
@@ -41,7 +43,21 @@ impl Parallelizer {
             None
         };
         let threads = if pool.is_some() { threads } else { 1 };
-        Parallelizer { pool, threads }
+        Parallelizer {
+            pool,
+            threads,
+            min_block: WORTH_A_THREAD,
+        }
+    }
+
+    /// Helpers join from the second block whatever the first cost: for tests that must take
+    /// the parallel path.
+    #[cfg(test)]
+    pub fn eager(parallelism: usize) -> Parallelizer {
+        Parallelizer {
+            min_block: Duration::ZERO,
+            ..Parallelizer::new(parallelism)
+        }
     }
 
     /// One per `parallelism` in this process: profiles share their threads.
@@ -89,7 +105,7 @@ impl Parallelizer {
         let started = Instant::now();
         if run_one() {
             match &self.pool {
-                Some(pool) if blocks > 1 && started.elapsed() >= WORTH_A_THREAD => pool
+                Some(pool) if blocks > 1 && started.elapsed() >= self.min_block => pool
                     .in_place_scope(|s| {
                         for _ in 1..self.threads.min(blocks - 1) {
                             s.spawn(|_| worker());

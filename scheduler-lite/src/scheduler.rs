@@ -608,11 +608,16 @@ mod tests {
             parallelism,
             ..Config::default()
         };
-        // No API server here: a binder that is never called stands in for DefaultBinder.
+        Scheduler::new(config, &test_registry(), None, EventRecorder::discard())
+            .expect("a scheduler")
+    }
+
+    /// No API server here: a binder that is never called stands in for DefaultBinder.
+    fn test_registry() -> Registry {
         let mut registry = crate::plugins::registry();
         registry.get_mut("DefaultBinder").unwrap().factory =
             Arc::new(|_, _| Ok(Arc::new(crate::plugins::NodeName) as Arc<dyn Plugin>));
-        Scheduler::new(config, &registry, None, EventRecorder::discard()).expect("a scheduler")
+        registry
     }
 
     /// 1,000 nodes of different sizes, every third one tainted.
@@ -655,7 +660,18 @@ mod tests {
         let mut seen = Vec::new();
         for parallelism in [1, 2] {
             let sched = scheduler(parallelism);
-            let fwk = sched.frameworks["default-scheduler"].clone();
+            // Filter and Score of these pods are cheap, so the shared Parallelizer would keep
+            // them on one thread: an eager one makes the second run take the parallel path.
+            let mut fwk = Framework::new(
+                &sched.config.profiles[0],
+                &test_registry(),
+                &Handle {
+                    client: None,
+                    parallelism,
+                },
+            )
+            .expect("a framework");
+            fwk.parallelizer = Arc::new(crate::parallelize::Parallelizer::eager(parallelism));
             let mut placements = Vec::new();
             for _ in 0..3 {
                 let mut state = CycleState::default();

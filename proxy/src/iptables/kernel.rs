@@ -112,8 +112,8 @@ impl RealIptables {
 /// costs time linear in the rules the kernel holds, so the line goes in only where the names
 /// are many compared with those rules: full syncs and rewrites of KUBE-SERVICES, not the
 /// restores of one service's chains. Measured here: 64 ns × k² for the list, 10 µs per kernel
-/// rule for the read, hence `k² > 156 × rules`. Tables other than nf_tables' are returned as
-/// given.
+/// rule for the read, hence `k² > 156 × rules`. Only for the nf_tables binaries: the caller
+/// decides.
 pub fn whole_table_cache(data: &str, table_rules: &BTreeMap<String, usize>) -> String {
     let mut out = String::with_capacity(data.len() + 16);
     let mut pos = 0;
